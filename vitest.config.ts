@@ -1,0 +1,12 @@
+import { defineConfig } from "vitest/config"
+
+export default defineConfig({
+  test: {
+    include: ["test/**/*.test.ts"],
+    testTimeout: 30_000,
+    hookTimeout: 60_000,
+    // Integration suites share the local Postgres; each uses its own schema, but
+    // running files one at a time keeps a 2-core machine predictable.
+    fileParallelism: false
+  }
+})
