@@ -1,0 +1,192 @@
+/**
+ * The gateway's config file: hosts, breaker, policy, legacy bootstrap rules and lanes.
+ * The keys in the issue's example are a public contract: operators and tests write them.
+ */
+import { Context, Effect, Either, Layer, ParseResult, Schema } from "effect"
+import * as Config from "effect/Config"
+import * as fs from "node:fs"
+import * as path from "node:path"
+import { fileURLToPath } from "node:url"
+import * as YAML from "yaml"
+import { DurationMs } from "./Duration.ts"
+
+const PositiveInt = Schema.Int.pipe(Schema.greaterThanOrEqualTo(1))
+const NonNegativeInt = Schema.Int.pipe(Schema.greaterThanOrEqualTo(0))
+const Name = Schema.String.pipe(Schema.pattern(/^[A-Za-z0-9._:-]{1,64}$/, {
+  message: () => "expected a name of letters, digits, '.', '_', ':' or '-' (1-64 characters)"
+}))
+
+const HttpUrl = Schema.String.pipe(Schema.filter((s) => {
+  try {
+    const u = new URL(s)
+    return (u.protocol === "http:" || u.protocol === "https:") || `expected an http(s) URL, got ${JSON.stringify(s)}`
+  } catch {
+    return `expected an http(s) URL, got ${JSON.stringify(s)}`
+  }
+}))
+
+export const HostConfig = Schema.Struct({
+  url: HttpUrl,
+  slots: PositiveInt,
+  protected: Schema.optionalWith(Schema.Boolean, { default: () => false })
+})
+export type HostConfig = typeof HostConfig.Type
+
+export const BreakerConfig = Schema.Struct({
+  consecutiveTimeouts: Schema.optionalWith(PositiveInt, { default: () => 2 }),
+  cooldown: Schema.optionalWith(DurationMs, { default: () => 30_000 })
+})
+
+export const PolicyConfig = Schema.Struct({
+  heavyModelMinParamsB: Schema.optionalWith(Schema.Number.pipe(Schema.positive()), { default: () => 14 })
+})
+
+export const LegacyConfig = Schema.Struct({
+  projectId: Schema.optionalWith(Name, { default: () => "awoooi" }),
+  lanes: Schema.optionalWith(Schema.Record({ key: Schema.String, value: Name }), { default: () => ({}) })
+})
+
+export const RouteStep = Schema.Struct({
+  host: Name,
+  timeout: DurationMs,
+  /** "always" (default) or "unavailable": taken only when every earlier step was down or circuit-open. */
+  when: Schema.optionalWith(Schema.Literal("always", "unavailable"), { default: () => "always" as const })
+})
+export type RouteStep = typeof RouteStep.Type
+
+export const QueueConfig = Schema.Struct({
+  /** Requests admitted to the lane at once (running plus waiting for a slot); beyond it → 503. */
+  capacity: Schema.optionalWith(PositiveInt, { default: () => 256 }),
+  /** How long an admitted request may wait for a free slot on its route before 503. */
+  maxWait: Schema.optionalWith(DurationMs, { default: () => 10_000 })
+})
+
+export const LaneConfig = Schema.Struct({
+  model: Schema.String.pipe(Schema.minLength(1)),
+  reserved: Schema.optionalWith(Schema.Record({ key: Name, value: NonNegativeInt }), { default: () => ({}) }),
+  keepWarm: Schema.optionalWith(Schema.Array(Name), { default: () => [] }),
+  route: Schema.Array(RouteStep),
+  paidFallback: Schema.optionalWith(Schema.Array(Name), { default: () => [] }),
+  async: Schema.optionalWith(Schema.Boolean, { default: () => false }),
+  mode: Schema.optionalWith(Schema.Literal("active", "shadow"), { default: () => "active" as const }),
+  queue: Schema.optionalWith(QueueConfig, { default: () => ({ capacity: 256, maxWait: 10_000 }) })
+})
+export type LaneConfig = typeof LaneConfig.Type
+
+export const ServerConfig = Schema.Struct({
+  /** Request bodies above this many bytes are refused with 413. */
+  maxBodyBytes: Schema.optionalWith(PositiveInt, { default: () => 8 * 1024 * 1024 }),
+  /** How often each host actor polls /api/ps and /api/tags. */
+  pollInterval: Schema.optionalWith(DurationMs, { default: () => 5_000 }),
+  /** Timeout for a poll and for the fan-out routes (tags, ps, show). */
+  probeTimeout: Schema.optionalWith(DurationMs, { default: () => 2_000 }),
+  /** How long SIGTERM waits for in-flight requests before closing. */
+  drainTimeout: Schema.optionalWith(DurationMs, { default: () => 30_000 }),
+  /** Journal prompts and messages. Off by default: prompts may hold customer data. */
+  journalPrompts: Schema.optionalWith(Schema.Boolean, { default: () => false })
+})
+
+const GatewayConfigFields = Schema.Struct({
+  hosts: Schema.Record({ key: Name, value: HostConfig }),
+  breaker: Schema.optionalWith(BreakerConfig, { default: () => ({ consecutiveTimeouts: 2, cooldown: 30_000 }) }),
+  policy: Schema.optionalWith(PolicyConfig, { default: () => ({ heavyModelMinParamsB: 14 }) }),
+  legacy: Schema.optionalWith(LegacyConfig, { default: () => ({ projectId: "awoooi", lanes: {} }) }),
+  lanes: Schema.Record({ key: Name, value: LaneConfig }),
+  server: Schema.optionalWith(ServerConfig, {
+    default: () => ({ maxBodyBytes: 8 * 1024 * 1024, pollInterval: 5_000, probeTimeout: 2_000, drainTimeout: 30_000, journalPrompts: false })
+  })
+}, Schema.Record({ key: Schema.String, value: Schema.Unknown })) // later issues' keys (providers, prices, budget) pass through
+
+/** Cross-references: every host a lane names exists, and reservations fit in the host's slots. */
+export const GatewayConfigSchema = GatewayConfigFields.pipe(Schema.filter((config) => {
+  const issues: Array<Schema.FilterIssue> = []
+  for (const [laneName, lane] of Object.entries(config.lanes)) {
+    const check = (where: ReadonlyArray<PropertyKey>, host: string) => {
+      if (!(host in config.hosts)) {
+        issues.push({ path: ["lanes", laneName, ...where], message: `unknown host ${JSON.stringify(host)} (hosts: ${Object.keys(config.hosts).join(", ")})` })
+      }
+    }
+    lane.route.forEach((step, i) => check(["route", i, "host"], step.host))
+    Object.keys(lane.reserved).forEach((host) => check(["reserved", host], host))
+    lane.keepWarm.forEach((host, i) => check(["keepWarm", i], host))
+    if (lane.route.length === 0 && lane.paidFallback.length === 0) {
+      issues.push({ path: ["lanes", laneName, "route"], message: "a lane needs at least one route step" })
+    }
+    if (lane.route[0]?.when === "unavailable") {
+      issues.push({ path: ["lanes", laneName, "route", 0, "when"], message: "the first step cannot be conditional" })
+    }
+  }
+  for (const [hostName, host] of Object.entries(config.hosts)) {
+    const reserved = Object.values(config.lanes).reduce((sum, lane) => sum + (lane.reserved[hostName] ?? 0), 0)
+    if (reserved > host.slots) {
+      issues.push({ path: ["hosts", hostName, "slots"], message: `lanes reserve ${reserved} slots but the host has ${host.slots}` })
+    }
+  }
+  for (const [model, lane] of Object.entries(config.legacy.lanes)) {
+    if (!(lane in config.lanes)) issues.push({ path: ["legacy", "lanes", model], message: `unknown lane ${JSON.stringify(lane)}` })
+  }
+  return issues
+}))
+export type GatewayConfig = typeof GatewayConfigSchema.Type
+
+export class ConfigLoadError extends Schema.TaggedError<ConfigLoadError>()("ConfigLoadError", {
+  path: Schema.String,
+  message: Schema.String
+}) {}
+
+/** The environment may override a host's URL: AWOOOP_HOST_GCP_A_URL for host "gcp-a", AWOOOP_HOST_111_URL for "111". */
+export const hostUrlEnvName = (host: string) => `AWOOOP_HOST_${host.toUpperCase().replace(/[^A-Z0-9]/g, "_")}_URL`
+
+const applyEnvOverrides = (raw: unknown, env: Record<string, string | undefined>): unknown => {
+  if (typeof raw !== "object" || raw === null) return raw
+  const hosts = (raw as { hosts?: unknown }).hosts
+  if (typeof hosts !== "object" || hosts === null) return raw
+  const next: Record<string, unknown> = {}
+  for (const [name, host] of Object.entries(hosts)) {
+    const url = env[hostUrlEnvName(name)]
+    next[name] = url && typeof host === "object" && host !== null ? { ...host, url } : host
+  }
+  return { ...raw, hosts: next }
+}
+
+const decode = Schema.decodeUnknownEither(GatewayConfigSchema, { errors: "all", onExcessProperty: "error" })
+
+/** Parses config text (YAML is a superset of JSON) and validates it; the error names each field path. */
+export const parseConfig = (text: string, file: string, env: Record<string, string | undefined> = {}) =>
+  Effect.gen(function*() {
+    const raw = yield* Effect.try({
+      try: () => YAML.parse(text) as unknown,
+      catch: (e) => new ConfigLoadError({ path: file, message: `${file}: not valid YAML/JSON: ${(e as Error).message}` })
+    })
+    const result = decode(applyEnvOverrides(raw, env))
+    if (Either.isLeft(result)) {
+      const lines = ParseResult.ArrayFormatter.formatErrorSync(result.left)
+        .map((issue) => `  at ${issue.path.length ? issue.path.join(".") : "(root)"}: ${issue.message}`)
+      return yield* new ConfigLoadError({ path: file, message: `${file}: invalid gateway config\n${lines.join("\n")}` })
+    }
+    return result.right
+  })
+
+export const loadConfigFile = (file: string, env: Record<string, string | undefined> = process.env) =>
+  Effect.gen(function*() {
+    const text = yield* Effect.try({
+      try: () => fs.readFileSync(file, "utf8"),
+      catch: (e) => new ConfigLoadError({ path: file, message: `cannot read config ${file}: ${(e as Error).message}` })
+    })
+    return yield* parseConfig(text, file, env)
+  })
+
+export const defaultConfigPath = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../../config/gateway.example.yaml")
+
+/** The loaded config as a service. */
+export class GatewayConfigTag extends Context.Tag("awooop/GatewayConfig")<GatewayConfigTag, GatewayConfig>() {
+  /** Reads AWOOOP_CONFIG (default: the shipped example). */
+  static readonly fromEnv = Layer.effect(
+    GatewayConfigTag,
+    Effect.gen(function*() {
+      const file = yield* Config.string("AWOOOP_CONFIG").pipe(Config.withDefault(defaultConfigPath))
+      return yield* loadConfigFile(file)
+    })
+  )
+  static readonly layerOf = (config: GatewayConfig) => Layer.succeed(GatewayConfigTag, config)
+}

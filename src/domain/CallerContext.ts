@@ -1,0 +1,134 @@
+/**
+ * Who is calling and on which lane: the AwoooP headers, or the legacy bootstrap rules (ADR-111)
+ * for callers that send none.
+ */
+import { BadRequest, UnknownLane } from "./Errors.ts"
+
+export const HeaderNames = {
+  projectId: "x-awooop-project-id",
+  traceId: "x-awooop-trace-id",
+  lane: "x-awooop-lane",
+  intent: "x-awooop-intent",
+  traceparent: "traceparent",
+  runId: "x-awooop-run-id"
+} as const
+
+export interface CallerContext {
+  readonly projectId: string
+  readonly traceId: string
+  /** The caller's W3C parent span id, when it sent a valid traceparent. */
+  readonly parentSpanId: string | null
+  readonly lane: string
+  readonly intent: string | null
+  /** True when the lane came from the legacy bootstrap rules rather than a header. */
+  readonly legacy: boolean
+  /** True when the gateway minted the trace id. */
+  readonly traceMinted: boolean
+}
+
+const traceIdPattern = /^[0-9a-f]{32}$/
+const spanIdPattern = /^[0-9a-f]{16}$/
+const tokenPattern = /^[A-Za-z0-9._:-]{1,64}$/
+const zeroTrace = "0".repeat(32)
+
+/** W3C traceparent: `00-<trace>-<parent>-<flags>`. An invalid header is ignored, as the spec says. */
+export const parseTraceparent = (value: string | undefined): { traceId: string; parentSpanId: string } | null => {
+  if (!value) return null
+  const parts = value.trim().split("-")
+  if (parts.length < 4) return null
+  const [version, traceId, parentSpanId, flags] = parts as [string, string, string, string]
+  if (!/^[0-9a-f]{2}$/.test(version) || version === "ff" || (version === "00" && parts.length !== 4)) return null
+  if (!traceIdPattern.test(traceId) || traceId === zeroTrace) return null
+  if (!spanIdPattern.test(parentSpanId) || parentSpanId === "0".repeat(16)) return null
+  if (!/^[0-9a-f]{2}$/.test(flags)) return null
+  return { traceId, parentSpanId }
+}
+
+export const mintTraceId = (): string => {
+  const bytes = crypto.getRandomValues(new Uint8Array(16))
+  let out = ""
+  for (const b of bytes) out += b.toString(16).padStart(2, "0")
+  return out === zeroTrace ? mintTraceId() : out
+}
+
+type HeaderBag = Readonly<Record<string, string | undefined>>
+
+const single = (headers: HeaderBag, name: string): string | undefined => {
+  const value = headers[name]
+  return value === undefined ? undefined : value.trim()
+}
+
+export interface LaneRules {
+  readonly lanes: ReadonlyArray<string>
+  readonly legacyProjectId: string
+  readonly legacyLanes: Readonly<Record<string, string>>
+}
+
+/**
+ * Resolves the caller context. `model` is the model the body asked for (legacy callers are put on a
+ * lane by it). Returns a BadRequest/UnknownLane naming the header at fault.
+ */
+export const resolveCallerContext = (
+  headers: HeaderBag,
+  model: string | undefined,
+  rules: LaneRules
+): CallerContext | BadRequest | UnknownLane => {
+  const laneHeader = single(headers, HeaderNames.lane)
+  const projectHeader = single(headers, HeaderNames.projectId)
+  const traceHeader = single(headers, HeaderNames.traceId)
+  const intentHeader = single(headers, HeaderNames.intent)
+
+  if (projectHeader !== undefined && !tokenPattern.test(projectHeader)) {
+    return new BadRequest({ message: `malformed X-AwoooP-Project-ID ${JSON.stringify(projectHeader.slice(0, 80))}: expected 1-64 of A-Z a-z 0-9 . _ : -` })
+  }
+  if (intentHeader !== undefined && !tokenPattern.test(intentHeader)) {
+    return new BadRequest({ message: `malformed X-AwoooP-Intent ${JSON.stringify(intentHeader.slice(0, 80))}: expected 1-64 of A-Z a-z 0-9 . _ : -` })
+  }
+  let traceId: string | undefined
+  let parentSpanId: string | null = null
+  if (traceHeader !== undefined) {
+    if (!traceIdPattern.test(traceHeader) || traceHeader === zeroTrace) {
+      return new BadRequest({ message: `malformed X-AwoooP-Trace-ID ${JSON.stringify(traceHeader.slice(0, 80))}: expected 32 lowercase hex digits, not all zero` })
+    }
+    traceId = traceHeader
+  }
+  const traceparent = parseTraceparent(single(headers, HeaderNames.traceparent))
+  if (traceparent) {
+    // A caller sending both should send the same trace; the explicit AwoooP header wins.
+    traceId ??= traceparent.traceId
+    if (traceId === traceparent.traceId) parentSpanId = traceparent.parentSpanId
+  }
+  const traceMinted = traceId === undefined
+  traceId ??= mintTraceId()
+
+  if (laneHeader !== undefined) {
+    if (!rules.lanes.includes(laneHeader)) return new UnknownLane({ lane: laneHeader.slice(0, 80), known: [...rules.lanes] })
+    return {
+      projectId: projectHeader ?? rules.legacyProjectId,
+      traceId,
+      parentSpanId,
+      lane: laneHeader,
+      intent: intentHeader ?? null,
+      legacy: false,
+      traceMinted
+    }
+  }
+  // Legacy caller: the bootstrap rules assign the project and pick the lane from the model.
+  const lane = model === undefined ? undefined : rules.legacyLanes[model]
+  if (lane === undefined) {
+    return new BadRequest({
+      message: model === undefined
+        ? "model is required"
+        : `no lane for model ${JSON.stringify(model)}: send X-AwoooP-Lane (lanes: ${rules.lanes.join(", ")})`
+    })
+  }
+  return {
+    projectId: projectHeader ?? rules.legacyProjectId,
+    traceId,
+    parentSpanId,
+    lane,
+    intent: intentHeader ?? null,
+    legacy: true,
+    traceMinted
+  }
+}

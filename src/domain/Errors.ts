@@ -1,0 +1,136 @@
+/**
+ * Every error a caller can see. Each maps to Ollama's `{"error": "..."}` with a fitting status and
+ * names the lane, host or rule that refused the request.
+ */
+import { Schema } from "effect"
+
+export class BadRequest extends Schema.TaggedError<BadRequest>()("BadRequest", {
+  message: Schema.String
+}) {
+  get status() { return 400 }
+}
+
+export class UnknownLane extends Schema.TaggedError<UnknownLane>()("UnknownLane", {
+  lane: Schema.String,
+  known: Schema.Array(Schema.String)
+}) {
+  get status() { return 400 }
+  override get message() {
+    return `unknown lane ${JSON.stringify(this.lane)} in X-AwoooP-Lane (lanes: ${this.known.join(", ")})`
+  }
+}
+
+export class ModelDenied extends Schema.TaggedError<ModelDenied>()("ModelDenied", {
+  lane: Schema.String,
+  model: Schema.String,
+  rule: Schema.String,
+  hosts: Schema.Array(Schema.String)
+}) {
+  get status() { return 403 }
+  override get message() {
+    return `lane ${this.lane}: model ${this.model} denied on ${this.hosts.join(", ")} by rule ${this.rule}`
+  }
+}
+
+export class ModelNotFound extends Schema.TaggedError<ModelNotFound>()("ModelNotFound", {
+  lane: Schema.String,
+  model: Schema.String,
+  hosts: Schema.Array(Schema.String)
+}) {
+  get status() { return 404 }
+  override get message() {
+    return `model '${this.model}' not found on lane ${this.lane}'s hosts (${this.hosts.join(", ")})`
+  }
+}
+
+export class AsyncOnlyLane extends Schema.TaggedError<AsyncOnlyLane>()("AsyncOnlyLane", {
+  lane: Schema.String
+}) {
+  get status() { return 409 }
+  override get message() {
+    return `lane ${this.lane} is async-only: synchronous requests are refused; submit an async run`
+  }
+}
+
+export class NotManaged extends Schema.TaggedError<NotManaged>()("NotManaged", {
+  route: Schema.String
+}) {
+  get status() { return 501 }
+  override get message() {
+    return `${this.route} is not served: the AwoooP gateway does not manage models; pull, push, create, copy and delete on the hosts themselves`
+  }
+}
+
+export class RouteNotFound extends Schema.TaggedError<RouteNotFound>()("RouteNotFound", {
+  method: Schema.String,
+  path: Schema.String
+}) {
+  get status() { return 404 }
+  override get message() { return `no route for ${this.method} ${this.path}` }
+}
+
+export class BodyTooLarge extends Schema.TaggedError<BodyTooLarge>()("BodyTooLarge", {
+  limit: Schema.Number
+}) {
+  get status() { return 413 }
+  override get message() { return `request body larger than ${this.limit} bytes` }
+}
+
+export class LaneSaturated extends Schema.TaggedError<LaneSaturated>()("LaneSaturated", {
+  lane: Schema.String,
+  reason: Schema.String,
+  retryAfterSeconds: Schema.Number
+}) {
+  get status() { return 503 }
+  override get message() { return `lane ${this.lane} saturated: ${this.reason}` }
+}
+
+export class AllHostsUnavailable extends Schema.TaggedError<AllHostsUnavailable>()("AllHostsUnavailable", {
+  lane: Schema.String,
+  reasons: Schema.Array(Schema.String),
+  retryAfterSeconds: Schema.Number
+}) {
+  get status() { return 503 }
+  override get message() { return `lane ${this.lane}: no host could serve the request: ${this.reasons.join("; ")}` }
+}
+
+export class AllAttemptsTimedOut extends Schema.TaggedError<AllAttemptsTimedOut>()("AllAttemptsTimedOut", {
+  lane: Schema.String,
+  reasons: Schema.Array(Schema.String)
+}) {
+  get status() { return 504 }
+  override get message() { return `lane ${this.lane}: every attempt timed out: ${this.reasons.join("; ")}` }
+}
+
+/** A 4xx the host itself gave (e.g. bad options): the request is at fault, so it is passed on, not failed over. */
+export class UpstreamRejected extends Schema.TaggedError<UpstreamRejected>()("UpstreamRejected", {
+  host: Schema.String,
+  upstreamStatus: Schema.Number,
+  upstreamError: Schema.String
+}) {
+  get status() { return this.upstreamStatus }
+  override get message() { return `host ${this.host}: ${this.upstreamError}` }
+}
+
+export class ShuttingDown extends Schema.TaggedError<ShuttingDown>()("ShuttingDown", {}) {
+  get status() { return 503 }
+  override get message() { return "the gateway is shutting down; retry on another replica" }
+}
+
+export type GatewayError =
+  | BadRequest
+  | UnknownLane
+  | ModelDenied
+  | ModelNotFound
+  | AsyncOnlyLane
+  | NotManaged
+  | RouteNotFound
+  | BodyTooLarge
+  | LaneSaturated
+  | AllHostsUnavailable
+  | AllAttemptsTimedOut
+  | UpstreamRejected
+  | ShuttingDown
+
+export const retryAfterOf = (error: GatewayError): number | undefined =>
+  error._tag === "LaneSaturated" || error._tag === "AllHostsUnavailable" ? error.retryAfterSeconds : undefined
