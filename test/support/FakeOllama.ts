@@ -212,6 +212,8 @@ const goJsonError = (raw: string, e: unknown): string => {
     if (i >= raw.trimEnd().length) return "unexpected EOF"
     return `invalid character '${raw[i]}' looking for beginning of value`
   }
+  const tok = /Unexpected token '?(.)/.exec(msg)
+  if (tok) return `invalid character '${tok[1]}' looking for beginning of value`
   if (/end of (JSON|data)|Unterminated/i.test(msg)) return "unexpected EOF"
   const first = raw.trimStart()[0]
   return `invalid character '${first ?? " "}' looking for beginning of value`

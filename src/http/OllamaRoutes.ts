@@ -1,0 +1,164 @@
+/**
+ * The Ollama-compatible surface. Inference routes go through a lane; tags, ps, show and version
+ * fan out to the hosts; model management is refused (the gateway does not own the hosts' models).
+ */
+import { HttpRouter, HttpServerRequest, HttpServerResponse } from "@effect/platform"
+import { Effect, Schema } from "effect"
+import { type CallerContext, HeaderNames, resolveCallerContext } from "../domain/CallerContext.ts"
+import { BadRequest, type GatewayError, ModelNotFound, NotManaged } from "../domain/Errors.ts"
+import { ChatRequest, EmbeddingsRequest, EmbedRequest, GenerateRequest, type Operation, ShowRequest } from "../domain/OllamaApi.ts"
+import type { LaneResult } from "../routing/Lane.ts"
+import { Gateway } from "../routing/Gateway.ts"
+import { errorResponse, jsonResponse } from "./ErrorResponse.ts"
+import { decodeBody, readJson } from "./RequestBody.ts"
+
+const schemas = {
+  generate: GenerateRequest,
+  chat: ChatRequest,
+  embed: EmbedRequest,
+  embeddings: EmbeddingsRequest
+} as const satisfies Record<Operation, Schema.Schema<any, any>>
+
+const promptOf = (operation: Operation, body: Record<string, unknown>): unknown => {
+  switch (operation) {
+    case "generate": return { system: body.system ?? null, prompt: body.prompt ?? null }
+    case "chat": return { messages: body.messages }
+    case "embed": return { input: body.input }
+    case "embeddings": return { prompt: body.prompt }
+  }
+}
+
+const traceHeaders = (caller: CallerContext | null): Record<string, string> =>
+  caller === null ? {} : { [HeaderNames.traceId]: caller.traceId }
+
+const resultHeaders = (result: LaneResult): Record<string, string> => ({
+  [HeaderNames.traceId]: result.info.traceId,
+  [HeaderNames.runId]: result.info.runId,
+  "x-awooop-lane": result.info.lane,
+  "x-awooop-endpoint": result.info.endpoint,
+  "x-awooop-model": result.info.model
+})
+
+const inference = (operation: Operation) =>
+  Effect.gen(function*() {
+    const gateway = yield* Gateway
+    const request = yield* HttpServerRequest.HttpServerRequest
+    let caller: CallerContext | null = null
+    return yield* Effect.gen(function*() {
+      const raw = yield* readJson(gateway.config.server.maxBodyBytes)
+      const body = (yield* decodeBody(schemas[operation] as unknown as Schema.Schema<Record<string, unknown>, unknown>, raw))
+      const resolved = resolveCallerContext(request.headers, body.model as string, gateway.laneRules)
+      if (!("traceId" in resolved)) return yield* Effect.fail(resolved)
+      caller = resolved
+      const lane = gateway.lanes.get(resolved.lane)!
+      const stream = operation === "generate" || operation === "chat" ? (body.stream as boolean | undefined) ?? true : false
+      const result = yield* lane.handle({ operation, body, stream, caller: resolved, prompt: promptOf(operation, body) })
+      return result._tag === "Unary"
+        ? HttpServerResponse.uint8Array(result.bytes, { contentType: "application/json; charset=utf-8", headers: resultHeaders(result) })
+        : HttpServerResponse.stream(result.stream, { contentType: "application/x-ndjson", headers: resultHeaders(result) })
+    }).pipe(Effect.catchAll((error: GatewayError) => Effect.succeed(errorResponse(error, traceHeaders(caller)))))
+  })
+
+/** GET /api/tags: every model installed on any host, once, with the hosts that have it (`awooop_hosts`). */
+const tags = Effect.gen(function*() {
+  const gateway = yield* Gateway
+  const answers = yield* fanOut(gateway, "/api/tags")
+  const byName = new Map<string, Record<string, unknown> & { awooop_hosts: Array<string> }>()
+  for (const { host, json } of answers) {
+    for (const model of modelsOf(json)) {
+      const name = String(model.name ?? model.model)
+      const seen = byName.get(name)
+      if (seen) seen.awooop_hosts.push(host)
+      else byName.set(name, { ...model, awooop_hosts: [host] })
+    }
+  }
+  return jsonResponse({ models: [...byName.values()] })
+})
+
+/** GET /api/ps: every resident model on every host, one entry per host (`awooop_host`). */
+const ps = Effect.gen(function*() {
+  const gateway = yield* Gateway
+  const answers = yield* fanOut(gateway, "/api/ps")
+  return jsonResponse({ models: answers.flatMap(({ host, json }) => modelsOf(json).map((m) => ({ ...m, awooop_host: host }))) })
+})
+
+const modelsOf = (json: Record<string, unknown>): Array<Record<string, unknown>> =>
+  Array.isArray(json.models) ? json.models.filter((m): m is Record<string, unknown> => typeof m === "object" && m !== null) : []
+
+/** Asks every host at once; a host that does not answer within probeTimeout is left out. */
+const fanOut = (gateway: Gateway, path: string) =>
+  Effect.forEach(
+    [...gateway.hosts.values()],
+    (host) =>
+      gateway.upstream.unary(host.target, "GET", path, null, gateway.config.server.probeTimeout).pipe(
+        Effect.map((r) => [{ host: host.name, json: r.json }]),
+        Effect.orElseSucceed(() => [])
+      ),
+    { concurrency: "unbounded" }
+  ).pipe(Effect.map((all) => all.flat()))
+
+/** POST /api/show: the first host (in config order) that has the model answers. */
+const show = Effect.gen(function*() {
+  const gateway = yield* Gateway
+  return yield* Effect.gen(function*() {
+    const raw = yield* readJson(gateway.config.server.maxBodyBytes)
+    const body = yield* decodeBody(ShowRequest, raw)
+    const model = body.model ?? body.name
+    if (model === undefined) return yield* new BadRequest({ message: "model is required" })
+    const bytes = new TextEncoder().encode(JSON.stringify({ model, ...(body.verbose !== undefined ? { verbose: body.verbose } : {}) }))
+    for (const host of gateway.hosts.values()) {
+      const answer = yield* gateway.upstream.unary(host.target, "POST", "/api/show", bytes, gateway.config.server.probeTimeout).pipe(Effect.option)
+      if (answer._tag === "Some") return jsonResponse({ ...answer.value.json, awooop_host: host.name })
+    }
+    return yield* new ModelNotFound({ lane: "(any)", model, hosts: [...gateway.hosts.keys()] })
+  }).pipe(Effect.catchAll((error: GatewayError) => Effect.succeed(errorResponse(error))))
+})
+
+/** GET /api/version: the oldest version among the hosts, since a caller may only rely on what all of them support. */
+const version = Effect.gen(function*() {
+  const gateway = yield* Gateway
+  const versions: Array<string> = []
+  for (const host of gateway.hosts.values()) {
+    const h = yield* host.health
+    if (h.version !== null) versions.push(h.version)
+  }
+  if (versions.length === 0) {
+    const answers = yield* fanOut(gateway, "/api/version")
+    for (const a of answers) if (typeof a.json.version === "string") versions.push(a.json.version)
+  }
+  const oldest = versions.sort(compareVersions)[0] ?? "0.0.0"
+  return jsonResponse({ version: oldest })
+})
+
+const compareVersions = (a: string, b: string) => {
+  const pa = a.split(/[.-]/).map((x) => Number.parseInt(x, 10) || 0)
+  const pb = b.split(/[.-]/).map((x) => Number.parseInt(x, 10) || 0)
+  for (let i = 0; i < Math.max(pa.length, pb.length); i++) {
+    const d = (pa[i] ?? 0) - (pb[i] ?? 0)
+    if (d !== 0) return d
+  }
+  return 0
+}
+
+const notManaged = (route: string) => Effect.succeed(errorResponse(new NotManaged({ route })))
+const running = Effect.succeed(HttpServerResponse.text("Ollama is running"))
+
+export const ollamaRoutes = HttpRouter.empty.pipe(
+  HttpRouter.get("/", running),
+  HttpRouter.head("/", running),
+  HttpRouter.post("/api/generate", inference("generate")),
+  HttpRouter.post("/api/chat", inference("chat")),
+  HttpRouter.post("/api/embed", inference("embed")),
+  HttpRouter.post("/api/embeddings", inference("embeddings")),
+  HttpRouter.get("/api/tags", tags),
+  HttpRouter.get("/api/ps", ps),
+  HttpRouter.post("/api/show", show),
+  HttpRouter.get("/api/version", version),
+  HttpRouter.post("/api/pull", notManaged("POST /api/pull")),
+  HttpRouter.post("/api/push", notManaged("POST /api/push")),
+  HttpRouter.post("/api/create", notManaged("POST /api/create")),
+  HttpRouter.post("/api/copy", notManaged("POST /api/copy")),
+  HttpRouter.del("/api/delete", notManaged("DELETE /api/delete")),
+  HttpRouter.post("/api/blobs/:digest", notManaged("POST /api/blobs")),
+  HttpRouter.head("/api/blobs/:digest", notManaged("HEAD /api/blobs"))
+)

@@ -1,0 +1,99 @@
+/**
+ * The HTTP server: the routes, a catch-all that keeps every failure in Ollama's protocol, server
+ * timeouts against slow clients, and a graceful drain on shutdown.
+ */
+import { HttpRouter, HttpServer, HttpServerRequest, HttpServerResponse } from "@effect/platform"
+import { NodeHttpServer } from "@effect/platform-node"
+import { Cause, Clock, Config, Effect, Layer, Ref } from "effect"
+import { createServer } from "node:http"
+import { RouteNotFound, ShuttingDown } from "../domain/Errors.ts"
+import { Gateway } from "../routing/Gateway.ts"
+import { errorResponse, jsonResponse } from "./ErrorResponse.ts"
+import { ollamaRoutes } from "./OllamaRoutes.ts"
+
+/** In-flight handler count and the draining flag: SIGTERM refuses new work, then waits for the rest. */
+export class Drain extends Effect.Service<Drain>()("awooop/Drain", {
+  effect: Effect.gen(function*() {
+    const inFlight = yield* Ref.make(0)
+    const draining = yield* Ref.make(false)
+    return { inFlight, draining } as const
+  })
+}) {}
+
+const withDrain = <E, R>(app: Effect.Effect<HttpServerResponse.HttpServerResponse, E, R>) =>
+  Effect.gen(function*() {
+    const drain = yield* Drain
+    if (yield* Ref.get(drain.draining)) return errorResponse(new ShuttingDown())
+    yield* Ref.update(drain.inFlight, (n) => n + 1)
+    return yield* Effect.ensuring(app, Ref.update(drain.inFlight, (n) => n - 1))
+  })
+
+export const app = Effect.gen(function*() {
+  const router = yield* HttpRouter.toHttpApp(ollamaRoutes)
+  return withDrain(router).pipe(
+    Effect.catchTag("RouteNotFound", () =>
+      Effect.flatMap(HttpServerRequest.HttpServerRequest, (request) =>
+        Effect.succeed(errorResponse(new RouteNotFound({ method: request.method, path: request.url.split("?")[0] ?? request.url }))))),
+    Effect.catchAllCause((cause) =>
+      Cause.isInterruptedOnly(cause)
+        ? Effect.failCause(cause)
+        : Effect.logError("unhandled error in a request", cause).pipe(
+          Effect.as(jsonResponse({ error: "internal gateway error; the journal and logs have the details" }, {}, 500))
+        ))
+  )
+})
+
+/** On shutdown: refuse new requests, wait (up to drainTimeout) for in-flight ones and open streams. */
+const DrainOnShutdown = Layer.scopedDiscard(Effect.gen(function*() {
+  const drain = yield* Drain
+  const gateway = yield* Gateway
+  yield* Effect.addFinalizer(() =>
+    Effect.gen(function*() {
+      yield* Ref.set(drain.draining, true)
+      const started = yield* Clock.currentTimeMillis
+      const busy = Effect.gen(function*() {
+        let n = yield* Ref.get(drain.inFlight)
+        for (const lane of gateway.lanes.values()) n += yield* lane.inFlight
+        return n
+      })
+      const pending = yield* busy
+      if (pending > 0) yield* Effect.logInfo(`draining ${pending} in-flight request(s)`)
+      while ((yield* busy) > 0) {
+        if ((yield* Clock.currentTimeMillis) - started > gateway.config.server.drainTimeout) {
+          yield* Effect.logWarning(`drain timeout: ${yield* busy} request(s) still in flight are cut off`)
+          break
+        }
+        yield* Effect.sleep(50)
+      }
+    })
+  )
+}))
+
+export const ServerConfig = Config.all({
+  port: Config.integer("PORT").pipe(Config.withDefault(11400)),
+  host: Config.string("HOST").pipe(Config.withDefault("127.0.0.1"))
+})
+
+/** The node:http server with timeouts that cut off slow-loris clients. */
+export const nodeServerLayer = (options: { port: number; host: string }) =>
+  NodeHttpServer.layer(() => {
+    const server = createServer({ requestTimeout: 60_000, headersTimeout: 10_000, keepAliveTimeout: 5_000 })
+    return server
+  }, options)
+
+// Built after the listener, so its finalizer (the drain) runs before the listener is removed.
+const serveWithDrain = <R>(httpApp: Effect.Effect<HttpServerResponse.HttpServerResponse, never, R>) =>
+  DrainOnShutdown.pipe(Layer.provide(HttpServer.serve(httpApp)))
+
+export const HttpLive = Layer.unwrapEffect(Effect.gen(function*() {
+  const options = yield* ServerConfig
+  return serveWithDrain(yield* app).pipe(
+    HttpServer.withLogAddress,
+    Layer.provide(nodeServerLayer(options))
+  )
+}))
+
+/** For tests: the same app on 127.0.0.1 port 0; read the address from HttpServer. */
+export const HttpTest = Layer.unwrapEffect(Effect.map(app, serveWithDrain)).pipe(
+  Layer.provideMerge(nodeServerLayer({ port: 0, host: "127.0.0.1" }))
+)

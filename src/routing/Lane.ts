@@ -1,0 +1,335 @@
+/**
+ * The lane actor: admission (a bounded number of requests in the lane), then plan(), then the
+ * attempts down the lane's route with each host's slots, breaker and timeout. Every step is a
+ * journal event on the run's stream.
+ */
+import { Clock, Deferred, Effect, Exit, Option, Ref, Stream } from "effect"
+import type { GatewayConfig, LaneConfig } from "../config/GatewayConfig.ts"
+import type { CallerContext } from "../domain/CallerContext.ts"
+import {
+  AllAttemptsTimedOut,
+  AllHostsUnavailable,
+  AsyncOnlyLane,
+  type GatewayError,
+  LaneSaturated,
+  ModelDenied,
+  ModelNotFound,
+  UpstreamRejected
+} from "../domain/Errors.ts"
+import type { Operation, Usage } from "../domain/OllamaApi.ts"
+import { operationPath } from "../domain/OllamaApi.ts"
+import type { Journal } from "../journal/Journal.ts"
+import { makeStreamWriter, type StreamWriter } from "../journal/StreamWriter.ts"
+import { encodeLine } from "../upstream/Ndjson.ts"
+import { isUnavailableFailure, type OllamaUpstream, type OpenStream, UpstreamFailure, usageOf } from "../upstream/OllamaUpstream.ts"
+import { BreakerOpen, type Outcome } from "./Breaker.ts"
+import type { HostActor } from "./Host.ts"
+import { describeSkip, type HostView, plan, type PlanInput, type PlannedAttempt } from "./Plan.ts"
+import type { Permit } from "./Slots.ts"
+
+export interface LaneRequest {
+  readonly operation: Operation
+  /** The validated request body; its `model` is replaced by the lane's. */
+  readonly body: Readonly<Record<string, unknown>>
+  readonly stream: boolean
+  readonly caller: CallerContext
+  /** Recorded only when the config asks for prompts to be journaled. */
+  readonly prompt: unknown
+}
+
+export interface RunInfo {
+  readonly runId: string
+  readonly traceId: string
+  readonly lane: string
+  readonly model: string
+  /** The host that answered. */
+  readonly endpoint: string
+}
+
+export type LaneResult =
+  | { readonly _tag: "Unary"; readonly info: RunInfo; readonly bytes: Uint8Array }
+  | { readonly _tag: "Stream"; readonly info: RunInfo; readonly stream: Stream.Stream<Uint8Array> }
+
+export interface LaneActor {
+  readonly name: string
+  readonly config: LaneConfig
+  readonly handle: (request: LaneRequest) => Effect.Effect<LaneResult, GatewayError>
+  readonly inFlight: Effect.Effect<number>
+}
+
+interface Deps {
+  readonly journal: Journal
+  readonly upstream: OllamaUpstream
+  readonly hosts: ReadonlyMap<string, HostActor>
+  readonly config: GatewayConfig
+}
+
+/** A failed or skipped step, kept for the final error and the journal. */
+interface Miss {
+  readonly host: string
+  readonly kind: string
+  readonly message: string
+}
+
+type AttemptAnswer =
+  | { readonly _tag: "Unary"; readonly bytes: Uint8Array; readonly usage: Usage }
+  | { readonly _tag: "Stream"; readonly open: OpenStream }
+
+const classify = (exit: Exit.Exit<unknown, UpstreamFailure>): Outcome => {
+  if (Exit.isSuccess(exit)) return "success"
+  const failure = Option.getOrUndefined(Exit.causeOption(exit).pipe(Option.flatMap((c) => c._tag === "Fail" ? Option.some(c.error) : Option.none())))
+  if (failure === undefined) return "ignore"
+  switch (failure.kind) {
+    case "timeout": return "timeout"
+    case "not-found":
+    case "rejected": return "ignore"
+    default: return "failure"
+  }
+}
+
+export const make = (name: string, config: LaneConfig, deps: Deps) =>
+  Effect.gen(function*() {
+    const admitted = yield* Ref.make(0)
+    const route = config.route.map((s) => ({ host: s.host, timeoutMs: s.timeout, when: s.when }))
+    const retryAfterSeconds = Math.max(1, Math.ceil(config.queue.maxWait / 1000))
+
+    const admit = Ref.modify(admitted, (n): [boolean, number] => n < config.queue.capacity ? [true, n + 1] : [false, n])
+    const leave = Ref.update(admitted, (n) => n - 1)
+
+    const snapshot = Effect.gen(function*() {
+      const hosts: Record<string, HostView> = {}
+      for (const step of route) {
+        const host = deps.hosts.get(step.host)
+        if (host !== undefined && hosts[step.host] === undefined) hosts[step.host] = yield* host.view(name)
+      }
+      return hosts
+    })
+
+    const fail = (run: StreamWriter, error: GatewayError, startedAt: number) =>
+      Effect.gen(function*() {
+        const now = yield* Clock.currentTimeMillis
+        yield* run.append("RunFailed", { status: error.status, error: error._tag, message: error.message, durationMs: now - startedAt })
+        return yield* Effect.fail(error)
+      })
+
+    const complete = (run: StreamWriter, host: string, usage: Usage | null, startedAt: number, attemptStartedAt: number, firstChunkAt: number | null) =>
+      Effect.gen(function*() {
+        const now = yield* Clock.currentTimeMillis
+        yield* run.append("AttemptSucceeded", { host, durationMs: now - attemptStartedAt, firstChunkMs: firstChunkAt === null ? null : firstChunkAt - attemptStartedAt })
+        yield* run.append("RunCompleted", {
+          endpoint: host,
+          providerTier: "ollama",
+          inputTokens: usage?.inputTokens ?? null,
+          outputTokens: usage?.outputTokens ?? null,
+          doneReason: usage?.doneReason ?? null,
+          costUsd: 0,
+          durationMs: now - startedAt
+        })
+      })
+
+    /** One attempt on one host: slot, breaker, timeout. Success hands back the answer with its permit still held. */
+    const attempt = (
+      host: HostActor,
+      step: PlannedAttempt,
+      body: Uint8Array,
+      request: LaneRequest,
+      permit: Permit
+    ): Effect.Effect<AttemptAnswer, UpstreamFailure | BreakerOpen> => {
+      const path = operationPath[request.operation]
+      if (!request.stream) {
+        return host.breaker.guard(
+          deps.upstream.unary(host.target, "POST", path, body, step.timeoutMs),
+          classify
+        ).pipe(
+          Effect.map((r) => ({ _tag: "Unary" as const, bytes: r.bytes, usage: usageOf(r.json) })),
+          Effect.ensuring(permit.release)
+        )
+      }
+      return host.breaker.guard(
+        deps.upstream.openStream(host.target, path, body, step.timeoutMs),
+        classify
+      ).pipe(
+        Effect.map((open) => ({ _tag: "Stream" as const, open })),
+        Effect.onError(() => permit.release)
+      )
+    }
+
+    const handle = (request: LaneRequest): Effect.Effect<LaneResult, GatewayError> =>
+      Effect.gen(function*() {
+        const startedAt = yield* Clock.currentTimeMillis
+        const runId = crypto.randomUUID()
+        const caller = request.caller
+        const run = makeStreamWriter(deps.journal, { streamId: `run-${runId}`, traceId: caller.traceId, projectId: caller.projectId, lane: name })
+        const requestedModel = typeof request.body.model === "string" ? request.body.model : null
+        yield* run.append("RunStarted", {
+          runId,
+          operation: request.operation,
+          stream: request.stream,
+          requestedModel,
+          assignedModel: config.model,
+          intent: caller.intent,
+          legacy: caller.legacy,
+          traceMinted: caller.traceMinted,
+          parentSpanId: caller.parentSpanId,
+          ...(deps.config.server.journalPrompts ? { prompt: request.prompt } : {})
+        })
+        if (config.async) return yield* fail(run, new AsyncOnlyLane({ lane: name }), startedAt)
+        if (!(yield* admit)) {
+          return yield* fail(run, new LaneSaturated({ lane: name, reason: `admission queue full (${config.queue.capacity} requests in the lane)`, retryAfterSeconds }), startedAt)
+        }
+        // From here the admission slot is held; it is returned when the answer (or stream) is done.
+        let handedOff = false
+        return yield* Effect.gen(function*() {
+          const input: PlanInput = {
+            lane: name,
+            model: config.model,
+            route,
+            hosts: yield* snapshot,
+            policy: { heavyModelMinParamsB: deps.config.policy.heavyModelMinParamsB },
+            now: startedAt
+          }
+          const decision = plan(input)
+          yield* run.append("RouteDecided", { input, plan: decision })
+
+          const misses: Array<Miss> = decision.skipped.map((s) => ({ host: s.host, kind: s.reason.kind, message: describeSkip(s) }))
+          if (decision.attempts.length === 0) {
+            const kinds = new Set(decision.skipped.map((s) => s.reason.kind))
+            const hosts = decision.skipped.map((s) => s.host)
+            const error: GatewayError = kinds.size === 1 && kinds.has("heavy-model-denied")
+              ? new ModelDenied({ lane: name, model: config.model, rule: `policy.heavyModelMinParamsB=${deps.config.policy.heavyModelMinParamsB} on protected hosts`, hosts })
+              : kinds.size === 1 && kinds.has("model-not-installed")
+              ? new ModelNotFound({ lane: name, model: config.model, hosts })
+              : new AllHostsUnavailable({ lane: name, reasons: misses.map((m) => m.message), retryAfterSeconds })
+            return yield* fail(run, error, startedAt)
+          }
+
+          const body = new TextEncoder().encode(JSON.stringify({ ...request.body, model: config.model, stream: request.stream }))
+          const deadline = startedAt + config.queue.maxWait
+          // True while every attempt so far failed because its host could not take the request.
+          let onlyUnavailable = decision.skipped.every((s) => s.reason.kind !== "heavy-model-denied")
+          let pending: ReadonlyArray<PlannedAttempt> = decision.attempts
+          let attemptNo = 0
+
+          while (pending.length > 0) {
+            const saturated: Array<PlannedAttempt> = []
+            for (const step of pending) {
+              const host = deps.hosts.get(step.host)!
+              if (step.conditional && !onlyUnavailable) {
+                yield* run.append("HostSkipped", { host: step.host, reason: "only-when-unavailable", message: `${step.host} is used only when the hosts before it are unavailable` })
+                continue
+              }
+              const permit = yield* host.slots.tryAcquire(name)
+              if (Option.isNone(permit)) {
+                saturated.push(step)
+                continue
+              }
+              attemptNo++
+              const attemptStartedAt = yield* Clock.currentTimeMillis
+              yield* run.append("AttemptStarted", { attempt: attemptNo, host: step.host, timeoutMs: step.timeoutMs, slotPool: permit.value.pool })
+              const result = yield* Effect.either(attempt(host, step, body, request, permit.value))
+              const now = yield* Clock.currentTimeMillis
+              if (result._tag === "Left") {
+                const error = result.left
+                if (error instanceof BreakerOpen) {
+                  yield* run.append("HostSkipped", { host: step.host, reason: "circuit-open", until: error.until, probeInFlight: error.probeInFlight })
+                  misses.push({ host: step.host, kind: "circuit-open", message: `${step.host} circuit open` })
+                  continue
+                }
+                yield* run.append("AttemptFailed", { attempt: attemptNo, host: step.host, kind: error.kind, status: error.status, message: error.message, durationMs: now - attemptStartedAt, afterFirstChunk: false })
+                misses.push({ host: step.host, kind: error.kind, message: `${step.host} ${error.kind === "timeout" ? "timed out" : "failed"}: ${error.message}` })
+                if (error.kind === "refused") yield* host.reportRefused(error.message)
+                if (error.kind === "rejected") {
+                  return yield* fail(run, new UpstreamRejected({ host: step.host, upstreamStatus: error.status ?? 400, upstreamError: error.message.replace(/^\d+: /, "") }), startedAt)
+                }
+                if (!isUnavailableFailure(error) && error.kind !== "not-found") onlyUnavailable = false
+                continue
+              }
+              const info: RunInfo = { runId, traceId: caller.traceId, lane: name, model: config.model, endpoint: step.host }
+              const answer = result.right
+              if (answer._tag === "Unary") {
+                yield* complete(run, step.host, answer.usage, startedAt, attemptStartedAt, null)
+                return { _tag: "Unary", info, bytes: answer.bytes } satisfies LaneResult
+              }
+              handedOff = true
+              return {
+                _tag: "Stream",
+                info,
+                stream: relay(run, answer.open, step.host, attemptNo, startedAt, attemptStartedAt, now, Effect.zipRight(permit.value.release, leave))
+              } satisfies LaneResult
+            }
+            if (saturated.length === 0) break
+            // Every remaining host is busy: wait for a slot on one of them, within the lane's maxWait.
+            const now = yield* Clock.currentTimeMillis
+            if (now >= deadline) {
+              for (const s of saturated) misses.push({ host: s.host, kind: "saturated", message: `${s.host} all slots busy` })
+              break
+            }
+            const signals = yield* Effect.forEach(saturated, (s) => deps.hosts.get(s.host)!.slots.changed)
+            const freed = yield* Effect.raceAll(signals.map((d) => Deferred.await(d))).pipe(Effect.timeout(deadline - now), Effect.option)
+            if (Option.isNone(freed)) {
+              for (const s of saturated) misses.push({ host: s.host, kind: "saturated", message: `${s.host} all slots busy for ${config.queue.maxWait / 1000}s` })
+              break
+            }
+            pending = saturated
+          }
+
+          const tried = misses.filter((m) => m.kind !== "only-when-unavailable")
+          const error: GatewayError = tried.length > 0 && tried.every((m) => m.kind === "saturated")
+            ? new LaneSaturated({ lane: name, reason: tried.map((m) => m.message).join("; "), retryAfterSeconds })
+            : tried.length > 0 && tried.every((m) => m.kind === "timeout")
+            ? new AllAttemptsTimedOut({ lane: name, reasons: tried.map((m) => m.message) })
+            : tried.length > 0 && tried.every((m) => m.kind === "not-found" || m.kind === "model-not-installed")
+            ? new ModelNotFound({ lane: name, model: config.model, hosts: tried.map((m) => m.host) })
+            : new AllHostsUnavailable({ lane: name, reasons: misses.map((m) => m.message), retryAfterSeconds })
+          return yield* fail(run, error, startedAt)
+        }).pipe(
+          Effect.onExit((exit) => handedOff && Exit.isSuccess(exit) ? Effect.void : leave),
+          Effect.onInterrupt(() =>
+            Effect.flatMap(Clock.currentTimeMillis, (now) => run.append("RunFailed", { status: 499, error: "ClientAborted", message: "the caller went away", durationMs: now - startedAt }))
+          )
+        )
+      })
+
+    /**
+     * The caller's stream: the head the upstream already sent, then the rest as it arrives. A failure
+     * after the first chunk cannot fail over (the caller has tokens); it ends with an {"error"} line,
+     * never a fake done, and the journal says so.
+     */
+    const relay = (
+      run: StreamWriter,
+      open: OpenStream,
+      host: string,
+      attemptNo: number,
+      startedAt: number,
+      attemptStartedAt: number,
+      firstChunkAt: number,
+      release: Effect.Effect<void>
+    ): Stream.Stream<Uint8Array> => {
+      let outcome: "ok" | "failed" = "ok"
+      return Stream.fromIterable(open.head).pipe(
+        Stream.concat(open.rest),
+        Stream.catchAll((failure: UpstreamFailure) =>
+          Stream.fromEffect(Effect.gen(function*() {
+            outcome = "failed"
+            const now = yield* Clock.currentTimeMillis
+            yield* run.append("AttemptFailed", { attempt: attemptNo, host, kind: failure.kind, status: failure.status, message: failure.message, durationMs: now - attemptStartedAt, afterFirstChunk: true })
+            yield* run.append("RunFailed", { status: 502, error: "StreamBroken", message: `host ${host}: ${failure.message}`, durationMs: now - startedAt })
+            return encodeLine({ error: `lane ${name}: host ${host} failed mid-stream: ${failure.message}` })
+          }))
+        ),
+        Stream.onDone(() => outcome === "ok" ? complete(run, host, open.usage(), startedAt, attemptStartedAt, firstChunkAt) : Effect.void),
+        Stream.ensuringWith((exit) =>
+          Effect.gen(function*() {
+            if (Exit.isInterrupted(exit)) {
+              const now = yield* Clock.currentTimeMillis
+              yield* run.append("RunFailed", { status: 499, error: "ClientAborted", message: "the caller went away mid-stream", durationMs: now - startedAt })
+            }
+            yield* open.close
+            yield* release
+          })
+        )
+      )
+    }
+
+    return { name, config, handle, inFlight: Ref.get(admitted) } satisfies LaneActor
+  })

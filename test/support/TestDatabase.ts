@@ -1,0 +1,61 @@
+/**
+ * A fresh database on the local PostgreSQL for one test suite.
+ *
+ * `CREATE DATABASE awooop_t_<random>` through the admin URL (`TEST_DATABASE_URL`, default
+ * `postgres://postgres@127.0.0.1:5432/postgres`), migrated, provided as `PgClient` / `SqlClient`,
+ * and dropped `WITH (FORCE)` when the layer's scope closes.
+ *
+ *   layer(TestDatabaseLive, { excludeTestServices: true })((it) => { ... })
+ */
+import type * as SqlClient from "@effect/sql/SqlClient"
+import type { SqlError } from "@effect/sql/SqlError"
+import * as PgClient from "@effect/sql-pg/PgClient"
+import { Config, Effect, Layer, Redacted } from "effect"
+import type { ConfigError } from "effect"
+import { randomUUID } from "node:crypto"
+import { layerFromUrl } from "../../src/storage/Database.ts"
+import { runMigrations } from "../../src/storage/Migrations.ts"
+
+export const defaultTestDatabaseUrl = "postgres://postgres@127.0.0.1:5432/postgres"
+
+export type TestDatabase = PgClient.PgClient | SqlClient.SqlClient
+
+/** Run one statement on the admin database (own short-lived pool). */
+const admin = (adminUrl: string, statement: string): Effect.Effect<void, SqlError> =>
+  Effect.flatMap(PgClient.PgClient, (client) => client.unsafe(statement)).pipe(
+    Effect.provide(PgClient.layer({ url: Redacted.make(adminUrl), maxConnections: 1 })),
+    Effect.asVoid
+  )
+
+/** The admin URL with its database name replaced. */
+const withDatabase = (adminUrl: string, database: string): string => {
+  const url = new URL(adminUrl)
+  url.pathname = `/${database}`
+  return url.toString()
+}
+
+export interface TestDatabaseOptions {
+  /** run `migrations/*.sql` after creating it (default true) */
+  readonly migrate?: boolean
+}
+
+export const layerTestDatabase = (
+  options?: TestDatabaseOptions
+): Layer.Layer<TestDatabase, SqlError | ConfigError.ConfigError> =>
+  Layer.unwrapScoped(
+    Effect.gen(function*() {
+      const adminUrl = yield* Config.string("TEST_DATABASE_URL").pipe(Config.withDefault(defaultTestDatabaseUrl))
+      const name = `awooop_t_${randomUUID().replaceAll("-", "").slice(0, 16)}`
+      yield* Effect.acquireRelease(
+        admin(adminUrl, `CREATE DATABASE ${name}`),
+        () => admin(adminUrl, `DROP DATABASE IF EXISTS ${name} WITH (FORCE)`).pipe(Effect.orDie)
+      )
+      const client = layerFromUrl(withDatabase(adminUrl, name), { applicationName: "awooop-test" })
+      return options?.migrate === false
+        ? client
+        : Layer.provideMerge(Layer.effectDiscard(runMigrations), client)
+    })
+  )
+
+/** A fresh, migrated database. */
+export const TestDatabaseLive: Layer.Layer<TestDatabase, SqlError | ConfigError.ConfigError> = layerTestDatabase()
