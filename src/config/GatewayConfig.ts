@@ -1,5 +1,6 @@
 /**
- * The gateway's config file: hosts, breaker, policy, legacy bootstrap rules and lanes.
+ * The gateway's config file: hosts, breaker, policy, legacy bootstrap rules, lanes, and the paid
+ * providers with their prices and budget.
  * The keys in the issue's example are a public contract: operators and tests write them.
  */
 import { Context, Effect, Either, Layer, ParseResult, Schema } from "effect"
@@ -62,11 +63,16 @@ export const QueueConfig = Schema.Struct({
 })
 
 export const LaneConfig = Schema.Struct({
-  model: Schema.String.pipe(Schema.minLength(1)),
+  /** Required for a lane with a route; a `paid` lane answers with its providers' models (default ""). */
+  model: Schema.optionalWith(Schema.String.pipe(Schema.minLength(1)), { default: () => "" }),
   reserved: Schema.optionalWith(Schema.Record({ key: Name, value: NonNegativeInt }), { default: () => ({}) }),
   keepWarm: Schema.optionalWith(Schema.Array(Name), { default: () => [] }),
-  route: Schema.Array(RouteStep),
+  /** The Ollama steps; may be left out only by a lane that calls `paid` providers directly. */
+  route: Schema.optionalWith(Schema.Array(RouteStep), { default: () => [] }),
+  /** Paid providers tried (in order) once every Ollama step failed or is circuit-open, within the budget. */
   paidFallback: Schema.optionalWith(Schema.Array(Name), { default: () => [] }),
+  /** A lane that calls these paid providers directly (the runbook's `paid-emergency`), within the budget. */
+  paid: Schema.optionalWith(Schema.Array(Name), { default: () => [] }),
   async: Schema.optionalWith(Schema.Boolean, { default: () => false }),
   mode: Schema.optionalWith(Schema.Literal("active", "shadow"), { default: () => "active" as const }),
   queue: Schema.optionalWith(QueueConfig, { default: () => ({ capacity: 256, maxWait: 10_000 }) })
@@ -86,6 +92,65 @@ export const ServerConfig = Schema.Struct({
   journalPrompts: Schema.optionalWith(Schema.Boolean, { default: () => false })
 })
 
+const Usd = Schema.Number.pipe(Schema.finite(), Schema.greaterThanOrEqualTo(0))
+
+/** A paid provider. The API key is read from the environment variable `apiKeyEnv`, never from this file. */
+export const ProviderConfig = Schema.Struct({
+  kind: Schema.Literal("gemini", "anthropic"),
+  model: Schema.String.pipe(Schema.minLength(1)),
+  apiKeyEnv: Schema.String.pipe(Schema.pattern(/^[A-Za-z_][A-Za-z0-9_]*$/, {
+    message: () => "expected the NAME of an environment variable (the key itself never goes in the config)"
+  })),
+  /** Default: the provider's public endpoint. Tests point it at a loopback fake. */
+  baseUrl: Schema.optional(HttpUrl),
+  /** A call (or, when streaming, the first chunk and each gap between chunks) must come within this. */
+  timeout: Schema.optionalWith(DurationMs, { default: () => 60_000 }),
+  /** Output cap when the request sets no (or a larger) num_predict; it bounds the worst-case cost reserved. */
+  maxOutputTokens: Schema.optionalWith(PositiveInt, { default: () => 1024 })
+})
+export type ProviderConfig = typeof ProviderConfig.Type
+
+/** USD per token, whichever way the config wrote it. */
+export interface Price {
+  readonly inputPerToken: number
+  readonly outputPerToken: number
+}
+
+// A price entry: USD per million tokens ({ input, output }), or a LiteLLM model_prices entry (USD per
+// token; its other fields such as litellm_provider or max_tokens are ignored).
+const PerMillionPrice = Schema.Struct({ input: Usd, output: Usd })
+const LiteLlmPrice = Schema.Struct(
+  { input_cost_per_token: Usd, output_cost_per_token: Usd },
+  Schema.Record({ key: Schema.String, value: Schema.Unknown })
+)
+export const PriceEntry = Schema.transform(
+  Schema.Union(PerMillionPrice, LiteLlmPrice),
+  Schema.Struct({ inputPerToken: Usd, outputPerToken: Usd }),
+  {
+    strict: true,
+    decode: (p) =>
+      "input_cost_per_token" in p
+        ? { inputPerToken: p.input_cost_per_token, outputPerToken: p.output_cost_per_token }
+        : { inputPerToken: p.input / 1e6, outputPerToken: p.output / 1e6 },
+    encode: (p) => ({ input: p.inputPerToken * 1e6, output: p.outputPerToken * 1e6 })
+  }
+)
+
+export const BudgetConfig = Schema.Struct({
+  /** Paid spending (settled plus reserved) in one period never exceeds this. */
+  hardKillUsd: Usd,
+  /** The budget period, in UTC. */
+  period: Schema.optionalWith(Schema.Literal("hour", "day", "month"), { default: () => "day" as const })
+})
+export type BudgetConfig = typeof BudgetConfig.Type
+
+/** The price of a model: its own entry, else LiteLLM's provider-prefixed key ("gemini/…", "anthropic/…"). */
+export const priceOf = (
+  prices: Readonly<Record<string, Price>>,
+  model: string,
+  kind?: ProviderConfig["kind"]
+): Price | undefined => prices[model] ?? (kind === undefined ? undefined : prices[`${kind}/${model}`])
+
 const GatewayConfigFields = Schema.Struct({
   hosts: Schema.Record({ key: Name, value: HostConfig }),
   breaker: Schema.optionalWith(BreakerConfig, { default: () => ({ consecutiveTimeouts: 2, cooldown: 30_000 }) }),
@@ -94,8 +159,11 @@ const GatewayConfigFields = Schema.Struct({
   lanes: Schema.Record({ key: Name, value: LaneConfig }),
   server: Schema.optionalWith(ServerConfig, {
     default: () => ({ maxBodyBytes: 8 * 1024 * 1024, pollInterval: 5_000, probeTimeout: 2_000, drainTimeout: 30_000, journalPrompts: false })
-  })
-}, Schema.Record({ key: Schema.String, value: Schema.Unknown })) // later issues' keys (providers, prices, budget) pass through
+  }),
+  providers: Schema.optionalWith(Schema.Record({ key: Name, value: ProviderConfig }), { default: () => ({}) }),
+  prices: Schema.optionalWith(Schema.Record({ key: Schema.String, value: PriceEntry }), { default: () => ({}) }),
+  budget: Schema.optional(BudgetConfig)
+}, Schema.Record({ key: Schema.String, value: Schema.Unknown })) // later issues' keys pass through
 
 /** Cross-references: every host a lane names exists, and reservations fit in the host's slots. */
 export const GatewayConfigSchema = GatewayConfigFields.pipe(Schema.filter((config) => {
@@ -109,8 +177,27 @@ export const GatewayConfigSchema = GatewayConfigFields.pipe(Schema.filter((confi
     lane.route.forEach((step, i) => check(["route", i, "host"], step.host))
     Object.keys(lane.reserved).forEach((host) => check(["reserved", host], host))
     lane.keepWarm.forEach((host, i) => check(["keepWarm", i], host))
-    if (lane.route.length === 0 && lane.paidFallback.length === 0) {
+    if (lane.route.length === 0 && lane.paidFallback.length === 0 && lane.paid.length === 0) {
       issues.push({ path: ["lanes", laneName, "route"], message: "a lane needs at least one route step" })
+    }
+    if (lane.paid.length === 0 && lane.model === "") {
+      issues.push({ path: ["lanes", laneName, "model"], message: "a lane with an Ollama route needs a model" })
+    }
+    if (lane.paid.length > 0 && (lane.route.length > 0 || lane.paidFallback.length > 0)) {
+      issues.push({ path: ["lanes", laneName, "paid"], message: "a `paid` lane calls its providers directly: it takes no `route` or `paidFallback`" })
+    }
+    for (const key of ["paidFallback", "paid"] as const) {
+      lane[key].forEach((provider, i) => {
+        const known = config.providers[provider]
+        if (known === undefined) {
+          issues.push({ path: ["lanes", laneName, key, i], message: `unknown provider ${JSON.stringify(provider)} (providers: ${Object.keys(config.providers).join(", ") || "none"})` })
+        } else if (priceOf(config.prices, known.model, known.kind) === undefined) {
+          issues.push({ path: ["prices"], message: `no price for ${JSON.stringify(known.model)} (provider ${provider}): a paid call's worst-case cost cannot be reserved without it` })
+        }
+      })
+      if (lane[key].length > 0 && config.budget === undefined) {
+        issues.push({ path: ["lanes", laneName, key], message: "paid providers need a `budget` with hardKillUsd" })
+      }
     }
     if (lane.route[0]?.when === "unavailable") {
       issues.push({ path: ["lanes", laneName, "route", 0, "when"], message: "the first step cannot be conditional" })
@@ -160,8 +247,17 @@ export const parseConfig = (text: string, file: string, env: Record<string, stri
     })
     const result = decode(applyEnvOverrides(raw, env))
     if (Either.isLeft(result)) {
-      const lines = ParseResult.ArrayFormatter.formatErrorSync(result.left)
-        .map((issue) => `  at ${issue.path.length ? issue.path.join(".") : "(root)"}: ${issue.message}`)
+      const issues = ParseResult.ArrayFormatter.formatErrorSync(result.left)
+      const at = (path: ReadonlyArray<PropertyKey>) => path.length ? path.join(".") : "(root)"
+      // An optional key with a bad value also fails the union's `undefined` member ("Expected
+      // undefined, actual …"): noise that reads as "remove this key", so it is dropped when the
+      // real problem at or under the same path is reported.
+      const lines = issues
+        .filter((issue) =>
+          !(issue.message.startsWith("Expected undefined, actual") &&
+            issues.some((other) => other !== issue && (at(other.path) === at(issue.path) || at(other.path).startsWith(`${at(issue.path)}.`))))
+        )
+        .map((issue) => `  at ${at(issue.path)}: ${issue.message}`)
       return yield* new ConfigLoadError({ path: file, message: `${file}: invalid gateway config\n${lines.join("\n")}` })
     }
     return result.right

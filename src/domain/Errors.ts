@@ -117,6 +117,38 @@ export class ShuttingDown extends Schema.TaggedError<ShuttingDown>()("ShuttingDo
   override get message() { return "the gateway is shutting down; retry on another replica" }
 }
 
+/** A paid call refused by the budget: the operator's hard kill is tripped, or the period's cap would be exceeded. */
+export class BudgetDenied extends Schema.TaggedError<BudgetDenied>()("BudgetDenied", {
+  lane: Schema.String,
+  /** Why the budget said no (names the hard kill and the figures). */
+  reason: Schema.String,
+  /** Why a paid call was wanted at all (e.g. "all Ollama endpoints failed: …"). */
+  fallbackReason: Schema.String
+}) {
+  get status() { return 503 }
+  override get message() { return `lane ${this.lane}: paid call refused by the budget hard kill: ${this.reason} (${this.fallbackReason})` }
+}
+
+/** The budget ledger could not be read or written: no money is spent without it (fail closed). */
+export class BudgetUnavailable extends Schema.TaggedError<BudgetUnavailable>()("BudgetUnavailable", {
+  lane: Schema.String,
+  fallbackReason: Schema.String
+}) {
+  get status() { return 503 }
+  override get message() {
+    return `lane ${this.lane}: paid call refused: the budget ledger is unreachable, so the budget hard kill cannot be checked (fail closed) (${this.fallbackReason})`
+  }
+}
+
+/** Every paid provider tried failed (after the Ollama steps, for a fallback). */
+export class PaidProvidersFailed extends Schema.TaggedError<PaidProvidersFailed>()("PaidProvidersFailed", {
+  lane: Schema.String,
+  reasons: Schema.Array(Schema.String)
+}) {
+  get status() { return 503 }
+  override get message() { return `lane ${this.lane}: no paid provider could serve the request: ${this.reasons.join("; ")}` }
+}
+
 export type GatewayError =
   | BadRequest
   | UnknownLane
@@ -131,6 +163,9 @@ export type GatewayError =
   | AllAttemptsTimedOut
   | UpstreamRejected
   | ShuttingDown
+  | BudgetDenied
+  | BudgetUnavailable
+  | PaidProvidersFailed
 
 export const retryAfterOf = (error: GatewayError): number | undefined =>
   error._tag === "LaneSaturated" || error._tag === "AllHostsUnavailable" ? error.retryAfterSeconds : undefined

@@ -1,63 +1,15 @@
 /**
- * The Ollama-compatible surface. Inference routes go through a lane; tags, ps, show and version
- * fan out to the hosts; model management is refused (the gateway does not own the hosts' models).
+ * The rest of the Ollama-compatible surface (the inference routes are in InferenceRoutes.ts): tags,
+ * ps, show and version fan out to the hosts; model management is refused (the gateway does not own
+ * the hosts' models).
  */
-import { HttpRouter, HttpServerRequest, HttpServerResponse } from "@effect/platform"
-import { Effect, Schema } from "effect"
-import { type CallerContext, HeaderNames, resolveCallerContext } from "../domain/CallerContext.ts"
+import { HttpRouter, HttpServerResponse } from "@effect/platform"
+import { Effect } from "effect"
 import { BadRequest, type GatewayError, ModelNotFound, NotManaged } from "../domain/Errors.ts"
-import { ChatRequest, EmbeddingsRequest, EmbedRequest, GenerateRequest, type Operation, ShowRequest } from "../domain/OllamaApi.ts"
-import type { LaneResult } from "../routing/Lane.ts"
+import { ShowRequest } from "../domain/OllamaApi.ts"
 import { Gateway } from "../routing/Gateway.ts"
 import { errorResponse, jsonResponse } from "./ErrorResponse.ts"
 import { decodeBody, readJson } from "./RequestBody.ts"
-
-const schemas = {
-  generate: GenerateRequest,
-  chat: ChatRequest,
-  embed: EmbedRequest,
-  embeddings: EmbeddingsRequest
-} as const satisfies Record<Operation, Schema.Schema<any, any>>
-
-const promptOf = (operation: Operation, body: Record<string, unknown>): unknown => {
-  switch (operation) {
-    case "generate": return { system: body.system ?? null, prompt: body.prompt ?? null }
-    case "chat": return { messages: body.messages }
-    case "embed": return { input: body.input }
-    case "embeddings": return { prompt: body.prompt }
-  }
-}
-
-const traceHeaders = (caller: CallerContext | null): Record<string, string> =>
-  caller === null ? {} : { [HeaderNames.traceId]: caller.traceId }
-
-const resultHeaders = (result: LaneResult): Record<string, string> => ({
-  [HeaderNames.traceId]: result.info.traceId,
-  [HeaderNames.runId]: result.info.runId,
-  "x-awooop-lane": result.info.lane,
-  "x-awooop-endpoint": result.info.endpoint,
-  "x-awooop-model": result.info.model
-})
-
-const inference = (operation: Operation) =>
-  Effect.gen(function*() {
-    const gateway = yield* Gateway
-    const request = yield* HttpServerRequest.HttpServerRequest
-    let caller: CallerContext | null = null
-    return yield* Effect.gen(function*() {
-      const raw = yield* readJson(gateway.config.server.maxBodyBytes)
-      const body = (yield* decodeBody(schemas[operation] as unknown as Schema.Schema<Record<string, unknown>, unknown>, raw))
-      const resolved = resolveCallerContext(request.headers, body.model as string, gateway.laneRules)
-      if (!("traceId" in resolved)) return yield* Effect.fail(resolved)
-      caller = resolved
-      const lane = gateway.lanes.get(resolved.lane)!
-      const stream = operation === "generate" || operation === "chat" ? (body.stream as boolean | undefined) ?? true : false
-      const result = yield* lane.handle({ operation, body, stream, caller: resolved, prompt: promptOf(operation, body) })
-      return result._tag === "Unary"
-        ? HttpServerResponse.uint8Array(result.bytes, { contentType: "application/json; charset=utf-8", headers: resultHeaders(result) })
-        : HttpServerResponse.stream(result.stream, { contentType: "application/x-ndjson", headers: resultHeaders(result) })
-    }).pipe(Effect.catchAll((error: GatewayError) => Effect.succeed(errorResponse(error, traceHeaders(caller)))))
-  })
 
 /** GET /api/tags: every model installed on any host, once, with the hosts that have it (`awooop_hosts`). */
 const tags = Effect.gen(function*() {
@@ -146,10 +98,6 @@ const running = Effect.succeed(HttpServerResponse.text("Ollama is running"))
 export const ollamaRoutes = HttpRouter.empty.pipe(
   HttpRouter.get("/", running),
   HttpRouter.head("/", running),
-  HttpRouter.post("/api/generate", inference("generate")),
-  HttpRouter.post("/api/chat", inference("chat")),
-  HttpRouter.post("/api/embed", inference("embed")),
-  HttpRouter.post("/api/embeddings", inference("embeddings")),
   HttpRouter.get("/api/tags", tags),
   HttpRouter.get("/api/ps", ps),
   HttpRouter.post("/api/show", show),

@@ -22,6 +22,12 @@ export const readJson = (maxBytes: number) =>
       )
     )
     if (bytes.byteLength > maxBytes) return yield* new BodyTooLarge({ limit: maxBytes })
+    return yield* parseJsonObject(new Uint8Array(bytes))
+  })
+
+/** A request body as a JSON object, or a BadRequest saying what is wrong with it. */
+export const parseJsonObject = (bytes: Uint8Array) =>
+  Effect.gen(function*() {
     const text = yield* Effect.try({
       try: () => decoder.decode(bytes),
       catch: () => new BadRequest({ message: "request body is not valid UTF-8" })

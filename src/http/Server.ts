@@ -4,21 +4,15 @@
  */
 import { HttpRouter, HttpServer, HttpServerRequest, HttpServerResponse } from "@effect/platform"
 import { NodeHttpServer } from "@effect/platform-node"
-import { Cause, Clock, Config, Effect, Layer, Ref } from "effect"
-import { createServer } from "node:http"
+import { Cause, Clock, Config, Context, Effect, Layer, Ref } from "effect"
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http"
 import { RouteNotFound, ShuttingDown } from "../domain/Errors.ts"
 import { Gateway } from "../routing/Gateway.ts"
+import { Drain } from "./Drain.ts"
+export { Drain } from "./Drain.ts"
+import { makeInferenceHandler } from "./InferenceRoutes.ts"
 import { errorResponse, jsonResponse } from "./ErrorResponse.ts"
 import { ollamaRoutes } from "./OllamaRoutes.ts"
-
-/** In-flight handler count and the draining flag: SIGTERM refuses new work, then waits for the rest. */
-export class Drain extends Effect.Service<Drain>()("awooop/Drain", {
-  effect: Effect.gen(function*() {
-    const inFlight = yield* Ref.make(0)
-    const draining = yield* Ref.make(false)
-    return { inFlight, draining } as const
-  })
-}) {}
 
 const withDrain = <E, R>(app: Effect.Effect<HttpServerResponse.HttpServerResponse, E, R>) =>
   Effect.gen(function*() {
@@ -74,26 +68,36 @@ export const ServerConfig = Config.all({
   host: Config.string("HOST").pipe(Config.withDefault("127.0.0.1"))
 })
 
+/** The node:http server instance, shared by the platform's HttpServer (address, lifecycle) and our handler. */
+export class NodeServer extends Context.Tag("awooop/NodeServer")<NodeServer, Server>() {}
+
 /** The node:http server with timeouts that cut off slow-loris clients. */
 export const nodeServerLayer = (options: { port: number; host: string }) =>
-  NodeHttpServer.layer(() => {
+  Layer.unwrapEffect(Effect.sync(() => {
     const server = createServer({ requestTimeout: 60_000, headersTimeout: 10_000, keepAliveTimeout: 5_000 })
-    return server
-  }, options)
+    return Layer.merge(NodeHttpServer.layer(() => server, options), Layer.succeed(NodeServer, server))
+  }))
 
-// Built after the listener, so its finalizer (the drain) runs before the listener is removed.
-const serveWithDrain = <R>(httpApp: Effect.Effect<HttpServerResponse.HttpServerResponse, never, R>) =>
-  DrainOnShutdown.pipe(Layer.provide(HttpServer.serve(httpApp)))
-
-export const HttpLive = Layer.unwrapEffect(Effect.gen(function*() {
-  const options = yield* ServerConfig
-  return serveWithDrain(yield* app).pipe(
-    HttpServer.withLogAddress,
-    Layer.provide(nodeServerLayer(options))
-  )
+/** One request listener: the inference fast path first, the platform router for everything else. */
+const Serve = Layer.scopedDiscard(Effect.gen(function*() {
+  const server = yield* NodeServer
+  const platform = yield* NodeHttpServer.makeHandler(yield* app)
+  const inference = yield* makeInferenceHandler
+  const handler = (req: IncomingMessage, res: ServerResponse) => {
+    if (!inference(req, res)) platform(req, res)
+  }
+  server.on("request", handler)
+  yield* Effect.addFinalizer(() => Effect.sync(() => server.off("request", handler)))
 }))
 
-/** For tests: the same app on 127.0.0.1 port 0; read the address from HttpServer. */
-export const HttpTest = Layer.unwrapEffect(Effect.map(app, serveWithDrain)).pipe(
-  Layer.provideMerge(nodeServerLayer({ port: 0, host: "127.0.0.1" }))
-)
+// Built after the listener, so its finalizer (the drain) runs before the listener is removed.
+const ServeWithDrain = DrainOnShutdown.pipe(Layer.provide(Serve))
+
+export const HttpLive = Layer.unwrapEffect(Effect.map(ServerConfig, (options) =>
+  ServeWithDrain.pipe(
+    HttpServer.withLogAddress,
+    Layer.provide(nodeServerLayer(options))
+  )))
+
+/** For tests: the same server on 127.0.0.1 port 0; read the address from HttpServer. */
+export const HttpTest = ServeWithDrain.pipe(Layer.provideMerge(nodeServerLayer({ port: 0, host: "127.0.0.1" })))

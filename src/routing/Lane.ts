@@ -100,7 +100,10 @@ export const make = (name: string, config: LaneConfig, deps: Deps) =>
       const hosts: Record<string, HostView> = {}
       for (const step of route) {
         const host = deps.hosts.get(step.host)
-        if (host !== undefined && hosts[step.host] === undefined) hosts[step.host] = yield* host.view(name)
+        if (host === undefined || hosts[step.host] !== undefined) continue
+        const view = yield* host.view(name)
+        // plan() reads only the lane model's entry: journaling just that keeps RouteDecided small and replayable.
+        hosts[step.host] = view.installed === null ? view : { ...view, installed: view.installed.filter((m) => m.name === config.model) }
       }
       return hosts
     })

@@ -3,9 +3,8 @@
  * streaming call that is handed back only once its first NDJSON line has arrived, so a failure before
  * the first token can still fail over to the next host.
  */
-import { HttpClient, HttpClientRequest, type HttpClientResponse } from "@effect/platform"
-import { NodeHttpClient } from "@effect/platform-node"
-import { Data, Effect, Exit, Option, Scope, Stream } from "effect"
+import { Data, Effect, Exit, Option, Stream } from "effect"
+import { Agent, type Dispatcher, request } from "undici"
 import type { Usage } from "../domain/OllamaApi.ts"
 import { LineSplitter, parseLine } from "./Ndjson.ts"
 
@@ -91,42 +90,60 @@ const statusFailure = (host: string, status: number, body: string): UpstreamFail
 const timeoutFailure = (host: string, ms: number, what: string) =>
   new UpstreamFailure({ host, kind: "timeout", status: null, message: `no ${what} within ${ms / 1000}s` })
 
+const statusFailureFrom = (host: string, status: number, body: Dispatcher.ResponseData["body"]) =>
+  Effect.promise(() => body.text().catch(() => "")).pipe(Effect.flatMap((text) => Effect.fail(statusFailure(host, status, text))))
+
+/**
+ * undici directly rather than the platform HttpClient: this is the hot path, and the plain client
+ * keeps the gateway's added latency small (BENCHMARKS.md). Interruption aborts the request.
+ */
 export class OllamaUpstream extends Effect.Service<OllamaUpstream>()("awooop/OllamaUpstream", {
-  effect: Effect.gen(function*() {
-    const client = yield* HttpClient.HttpClient
-    const scopedClient = HttpClient.withScope(client)
+  scoped: Effect.gen(function*() {
+    const agent = yield* Effect.acquireRelease(
+      Effect.sync(() => new Agent({ keepAliveTimeout: 30_000, connections: 256, headersTimeout: 0, bodyTimeout: 0 })),
+      (a) => Effect.promise(() => a.destroy())
+    )
+    const headers = { "content-type": "application/json" }
 
-    const post = (target: HostTarget, path: string, body: Uint8Array) =>
-      HttpClientRequest.post(target.url.replace(/\/$/, "") + path).pipe(
-        HttpClientRequest.bodyUint8Array(body, "application/json")
-      )
-
-    const checkStatus = (target: HostTarget, response: HttpClientResponse.HttpClientResponse) =>
-      response.status >= 200 && response.status < 300
-        ? Effect.succeed(response)
-        : response.text.pipe(
-          Effect.orElseSucceed(() => ""),
-          Effect.flatMap((text) => Effect.fail(statusFailure(target.name, response.status, text)))
+    const send = (target: HostTarget, method: "GET" | "POST", path: string, body: Uint8Array | null) =>
+      Effect.async<Dispatcher.ResponseData, UpstreamFailure>((resume) => {
+        const controller = new AbortController()
+        request(target.url.replace(/\/$/, "") + path, {
+          method,
+          dispatcher: agent,
+          headers: body === null ? {} : headers,
+          body: body === null ? null : body,
+          signal: controller.signal
+        }).then(
+          (response) => resume(Effect.succeed(response)),
+          (error) => resume(Effect.fail(transportFailure(target.name, error)))
         )
+        return Effect.sync(() => controller.abort())
+      })
+
+    const readAll = (target: HostTarget, response: Dispatcher.ResponseData) =>
+      Effect.async<Uint8Array, UpstreamFailure>((resume) => {
+        response.body.arrayBuffer().then(
+          (buffer) => resume(Effect.succeed(new Uint8Array(buffer))),
+          (error) => resume(Effect.fail(transportFailure(target.name, error)))
+        )
+        return Effect.sync(() => response.body.destroy())
+      })
 
     /** One JSON request/answer within `timeoutMs` (connect, headers and body). */
     const unary = (target: HostTarget, method: "GET" | "POST", path: string, body: Uint8Array | null, timeoutMs: number) =>
       Effect.gen(function*() {
-        const request = method === "POST" && body !== null
-          ? post(target, path, body)
-          : HttpClientRequest.get(target.url.replace(/\/$/, "") + path)
-        const response = yield* client.execute(request).pipe(
-          Effect.mapError((e) => transportFailure(target.name, e.cause ?? e))
-        )
-        yield* checkStatus(target, response)
-        const buffer = yield* response.arrayBuffer.pipe(Effect.mapError((e) => transportFailure(target.name, e.cause ?? e)))
-        const bytes = new Uint8Array(buffer)
+        const response = yield* send(target, method, path, method === "POST" ? body : null)
+        if (response.statusCode < 200 || response.statusCode >= 300) {
+          return yield* statusFailureFrom(target.name, response.statusCode, response.body)
+        }
+        const bytes = yield* readAll(target, response)
         const parsed = parseLine(bytes)
         if (parsed._tag !== "Chunk") {
           return yield* new UpstreamFailure({ host: target.name, kind: "malformed", status: null, message: parsed._tag === "Malformed" ? parsed.message : "empty answer" })
         }
         if (typeof parsed.value.error === "string") {
-          return yield* new UpstreamFailure({ host: target.name, kind: "server-error", status: response.status, message: parsed.value.error })
+          return yield* new UpstreamFailure({ host: target.name, kind: "server-error", status: response.statusCode, message: parsed.value.error })
         }
         return { bytes, json: parsed.value } satisfies UnaryResult
       }).pipe(
@@ -139,74 +156,76 @@ export class OllamaUpstream extends Effect.Service<OllamaUpstream>()("awooop/Oll
      */
     const openStream = (target: HostTarget, path: string, body: Uint8Array, timeoutMs: number) =>
       Effect.gen(function*() {
-        const scope = yield* Scope.make()
-        const close = Scope.close(scope, Exit.void)
         const splitter = new LineSplitter()
         let usage: Usage | null = null
         let done = false
         const queued: Array<Uint8Array> = []
+        let response: Dispatcher.ResponseData | null = null
+        let iterator: AsyncIterator<Buffer> | null = null
+        const close = Effect.sync(() => {
+          response?.body.destroy()
+          response = null
+        })
 
         // Hand every whole line through; stop reading at `done:true` like the ollama client does.
-        const accept = (line: Uint8Array): Effect.Effect<boolean, UpstreamFailure> => {
+        const accept = (line: Uint8Array): UpstreamFailure | null => {
           const parsed = parseLine(line)
           switch (parsed._tag) {
-            case "Blank": return Effect.succeed(false)
+            case "Blank": return null
             case "Malformed":
-              return Effect.fail(new UpstreamFailure({ host: target.name, kind: "malformed", status: null, message: parsed.message }))
+              return new UpstreamFailure({ host: target.name, kind: "malformed", status: null, message: parsed.message })
             case "Chunk": {
               if (typeof parsed.value.error === "string") {
-                return Effect.fail(new UpstreamFailure({ host: target.name, kind: "server-error", status: 200, message: parsed.value.error }))
+                return new UpstreamFailure({ host: target.name, kind: "server-error", status: 200, message: parsed.value.error })
               }
               queued.push(line)
               if (parsed.value.done === true) {
                 done = true
                 usage = usageOf(parsed.value)
               }
-              return Effect.succeed(true)
+              return null
             }
           }
         }
 
-        const opened = Effect.gen(function*() {
-          const response = yield* scopedClient.execute(post(target, path, body)).pipe(
-            Effect.mapError((e) => transportFailure(target.name, e.cause ?? e)),
-            Scope.extend(scope)
+        const nextChunk = Effect.async<IteratorResult<Buffer>, UpstreamFailure>((resume) => {
+          iterator!.next().then(
+            (r) => resume(Effect.succeed(r)),
+            (error) => resume(Effect.fail(transportFailure(target.name, error)))
           )
-          yield* checkStatus(target, response)
-          const pull = yield* Stream.toPull(response.stream).pipe(Scope.extend(scope))
-          // Pull raw chunks until the given number of lines has been queued (or the body ends).
-          const nextLines = Effect.gen(function*() {
-            while (queued.length === 0 && !done) {
-              const chunk = yield* pull.pipe(
-                Effect.map(Option.some),
-                Effect.catchAll((e) => Option.isNone(e) ? Effect.succeed(Option.none()) : Effect.fail(transportFailure(target.name, e.value.cause ?? e.value)))
-              )
-              if (Option.isNone(chunk)) {
-                const last = splitter.rest()
-                if (last !== null) yield* accept(last)
-                if (queued.length === 0 && !done) {
-                  return yield* new UpstreamFailure({ host: target.name, kind: "truncated", status: null, message: "the stream ended without a done chunk" })
-                }
-                break
-              }
-              for (const c of chunk.value) {
-                for (const line of splitter.push(c)) {
-                  if (!done) yield* accept(line)
-                }
-              }
-            }
-            return queued.splice(0, queued.length)
-          })
-          return nextLines
         })
 
-        const nextLines = yield* opened.pipe(
-          Effect.timeoutFail({ duration: timeoutMs, onTimeout: () => timeoutFailure(target.name, timeoutMs, "response") }),
-          Effect.onError(() => close)
-        )
-        const head = yield* nextLines.pipe(
+        // Reads raw chunks until at least one whole line is queued (or the body ends).
+        const nextLines = Effect.gen(function*() {
+          while (queued.length === 0 && !done) {
+            const chunk = yield* nextChunk
+            if (chunk.done) {
+              const last = splitter.rest()
+              const failure = last === null ? null : accept(last)
+              if (failure !== null) return yield* Effect.fail(failure)
+              if (queued.length === 0 && !done) {
+                return yield* new UpstreamFailure({ host: target.name, kind: "truncated", status: null, message: "the stream ended without a done chunk" })
+              }
+              break
+            }
+            for (const line of splitter.push(chunk.value)) {
+              if (done) break
+              const failure = accept(line)
+              if (failure !== null) return yield* Effect.fail(failure)
+            }
+          }
+          return queued.splice(0, queued.length)
+        })
+
+        const head = yield* Effect.gen(function*() {
+          const opened = yield* send(target, "POST", path, body)
+          response = opened
+          if (opened.statusCode < 200 || opened.statusCode >= 300) return yield* statusFailureFrom(target.name, opened.statusCode, opened.body)
+          iterator = opened.body[Symbol.asyncIterator]()
+          return yield* nextLines
+        }).pipe(
           Effect.timeoutFail({ duration: timeoutMs, onTimeout: () => timeoutFailure(target.name, timeoutMs, "first chunk") }),
-          Effect.onError(() => close)
+          Effect.onExit((exit) => Exit.isSuccess(exit) ? Effect.void : close)
         )
         let finished = done
         const rest: Stream.Stream<Uint8Array, UpstreamFailure> = Stream.repeatEffectOption(
@@ -223,6 +242,5 @@ export class OllamaUpstream extends Effect.Service<OllamaUpstream>()("awooop/Oll
       })
 
     return { unary, openStream } as const
-  }),
-  dependencies: [NodeHttpClient.layerUndici]
+  })
 }) {}

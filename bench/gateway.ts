@@ -1,0 +1,146 @@
+/**
+ * Gateway overhead (issue 2): the same fake upstream on loopback, called directly and through the
+ * gateway (journal on, real Postgres), non-streaming generate at concurrency 1 and 32, and streaming
+ * time to first chunk. Afterwards the journal must hold exactly the rows the requests should have written.
+ */
+import { type ChildProcess, spawn } from "node:child_process"
+import * as fs from "node:fs"
+import * as os from "node:os"
+import * as path from "node:path"
+import { Agent, request } from "undici"
+import pg from "pg"
+
+const root = path.resolve(path.dirname(new URL(import.meta.url).pathname), "..")
+const adminUrl = process.env.BENCH_DATABASE_URL ?? "postgres://postgres@127.0.0.1:5432/postgres"
+
+const startProcess = (args: Array<string>, env: Record<string, string>, ready: RegExp): Promise<{ child: ChildProcess; match: RegExpMatchArray }> =>
+  new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, ["--import", "tsx", ...args], { cwd: root, env: { ...process.env, ...env }, stdio: ["ignore", "pipe", "pipe"] })
+    let out = ""
+    const onData = (d: Buffer) => {
+      out += d.toString()
+      const match = out.match(ready)
+      if (match) {
+        child.stdout!.off("data", onData)
+        child.stderr!.off("data", onData)
+        resolve({ child, match })
+      }
+    }
+    child.stdout!.on("data", onData)
+    child.stderr!.on("data", onData)
+    child.on("exit", (code) => reject(new Error(`${args.join(" ")} exited ${code}:\n${out}`)))
+  })
+
+const stop = (child: ChildProcess) =>
+  new Promise<void>((resolve) => {
+    child.removeAllListeners("exit")
+    child.on("exit", () => resolve())
+    child.kill("SIGTERM")
+  })
+
+const percentile = (sorted: Array<number>, p: number) => sorted[Math.min(sorted.length - 1, Math.floor(p * sorted.length))]!
+
+const agent = new Agent({ connections: 64, pipelining: 1, keepAliveTimeout: 30_000 })
+const headers = { "content-type": "application/json", "x-awooop-lane": "alert-fast", "x-awooop-project-id": "bench" }
+
+const generate = async (base: string, stream: boolean): Promise<{ ms: number; ttfcMs: number }> => {
+  const t0 = performance.now()
+  const res = await request(`${base}/api/generate`, {
+    method: "POST",
+    dispatcher: agent,
+    headers,
+    body: JSON.stringify({ model: "gemma3:4b", prompt: "why is the alert firing?", stream })
+  })
+  let ttfc = -1
+  for await (const chunk of res.body) {
+    if (ttfc < 0) ttfc = performance.now() - t0
+    void chunk
+  }
+  if (res.statusCode !== 200) throw new Error(`status ${res.statusCode}`)
+  return { ms: performance.now() - t0, ttfcMs: ttfc }
+}
+
+const run = async (base: string, total: number, concurrency: number, stream: boolean) => {
+  const latencies: Array<number> = []
+  const ttfcs: Array<number> = []
+  let next = 0
+  const t0 = performance.now()
+  await Promise.all(Array.from({ length: concurrency }, async () => {
+    while (next < total) {
+      next++
+      const r = await generate(base, stream)
+      latencies.push(r.ms)
+      ttfcs.push(r.ttfcMs)
+    }
+  }))
+  const seconds = (performance.now() - t0) / 1000
+  latencies.sort((a, b) => a - b)
+  ttfcs.sort((a, b) => a - b)
+  return { rps: total / seconds, p50: percentile(latencies, 0.5), p99: percentile(latencies, 0.99), ttfc50: percentile(ttfcs, 0.5) }
+}
+
+export const benchGateway = async () => {
+  const dbName = `awooop_bench_${Date.now()}`
+  const admin = new pg.Client({ connectionString: adminUrl })
+  await admin.connect()
+  await admin.query(`CREATE DATABASE ${dbName}`)
+  const dbUrl = adminUrl.replace(/\/[^/]*$/, `/${dbName}`)
+  const fake = await startProcess(["bench/fake-host.ts", "0"], {}, /READY (\d+)/)
+  const fakeUrl = `http://127.0.0.1:${fake.match[1]}`
+  const configDir = fs.mkdtempSync(path.join(os.tmpdir(), "awooop-bench-"))
+  const configFile = path.join(configDir, "gateway.yaml")
+  fs.writeFileSync(configFile, `
+hosts:
+  gcp-a: { url: "${fakeUrl}", slots: 64, protected: true }
+  gcp-b: { url: "${fakeUrl}", slots: 64, protected: true }
+lanes:
+  alert-fast:
+    model: gemma3:4b
+    reserved: { gcp-a: 32 }
+    route: [ { host: gcp-a, timeout: "45s" }, { host: gcp-b, timeout: "45s" } ]
+    queue: { capacity: 1024 }
+server: { pollInterval: "60s" }
+`)
+  const gateway = await startProcess(["src/main.ts"], { DATABASE_URL: dbUrl, AWOOOP_CONFIG: configFile, PORT: "0" }, /Listening on (http:\/\/[0-9.:]+)/)
+  const gatewayUrl = gateway.match[1]!
+  const results: Array<{ name: string; direct: Awaited<ReturnType<typeof run>>; gateway: Awaited<ReturnType<typeof run>> }> = []
+  let sent = 0
+  const scenario = async (name: string, total: number, concurrency: number, stream: boolean) => {
+    await run(fakeUrl, Math.min(200, total), concurrency, stream) // warm-up
+    await run(gatewayUrl, Math.min(200, total), concurrency, stream)
+    sent += Math.min(200, total)
+    const direct = await run(fakeUrl, total, concurrency, stream)
+    const viaGateway = await run(gatewayUrl, total, concurrency, stream)
+    sent += total
+    results.push({ name, direct, gateway: viaGateway })
+  }
+  await scenario("generate, non-streaming, concurrency 1", 2000, 1, false)
+  await scenario("generate, non-streaming, concurrency 32", 10000, 32, false)
+  await scenario("generate, streaming (8 chunks), concurrency 1", 2000, 1, true)
+  await stop(gateway.child) // SIGTERM: drains and flushes the journal
+  await stop(fake.child)
+  const db = new pg.Client({ connectionString: dbUrl })
+  await db.connect()
+  const rows = Number((await db.query(`SELECT count(*)::int AS n FROM step_journal WHERE stream_id LIKE 'run-%'`)).rows[0].n)
+  const runs = Number((await db.query(`SELECT count(*)::int AS n FROM step_journal WHERE type = 'RunCompleted'`)).rows[0].n)
+  await db.end()
+  await admin.query(`DROP DATABASE ${dbName} WITH (FORCE)`)
+  await admin.end()
+  await agent.close()
+  fs.rmSync(configDir, { recursive: true, force: true })
+
+  const f = (n: number) => n.toFixed(3)
+  const lines = [
+    "| scenario | direct p50 ms | gateway p50 ms | added p50 ms | direct p99 ms | gateway p99 ms | direct req/s | gateway req/s | gateway/direct | TTFC p50 direct → gateway ms |",
+    "|---|---|---|---|---|---|---|---|---|---|"
+  ]
+  for (const r of results) {
+    lines.push(`| ${r.name} | ${f(r.direct.p50)} | ${f(r.gateway.p50)} | ${f(r.gateway.p50 - r.direct.p50)} | ${f(r.direct.p99)} | ${f(r.gateway.p99)} | ${r.direct.rps.toFixed(0)} | ${r.gateway.rps.toFixed(0)} | ${(100 * r.gateway.rps / r.direct.rps).toFixed(0)}% | ${f(r.direct.ttfc50)} → ${f(r.gateway.ttfc50)} |`)
+  }
+  lines.push("", `Journal audit: ${sent} requests through the gateway → expected ${sent * 5} run events (5 each), found ${rows}; RunCompleted ${runs}/${sent}. ${rows === sent * 5 && runs === sent ? "OK: none lost." : "MISMATCH"}`)
+  return lines.join("\n")
+}
+
+if (import.meta.url === `file://${process.argv[1]}`) {
+  console.log(await benchGateway())
+}

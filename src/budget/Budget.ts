@@ -1,0 +1,277 @@
+/**
+ * The budget ledger: no paid call without a reservation, and no reservation past the hard kill.
+ *
+ * - `reserve` runs ONE PostgreSQL transaction that locks the `budget_state` row (`FOR UPDATE`), reads
+ *   the operator's hard kill and the period's settled + reserved total from `budget_ledger`, and only
+ *   then inserts the reservation. Every reservation takes the same row lock, so concurrent paid calls
+ *   (in this process or another one on the same database) can never together pass `hardKillUsd`.
+ * - The journal is the record: the paid runner journals BudgetReserved (durably, before the call),
+ *   then BudgetSettled or BudgetReleased BEFORE the ledger row changes, so a crash in between leaves
+ *   the journal ahead of the table, never behind it. At startup every reservation left open by an
+ *   earlier process is settled or released from what its run's stream says — released when the stream
+ *   holds neither (the process died before the call settled) — and the operator's hard kill is
+ *   brought in line with the last HardKillTripped / HardKillReset on the "budget" stream.
+ * - Any database error is a `LedgerError`, and the caller refuses the paid call (fail closed).
+ */
+import * as SqlClient from "@effect/sql/SqlClient"
+import { Clock, Data, Effect } from "effect"
+import { GatewayConfigTag } from "../config/GatewayConfig.ts"
+import { Journal } from "../journal/Journal.ts"
+import { makeStreamWriter } from "../journal/StreamWriter.ts"
+
+export class LedgerError extends Data.TaggedError("LedgerError")<{
+  readonly message: string
+  readonly cause?: unknown
+}> {}
+
+export type Period = "hour" | "day" | "month"
+
+/** The UTC start of the period containing `now`. */
+export const periodStart = (now: number, period: Period): Date => {
+  const d = new Date(now)
+  switch (period) {
+    case "hour": return new Date(Date.UTC(d.getUTCFullYear(), d.getUTCMonth(), d.getUTCDate(), d.getUTCHours()))
+    case "day": return new Date(Date.UTC(d.getUTCFullYear(), d.getUTCMonth(), d.getUTCDate()))
+    case "month": return new Date(Date.UTC(d.getUTCFullYear(), d.getUTCMonth(), 1))
+  }
+}
+
+/** "$5.00", "$0.002655": cents always, and up to micro-dollars when they matter. */
+export const formatUsd = (usd: number): string => {
+  const fixed = (Math.round(usd * 1e6) / 1e6).toFixed(6)
+  return `$${fixed.replace(/0{1,4}$/, "")}`
+}
+
+export interface Reservation {
+  readonly reservationId: string
+  readonly runId: string
+  readonly traceId: string | null
+  readonly projectId: string | null
+  readonly lane: string
+  readonly provider: string
+  readonly model: string
+  /** The worst-case cost of the call. */
+  readonly amountUsd: number
+}
+
+export type ReserveResult =
+  | {
+    readonly _tag: "Reserved"
+    readonly periodStart: string
+    readonly capUsd: number
+    /** Settled plus reserved in the period before this reservation. */
+    readonly committedUsd: number
+  }
+  | {
+    readonly _tag: "Denied"
+    /** Names the hard kill and the figures, for the journal and the caller's 503. */
+    readonly reason: string
+    readonly operatorKill: boolean
+    readonly periodStart: string
+    readonly capUsd: number
+    readonly committedUsd: number
+  }
+
+export interface HardKillState {
+  readonly tripped: boolean
+  readonly reason: string | null
+  readonly changedAt: string | null
+}
+
+export interface BudgetStatus {
+  readonly hardKill: HardKillState
+  readonly period: Period
+  readonly periodStart: string
+  readonly capUsd: number
+  readonly settledUsd: number
+  readonly reservedUsd: number
+  readonly remainingUsd: number
+  readonly openReservations: number
+}
+
+const ledgerError = (what: string) => (cause: unknown) => new LedgerError({ message: `budget ledger: cannot ${what}`, cause })
+
+const make = Effect.gen(function*() {
+  const sql = yield* SqlClient.SqlClient
+  const journal = yield* Journal
+  const config = yield* GatewayConfigTag
+  const budget = config.budget
+  const period: Period = budget?.period ?? "day"
+  const capUsd = budget?.hardKillUsd ?? 0
+  /** This process: reservations it did not make and that are still open at its start are orphans. */
+  const owner = crypto.randomUUID()
+  const budgetStream = makeStreamWriter(
+    journal,
+    { streamId: "budget", traceId: null, projectId: null, lane: null },
+    yield* journal.streamHead("budget").pipe(Effect.orDie)
+  )
+  // One operator change at a time, so the journal's order is the table's order.
+  const adminLock = yield* Effect.makeSemaphore(1)
+
+  const committedIn = (start: string) =>
+    sql<{ readonly settled: number; readonly reserved: number; readonly open: number }>`
+      SELECT
+        COALESCE(SUM(settled_usd) FILTER (WHERE status = 'settled'), 0)::float8 AS settled,
+        COALESCE(SUM(reserved_usd) FILTER (WHERE status = 'reserved'), 0)::float8 AS reserved,
+        COUNT(*) FILTER (WHERE status = 'reserved')::int AS open
+      FROM budget_ledger WHERE period_start = ${start}::timestamptz`.pipe(
+      Effect.map((rows) => rows[0] ?? { settled: 0, reserved: 0, open: 0 })
+    )
+
+  const readState = sql<{ readonly tripped: boolean; readonly reason: string | null; readonly changedAt: string | null }>`
+    SELECT tripped, reason, to_char(changed_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"') AS "changedAt"
+    FROM budget_state WHERE id = 1`
+
+  const reserve = (r: Reservation): Effect.Effect<ReserveResult, LedgerError> =>
+    Effect.gen(function*() {
+      const now = yield* Clock.currentTimeMillis
+      const start = periodStart(now, period).toISOString()
+      return yield* sql.withTransaction(Effect.gen(function*() {
+        // The lock: every reservation (and every operator change) queues on this one row.
+        const [state] = yield* sql<{ readonly tripped: boolean; readonly reason: string | null }>`
+          SELECT tripped, reason FROM budget_state WHERE id = 1 FOR UPDATE`
+        const committed = yield* committedIn(start)
+        const committedUsd = committed.settled + committed.reserved
+        if (state === undefined || state.tripped) {
+          return {
+            _tag: "Denied",
+            reason: `the operator tripped the budget hard kill${state?.reason ? ` (${state.reason})` : ""}`,
+            operatorKill: true,
+            periodStart: start,
+            capUsd,
+            committedUsd
+          } satisfies ReserveResult
+        }
+        // A micro-cent of slack for float sums; the table keeps exact numerics.
+        if (committedUsd + r.amountUsd > capUsd + 1e-9) {
+          return {
+            _tag: "Denied",
+            reason: `hardKillUsd ${formatUsd(capUsd)} per ${period} would be exceeded: ${formatUsd(committedUsd)} settled or reserved since ${start}, this call may cost up to ${formatUsd(r.amountUsd)}`,
+            operatorKill: false,
+            periodStart: start,
+            capUsd,
+            committedUsd
+          } satisfies ReserveResult
+        }
+        yield* sql`
+          INSERT INTO budget_ledger (reservation_id, period_start, run_id, trace_id, project_id, lane, provider, model, reserved_usd, status, owner)
+          VALUES (${r.reservationId}, ${start}::timestamptz, ${r.runId}, ${r.traceId}, ${r.projectId}, ${r.lane}, ${r.provider}, ${r.model},
+                  ${r.amountUsd}, 'reserved', ${owner})`
+        return { _tag: "Reserved", periodStart: start, capUsd, committedUsd } satisfies ReserveResult
+      }))
+    }).pipe(Effect.mapError(ledgerError("reserve")), Effect.withSpan("Budget.reserve"))
+
+  /** Charges `chargedUsd` against the cap (the real cost, or the reservation when usage is unknown). */
+  const settle = (reservationId: string, chargedUsd: number, costUsd: number | null): Effect.Effect<void, LedgerError> =>
+    sql`UPDATE budget_ledger SET status = 'settled', settled_usd = ${chargedUsd}, cost_usd = ${costUsd}, closed_at = now()
+        WHERE reservation_id = ${reservationId}`.pipe(Effect.asVoid, Effect.mapError(ledgerError("settle")))
+
+  const release = (reservationId: string, reason: string): Effect.Effect<void, LedgerError> =>
+    sql`UPDATE budget_ledger SET status = 'released', release_reason = ${reason}, closed_at = now()
+        WHERE reservation_id = ${reservationId} AND status = 'reserved'`.pipe(Effect.asVoid, Effect.mapError(ledgerError("release")))
+
+  const status: Effect.Effect<BudgetStatus, LedgerError> = Effect.gen(function*() {
+    const now = yield* Clock.currentTimeMillis
+    const start = periodStart(now, period).toISOString()
+    const [state] = yield* readState
+    const c = yield* committedIn(start)
+    return {
+      hardKill: { tripped: state?.tripped ?? true, reason: state?.reason ?? null, changedAt: state?.changedAt ?? null },
+      period,
+      periodStart: start,
+      capUsd,
+      settledUsd: c.settled,
+      reservedUsd: c.reserved,
+      remainingUsd: Math.max(0, capUsd - c.settled - c.reserved),
+      openReservations: c.open
+    } satisfies BudgetStatus
+  }).pipe(Effect.mapError(ledgerError("read the budget")))
+
+  const applyHardKill = (tripped: boolean, reason: string | null) =>
+    sql.withTransaction(
+      sql`SELECT 1 FROM budget_state WHERE id = 1 FOR UPDATE`.pipe(
+        Effect.zipRight(sql`UPDATE budget_state SET tripped = ${tripped}, reason = ${reason}, changed_at = now() WHERE id = 1`)
+      )
+    )
+
+  /** The operator's switch: journaled (durably) on the "budget" stream first, then in force. */
+  const setHardKill = (tripped: boolean, reason: string | null, by: string): Effect.Effect<HardKillState, LedgerError> =>
+    adminLock.withPermits(1)(Effect.gen(function*() {
+      const [before] = yield* readState
+      yield* budgetStream.appendDurable(tripped ? "HardKillTripped" : "HardKillReset", {
+        tripped,
+        reason,
+        by,
+        wasTripped: before?.tripped ?? null
+      })
+      yield* applyHardKill(tripped, reason)
+      const [after] = yield* readState
+      return { tripped: after?.tripped ?? tripped, reason: after?.reason ?? reason, changedAt: after?.changedAt ?? null }
+    })).pipe(Effect.mapError(ledgerError("change the hard kill")))
+
+  // --- startup: the journal wins over the table ---------------------------------------------
+
+  const reconcileHardKill = Effect.gen(function*() {
+    const events = yield* journal.readStream("budget")
+    const last = [...events].reverse().find((e) => e.type === "HardKillTripped" || e.type === "HardKillReset")
+    if (last === undefined) return
+    const data = last.data as { readonly reason?: string | null }
+    const tripped = last.type === "HardKillTripped"
+    const [state] = yield* readState
+    if (state?.tripped !== tripped) {
+      yield* applyHardKill(tripped, data.reason ?? null)
+      yield* Effect.logWarning(`Budget: hard kill restored from the journal (${tripped ? "tripped" : "reset"})`)
+    }
+  })
+
+  const recoverOrphans = Effect.gen(function*() {
+    const open = yield* sql<{ readonly reservationId: string; readonly runId: string; readonly traceId: string | null; readonly projectId: string | null; readonly lane: string | null; readonly provider: string; readonly reservedUsd: number }>`
+      SELECT reservation_id AS "reservationId", run_id AS "runId", trace_id AS "traceId", project_id AS "projectId", lane, provider,
+             reserved_usd::float8 AS "reservedUsd"
+      FROM budget_ledger WHERE status = 'reserved' AND owner <> ${owner} ORDER BY created_at`
+    let released = 0
+    for (const row of open) {
+      const streamId = `run-${row.runId}`
+      const events = yield* journal.readStream(streamId)
+      const mine = (type: string) => events.find((e) => e.type === type && (e.data as { reservationId?: unknown }).reservationId === row.reservationId)
+      const settled = mine("BudgetSettled")
+      if (settled !== undefined) {
+        const d = settled.data as { readonly chargedUsd: number; readonly costUsd: number | null }
+        yield* settle(row.reservationId, d.chargedUsd, d.costUsd)
+        continue
+      }
+      const releasedEvent = mine("BudgetReleased")
+      const reason = releasedEvent !== undefined
+        ? String((releasedEvent.data as { reason?: unknown }).reason ?? "released")
+        : "orphaned: the gateway process stopped before the paid call settled; released at restart"
+      if (releasedEvent === undefined) {
+        const run = makeStreamWriter(journal, { streamId, traceId: row.traceId, projectId: row.projectId, lane: row.lane }, yield* journal.streamHead(streamId))
+        yield* run.appendDurable("BudgetReleased", {
+          reservationId: row.reservationId,
+          provider: row.provider,
+          reservedUsd: row.reservedUsd,
+          reason,
+          orphaned: true
+        })
+      }
+      yield* release(row.reservationId, reason)
+      released++
+    }
+    if (released > 0) {
+      yield* budgetStream.append("OrphanedReservationsReleased", { count: released, reservationIds: open.map((r) => r.reservationId) })
+      yield* Effect.logWarning(`Budget: released ${released} reservation(s) left open by a previous gateway process`)
+    }
+  })
+
+  yield* Effect.all([reconcileHardKill, recoverOrphans], { discard: true }).pipe(
+    // Left open, a reservation still counts against the cap: failing here never lets money through.
+    Effect.catchAllCause((cause) => Effect.logError("Budget: startup reconciliation failed; open reservations keep counting against the cap", cause))
+  )
+
+  return { reserve, settle, release, status, setHardKill, owner, capUsd, period } as const
+})
+
+export class Budget extends Effect.Service<Budget>()("awooop/Budget", {
+  scoped: make,
+  dependencies: []
+}) {}

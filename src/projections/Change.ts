@@ -1,0 +1,22 @@
+/**
+ * What the additive projections (cost ledger, metrics) fold over: a journal event together with
+ * the transition it caused in its stream's state. A re-delivered event causes no transition, so
+ * it reaches them with `run` and `host` both null and adds nothing.
+ */
+import type { ProjectionEvent } from "./Event.ts"
+import type { HostState } from "./HostState.ts"
+import type { RunState } from "./RunState.ts"
+
+export interface Transition<S> {
+  readonly before: S | null
+  readonly after: S
+}
+
+export interface Change {
+  readonly event: ProjectionEvent
+  readonly run: Transition<RunState> | null
+  readonly host: Transition<HostState> | null
+}
+
+/** Key of an additive row: its parts joined by a separator that cannot occur in them. */
+export const keyOf = (parts: ReadonlyArray<string>): string => parts.join("\u0000")

@@ -1,0 +1,56 @@
+/**
+ * What the projections fold over: journal events as the projector reads them, and the small,
+ * tolerant readers they use on event data. Event data is whatever a writer journaled, possibly by
+ * a newer gateway: a missing or mistyped field reads as null, never as a failure.
+ */
+
+export interface ProjectionEvent {
+  readonly globalPosition: number
+  /** The writing transaction (`xid8` as decimal text): the projector's order is (transactionId, globalPosition). */
+  readonly transactionId: string
+  readonly streamId: string
+  readonly streamPosition: number
+  readonly traceId: string | null
+  readonly projectId: string | null
+  readonly lane: string | null
+  readonly type: string
+  readonly data: unknown
+  /** epoch ms */
+  readonly occurredAt: number
+}
+
+/** Run streams are "run-<uuid>", host streams "host-<name>" (see routing/Lane.ts, routing/Host.ts). */
+export const runStreamPrefix = "run-"
+export const hostStreamPrefix = "host-"
+
+export const isRunStream = (streamId: string): boolean => streamId.startsWith(runStreamPrefix)
+export const isHostStream = (streamId: string): boolean => streamId.startsWith(hostStreamPrefix)
+
+export type Fields = Readonly<Record<string, unknown>>
+
+export const fields = (v: unknown): Fields =>
+  typeof v === "object" && v !== null && !Array.isArray(v) ? (v as Fields) : {}
+
+export const str = (v: unknown): string | null => (typeof v === "string" ? v : null)
+
+export const num = (v: unknown): number | null => (typeof v === "number" && Number.isFinite(v) ? v : null)
+
+/** Integers only (tokens, milliseconds): anything else is null, fractions are rounded. */
+export const int = (v: unknown): number | null => {
+  const n = num(v)
+  return n === null ? null : Math.round(n)
+}
+
+export const bool = (v: unknown): boolean | null => (typeof v === "boolean" ? v : null)
+
+/** The first argument that is a finite number. */
+export const firstNum = (...vs: ReadonlyArray<unknown>): number | null => {
+  for (const v of vs) {
+    const n = num(v)
+    if (n !== null) return n
+  }
+  return null
+}
+
+export const strings = (v: unknown): Array<string> =>
+  Array.isArray(v) ? v.filter((x): x is string => typeof x === "string") : []

@@ -1,0 +1,137 @@
+/**
+ * host_state: one row per host stream — health, breaker, resident models, maintenance — as the
+ * host actor journaled them (routing/Host.ts, routing/Breaker.ts). A pure fold like RunState: a
+ * re-delivered event changes nothing, an unknown event type only advances `lastPosition`.
+ */
+import type * as SqlClient from "@effect/sql/SqlClient"
+import type { SqlError } from "@effect/sql/SqlError"
+import { Effect } from "effect"
+import { fields, hostStreamPrefix, num, type ProjectionEvent, str, strings } from "./Event.ts"
+
+export interface HostState {
+  readonly streamId: string
+  readonly host: string
+  readonly health: "up" | "down" | "unknown"
+  readonly lastError: string | null
+  readonly breaker: "closed" | "open" | "half-open"
+  readonly breakerOpenedAt: number | null
+  readonly breakerUntil: number | null
+  readonly breakerReason: string | null
+  readonly resident: ReadonlyArray<string> | null
+  readonly maintenance: boolean
+  readonly maintenanceUntil: number | null
+  readonly maintenanceReason: string | null
+  readonly lastPosition: number
+  readonly lastEventAt: number | null
+}
+
+export const initial = (event: ProjectionEvent): HostState => ({
+  streamId: event.streamId,
+  host: event.streamId.startsWith(hostStreamPrefix) ? event.streamId.slice(hostStreamPrefix.length) : event.streamId,
+  health: "unknown",
+  lastError: null,
+  breaker: "closed",
+  breakerOpenedAt: null,
+  breakerUntil: null,
+  breakerReason: null,
+  resident: null,
+  maintenance: false,
+  maintenanceUntil: null,
+  maintenanceReason: null,
+  lastPosition: -1,
+  lastEventAt: null
+})
+
+/** Epoch ms of a date in years 1..9999 (what the journal itself accepts), else null. */
+const time = (v: unknown): number | null => {
+  const n = num(v)
+  return n === null || n < -62_135_596_800_000 || n > 253_402_300_799_999 ? null : Math.round(n)
+}
+
+const step = (s: HostState, event: ProjectionEvent): HostState => {
+  const d = fields(event.data)
+  switch (event.type) {
+    case "HostUp":
+      return { ...s, health: "up", lastError: null }
+    case "HostDown":
+      return { ...s, health: "down", lastError: str(d.error) }
+    case "ResidencyChanged":
+      return { ...s, resident: strings(d.resident) }
+    case "BreakerOpened":
+      return {
+        ...s,
+        breaker: "open",
+        breakerOpenedAt: time(d.at) ?? event.occurredAt,
+        breakerUntil: time(d.until),
+        breakerReason: str(d.reason)
+      }
+    case "BreakerHalfOpened":
+      return { ...s, breaker: "half-open" }
+    case "BreakerClosed":
+      return { ...s, breaker: "closed", breakerOpenedAt: null, breakerUntil: null, breakerReason: null }
+    case "MaintenanceOpened":
+      return { ...s, maintenance: true, maintenanceUntil: time(d.until), maintenanceReason: str(d.reason) }
+    case "MaintenanceClosed":
+      return { ...s, maintenance: false, maintenanceUntil: null, maintenanceReason: null }
+    default:
+      return s
+  }
+}
+
+export const evolve = (state: HostState | null, event: ProjectionEvent): HostState => {
+  if (state !== null && event.streamPosition <= state.lastPosition) return state
+  const next = step(state ?? initial(event), event)
+  return { ...next, lastPosition: event.streamPosition, lastEventAt: event.occurredAt }
+}
+
+// ---------------------------------------------------------------------------------------------
+// SQL
+// ---------------------------------------------------------------------------------------------
+
+export const table = "host_state"
+
+const ms = (column: string) => `floor(extract(epoch FROM ${column}) * 1000)::float8`
+
+export const selectList = [
+  `stream_id AS "streamId"`, `host`, `health`, `last_error AS "lastError"`, `breaker`,
+  `${ms("breaker_opened_at")} AS "breakerOpenedAt"`, `${ms("breaker_until")} AS "breakerUntil"`,
+  `breaker_reason AS "breakerReason"`, `resident`, `maintenance`, `${ms("maintenance_until")} AS "maintenanceUntil"`,
+  `maintenance_reason AS "maintenanceReason"`, `last_position AS "lastPosition"`, `${ms("last_event_at")} AS "lastEventAt"`
+].join(", ")
+
+export const load = (
+  sql: SqlClient.SqlClient,
+  schema: string,
+  streamIds: ReadonlyArray<string>
+): Effect.Effect<Map<string, HostState>, SqlError> =>
+  streamIds.length === 0
+    ? Effect.succeed(new Map())
+    : sql<HostState>`SELECT ${sql.literal(selectList)} FROM ${sql(`${schema}.${table}`)}
+        WHERE stream_id IN (SELECT jsonb_array_elements_text(${JSON.stringify(streamIds)}::jsonb))`.pipe(
+        Effect.map((rows) => new Map(rows.map((r) => [r.streamId, r])))
+      )
+
+export const loadAll = (sql: SqlClient.SqlClient, schema: string) =>
+  sql<HostState>`SELECT ${sql.literal(selectList)} FROM ${sql(`${schema}.${table}`)} ORDER BY host`
+
+export const upsert = (
+  sql: SqlClient.SqlClient,
+  schema: string,
+  states: ReadonlyArray<HostState>
+): Effect.Effect<void, SqlError> =>
+  states.length === 0 ? Effect.void : sql`
+    INSERT INTO ${sql(`${schema}.${table}`)} (stream_id, host, health, last_error, breaker, breaker_opened_at, breaker_until,
+      breaker_reason, resident, maintenance, maintenance_until, maintenance_reason, last_position, last_event_at)
+    SELECT "streamId", host, health, "lastError", breaker, to_timestamp("breakerOpenedAt" / 1000.0),
+      to_timestamp("breakerUntil" / 1000.0), "breakerReason", resident, maintenance, to_timestamp("maintenanceUntil" / 1000.0),
+      "maintenanceReason", "lastPosition", to_timestamp("lastEventAt" / 1000.0)
+    FROM jsonb_to_recordset(${JSON.stringify(states)}::jsonb) AS r(
+      "streamId" text, host text, health text, "lastError" text, breaker text, "breakerOpenedAt" float8, "breakerUntil" float8,
+      "breakerReason" text, resident jsonb, maintenance boolean, "maintenanceUntil" float8, "maintenanceReason" text,
+      "lastPosition" integer, "lastEventAt" float8)
+    ON CONFLICT (stream_id) DO UPDATE SET
+      host = EXCLUDED.host, health = EXCLUDED.health, last_error = EXCLUDED.last_error, breaker = EXCLUDED.breaker,
+      breaker_opened_at = EXCLUDED.breaker_opened_at, breaker_until = EXCLUDED.breaker_until,
+      breaker_reason = EXCLUDED.breaker_reason, resident = EXCLUDED.resident, maintenance = EXCLUDED.maintenance,
+      maintenance_until = EXCLUDED.maintenance_until, maintenance_reason = EXCLUDED.maintenance_reason,
+      last_position = EXCLUDED.last_position, last_event_at = EXCLUDED.last_event_at`.pipe(Effect.asVoid)

@@ -1,0 +1,110 @@
+/**
+ * All projections together: the batch fold the projector runs (and a rebuild runs, from nothing),
+ * and the writes of one batch. Adding a projection = one module with `evolve` + `upsert`, folded
+ * here and listed in `tables`.
+ *
+ *   run streams  ──RunState.evolve──▶ run transition ─┬─▶ CostLedger.evolve
+ *   host streams ─HostState.evolve─▶ host transition ─┴─▶ Metrics.evolve
+ */
+import type * as SqlClient from "@effect/sql/SqlClient"
+import type { SqlError } from "@effect/sql/SqlError"
+import { Effect } from "effect"
+import type { Change } from "./Change.ts"
+import * as CostLedger from "./CostLedger.ts"
+import { isHostStream, isRunStream, type ProjectionEvent } from "./Event.ts"
+import * as HostState from "./HostState.ts"
+import * as Metrics from "./Metrics.ts"
+import * as RunState from "./RunState.ts"
+
+/** The projection tables, with the columns that identify a row (for `verify`'s diff). */
+export const tables: ReadonlyArray<{ readonly name: string; readonly key: ReadonlyArray<string> }> = [
+  { name: RunState.table, key: ["stream_id"] },
+  { name: HostState.table, key: ["stream_id"] },
+  { name: CostLedger.table, key: ["day", "project_id", "lane", "provider", "model"] },
+  { name: Metrics.table, key: ["name", "lane", "endpoint", "outcome"] }
+]
+
+export interface BatchResult {
+  /** Run and host states changed by the batch (their new whole state). */
+  readonly runs: ReadonlyArray<RunState.RunState>
+  readonly hosts: ReadonlyArray<HostState.HostState>
+  /** Differences to add to the additive tables. */
+  readonly ledger: CostLedger.CostLedger
+  readonly metrics: Metrics.Metrics
+  /** Events that changed a state (the rest were re-deliveries or of streams no projection reads). */
+  readonly applied: number
+}
+
+/** The stream states a batch needs before it can be folded. */
+export const streamsOf = (events: ReadonlyArray<ProjectionEvent>) => {
+  const runs = new Set<string>()
+  const hosts = new Set<string>()
+  for (const e of events) {
+    if (isRunStream(e.streamId)) runs.add(e.streamId)
+    else if (isHostStream(e.streamId)) hosts.add(e.streamId)
+  }
+  return { runs: [...runs], hosts: [...hosts] }
+}
+
+/** Folds `events` (in the projector's order) over the current states of their streams. Pure. */
+export const fold = (
+  events: ReadonlyArray<ProjectionEvent>,
+  runStates: ReadonlyMap<string, RunState.RunState>,
+  hostStates: ReadonlyMap<string, HostState.HostState>
+): BatchResult => {
+  const runs = new Map(runStates)
+  const hosts = new Map(hostStates)
+  const changedRuns = new Set<string>()
+  const changedHosts = new Set<string>()
+  let ledger = CostLedger.empty
+  let metrics = Metrics.empty
+  let applied = 0
+  for (const event of events) {
+    let change: Change = { event, run: null, host: null }
+    if (isRunStream(event.streamId)) {
+      const before = runs.get(event.streamId) ?? null
+      const after = RunState.evolve(before, event)
+      if (after !== before) {
+        runs.set(event.streamId, after)
+        changedRuns.add(event.streamId)
+        change = { event, run: { before, after }, host: null }
+      }
+    } else if (isHostStream(event.streamId)) {
+      const before = hosts.get(event.streamId) ?? null
+      const after = HostState.evolve(before, event)
+      if (after !== before) {
+        hosts.set(event.streamId, after)
+        changedHosts.add(event.streamId)
+        change = { event, run: null, host: { before, after } }
+      }
+    }
+    if (change.run !== null || change.host !== null) applied++
+    ledger = CostLedger.evolve(ledger, change)
+    metrics = Metrics.evolve(metrics, change)
+  }
+  return {
+    runs: [...changedRuns].map((s) => runs.get(s)!),
+    hosts: [...changedHosts].map((s) => hosts.get(s)!),
+    ledger,
+    metrics,
+    applied
+  }
+}
+
+/** Loads the states `events` touch from `schema`'s tables, folds, writes. Run it inside a transaction. */
+export const applyEvents = (
+  sql: SqlClient.SqlClient,
+  schema: string,
+  events: ReadonlyArray<ProjectionEvent>
+): Effect.Effect<BatchResult, SqlError> =>
+  Effect.gen(function*() {
+    const streams = streamsOf(events)
+    const runs = yield* RunState.load(sql, schema, streams.runs)
+    const hosts = yield* HostState.load(sql, schema, streams.hosts)
+    const result = fold(events, runs, hosts)
+    yield* RunState.upsert(sql, schema, result.runs)
+    yield* HostState.upsert(sql, schema, result.hosts)
+    yield* CostLedger.upsert(sql, schema, result.ledger)
+    yield* Metrics.upsert(sql, schema, result.metrics)
+    return result
+  })

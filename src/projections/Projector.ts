@@ -1,0 +1,300 @@
+/**
+ * The projector: follows the step journal in commit order and keeps the projections current.
+ *
+ * Commit order, not insert order: a `global_position` is taken when a row is inserted, but a
+ * transaction that inserted early may commit late. Reading "everything after the last position
+ * seen" would skip its rows forever. So (DESIGN.md) each row carries its writing transaction's id,
+ * and the projector reads only rows whose transaction is older than every transaction still
+ * running — `transaction_id < pg_snapshot_xmin(pg_current_snapshot())` — in the order
+ * (transaction_id, global_position). Every row below that horizon is committed (or rolled back and
+ * invisible), so nothing can appear behind the checkpoint later.
+ *
+ * Each batch is one transaction: lock the checkpoint row, read the next events below the horizon,
+ * fold them (Projections.fold), write the changed states and the additive differences, move the
+ * checkpoint. The checkpoint and the projections commit together, so a crash re-delivers nothing;
+ * and the folds ignore a re-delivered event anyway (per-stream `last_position`). Two gateway
+ * replicas serialise on the checkpoint row (the background loop skips a tick when it is taken).
+ */
+import * as SqlClient from "@effect/sql/SqlClient"
+import type { SqlError } from "@effect/sql/SqlError"
+import { Config, Context, Duration, Effect, Layer, Ref, Schedule } from "effect"
+import type { ProjectionEvent } from "./Event.ts"
+import { applyEvents } from "./Projections.ts"
+
+// ---------------------------------------------------------------------------------------------
+// Checkpoints
+// ---------------------------------------------------------------------------------------------
+
+/** Position in commit order: the last event applied. */
+export interface Checkpoint {
+  /** xid8 as decimal text */
+  readonly transactionId: string
+  readonly globalPosition: number
+}
+
+export const origin: Checkpoint = { transactionId: "0", globalPosition: 0 }
+
+/** Where the live projections live (the migrations create them in the default schema). */
+export const liveSchema = "public"
+
+/** The checkpoint of the projector that maintains run_state, host_state, cost_ledger and metrics. */
+export const checkpointName = "projections"
+
+export const checkpointTable = "projector_checkpoints"
+
+/** Compares two checkpoints in commit order. */
+export const compareCheckpoints = (a: Checkpoint, b: Checkpoint): number => {
+  const ta = BigInt(a.transactionId)
+  const tb = BigInt(b.transactionId)
+  return ta < tb ? -1 : ta > tb ? 1 : a.globalPosition - b.globalPosition
+}
+
+export const ensureCheckpoint = (sql: SqlClient.SqlClient, schema: string, name: string = checkpointName) =>
+  sql`INSERT INTO ${sql(`${schema}.${checkpointTable}`)} (name, transaction_id, global_position)
+      VALUES (${name}, '0'::xid8, 0) ON CONFLICT (name) DO NOTHING`.pipe(Effect.asVoid)
+
+export const readCheckpoint = (
+  sql: SqlClient.SqlClient,
+  schema: string,
+  name: string = checkpointName,
+  lock: "none" | "update" | "update-skip-locked" | "share" = "none"
+): Effect.Effect<Checkpoint | null, SqlError> => {
+  const clause = lock === "none" ? "" : lock === "update" ? "FOR UPDATE" : lock === "share" ? "FOR SHARE" : "FOR UPDATE SKIP LOCKED"
+  return sql<Checkpoint>`
+    SELECT transaction_id::text AS "transactionId", global_position::float8 AS "globalPosition"
+    FROM ${sql(`${schema}.${checkpointTable}`)} WHERE name = ${name} ${sql.literal(clause)}`.pipe(
+    Effect.map((rows) => rows[0] ?? null)
+  )
+}
+
+export const writeCheckpoint = (sql: SqlClient.SqlClient, schema: string, name: string, at: Checkpoint, events: number) =>
+  sql`UPDATE ${sql(`${schema}.${checkpointTable}`)}
+      SET transaction_id = ${at.transactionId}::xid8, global_position = ${at.globalPosition}::bigint,
+          events = events + ${events}::bigint, updated_at = now()
+      WHERE name = ${name}`.pipe(Effect.asVoid)
+
+// ---------------------------------------------------------------------------------------------
+// Reading the journal in commit order
+// ---------------------------------------------------------------------------------------------
+
+/**
+ * "journal": the live table, below the horizon. "journal+archive": also the events `journal
+ * archive` moved out of it (a rebuild must see the whole history).
+ */
+export type Source = "journal" | "journal+archive"
+
+const eventColumns = `global_position::float8 AS "globalPosition", transaction_id::text AS "transactionId",
+  stream_id AS "streamId", stream_position AS "streamPosition", trace_id AS "traceId", project_id AS "projectId",
+  lane, type, data, floor(extract(epoch FROM occurred_at) * 1000)::float8 AS "occurredAt",
+  transaction_id AS tx, global_position AS gp`
+
+export const readEvents = (
+  sql: SqlClient.SqlClient,
+  after: Checkpoint,
+  options: { readonly source: Source; readonly limit: number; readonly upTo?: Checkpoint | undefined }
+): Effect.Effect<ReadonlyArray<ProjectionEvent>, SqlError> => {
+  const past = sql`(transaction_id, global_position) > (${after.transactionId}::xid8, ${after.globalPosition}::bigint)`
+  const upTo = options.upTo === undefined
+    ? sql.literal("")
+    : sql`AND (transaction_id, global_position) <= (${options.upTo.transactionId}::xid8, ${options.upTo.globalPosition}::bigint)`
+  const live = sql`SELECT ${sql.literal(eventColumns)} FROM step_journal
+    WHERE ${past} AND transaction_id < pg_snapshot_xmin(pg_current_snapshot()) ${upTo}
+    ORDER BY transaction_id, global_position LIMIT ${options.limit}`
+  if (options.source === "journal") return sql<ProjectionEvent>`${live}`
+  return sql<ProjectionEvent>`SELECT * FROM (
+      (SELECT ${sql.literal(eventColumns)} FROM step_journal_archive WHERE ${past} ${upTo}
+        ORDER BY transaction_id, global_position LIMIT ${options.limit})
+      UNION ALL (${live})
+    ) e ORDER BY tx, gp LIMIT ${options.limit}`
+}
+
+// ---------------------------------------------------------------------------------------------
+// Following
+// ---------------------------------------------------------------------------------------------
+
+export interface FollowOptions {
+  /** Schema of the projection tables and their checkpoint. */
+  readonly schema: string
+  readonly name?: string | undefined
+  readonly source: Source
+  readonly batchSize: number
+  /** Stop at this checkpoint (inclusive): `verify` rebuilds exactly as far as the live projections are. */
+  readonly upTo?: Checkpoint | undefined
+  /** Give up at once when another projector holds the checkpoint, instead of waiting for it. */
+  readonly skipLocked?: boolean | undefined
+}
+
+export type BatchOutcome =
+  | { readonly _tag: "Busy" }
+  | { readonly _tag: "Applied"; readonly events: number; readonly applied: number; readonly checkpoint: Checkpoint }
+
+/** One batch in one transaction (see the module comment). */
+export const applyBatch = (sql: SqlClient.SqlClient, options: FollowOptions): Effect.Effect<BatchOutcome, SqlError> =>
+  sql.withTransaction(Effect.gen(function*() {
+    const name = options.name ?? checkpointName
+    const from = yield* readCheckpoint(sql, options.schema, name, options.skipLocked ? "update-skip-locked" : "update")
+    if (from === null) return { _tag: "Busy" } as const
+    const events = yield* readEvents(sql, from, { source: options.source, limit: options.batchSize, upTo: options.upTo })
+    if (events.length === 0) return { _tag: "Applied", events: 0, applied: 0, checkpoint: from } as const
+    const result = yield* applyEvents(sql, options.schema, events)
+    const last = events[events.length - 1]!
+    const checkpoint = { transactionId: last.transactionId, globalPosition: last.globalPosition }
+    yield* writeCheckpoint(sql, options.schema, name, checkpoint, events.length)
+    return { _tag: "Applied", events: events.length, applied: result.applied, checkpoint } as const
+  }))
+
+/** Whether anything is waiting below the horizon past `at`. */
+export const hasEventsPast = (
+  sql: SqlClient.SqlClient,
+  at: Checkpoint,
+  options: { readonly source: Source; readonly upTo?: Checkpoint | undefined }
+): Effect.Effect<boolean, SqlError> =>
+  Effect.map(readEvents(sql, at, { source: options.source, limit: 1, upTo: options.upTo }), (rows) => rows.length > 0)
+
+export interface CatchUpResult {
+  /** Events read and folded (including re-deliveries and events no projection uses). */
+  readonly events: number
+  readonly checkpoint: Checkpoint | null
+  /** Another projector held the checkpoint (only with `skipLocked`). */
+  readonly busy: boolean
+}
+
+/** Batches until nothing is left below the horizon (or `upTo` is reached). */
+export const catchUp = (sql: SqlClient.SqlClient, options: FollowOptions): Effect.Effect<CatchUpResult, SqlError> =>
+  Effect.gen(function*() {
+    const name = options.name ?? checkpointName
+    const current = yield* readCheckpoint(sql, options.schema, name)
+    if (current === null) yield* ensureCheckpoint(sql, options.schema, name)
+    // A quiet journal costs one read-only query: no transaction, no row lock, no xid.
+    else if (!(yield* hasEventsPast(sql, current, options))) return { events: 0, checkpoint: current, busy: false }
+    let events = 0
+    let checkpoint: Checkpoint | null = null
+    for (;;) {
+      const outcome = yield* applyBatch(sql, options)
+      if (outcome._tag === "Busy") return { events, checkpoint, busy: true }
+      events += outcome.events
+      checkpoint = outcome.checkpoint
+      if (outcome.events < options.batchSize) return { events, checkpoint, busy: false }
+    }
+  })
+
+export interface ProjectorLag {
+  /** Journal events past the checkpoint (committed or not yet below the horizon), counted up to `lagCountCap`. */
+  readonly eventsBehind: number
+  readonly checkpoint: Checkpoint | null
+}
+
+export const lagCountCap = 10_000_000
+
+export const lag = (
+  sql: SqlClient.SqlClient,
+  schema: string = liveSchema,
+  name: string = checkpointName
+): Effect.Effect<ProjectorLag, SqlError> =>
+  Effect.gen(function*() {
+    const checkpoint = yield* readCheckpoint(sql, schema, name)
+    const at = checkpoint ?? origin
+    const rows = yield* sql<{ readonly behind: number }>`
+      SELECT count(*)::float8 AS behind FROM (
+        SELECT 1 FROM step_journal
+        WHERE (transaction_id, global_position) > (${at.transactionId}::xid8, ${at.globalPosition}::bigint)
+        LIMIT ${lagCountCap}) s`
+    return { eventsBehind: rows[0]?.behind ?? 0, checkpoint }
+  })
+
+// ---------------------------------------------------------------------------------------------
+// The service
+// ---------------------------------------------------------------------------------------------
+
+export interface ProjectorConfigShape {
+  /** Pause between catch-ups when the journal is quiet; default 250 ms. */
+  readonly interval: Duration.DurationInput
+  /** Events per transaction; default 5 000. */
+  readonly batchSize: number
+  /** Run the background loop (a gateway replica may leave projecting to others); default true. */
+  readonly enabled: boolean
+}
+
+export const projectorConfigDefaults: ProjectorConfigShape = {
+  interval: Duration.millis(250),
+  batchSize: 5_000,
+  enabled: true
+}
+
+export class ProjectorConfig extends Context.Reference<ProjectorConfig>()("awooop/ProjectorConfig", {
+  defaultValue: (): ProjectorConfigShape => projectorConfigDefaults
+}) {}
+
+export const projectorConfigLayer = (options: Partial<ProjectorConfigShape>): Layer.Layer<never> =>
+  Layer.succeed(ProjectorConfig, { ...projectorConfigDefaults, ...options })
+
+/** `AWOOOP_PROJECTOR_INTERVAL` (duration), `AWOOOP_PROJECTOR_BATCH_SIZE`, `AWOOOP_PROJECTOR_ENABLED` (true/false). */
+export const ProjectorConfigFromEnv = Layer.effect(
+  ProjectorConfig,
+  Config.all({
+    interval: Config.duration("AWOOOP_PROJECTOR_INTERVAL").pipe(
+      Config.withDefault(Duration.decode(projectorConfigDefaults.interval))
+    ),
+    batchSize: Config.integer("AWOOOP_PROJECTOR_BATCH_SIZE").pipe(
+      Config.validate({ message: "must be ≥ 1", validation: (n) => n >= 1 }),
+      Config.withDefault(projectorConfigDefaults.batchSize)
+    ),
+    enabled: Config.boolean("AWOOOP_PROJECTOR_ENABLED").pipe(Config.withDefault(projectorConfigDefaults.enabled))
+  })
+)
+
+export interface ProjectorStatus {
+  /** Events folded by this process since it started. */
+  readonly events: number
+  readonly checkpoint: Checkpoint | null
+  /** epoch ms of the last catch-up that reached the horizon */
+  readonly caughtUpAt: number | null
+  /** The last failure, while the database is failing; null once a catch-up succeeds again. */
+  readonly failing: string | null
+}
+
+export class Projector extends Effect.Service<Projector>()("awooop/Projector", {
+  scoped: Effect.gen(function*() {
+    const sql = yield* SqlClient.SqlClient
+    const config = yield* ProjectorConfig
+    const permit = yield* Effect.makeSemaphore(1)
+    const status = yield* Ref.make<ProjectorStatus>({ events: 0, checkpoint: null, caughtUpAt: null, failing: null })
+    const options: FollowOptions = { schema: liveSchema, source: "journal", batchSize: config.batchSize }
+
+    const run = (skipLocked: boolean) =>
+      permit.withPermits(1)(Effect.gen(function*() {
+        const result = yield* catchUp(sql, { ...options, skipLocked })
+        const now = yield* Effect.clockWith((clock) => clock.currentTimeMillis)
+        const before = yield* Ref.getAndUpdate(status, (s) => ({
+          events: s.events + result.events,
+          checkpoint: result.checkpoint ?? s.checkpoint,
+          caughtUpAt: result.busy ? s.caughtUpAt : now,
+          failing: null
+        }))
+        if (before.failing !== null) yield* Effect.logInfo("Projector: the journal database answers again; projecting")
+        return result
+      }))
+
+    const tick = run(true).pipe(
+      Effect.catchAll((error) =>
+        Ref.getAndUpdate(status, (s) => ({ ...s, failing: error.message })).pipe(
+          Effect.flatMap((before) =>
+            before.failing === null ? Effect.logWarning(`Projector: catch-up failed, retrying: ${error.message}`) : Effect.void
+          )
+        )
+      )
+    )
+    if (config.enabled) {
+      yield* tick.pipe(Effect.repeat(Schedule.spaced(config.interval)), Effect.forkScoped)
+    }
+
+    return {
+      /** Project everything below the horizon now (waits for another projector holding the checkpoint). */
+      catchUp: run(false).pipe(Effect.map((r) => r.events)) as Effect.Effect<number, SqlError>,
+      /** Events behind, for /metrics. */
+      lag: lag(sql) as Effect.Effect<ProjectorLag, SqlError>,
+      status: Ref.get(status) as Effect.Effect<ProjectorStatus>
+    } as const
+  }),
+  dependencies: []
+}) {}
