@@ -136,6 +136,29 @@ describe("alert-fast walks gcp-a → gcp-b → 111", () => {
     expect(parts.at(-1)?.done).toBe(true)
   })
 
+  it("streaming is passed through as it arrives (NDJSON, not buffered), with the routing headers", async () => {
+    reset()
+    gw.fakes["gcp-a"]!.setMode("drip", { delayMs: 150, chunks: 4 })
+    const started = performance.now()
+    const res = await gw.post("/api/generate", { model: "gemma3:4b", prompt: "hi" }, { "x-awooop-lane": "alert-fast" }) // stream defaults to true
+    expect(res.status).toBe(200)
+    expect(res.headers.get("content-type")).toMatch(/^application\/x-ndjson/)
+    expect(res.headers.get("x-awooop-endpoint")).toBe("gcp-a")
+    expect(res.headers.get("x-awooop-trace-id")).toMatch(/^[0-9a-f]{32}$/)
+    const reader = res.body!.getReader()
+    const first = await reader.read()
+    const firstAt = performance.now() - started
+    let text = new TextDecoder().decode(first.value)
+    for (let r = await reader.read(); !r.done; r = await reader.read()) text += new TextDecoder().decode(r.value)
+    const total = performance.now() - started
+    expect(firstAt).toBeLessThan(300) // the first chunk did not wait for the last (~600 ms later)
+    expect(total).toBeGreaterThanOrEqual(580)
+    const lines = text.trim().split("\n").map((l) => JSON.parse(l) as { response: string; done: boolean })
+    expect(lines).toHaveLength(5)
+    expect(lines.map((l) => l.response).join("")).toBe("[gcp-a] hello world!")
+    expect(lines.map((l) => l.done)).toEqual([false, false, false, false, true])
+  })
+
   it("every host timing out → 504 naming the lane and each host", async () => {
     reset()
     for (const f of Object.values(gw.fakes)) f.setMode("hang")
