@@ -1,6 +1,10 @@
 import * as SqlClient from "@effect/sql/SqlClient"
 import { assert, describe, it, layer } from "@effect/vitest"
-import { Context, Deferred, Effect, Exit, Fiber, Layer, Logger, LogLevel, Option, Scope } from "effect"
+import * as fs from "node:fs"
+import * as os from "node:os"
+import * as path from "node:path"
+import { Spill } from "../src/journal/Spill.ts"
+import { Context, Deferred, Effect, Exit, Fiber, Layer, Logger, LogLevel, Option, Schedule, Scope } from "effect"
 import { randomUUID } from "node:crypto"
 import { mkdtemp, rm } from "node:fs/promises"
 import { tmpdir } from "node:os"
@@ -171,7 +175,7 @@ layer(TestDatabaseLive, { excludeTestServices: true })("Journal on PostgreSQL", 
       assert.deepStrictEqual((yield* dbRows(stream)).map((r) => r.position), Array.from({ length: 50 }, (_, i) => i))
     }))
 
-  it.scoped("a failing database is retried until the batch is written", () =>
+  it.scoped("a failing database sends batches to the local spill and replays them once it is back", () =>
     Effect.gen(function*() {
       const sql = yield* SqlClient.SqlClient
       const journal = yield* makeJournal({ retryBase: "10 millis", retryCap: "50 millis" })
@@ -182,11 +186,37 @@ layer(TestDatabaseLive, { excludeTestServices: true })("Journal on PostgreSQL", 
         yield* journal.appendAll(Array.from({ length: 10 }, (_, i) => event(stream, i)))
         yield* Effect.sleep("300 millis")
         const during = yield* journal.stats
-        assert.isAtLeast(during.retries, 2)
-        assert.strictEqual(during.queued, 10)
+        assert.isTrue(during.degraded)
+        assert.strictEqual(during.spilled, 10, "spilled, not queued: the request path does not wait")
+        assert.strictEqual(during.queued, 0)
+        // Money fails closed: a durable append cannot be confirmed while degraded.
+        const durable = yield* journal.appendDurable(event(stream, 10)).pipe(Effect.either)
+        assert.strictEqual(durable._tag, "Left")
       }).pipe(Effect.ensuring(Effect.orDie(restore)))
-      yield* journal.flush
-      assert.strictEqual(yield* countRows(stream), 10)
+      // The writer replays on its own once Postgres is back.
+      yield* Effect.gen(function*() {
+        const stats = yield* journal.stats
+        if (stats.degraded) return yield* Effect.fail("still degraded")
+      }).pipe(Effect.retry(Schedule.spaced("50 millis").pipe(Schedule.upTo("10 seconds"))))
+      assert.deepStrictEqual((yield* dbRows(stream)).map((r) => r.position), Array.from({ length: 11 }, (_, i) => i))
+      assert.strictEqual((yield* journal.stats).spilled, 0)
+    }))
+
+  it.scoped("events spilled by a killed gateway are written at the next start, before anything new", () =>
+    Effect.gen(function*() {
+      const dir = fs.mkdtempSync(path.join(os.tmpdir(), "awooop-spill-test-"))
+      const stream = newStream()
+      // What a SIGKILLed process leaves behind: fsync'd segments, the last line torn mid-write.
+      const spill = new Spill(dir)
+      spill.append(Array.from({ length: 3 }, (_, i) => ({
+        streamId: stream, streamPosition: i, traceId: null, projectId: null, lane: null, type: "T", data: JSON.stringify({ n: i }), occurredAt: new Date().toISOString()
+      })))
+      spill.seal()
+      fs.appendFileSync(path.join(dir, spill.segments()[0]!), '{"streamId":"torn')
+      const journal = yield* makeJournal({ spillDir: dir })
+      assert.deepStrictEqual((yield* dbRows(stream)).map((r) => r.position), [0, 1, 2], "replayed during start-up")
+      assert.strictEqual(yield* journal.streamHead(stream), 3, "stream heads read at start-up see the replayed events")
+      assert.deepStrictEqual(new Spill(dir).segments(), [], "the spill is gone once it is in Postgres")
     }))
 
   it.effect("closing the journal's scope writes every pending event before it returns", () =>

@@ -13,6 +13,8 @@ export { Drain } from "./Drain.ts"
 import { makeInferenceHandler } from "./InferenceRoutes.ts"
 import { errorResponse, jsonResponse } from "./ErrorResponse.ts"
 import { ollamaRoutes } from "./OllamaRoutes.ts"
+import { budgetAdminRoutes } from "./BudgetAdminRoutes.ts"
+import { runRoutes } from "./RunRoutes.ts"
 
 const withDrain = <E, R>(app: Effect.Effect<HttpServerResponse.HttpServerResponse, E, R>) =>
   Effect.gen(function*() {
@@ -23,7 +25,7 @@ const withDrain = <E, R>(app: Effect.Effect<HttpServerResponse.HttpServerRespons
   })
 
 export const app = Effect.gen(function*() {
-  const router = yield* HttpRouter.toHttpApp(ollamaRoutes)
+  const router = yield* HttpRouter.toHttpApp(HttpRouter.concatAll(ollamaRoutes, budgetAdminRoutes, runRoutes))
   return withDrain(router).pipe(
     Effect.catchTag("RouteNotFound", () =>
       Effect.flatMap(HttpServerRequest.HttpServerRequest, (request) =>
@@ -45,10 +47,11 @@ const DrainOnShutdown = Layer.scopedDiscard(Effect.gen(function*() {
     Effect.gen(function*() {
       yield* Ref.set(drain.draining, true)
       const started = yield* Clock.currentTimeMillis
+      // A request is counted by its HTTP handler and, while it holds a lane admission, by its lane.
       const busy = Effect.gen(function*() {
-        let n = yield* Ref.get(drain.inFlight)
-        for (const lane of gateway.lanes.values()) n += yield* lane.inFlight
-        return n
+        let inLanes = 0
+        for (const lane of gateway.lanes.values()) inLanes += yield* lane.inFlight
+        return Math.max(yield* Ref.get(drain.inFlight), inLanes)
       })
       const pending = yield* busy
       if (pending > 0) yield* Effect.logInfo(`draining ${pending} in-flight request(s)`)

@@ -8,8 +8,9 @@
  *   NOTHING` (group commit; re-delivering an event is a no-op).
  * - `appendDurable` / `flush` enqueue a marker behind the events and wait for the writer to pass it:
  *   since the queue is FIFO, everything enqueued before the marker is committed when it resolves.
- * - A failing database makes the writer retry the same batch with capped exponential back-off,
- *   forever, warning once per outage.
+ * - A failing (or too slow) database switches the writer to the local spill (Spill.ts): batches are
+ *   fsync'd to segment files and replayed into Postgres, in order, once it takes writes again; a
+ *   spill left by a killed process is replayed at start-up. Durable appends fail while degraded.
  * - Closing the service's scope drains the queue (bounded by `shutdownTimeout`); if that is not
  *   possible, it logs how many events were NOT written and fails the pending durable waits.
  *
@@ -22,7 +23,11 @@
  */
 import * as SqlClient from "@effect/sql/SqlClient"
 import type { SqlError } from "@effect/sql/SqlError"
-import { Chunk, Config, Context, Data, Deferred, Duration, Effect, Exit, Fiber, Layer, Queue, Schedule } from "effect"
+import { Chunk, Clock, Config, Context, Data, Deferred, Duration, Effect, Exit, Fiber, Layer, Queue, Schedule } from "effect"
+import * as fs from "node:fs"
+import * as os from "node:os"
+import * as path from "node:path"
+import { Spill } from "./Spill.ts"
 
 // ---------------------------------------------------------------------------------------------
 // Model
@@ -52,8 +57,12 @@ export interface JournalStats {
   readonly written: number
   /** INSERT statements committed */
   readonly batches: number
-  /** failed INSERT attempts that were retried */
+  /** failed INSERT attempts (each sent its batch to the spill) */
   readonly retries: number
+  /** true while Postgres cannot take writes and batches go to the local spill */
+  readonly degraded: boolean
+  /** events in the local spill, not yet in Postgres */
+  readonly spilled: number
 }
 
 export class JournalError extends Data.TaggedError("JournalError")<{
@@ -76,6 +85,10 @@ export interface JournalConfigShape {
   readonly retryBase: Duration.DurationInput
   /** longest retry delay; default 2 s */
   readonly retryCap: Duration.DurationInput
+  /** a write that takes longer counts as failed and its batch is spilled; default 5 s */
+  readonly writeTimeout: Duration.DurationInput
+  /** where batches go while Postgres cannot take them; default ./.data/spill */
+  readonly spillDir: string
 }
 
 export const journalConfigDefaults: JournalConfigShape = {
@@ -83,17 +96,23 @@ export const journalConfigDefaults: JournalConfigShape = {
   batchSize: 512,
   shutdownTimeout: Duration.seconds(10),
   retryBase: Duration.millis(50),
-  retryCap: Duration.seconds(2)
+  retryCap: Duration.seconds(2),
+  writeTimeout: Duration.seconds(5),
+  spillDir: "./.data/spill"
 }
 
 /** Journal settings; the defaults apply unless a layer provides others. */
+// Without explicit settings (tests, tools) each journal spills to a fresh temporary folder, so two
+// processes never replay each other's spill; the gateway itself reads AWOOOP_SPILL_DIR.
+const freshSpillDir = () => fs.mkdtempSync(path.join(os.tmpdir(), "awooop-spill-"))
+
 export class JournalConfig extends Context.Reference<JournalConfig>()("awooop/JournalConfig", {
-  defaultValue: (): JournalConfigShape => journalConfigDefaults
+  defaultValue: (): JournalConfigShape => ({ ...journalConfigDefaults, spillDir: freshSpillDir() })
 }) {}
 
 /** Provide `JournalConfig` with some settings overridden. */
 export const journalConfigLayer = (options: Partial<JournalConfigShape>): Layer.Layer<never> =>
-  Layer.succeed(JournalConfig, { ...journalConfigDefaults, ...options })
+  Layer.sync(JournalConfig, () => ({ ...journalConfigDefaults, spillDir: options.spillDir ?? freshSpillDir(), ...options }))
 
 /**
  * `JournalConfig` from the environment: `AWOOOP_JOURNAL_CAPACITY`, `AWOOOP_JOURNAL_BATCH_SIZE`,
@@ -112,7 +131,8 @@ export const JournalConfigFromEnv = Layer.effect(
     ),
     shutdownTimeout: Config.duration("AWOOOP_JOURNAL_SHUTDOWN_TIMEOUT").pipe(
       Config.withDefault(Duration.decode(journalConfigDefaults.shutdownTimeout))
-    )
+    ),
+    spillDir: Config.string("AWOOOP_SPILL_DIR").pipe(Config.withDefault(journalConfigDefaults.spillDir))
   }).pipe(Effect.map((c): JournalConfigShape => ({ ...journalConfigDefaults, ...c })))
 )
 
@@ -298,53 +318,117 @@ const make = Effect.gen(function*() {
       ON CONFLICT (stream_id, stream_position) DO NOTHING`
   }
 
-  const retrySchedule = Schedule.exponential(config.retryBase).pipe(
-    Schedule.union(Schedule.spaced(config.retryCap)),
-    Schedule.jittered
-  )
+  // --- Postgres or the spill ------------------------------------------------------------------
+  //
+  // While Postgres takes writes, batches go straight in. The first failed (or too slow) write
+  // switches to spill mode: that batch and every later one is fsync'd to local segment files, so
+  // the request path never waits on a dead database and nothing is dropped. The writer keeps
+  // trying to replay the segments, oldest first; once they are all in, it writes directly again.
+  // Per-stream order holds because nothing is written directly while segments are pending.
+  // Durable appends (money) fail while spilling: the ledger is in Postgres, so they fail closed.
 
-  /** Commit `rows`, retrying until the database accepts them. Fails only by interruption. */
-  const writeWithRetry = (rows: ReadonlyArray<Row>): Effect.Effect<void> =>
+  const spill = new Spill(config.spillDir)
+  let spilledRows = 0
+  let nextReplayAt = 0
+
+  const insertTimed = (rows: ReadonlyArray<Row>) =>
     insert(rows).pipe(
-      Effect.catchAllDefect((defect) => new JournalError({ reason: "unexpected defect while writing", cause: defect })),
-      Effect.tapError((error) => {
-        retries++
-        if (failing) return Effect.void
-        failing = true
-        return Effect.logWarning(
-          `Journal: writing a batch of ${rows.length} events failed; retrying with back-off until the database accepts it (warning once per outage)`,
-          error
-        )
-      }),
-      Effect.retry(retrySchedule),
-      Effect.catchAll(() => Effect.never), // unreachable: the schedule never ends
-      Effect.tap(() => {
-        if (!failing) return Effect.void
-        failing = false
-        return Effect.logInfo("Journal: the database accepts writes again")
-      }),
-      Effect.withSpan("Journal.writeBatch", { attributes: { "journal.events": rows.length } })
+      Effect.timeoutFail({ duration: config.writeTimeout, onTimeout: () => new JournalError({ reason: "write timed out" }) }),
+      Effect.catchAllDefect((defect) => Effect.fail(new JournalError({ reason: "unexpected defect while writing", cause: defect }))),
+      Effect.either
     )
+
+  const spillRows = (rows: ReadonlyArray<Row>) =>
+    Effect.try({
+      try: () => {
+        spill.append(rows)
+        spilledRows += rows.length
+      },
+      catch: (cause) => new JournalError({ reason: `cannot write the spill in ${config.spillDir}`, cause })
+    })
+
+  /** Replays spilled segments into Postgres; true when none is left. */
+  const replaySpill: Effect.Effect<boolean> = Effect.gen(function*() {
+    for (const segment of spill.segments()) {
+      spill.seal()
+      const rows = spill.read(segment).map((r): Row => ({ _tag: "Row", ...r }))
+      for (let i = 0; i < rows.length; i += batchSize) {
+        const result = yield* insertTimed(rows.slice(i, i + batchSize))
+        if (result._tag === "Left") return false
+      }
+      spill.remove(segment)
+      spilledRows = Math.max(0, spilledRows - rows.length)
+      written += rows.length
+      if (rows.length > 0) batches++
+    }
+    return true
+  })
+
+  const replayIfDue = Effect.gen(function*() {
+    const now = yield* Clock.currentTimeMillis
+    if (now < nextReplayAt) return
+    if (yield* replaySpill) {
+      failing = false
+      spilledRows = 0
+      yield* Effect.logInfo("Journal: Postgres accepts writes again; every spilled event is now in step_journal")
+    } else {
+      nextReplayAt = now + Duration.toMillis(config.retryCap)
+    }
+  })
+
+  const degradedError = new JournalError({ reason: "the journal is degraded (Postgres unavailable; events spill to local disk)" })
 
   /** Write one batch of items; resolve its markers. Returns whether it contained `Stop`. */
   const processBatch = (items: ReadonlyArray<Item>): Effect.Effect<boolean> =>
-    Effect.suspend(() => {
+    Effect.gen(function*() {
       inFlight = items
       const rows: Array<Row> = []
       for (const item of items) if (item._tag === "Row") rows.push(item)
-      const write = rows.length === 0 ? Effect.void : writeWithRetry(rows)
-      return Effect.map(write, () => {
-        let stop = false
-        written += rows.length
-        if (rows.length > 0) batches++
-        inFlight = []
-        for (const item of items) {
-          if (item._tag === "Marker") Deferred.unsafeDone(item.done, Exit.void)
-          else if (item._tag === "Stop") stop = true
+      let committed = true
+      if (rows.length > 0 && !failing) {
+        const result = yield* insertTimed(rows)
+        if (result._tag === "Left") {
+          retries++
+          failing = true
+          nextReplayAt = (yield* Clock.currentTimeMillis) + Duration.toMillis(config.retryBase)
+          yield* Effect.logWarning(`Journal: writing ${rows.length} events failed; spilling to ${config.spillDir} until Postgres is back`, result.left)
+        } else {
+          written += rows.length
+          batches++
         }
-        return stop
-      })
+      }
+      if (failing) {
+        committed = false
+        const spilled = yield* spillRows(rows).pipe(Effect.either)
+        if (spilled._tag === "Left") {
+          // Neither Postgres nor the disk takes it: keep the batch and retry rather than drop it.
+          yield* Effect.logError("Journal: cannot spill either; retrying", spilled.left)
+          yield* Effect.sleep(config.retryCap)
+          return yield* processBatch(items)
+        }
+        yield* replayIfDue
+      }
+      inFlight = []
+      let stop = false
+      for (const item of items) {
+        if (item._tag === "Marker") Deferred.unsafeDone(item.done, committed ? Exit.void : Exit.fail(degradedError))
+        else if (item._tag === "Stop") stop = true
+      }
+      return stop
     })
+
+  // Spilled events from an earlier run go in before anything new, so stream heads read at start-up
+  // (host streams continue their positions) see them.
+  if (spill.pending) {
+    yield* Effect.logInfo(`Journal: replaying events spilled by an earlier run from ${config.spillDir}`)
+    while (!(yield* replaySpill)) yield* Effect.sleep(config.retryCap)
+  }
+
+  /** While degraded, keep trying to replay even when no new events arrive. */
+  const idleReplay = Effect.gen(function*() {
+    if (failing) yield* Queue.offer(queue, { _tag: "Marker", done: yield* Deferred.make<void, JournalError>() } satisfies Marker)
+  }).pipe(Effect.repeat(Schedule.spaced(config.retryCap)), Effect.forkScoped)
+  yield* idleReplay
 
   const writerLoop: Effect.Effect<void> = Effect.gen(function*() {
     while (true) {
@@ -486,7 +570,9 @@ const make = Effect.gen(function*() {
   })
 
   const stats: Effect.Effect<JournalStats> = Effect.sync(() => ({
-    queued: Math.max(0, offered - written),
+    queued: Math.max(0, offered - written - spilledRows),
+    degraded: failing,
+    spilled: spilledRows,
     written,
     batches,
     retries
