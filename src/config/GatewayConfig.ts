@@ -64,7 +64,7 @@ export const QueueConfig = Schema.Struct({
 
 export const LaneConfig = Schema.Struct({
   /** Required for a lane with a route; a `paid` lane answers with its providers' models (default ""). */
-  model: Schema.optionalWith(Schema.String.pipe(Schema.minLength(1)), { default: () => "" }),
+  model: Schema.optionalWith(Schema.String, { default: () => "" }),
   reserved: Schema.optionalWith(Schema.Record({ key: Name, value: NonNegativeInt }), { default: () => ({}) }),
   keepWarm: Schema.optionalWith(Schema.Array(Name), { default: () => [] }),
   /** The Ollama steps; may be left out only by a lane that calls `paid` providers directly. */
@@ -88,8 +88,20 @@ export const ServerConfig = Schema.Struct({
   probeTimeout: Schema.optionalWith(DurationMs, { default: () => 2_000 }),
   /** How long SIGTERM waits for in-flight requests before closing. */
   drainTimeout: Schema.optionalWith(DurationMs, { default: () => 30_000 }),
+  /** A client must send its request headers within this (slow-loris guard). */
+  headersTimeout: Schema.optionalWith(DurationMs, { default: () => 10_000 }),
+  /** A client must send its whole request (headers and body) within this. */
+  requestTimeout: Schema.optionalWith(DurationMs, { default: () => 60_000 }),
   /** Journal prompts and messages. Off by default: prompts may hold customer data. */
-  journalPrompts: Schema.optionalWith(Schema.Boolean, { default: () => false })
+  journalPrompts: Schema.optionalWith(Schema.Boolean, { default: () => false }),
+  /** keep_alive of keep-warm's load requests; they are repeated at half of it (see routing/KeepWarm.ts). */
+  keepWarmKeepAlive: Schema.optionalWith(DurationMs, { default: () => 600_000 })
+})
+
+/** Async runs (lanes with `async: true`, and POST /awooop/runs): their own workers, apart from the synchronous traffic. */
+export const AsyncRunsConfig = Schema.Struct({
+  /** Runs executed at once across all lanes; the rest wait queued. */
+  workers: Schema.optionalWith(PositiveInt, { default: () => 2 })
 })
 
 const Usd = Schema.Number.pipe(Schema.finite(), Schema.greaterThanOrEqualTo(0))
@@ -158,11 +170,12 @@ const GatewayConfigFields = Schema.Struct({
   legacy: Schema.optionalWith(LegacyConfig, { default: () => ({ projectId: "awoooi", lanes: {} }) }),
   lanes: Schema.Record({ key: Name, value: LaneConfig }),
   server: Schema.optionalWith(ServerConfig, {
-    default: () => ({ maxBodyBytes: 8 * 1024 * 1024, pollInterval: 5_000, probeTimeout: 2_000, drainTimeout: 30_000, journalPrompts: false })
+    default: () => ({ maxBodyBytes: 8 * 1024 * 1024, pollInterval: 5_000, probeTimeout: 2_000, drainTimeout: 30_000, headersTimeout: 10_000, requestTimeout: 60_000, journalPrompts: false, keepWarmKeepAlive: 600_000 })
   }),
   providers: Schema.optionalWith(Schema.Record({ key: Name, value: ProviderConfig }), { default: () => ({}) }),
   prices: Schema.optionalWith(Schema.Record({ key: Schema.String, value: PriceEntry }), { default: () => ({}) }),
-  budget: Schema.optional(BudgetConfig)
+  budget: Schema.optional(BudgetConfig),
+  asyncRuns: Schema.optionalWith(AsyncRunsConfig, { default: () => ({ workers: 2 }) })
 }, Schema.Record({ key: Schema.String, value: Schema.Unknown })) // later issues' keys pass through
 
 /** Cross-references: every host a lane names exists, and reservations fit in the host's slots. */

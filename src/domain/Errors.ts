@@ -55,7 +55,7 @@ export class AsyncOnlyLane extends Schema.TaggedError<AsyncOnlyLane>()("AsyncOnl
 export class NotManaged extends Schema.TaggedError<NotManaged>()("NotManaged", {
   route: Schema.String
 }) {
-  get status() { return 501 }
+  get status() { return 403 }
   override get message() {
     return `${this.route} is not served: the AwoooP gateway does not manage models; pull, push, create, copy and delete on the hosts themselves`
   }
@@ -149,7 +149,25 @@ export class PaidProvidersFailed extends Schema.TaggedError<PaidProvidersFailed>
   override get message() { return `lane ${this.lane}: no paid provider could serve the request: ${this.reasons.join("; ")}` }
 }
 
+/** An admin route called without the operator's bearer token (or with a wrong one). */
+export class Unauthorized extends Schema.TaggedError<Unauthorized>()("Unauthorized", {
+  reason: Schema.String
+}) {
+  get status() { return 401 }
+  override get message() { return `unauthorized: ${this.reason}` }
+}
+
+/** An async run could not be stored durably, so it is not accepted (nothing would survive a restart). */
+export class RunStoreUnavailable extends Schema.TaggedError<RunStoreUnavailable>()("RunStoreUnavailable", {
+  lane: Schema.String,
+  reason: Schema.String
+}) {
+  get status() { return 503 }
+  override get message() { return `lane ${this.lane}: the async run was not accepted: the run store is unavailable (${this.reason})` }
+}
+
 export type GatewayError =
+  | RunStoreUnavailable
   | BadRequest
   | UnknownLane
   | ModelDenied
@@ -166,6 +184,7 @@ export type GatewayError =
   | BudgetDenied
   | BudgetUnavailable
   | PaidProvidersFailed
+  | Unauthorized
 
 export const retryAfterOf = (error: GatewayError): number | undefined =>
   error._tag === "LaneSaturated" || error._tag === "AllHostsUnavailable" ? error.retryAfterSeconds : undefined

@@ -7,6 +7,7 @@ import { NodeHttpServer } from "@effect/platform-node"
 import { Cause, Clock, Config, Context, Effect, Layer, Ref } from "effect"
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http"
 import { RouteNotFound, ShuttingDown } from "../domain/Errors.ts"
+import { GatewayConfigTag } from "../config/GatewayConfig.ts"
 import { Gateway } from "../routing/Gateway.ts"
 import { Drain } from "./Drain.ts"
 export { Drain } from "./Drain.ts"
@@ -76,8 +77,14 @@ export class NodeServer extends Context.Tag("awooop/NodeServer")<NodeServer, Ser
 
 /** The node:http server with timeouts that cut off slow-loris clients. */
 export const nodeServerLayer = (options: { port: number; host: string }) =>
-  Layer.unwrapEffect(Effect.sync(() => {
-    const server = createServer({ requestTimeout: 60_000, headersTimeout: 10_000, keepAliveTimeout: 5_000 })
+  Layer.unwrapEffect(Effect.map(GatewayConfigTag, (config) => {
+    const server = createServer({
+      requestTimeout: config.server.requestTimeout,
+      headersTimeout: config.server.headersTimeout,
+      keepAliveTimeout: 5_000,
+      // Node checks the two timeouts above on this interval (default 30 s, too coarse to matter).
+      connectionsCheckingInterval: Math.min(1_000, config.server.headersTimeout)
+    })
     return Layer.merge(NodeHttpServer.layer(() => server, options), Layer.succeed(NodeServer, server))
   }))
 
