@@ -26,6 +26,7 @@ CREATE TABLE IF NOT EXISTS run_state (
   completed_cost_usd numeric,
   settled_cost_usd   numeric     NOT NULL,
   settlements        integer     NOT NULL,
+  unknown_settlements integer    NOT NULL,          -- paid calls settled without a known cost
   fallback_reason    text,                          -- why an earlier host (or Ollama as a whole) did not answer
   paid_fallback_reason text,                        -- the reason recorded with PaidFallbackRequested
   error              text,

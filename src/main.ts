@@ -4,6 +4,8 @@ import { Layer } from "effect"
 import { GatewayConfigTag } from "./config/GatewayConfig.ts"
 import { Drain, HttpLive } from "./http/Server.ts"
 import { Journal, JournalConfigFromEnv } from "./journal/Journal.ts"
+import { Projector, ProjectorConfigFromEnv } from "./projections/Projector.ts"
+import { ReadModel } from "./projections/ReadModel.ts"
 import { Gateway } from "./routing/Gateway.ts"
 import { DatabaseLive } from "./storage/Database.ts"
 import { MigrationsLive } from "./storage/Migrations.ts"
@@ -12,10 +14,15 @@ const Storage = Layer.provideMerge(MigrationsLive, DatabaseLive)
 
 const JournalLive = Journal.Default.pipe(Layer.provide(JournalConfigFromEnv), Layer.provide(Storage))
 
+// Keeps run_state, cost_ledger and metrics current from the journal; serves the run/trace/cost API.
+const ProjectionsLive = Layer.merge(Projector.Default.pipe(Layer.provide(ProjectorConfigFromEnv)), ReadModel.Default)
+
 export const MainLive = HttpLive.pipe(
   Layer.provide(Drain.Default),
   Layer.provide(Gateway.Default),
+  Layer.provide(ProjectionsLive),
   Layer.provide(JournalLive),
+  Layer.provide(Storage), // the budget ledger (paid providers) reads and locks its tables directly
   Layer.provide(GatewayConfigTag.fromEnv)
 )
 

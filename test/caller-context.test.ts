@@ -42,6 +42,12 @@ describe("resolveCallerContext", () => {
     expect(c.traceId).toMatch(/^[0-9a-f]{32}$/)
   })
 
+  it("a legacy caller's model is matched the way Ollama names models (no tag = :latest)", () => {
+    expect(ok(resolveCallerContext({}, "bge-m3:latest", rules)).lane).toBe("embedding")
+    expect(ok(resolveCallerContext({}, "gemma3:4b", { ...rules, legacyLanes: { "gemma3:4b": "alert-fast" } })).lane).toBe("alert-fast")
+    expect(ok(resolveCallerContext({}, "phi3", { ...rules, legacyLanes: { "phi3:latest": "code-review" } })).lane).toBe("code-review")
+  })
+
   it("a legacy caller whose model has no lane is refused with a hint to send X-AwoooP-Lane", () => {
     const r = refused(resolveCallerContext({}, "mistral:7b", rules))
     expect(r._tag).toBe("BadRequest")

@@ -81,6 +81,15 @@ describe("plan(): ordering", () => {
     expect(p.attempts.map((a) => a.host)).toEqual(["gcp-a", "gcp-b", "111"])
   })
 
+  it("no tag means :latest, as in Ollama: a lane model \"bge-m3\" is installed as \"bge-m3:latest\"", () => {
+    const hosts = { "111": up({ installed: [{ name: "bge-m3:latest", parameterSize: "567M" }, { name: "qwen2.5:14b-instruct", parameterSize: "14.8B" }] }) }
+    expect(plan(input([step("111")], hosts, "bge-m3")).attempts).toHaveLength(1)
+    expect(plan(input([step("111")], hosts, "bge-m3:latest")).attempts).toHaveLength(1)
+    expect(plan(input([step("111")], hosts, "qwen2.5:14b")).skipped).toEqual([{ host: "111", reason: { kind: "model-not-installed" } }])
+    const listedBare = { "111": up({ installed: [{ name: "bge-m3", parameterSize: "567M" }] }) }
+    expect(plan(input([step("111")], listedBare, "bge-m3:latest")).attempts).toHaveLength(1)
+  })
+
   it("a route host missing from the snapshot counts as down", () => {
     const p = plan(input(alertRoute, { "gcp-a": up(), "111": up() }))
     expect(p.skipped).toEqual([{ host: "gcp-b", reason: { kind: "host-down" } }])

@@ -559,7 +559,7 @@ describe("reservations and admission", () => {
       lanes: {
         spill: { model: "gemma3:4b", route: [{ host: "solo", timeout: "1s" }, { host: "stuck", timeout: "400ms" }], queue: { maxWait: "3s" } },
         // Shares gcp-a with alert-fast: gcp-a has 4 slots, alert-fast reserves 2, so bulk may use 2.
-        bulk: { model: "gemma3:4b", route: [{ host: "gcp-a", timeout: "1500ms" }], queue: { capacity: 20, maxWait: "400ms" } },
+        bulk: { model: "gemma3:4b", route: [{ host: "gcp-a", timeout: "800ms" }], queue: { capacity: 20, maxWait: "400ms" } },
         // One request at a time.
         tiny: { model: "gemma3:4b", route: [{ host: "gpu-node", timeout: "1s" }], queue: { capacity: 1, maxWait: "1s" } }
       }

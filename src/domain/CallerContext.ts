@@ -3,6 +3,7 @@
  * for callers that send none.
  */
 import { BadRequest, UnknownLane } from "./Errors.ts"
+import { sameModel } from "./OllamaApi.ts"
 
 export const HeaderNames = {
   projectId: "x-awooop-project-id",
@@ -110,7 +111,9 @@ export const resolveCallerContext = (
     }
   }
   // Legacy caller: the bootstrap rules assign the project and pick the lane from the model.
-  const lane = model === undefined ? undefined : rules.legacyLanes[model]
+  const lane = model === undefined
+    ? undefined
+    : rules.legacyLanes[model] ?? Object.entries(rules.legacyLanes).find(([m]) => sameModel(m, model))?.[1]
   if (lane === undefined) {
     return new BadRequest({
       message: model === undefined

@@ -82,6 +82,16 @@ export const ShowRequest = Schema.Struct({
   verbose: Schema.optional(Schema.Boolean)
 })
 
+/**
+ * Ollama's naming rule: a model without a tag is `<name>:latest` (`ollama pull bge-m3` is listed by
+ * /api/tags as "bge-m3:latest"). Compare model names only through this.
+ */
+export const canonicalModel = (name: string): string => {
+  const slash = name.lastIndexOf("/")
+  return name.indexOf(":", slash + 1) < 0 ? `${name}:latest` : name
+}
+export const sameModel = (a: string, b: string): boolean => a === b || canonicalModel(a) === canonicalModel(b)
+
 /** The operations the gateway routes; each is one Ollama endpoint. */
 export type Operation = "generate" | "chat" | "embed" | "embeddings"
 export const operationPath: Record<Operation, string> = {

@@ -4,13 +4,16 @@
  * lane actor, without the platform router, keeps the gateway's added latency well under a
  * millisecond (see BENCHMARKS.md). Every other route goes through the @effect/platform router.
  */
-import { Effect, Exit, FiberId, Ref, Runtime, Schema, Stream } from "effect"
+import { Effect, Exit, FiberId, Ref, Runtime, Schema, Stream, type Tracer } from "effect"
 import type { IncomingMessage, ServerResponse } from "node:http"
 import { type CallerContext, HeaderNames, resolveCallerContext } from "../domain/CallerContext.ts"
+import { errorHeaderName, errorHeaderValue } from "../domain/ErrorWire.ts"
 import { BadRequest, BodyTooLarge, type GatewayError, retryAfterOf, ShuttingDown } from "../domain/Errors.ts"
 import { ChatRequest, EmbeddingsRequest, EmbedRequest, GenerateRequest, type Operation } from "../domain/OllamaApi.ts"
+import * as Tracing from "../observability/Tracing.ts"
 import type { LaneResult } from "../routing/Lane.ts"
 import { Gateway } from "../routing/Gateway.ts"
+import { acceptInstead } from "./Accepted.ts"
 import { Drain } from "./Drain.ts"
 import { decodeBody, parseJsonObject } from "./RequestBody.ts"
 
@@ -38,7 +41,7 @@ const promptOf = (operation: Operation, body: Record<string, unknown>): unknown 
 }
 
 /** Reads the body up to `max` bytes; a larger one is refused without buffering it. */
-const readBody = (req: IncomingMessage, max: number) =>
+export const readBody = (req: IncomingMessage, max: number) =>
   Effect.async<Uint8Array, BodyTooLarge | BadRequest>((resume) => {
     const declared = Number(req.headers["content-length"])
     if (Number.isFinite(declared) && declared > max) {
@@ -73,7 +76,7 @@ const readBody = (req: IncomingMessage, max: number) =>
     return Effect.sync(cleanup)
   })
 
-const headerBag = (req: IncomingMessage): Record<string, string | undefined> => {
+export const headerBag = (req: IncomingMessage): Record<string, string | undefined> => {
   const out: Record<string, string | undefined> = {}
   for (const [k, v] of Object.entries(req.headers)) out[k] = Array.isArray(v) ? v.join(",") : v
   return out
@@ -87,11 +90,13 @@ const writeError = (res: ServerResponse, error: GatewayError, caller: CallerCont
   if (caller !== null) headers[HeaderNames.traceId] = caller.traceId
   const retryAfter = retryAfterOf(error)
   if (retryAfter !== undefined) headers["retry-after"] = String(retryAfter)
+  const tagged = errorHeaderValue(error)
+  if (tagged !== undefined) headers[errorHeaderName] = tagged
   res.writeHead(error.status, headers)
   res.end(encoder.encode(JSON.stringify({ error: error.message })))
 }
 
-const resultHeaders = (result: LaneResult, contentType: string): Record<string, string> => ({
+export const resultHeaders = (result: LaneResult, contentType: string): Record<string, string> => ({
   "content-type": contentType,
   [HeaderNames.traceId]: result.info.traceId,
   [HeaderNames.runId]: result.info.runId,
@@ -101,7 +106,7 @@ const resultHeaders = (result: LaneResult, contentType: string): Record<string, 
 })
 
 /** Writes a stream with back-pressure: a slow caller slows the upstream read, nothing piles up. */
-const pipeStream = (res: ServerResponse, stream: Stream.Stream<Uint8Array>) =>
+export const pipeStream = (res: ServerResponse, stream: Stream.Stream<Uint8Array>) =>
   Stream.runForEach(stream, (chunk) =>
     res.write(chunk)
       ? Effect.void
@@ -118,10 +123,13 @@ const pipeStream = (res: ServerResponse, stream: Stream.Stream<Uint8Array>) =>
         })
       }))
 
-const serve = (operation: Operation, req: IncomingMessage, res: ServerResponse) =>
-  Effect.gen(function*() {
+const serve = (operation: Operation, path: string, req: IncomingMessage, res: ServerResponse) => {
+  // The request's server span (null with tracing off); the lane's attempt spans are its children.
+  let span: Tracer.Span | null = null
+  return Effect.gen(function*() {
     const gateway = yield* Gateway
     let caller: CallerContext | null = null
+    let reachedLane = false
     const outcome = yield* Effect.gen(function*() {
       const bytes = yield* readBody(req, gateway.config.server.maxBodyBytes)
       const raw = yield* parseJsonObject(bytes)
@@ -129,58 +137,101 @@ const serve = (operation: Operation, req: IncomingMessage, res: ServerResponse) 
       const resolved = resolveCallerContext(headerBag(req), body.model as string, gateway.laneRules)
       if (!("traceId" in resolved)) return yield* Effect.fail(resolved)
       caller = resolved
+      span = yield* Tracing.startServerSpan("POST", path, resolved)
       const lane = gateway.lanes.get(resolved.lane)!
+      // Shadow decisions and async runs answer 202 at once instead of running here.
+      const accepted = yield* acceptInstead(gateway, operation, body, resolved, lane, headerBag(req), promptOf(operation, body))
+      if (accepted !== null) return accepted
       const stream = operation === "generate" || operation === "chat" ? (body.stream as boolean | undefined) ?? true : false
-      return yield* lane.handle({ operation, body, stream, caller: resolved, prompt: promptOf(operation, body) })
+      reachedLane = true
+      const handled = lane.handle({ operation, body, stream, caller: resolved, prompt: promptOf(operation, body) })
+      return yield* (span === null ? handled : Effect.withParentSpan(handled, span))
     }).pipe(Effect.either)
-    if (outcome._tag === "Left") return writeError(res, outcome.left, caller)
+    if (outcome._tag === "Left") {
+      // A refusal before the lane is not a run (the lane counts its own): count it here.
+      if (!reachedLane) gateway.metrics.request(caller === null ? "none" : (caller as CallerContext).lane, "none", outcome.left._tag)
+      span ??= yield* Tracing.startServerSpan("POST", path, caller)
+      writeError(res, outcome.left, caller)
+      return yield* Tracing.endServerSpan(span, outcome.left.status, outcome.left)
+    }
     const result = outcome.right
+    if (result._tag === "Accepted") {
+      res.writeHead(202, { "content-type": "application/json; charset=utf-8", ...result.headers })
+      res.end(JSON.stringify(result.body))
+      return yield* Tracing.endServerSpan(span, 202, null)
+    }
     if (result._tag === "Unary") {
       res.writeHead(200, resultHeaders(result, "application/json; charset=utf-8"))
       res.end(result.bytes)
-      return
+      return yield* Tracing.endServerSpan(span, 200, null)
     }
     res.writeHead(200, resultHeaders(result, "application/x-ndjson"))
     res.flushHeaders()
     yield* pipeStream(res, result.stream)
     res.end()
-  })
+    return yield* Tracing.endServerSpan(span, 200, null)
+  }).pipe(
+    // Interrupted (the caller went away): the span still ends, with the abort as its error.
+    Effect.onInterrupt(() => span === null ? Effect.void : Tracing.endSpan(span, { type: "ClientAborted", message: "the caller went away" }))
+  )
+}
+
+/** A request the fast path takes: how to serve it and how to refuse it in its own protocol. */
+export interface FastRoute {
+  readonly serve: Effect.Effect<void, never, Gateway>
+  /** Writes a refusal (the gateway is draining) in the route's error shape. */
+  readonly refuse: (error: GatewayError) => void
+  /** The body of a 500 for an unexpected defect, in the route's error shape. */
+  readonly internalError: string
+}
 
 /**
- * The node-level handler: answers the inference routes and returns true, or returns false so the
- * platform router takes the request.
+ * A node-level handler over `match`: answers the requests it matches and returns true, or returns
+ * false so the next handler (in the end the platform router) takes the request. Counts in-flight
+ * requests for the drain, answers 500 on a defect, and interrupts the request's fiber (freeing its
+ * slot, journaling the abort) when the caller goes away.
  */
-export const makeInferenceHandler = Effect.gen(function*() {
-  const runtime = yield* Effect.runtime<Gateway | Drain>()
-  const runFork = Runtime.runFork(runtime)
-  const drain = yield* Drain
-  return (req: IncomingMessage, res: ServerResponse): boolean => {
-    if (req.method !== "POST") return false
-    const url = req.url ?? "/"
-    const q = url.indexOf("?")
-    const operation = routes[q < 0 ? url : url.slice(0, q)]
-    if (operation === undefined) return false
-    const program = Effect.gen(function*() {
-      if (yield* Ref.get(drain.draining)) return writeError(res, new ShuttingDown(), null)
-      yield* Ref.update(drain.inFlight, (n) => n + 1)
-      yield* serve(operation, req, res).pipe(Effect.ensuring(Ref.update(drain.inFlight, (n) => n - 1)))
-    })
-    const fiber = runFork(program)
-    fiber.addObserver((exit) => {
-      if (Exit.isFailure(exit) && !Exit.isInterrupted(exit)) {
-        runFork(Effect.logError("unhandled error on an inference route", exit.cause))
-        if (!res.headersSent) {
-          res.writeHead(500, { "content-type": "application/json; charset=utf-8" })
-          res.end(JSON.stringify({ error: "internal gateway error; the journal and logs have the details" }))
-        } else if (!res.writableEnded) res.end()
-      } else if (Exit.isInterrupted(exit) && !res.writableEnded) {
-        res.destroy()
-      }
-    })
-    // The caller went away: interrupt the run (its finalizers free the slot and journal the abort).
-    res.on("close", () => {
-      if (!res.writableEnded) fiber.unsafeInterruptAsFork(FiberId.none)
-    })
-    return true
-  }
+export const makeFastHandler = (match: (req: IncomingMessage, res: ServerResponse, path: string) => FastRoute | undefined) =>
+  Effect.gen(function*() {
+    const runtime = yield* Effect.runtime<Gateway | Drain>()
+    const runFork = Runtime.runFork(runtime)
+    const drain = yield* Drain
+    return (req: IncomingMessage, res: ServerResponse): boolean => {
+      const url = req.url ?? "/"
+      const q = url.indexOf("?")
+      const route = match(req, res, q < 0 ? url : url.slice(0, q))
+      if (route === undefined) return false
+      const program = Effect.gen(function*() {
+        if (yield* Ref.get(drain.draining)) return route.refuse(new ShuttingDown())
+        yield* Ref.update(drain.inFlight, (n) => n + 1)
+        yield* route.serve.pipe(Effect.ensuring(Ref.update(drain.inFlight, (n) => n - 1)))
+      })
+      const fiber = runFork(program)
+      fiber.addObserver((exit) => {
+        if (Exit.isFailure(exit) && !Exit.isInterrupted(exit)) {
+          runFork(Effect.logError(`unhandled error on ${req.method} ${url}`, exit.cause))
+          if (!res.headersSent) {
+            res.writeHead(500, { "content-type": "application/json; charset=utf-8" })
+            res.end(route.internalError)
+          } else if (!res.writableEnded) res.end()
+        } else if (Exit.isInterrupted(exit) && !res.writableEnded) {
+          res.destroy()
+        }
+      })
+      // The caller went away: interrupt the run (its finalizers free the slot and journal the abort).
+      res.on("close", () => {
+        if (!res.writableEnded) fiber.unsafeInterruptAsFork(FiberId.none)
+      })
+      return true
+    }
+  })
+
+const internalError = JSON.stringify({ error: "internal gateway error; the journal and logs have the details" })
+
+/** The Ollama inference routes on the fast path. */
+export const makeInferenceHandler = makeFastHandler((req, res, path) => {
+  if (req.method !== "POST") return undefined
+  const operation = routes[path]
+  if (operation === undefined) return undefined
+  return { serve: serve(operation, path, req, res), refuse: (error) => writeError(res, error, null), internalError }
 })

@@ -49,7 +49,9 @@ export interface RunState {
   readonly costUsd: number | null
   readonly completedCostUsd: number | null
   readonly settledCostUsd: number
+  /** Settlements with a known cost, and those whose provider did not report usage. */
   readonly settlements: number
+  readonly unknownSettlements: number
   /** Derived: why the answer did not come from the first host of the route. */
   readonly fallbackReason: string | null
   readonly paidFallbackReason: string | null
@@ -91,6 +93,7 @@ export const initial = (event: ProjectionEvent): RunState => ({
   completedCostUsd: null,
   settledCostUsd: 0,
   settlements: 0,
+  unknownSettlements: 0,
   fallbackReason: null,
   paidFallbackReason: null,
   error: null,
@@ -189,8 +192,15 @@ const step = (s: RunState, event: ProjectionEvent): RunState => {
       return addMiss(s, { host, kind: "budget-denied", text: `${host} budget denied${why === null ? "" : ` (${why})`}` })
     }
     case "BudgetSettled": {
-      const cost = firstNum(d.costUsd, d.actualUsd, d.amountUsd, d.settledUsd)
-      return cost === null ? s : { ...s, settledCostUsd: s.settledCostUsd + cost, settlements: s.settlements + 1 }
+      // costUsd null: the provider did not report usage; what the budget charged is not the cost.
+      const cost = firstNum(d.costUsd, d.actualUsd)
+      return cost === null
+        ? { ...s, unknownSettlements: s.unknownSettlements + 1 }
+        : { ...s, settledCostUsd: s.settledCostUsd + cost, settlements: s.settlements + 1 }
+    }
+    case "PaidProviderSkipped": {
+      const host = str(d.provider) ?? "?"
+      return addMiss(s, { host, kind: "provider-skipped", text: `${host} skipped${str(d.reason) === null ? "" : ` (${str(d.reason)})`}` })
     }
     case "RunCompleted": {
       if (s.status !== "running") return s
@@ -206,6 +216,7 @@ const step = (s: RunState, event: ProjectionEvent): RunState => {
         inputTokens: int(d.inputTokens),
         outputTokens: int(d.outputTokens),
         completedCostUsd: num(d.costUsd),
+        paidFallbackReason: s.paidFallbackReason ?? str(d.fallbackReason),
         ...finish(s, event, int(d.durationMs))
       }
     }
@@ -217,6 +228,7 @@ const step = (s: RunState, event: ProjectionEvent): RunState => {
         error: str(d.message),
         errorCode: str(d.error),
         errorStatus: int(d.status),
+        paidFallbackReason: s.paidFallbackReason ?? str(d.fallbackReason),
         ...finish(s, event, int(d.durationMs))
       }
     default:
@@ -236,8 +248,10 @@ const fallbackOf = (s: RunState): string | null => {
   return before.length === 0 ? null : before.map((m) => m.text).join(", ")
 }
 
+/** RunCompleted's cost; else what the settlements say (unknown if one was); a failed run that spent nothing cost 0. */
 const costOf = (s: RunState): number | null =>
-  s.completedCostUsd ?? (s.settlements > 0 ? s.settledCostUsd : s.status === "failed" ? 0 : null)
+  s.completedCostUsd ??
+    (s.unknownSettlements > 0 ? null : s.settlements > 0 ? s.settledCostUsd : s.status === "failed" ? 0 : null)
 
 export const evolve = (state: RunState | null, event: ProjectionEvent): RunState => {
   if (state !== null && event.streamPosition <= state.lastPosition) return state
@@ -287,6 +301,7 @@ interface Row {
   readonly completedCostUsd: string | null
   readonly settledCostUsd: string
   readonly settlements: number
+  readonly unknownSettlements: number
   readonly fallbackReason: string | null
   readonly paidFallbackReason: string | null
   readonly error: string | null
@@ -319,7 +334,7 @@ export const selectList = [
   `operation`, `stream`, `intent`, `requested_model AS "requestedModel"`, `assigned_model AS "assignedModel"`, `model`,
   `attempts`, `endpoint`, `provider_tier AS "providerTier"`, `provider`, `input_tokens::float8 AS "inputTokens"`,
   `output_tokens::float8 AS "outputTokens"`, `cost_usd::text AS "costUsd"`, `completed_cost_usd::text AS "completedCostUsd"`,
-  `settled_cost_usd::text AS "settledCostUsd"`, `settlements`, `fallback_reason AS "fallbackReason"`,
+  `settled_cost_usd::text AS "settledCostUsd"`, `settlements`, `unknown_settlements AS "unknownSettlements"`, `fallback_reason AS "fallbackReason"`,
   `paid_fallback_reason AS "paidFallbackReason"`, `error`, `error_code AS "errorCode"`, `error_status AS "errorStatus"`,
   `${ms("started_at")} AS "startedAt"`, `${ms("finished_at")} AS "finishedAt"`, `duration_ms::float8 AS "durationMs"`,
   `route`, `misses`, `last_position AS "lastPosition"`, `${ms("last_event_at")} AS "lastEventAt"`
@@ -353,18 +368,19 @@ export const upsert = (
   states.length === 0 ? Effect.void : sql`
     INSERT INTO ${sql(`${schema}.${table}`)} (stream_id, run_id, trace_id, project_id, lane, status, operation, stream, intent,
       requested_model, assigned_model, model, attempts, endpoint, provider_tier, provider, input_tokens, output_tokens,
-      cost_usd, completed_cost_usd, settled_cost_usd, settlements, fallback_reason, paid_fallback_reason, error, error_code,
+      cost_usd, completed_cost_usd, settled_cost_usd, settlements, unknown_settlements, fallback_reason, paid_fallback_reason, error, error_code,
       error_status, started_at, finished_at, duration_ms, route, misses, last_position, last_event_at)
     SELECT "streamId", "runId", "traceId", "projectId", lane, status, operation, stream, intent,
       "requestedModel", "assignedModel", model, attempts, endpoint, "providerTier", provider, "inputTokens", "outputTokens",
-      "costUsd", "completedCostUsd", "settledCostUsd", settlements, "fallbackReason", "paidFallbackReason", error, "errorCode",
+      "costUsd", "completedCostUsd", "settledCostUsd", settlements, "unknownSettlements", "fallbackReason", "paidFallbackReason", error, "errorCode",
       "errorStatus", to_timestamp("startedAt" / 1000.0), to_timestamp("finishedAt" / 1000.0), "durationMs", route, misses,
       "lastPosition", to_timestamp("lastEventAt" / 1000.0)
     FROM jsonb_to_recordset(${JSON.stringify(states)}::jsonb) AS r(
       "streamId" text, "runId" text, "traceId" text, "projectId" text, lane text, status text, operation text, stream boolean,
       intent text, "requestedModel" text, "assignedModel" text, model text, attempts integer, endpoint text,
       "providerTier" text, provider text, "inputTokens" bigint, "outputTokens" bigint, "costUsd" numeric,
-      "completedCostUsd" numeric, "settledCostUsd" numeric, settlements integer, "fallbackReason" text,
+      "completedCostUsd" numeric, "settledCostUsd" numeric, settlements integer, "unknownSettlements" integer,
+      "fallbackReason" text,
       "paidFallbackReason" text, error text, "errorCode" text, "errorStatus" integer, "startedAt" float8,
       "finishedAt" float8, "durationMs" bigint, route jsonb, misses jsonb, "lastPosition" integer, "lastEventAt" float8)
     ON CONFLICT (stream_id) DO UPDATE SET
@@ -375,6 +391,7 @@ export const upsert = (
       provider = EXCLUDED.provider, input_tokens = EXCLUDED.input_tokens, output_tokens = EXCLUDED.output_tokens,
       cost_usd = EXCLUDED.cost_usd, completed_cost_usd = EXCLUDED.completed_cost_usd,
       settled_cost_usd = EXCLUDED.settled_cost_usd, settlements = EXCLUDED.settlements,
+      unknown_settlements = EXCLUDED.unknown_settlements,
       fallback_reason = EXCLUDED.fallback_reason, paid_fallback_reason = EXCLUDED.paid_fallback_reason,
       error = EXCLUDED.error, error_code = EXCLUDED.error_code, error_status = EXCLUDED.error_status,
       started_at = EXCLUDED.started_at, finished_at = EXCLUDED.finished_at, duration_ms = EXCLUDED.duration_ms,

@@ -41,7 +41,8 @@ const payloadOf = (model: string, request: PaidRequest): Payload => {
     ...(request.temperature !== null ? { temperature: Math.min(1, Math.max(0, request.temperature)) } : {}),
     ...(request.topP !== null ? { top_p: request.topP } : {}),
     ...(request.topK !== null ? { top_k: Math.max(0, Math.trunc(request.topK)) } : {}),
-    ...(request.stop.length > 0 ? { stop_sequences: [...request.stop] } : {})
+    // Claude refuses whitespace-only stop sequences; Ollama callers often send "\n\n".
+    ...(request.stop.some((s) => s.trim() !== "") ? { stop_sequences: request.stop.filter((s) => s.trim() !== "") } : {})
   }
 }
 

@@ -55,7 +55,8 @@ const doneReasonOf = (finishReason: string): DoneReason => finishReason === "MAX
 export const make = (name: string, config: ProviderConfig, apiKey: Option.Option<Redacted.Redacted<string>>): PaidProvider => {
   const scrub = scrubber(Option.match(apiKey, { onNone: () => null, onSome: Redacted.value }))
   const client = Option.map(apiKey, (key) =>
-    new GoogleGenAI({ apiKey: Redacted.value(key), ...(config.baseUrl !== undefined ? { httpOptions: { baseUrl: config.baseUrl } } : {}) }))
+    // v1beta: the surface Google documents for generateContent (systemInstruction, responseJsonSchema, thinking).
+    new GoogleGenAI({ apiKey: Redacted.value(key), apiVersion: "v1beta", ...(config.baseUrl !== undefined ? { httpOptions: { baseUrl: config.baseUrl } } : {}) }))
 
   const failure = (kind: ProviderFailure["kind"], status: number | null, message: string) =>
     new ProviderFailure({ provider: name, kind, status, message: scrub(message) })

@@ -86,7 +86,7 @@ export const toPaidRequest = (
     seed: num(options.seed),
     // num_predict -1 / -2 (Ollama: unlimited / fill the context) and absent mean "the provider's cap".
     maxOutputTokens: numPredict !== null && numPredict > 0 ? Math.min(Math.floor(numPredict), defaultMaxOutputTokens) : defaultMaxOutputTokens,
-    stop: stringList(options.stop).filter((s) => s.trim() !== ""),
+    stop: stringList(options.stop).filter((s) => s !== ""),
     format: formatOf(body.format)
   }
   if (operation === "generate") {
@@ -130,14 +130,17 @@ export const toPaidRequest = (
 
 /**
  * The prompt's size in tokens, from above: a token is at least one UTF-8 byte for the providers'
- * tokenizers, so bytes bound text; an image is taken at the larger providers' per-image charge.
+ * tokenizers, so bytes bound text (plus a little per message for the role framing); an image is
+ * taken at the larger providers' per-image charge (the one estimate that can be beaten, by a very
+ * large image — the settlement then records the real, higher cost).
  */
 export const IMAGE_TOKEN_ESTIMATE = 2_000
 const encoder = new TextEncoder()
 export const estimateInputTokens = (request: PaidRequest): number => {
   let tokens = request.system === null ? 0 : encoder.encode(request.system).length + 8
   for (const m of request.messages) tokens += encoder.encode(m.text).length + 8 + m.images.length * IMAGE_TOKEN_ESTIMATE
-  if (request.format?._tag === "schema") tokens += encoder.encode(JSON.stringify(request.format.schema)).length
+  // A JSON format costs the schema (Gemini) or the instruction that carries it (Claude): count the larger.
+  if (request.format !== null) tokens += encoder.encode(jsonInstruction(request.format)).length
   return tokens + 16
 }
 

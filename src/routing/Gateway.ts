@@ -2,19 +2,30 @@
  * The gateway's actors, built from the config: one host actor per host and one lane actor per lane,
  * living as long as the service's scope (their pollers stop with it).
  */
+import * as SqlClient from "@effect/sql/SqlClient"
 import { Effect } from "effect"
 import { GatewayConfigTag } from "../config/GatewayConfig.ts"
 import type { LaneRules } from "../domain/CallerContext.ts"
 import { Journal } from "../journal/Journal.ts"
+import { Metrics } from "../observability/Metrics.ts"
+import * as RunObserver from "../observability/RunObserver.ts"
 import { OllamaUpstream } from "../upstream/OllamaUpstream.ts"
+import * as AsyncRuns from "./AsyncRuns.ts"
 import * as Host from "./Host.ts"
+import * as KeepWarm from "./KeepWarm.ts"
 import * as Lane from "./Lane.ts"
+import { PaidRoute } from "./PaidRoute.ts"
+import * as Shadow from "./Shadow.ts"
 
 export class Gateway extends Effect.Service<Gateway>()("awooop/Gateway", {
   scoped: Effect.gen(function*() {
     const config = yield* GatewayConfigTag
     const journal = yield* Journal
     const upstream = yield* OllamaUpstream
+    const paid = yield* PaidRoute
+    // Live metrics and spans follow every run's and host's journal facts.
+    const metrics = yield* Metrics
+    const observers = RunObserver.make(metrics, config)
 
     const hosts = new Map<string, Host.HostActor>()
     for (const [name, hostConfig] of Object.entries(config.hosts)) {
@@ -28,19 +39,25 @@ export class Gateway extends Effect.Service<Gateway>()("awooop/Gateway", {
         upstream,
         breaker: { consecutiveTimeouts: config.breaker.consecutiveTimeouts, cooldownMs: config.breaker.cooldown },
         pollIntervalMs: config.server.pollInterval,
-        probeTimeoutMs: config.server.probeTimeout
+        probeTimeoutMs: config.server.probeTimeout,
+        observe: observers.host(name)
       }))
     }
     const lanes = new Map<string, Lane.LaneActor>()
     for (const [name, laneConfig] of Object.entries(config.lanes)) {
-      lanes.set(name, yield* Lane.make(name, laneConfig, { journal, upstream, hosts, config }))
+      lanes.set(name, yield* Lane.make(name, laneConfig, { journal, upstream, hosts, config, paid, observe: observers.run }))
     }
     const laneRules: LaneRules = {
       lanes: [...lanes.keys()],
       legacyProjectId: config.legacy.projectId,
       legacyLanes: config.legacy.lanes
     }
-    return { config, hosts, lanes, laneRules, upstream } as const
+    // Operating the rollout: keep-warm keepers, shadow decisions, async-run workers (after the lanes).
+    const sql = yield* SqlClient.SqlClient
+    yield* KeepWarm.start({ config, hosts, upstream })
+    const shadow = Shadow.make({ config, journal, sql })
+    const asyncRuns = yield* AsyncRuns.make({ config, journal, sql, lanes })
+    return { config, hosts, lanes, laneRules, upstream, paid, metrics, shadow, asyncRuns } as const
   }),
-  dependencies: [OllamaUpstream.Default]
+  dependencies: [OllamaUpstream.Default, PaidRoute.Default, Metrics.Default]
 }) {}

@@ -3,10 +3,10 @@
  * residency view (kept by a poller fiber) and its maintenance state, and journals every change of
  * them on the host's own stream ("host-<name>").
  */
-import { Clock, Effect, Ref, Schedule } from "effect"
+import { Clock, Effect, FiberHandle, PubSub, type Queue, Ref, Schedule, type Scope } from "effect"
 import type { HostConfig } from "../config/GatewayConfig.ts"
 import type { Journal } from "../journal/Journal.ts"
-import { makeStreamWriter } from "../journal/StreamWriter.ts"
+import { makeStreamWriter, type StreamWriter } from "../journal/StreamWriter.ts"
 import type { OllamaUpstream } from "../upstream/OllamaUpstream.ts"
 import * as Breaker from "./Breaker.ts"
 import type { HostView, InstalledModel } from "./Plan.ts"
@@ -34,6 +34,14 @@ export interface Maintenance {
   readonly until: number | null
 }
 
+/** What a poll changed: the host's status and/or its resident models (keep-warm listens to these). */
+export interface HostChange {
+  readonly status: "up" | "down"
+  readonly resident: ReadonlyArray<string>
+  readonly loaded: ReadonlyArray<string>
+  readonly evicted: ReadonlyArray<string>
+}
+
 export interface HostActor {
   readonly name: string
   readonly config: HostConfig
@@ -43,6 +51,14 @@ export interface HostActor {
   readonly health: Effect.Effect<HostHealth>
   readonly maintenance: Effect.Effect<Maintenance>
   readonly setMaintenance: (m: Maintenance) => Effect.Effect<void>
+  /** Opens (or replaces) a window; it closes by itself at `until`, journaled. */
+  readonly openMaintenance: (reason: string, until: number | null) => Effect.Effect<Maintenance>
+  /** Closes the window now; false when none was open. */
+  readonly closeMaintenance: (reason: string) => Effect.Effect<boolean>
+  /** Health and residency changes as the poller sees them (a subscription lives as long as its scope). */
+  readonly changes: Effect.Effect<Queue.Dequeue<HostChange>, never, Scope.Scope>
+  /** Appends an event to the host's own stream (keep-warm's loads and evictions). */
+  readonly record: (type: string, data: Record<string, unknown>) => Effect.Effect<void>
   /** What plan() sees of this host for a lane. */
   readonly view: (lane: string) => Effect.Effect<HostView>
   /** A refused connection during routing marks the host down at once; the poller brings it back. */
@@ -57,6 +73,8 @@ export interface HostDeps {
   readonly breaker: { readonly consecutiveTimeouts: number; readonly cooldownMs: number }
   readonly pollIntervalMs: number
   readonly probeTimeoutMs: number
+  /** Wraps the host stream's writer (breaker transitions feed metrics and spans; observability/RunObserver.ts). */
+  readonly observe?: (writer: StreamWriter) => StreamWriter
 }
 
 const asString = (v: unknown): string | null => (typeof v === "string" ? v : null)
@@ -80,6 +98,11 @@ const readResident = (json: Record<string, unknown>): Array<ResidentModel> =>
     return [{ name, expiresAt: asString(rec.expires_at), sizeVram: typeof rec.size_vram === "number" ? rec.size_vram : null }]
   })
 
+/** Sleeps until the epoch-ms time `at` (in steps of a day: longer timers count as "never" in Effect's clock). */
+export const sleepUntil = (at: number): Effect.Effect<void> =>
+  Effect.flatMap(Clock.currentTimeMillis, (now) =>
+    now >= at ? Effect.void : Effect.zipRight(Effect.sleep(Math.min(at - now, 86_400_000)), Effect.suspend(() => sleepUntil(at))))
+
 export const make = (
   name: string,
   config: HostConfig,
@@ -89,7 +112,8 @@ export const make = (
   Effect.gen(function*() {
     const target = { name, url: config.url }
     const streamId = `host-${name}`
-    const writer = makeStreamWriter(deps.journal, { streamId, traceId: null, projectId: null, lane: null }, yield* deps.journal.streamHead(streamId).pipe(Effect.orDie))
+    const baseWriter = makeStreamWriter(deps.journal, { streamId, traceId: null, projectId: null, lane: null }, yield* deps.journal.streamHead(streamId).pipe(Effect.orDie))
+    const writer = deps.observe?.(baseWriter) ?? baseWriter
     const slots = yield* Slots.make(config.slots, reservations)
     const breaker = yield* Breaker.make(
       name,
@@ -100,19 +124,32 @@ export const make = (
       status: "unknown", lastCheckedAt: null, lastLatencyMs: null, lastError: null, installed: null, resident: null, version: null
     })
     const maintenance = yield* Ref.make<Maintenance>({ open: false, reason: null, until: null })
+    // Each window gets an id, so the fiber closing an expired window never closes a newer one.
+    const windowId = yield* Ref.make(0)
+    const closer = yield* FiberHandle.make<void, never>()
+    const hostChanges = yield* PubSub.unbounded<HostChange>()
 
     const markDown = (error: string, now: number) =>
       Effect.flatMap(
         Ref.modify(health, (h): [boolean, HostHealth] => [h.status !== "down", { ...h, status: "down", lastCheckedAt: now, lastError: error }]),
-        (changed) => changed ? writer.append("HostDown", { host: name, error }) : Effect.void
+        (changed) =>
+          changed
+            ? Effect.zipRight(
+              writer.append("HostDown", { host: name, error }),
+              Effect.flatMap(Ref.get(health), (h) =>
+                PubSub.publish(hostChanges, { status: "down", resident: (h.resident ?? []).map((m) => m.name), loaded: [], evicted: [] }))
+            )
+            : Effect.void
       )
 
+    // A poll never outlasts the interval: a host that stops answering is down within two intervals.
+    const pollTimeoutMs = Math.min(deps.probeTimeoutMs, deps.pollIntervalMs)
     const poll = Effect.gen(function*() {
       const started = yield* Clock.currentTimeMillis
       const [tags, ps, version] = yield* Effect.all([
-        deps.upstream.unary(target, "GET", "/api/tags", null, deps.probeTimeoutMs).pipe(Effect.either),
-        deps.upstream.unary(target, "GET", "/api/ps", null, deps.probeTimeoutMs).pipe(Effect.either),
-        deps.upstream.unary(target, "GET", "/api/version", null, deps.probeTimeoutMs).pipe(Effect.either)
+        deps.upstream.unary(target, "GET", "/api/tags", null, pollTimeoutMs).pipe(Effect.either),
+        deps.upstream.unary(target, "GET", "/api/ps", null, pollTimeoutMs).pipe(Effect.either),
+        deps.upstream.unary(target, "GET", "/api/version", null, pollTimeoutMs).pipe(Effect.either)
       ], { concurrency: 3 })
       const now = yield* Clock.currentTimeMillis
       if (tags._tag === "Left") return yield* markDown(tags.left.message, now)
@@ -129,6 +166,9 @@ export const make = (
         version: version._tag === "Right" ? asString(version.right.json.version) : before.version
       })
       if (before.status !== "up") yield* writer.append("HostUp", { host: name, latencyMs: now - started })
+      let change: HostChange | null = before.status !== "up"
+        ? { status: "up", resident: (resident ?? before.resident ?? []).map((m) => m.name), loaded: [], evicted: [] }
+        : null
       if (resident !== null) {
         const was = new Set((before.resident ?? []).map((m) => m.name))
         const is = new Set(resident.map((m) => m.name))
@@ -136,8 +176,10 @@ export const make = (
         const evicted = [...was].filter((m) => !is.has(m))
         if (before.resident === null || loaded.length > 0 || evicted.length > 0) {
           yield* writer.append("ResidencyChanged", { host: name, resident: [...is], loaded, evicted })
+          change = { status: "up", resident: [...is], loaded, evicted }
         }
       }
+      if (change !== null) yield* PubSub.publish(hostChanges, change)
     })
 
     yield* poll.pipe(
@@ -145,6 +187,37 @@ export const make = (
       Effect.repeat(Schedule.spaced(deps.pollIntervalMs)),
       Effect.forkScoped
     )
+
+    /** Closes window `id` if it is still the open one; journaled once, whoever gets there first. */
+    const closeWindow = (id: number | null, reason: string, expired: boolean) =>
+      Effect.gen(function*() {
+        const current = yield* Ref.get(windowId)
+        if (id !== null && id !== current) return false
+        const was = yield* Ref.getAndUpdate(maintenance, (m) => m.open ? { open: false, reason: null, until: null } : m)
+        if (!was.open) return false
+        yield* writer.append("MaintenanceClosed", { host: name, reason, expired, openReason: was.reason, until: was.until })
+        return true
+      }).pipe(Effect.uninterruptible)
+
+    const openMaintenance = (reason: string, until: number | null) =>
+      Effect.gen(function*() {
+        const id = yield* Ref.updateAndGet(windowId, (n) => n + 1)
+        const m: Maintenance = { open: true, reason, until }
+        yield* Ref.set(maintenance, m)
+        yield* writer.append("MaintenanceOpened", { host: name, open: true, reason, until })
+        // Closes the window at `until` even when nobody reads it, so the journal says when it ended.
+        if (until === null) yield* FiberHandle.clear(closer)
+        else {
+          yield* FiberHandle.run(
+            closer,
+            Effect.zipRight(sleepUntil(until), closeWindow(id, `the window ended at ${new Date(until).toISOString()}`, true))
+          )
+        }
+        return m
+      }).pipe(Effect.uninterruptible)
+
+    const closeMaintenance = (reason: string) =>
+      Effect.zipLeft(closeWindow(null, reason, false), FiberHandle.clear(closer))
 
     const effectiveMaintenance = Effect.gen(function*() {
       const m = yield* Ref.get(maintenance)
@@ -178,7 +251,13 @@ export const make = (
       health: Ref.get(health),
       maintenance: effectiveMaintenance,
       setMaintenance: (m) =>
-        Effect.zipRight(Ref.set(maintenance, m), writer.append(m.open ? "MaintenanceOpened" : "MaintenanceClosed", { host: name, ...m })),
+        m.open
+          ? Effect.asVoid(openMaintenance(m.reason ?? "maintenance", m.until))
+          : Effect.asVoid(closeMaintenance(m.reason ?? "closed")),
+      openMaintenance,
+      closeMaintenance,
+      changes: PubSub.subscribe(hostChanges),
+      record: (type, data) => writer.append(type, { host: name, ...data }),
       view,
       reportRefused: (error) => Effect.flatMap(Clock.currentTimeMillis, (now) => markDown(error, now)),
       poll: Effect.catchAllCause(poll, (cause) => Effect.logWarning(`poll of host ${name} failed`, cause))

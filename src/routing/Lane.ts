@@ -4,7 +4,7 @@
  * journal event on the run's stream.
  */
 import { Clock, Deferred, Effect, Exit, Option, Ref, Stream } from "effect"
-import type { GatewayConfig, LaneConfig } from "../config/GatewayConfig.ts"
+import { type GatewayConfig, type LaneConfig, priceOf } from "../config/GatewayConfig.ts"
 import type { CallerContext } from "../domain/CallerContext.ts"
 import {
   AllAttemptsTimedOut,
@@ -17,14 +17,15 @@ import {
   UpstreamRejected
 } from "../domain/Errors.ts"
 import type { Operation, Usage } from "../domain/OllamaApi.ts"
-import { operationPath } from "../domain/OllamaApi.ts"
+import { operationPath, sameModel } from "../domain/OllamaApi.ts"
 import type { Journal } from "../journal/Journal.ts"
 import { makeStreamWriter, type StreamWriter } from "../journal/StreamWriter.ts"
 import { encodeLine } from "../upstream/Ndjson.ts"
 import { isUnavailableFailure, type OllamaUpstream, type OpenStream, UpstreamFailure, usageOf } from "../upstream/OllamaUpstream.ts"
 import { BreakerOpen, type Outcome } from "./Breaker.ts"
 import type { HostActor } from "./Host.ts"
-import { describeSkip, type HostView, plan, type PlanInput, type PlannedAttempt } from "./Plan.ts"
+import { costOf, directReason, fallbackReason, type PaidRoute } from "./PaidRoute.ts"
+import { describeSkip, type HostView, plan, type Plan, type PlanInput, type PlannedAttempt } from "./Plan.ts"
 import type { Permit } from "./Slots.ts"
 
 export interface LaneRequest {
@@ -53,8 +54,22 @@ export type LaneResult =
 export interface LaneActor {
   readonly name: string
   readonly config: LaneConfig
-  readonly handle: (request: LaneRequest) => Effect.Effect<LaneResult, GatewayError>
+  readonly handle: (request: LaneRequest, as?: RunAs) => Effect.Effect<LaneResult, GatewayError>
   readonly inFlight: Effect.Effect<number>
+  /** plan() against the live host view, without running anything (shadow mode, the health view). */
+  readonly decide: Effect.Effect<{ readonly input: PlanInput; readonly plan: Plan }>
+}
+
+/**
+ * An async run's worker (routing/AsyncRuns.ts) runs the lane under the run's own id and stream:
+ * no RunStarted (the run journaled its own when it was queued), no async-only refusal, attempts
+ * numbered after those an earlier process made, and an interruption (shutdown, cancel) journals
+ * nothing here: the worker decides what it means.
+ */
+export interface RunAs {
+  readonly runId: string
+  readonly run: StreamWriter
+  readonly attemptsSoFar: number
 }
 
 interface Deps {
@@ -62,6 +77,10 @@ interface Deps {
   readonly upstream: OllamaUpstream
   readonly hosts: ReadonlyMap<string, HostActor>
   readonly config: GatewayConfig
+  /** Paid providers behind the budget (a lane's `paidFallback`, or a `paid` lane). */
+  readonly paid?: PaidRoute
+  /** Wraps each run's writer so metrics and spans follow the run's facts (observability/RunObserver.ts). */
+  readonly observe?: (lane: string, config: LaneConfig) => (run: StreamWriter, request: LaneRequest) => StreamWriter
 }
 
 /** A failed or skipped step, kept for the final error and the journal. */
@@ -90,8 +109,13 @@ const classify = (exit: Exit.Exit<unknown, UpstreamFailure>): Outcome => {
 export const make = (name: string, config: LaneConfig, deps: Deps) =>
   Effect.gen(function*() {
     const admitted = yield* Ref.make(0)
+    const observe = deps.observe?.(name, config) ?? ((run: StreamWriter) => run)
     const route = config.route.map((s) => ({ host: s.host, timeoutMs: s.timeout, when: s.when }))
     const retryAfterSeconds = Math.max(1, Math.ceil(config.queue.maxWait / 1000))
+    // Ollama costs nothing unless the config prices the lane's model; then unreported usage is unknown (null).
+    const ollamaPrice = priceOf(deps.config.prices, config.model)
+    const ollamaCost = (usage: Usage | null): number | null =>
+      ollamaPrice === undefined ? 0 : costOf(usage, ollamaPrice)
 
     const admit = Ref.modify(admitted, (n): [boolean, number] => n < config.queue.capacity ? [true, n + 1] : [false, n])
     const leave = Ref.update(admitted, (n) => n - 1)
@@ -103,7 +127,7 @@ export const make = (name: string, config: LaneConfig, deps: Deps) =>
         if (host === undefined || hosts[step.host] !== undefined) continue
         const view = yield* host.view(name)
         // plan() reads only the lane model's entry: journaling just that keeps RouteDecided small and replayable.
-        hosts[step.host] = view.installed === null ? view : { ...view, installed: view.installed.filter((m) => m.name === config.model) }
+        hosts[step.host] = view.installed === null ? view : { ...view, installed: view.installed.filter((m) => sameModel(m.name, config.model)) }
       }
       return hosts
     })
@@ -115,6 +139,36 @@ export const make = (name: string, config: LaneConfig, deps: Deps) =>
         return yield* Effect.fail(error)
       })
 
+    /**
+     * Every Ollama step failed (or the lane has none): the lane's paid providers when it has any and the
+     * failures allow it (runbook: every endpoint failed or is circuit-open; a rule's refusal never
+     * falls back to paying); otherwise the Ollama error as it is.
+     */
+    const exhausted = (
+      at: { readonly run: StreamWriter; readonly runId: string; readonly request: LaneRequest; readonly startedAt: number; readonly attempts: number },
+      error: GatewayError,
+      misses: ReadonlyArray<Miss>
+    ): Effect.Effect<LaneResult, GatewayError> => {
+      const direct = config.paid.length > 0
+      const providers = direct ? config.paid : config.paidFallback
+      const reason = direct ? directReason(name) : fallbackReason(misses, route.map((s) => s.host))
+      if (deps.paid === undefined || providers.length === 0 || reason === null) return fail(at.run, error, at.startedAt)
+      return deps.paid.run({
+        lane: name,
+        run: at.run,
+        runId: at.runId,
+        caller: at.request.caller,
+        request: at.request,
+        providers,
+        reason,
+        direct,
+        startedAt: at.startedAt,
+        attemptsSoFar: at.attempts,
+        ollamaError: error,
+        onStreamEnd: leave
+      })
+    }
+
     const complete = (run: StreamWriter, host: string, usage: Usage | null, startedAt: number, attemptStartedAt: number, firstChunkAt: number | null) =>
       Effect.gen(function*() {
         const now = yield* Clock.currentTimeMillis
@@ -125,23 +179,28 @@ export const make = (name: string, config: LaneConfig, deps: Deps) =>
           inputTokens: usage?.inputTokens ?? null,
           outputTokens: usage?.outputTokens ?? null,
           doneReason: usage?.doneReason ?? null,
-          costUsd: 0,
+          costUsd: ollamaCost(usage),
           durationMs: now - startedAt
         })
       })
 
-    /** One attempt on one host: slot, breaker, timeout. Success hands back the answer with its permit still held. */
+    /**
+     * One attempt on one host: slot, breaker, timeout. Success hands back the answer with its permit
+     * still held. `started` (the AttemptStarted event) runs only once the breaker admitted the call,
+     * so a breaker that opened since plan() leaves a HostSkipped, not an attempt without an outcome.
+     */
     const attempt = (
       host: HostActor,
       step: PlannedAttempt,
       body: Uint8Array,
       request: LaneRequest,
-      permit: Permit
+      permit: Permit,
+      started: Effect.Effect<void>
     ): Effect.Effect<AttemptAnswer, UpstreamFailure | BreakerOpen> => {
       const path = operationPath[request.operation]
       if (!request.stream) {
         return host.breaker.guard(
-          deps.upstream.unary(host.target, "POST", path, body, step.timeoutMs),
+          Effect.zipRight(started, deps.upstream.unary(host.target, "POST", path, body, step.timeoutMs)),
           classify
         ).pipe(
           Effect.map((r) => ({ _tag: "Unary" as const, bytes: r.bytes, usage: usageOf(r.json) })),
@@ -149,7 +208,7 @@ export const make = (name: string, config: LaneConfig, deps: Deps) =>
         )
       }
       return host.breaker.guard(
-        deps.upstream.openStream(host.target, path, body, step.timeoutMs),
+        Effect.zipRight(started, deps.upstream.openStream(host.target, path, body, step.timeoutMs)),
         classify
       ).pipe(
         Effect.map((open) => ({ _tag: "Stream" as const, open })),
@@ -157,26 +216,38 @@ export const make = (name: string, config: LaneConfig, deps: Deps) =>
       )
     }
 
-    const handle = (request: LaneRequest): Effect.Effect<LaneResult, GatewayError> =>
+    const decide = Effect.gen(function*() {
+      const input: PlanInput = {
+        lane: name,
+        model: config.model,
+        route,
+        hosts: yield* snapshot,
+        policy: { heavyModelMinParamsB: deps.config.policy.heavyModelMinParamsB },
+        now: yield* Clock.currentTimeMillis
+      }
+      return { input, plan: plan(input) }
+    })
+
+    const handle = (request: LaneRequest, as?: RunAs): Effect.Effect<LaneResult, GatewayError> =>
       Effect.gen(function*() {
         const startedAt = yield* Clock.currentTimeMillis
-        const runId = crypto.randomUUID()
+        const runId = as?.runId ?? crypto.randomUUID()
         const caller = request.caller
-        const run = makeStreamWriter(deps.journal, { streamId: `run-${runId}`, traceId: caller.traceId, projectId: caller.projectId, lane: name })
+        const run = observe(as?.run ?? makeStreamWriter(deps.journal, { streamId: `run-${runId}`, traceId: caller.traceId, projectId: caller.projectId, lane: name }), request)
         const requestedModel = typeof request.body.model === "string" ? request.body.model : null
-        yield* run.append("RunStarted", {
+        if (as === undefined) yield* run.append("RunStarted", {
           runId,
           operation: request.operation,
           stream: request.stream,
           requestedModel,
-          assignedModel: config.model,
+          assignedModel: config.model === "" ? null : config.model,
           intent: caller.intent,
           legacy: caller.legacy,
           traceMinted: caller.traceMinted,
           parentSpanId: caller.parentSpanId,
           ...(deps.config.server.journalPrompts ? { prompt: request.prompt } : {})
         })
-        if (config.async) return yield* fail(run, new AsyncOnlyLane({ lane: name }), startedAt)
+        if (config.async && as === undefined) return yield* fail(run, new AsyncOnlyLane({ lane: name }), startedAt)
         if (!(yield* admit)) {
           return yield* fail(run, new LaneSaturated({ lane: name, reason: `admission queue full (${config.queue.capacity} requests in the lane)`, retryAfterSeconds }), startedAt)
         }
@@ -203,7 +274,9 @@ export const make = (name: string, config: LaneConfig, deps: Deps) =>
               : kinds.size === 1 && kinds.has("model-not-installed")
               ? new ModelNotFound({ lane: name, model: config.model, hosts })
               : new AllHostsUnavailable({ lane: name, reasons: misses.map((m) => m.message), retryAfterSeconds })
-            return yield* fail(run, error, startedAt)
+            const result = yield* exhausted({ run, runId, request, startedAt, attempts: as?.attemptsSoFar ?? 0 }, error, misses)
+            if (result._tag === "Stream") handedOff = true
+            return result
           }
 
           const body = new TextEncoder().encode(JSON.stringify({ ...request.body, model: config.model, stream: request.stream }))
@@ -211,29 +284,41 @@ export const make = (name: string, config: LaneConfig, deps: Deps) =>
           // True while every attempt so far failed because its host could not take the request.
           let onlyUnavailable = decision.skipped.every((s) => s.reason.kind !== "heavy-model-denied")
           let pending: ReadonlyArray<PlannedAttempt> = decision.attempts
-          let attemptNo = 0
+          let attemptNo = as?.attemptsSoFar ?? 0
 
           while (pending.length > 0) {
             const saturated: Array<PlannedAttempt> = []
+            // Conditional steps behind a host that is merely busy: busy is not unavailable (a
+            // code-review flood on 111 must not spill onto gcp-b), so they wait with it.
+            const deferred: Array<PlannedAttempt> = []
+            const signals: Array<Deferred.Deferred<void>> = []
             for (const step of pending) {
               const host = deps.hosts.get(step.host)!
               if (step.conditional && !onlyUnavailable) {
                 yield* run.append("HostSkipped", { host: step.host, reason: "only-when-unavailable", message: `${step.host} is used only when the hosts before it are unavailable` })
                 continue
               }
+              if (step.conditional && saturated.length > 0) {
+                deferred.push(step)
+                continue
+              }
+              // Armed before trying: a slot freed while this request is busy on later hosts still wakes it.
+              const signal = yield* host.slots.changed
               const permit = yield* host.slots.tryAcquire(name)
               if (Option.isNone(permit)) {
                 saturated.push(step)
+                signals.push(signal)
                 continue
               }
               attemptNo++
               const attemptStartedAt = yield* Clock.currentTimeMillis
-              yield* run.append("AttemptStarted", { attempt: attemptNo, host: step.host, timeoutMs: step.timeoutMs, slotPool: permit.value.pool })
-              const result = yield* Effect.either(attempt(host, step, body, request, permit.value))
+              const started = run.append("AttemptStarted", { attempt: attemptNo, host: step.host, timeoutMs: step.timeoutMs, slotPool: permit.value.pool })
+              const result = yield* Effect.either(attempt(host, step, body, request, permit.value, started))
               const now = yield* Clock.currentTimeMillis
               if (result._tag === "Left") {
                 const error = result.left
                 if (error instanceof BreakerOpen) {
+                  attemptNo-- // never started
                   yield* run.append("HostSkipped", { host: step.host, reason: "circuit-open", until: error.until, probeInFlight: error.probeInFlight })
                   misses.push({ host: step.host, kind: "circuit-open", message: `${step.host} circuit open` })
                   continue
@@ -267,13 +352,12 @@ export const make = (name: string, config: LaneConfig, deps: Deps) =>
               for (const s of saturated) misses.push({ host: s.host, kind: "saturated", message: `${s.host} all slots busy` })
               break
             }
-            const signals = yield* Effect.forEach(saturated, (s) => deps.hosts.get(s.host)!.slots.changed)
             const freed = yield* Effect.raceAll(signals.map((d) => Deferred.await(d))).pipe(Effect.timeout(deadline - now), Effect.option)
             if (Option.isNone(freed)) {
               for (const s of saturated) misses.push({ host: s.host, kind: "saturated", message: `${s.host} all slots busy for ${config.queue.maxWait / 1000}s` })
               break
             }
-            pending = saturated
+            pending = pending.filter((s) => saturated.includes(s) || deferred.includes(s))
           }
 
           const tried = misses.filter((m) => m.kind !== "only-when-unavailable")
@@ -284,10 +368,13 @@ export const make = (name: string, config: LaneConfig, deps: Deps) =>
             : tried.length > 0 && tried.every((m) => m.kind === "not-found" || m.kind === "model-not-installed")
             ? new ModelNotFound({ lane: name, model: config.model, hosts: tried.map((m) => m.host) })
             : new AllHostsUnavailable({ lane: name, reasons: misses.map((m) => m.message), retryAfterSeconds })
-          return yield* fail(run, error, startedAt)
+          const result = yield* exhausted({ run, runId, request, startedAt, attempts: attemptNo }, error, misses)
+          if (result._tag === "Stream") handedOff = true
+          return result
         }).pipe(
           Effect.onExit((exit) => handedOff && Exit.isSuccess(exit) ? Effect.void : leave),
           Effect.onInterrupt(() =>
+            as !== undefined ? Effect.void :
             Effect.flatMap(Clock.currentTimeMillis, (now) => run.append("RunFailed", { status: 499, error: "ClientAborted", message: "the caller went away", durationMs: now - startedAt }))
           )
         )
@@ -334,5 +421,5 @@ export const make = (name: string, config: LaneConfig, deps: Deps) =>
       )
     }
 
-    return { name, config, handle, inFlight: Ref.get(admitted) } satisfies LaneActor
+    return { name, config, handle, inFlight: Ref.get(admitted), decide } satisfies LaneActor
   })

@@ -78,8 +78,13 @@ export interface Miss {
  * The runbook's condition: paid providers only when every Ollama endpoint failed or is circuit-open.
  * Null when a rule (not a failure) turned a host away; otherwise the reason to journal.
  */
-export const fallbackReason = (misses: ReadonlyArray<Miss>): string | null => {
-  const tried = misses.filter((m) => m.kind !== "only-when-unavailable")
+export const fallbackReason = (misses: ReadonlyArray<Miss>, route: ReadonlyArray<string> = []): string | null => {
+  // In route order (a skip found by plan() is recorded before the attempts that failed).
+  const rank = (host: string) => {
+    const i = route.indexOf(host)
+    return i < 0 ? route.length : i
+  }
+  const tried = misses.filter((m) => m.kind !== "only-when-unavailable").sort((a, b) => rank(a.host) - rank(b.host))
   if (tried.some((m) => missLabels[m.kind] === undefined)) return null
   const seen = new Set<string>()
   const parts: Array<string> = []
@@ -306,7 +311,7 @@ export class PaidRoute extends Effect.Service<PaidRoute>()("awooop/PaidRoute", {
           }).pipe(
             Effect.timeout(DURABLE_TIMEOUT),
             Effect.either,
-            Effect.onInterrupt(() => budget.release(reservationId, "the caller went away before the call").pipe(Effect.ignore))
+            Effect.onInterrupt(() => release(ctx, reserved, "the caller went away before the call"))
           )
           if (durable._tag === "Left") {
             yield* budget.release(reservationId, "the reservation could not be journaled").pipe(Effect.ignore)
@@ -445,7 +450,8 @@ export class PaidRoute extends Effect.Service<PaidRoute>()("awooop/PaidRoute", {
           Stream.fromEffect(Effect.uninterruptible(Effect.gen(function*() {
             outcome = "failed"
             yield* attemptFailed(ctx, attempt, r, failure, attemptStartedAt, true)
-            const costUsd = yield* settle(ctx, r, usage, `the stream broke after the first token: ${failure.message}`)
+            // Counts seen so far are not final (message_start's output_tokens is a placeholder): charge the worst case.
+            const costUsd = yield* settle(ctx, r, null, `the stream broke after the first token: ${failure.message}`)
             const now = yield* Clock.currentTimeMillis
             yield* ctx.run.append("RunFailed", {
               status: 502,
@@ -463,7 +469,7 @@ export class PaidRoute extends Effect.Service<PaidRoute>()("awooop/PaidRoute", {
             yield* open.close
             if (outcome === "open" && Exit.isInterrupted(exit)) {
               outcome = "failed"
-              yield* settle(ctx, r, usage, "the caller went away mid-stream")
+              yield* settle(ctx, r, null, "the caller went away mid-stream")
               const now = yield* Clock.currentTimeMillis
               yield* ctx.run.append("RunFailed", { status: 499, error: "ClientAborted", message: "the caller went away mid-stream", durationMs: now - ctx.startedAt })
             }

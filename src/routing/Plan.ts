@@ -2,6 +2,7 @@
  * plan(): the routing decision as a pure function. Its whole input is journaled in RouteDecided, so
  * replay can run it again and prove the gateway decided what it says it decided.
  */
+import { sameModel } from "../domain/OllamaApi.ts"
 import { isHeavy, modelSizeB } from "./Policy.ts"
 
 export interface InstalledModel {
@@ -75,14 +76,14 @@ const skipReason = (input: PlanInput, host: string): SkipReason | null => {
   const view = input.hosts[host]
   if (view === undefined) return { kind: "host-down" }
   if (view.protected && !view.maintenance.open) {
-    const installed = view.installed?.find((m) => m.name === input.model)
+    const installed = view.installed?.find((m) => sameModel(m.name, input.model))
     const sizeB = modelSizeB(input.model, installed?.parameterSize)
     if (sizeB !== null && isHeavy(sizeB, input.policy.heavyModelMinParamsB)) {
       return { kind: "heavy-model-denied", sizeB, minParamsB: input.policy.heavyModelMinParamsB }
     }
   }
   if (view.health === "down") return { kind: "host-down" }
-  if (view.installed !== null && !view.installed.some((m) => m.name === input.model)) return { kind: "model-not-installed" }
+  if (view.installed !== null && !view.installed.some((m) => sameModel(m.name, input.model))) return { kind: "model-not-installed" }
   if (view.breaker.status === "open") return { kind: "circuit-open", until: view.breaker.reopensAt }
   if (view.breaker.status === "half-open" && view.breaker.probeInFlight) return { kind: "probe-in-flight" }
   return null

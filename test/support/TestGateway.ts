@@ -62,7 +62,8 @@ export const defaultLanes: Record<string, RawConfig> = {
   "alert-fast": {
     model: "gemma3:4b",
     reserved: { "gcp-a": 2, "gcp-b": 2 },
-    keepWarm: ["gcp-a", "gcp-b"],
+    // No keepWarm by default: background loads would show up in the fakes' request logs and
+    // in-flight counts that routing tests assert on. A keep-warm suite sets it on its lane.
     route: [
       { host: "gcp-a", timeout: TEST_TIMEOUT },
       { host: "gcp-b", timeout: TEST_TIMEOUT },
@@ -98,7 +99,7 @@ export interface TestGatewayOptions {
   readonly breaker?: RawConfig
   readonly policy?: RawConfig
   readonly legacy?: RawConfig
-  /** Merged over the test server defaults (pollInterval 500ms, probeTimeout 1s, drainTimeout 1s). */
+  /** Merged over the test server defaults (pollInterval 500ms, probeTimeout 3s, drainTimeout 1s; a generous probe timeout keeps a loaded CI machine from marking hosts down). */
   readonly server?: RawConfig
   /** Other top-level keys (providers, prices, budget, …) passed to the config as they are. */
   readonly extra?: RawConfig
@@ -132,7 +133,7 @@ const buildRawConfig = (options: TestGatewayOptions, urls: Record<string, string
     policy: { heavyModelMinParamsB: 14, ...options.policy },
     legacy: { projectId: "awoooi", lanes: legacyLanes, ...options.legacy },
     lanes,
-    server: { pollInterval: "500ms", probeTimeout: "1s", drainTimeout: "1s", ...options.server }
+    server: { pollInterval: "500ms", probeTimeout: "3s", drainTimeout: "1s", ...options.server }
   }
 }
 
@@ -172,6 +173,8 @@ export interface TestGateway {
   readonly config: GatewayConfig
   /** One fake per host (hosts given a `url` have none). */
   readonly fakes: Readonly<Record<string, FakeOllama>>
+  /** The gateway's services, for Effect-style tests: `Effect.provide(gw.context)`. */
+  readonly context: Context.Context<GatewayServices>
   /** Runs an effect against the gateway's own services. */
   readonly run: <A, E>(effect: Effect.Effect<A, E, GatewayServices>) => Promise<A>
   /** The real `ollama` client, pointed at the gateway, with these headers. */
@@ -239,7 +242,20 @@ export const make = (options: TestGatewayOptions = {}): Effect.Effect<TestGatewa
       Effect.runPromise(effect.pipe(Effect.provide(context), Logger.withMinimumLogLevel(level)))
 
     const pollHosts = () => run(Effect.forEach(gateway.hosts.values(), (h) => h.poll, { concurrency: "unbounded", discard: true }))
-    if (options.pollFirst ?? true) yield* Effect.promise(pollHosts)
+    // Ready = every host served by a fake has answered a poll (a cold, loaded CI machine can make the
+    // very first poll miss its timeout and mark a host down until the next one).
+    const fakeHostsUp = () =>
+      run(Effect.forEach(Object.keys(fakes), (name) => gateway.hosts.get(name)!.health)).then((hs) => hs.every((h) => h.status === "up"))
+    if (options.pollFirst ?? true) {
+      yield* Effect.promise(async () => {
+        const deadline = Date.now() + 15_000
+        await pollHosts()
+        while (!(await fakeHostsUp()) && Date.now() < deadline) {
+          await new Promise((r) => setTimeout(r, 50))
+          await pollHosts()
+        }
+      })
+    }
 
     const runEvents = async (traceId: string, opts?: { readonly timeoutMs?: number }) => {
       const deadline = Date.now() + (opts?.timeoutMs ?? 3_000)
@@ -258,6 +274,7 @@ export const make = (options: TestGatewayOptions = {}): Effect.Effect<TestGatewa
     const tg: TestGateway = {
       url,
       config,
+      context: context as Context.Context<GatewayServices>,
       fakes,
       run,
       ollama: (headers = {}) => new Ollama({ host: url, headers }),

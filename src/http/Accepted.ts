@@ -1,0 +1,73 @@
+/**
+ * What the inference fast path answers with 202 at once instead of running the request:
+ *
+ * - a shadow decision (`X-AwoooP-Shadow: 1`, or a lane in `mode: shadow`): plan() against the live
+ *   view, journaled as ShadowDecided, no upstream call (routing/Shadow.ts);
+ * - an async run (a generate/chat on an `async: true` lane): stored, journaled, queued; the answer
+ *   names the run and its status URL (routing/AsyncRuns.ts).
+ */
+import { Effect } from "effect"
+import { type CallerContext, HeaderNames } from "../domain/CallerContext.ts"
+import type { GatewayError } from "../domain/Errors.ts"
+import type { Operation } from "../domain/OllamaApi.ts"
+import type { Gateway } from "../routing/Gateway.ts"
+import type { LaneActor } from "../routing/Lane.ts"
+import { isShadowRequested, ShadowHeaders } from "../routing/Shadow.ts"
+
+export interface Accepted {
+  readonly _tag: "Accepted"
+  readonly headers: Readonly<Record<string, string>>
+  readonly body: unknown
+}
+
+const header = (headers: Readonly<Record<string, string | undefined>>, name: string): string | null => {
+  const v = headers[name]?.trim()
+  return v === undefined || v === "" ? null : v.slice(0, 512)
+}
+
+/** null: run the request as usual. */
+export const acceptInstead = (
+  gateway: Gateway,
+  operation: Operation,
+  body: Readonly<Record<string, unknown>>,
+  caller: CallerContext,
+  lane: LaneActor,
+  headers: Readonly<Record<string, string | undefined>>,
+  prompt: unknown
+): Effect.Effect<Accepted | null, GatewayError> => {
+  const viaHeader = isShadowRequested(headers[ShadowHeaders.shadow])
+  if (viaHeader || lane.config.mode === "shadow") {
+    return Effect.map(
+      gateway.shadow.decide({
+        lane,
+        operation,
+        caller,
+        requestedModel: typeof body.model === "string" ? body.model : null,
+        via: viaHeader ? "header" : "lane",
+        legacyEndpoint: header(headers, ShadowHeaders.legacyEndpoint),
+        legacyModel: header(headers, ShadowHeaders.legacyModel)
+      }),
+      (decision): Accepted => ({
+        _tag: "Accepted",
+        headers: { [HeaderNames.traceId]: caller.traceId, "x-awooop-lane": lane.name, [ShadowHeaders.shadow]: "1" },
+        body: { shadow: true, ...decision, traceId: caller.traceId }
+      })
+    )
+  }
+  if (lane.config.async && (operation === "generate" || operation === "chat")) {
+    return Effect.map(
+      gateway.asyncRuns.submit({ lane, operation, body, caller, prompt, via: "inference" }),
+      (run): Accepted => ({
+        _tag: "Accepted",
+        headers: {
+          [HeaderNames.traceId]: caller.traceId,
+          [HeaderNames.runId]: run.runId,
+          "x-awooop-lane": lane.name,
+          location: run.statusUrl
+        },
+        body: run
+      })
+    )
+  }
+  return Effect.succeed(null)
+}

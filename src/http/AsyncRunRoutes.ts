@@ -1,0 +1,93 @@
+/**
+ * Async runs over HTTP (routing/AsyncRuns.ts):
+ *
+ *   POST   /awooop/runs       submit a run: an Ollama generate or chat body, plus `"operation":
+ *                             "generate" | "chat"` (default: chat when the body has `messages`);
+ *                             the lane comes from the AwoooP headers as for /api/*. → 202 with the
+ *                             run id and its status URL (`Location`).
+ *   GET    /awooop/runs/:id   (served by RunRoutes.ts, which asks `asyncRunResponse` first) status
+ *                             queued | running | succeeded | failed | cancelled, attempts, and the
+ *                             Ollama-shaped result once succeeded.
+ *   DELETE /awooop/runs/:id   cancel: 200 with the cancelled run, 404 unknown, 409 already finished.
+ *
+ * Any lane with a route can take runs this way; a lane in shadow mode refuses them (409), since its
+ * requests are only decided, never executed.
+ */
+import { HttpRouter, HttpServerRequest, type HttpServerResponse } from "@effect/platform"
+import { Effect, Option, Schema } from "effect"
+import { HeaderNames, resolveCallerContext } from "../domain/CallerContext.ts"
+import { BadRequest, type GatewayError } from "../domain/Errors.ts"
+import { ChatRequest, GenerateRequest } from "../domain/OllamaApi.ts"
+import { Gateway } from "../routing/Gateway.ts"
+import { errorResponse, jsonResponse } from "./ErrorResponse.ts"
+import { decodeBody, readJson } from "./RequestBody.ts"
+
+const fail = (status: number, error: string) => jsonResponse({ error }, {}, status)
+
+const uuidPattern = /^(?:run-)?([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})$/i
+
+/** The run id of a path parameter ("<uuid>" or "run-<uuid>"), or null. */
+export const runIdOf = (id: string | undefined): string | null => {
+  const m = uuidPattern.exec((id ?? "").trim())
+  return m === null ? null : m[1]!.toLowerCase()
+}
+
+/**
+ * GET /awooop/runs/:id for an async run; none when the id is not an async run (the projection's run
+ * view answers then). Needs no service beyond what the server already has.
+ */
+export const asyncRunResponse = (id: string | undefined): Effect.Effect<Option.Option<HttpServerResponse.HttpServerResponse>> =>
+  Effect.gen(function*() {
+    const runId = runIdOf(id)
+    const gateway = yield* Effect.serviceOption(Gateway)
+    if (runId === null || Option.isNone(gateway)) return Option.none()
+    return yield* gateway.value.asyncRuns.view(runId).pipe(
+      Effect.map((view) => (view === null ? Option.none() : Option.some(jsonResponse(view)))),
+      Effect.catchAll((e) => Effect.succeed(Option.some(fail(503, `the run store did not answer: ${e instanceof Error ? e.message : String(e)}`))))
+    )
+  })
+
+const submit = Effect.gen(function*() {
+  const gateway = yield* Gateway
+  const request = yield* HttpServerRequest.HttpServerRequest
+  return yield* Effect.gen(function*() {
+    const raw = yield* readJson(gateway.config.server.maxBodyBytes)
+    const operation = raw.operation ?? (Array.isArray(raw.messages) ? "chat" : "generate")
+    if (operation !== "generate" && operation !== "chat") {
+      return yield* new BadRequest({ message: `operation must be "generate" or "chat", got ${JSON.stringify(operation)}` })
+    }
+    const schema = (operation === "chat" ? ChatRequest : GenerateRequest) as unknown as Schema.Schema<Record<string, unknown>, unknown>
+    const body = yield* decodeBody(schema, raw)
+    const caller = resolveCallerContext(request.headers, body.model as string, gateway.laneRules)
+    if (!("traceId" in caller)) return yield* Effect.fail(caller)
+    const lane = gateway.lanes.get(caller.lane)!
+    if (lane.config.mode === "shadow") {
+      return fail(409, `lane ${lane.name} is in shadow mode: its requests are decided and journaled, never executed (set mode: active to run them)`)
+    }
+    const prompt = operation === "chat" ? { messages: body.messages } : { system: body.system ?? null, prompt: body.prompt ?? null }
+    const run = yield* gateway.asyncRuns.submit({ lane, operation, body, caller, prompt, via: "api" })
+    return jsonResponse(run, { location: run.statusUrl, [HeaderNames.runId]: run.runId, [HeaderNames.traceId]: run.traceId }, 202)
+  }).pipe(Effect.catchAll((error: GatewayError) => Effect.succeed(errorResponse(error))))
+})
+
+const cancel = Effect.gen(function*() {
+  const gateway = yield* Gateway
+  const { id } = yield* HttpRouter.params
+  const runId = runIdOf(id)
+  if (runId === null) return fail(400, `run id must be a UUID (or run-<uuid>), got ${JSON.stringify(id ?? "")}`)
+  return yield* gateway.asyncRuns.cancel(runId).pipe(
+    Effect.map((outcome) => {
+      switch (outcome._tag) {
+        case "NotFound": return fail(404, `async run ${runId} not found`)
+        case "AlreadyFinished": return fail(409, `run ${runId} already ${outcome.view.status}: nothing to cancel`)
+        case "Cancelled": return jsonResponse(outcome.view)
+      }
+    }),
+    Effect.catchAll((e) => Effect.succeed(fail(503, `the run store did not answer: ${e instanceof Error ? e.message : String(e)}`)))
+  )
+})
+
+export const asyncRunRoutes = HttpRouter.empty.pipe(
+  HttpRouter.post("/awooop/runs", submit),
+  HttpRouter.del("/awooop/runs/:id", cancel)
+)

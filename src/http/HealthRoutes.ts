@@ -1,0 +1,58 @@
+/**
+ * GET /awooop/health — the stage-1 health and residency view: per host what the poller last saw
+ * (up/down, latency, version, resident and installed models), its breaker, its slots (in use, shared
+ * and reserved per lane) and its maintenance window; per lane whether it is safe and why
+ * (routing/Health.ts), plus the lane's mode (active | shadow) and whether it is async.
+ */
+import { HttpRouter } from "@effect/platform"
+import { Clock, Effect } from "effect"
+import { Gateway } from "../routing/Gateway.ts"
+import { type HostFacts, laneSafety } from "../routing/Health.ts"
+import { jsonResponse } from "./ErrorResponse.ts"
+
+const iso = (ms: number | null) => (ms === null ? null : new Date(ms).toISOString())
+
+export const healthView = Effect.gen(function*() {
+  const gateway = yield* Gateway
+  const now = yield* Clock.currentTimeMillis
+  const hosts: Record<string, unknown> = {}
+  const facts: Record<string, HostFacts> = {}
+  for (const host of gateway.hosts.values()) {
+    const h = yield* host.health
+    const b = yield* host.breaker.snapshot
+    const s = yield* host.slots.snapshot
+    const m = yield* host.maintenance
+    facts[host.name] = { status: h.status, resident: h.resident?.map((r) => r.name) ?? null }
+    hosts[host.name] = {
+      status: h.status,
+      protected: host.config.protected,
+      lastCheckedAt: iso(h.lastCheckedAt),
+      lastLatencyMs: h.lastLatencyMs,
+      lastError: h.lastError,
+      version: h.version,
+      breaker: { status: b.status, consecutiveTimeouts: b.consecutiveTimeouts, openedAt: iso(b.openedAt), reopensAt: iso(b.reopensAt), probeInFlight: b.probeInFlight },
+      slots: { total: s.total, inUse: s.inUse, shared: s.shared, reserved: s.reserved },
+      resident: h.resident?.map((r) => ({ name: r.name, expiresAt: r.expiresAt, sizeVram: r.sizeVram })) ?? null,
+      installed: h.installed?.map((i) => ({ name: i.name, parameterSize: i.parameterSize })) ?? null,
+      maintenance: { open: m.open, reason: m.reason, until: iso(m.until) }
+    }
+  }
+  const needsBudget = [...gateway.lanes.values()].some((l) => l.config.paid.length > 0)
+  const hardKillTripped = needsBudget
+    ? yield* gateway.paid.budget.status.pipe(Effect.map((s) => s.hardKill.tripped), Effect.orElseSucceed(() => null))
+    : null
+  const lanes: Record<string, unknown> = {}
+  const summary: Array<string> = []
+  for (const lane of gateway.lanes.values()) {
+    const decision = lane.config.route.length > 0 ? (yield* lane.decide).plan : null
+    const safety = laneSafety(lane.name, lane.config, decision, facts, { hardKillTripped })
+    const { lane: _, ...rest } = safety
+    lanes[lane.name] = rest
+    summary.push(safety.summary)
+  }
+  return { checkedAt: iso(now), summary, hosts, lanes }
+})
+
+export const healthRoutes = HttpRouter.empty.pipe(
+  HttpRouter.get("/awooop/health", Effect.map(healthView, (view) => jsonResponse(view)))
+)

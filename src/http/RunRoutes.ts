@@ -1,0 +1,120 @@
+/**
+ * The read API over the journal's projections:
+ *
+ *   GET /awooop/runs/:id            one run (run_state; a run not projected yet is folded from the journal)
+ *   GET /awooop/traces/:traceId     the trace's events in order, and its runs
+ *   GET /awooop/cost?from=&to=&groupBy=project|lane|provider   cost_ledger totals (days inclusive, UTC)
+ *
+ * Bad parameters get 400 `{"error": "..."}` naming the parameter. The routes need the ReadModel
+ * service; a process built without it (a test of the Ollama surface alone) answers 503 here
+ * instead of failing to build, so adding these routes puts no new requirement on the server.
+ */
+import { HttpRouter, HttpServerRequest, type HttpServerResponse } from "@effect/platform"
+import { Clock, Effect, Option } from "effect"
+import { type GroupBy, groupColumns } from "../projections/CostLedger.ts"
+import { ReadModel } from "../projections/ReadModel.ts"
+import { runStreamOf } from "../replay/Explain.ts"
+import { jsonResponse } from "./ErrorResponse.ts"
+
+const fail = (status: number, error: string) => jsonResponse({ error }, {}, status)
+
+/** Runs `f` with the ReadModel; database failures become 503 (the read side is down, not the request). */
+const withReadModel = (f: (model: ReadModel) => Effect.Effect<HttpServerResponse.HttpServerResponse, unknown>) =>
+  Effect.flatMap(Effect.serviceOption(ReadModel), (model) =>
+    Option.isNone(model)
+      ? Effect.succeed(fail(503, "the run and cost API is not available in this process (no journal database)"))
+      : f(model.value).pipe(
+        Effect.catchAll((e) =>
+          Effect.succeed(fail(503, `the journal database did not answer: ${e instanceof Error ? e.message : String(e)}`))
+        )
+      ))
+
+const traceIdPattern = /^[A-Za-z0-9._:-]{1,128}$/
+
+const getRun = Effect.gen(function*() {
+  const { id } = yield* HttpRouter.params
+  const stream = runStreamOf(id ?? "")
+  if (stream === null) return fail(400, `run id must be a UUID (or run-<uuid>), got ${JSON.stringify(id ?? "")}`)
+  return yield* withReadModel((model) =>
+    Effect.map(model.run(stream), (run) => run === null ? fail(404, `run ${id} not found in the journal`) : jsonResponse(run))
+  )
+})
+
+const getTrace = Effect.gen(function*() {
+  const { traceId } = yield* HttpRouter.params
+  if (traceId === undefined || !traceIdPattern.test(traceId)) {
+    return fail(400, `trace id must be 1-128 letters, digits, '.', '_', ':' or '-', got ${JSON.stringify(traceId ?? "")}`)
+  }
+  return yield* withReadModel((model) =>
+    Effect.map(model.trace(traceId), (trace) => trace === null ? fail(404, `trace ${traceId} not found in the journal`) : jsonResponse(trace))
+  )
+})
+
+// ---------------------------------------------------------------------------------------------
+// /awooop/cost parameters
+// ---------------------------------------------------------------------------------------------
+
+export interface CostQuery {
+  readonly from: string
+  readonly to: string
+  readonly groupBy: ReadonlyArray<GroupBy>
+}
+
+/** Days covered when `from` is not given: the last 30, `to` included. */
+export const defaultDays = 30
+
+const dayPattern = /^\d{4}-\d{2}-\d{2}$/
+
+/** "2026-05-05" or an ISO timestamp → its UTC day; null when it is not a date. */
+const parseDay = (text: string): string | null => {
+  const ms = dayPattern.test(text) ? Date.parse(`${text}T00:00:00Z`) : /^\d{4}-\d{2}-\d{2}T/.test(text) ? Date.parse(text) : NaN
+  if (!Number.isFinite(ms)) return null
+  const day = new Date(ms).toISOString().slice(0, 10)
+  // Date.parse rolls 2026-02-30 over to March; such a day does not exist.
+  return dayPattern.test(text) && day !== text ? null : day
+}
+
+const single = (params: Readonly<Record<string, string | ReadonlyArray<string> | undefined>>, name: string): string | undefined | null => {
+  const v = params[name]
+  if (v === undefined) return undefined
+  return typeof v === "string" ? v : v.length === 1 ? v[0]! : null
+}
+
+/** Validates the query string; a string is the 400 message. */
+export const parseCostQuery = (
+  params: Readonly<Record<string, string | ReadonlyArray<string> | undefined>>,
+  now: number
+): CostQuery | string => {
+  const known = new Set(["from", "to", "groupBy"])
+  const unknown = Object.keys(params).filter((k) => !known.has(k))
+  if (unknown.length > 0) return `unknown parameter ${JSON.stringify(unknown[0])} (known: from, to, groupBy)`
+  const raw = { from: single(params, "from"), to: single(params, "to"), groupBy: single(params, "groupBy") }
+  for (const [name, value] of Object.entries(raw)) if (value === null) return `parameter ${name} given more than once`
+  const to = raw.to === undefined ? new Date(now).toISOString().slice(0, 10) : parseDay(raw.to!)
+  if (to === null) return `to must be a date (YYYY-MM-DD or an ISO timestamp), got ${JSON.stringify(raw.to)}`
+  const from = raw.from === undefined
+    ? new Date(Date.parse(`${to}T00:00:00Z`) - (defaultDays - 1) * 86_400_000).toISOString().slice(0, 10)
+    : parseDay(raw.from!)
+  if (from === null) return `from must be a date (YYYY-MM-DD or an ISO timestamp), got ${JSON.stringify(raw.from)}`
+  if (from > to) return `from (${from}) is after to (${to})`
+  const names = raw.groupBy === undefined ? ["project"] : raw.groupBy!.split(",").map((s) => s.trim())
+  const allowed = Object.keys(groupColumns)
+  for (const name of names) {
+    if (!allowed.includes(name)) return `groupBy must be project, lane or provider (or model, day; comma-separated), got ${JSON.stringify(name)}`
+  }
+  if (new Set(names).size !== names.length) return `groupBy names ${JSON.stringify(raw.groupBy)} a dimension twice`
+  return { from, to, groupBy: names as Array<GroupBy> }
+}
+
+const getCost = Effect.gen(function*() {
+  const params = yield* HttpServerRequest.ParsedSearchParams
+  const query = parseCostQuery(params, yield* Clock.currentTimeMillis)
+  if (typeof query === "string") return fail(400, query)
+  return yield* withReadModel((model) => Effect.map(model.cost(query), (cost) => jsonResponse(cost)))
+})
+
+export const runRoutes = HttpRouter.empty.pipe(
+  HttpRouter.get("/awooop/runs/:id", getRun),
+  HttpRouter.get("/awooop/traces/:traceId", getTrace),
+  HttpRouter.get("/awooop/cost", getCost)
+)

@@ -1,0 +1,57 @@
+/**
+ * GET /awooop/shadow/report?lane=&since= — how often the gateway's shadow decisions agreed with the
+ * legacy path, per lane, and the disagreements counted by reason (routing/Shadow.ts).
+ *
+ *   lane   optional: one lane (default: every lane with decisions)
+ *   since  an ISO time, or a duration back from now ("30m", "24h"); default 24h
+ */
+import { HttpRouter, HttpServerRequest } from "@effect/platform"
+import { Clock, Effect } from "effect"
+import { parseDurationMs } from "../config/Duration.ts"
+import { Gateway } from "../routing/Gateway.ts"
+import { jsonResponse } from "./ErrorResponse.ts"
+
+const fail = (status: number, error: string) => jsonResponse({ error }, {}, status)
+
+const lanePattern = /^[A-Za-z0-9._:-]{1,64}$/
+const defaultSinceMs = 24 * 3_600_000
+
+type Params = Readonly<Record<string, string | ReadonlyArray<string> | undefined>>
+
+/** The report's parameters, or the 400 message. */
+export const parseReportQuery = (params: Params, now: number): { readonly lane: string | null; readonly since: number } | string => {
+  const unknown = Object.keys(params).filter((k) => k !== "lane" && k !== "since")
+  if (unknown.length > 0) return `unknown parameter ${JSON.stringify(unknown[0])} (known: lane, since)`
+  const one = (name: string): string | undefined | null => {
+    const v = params[name]
+    return v === undefined ? undefined : typeof v === "string" ? v : v.length === 1 ? v[0]! : null
+  }
+  const lane = one("lane")
+  const since = one("since")
+  if (lane === null || since === null) return "each parameter may be given once"
+  if (lane !== undefined && !lanePattern.test(lane)) return `lane must be a lane name, got ${JSON.stringify(lane)}`
+  let sinceMs = now - defaultSinceMs
+  if (since !== undefined) {
+    const back = parseDurationMs(since)
+    const at = /^\d{4}-\d{2}-\d{2}/.test(since) ? Date.parse(since) : NaN
+    if (back !== undefined) sinceMs = now - back
+    else if (Number.isFinite(at)) sinceMs = at
+    else return `since must be an ISO time or a duration such as "24h", got ${JSON.stringify(since)}`
+  }
+  return { lane: lane ?? null, since: sinceMs }
+}
+
+const report = Effect.gen(function*() {
+  const gateway = yield* Gateway
+  const params = yield* HttpServerRequest.ParsedSearchParams
+  const query = parseReportQuery(params, yield* Clock.currentTimeMillis)
+  if (typeof query === "string") return fail(400, query)
+  return yield* gateway.shadow.report(query).pipe(
+    Effect.map((r) => jsonResponse(r)),
+    Effect.catchAll((e) => Effect.succeed(fail(503, `the journal database did not answer: ${e.message}`)))
+  )
+})
+
+export const shadowRoutes = HttpRouter.empty.pipe(
+  HttpRouter.get("/awooop/shadow/report", report)
+)

@@ -1,0 +1,353 @@
+/**
+ * Metrics and spans from a run's facts. The lane already journals every step of a run through its
+ * StreamWriter (RunStarted, RouteDecided, AttemptStarted, AttemptFailed, AttemptSucceeded,
+ * PaidFallbackRequested, Budget*, RunCompleted, RunFailed); wrapping that writer lets observability
+ * follow the run without another code path in the lane, and keeps what is measured identical to what
+ * is journaled (and so to the projections).
+ *
+ * Per event, with tracing off: a switch and a few map updates in Metrics. With tracing on (a server
+ * span is current when RunStarted is appended): one client span per attempt, named
+ * `{gen_ai.operation.name} {model}`, with the GenAI and awooop.* attributes; fallbacks, budget steps
+ * and breaker transitions as span events.
+ */
+import { Context, Effect, FiberRef, Option, Tracer } from "effect"
+import type { GatewayConfig, LaneConfig } from "../config/GatewayConfig.ts"
+import type { StreamWriter } from "../journal/StreamWriter.ts"
+import type { LaneRequest } from "../routing/Lane.ts"
+import type { GenAiLabels, MetricsRegistry } from "./Metrics.ts"
+import * as Tracing from "./Tracing.ts"
+
+type Data = Readonly<Record<string, unknown>>
+
+const str = (v: unknown): string | null => (typeof v === "string" ? v : null)
+const num = (v: unknown): number | null => (typeof v === "number" && Number.isFinite(v) ? v : null)
+
+/** gen_ai.operation.name for a lane operation. */
+export const operationName = (operation: string): string =>
+  operation === "chat" ? "chat" : operation === "generate" ? "text_completion" : "embeddings"
+
+interface Endpoint {
+  /** gen_ai.provider.name */
+  readonly provider: string
+  readonly address: string
+  readonly port: number
+}
+
+const endpointOf = (url: string, provider: string): Endpoint => {
+  const u = new URL(url)
+  return { provider, address: u.hostname, port: u.port === "" ? (u.protocol === "https:" ? 443 : 80) : Number(u.port) }
+}
+
+const publicUrls = { gemini: "https://generativelanguage.googleapis.com", anthropic: "https://api.anthropic.com" } as const
+const providerNames = { gemini: "gcp.gemini", anthropic: "anthropic" } as const
+
+/** Where each host and paid provider lives, for server.address / server.port / gen_ai.provider.name. */
+export const topologyOf = (config: GatewayConfig): ReadonlyMap<string, Endpoint> => {
+  const out = new Map<string, Endpoint>()
+  for (const [name, host] of Object.entries(config.hosts)) out.set(name, endpointOf(host.url, "ollama"))
+  for (const [name, p] of Object.entries(config.providers)) out.set(name, endpointOf(p.baseUrl ?? publicUrls[p.kind], providerNames[p.kind]))
+  return out
+}
+
+interface Miss {
+  readonly host: string
+  readonly kind: string
+}
+
+/** The run being observed in this fiber, for breaker transitions (journaled on the host's stream). */
+const currentRun = FiberRef.unsafeMake<RunObservation | null>(null)
+
+const eventAt = (span: Tracer.Span, name: string, attributes: Record<string, unknown>) =>
+  Effect.clockWith((clock) => Effect.sync(() => span.event(name, clock.unsafeCurrentTimeNanos(), attributes)))
+
+class RunObservation {
+  route: ReadonlyArray<string> = []
+  readonly misses: Array<Miss> = []
+  paidReason: string | null = null
+  /** The attempt in progress (or the last one). */
+  host = "none"
+  tier = "ollama"
+  g: GenAiLabels
+  attemptNo = 0
+  /** The endpoint whose output reached the caller (for a stream that broke after its first chunk). */
+  answered: string | null = null
+  server: Tracer.Span | null = null
+  /** True when this observer opened the server span itself (a run outside an HTTP request). */
+  ownServer = false
+  attempt: Tracer.Span | null = null
+  runId = ""
+
+  constructor(
+    readonly metrics: MetricsRegistry,
+    readonly topology: ReadonlyMap<string, Endpoint>,
+    readonly lane: string,
+    readonly model: string,
+    readonly request: LaneRequest
+  ) {
+    this.g = { operation: operationName(request.operation), provider: "ollama", model, lane }
+  }
+
+  /** "gcp-a timeout, gcp-b circuit-open": the misses before the endpoint that answered. */
+  fallbackText(): string | null {
+    if (this.paidReason !== null) return this.paidReason
+    return this.misses.length === 0 ? null : this.misses.map((m) => `${m.host} ${m.kind}`).join(", ")
+  }
+
+  on(type: string, d: Data): Effect.Effect<void> {
+    switch (type) {
+      case "RunStarted":
+        return Effect.flatMap(Tracing.enabled, (on) => (on ? this.startTracing() : Effect.void))
+      case "RouteDecided": {
+        const input = (d.input ?? {}) as Data
+        const plan = (d.plan ?? {}) as Data
+        this.route = Array.isArray(input.route) ? input.route.map((r: Data) => String(r.host)) : []
+        const skipped = Array.isArray(plan.skipped) ? plan.skipped as ReadonlyArray<Data> : []
+        for (const s of skipped) this.misses.push({ host: String(s.host), kind: String(((s.reason ?? {}) as Data).kind ?? "skipped") })
+        if (this.server === null) return Effect.void
+        return eventAt(this.server, "awooop.route_decided", {
+          "awooop.route": this.route,
+          "awooop.skipped": this.misses.map((m) => `${m.host} ${m.kind}`)
+        })
+      }
+      case "HostSkipped": {
+        const kind = str(d.reason) ?? "skipped"
+        if (kind !== "only-when-unavailable") this.misses.push({ host: str(d.host) ?? "?", kind })
+        return this.server === null ? Effect.void : eventAt(this.server, "awooop.host_skipped", { "awooop.host": str(d.host) ?? "?", "awooop.reason": kind })
+      }
+      case "AttemptStarted": {
+        this.host = str(d.host) ?? "?"
+        this.tier = str(d.tier) ?? "ollama"
+        this.attemptNo = num(d.attempt) ?? this.attemptNo + 1
+        const provider = this.topology.get(this.host)?.provider ?? (this.tier === "ollama" ? "ollama" : this.host)
+        this.g = { operation: this.g.operation, provider, model: str(d.model) ?? this.model, lane: this.lane }
+        return this.server === null ? Effect.void : this.startAttempt()
+      }
+      case "AttemptFailed": {
+        const host = str(d.host) ?? this.host
+        const kind = str(d.kind) ?? "failure"
+        const afterFirstChunk = d.afterFirstChunk === true
+        if (afterFirstChunk) this.answered = host
+        else this.misses.push({ host, kind })
+        this.metrics.attempt(this.g, host, kind, (num(d.durationMs) ?? 0) / 1000)
+        const span = this.attempt
+        if (span === null) return Effect.void
+        this.attempt = null
+        span.attribute("awooop.after_first_chunk", afterFirstChunk)
+        return Tracing.endSpan(span, { type: kind, message: str(d.message) ?? kind })
+      }
+      case "AttemptSucceeded": {
+        const host = str(d.host) ?? this.host
+        this.answered = host
+        this.metrics.attempt(this.g, host, null, (num(d.durationMs) ?? 0) / 1000)
+        const firstChunkMs = num(d.firstChunkMs)
+        if (firstChunkMs !== null) this.metrics.firstChunk(this.g, host, firstChunkMs / 1000)
+        // The span stays open until RunCompleted brings the usage and cost.
+        return Effect.void
+      }
+      case "PaidFallbackRequested": {
+        if (d.direct !== true) this.paidReason = str(d.reason)
+        if (this.server === null) return Effect.void
+        return eventAt(this.server, d.direct === true ? "awooop.paid_direct" : "awooop.paid_fallback", {
+          "awooop.fallback_reason": str(d.reason) ?? "",
+          "awooop.providers": Array.isArray(d.providers) ? d.providers.map(String) : []
+        })
+      }
+      case "BudgetReserved":
+      case "BudgetDenied":
+      case "BudgetSettled":
+      case "BudgetReleased":
+      case "PaidProviderSkipped":
+      case "PaidFallbackSkipped": {
+        const span = this.attempt ?? this.server
+        if (span === null) return Effect.void
+        const attributes: Record<string, unknown> = {}
+        for (const key of ["provider", "reason", "amountUsd", "costUsd", "chargedUsd", "reservedUsd", "capUsd", "committedUsd"]) {
+          const v = d[key]
+          if (typeof v === "string" || typeof v === "number" || typeof v === "boolean") attributes[`awooop.${key}`] = v
+        }
+        return eventAt(span, `awooop.${type.replace(/([a-z])([A-Z])/g, "$1_$2").toLowerCase()}`, attributes)
+      }
+      case "RunCompleted":
+        return this.completed(d)
+      case "RunFailed":
+        return this.failed(d)
+      default:
+        return Effect.void
+    }
+  }
+
+  private startTracing(): Effect.Effect<void> {
+    return Effect.gen(this, function*() {
+      const current = yield* Effect.option(Effect.currentSpan)
+      if (Option.isSome(current)) {
+        this.server = current.value
+      } else {
+        // A run outside an HTTP request (an async worker): its own root span on the journal's trace.
+        const caller = this.request.caller
+        this.ownServer = true
+        this.server = yield* Effect.makeSpan(`run ${this.lane}`, {
+          kind: "internal",
+          captureStackTrace: false,
+          attributes: Tracing.callerAttributes(caller),
+          ...(caller.parentSpanId !== null
+            ? { parent: Tracer.externalSpan({ traceId: caller.traceId, spanId: caller.parentSpanId, sampled: true }) }
+            : { root: true, context: Context.make(Tracing.RootTraceId, caller.traceId) })
+        })
+      }
+      this.server.attribute("gen_ai.operation.name", this.g.operation)
+      this.server.attribute("gen_ai.request.model", this.model)
+      this.server.attribute("awooop.run_id", this.runId)
+      yield* FiberRef.set(currentRun, this)
+    })
+  }
+
+  private startAttempt(): Effect.Effect<void> {
+    const where = this.topology.get(this.host)
+    const fallback = this.attemptNo > 1 || this.misses.length > 0 ? this.fallbackText() : null
+    const caller = this.request.caller
+    const attributes: Record<string, unknown> = {
+      "gen_ai.operation.name": this.g.operation,
+      "gen_ai.provider.name": this.g.provider,
+      "gen_ai.request.model": this.g.model,
+      "gen_ai.request.stream": this.request.stream,
+      "awooop.project_id": caller.projectId,
+      "awooop.lane": this.lane,
+      "awooop.provider_tier": this.tier,
+      "awooop.endpoint": this.host,
+      "awooop.attempt": this.attemptNo,
+      ...(where === undefined ? {} : { "server.address": where.address, "server.port": where.port }),
+      ...(fallback === null ? {} : { "awooop.fallback_reason": fallback })
+    }
+    const server = this.server!
+    return Effect.gen(this, function*() {
+      if (fallback !== null) {
+        const last = this.misses[this.misses.length - 1]
+        yield* eventAt(server, "awooop.fallback", {
+          "awooop.to": this.host,
+          "awooop.provider_tier": this.tier,
+          ...(last === undefined ? {} : { "awooop.from": last.host, "awooop.reason": last.kind }),
+          "awooop.fallback_reason": fallback
+        })
+      }
+      this.attempt = yield* Effect.makeSpan(`${this.g.operation} ${this.g.model}`, {
+        kind: "client",
+        parent: server,
+        attributes,
+        captureStackTrace: false
+      })
+    })
+  }
+
+  private completed(d: Data): Effect.Effect<void> {
+    const endpoint = str(d.endpoint) ?? "none"
+    const tier = str(d.providerTier) ?? this.tier
+    const inputTokens = num(d.inputTokens)
+    const outputTokens = num(d.outputTokens)
+    const costUsd = num(d.costUsd)
+    const responseModel = str(d.model) ?? this.g.model
+    this.metrics.request(this.lane, endpoint, "success")
+    if (inputTokens !== null || outputTokens !== null) this.metrics.tokens(this.g, inputTokens, outputTokens)
+    if (costUsd !== null) this.metrics.cost(this.lane, tier, endpoint, costUsd)
+    // As the projection counts it: a completed run with a paid fallback, or misses before its endpoint.
+    const fallback = this.paidReason !== null ? "paid" : this.fallbackBefore(endpoint)
+    if (fallback !== null) this.metrics.fallback(this.lane, endpoint, fallback)
+    if (this.server === null) return Effect.void
+
+    const doneReason = str(d.doneReason)
+    const usage: Record<string, unknown> = {
+      "gen_ai.response.model": responseModel,
+      ...(inputTokens === null ? {} : { "gen_ai.usage.input_tokens": inputTokens }),
+      ...(outputTokens === null ? {} : { "gen_ai.usage.output_tokens": outputTokens }),
+      ...(doneReason === null ? {} : { "gen_ai.response.finish_reasons": [doneReason] }),
+      ...(costUsd === null ? {} : { "awooop.cost_usd": costUsd })
+    }
+    const fallbackText = this.fallbackText()
+    const server = this.server
+    for (const [k, v] of Object.entries(usage)) server.attribute(k, v)
+    server.attribute("awooop.endpoint", endpoint)
+    server.attribute("awooop.provider_tier", tier)
+    server.attribute("gen_ai.provider.name", this.g.provider)
+    if (fallbackText !== null && endpoint !== this.route[0]) server.attribute("awooop.fallback_reason", fallbackText)
+    const span = this.attempt
+    this.attempt = null
+    if (span !== null) for (const [k, v] of Object.entries(usage)) span.attribute(k, v)
+    return Effect.zipRight(span === null ? Effect.void : Tracing.endSpan(span, null), this.finish(null))
+  }
+
+  private failed(d: Data): Effect.Effect<void> {
+    const error = str(d.error) ?? "error"
+    const message = str(d.message) ?? error
+    this.metrics.request(this.lane, "none", error)
+    const costUsd = num(d.costUsd)
+    if (costUsd !== null) this.metrics.cost(this.lane, this.tier, this.answered ?? this.host, costUsd)
+    if (this.server === null) return Effect.void
+    const server = this.server
+    server.attribute("error.type", error)
+    if (costUsd !== null) server.attribute("awooop.cost_usd", costUsd)
+    const fallbackText = this.fallbackText()
+    if (fallbackText !== null) server.attribute("awooop.fallback_reason", fallbackText)
+    if (this.answered !== null) server.attribute("awooop.endpoint", this.answered)
+    const span = this.attempt
+    this.attempt = null
+    return Effect.zipRight(span === null ? Effect.void : Tracing.endSpan(span, { type: error, message }), this.finish({ type: error, message }))
+  }
+
+  private finish(failure: { readonly type: string; readonly message: string } | null): Effect.Effect<void> {
+    return Effect.zipRight(
+      FiberRef.update(currentRun, (r) => (r === this ? null : r)),
+      this.ownServer && this.server !== null ? Tracing.endSpan(this.server, failure) : Effect.void
+    )
+  }
+
+  /** The first miss's kind when a host earlier on the route than `endpoint` missed, else null. */
+  private fallbackBefore(endpoint: string): string | null {
+    if (this.misses.length === 0) return null
+    const at = this.route.indexOf(endpoint)
+    const before = at < 0 ? this.misses : this.misses.filter((m) => {
+      const i = this.route.indexOf(m.host)
+      return i >= 0 && i < at
+    })
+    return before.length === 0 ? null : this.misses[0]!.kind
+  }
+
+  /** A breaker transition on a host's stream, seen in this run's fiber: an event on the attempt that caused it. */
+  breaker(host: string, type: string, d: Data): Effect.Effect<void> {
+    const span = this.attempt ?? this.server
+    if (span === null) return Effect.void
+    const attributes: Record<string, unknown> = { "awooop.host": host }
+    for (const key of ["reason", "consecutiveTimeouts", "until"]) {
+      const v = d[key]
+      if (typeof v === "string" || typeof v === "number") attributes[`awooop.breaker.${key}`] = v
+    }
+    return eventAt(span, `awooop.breaker.${type === "BreakerOpened" ? "opened" : type === "BreakerClosed" ? "closed" : "half_opened"}`, attributes)
+  }
+}
+
+const wrap = (inner: StreamWriter, on: (type: string, data: Data) => Effect.Effect<void>): StreamWriter => ({
+  streamId: inner.streamId,
+  append: (type, data) => Effect.flatMap(inner.append(type, data), () => on(type, (data ?? {}) as Data)),
+  appendDurable: (type, data) => Effect.tap(inner.appendDurable(type, data), () => on(type, (data ?? {}) as Data)),
+  position: inner.position
+})
+
+/** What the lanes and hosts are given (see Lane.ts / Host.ts deps). */
+export const make = (metrics: MetricsRegistry, config: GatewayConfig) => {
+  const topology = topologyOf(config)
+  return {
+    /** Wraps a run's writer: its facts feed the metrics and, when tracing is on, the spans. */
+    run: (lane: string, laneConfig: LaneConfig) => (writer: StreamWriter, request: LaneRequest): StreamWriter => {
+      const observation = new RunObservation(metrics, topology, lane, laneConfig.model, request)
+      observation.runId = writer.streamId.startsWith("run-") ? writer.streamId.slice(4) : writer.streamId
+      return wrap(writer, (type, data) => observation.on(type, data))
+    },
+    /** Wraps a host's writer: breaker transitions are counted and become events on the current run's span. */
+    host: (host: string) => (writer: StreamWriter): StreamWriter =>
+      wrap(writer, (type, data) => {
+        if (!type.startsWith("Breaker")) return Effect.void
+        metrics.breakerTransition(host, type)
+        return Effect.flatMap(FiberRef.get(currentRun), (run) => (run === null ? Effect.void : run.breaker(host, type, data)))
+      })
+  }
+}
+
+export type Observers = ReturnType<typeof make>

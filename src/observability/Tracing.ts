@@ -1,0 +1,159 @@
+/**
+ * Tracing with @effect/opentelemetry: a server span per request, a client span per upstream attempt
+ * (RunObserver.ts builds those from the run's journal facts), exported over OTLP/HTTP.
+ *
+ * On only when `OTEL_EXPORTER_OTLP_ENDPOINT` (or `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`) is set. When
+ * it is not, no tracer is installed and the request path creates no span object at all: every span
+ * here is made only after `enabled` saw one of our tracers (a fiber-context lookup).
+ *
+ * The trace id is the journal's. A request with a valid `traceparent` gets the caller's span as its
+ * parent. A request without one (only `X-AwoooP-Trace-ID`, or a trace id the gateway minted) starts
+ * a root span that must still carry that id, which the OpenTelemetry SDK cannot be told directly: it
+ * asks its IdGenerator. So the tracer below passes the wanted id to `JournalTraceIds` for the one
+ * synchronous `startSpan` call that creates the root span.
+ */
+import * as NodeSdk from "@effect/opentelemetry/NodeSdk"
+import * as Resource from "@effect/opentelemetry/Resource"
+import * as OtelTracer from "@effect/opentelemetry/Tracer"
+import type * as OtelApi from "@opentelemetry/api"
+import { OTLPTraceExporter } from "@opentelemetry/exporter-trace-otlp-http"
+import { BatchSpanProcessor, type IdGenerator, RandomIdGenerator, type SpanProcessor } from "@opentelemetry/sdk-trace-base"
+import { Config, Context, Effect, Exit, Layer, Option, Tracer } from "effect"
+import type { CallerContext } from "../domain/CallerContext.ts"
+
+/** Put in a root span's `context` option: the trace id the span must have (the journal's). */
+export class RootTraceId extends Context.Tag("awooop/RootTraceId")<RootTraceId, string>() {}
+
+// Set only for the duration of one synchronous startSpan (see makeTracer).
+let forcedTraceId: string | undefined
+
+/** The SDK's random ids, except a root span's trace id when the gateway already has one. */
+export class JournalTraceIds implements IdGenerator {
+  private readonly random = new RandomIdGenerator()
+  generateTraceId = (): string => forcedTraceId ?? this.random.generateTraceId()
+  generateSpanId = (): string => this.random.generateSpanId()
+}
+
+const ours = new WeakSet<Tracer.Tracer>()
+
+/**
+ * An Effect tracer over an OpenTelemetry tracer (whose provider must use JournalTraceIds). The SDK
+ * creates the span synchronously inside `span`, so the forced id cannot leak to another span.
+ */
+export const makeTracer = (otel: OtelApi.Tracer): Tracer.Tracer => {
+  const inner = Effect.runSync(Effect.provideService(OtelTracer.make, OtelTracer.OtelTracer, otel))
+  const tracer = Tracer.make({
+    span(name, parent, context, links, startTime, kind, options) {
+      forcedTraceId = Option.isNone(parent) ? Option.getOrUndefined(Context.getOption(context, RootTraceId)) : undefined
+      try {
+        return inner.span(name, parent, context, links, startTime, kind, options)
+      } finally {
+        forcedTraceId = undefined
+      }
+    },
+    context: inner.context
+  })
+  ours.add(tracer)
+  return tracer
+}
+
+/** True when the current tracer exports spans (one made by makeTracer). */
+export const enabled: Effect.Effect<boolean> = Effect.tracerWith((tracer) => Effect.succeed(ours.has(tracer)))
+
+/** The OTLP/HTTP endpoint for traces from the environment, if tracing is wanted. */
+export const OtlpEndpoint = Config.all({
+  traces: Config.option(Config.string("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")),
+  base: Config.option(Config.string("OTEL_EXPORTER_OTLP_ENDPOINT"))
+}).pipe(Config.map(({ base, traces }) =>
+  Option.orElse(traces, () => Option.map(base, (url) => `${url.replace(/\/+$/, "")}/v1/traces`))
+))
+
+/** The Effect tracer over an OpenTelemetry tracer provider with these processors. */
+export const layerWith = (processor: SpanProcessor, serviceName = "awooop-inference-gateway") =>
+  Layer.unwrapEffect(Effect.map(OtelTracer.OtelTracer, (otel) => Layer.setTracer(makeTracer(otel)))).pipe(
+    Layer.provide(OtelTracer.layerTracer),
+    Layer.provide(NodeSdk.layerTracerProvider(processor, { idGenerator: new JournalTraceIds(), shutdownTimeout: "5 seconds" })),
+    Layer.provide(Resource.layerFromEnv(Resource.configToAttributes({ serviceName })))
+  )
+
+/**
+ * Tracing from the environment: OTLP/HTTP (JSON) to `OTEL_EXPORTER_OTLP_ENDPOINT`/v1/traces, batched,
+ * flushed on shutdown; service.name from `OTEL_SERVICE_NAME` (default awooop-inference-gateway).
+ * Nothing at all when neither endpoint variable is set.
+ */
+export const layerFromEnv = Layer.unwrapEffect(Effect.gen(function*() {
+  const endpoint = yield* OtlpEndpoint
+  if (Option.isNone(endpoint)) return Layer.empty
+  const serviceName = yield* Config.string("OTEL_SERVICE_NAME").pipe(Config.withDefault("awooop-inference-gateway"))
+  yield* Effect.logInfo(`tracing: exporting spans over OTLP/HTTP to ${endpoint.value}`)
+  return layerWith(new BatchSpanProcessor(new OTLPTraceExporter({ url: endpoint.value })), serviceName)
+}))
+
+// ---------------------------------------------------------------------------------------------
+// Server spans
+// ---------------------------------------------------------------------------------------------
+
+/** The runbook's request attributes known from the headers. */
+export const callerAttributes = (caller: CallerContext): Record<string, unknown> => ({
+  "awooop.project_id": caller.projectId,
+  "awooop.lane": caller.lane,
+  ...(caller.intent === null ? {} : { "awooop.intent": caller.intent })
+})
+
+/**
+ * The request's server span, or null when tracing is off. Its trace id is the caller's (journal's);
+ * its parent is the caller's span when a valid traceparent came with the request.
+ */
+export const startServerSpan = (
+  method: string,
+  route: string,
+  caller: CallerContext | null
+): Effect.Effect<Tracer.Span | null> =>
+  Effect.tracerWith((tracer) => {
+    if (!ours.has(tracer)) return Effect.succeed(null)
+    const attributes: Record<string, unknown> = {
+      "http.request.method": method,
+      "http.route": route,
+      "url.path": route,
+      ...(caller === null ? {} : callerAttributes(caller))
+    }
+    const name = `${method} ${route}`
+    if (caller !== null && caller.parentSpanId !== null) {
+      const parent = Tracer.externalSpan({ traceId: caller.traceId, spanId: caller.parentSpanId, sampled: true })
+      return Effect.makeSpan(name, { kind: "server", parent, attributes, captureStackTrace: false })
+    }
+    return Effect.makeSpan(name, {
+      kind: "server",
+      root: true,
+      attributes,
+      captureStackTrace: false,
+      ...(caller === null ? {} : { context: Context.make(RootTraceId, caller.traceId) })
+    })
+  })
+
+/** A span's end now; a failed outcome carries its error type and message into the span status. */
+export const endSpan = (span: Tracer.Span, failure: { readonly type: string; readonly message: string } | null) =>
+  Effect.clockWith((clock) =>
+    Effect.sync(() => {
+      if (span.status._tag === "Ended") return
+      if (failure !== null) span.attribute("error.type", failure.type)
+      span.end(clock.unsafeCurrentTimeNanos(), failure === null ? Exit.void : Exit.fail(new SpanFailure(failure)))
+    })
+  )
+
+/** What a failed span's status says (OtelSpan records it as the exception). */
+export class SpanFailure extends Error {
+  constructor(failure: { readonly type: string; readonly message: string }) {
+    super(failure.message)
+    this.name = failure.type
+  }
+}
+
+/** Ends the request's server span with the HTTP status (≥ 500 marks it failed). */
+export const endServerSpan = (span: Tracer.Span | null, status: number, error: { readonly _tag: string; readonly message: string } | null) => {
+  if (span === null) return Effect.void
+  span.attribute("http.response.status_code", status)
+  // HTTP server conventions: a 4xx is the caller's fault, not the server span's; error.type still names it.
+  if (error !== null) span.attribute("error.type", error._tag)
+  return endSpan(span, error === null || status < 500 ? null : { type: error._tag, message: error.message })
+}

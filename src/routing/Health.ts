@@ -1,0 +1,115 @@
+/**
+ * The health and residency view (runbook stage 1): per host what the poller, the breaker, the slots
+ * and the maintenance window say; per lane whether it is safe to send it traffic now, and why, in
+ * words an operator can act on:
+ *
+ *   "alert-fast: safe — gemma3:4b resident on gcp-a and gcp-b"
+ *   "code-review: unsafe — 111 down, gcp-b circuit open"
+ *
+ * A lane is safe when plan(), run against the live view, would attempt at least one host that was
+ * seen up; a lane that keeps its model warm (`keepWarm`) is safe only when the model is resident on
+ * one of those hosts (a cold load would blow the lane's latency budget). A `paid` lane is safe when
+ * the budget hard kill is not tripped. `laneSafety` is pure; the HTTP route feeds it the live state.
+ */
+import type { LaneConfig } from "../config/GatewayConfig.ts"
+import { sameModel } from "./KeepWarm.ts"
+import type { Plan, Skip } from "./Plan.ts"
+
+export interface LaneSafety {
+  readonly lane: string
+  readonly safe: boolean
+  /** One line: "<lane>: safe|unsafe — <why>". */
+  readonly summary: string
+  readonly reasons: ReadonlyArray<string>
+  readonly model: string | null
+  readonly mode: "active" | "shadow"
+  readonly async: boolean
+  /** Hosts plan() would try, in order. */
+  readonly planned: ReadonlyArray<string>
+  /** Planned hosts where the model is resident now. */
+  readonly residentOn: ReadonlyArray<string>
+}
+
+export interface HostFacts {
+  readonly status: "up" | "down" | "unknown"
+  /** Resident models; null when never polled. */
+  readonly resident: ReadonlyArray<string> | null
+}
+
+/** "a", "a and b", "a, b and c". */
+export const listWords = (items: ReadonlyArray<string>, last = "and"): string =>
+  items.length <= 1 ? (items[0] ?? "") : `${items.slice(0, -1).join(", ")} ${last} ${items[items.length - 1]}`
+
+/** Short skip texts, as an operator would say them. */
+export const skipWords = (skip: Skip): string => {
+  const r = skip.reason
+  switch (r.kind) {
+    case "circuit-open": return `${skip.host} circuit open`
+    case "probe-in-flight": return `${skip.host} circuit half-open (probe in flight)`
+    case "host-down": return `${skip.host} down`
+    case "heavy-model-denied": return `${skip.host} denies ${r.sizeB}B models (protected host, no maintenance window)`
+    case "model-not-installed": return `${skip.host} lacks the model`
+    case "only-when-unavailable": return `${skip.host} only when the hosts before it are unavailable`
+  }
+}
+
+export const laneSafety = (
+  lane: string,
+  config: LaneConfig,
+  decision: Plan | null,
+  hosts: Readonly<Record<string, HostFacts>>,
+  paid: { readonly hardKillTripped: boolean | null } = { hardKillTripped: null }
+): LaneSafety => {
+  const base = { lane, model: config.model === "" ? null : config.model, mode: config.mode, async: config.async }
+  const verdict = (safe: boolean, reasons: ReadonlyArray<string>, planned: ReadonlyArray<string> = [], residentOn: ReadonlyArray<string> = []): LaneSafety => ({
+    ...base,
+    safe,
+    reasons,
+    planned,
+    residentOn,
+    summary: `${lane}: ${safe ? "safe" : "unsafe"} — ${reasons.join("; ")}${config.mode === "shadow" ? " (shadow mode: decisions are journaled, nothing is executed)" : ""}`
+  })
+
+  if (config.paid.length > 0) {
+    const providers = `paid providers ${listWords(config.paid)}`
+    if (paid.hardKillTripped === true) return verdict(false, [`${providers}: the budget hard kill is tripped`])
+    if (paid.hardKillTripped === null) return verdict(false, [`${providers}: the budget ledger is unreachable (fail closed)`])
+    return verdict(true, [`${providers} behind the budget (hard kill not tripped)`])
+  }
+  if (decision === null) return verdict(false, ["no route"])
+
+  const model = config.model
+  const skipped = decision.skipped.filter((s) => s.reason.kind !== "only-when-unavailable").map(skipWords)
+  const planned = decision.attempts.map((a) => a.host)
+  const seenUp = planned.filter((h) => hosts[h]?.status === "up")
+  const residentOn = seenUp.filter((h) => (hosts[h]?.resident ?? []).some((m) => sameModel(m, model)))
+  const backups = decision.attempts.filter((a) => a.conditional).map((a) => a.host)
+  const fallback = config.paidFallback.length > 0 ? [`paid fallback ${listWords(config.paidFallback)} would be asked (budget permitting)`] : []
+
+  if (planned.length === 0) return verdict(false, [...(skipped.length > 0 ? [skipped.join(", ")] : ["no host on the route"]), ...fallback])
+  if (seenUp.length === 0) {
+    return verdict(false, [`${listWords(planned, "or")} not polled yet`, ...(skipped.length > 0 ? [skipped.join(", ")] : [])], planned)
+  }
+
+  const keepWarm = config.keepWarm.filter((h) => planned.includes(h))
+  const notes: Array<string> = []
+  if (skipped.length > 0) notes.push(skipped.join(", "))
+  if (backups.length > 0) notes.push(`${listWords(backups)} only if the hosts before it are unavailable`)
+
+  if (config.keepWarm.length > 0) {
+    const warm = residentOn.filter((h) => keepWarm.includes(h))
+    if (warm.length === 0) {
+      const cold = seenUp.length > 0 ? [`${listWords(seenUp)} would load it cold`] : []
+      return verdict(false, [`${model} not resident on ${listWords(config.keepWarm, "or")} (keep-warm reloads it)`, ...cold, ...notes], planned, residentOn)
+    }
+    const coldKeepWarm = keepWarm.filter((h) => !warm.includes(h) && hosts[h]?.status === "up")
+    if (coldKeepWarm.length > 0) notes.unshift(`not resident on ${listWords(coldKeepWarm)} (keep-warm reloads it)`)
+    return verdict(true, [`${model} resident on ${listWords(warm)}`, ...notes], planned, residentOn)
+  }
+  const cold = seenUp.filter((h) => !residentOn.includes(h))
+  const where = [
+    ...(residentOn.length > 0 ? [`${model} resident on ${listWords(residentOn)}`] : []),
+    ...(cold.length > 0 ? [`${residentOn.length > 0 ? "" : `${model} `}installed on ${listWords(cold)} (not resident: the first request loads it)`] : [])
+  ]
+  return verdict(true, [where.join(", "), ...notes], planned, residentOn)
+}
