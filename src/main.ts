@@ -4,6 +4,7 @@ import { Layer } from "effect"
 import { GatewayConfigTag } from "./config/GatewayConfig.ts"
 import { Drain, HttpLive } from "./http/Server.ts"
 import { Journal, JournalConfigFromEnv } from "./journal/Journal.ts"
+import * as Tracing from "./observability/Tracing.ts"
 import { Projector, ProjectorConfigFromEnv } from "./projections/Projector.ts"
 import { ReadModel } from "./projections/ReadModel.ts"
 import { Gateway } from "./routing/Gateway.ts"
@@ -23,7 +24,9 @@ export const MainLive = HttpLive.pipe(
   Layer.provide(ProjectionsLive),
   Layer.provide(JournalLive),
   Layer.provide(Storage), // the budget ledger (paid providers) reads and locks its tables directly
-  Layer.provide(GatewayConfigTag.fromEnv)
+  Layer.provide(GatewayConfigTag.fromEnv),
+  // Built first and closed last: spans of the drained requests are flushed. Nothing without OTEL_EXPORTER_OTLP_ENDPOINT.
+  Layer.provide(Tracing.layerFromEnv)
 )
 
 Layer.launch(MainLive).pipe(NodeRuntime.runMain)

@@ -117,6 +117,13 @@ describe("the hard kill cap under 50 concurrent fallbacks", () => {
     expect(final!.settled + final!.reserved).toBeLessThanOrEqual(CAP)
     const denied = await gw.query<{ n: number }>(`SELECT count(*)::int AS n FROM step_journal WHERE type = 'BudgetDenied'`)
     expect(denied[0]!.n).toBe(40)
-    console.info(`budget burst: 50 fallbacks, 10 served, 40 refused; max committed ${maxCommitted.toFixed(6)} of cap ${CAP.toFixed(6)} over ${samples} samples`)
+    // How long asking the ledger takes under the burst: PaidFallbackRequested → BudgetReserved (durable) or BudgetDenied.
+    const [lat] = await gw.query<{ min: number; p50: number; max: number }>(
+      `SELECT min(ms)::float8 AS min, percentile_cont(0.5) WITHIN GROUP (ORDER BY ms)::float8 AS p50, max(ms)::float8 AS max FROM (
+         SELECT extract(epoch FROM d.occurred_at - r.occurred_at) * 1000 AS ms
+         FROM step_journal r JOIN step_journal d ON d.stream_id = r.stream_id AND d.type IN ('BudgetReserved', 'BudgetDenied')
+         WHERE r.type = 'PaidFallbackRequested') t`
+    )
+    console.info(`budget burst: 50 fallbacks, 10 served, 40 refused; max committed ${maxCommitted.toFixed(6)} of cap ${CAP.toFixed(6)} over ${samples} samples; ledger decision min ${lat!.min.toFixed(1)} / p50 ${lat!.p50.toFixed(1)} / max ${lat!.max.toFixed(1)} ms (serialised on the lock)`)
   }, 60_000)
 })

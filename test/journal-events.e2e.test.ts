@@ -163,7 +163,8 @@ describe("step journal on PostgreSQL", () => {
 
   it("refusals are journaled too: the async-only lane → RunStarted, RunFailed(409)", async () => {
     const traceId = newTraceId()
-    const res = await gw.post("/api/generate", { model: "qwen2.5:14b", prompt: "x" }, { "x-awooop-lane": "deep-rca", "x-awooop-trace-id": traceId })
+    // A generate/chat there becomes an async run (202); an embed still cannot.
+    const res = await gw.post("/api/embed", { model: "qwen2.5:14b", input: "x" }, { "x-awooop-lane": "deep-rca", "x-awooop-trace-id": traceId })
     expect(res.status).toBe(409)
     const events = oneRun(await gw.runEvents(traceId))
     expect(typesOf(events)).toEqual(["RunStarted", "RunFailed"])

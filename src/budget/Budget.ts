@@ -107,6 +107,10 @@ const make = Effect.gen(function*() {
   )
   // One operator change at a time, so the journal's order is the table's order.
   const adminLock = yield* Effect.makeSemaphore(1)
+  // Reservations of this process queue here, in memory, rather than each holding a pooled connection
+  // while it waits for the row lock (the journal writer needs those connections). The row lock still
+  // orders them against other processes on the same database.
+  const reserveLock = yield* Effect.makeSemaphore(1)
 
   const committedIn = (start: string) =>
     sql<{ readonly settled: number; readonly reserved: number; readonly open: number }>`
@@ -126,7 +130,7 @@ const make = Effect.gen(function*() {
     Effect.gen(function*() {
       const now = yield* Clock.currentTimeMillis
       const start = periodStart(now, period).toISOString()
-      return yield* sql.withTransaction(Effect.gen(function*() {
+      return yield* reserveLock.withPermits(1)(sql.withTransaction(Effect.gen(function*() {
         // The lock: every reservation (and every operator change) queues on this one row.
         const [state] = yield* sql<{ readonly tripped: boolean; readonly reason: string | null }>`
           SELECT tripped, reason FROM budget_state WHERE id = 1 FOR UPDATE`
@@ -158,7 +162,7 @@ const make = Effect.gen(function*() {
           VALUES (${r.reservationId}, ${start}::timestamptz, ${r.runId}, ${r.traceId}, ${r.projectId}, ${r.lane}, ${r.provider}, ${r.model},
                   ${r.amountUsd}, 'reserved', ${owner})`
         return { _tag: "Reserved", periodStart: start, capUsd, committedUsd } satisfies ReserveResult
-      }))
+      })))
     }).pipe(Effect.mapError(ledgerError("reserve")), Effect.withSpan("Budget.reserve"))
 
   /** Charges `chargedUsd` against the cap (the real cost, or the reservation when usage is unknown). */

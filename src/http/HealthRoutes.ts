@@ -6,6 +6,7 @@
  */
 import { HttpRouter } from "@effect/platform"
 import { Clock, Effect } from "effect"
+import { Journal } from "../journal/Journal.ts"
 import { Gateway } from "../routing/Gateway.ts"
 import { type HostFacts, laneSafety } from "../routing/Health.ts"
 import { jsonResponse } from "./ErrorResponse.ts"
@@ -39,7 +40,13 @@ export const healthView = Effect.gen(function*() {
   }
   const needsBudget = [...gateway.lanes.values()].some((l) => l.config.paid.length > 0)
   const hardKillTripped = needsBudget
-    ? yield* gateway.paid.budget.status.pipe(Effect.map((s) => s.hardKill.tripped), Effect.orElseSucceed(() => null))
+    ? yield* gateway.paid.budget.status.pipe(
+      Effect.map((s) => s.hardKill.tripped),
+      // A black-holed database must not hang the health view: unknown → fail closed (null).
+      Effect.disconnect,
+      Effect.timeout("1 second"),
+      Effect.orElseSucceed(() => null)
+    )
     : null
   const lanes: Record<string, unknown> = {}
   const summary: Array<string> = []
@@ -50,7 +57,10 @@ export const healthView = Effect.gen(function*() {
     lanes[lane.name] = rest
     summary.push(safety.summary)
   }
-  return { checkedAt: iso(now), summary, hosts, lanes }
+  // The journal: "degraded" while Postgres cannot take writes and events spill to local disk.
+  const j = yield* (yield* Journal).stats
+  const journal = { status: j.degraded ? "degraded" : "ok", spilled: j.spilled, queued: j.queued, written: j.written }
+  return { checkedAt: iso(now), summary, hosts, lanes, journal }
 })
 
 export const healthRoutes = HttpRouter.empty.pipe(

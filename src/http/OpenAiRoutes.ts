@@ -95,12 +95,14 @@ interface Translated {
   readonly stream: boolean
   readonly includeUsage: boolean
   readonly base64: boolean
+  /** What the journal keeps when it keeps prompts (the Ollama routes' shapes). */
+  readonly prompt: unknown
 }
 
 const decodeAs = <A, I>(schema: Schema.Schema<A, I>, value: unknown) => decodeBody(schema, value)
 
 /** The OpenAI body → the Ollama body the lane routes (validated by the Ollama schema too). */
-const translate = (kind: Kind, raw: Record<string, unknown>) =>
+const translate = (kind: Kind, raw: Record<string, unknown>): Effect.Effect<Translated, BadRequest> =>
   Effect.gen(function*() {
     switch (kind) {
       case "chat": {
@@ -108,33 +110,39 @@ const translate = (kind: Kind, raw: Record<string, unknown>) =>
         const stream = r.stream === true
         const body = toOllamaChat(r, stream)
         if ("error" in body && typeof body.error === "string") return yield* new BadRequest({ message: body.error })
+        const decoded = yield* decodeAs(ChatRequest, body)
         return {
           operation: "chat",
-          body: yield* decodeAs(ChatRequest, body),
+          body: decoded,
           stream,
           includeUsage: r.stream_options?.include_usage === true,
-          base64: false
+          base64: false,
+          prompt: { messages: decoded.messages }
         } satisfies Translated
       }
       case "completion": {
         const r = yield* decodeAs(CompletionRequest, raw)
         const stream = r.stream === true
+        const decoded = yield* decodeAs(GenerateRequest, toOllamaGenerate(r, stream))
         return {
           operation: "generate",
-          body: yield* decodeAs(GenerateRequest, toOllamaGenerate(r, stream)),
+          body: decoded,
           stream,
           includeUsage: r.stream_options?.include_usage === true,
-          base64: false
+          base64: false,
+          prompt: { system: null, prompt: decoded.prompt ?? null }
         } satisfies Translated
       }
       case "embedding": {
         const r = yield* decodeAs(EmbeddingRequest, raw)
+        const decoded = yield* decodeAs(EmbedRequest, toOllamaEmbed(r))
         return {
           operation: "embed",
-          body: yield* decodeAs(EmbedRequest, toOllamaEmbed(r)),
+          body: decoded,
           stream: false,
           includeUsage: false,
-          base64: r.encoding_format === "base64"
+          base64: r.encoding_format === "base64",
+          prompt: { input: decoded.input }
         } satisfies Translated
       }
     }
@@ -334,7 +342,7 @@ const serve = (kind: Kind, path: string, req: IncomingMessage, res: ServerRespon
         body: translated.body,
         stream: translated.stream,
         caller: resolved,
-        prompt: translated.operation === "embed" ? { input: translated.body.input } : { messages: translated.body.messages, prompt: translated.body.prompt }
+        prompt: translated.prompt
       })
       return yield* (span === null ? handled : Effect.withParentSpan(handled, span))
     }).pipe(Effect.either)

@@ -14,6 +14,7 @@ import { Clock, Effect, Option } from "effect"
 import { type GroupBy, groupColumns } from "../projections/CostLedger.ts"
 import { ReadModel } from "../projections/ReadModel.ts"
 import { runStreamOf } from "../replay/Explain.ts"
+import { asyncRunResponse } from "./AsyncRunRoutes.ts"
 import { jsonResponse } from "./ErrorResponse.ts"
 
 const fail = (status: number, error: string) => jsonResponse({ error }, {}, status)
@@ -35,6 +36,9 @@ const getRun = Effect.gen(function*() {
   const { id } = yield* HttpRouter.params
   const stream = runStreamOf(id ?? "")
   if (stream === null) return fail(400, `run id must be a UUID (or run-<uuid>), got ${JSON.stringify(id ?? "")}`)
+  // An async run (issue 5) answers with its queue status, attempts and result.
+  const asyncRun = yield* asyncRunResponse(id)
+  if (Option.isSome(asyncRun)) return asyncRun.value
   return yield* withReadModel((model) =>
     Effect.map(model.run(stream), (run) => run === null ? fail(404, `run ${id} not found in the journal`) : jsonResponse(run))
   )

@@ -16,6 +16,12 @@ import { errorResponse, jsonResponse } from "./ErrorResponse.ts"
 import { ollamaRoutes } from "./OllamaRoutes.ts"
 import { budgetAdminRoutes } from "./BudgetAdminRoutes.ts"
 import { runRoutes } from "./RunRoutes.ts"
+import { asyncRunRoutes } from "./AsyncRunRoutes.ts"
+import { healthRoutes } from "./HealthRoutes.ts"
+import { maintenanceRoutes } from "./MaintenanceRoutes.ts"
+import { shadowRoutes } from "./ShadowRoutes.ts"
+import { makeOpenAiHandler, openAiRoutes } from "./OpenAiRoutes.ts"
+import { metricsRoutes } from "./MetricsRoute.ts"
 
 const withDrain = <E, R>(app: Effect.Effect<HttpServerResponse.HttpServerResponse, E, R>) =>
   Effect.gen(function*() {
@@ -26,7 +32,7 @@ const withDrain = <E, R>(app: Effect.Effect<HttpServerResponse.HttpServerRespons
   })
 
 export const app = Effect.gen(function*() {
-  const router = yield* HttpRouter.toHttpApp(HttpRouter.concatAll(ollamaRoutes, budgetAdminRoutes, runRoutes))
+  const router = yield* HttpRouter.toHttpApp(HttpRouter.concatAll(ollamaRoutes, budgetAdminRoutes, runRoutes, healthRoutes, maintenanceRoutes, shadowRoutes, asyncRunRoutes, openAiRoutes, metricsRoutes))
   return withDrain(router).pipe(
     Effect.catchTag("RouteNotFound", () =>
       Effect.flatMap(HttpServerRequest.HttpServerRequest, (request) =>
@@ -93,8 +99,9 @@ const Serve = Layer.scopedDiscard(Effect.gen(function*() {
   const server = yield* NodeServer
   const platform = yield* NodeHttpServer.makeHandler(yield* app)
   const inference = yield* makeInferenceHandler
+  const openAi = yield* makeOpenAiHandler
   const handler = (req: IncomingMessage, res: ServerResponse) => {
-    if (!inference(req, res)) platform(req, res)
+    if (!inference(req, res) && !openAi(req, res)) platform(req, res)
   }
   server.on("request", handler)
   yield* Effect.addFinalizer(() => Effect.sync(() => server.off("request", handler)))

@@ -100,6 +100,8 @@ class Histogram {
 export interface Gauge {
   readonly name: string
   readonly help: string
+  /** Default "gauge"; "counter" for a monotonic value another service keeps (its name ends in _total). */
+  readonly type?: "gauge" | "counter"
   readonly samples: ReadonlyArray<{ readonly labels: Labels; readonly value: number }>
 }
 
@@ -167,7 +169,7 @@ export const make = () => {
       for (const family of [duration, firstChunk, tokens]) family.render(out)
       for (const family of [requests, fallbacks, cost, breakerTransitions]) family.render(out)
       for (const g of gauges) {
-        out.push(`# HELP ${g.name} ${g.help}`, `# TYPE ${g.name} gauge`)
+        out.push(`# HELP ${g.name} ${g.help}`, `# TYPE ${g.name} ${g.type ?? "gauge"}`)
         for (const s of g.samples) out.push(`${g.name}{${labelText(s.labels)}} ${formatNumber(s.value)}`)
       }
       return out.join("\n") + "\n"

@@ -178,6 +178,27 @@ export const catchUp = (sql: SqlClient.SqlClient, options: FollowOptions): Effec
     }
   })
 
+/**
+ * Catches up until no event is behind (tests, benchmarks, the CLI): the horizon is server-wide, so
+ * a write transaction of any session on the server delays (never skips) the last events; this
+ * waits for them, up to `timeoutMs`. Returns the events folded and how many are still behind.
+ */
+export const catchUpFully = (
+  sql: SqlClient.SqlClient,
+  options: FollowOptions,
+  timeoutMs = 10_000
+): Effect.Effect<{ readonly events: number; readonly behind: number }, SqlError> =>
+  Effect.gen(function*() {
+    const deadline = (yield* Effect.clockWith((c) => c.currentTimeMillis)) + timeoutMs
+    let events = 0
+    for (;;) {
+      events += (yield* catchUp(sql, options)).events
+      const behind = (yield* lag(sql, options.schema, options.name ?? checkpointName)).eventsBehind
+      if (behind === 0 || (yield* Effect.clockWith((c) => c.currentTimeMillis)) > deadline) return { events, behind }
+      yield* Effect.sleep(Duration.millis(20))
+    }
+  })
+
 export interface ProjectorLag {
   /** Journal events past the checkpoint (committed or not yet below the horizon), counted up to `lagCountCap`. */
   readonly eventsBehind: number

@@ -62,13 +62,20 @@ export const reinput = (
   const route = lane.route.map((s) => ({ host: s.host, timeoutMs: s.timeout, when: s.when }))
   const hosts: Record<string, HostView> = {}
   const missing: Array<string> = []
+  // The journal records each host's installed list for the recorded model only (routing/Lane.ts):
+  // under another model, whether it was installed is unknown — as for a host never polled.
+  const sameModel = lane.model === recorded.model
   for (const step of route) {
     if (hosts[step.host] !== undefined) continue
     const seen = recorded.hosts[step.host]
     if (seen === undefined) missing.push(step.host)
     hosts[step.host] = seen === undefined
       ? unobserved(config, step.host)
-      : { ...seen, protected: config.hosts[step.host]?.protected ?? seen.protected }
+      : {
+        ...seen,
+        protected: config.hosts[step.host]?.protected ?? seen.protected,
+        installed: sameModel ? seen.installed : null
+      }
   }
   return {
     input: {
@@ -193,7 +200,9 @@ export const renderText = (r: WhatIfReport, configName: string): string => {
       lines.push(`${l.lane}: the lane is not in ${configName}: ${plural(l.decisions, "request")} would be refused as an unknown lane`)
       continue
     }
-    if (l.model !== null) lines.push(`${l.lane}: model ${l.model.from} → ${l.model.to}`)
+    if (l.model !== null) {
+      lines.push(`${l.lane}: model ${l.model.from} → ${l.model.to} (whether the hosts had ${l.model.to} installed is not in the journal; assumed yes)`)
+    }
     for (const [change, n] of Object.entries(l.firstHostChanged).sort(([, a], [, b]) => b - a)) {
       const [from, to] = change.split(" → ")
       const what = to === "(no host)"

@@ -81,17 +81,19 @@ export const laneSafety = (
   const model = config.model
   const skipped = decision.skipped.filter((s) => s.reason.kind !== "only-when-unavailable").map(skipWords)
   const planned = decision.attempts.map((a) => a.host)
-  const seenUp = planned.filter((h) => hosts[h]?.status === "up")
+  // Conditional steps (`when: unavailable` behind a planned host) are backups, described apart.
+  const primary = decision.attempts.filter((a) => !a.conditional).map((a) => a.host)
+  const seenUp = primary.filter((h) => hosts[h]?.status === "up")
   const residentOn = seenUp.filter((h) => (hosts[h]?.resident ?? []).some((m) => sameModel(m, model)))
   const backups = decision.attempts.filter((a) => a.conditional).map((a) => a.host)
   const fallback = config.paidFallback.length > 0 ? [`paid fallback ${listWords(config.paidFallback)} would be asked (budget permitting)`] : []
 
   if (planned.length === 0) return verdict(false, [...(skipped.length > 0 ? [skipped.join(", ")] : ["no host on the route"]), ...fallback])
   if (seenUp.length === 0) {
-    return verdict(false, [`${listWords(planned, "or")} not polled yet`, ...(skipped.length > 0 ? [skipped.join(", ")] : [])], planned)
+    return verdict(false, [`${listWords(primary, "or")} not polled yet`, ...(skipped.length > 0 ? [skipped.join(", ")] : [])], planned)
   }
 
-  const keepWarm = config.keepWarm.filter((h) => planned.includes(h))
+  const keepWarm = config.keepWarm.filter((h) => primary.includes(h))
   const notes: Array<string> = []
   if (skipped.length > 0) notes.push(skipped.join(", "))
   if (backups.length > 0) notes.push(`${listWords(backups)} only if the hosts before it are unavailable`)

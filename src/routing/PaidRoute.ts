@@ -14,7 +14,7 @@ import { Clock, Duration, Effect, Exit, Option, Scope, Stream } from "effect"
 import { GatewayConfigTag, type Price, priceOf } from "../config/GatewayConfig.ts"
 import type { CallerContext } from "../domain/CallerContext.ts"
 import { BadRequest, BudgetDenied, BudgetUnavailable, type GatewayError, PaidProvidersFailed } from "../domain/Errors.ts"
-import { Budget, formatUsd } from "../budget/Budget.ts"
+import { Budget } from "../budget/Budget.ts"
 import type { StreamWriter } from "../journal/StreamWriter.ts"
 import { type PaidProvider, ProviderFailure } from "../providers/PaidProvider.ts"
 import { PaidProviders } from "../providers/PaidProviders.ts"
@@ -486,5 +486,3 @@ export class PaidRoute extends Effect.Service<PaidRoute>()("awooop/PaidRoute", {
 
 /** For tests and the README: the reason a `paid` lane records. */
 export const directReason = (lane: string) => `lane ${lane} calls paid providers directly (no Ollama route)`
-
-export { formatUsd }

@@ -24,7 +24,9 @@ import { Ollama } from "ollama"
 import { type GatewayConfig, GatewayConfigTag, parseConfig } from "../../src/config/GatewayConfig.ts"
 import { Drain } from "../../src/http/Drain.ts"
 import { HttpTest } from "../../src/http/Server.ts"
-import { Journal, type StoredEvent } from "../../src/journal/Journal.ts"
+import { Journal, journalConfigLayer, type JournalConfigShape, type StoredEvent } from "../../src/journal/Journal.ts"
+import { Projector, projectorConfigLayer } from "../../src/projections/Projector.ts"
+import { ReadModel } from "../../src/projections/ReadModel.ts"
 import { Gateway } from "../../src/routing/Gateway.ts"
 import { layerEmbedded } from "../../src/storage/Database.ts"
 import { MigrationsLive } from "../../src/storage/Migrations.ts"
@@ -111,6 +113,10 @@ export interface TestGatewayOptions {
   readonly pollFirst?: boolean
   /** Gateway log level (default Error: tests provoke warnings on purpose). */
   readonly logLevel?: LogLevel.LogLevel
+  /** Journal settings (write timeout, retry delays, spill folder); default: the journal's defaults. */
+  readonly journal?: Partial<JournalConfigShape>
+  /** Run the projector (every `intervalMs`, default 50) and serve the run/trace/cost API; default: neither. */
+  readonly projections?: { readonly intervalMs?: number }
 }
 
 const buildRawConfig = (options: TestGatewayOptions, urls: Record<string, string>): RawConfig => {
@@ -224,7 +230,15 @@ export const make = (options: TestGatewayOptions = {}): Effect.Effect<TestGatewa
     const live = HttpTest.pipe(
       Layer.provideMerge(Drain.Default),
       Layer.provideMerge(Gateway.Default),
-      Layer.provideMerge(Journal.Default),
+      Layer.provideMerge(
+        options.projections === undefined
+          ? Layer.empty
+          : Layer.merge(
+            Projector.Default.pipe(Layer.provide(projectorConfigLayer({ interval: options.projections.intervalMs ?? 50 }))),
+            ReadModel.Default
+          )
+      ),
+      Layer.provideMerge(options.journal === undefined ? Journal.Default : Journal.Default.pipe(Layer.provide(journalConfigLayer(options.journal)))),
       Layer.provideMerge(GatewayConfigTag.layerOf(config)),
       Layer.provideMerge(database)
     )

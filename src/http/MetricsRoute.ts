@@ -1,0 +1,80 @@
+/**
+ * GET /metrics: the live counters and histograms (observability/Metrics.ts) and gauges read from the
+ * actors now: breaker state, host health, slots in use and reserved, each lane's admission depth,
+ * the journal's queue, and the projector's lag when a projector runs in this process. One SQL query
+ * (the projector's lag) per scrape, none per request.
+ */
+import { HttpRouter, HttpServerResponse } from "@effect/platform"
+import { Effect, Option } from "effect"
+import { Journal } from "../journal/Journal.ts"
+import type { Gauge } from "../observability/Metrics.ts"
+import { Projector } from "../projections/Projector.ts"
+import { Gateway } from "../routing/Gateway.ts"
+
+const breakerStates = ["closed", "open", "half-open"] as const
+
+const gauges = Effect.gen(function*() {
+  const gateway = yield* Gateway
+  const breaker: Array<Gauge["samples"][number]> = []
+  const up: Array<Gauge["samples"][number]> = []
+  const slots: Array<Gauge["samples"][number]> = []
+  const slotsInUse: Array<Gauge["samples"][number]> = []
+  const reserved: Array<Gauge["samples"][number]> = []
+  const reservedInUse: Array<Gauge["samples"][number]> = []
+  for (const host of gateway.hosts.values()) {
+    const b = yield* host.breaker.snapshot
+    for (const state of breakerStates) breaker.push({ labels: { host: host.name, state }, value: b.status === state ? 1 : 0 })
+    const h = yield* host.health
+    up.push({ labels: { host: host.name }, value: h.status === "up" ? 1 : 0 })
+    const s = yield* host.slots.snapshot
+    slots.push({ labels: { host: host.name }, value: s.total })
+    slotsInUse.push({ labels: { host: host.name }, value: s.inUse })
+    for (const [lane, r] of Object.entries(s.reserved)) {
+      reserved.push({ labels: { host: host.name, lane }, value: r.total })
+      reservedInUse.push({ labels: { host: host.name, lane }, value: r.inUse })
+    }
+  }
+  const admitted: Array<Gauge["samples"][number]> = []
+  const capacity: Array<Gauge["samples"][number]> = []
+  for (const lane of gateway.lanes.values()) {
+    admitted.push({ labels: { lane: lane.name }, value: yield* lane.inFlight })
+    capacity.push({ labels: { lane: lane.name }, value: lane.config.queue.capacity })
+  }
+  const out: Array<Gauge> = [
+    { name: "awooop_breaker_state", help: "Circuit breaker state per host (1 for the current state).", samples: breaker },
+    { name: "awooop_host_up", help: "1 when the host's last poll answered.", samples: up },
+    { name: "awooop_host_slots", help: "Concurrency slots per host.", samples: slots },
+    { name: "awooop_host_slots_in_use", help: "Slots in use per host (reserved and shared).", samples: slotsInUse },
+    { name: "awooop_host_slots_reserved", help: "Slots reserved for a lane on a host (never lent to another lane).", samples: reserved },
+    { name: "awooop_host_slots_reserved_in_use", help: "A lane's reserved slots in use on a host.", samples: reservedInUse },
+    { name: "awooop_lane_admitted", help: "Requests admitted in the lane (running or waiting for a slot): the admission queue depth.", samples: admitted },
+    { name: "awooop_lane_admission_capacity", help: "The lane's admission queue capacity; beyond it requests get 503.", samples: capacity }
+  ]
+
+  const journal = yield* Effect.serviceOption(Journal)
+  if (Option.isSome(journal)) {
+    const stats = yield* journal.value.stats
+    out.push(
+      { name: "awooop_journal_queue_depth", help: "Journal events queued and not yet committed.", samples: [{ labels: {}, value: stats.queued }] },
+      { name: "awooop_journal_events_written_total", help: "Journal events committed.", type: "counter", samples: [{ labels: {}, value: stats.written }] },
+      { name: "awooop_journal_write_retries_total", help: "Journal INSERTs that failed and were retried.", type: "counter", samples: [{ labels: {}, value: stats.retries }] }
+    )
+  }
+  // The projector runs in the gateway process only when it is wired in; its lag is then one query.
+  const projector = yield* Effect.serviceOption(Projector)
+  if (Option.isSome(projector)) {
+    const lag = yield* Effect.either(projector.value.lag)
+    if (lag._tag === "Right") {
+      out.push({ name: "awooop_projector_lag_events", help: "Journal events the projections have not folded yet.", samples: [{ labels: {}, value: lag.right.eventsBehind }] })
+    }
+  }
+  return out
+})
+
+const metrics = Effect.gen(function*() {
+  const gateway = yield* Gateway
+  const text = gateway.metrics.render(yield* gauges)
+  return HttpServerResponse.text(text, { contentType: "text/plain; version=0.0.4; charset=utf-8" })
+})
+
+export const metricsRoutes = HttpRouter.empty.pipe(HttpRouter.get("/metrics", metrics))
