@@ -11,7 +11,7 @@ import { errorHeaderName, errorHeaderValue } from "../domain/ErrorWire.ts"
 import { BadRequest, BodyTooLarge, type GatewayError, retryAfterOf, ShuttingDown } from "../domain/Errors.ts"
 import { ChatRequest, EmbeddingsRequest, EmbedRequest, GenerateRequest, type Operation } from "../domain/OllamaApi.ts"
 import * as Tracing from "../observability/Tracing.ts"
-import type { LaneResult } from "../routing/Lane.ts"
+import { abandon, type LaneResult } from "../routing/Lane.ts"
 import { Gateway } from "../routing/Gateway.ts"
 import { acceptInstead } from "./Accepted.ts"
 import { Drain } from "./Drain.ts"
@@ -126,6 +126,8 @@ export const pipeStream = (res: ServerResponse, stream: Stream.Stream<Uint8Array
 const serve = (operation: Operation, path: string, req: IncomingMessage, res: ServerResponse) => {
   // The request's server span (null with tracing off); the lane's attempt spans are its children.
   let span: Tracer.Span | null = null
+  // A stream the lane handed over: if the caller goes away before it runs, `abandon` still frees it.
+  let handedOver: LaneResult | null = null
   return Effect.gen(function*() {
     const gateway = yield* Gateway
     let caller: CallerContext | null = null
@@ -144,7 +146,9 @@ const serve = (operation: Operation, path: string, req: IncomingMessage, res: Se
       if (accepted !== null) return accepted
       const stream = operation === "generate" || operation === "chat" ? (body.stream as boolean | undefined) ?? true : false
       reachedLane = true
-      const handled = lane.handle({ operation, body, stream, caller: resolved, prompt: promptOf(operation, body) })
+      const handled = lane.handle({ operation, body, stream, caller: resolved, prompt: promptOf(operation, body) }).pipe(
+        Effect.tap((r) => { handedOver = r })
+      )
       return yield* (span === null ? handled : Effect.withParentSpan(handled, span))
     }).pipe(Effect.either)
     if (outcome._tag === "Left") {
@@ -172,7 +176,11 @@ const serve = (operation: Operation, path: string, req: IncomingMessage, res: Se
     return yield* Tracing.endServerSpan(span, 200, null)
   }).pipe(
     // Interrupted (the caller went away): the span still ends, with the abort as its error.
-    Effect.onInterrupt(() => span === null ? Effect.void : Tracing.endSpan(span, { type: "ClientAborted", message: "the caller went away" }))
+    Effect.onInterrupt(() =>
+      Effect.zipRight(
+        handedOver === null ? Effect.void : abandon(handedOver),
+        span === null ? Effect.void : Tracing.endSpan(span, { type: "ClientAborted", message: "the caller went away" })
+      ))
   )
 }
 

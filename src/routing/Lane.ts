@@ -3,7 +3,7 @@
  * attempts down the lane's route with each host's slots, breaker and timeout. Every step is a
  * journal event on the run's stream.
  */
-import { Clock, Deferred, Effect, Exit, Option, Ref, Stream } from "effect"
+import { Clock, Deferred, Effect, Exit, Fiber, Option, Ref, Stream } from "effect"
 import { type GatewayConfig, type LaneConfig, priceOf } from "../config/GatewayConfig.ts"
 import type { CallerContext } from "../domain/CallerContext.ts"
 import {
@@ -408,7 +408,7 @@ export const make = (name: string, config: LaneConfig, deps: Deps) =>
           }))
         ),
         Stream.onDone(() => outcome === "ok" ? complete(run, host, open.usage(), startedAt, attemptStartedAt, firstChunkAt) : Effect.void),
-        Stream.ensuringWith((exit) =>
+        Stream.ensuringWith(once((exit) =>
           Effect.gen(function*() {
             if (Exit.isInterrupted(exit)) {
               const now = yield* Clock.currentTimeMillis
@@ -417,9 +417,34 @@ export const make = (name: string, config: LaneConfig, deps: Deps) =>
             yield* open.close
             yield* release
           })
-        )
+        ))
       )
     }
 
     return { name, config, handle, inFlight: Ref.get(admitted), decide } satisfies LaneActor
   })
+
+/** A finalizer that acts once however many times it is called (a stream run, then `abandon`). */
+export const once = <A>(f: (a: A) => Effect.Effect<void>): ((a: A) => Effect.Effect<void>) => {
+  let done = false
+  return (a) => Effect.suspend(() => {
+    if (done) return Effect.void
+    done = true
+    return f(a)
+  })
+}
+
+/**
+ * For a consumer interrupted between receiving a Stream result and running it (the caller hung up
+ * in between): runs the stream just far enough to be interrupted, so its finalizers — slot and
+ * admission release, upstream abort, budget settlement, the 499 in the journal — still happen.
+ * Safe on a stream that already ran: every stream result's finalizer is wrapped in `once`.
+ */
+export const abandon = (result: LaneResult): Effect.Effect<void> =>
+  result._tag !== "Stream"
+    ? Effect.void
+    : Stream.runDrain(Stream.mapEffect(result.stream, () => Effect.interrupt)).pipe(
+      Effect.forkDaemon,
+      Effect.flatMap(Fiber.await),
+      Effect.asVoid
+    )

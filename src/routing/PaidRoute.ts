@@ -29,7 +29,7 @@ import {
   toPaidRequest
 } from "../providers/Translate.ts"
 import { encodeLine } from "../upstream/Ndjson.ts"
-import type { LaneRequest, LaneResult, RunInfo } from "./Lane.ts"
+import { type LaneRequest, type LaneResult, once, type RunInfo } from "./Lane.ts"
 
 export interface PaidRunContext {
   readonly lane: string
@@ -398,7 +398,7 @@ export class PaidRoute extends Effect.Service<PaidRoute>()("awooop/PaidRoute", {
         const info: RunInfo = { runId: ctx.runId, traceId: ctx.caller.traceId, lane: ctx.lane, model: String(ctx.request.body.model), endpoint: "none" }
         const bytes = new TextEncoder().encode(JSON.stringify(body) + (ctx.request.stream ? "\n" : ""))
         return ctx.request.stream
-          ? { _tag: "Stream", info, stream: Stream.make(bytes).pipe(Stream.ensuring(ctx.onStreamEnd)) } satisfies LaneResult
+          ? { _tag: "Stream", info, stream: Stream.make(bytes).pipe(Stream.ensuringWith(once(() => ctx.onStreamEnd))) } satisfies LaneResult
           : { _tag: "Unary", info, bytes } satisfies LaneResult
       })
 
@@ -464,7 +464,7 @@ export class PaidRoute extends Effect.Service<PaidRoute>()("awooop/PaidRoute", {
             return encodeLine({ error: `lane ${ctx.lane}: provider ${r.provider.name} failed mid-stream: ${failure.message}` })
           })))
         ),
-        Stream.ensuringWith((exit) =>
+        Stream.ensuringWith(once((exit) =>
           Effect.gen(function*() {
             yield* open.close
             if (outcome === "open" && Exit.isInterrupted(exit)) {
@@ -475,7 +475,7 @@ export class PaidRoute extends Effect.Service<PaidRoute>()("awooop/PaidRoute", {
             }
             yield* ctx.onStreamEnd
           })
-        )
+        ))
       )
     }
 
