@@ -1,8 +1,10 @@
-import { defineConfig } from "vitest/config"
+import { configDefaults, defineConfig } from "vitest/config"
 
 export default defineConfig({
   test: {
     include: ["test/**/*.test.ts"],
+    // The fault matrix has its own command (`npm run test:faults`, vitest.faults.config.ts).
+    exclude: [...configDefaults.exclude, "test/faults/**"],
     testTimeout: 30_000,
     hookTimeout: 60_000,
     // Integration suites share the local Postgres; each uses its own schema, but

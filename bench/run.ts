@@ -1,9 +1,15 @@
 /** `npm run bench`: every benchmark, one after another, printed as markdown for BENCHMARKS.md. */
 import { benchGateway } from "./gateway.ts"
+import { benchProjector } from "./projector.ts"
 
-const sections: Array<[string, () => Promise<string>]> = [["Gateway overhead (issue 2)", benchGateway]]
+const sections: Array<[string, () => Promise<string>]> = [
+  ["Gateway overhead (issue 2)", benchGateway],
+  ["Projector, rebuild and explain on a million-event journal (issue 3)", benchProjector]
+]
 
+const only = process.argv[2]
 for (const [title, run] of sections) {
+  if (only !== undefined && !title.toLowerCase().includes(only.toLowerCase())) continue
   console.log(`## ${title}\n`)
   console.log(await run())
   console.log("")

@@ -40,8 +40,8 @@ CREATE TABLE IF NOT EXISTS run_state (
   last_position      integer     NOT NULL,
   last_event_at      timestamptz
 );
-CREATE INDEX IF NOT EXISTS run_state_trace_idx ON run_state (trace_id);
-CREATE INDEX IF NOT EXISTS run_state_started_idx ON run_state (started_at);
+-- No secondary indexes: runs are looked up by id; traces and time ranges are read from the journal
+-- (indexed by trace and by stream) — every index here would slow the projector's writes.
 
 -- One row per host stream ("host-<name>"): health, breaker, residency, maintenance.
 CREATE TABLE IF NOT EXISTS host_state (

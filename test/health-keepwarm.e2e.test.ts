@@ -3,6 +3,8 @@
  * PostgreSQL, fake Ollama hosts on loopback that we stop, start and evict models on.
  */
 import { Effect, Option } from "effect"
+import * as http from "node:http"
+import type { AddressInfo } from "node:net"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import type { StoredEvent } from "../src/journal/Journal.ts"
 import { Gateway } from "../src/routing/Gateway.ts"
@@ -61,12 +63,39 @@ const health = async (gw: TestGateway): Promise<HealthBody> => {
 const loads = (gw: TestGateway, host: string) =>
   gw.fakes[host]!.requests.filter((r) => r.path === "/api/generate" && typeof (r.body as { prompt?: unknown }).prompt !== "string")
 
+/** A host that answers its polls until it goes mute: then it accepts connections and never answers. */
+const startMuteableHost = async () => {
+  let mute = false
+  const server = http.createServer((req, res) => {
+    if (mute) return
+    const body = req.url === "/api/version" ? { version: "0.12.0" } : { models: [] }
+    res.writeHead(200, { "content-type": "application/json" })
+    res.end(JSON.stringify(body))
+  })
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve))
+  return {
+    url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
+    setMute: (m: boolean) => {
+      mute = m
+    },
+    close: () => new Promise<void>((resolve) => {
+      server.closeAllConnections()
+      server.close(() => resolve())
+    })
+  }
+}
+
 describe("GET /awooop/health", () => {
   let gw: TestGateway
+  let muteable: Awaited<ReturnType<typeof startMuteableHost>>
   beforeAll(async () => {
-    gw = await startTestGateway({ database: db, ...warmOptions })
+    muteable = await startMuteableHost()
+    gw = await startTestGateway({ database: db, ...warmOptions, hosts: { quiet: { slots: 1, url: muteable.url } } })
   })
-  afterAll(() => gw?.close())
+  afterAll(async () => {
+    await gw?.close()
+    await muteable?.close()
+  })
 
   it("per host: up, latency, breaker, slots, resident and installed models, maintenance; per lane: safe and why", async () => {
     // Keep-warm loads gemma3:4b on gcp-a and gcp-b at start.
@@ -129,6 +158,23 @@ describe("GET /awooop/health", () => {
     expect(types.lastIndexOf("HostDown")).toBeGreaterThan(-1)
     expect(types.lastIndexOf("HostUp")).toBeGreaterThan(types.lastIndexOf("HostDown"))
     console.log(`[measured] host marked down ${downAfterMs} ms after it stopped (poll interval ${pollMs} ms)`)
+  })
+
+  it("a host that accepts connections but stops answering is down within two poll intervals too", async () => {
+    const pollMs = gw.config.server.pollInterval
+    await until("quiet up", async () => (await health(gw)).hosts.quiet!.status === "up")
+    muteable.setMute(true)
+    const mutedAt = Date.now()
+    const down = await until("quiet down", async () => {
+      const body = await health(gw)
+      return body.hosts.quiet!.status === "down" ? body : undefined
+    })
+    const downAfterMs = Date.now() - mutedAt
+    expect(downAfterMs).toBeLessThan(2 * pollMs)
+    expect((down.hosts.quiet as unknown as { lastError: string }).lastError).toMatch(/timeout|no answer|within/i)
+    muteable.setMute(false)
+    await until("quiet up again", async () => (await health(gw)).hosts.quiet!.status === "up")
+    console.log(`[measured] silent host marked down ${downAfterMs} ms after it went mute (poll interval ${pollMs} ms)`)
   })
 })
 

@@ -119,12 +119,13 @@ describe("every refusal is a ResponseError with the right status_code", () => {
     ["malformed trace id", 400, () => gw.ollama({ "X-AwoooP-Lane": "alert-fast", "X-AwoooP-Trace-ID": "not-hex" }).generate({ model: "gemma3:4b", prompt: "x" }), "X-AwoooP-Trace-ID"],
     ["heavy model on protected hosts", 403, () => gw.ollama({ "X-AwoooP-Lane": "heavy" }).generate({ model: "qwen2.5:14b", prompt: "x" }), "heavy"],
     ["model on no host of the lane", 404, () => gw.ollama({ "X-AwoooP-Lane": "ghost" }).chat({ model: "llama9:1b", messages: [{ role: "user", content: "x" }] }), "llama9:1b"],
-    ["async-only lane", 409, () => gw.ollama({ "X-AwoooP-Lane": "deep-rca" }).generate({ model: "qwen2.5:14b", prompt: "x" }), "deep-rca"],
+    // A generate/chat on an async lane becomes an async run (202); an embed there is refused.
+    ["async-only lane", 409, () => gw.ollama({ "X-AwoooP-Lane": "deep-rca" }).embed({ model: "qwen2.5:14b", input: "x" }), "deep-rca"],
     ["body too large", 413, () => alert().generate({ model: "gemma3:4b", prompt: "x".repeat(100_000) }), "65536"],
     ["model management (pull)", 403, () => gw.ollama().pull({ model: "gemma3:4b" }), "does not manage models"],
     ["every host down", 503, () => gw.ollama({ "X-AwoooP-Lane": "dead-lane" }).generate({ model: "gemma3:4b", prompt: "x" }), "dead-lane"],
     ["every attempt timed out", 504, () => gw.ollama({ "X-AwoooP-Lane": "stuck-lane" }).generate({ model: "gemma3:4b", prompt: "x" }), "stuck-lane"],
-    ["streaming call refused before the stream starts", 409, () => gw.ollama({ "X-AwoooP-Lane": "deep-rca" }).generate({ model: "qwen2.5:14b", prompt: "x", stream: true }), "deep-rca"]
+    ["streaming call refused before the stream starts", 403, () => gw.ollama({ "X-AwoooP-Lane": "heavy" }).generate({ model: "qwen2.5:14b", prompt: "x", stream: true }), "heavy"]
   ]
   for (const [what, status, call, mention] of cases) {
     it(`${what} → ${status}`, async () => {
@@ -137,7 +138,7 @@ describe("every refusal is a ResponseError with the right status_code", () => {
 
   it("the trace id the caller sent comes back on a refusal (for the on-call engineer to look up)", async () => {
     const traceId = newTraceId()
-    const res = await gw.post("/api/generate", { model: "qwen2.5:14b", prompt: "x" }, { "x-awooop-lane": "deep-rca", "x-awooop-trace-id": traceId })
+    const res = await gw.post("/api/embed", { model: "qwen2.5:14b", input: "x" }, { "x-awooop-lane": "deep-rca", "x-awooop-trace-id": traceId })
     expect(res.status).toBe(409)
     expect(res.headers.get("x-awooop-trace-id")).toBe(traceId)
   })

@@ -7,6 +7,7 @@ import * as SqlClient from "@effect/sql/SqlClient"
 import { assert, describe, it, layer } from "@effect/vitest"
 import { Deferred, Effect, Fiber, HashMap } from "effect"
 import fc from "fast-check"
+import type { Change } from "../src/projections/Change.ts"
 import * as CostLedger from "../src/projections/CostLedger.ts"
 import type { ProjectionEvent } from "../src/projections/Event.ts"
 import * as HostState from "../src/projections/HostState.ts"
@@ -14,6 +15,7 @@ import * as Metrics from "../src/projections/Metrics.ts"
 import { fold } from "../src/projections/Projections.ts"
 import { catchUp, catchUpFully, type Checkpoint, lag, liveSchema, readCheckpoint, writeCheckpoint } from "../src/projections/Projector.ts"
 import { verifyProjections } from "../src/projections/Rebuild.ts"
+import { archive } from "../src/replay/Archive.ts"
 import * as RunState from "../src/projections/RunState.ts"
 import { insertRows, resetJournal, type Row } from "./support/JournalRows.ts"
 import { TestDatabaseLive } from "./support/TestDatabase.ts"
@@ -54,6 +56,38 @@ const incidentRun = (streamId: string, t: number): Array<ProjectionEvent> => [
 ]
 
 const foldRun = (events: ReadonlyArray<ProjectionEvent>) => events.reduce<RunState.RunState | null>(RunState.evolve, null)!
+
+/** The changes the projector would fold the additive projections over. */
+const changesOf = (events: ReadonlyArray<ProjectionEvent>): Array<Change> => {
+  const runs = new Map<string, RunState.RunState>()
+  const hosts = new Map<string, HostState.HostState>()
+  return events.map((event): Change => {
+    if (event.streamId.startsWith("run-")) {
+      const before = runs.get(event.streamId) ?? null
+      const after = RunState.evolve(before, event)
+      runs.set(event.streamId, after)
+      return { event, run: after === before ? null : { before, after }, host: null }
+    }
+    const before = hosts.get(event.streamId) ?? null
+    const after = HostState.evolve(before, event)
+    hosts.set(event.streamId, after)
+    return { event, run: null, host: after === before ? null : { before, after } }
+  })
+}
+
+/** The pure folds (Emmett style) and the projector's batch accumulators must agree. */
+const ledgerOf = (events: ReadonlyArray<ProjectionEvent>) => {
+  const pure = [...HashMap.values(changesOf(events).reduce(CostLedger.evolve, CostLedger.empty))]
+  assert.deepStrictEqual([...fold(events, new Map(), new Map()).ledger], pure)
+  return pure
+}
+
+const metricsOf = (events: ReadonlyArray<ProjectionEvent>) => {
+  const pure = [...HashMap.values(changesOf(events).reduce(Metrics.evolve, Metrics.empty))]
+  const sort = (rows: ReadonlyArray<Metrics.MetricRow>) => [...rows].sort((x, y) => JSON.stringify(x) < JSON.stringify(y) ? -1 : 1)
+  assert.deepStrictEqual(sort([...fold(events, new Map(), new Map()).metrics]), sort(pure))
+  return pure
+}
 
 describe("RunState.evolve (given events, then state)", () => {
   it("an Ollama fallback: gcp-a times out, gcp-b answers", () => {
@@ -122,8 +156,7 @@ describe("RunState.evolve (given events, then state)", () => {
       at(s, 6, "RunCompleted", { endpoint: "gemini", providerTier: "paid", inputTokens: 1, outputTokens: 1, costUsd: null, durationMs: 10 }, T0 + 10),
       at(s, 7, "BudgetSettled", { costUsd: 0.25 }, T0 + 11)
     ]
-    const result = fold(events, new Map(), new Map())
-    const rows = [...HashMap.values(result.ledger)]
+    const rows = ledgerOf(events)
     assert.strictEqual(rows.length, 1)
     assert.deepStrictEqual([rows[0]!.requests, rows[0]!.unknownCost, rows[0]!.costPicoUsd], [1, 0, 250_000_000_000n])
   })
@@ -153,9 +186,9 @@ describe("Metrics.evolve", () => {
   it("counts attempts, durations in the GenAI buckets, fallbacks and breaker transitions", () => {
     const run = incidentRun("run-00000000-0000-4000-8000-000000000005", T0)
     const host = at("host-gcp-a", 0, "BreakerOpened", { host: "gcp-a", consecutiveTimeouts: 2 }, T0 + 45_000)
-    const { metrics } = fold([...run, host], new Map(), new Map())
+    const metrics = metricsOf([...run, host])
     const get = (name: string, endpoint: string, outcome: string) =>
-      [...HashMap.values(metrics)].find((m) => m.name === name && m.endpoint === endpoint && m.outcome === outcome)
+      metrics.find((m) => m.name === name && m.endpoint === endpoint && m.outcome === outcome)
     assert.strictEqual(get("attempt_duration_ms", "gcp-a", "timeout")?.count, 1)
     assert.strictEqual(get("attempt_duration_ms", "gcp-b", "success")?.sum, 2_000)
     const duration = get("run_duration_ms", "gcp-b", "success")!
@@ -372,6 +405,36 @@ layer(TestDatabaseLive, { excludeTestServices: true })("projector on PostgreSQL"
         )
       )
     }), 120_000)
+
+  it.effect("archive refuses while old events are not projected, then moves all but each stream's last event", () =>
+    Effect.gen(function*() {
+      const sql = yield* SqlClient.SqlClient
+      yield* resetJournal
+      const a = incidentRun("run-00000000-0000-4000-8000-0000000000a1", T0)
+      const b = incidentRun("run-00000000-0000-4000-8000-0000000000b2", T0 + 60_000)
+      yield* insertRows([...a, ...b].map((e) => ({ ...e })))
+      const refused = yield* archive(sql, new Date(T0 + 3_600_000)).pipe(Effect.flip)
+      assert.strictEqual(refused._tag, "ArchiveRefused")
+      assert.include(refused.message, "14 event(s) older than")
+      assert.strictEqual((yield* sql<{ n: number }>`SELECT count(*)::int AS n FROM step_journal_archive`)[0]!.n, 0)
+
+      assert.strictEqual((yield* catchUpFully(sql, live(5))).behind, 0)
+      const projected = yield* snapshot
+      const dry = yield* archive(sql, new Date(T0 + 3_600_000), { dryRun: true })
+      assert.deepStrictEqual([dry.moved, dry.kept, dry.dryRun], [12, 2, true])
+      const moved = yield* archive(sql, new Date(T0 + 3_600_000))
+      assert.deepStrictEqual([moved.moved, moved.kept], [12, 2])
+      const left = yield* sql<{ streamId: string; pos: number }>`
+        SELECT stream_id AS "streamId", stream_position AS pos FROM step_journal ORDER BY stream_id`
+      assert.deepStrictEqual(left.map((r) => [r.streamId, r.pos]), [[a[0]!.streamId, 6], [b[0]!.streamId, 6]])
+      // Projections untouched, and a rebuild (journal + archive) still equals them.
+      assert.strictEqual(yield* snapshot, projected)
+      assert.isTrue((yield* verifyProjections(sql, { batchSize: 4 })).ok)
+      // A re-delivery from the start (the archive is not re-read by the live projector) changes nothing either.
+      yield* writeCheckpoint(sql, liveSchema, "projections", { transactionId: "0", globalPosition: 0 }, 0)
+      yield* catchUpFully(sql, live(5))
+      assert.strictEqual(yield* snapshot, projected)
+    }), 30_000)
 
   it.effect("a transaction that inserted first but committed last is projected, not skipped", () =>
     Effect.gen(function*() {

@@ -49,12 +49,13 @@ const live = { schema: liveSchema, source: "journal" as const, batchSize: 1000 }
 const cliQuiet = (argv: ReadonlyArray<string>) =>
   Effect.acquireUseRelease(
     Effect.sync(() => {
-      const log = console.log
+      const saved = { log: console.log, error: console.error }
       console.log = () => {}
-      return log
+      console.error = () => {}
+      return saved
     }),
     () => cli(parseArgs(argv)),
-    (log) => Effect.sync(() => { console.log = log })
+    (saved) => Effect.sync(() => Object.assign(console, saved))
   )
 
 layer(
@@ -77,9 +78,12 @@ layer(
       yield* Effect.promise(() => gw.runEvents(traceId))
       // No explicit catch-up: the gateway's projector fiber must get there by itself.
       let rows: ReadonlyArray<{ status: string; endpoint: string }> = []
-      for (let i = 0; i < 200 && rows.length < 3; i++) {
-        rows = yield* Effect.promise(() => gw.query<{ status: string; endpoint: string }>(`SELECT status, endpoint FROM run_state WHERE trace_id = $1`, [traceId]))
-        if (rows.length < 3) yield* Effect.sleep("50 millis")
+      const done = () => rows.filter((r) => r.status === "completed").length === 3
+      for (let i = 0; i < 200 && !done(); i++) {
+        rows = yield* Effect.promise(() =>
+          gw.query<{ status: string; endpoint: string }>(`SELECT status, endpoint FROM run_state WHERE trace_id = $1 ORDER BY started_at`, [traceId])
+        )
+        if (!done()) yield* Effect.sleep("50 millis")
       }
       assert.deepStrictEqual(rows.map((r) => [r.status, r.endpoint]), [["completed", "gcp-b"], ["completed", "gcp-b"], ["completed", "gcp-b"]])
     }), 30_000)
@@ -101,8 +105,11 @@ layer(
         "gcp-b answered in",
         "completed by gcp-b (ollama)",
         "run 2 of 3",
-        "attempt 1 on gcp-a failed: timed out after 0.",
+        "attempt 1: gcp-a",
+        // The breaker opens on the timeout itself, before the lane journals the failed attempt.
         "[host gcp-a] circuit breaker OPENED after 2 consecutive timeouts",
+        "attempt 1 on gcp-a failed: timed out after 0.",
+        "attempt 2: gcp-b",
         "completed by gcp-b (ollama)",
         "run 3 of 3",
         "gcp-a skipped: circuit open since ",

@@ -441,10 +441,12 @@ describe("refusals: policy, lanes, headers", () => {
     expectOllamaError(a, 404, "llama9:1b", "ghost")
   })
 
-  it("an async-only lane refuses a synchronous call with 409", async () => {
-    const a = await generate(gw, "deep-rca", { body: { model: "qwen2.5:14b" } })
-    expectOllamaError(a, 409, "deep-rca", "async")
-    expect(typesOf(await gw.runEvents(a.traceId))).toEqual(["RunStarted", "RunFailed"])
+  it("an async-only lane refuses a synchronous embed with 409 (a generate or chat there becomes an async run, 202)", async () => {
+    const traceId = newTraceId()
+    const res = await gw.post("/api/embed", { model: "qwen2.5:14b", input: "x" }, { "x-awooop-lane": "deep-rca", "x-awooop-trace-id": traceId })
+    const text = await res.text()
+    expectOllamaError({ status: res.status, headers: res.headers, body: JSON.parse(text) as Record<string, unknown>, text, traceId, ms: 0 }, 409, "deep-rca", "async")
+    expect(typesOf(await gw.runEvents(traceId))).toEqual(["RunStarted", "RunFailed"])
   })
 
   it("an unknown lane → 400 naming it and the known lanes", async () => {
@@ -535,8 +537,8 @@ describe("refusals: policy, lanes, headers", () => {
   })
 
   it("the trace id is echoed on refusals too", async () => {
-    const a = await generate(gw, "deep-rca", { body: { model: "qwen2.5:14b" } })
-    expect(a.status).toBe(409)
+    const a = await generate(gw, "ghost", { body: { model: "llama9:1b" } })
+    expect(a.status).toBe(404)
     expect(a.headers.get("x-awooop-trace-id")).toBe(a.traceId)
   })
 

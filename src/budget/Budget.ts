@@ -14,7 +14,7 @@
  * - Any database error is a `LedgerError`, and the caller refuses the paid call (fail closed).
  */
 import * as SqlClient from "@effect/sql/SqlClient"
-import { Clock, Data, Effect } from "effect"
+import { Cause, Clock, Data, Duration, Effect, Exit, Fiber, Option, Schedule } from "effect"
 import { GatewayConfigTag } from "../config/GatewayConfig.ts"
 import { Journal } from "../journal/Journal.ts"
 import { makeStreamWriter } from "../journal/StreamWriter.ts"
@@ -90,6 +90,56 @@ export interface BudgetStatus {
 }
 
 const ledgerError = (what: string) => (cause: unknown) => new LedgerError({ message: `budget ledger: cannot ${what}`, cause })
+
+/**
+ * How long a ledger statement may take before the caller is refused (fail closed). Without it a
+ * black-holed database (a partition: no error, no answer) holds every paid request until it heals.
+ */
+export const LEDGER_TIMEOUT = Duration.seconds(5)
+
+/**
+ * Runs `self` in its own fiber and gives up after LEDGER_TIMEOUT without waiting for it (its
+ * statement cannot be cancelled on an unreachable database either). A defect (a transaction whose
+ * ROLLBACK or COMMIT failed on a cut connection) is a LedgerError too: the ledger is unreachable.
+ * `abandon: "interrupt"` stops an abandoned `self` (a reservation rolls back); "finish" lets it
+ * finish once the database answers (a settle or release that lands late is still right). When the
+ * outcome is unknown (abandoned, or a defect mid-transaction) and `undo` says so, `undo` runs in the
+ * background, retried until the database takes it: a reservation that committed after all is released.
+ */
+const bounded = <A>(
+  what: string,
+  self: Effect.Effect<A, LedgerError>,
+  options: {
+    readonly abandon: "interrupt" | "finish"
+    readonly undo?: (exit: Exit.Exit<A, LedgerError>) => Effect.Effect<void, LedgerError> | null
+  }
+): Effect.Effect<A, LedgerError> =>
+  Effect.gen(function*() {
+    const fiber = yield* Effect.forkDaemon(self)
+    const undoLater = (exit: Exit.Exit<A, LedgerError>) => {
+      const undo = options.undo?.(exit) ?? null
+      return undo === null ? Effect.void : undo.pipe(
+        Effect.retry(Schedule.spaced(Duration.seconds(1)).pipe(Schedule.intersect(Schedule.recurs(300)))),
+        Effect.catchAllCause((cause) => Effect.logError(`Budget: undoing an unfinished ${what} failed`, cause)),
+        Effect.forkDaemon,
+        Effect.asVoid
+      )
+    }
+    const abandon = Effect.gen(function*() {
+      if (options.abandon === "interrupt") yield* Fiber.interruptFork(fiber)
+      yield* Fiber.await(fiber).pipe(Effect.flatMap(undoLater), Effect.forkDaemon)
+    })
+    const exit = yield* Fiber.await(fiber).pipe(Effect.timeoutOption(LEDGER_TIMEOUT), Effect.onInterrupt(() => abandon))
+    if (Option.isNone(exit)) {
+      yield* abandon
+      return yield* new LedgerError({ message: `budget ledger: cannot ${what}: no answer within ${Duration.format(LEDGER_TIMEOUT)}` })
+    }
+    if (Exit.isFailure(exit.value) && Cause.isDie(exit.value.cause)) {
+      yield* undoLater(exit.value)
+      return yield* new LedgerError({ message: `budget ledger: cannot ${what}: the connection failed mid-transaction`, cause: Cause.squash(exit.value.cause) })
+    }
+    return yield* exit.value
+  })
 
 const make = Effect.gen(function*() {
   const sql = yield* SqlClient.SqlClient
@@ -272,7 +322,25 @@ const make = Effect.gen(function*() {
     Effect.catchAllCause((cause) => Effect.logError("Budget: startup reconciliation failed; open reservations keep counting against the cap", cause))
   )
 
-  return { reserve, settle, release, status, setHardKill, owner, capUsd, period } as const
+  return {
+    reserve: (r: Reservation) =>
+      bounded("reserve", reserve(r), {
+        abandon: "interrupt",
+        // Refused, yet the reservation may have committed (late, or before the connection broke):
+        // nothing was spent, so give the headroom back (a no-op when it never committed).
+        undo: (exit) =>
+          (Exit.isSuccess(exit) && exit.value._tag === "Reserved") || (Exit.isFailure(exit) && Cause.isDie(exit.cause))
+            ? release(r.reservationId, "the ledger answered too late or broke mid-transaction; the paid call was refused")
+            : null
+      }),
+    settle: (reservationId: string, chargedUsd: number, costUsd: number | null) => bounded("settle", settle(reservationId, chargedUsd, costUsd), { abandon: "finish" }),
+    release: (reservationId: string, reason: string) => bounded("release", release(reservationId, reason), { abandon: "finish" }),
+    status: bounded("read the budget", status, { abandon: "interrupt" }),
+    setHardKill,
+    owner,
+    capUsd,
+    period
+  } as const
 })
 
 export class Budget extends Effect.Service<Budget>()("awooop/Budget", {

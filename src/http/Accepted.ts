@@ -5,6 +5,8 @@
  *   view, journaled as ShadowDecided, no upstream call (routing/Shadow.ts);
  * - an async run (a generate/chat on an `async: true` lane): stored, journaled, queued; the answer
  *   names the run and its status URL (routing/AsyncRuns.ts).
+ * The OpenAI routes take shadow decisions too (a lane in shadow mode never executes, by any route);
+ * an async lane stays 409 there, as OpenAI's API has no run to poll.
  */
 import { Effect } from "effect"
 import { type CallerContext, HeaderNames } from "../domain/CallerContext.ts"
@@ -25,7 +27,36 @@ const header = (headers: Readonly<Record<string, string | undefined>>, name: str
   return v === undefined || v === "" ? null : v.slice(0, 512)
 }
 
-/** null: run the request as usual. */
+/** A shadow decision instead of running, when the request or its lane asks for one; null otherwise. */
+export const shadowInstead = (
+  gateway: Gateway,
+  operation: Operation,
+  body: Readonly<Record<string, unknown>>,
+  caller: CallerContext,
+  lane: LaneActor,
+  headers: Readonly<Record<string, string | undefined>>
+): Effect.Effect<Accepted | null> => {
+  const viaHeader = isShadowRequested(headers[ShadowHeaders.shadow])
+  if (!viaHeader && lane.config.mode !== "shadow") return Effect.succeed(null)
+  return Effect.map(
+    gateway.shadow.decide({
+      lane,
+      operation,
+      caller,
+      requestedModel: typeof body.model === "string" ? body.model : null,
+      via: viaHeader ? "header" : "lane",
+      legacyEndpoint: header(headers, ShadowHeaders.legacyEndpoint),
+      legacyModel: header(headers, ShadowHeaders.legacyModel)
+    }),
+    (decision): Accepted => ({
+      _tag: "Accepted",
+      headers: { [HeaderNames.traceId]: caller.traceId, "x-awooop-lane": lane.name, [ShadowHeaders.shadow]: "1" },
+      body: { shadow: true, ...decision, traceId: caller.traceId }
+    })
+  )
+}
+
+/** A shadow decision or an async run instead of running inline; null: run the request as usual. */
 export const acceptInstead = (
   gateway: Gateway,
   operation: Operation,
@@ -34,27 +65,10 @@ export const acceptInstead = (
   lane: LaneActor,
   headers: Readonly<Record<string, string | undefined>>,
   prompt: unknown
-): Effect.Effect<Accepted | null, GatewayError> => {
-  const viaHeader = isShadowRequested(headers[ShadowHeaders.shadow])
-  if (viaHeader || lane.config.mode === "shadow") {
-    return Effect.map(
-      gateway.shadow.decide({
-        lane,
-        operation,
-        caller,
-        requestedModel: typeof body.model === "string" ? body.model : null,
-        via: viaHeader ? "header" : "lane",
-        legacyEndpoint: header(headers, ShadowHeaders.legacyEndpoint),
-        legacyModel: header(headers, ShadowHeaders.legacyModel)
-      }),
-      (decision): Accepted => ({
-        _tag: "Accepted",
-        headers: { [HeaderNames.traceId]: caller.traceId, "x-awooop-lane": lane.name, [ShadowHeaders.shadow]: "1" },
-        body: { shadow: true, ...decision, traceId: caller.traceId }
-      })
-    )
-  }
-  if (lane.config.async && (operation === "generate" || operation === "chat")) {
+): Effect.Effect<Accepted | null, GatewayError> =>
+  Effect.flatMap(shadowInstead(gateway, operation, body, caller, lane, headers), (shadow) => {
+    if (shadow !== null) return Effect.succeed(shadow)
+    if (!lane.config.async || (operation !== "generate" && operation !== "chat")) return Effect.succeed(null)
     return Effect.map(
       gateway.asyncRuns.submit({ lane, operation, body, caller, prompt, via: "inference" }),
       (run): Accepted => ({
@@ -68,6 +82,4 @@ export const acceptInstead = (
         body: run
       })
     )
-  }
-  return Effect.succeed(null)
-}
+  })

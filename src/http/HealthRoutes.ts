@@ -60,7 +60,7 @@ export const healthView = Effect.gen(function*() {
   // The journal: "degraded" while Postgres cannot take writes and events spill to local disk.
   const j = yield* (yield* Journal).stats
   const journal = { status: j.degraded ? "degraded" : "ok", spilled: j.spilled, queued: j.queued, written: j.written }
-  return { checkedAt: iso(now), summary, hosts, lanes, journal }
+  return { checkedAt: iso(now), summary, hosts, lanes, journal, asyncRuns: { queuedOrRunning: yield* gateway.asyncRuns.pending } }
 })
 
 export const healthRoutes = HttpRouter.empty.pipe(

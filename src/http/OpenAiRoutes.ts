@@ -34,8 +34,9 @@ import {
 } from "../domain/OpenAiApi.ts"
 import * as Tracing from "../observability/Tracing.ts"
 import { Gateway } from "../routing/Gateway.ts"
-import type { LaneResult } from "../routing/Lane.ts"
+import { abandon, type LaneResult } from "../routing/Lane.ts"
 import { LineSplitter, parseLine } from "../upstream/Ndjson.ts"
+import { shadowInstead } from "./Accepted.ts"
 import { jsonResponse } from "./ErrorResponse.ts"
 import { headerBag, makeFastHandler, pipeStream, readBody, resultHeaders } from "./InferenceRoutes.ts"
 import { decodeBody, parseJsonObject } from "./RequestBody.ts"
@@ -321,6 +322,8 @@ const parseJson = (bytes: Uint8Array): Json => JSON.parse(new TextDecoder().deco
 
 const serve = (kind: Kind, path: string, req: IncomingMessage, res: ServerResponse) => {
   let span: Tracer.Span | null = null
+  // A stream the lane handed over: if the caller goes away before it runs, `abandon` still frees it.
+  let handedOver: LaneResult | null = null
   return Effect.gen(function*() {
     const gateway = yield* Gateway
     let caller: CallerContext | null = null
@@ -336,6 +339,9 @@ const serve = (kind: Kind, path: string, req: IncomingMessage, res: ServerRespon
       caller = resolved
       span = yield* Tracing.startServerSpan("POST", path, resolved)
       const lane = gateway.lanes.get(resolved.lane)!
+      // A mirrored request, or a lane in shadow mode: decided and journaled, never executed (issue 5).
+      const shadow = yield* shadowInstead(gateway, translated.operation, translated.body, resolved, lane, headerBag(req))
+      if (shadow !== null) return shadow
       reachedLane = true
       const handled = lane.handle({
         operation: translated.operation,
@@ -343,7 +349,7 @@ const serve = (kind: Kind, path: string, req: IncomingMessage, res: ServerRespon
         stream: translated.stream,
         caller: resolved,
         prompt: translated.prompt
-      })
+      }).pipe(Effect.tap((r) => { handedOver = r }))
       return yield* (span === null ? handled : Effect.withParentSpan(handled, span))
     }).pipe(Effect.either)
     if (outcome._tag === "Left") {
@@ -351,6 +357,11 @@ const serve = (kind: Kind, path: string, req: IncomingMessage, res: ServerRespon
       span ??= yield* Tracing.startServerSpan("POST", path, caller)
       writeError(res, outcome.left, caller)
       return yield* Tracing.endServerSpan(span, outcome.left.status, outcome.left)
+    }
+    if (outcome.right._tag === "Accepted") {
+      res.writeHead(202, { "content-type": "application/json; charset=utf-8", ...outcome.right.headers })
+      res.end(encoder.encode(JSON.stringify(outcome.right.body)))
+      return yield* Tracing.endServerSpan(span, 202, null)
     }
     const result: LaneResult = outcome.right
     const translated = request! as Translated
@@ -372,7 +383,11 @@ const serve = (kind: Kind, path: string, req: IncomingMessage, res: ServerRespon
     res.end()
     return yield* Tracing.endServerSpan(span, 200, null)
   }).pipe(
-    Effect.onInterrupt(() => span === null ? Effect.void : Tracing.endSpan(span, { type: "ClientAborted", message: "the caller went away" }))
+    Effect.onInterrupt(() =>
+      Effect.zipRight(
+        handedOver === null ? Effect.void : abandon(handedOver),
+        span === null ? Effect.void : Tracing.endSpan(span, { type: "ClientAborted", message: "the caller went away" })
+      ))
   )
 }
 
@@ -415,15 +430,18 @@ const modelList = (gateway: Gateway, created: number) => {
   }))
 }
 
-const startedAt = Math.floor(Date.now() / 1000)
+const nowSeconds = Effect.map(Clock.currentTimeMillis, (ms) => Math.floor(ms / 1000))
 
-const listModels = Effect.map(Gateway, (gateway) => jsonResponse({ object: "list", data: modelList(gateway, startedAt) }))
+const listModels = Effect.gen(function*() {
+  const gateway = yield* Gateway
+  return jsonResponse({ object: "list", data: modelList(gateway, yield* nowSeconds) })
+})
 
 const getModel = Effect.gen(function*() {
   const gateway = yield* Gateway
   const { model } = yield* HttpRouter.params
   const id = decodeURIComponent(model ?? "")
-  const found = modelList(gateway, startedAt).find((m) => m.id === id)
+  const found = modelList(gateway, yield* nowSeconds).find((m) => m.id === id)
   return found === undefined
     ? jsonResponse(openAiError(`model '${id}' not found: no lane serves it`, 404), {}, 404)
     : jsonResponse(found)

@@ -105,8 +105,8 @@ class RunObservation {
         for (const s of skipped) this.misses.push({ host: String(s.host), kind: String(((s.reason ?? {}) as Data).kind ?? "skipped") })
         if (this.server === null) return Effect.void
         return eventAt(this.server, "awooop.route_decided", {
-          "awooop.route": this.route,
-          "awooop.skipped": this.misses.map((m) => `${m.host} ${m.kind}`)
+          "awooop.route": this.route.join(", "),
+          "awooop.skipped": this.misses.map((m) => `${m.host} ${m.kind}`).join(", ")
         })
       }
       case "HostSkipped": {
@@ -149,7 +149,7 @@ class RunObservation {
         if (this.server === null) return Effect.void
         return eventAt(this.server, d.direct === true ? "awooop.paid_direct" : "awooop.paid_fallback", {
           "awooop.fallback_reason": str(d.reason) ?? "",
-          "awooop.providers": Array.isArray(d.providers) ? d.providers.map(String) : []
+          "awooop.providers": Array.isArray(d.providers) ? d.providers.map(String).join(", ") : ""
         })
       }
       case "BudgetReserved":
@@ -263,14 +263,14 @@ class RunObservation {
     }
     const fallbackText = this.fallbackText()
     const server = this.server
-    for (const [k, v] of Object.entries(usage)) server.attribute(k, v)
+    for (const [k, v] of Object.entries(usage)) Tracing.setAttribute(server, k, v)
     server.attribute("awooop.endpoint", endpoint)
     server.attribute("awooop.provider_tier", tier)
     server.attribute("gen_ai.provider.name", this.g.provider)
     if (fallbackText !== null && endpoint !== this.route[0]) server.attribute("awooop.fallback_reason", fallbackText)
     const span = this.attempt
     this.attempt = null
-    if (span !== null) for (const [k, v] of Object.entries(usage)) span.attribute(k, v)
+    if (span !== null) for (const [k, v] of Object.entries(usage)) Tracing.setAttribute(span, k, v)
     return Effect.zipRight(span === null ? Effect.void : Tracing.endSpan(span, null), this.finish(null))
   }
 

@@ -93,6 +93,17 @@ export const layerFromEnv = Layer.unwrapEffect(Effect.gen(function*() {
 // Server spans
 // ---------------------------------------------------------------------------------------------
 
+/**
+ * Sets an attribute; an array of strings stays an array (the conventions' `gen_ai.response.finish_reasons`
+ * is a string[]), which @effect/opentelemetry's `attribute` would stringify, so it goes to the SDK span.
+ */
+export const setAttribute = (span: Tracer.Span, key: string, value: unknown): void => {
+  const otel = (span as { readonly span?: Partial<OtelApi.Span> }).span
+  if (Array.isArray(value) && value.every((v) => typeof v === "string") && typeof otel?.setAttribute === "function") {
+    otel.setAttribute(key, value)
+  } else span.attribute(key, value)
+}
+
 /** The runbook's request attributes known from the headers. */
 export const callerAttributes = (caller: CallerContext): Record<string, unknown> => ({
   "awooop.project_id": caller.projectId,

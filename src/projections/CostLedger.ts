@@ -65,24 +65,6 @@ export const contribution = (run: RunState): LedgerRow | null => {
 
 const rowKey = (r: LedgerKey) => keyOf([r.day, r.projectId, r.lane, r.provider, r.model])
 
-const add = (ledger: CostLedger, row: LedgerRow, sign: 1 | -1): CostLedger => {
-  const key = rowKey(row)
-  const prev = HashMap.get(ledger, key)
-  const base: LedgerRow = prev._tag === "Some"
-    ? prev.value
-    : { ...row, requests: 0, failed: 0, inputTokens: 0, outputTokens: 0, unknownUsage: 0, costPicoUsd: 0n, unknownCost: 0 }
-  return HashMap.set(ledger, key, {
-    ...base,
-    requests: base.requests + sign * row.requests,
-    failed: base.failed + sign * row.failed,
-    inputTokens: base.inputTokens + sign * row.inputTokens,
-    outputTokens: base.outputTokens + sign * row.outputTokens,
-    unknownUsage: base.unknownUsage + sign * row.unknownUsage,
-    costPicoUsd: base.costPicoUsd + BigInt(sign) * row.costPicoUsd,
-    unknownCost: base.unknownCost + sign * row.unknownCost
-  })
-}
-
 const sameRow = (a: LedgerRow | null, b: LedgerRow | null): boolean =>
   a === null || b === null
     ? a === b
@@ -90,13 +72,55 @@ const sameRow = (a: LedgerRow | null, b: LedgerRow | null): boolean =>
       a.outputTokens === b.outputTokens && a.unknownUsage === b.unknownUsage && a.costPicoUsd === b.costPicoUsd &&
       a.unknownCost === b.unknownCost
 
-export const evolve = (ledger: CostLedger, change: Change): CostLedger => {
-  if (change.run === null) return ledger
+/** What a change adds to the ledger: the run's contribution after it, minus the one before. */
+export const deltas = (change: Change): ReadonlyArray<readonly [LedgerRow, 1 | -1]> => {
+  if (change.run === null) return []
   const before = change.run.before === null ? null : contribution(change.run.before)
   const after = contribution(change.run.after)
-  if (sameRow(before, after)) return ledger
-  const removed = before === null ? ledger : add(ledger, before, -1)
-  return after === null ? removed : add(removed, after, 1)
+  if (sameRow(before, after)) return []
+  const out: Array<readonly [LedgerRow, 1 | -1]> = []
+  if (before !== null) out.push([before, -1])
+  if (after !== null) out.push([after, 1])
+  return out
+}
+
+const plus = (base: LedgerRow, row: LedgerRow, sign: 1 | -1): LedgerRow => ({
+  ...base,
+  requests: base.requests + sign * row.requests,
+  failed: base.failed + sign * row.failed,
+  inputTokens: base.inputTokens + sign * row.inputTokens,
+  outputTokens: base.outputTokens + sign * row.outputTokens,
+  unknownUsage: base.unknownUsage + sign * row.unknownUsage,
+  costPicoUsd: base.costPicoUsd + (sign === 1 ? row.costPicoUsd : -row.costPicoUsd),
+  unknownCost: base.unknownCost + sign * row.unknownCost
+})
+
+const zero = (row: LedgerRow): LedgerRow => ({
+  ...row, requests: 0, failed: 0, inputTokens: 0, outputTokens: 0, unknownUsage: 0, costPicoUsd: 0n, unknownCost: 0
+})
+
+export const evolve = (ledger: CostLedger, change: Change): CostLedger =>
+  deltas(change).reduce((acc, [row, sign]) => {
+    const key = rowKey(row)
+    const prev = HashMap.get(acc, key)
+    return HashMap.set(acc, key, plus(prev._tag === "Some" ? prev.value : zero(row), row, sign))
+  }, ledger)
+
+/**
+ * The same sums as `evolve`, kept in a mutable map: what the projector builds for one batch
+ * (a persistent map per event costs more than the rest of the fold).
+ */
+export class Accumulator {
+  private readonly rows = new Map<string, LedgerRow>()
+  add(change: Change): void {
+    for (const [row, sign] of deltas(change)) {
+      const key = rowKey(row)
+      this.rows.set(key, plus(this.rows.get(key) ?? zero(row), row, sign))
+    }
+  }
+  values(): Iterable<LedgerRow> {
+    return this.rows.values()
+  }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -106,8 +130,8 @@ export const evolve = (ledger: CostLedger, change: Change): CostLedger => {
 export const table = "cost_ledger"
 
 /** Adds `delta` (rows of differences, as folded from an empty ledger) to the table. */
-export const upsert = (sql: SqlClient.SqlClient, schema: string, delta: CostLedger): Effect.Effect<void, SqlError> => {
-  const rows = Array.from(HashMap.values(delta), (r) => ({ ...r, costPicoUsd: r.costPicoUsd.toString() }))
+export const upsert = (sql: SqlClient.SqlClient, schema: string, delta: Iterable<LedgerRow>): Effect.Effect<void, SqlError> => {
+  const rows = Array.from(delta, (r) => ({ ...r, costPicoUsd: r.costPicoUsd.toString() }))
   if (rows.length === 0) return Effect.void
   const t = sql(`${schema}.${table}`)
   return sql`

@@ -7,6 +7,7 @@ import type * as SqlClient from "@effect/sql/SqlClient"
 import type { SqlError } from "@effect/sql/SqlError"
 import { Effect } from "effect"
 import { fields, hostStreamPrefix, num, type ProjectionEvent, str, strings } from "./Event.ts"
+import { type Column, fromMillis, jsonText, qualify, toMillis, upsertReplace } from "./Sql.ts"
 
 export interface HostState {
   readonly streamId: string
@@ -90,7 +91,7 @@ export const evolve = (state: HostState | null, event: ProjectionEvent): HostSta
 
 export const table = "host_state"
 
-const ms = (column: string) => `floor(extract(epoch FROM ${column}) * 1000)::float8`
+const ms = toMillis
 
 export const selectList = [
   `stream_id AS "streamId"`, `host`, `health`, `last_error AS "lastError"`, `breaker`,
@@ -114,24 +115,25 @@ export const load = (
 export const loadAll = (sql: SqlClient.SqlClient, schema: string) =>
   sql<HostState>`SELECT ${sql.literal(selectList)} FROM ${sql(`${schema}.${table}`)} ORDER BY host`
 
+const columns: ReadonlyArray<Column<HostState>> = [
+  { name: "stream_id", type: "text", value: (h) => h.streamId },
+  { name: "host", type: "text", value: (h) => h.host },
+  { name: "health", type: "text", value: (h) => h.health },
+  { name: "last_error", type: "text", value: (h) => h.lastError },
+  { name: "breaker", type: "text", value: (h) => h.breaker },
+  { name: "breaker_opened_at", type: "float8", value: (h) => h.breakerOpenedAt, expr: fromMillis },
+  { name: "breaker_until", type: "float8", value: (h) => h.breakerUntil, expr: fromMillis },
+  { name: "breaker_reason", type: "text", value: (h) => h.breakerReason },
+  { name: "resident", type: "jsonb", value: (h) => jsonText(h.resident) },
+  { name: "maintenance", type: "boolean", value: (h) => h.maintenance },
+  { name: "maintenance_until", type: "float8", value: (h) => h.maintenanceUntil, expr: fromMillis },
+  { name: "maintenance_reason", type: "text", value: (h) => h.maintenanceReason },
+  { name: "last_position", type: "integer", value: (h) => h.lastPosition },
+  { name: "last_event_at", type: "float8", value: (h) => h.lastEventAt, expr: fromMillis }
+]
+
 export const upsert = (
   sql: SqlClient.SqlClient,
   schema: string,
   states: ReadonlyArray<HostState>
-): Effect.Effect<void, SqlError> =>
-  states.length === 0 ? Effect.void : sql`
-    INSERT INTO ${sql(`${schema}.${table}`)} (stream_id, host, health, last_error, breaker, breaker_opened_at, breaker_until,
-      breaker_reason, resident, maintenance, maintenance_until, maintenance_reason, last_position, last_event_at)
-    SELECT "streamId", host, health, "lastError", breaker, to_timestamp("breakerOpenedAt" / 1000.0),
-      to_timestamp("breakerUntil" / 1000.0), "breakerReason", resident, maintenance, to_timestamp("maintenanceUntil" / 1000.0),
-      "maintenanceReason", "lastPosition", to_timestamp("lastEventAt" / 1000.0)
-    FROM jsonb_to_recordset(${JSON.stringify(states)}::jsonb) AS r(
-      "streamId" text, host text, health text, "lastError" text, breaker text, "breakerOpenedAt" float8, "breakerUntil" float8,
-      "breakerReason" text, resident jsonb, maintenance boolean, "maintenanceUntil" float8, "maintenanceReason" text,
-      "lastPosition" integer, "lastEventAt" float8)
-    ON CONFLICT (stream_id) DO UPDATE SET
-      host = EXCLUDED.host, health = EXCLUDED.health, last_error = EXCLUDED.last_error, breaker = EXCLUDED.breaker,
-      breaker_opened_at = EXCLUDED.breaker_opened_at, breaker_until = EXCLUDED.breaker_until,
-      breaker_reason = EXCLUDED.breaker_reason, resident = EXCLUDED.resident, maintenance = EXCLUDED.maintenance,
-      maintenance_until = EXCLUDED.maintenance_until, maintenance_reason = EXCLUDED.maintenance_reason,
-      last_position = EXCLUDED.last_position, last_event_at = EXCLUDED.last_event_at`.pipe(Effect.asVoid)
+): Effect.Effect<void, SqlError> => upsertReplace(sql, qualify(schema, table), ["stream_id"], columns, states)

@@ -89,15 +89,6 @@ export const runContribution = (run: RunState): ReadonlyArray<MetricRow> => {
 
 const rowKey = (r: MetricKey) => keyOf([r.name, r.lane, r.endpoint, r.outcome])
 
-const add = (metrics: Metrics, row: MetricRow, sign: 1 | -1): Metrics => {
-  const key = rowKey(row)
-  const prev = HashMap.get(metrics, key)
-  const base = prev._tag === "Some" ? prev.value : { ...row, count: 0, sum: 0, buckets: row.buckets.map(() => 0) }
-  const length = Math.max(base.buckets.length, row.buckets.length)
-  const buckets = Array.from({ length }, (_, i) => (base.buckets[i] ?? 0) + sign * (row.buckets[i] ?? 0))
-  return HashMap.set(metrics, key, { ...base, count: base.count + sign * row.count, sum: base.sum + sign * row.sum, buckets })
-}
-
 const sameRows = (a: ReadonlyArray<MetricRow>, b: ReadonlyArray<MetricRow>): boolean =>
   a.length === b.length &&
   a.every((r, i) => {
@@ -108,19 +99,21 @@ const sameRows = (a: ReadonlyArray<MetricRow>, b: ReadonlyArray<MetricRow>): boo
 /** Rows an event adds by itself (attempts, skips, breaker transitions), once, when it is applied. */
 const eventRows = (change: Change): ReadonlyArray<MetricRow> => {
   const e = change.event
-  const d = fields(e.data)
   if (change.run !== null) {
     switch (e.type) {
       case "AttemptSucceeded":
       case "AttemptFailed": {
+        const d = fields(e.data)
         const host = str(d.host) ?? str(d.provider) ?? none
         const outcome = e.type === "AttemptSucceeded" ? "success" : str(d.kind) ?? "failure"
         return [observation("attempt_duration_ms", change.run.after.lane, host, outcome, Math.max(0, int(d.durationMs) ?? 0))]
       }
-      case "HostSkipped":
+      case "HostSkipped": {
+        const d = fields(e.data)
         return [counter("host_skipped", change.run.after.lane, str(d.host) ?? none, str(d.reason) ?? "skipped")]
+      }
       case "RouteDecided": {
-        const skipped = fields(d.plan).skipped
+        const skipped = fields(fields(e.data).plan).skipped
         return (Array.isArray(skipped) ? skipped : []).map((s) =>
           counter("host_skipped", change.run!.after.lane, str(fields(s).host) ?? none, str(fields(fields(s).reason).kind) ?? "skipped")
         )
@@ -134,16 +127,58 @@ const eventRows = (change: Change): ReadonlyArray<MetricRow> => {
   return []
 }
 
-export const evolve = (metrics: Metrics, change: Change): Metrics => {
-  let next = metrics
-  for (const row of eventRows(change)) next = add(next, row, 1)
-  if (change.run === null) return next
+/** What a change adds: its own rows, and the difference of its run's contribution. */
+export const deltas = (change: Change): ReadonlyArray<readonly [MetricRow, 1 | -1]> => {
+  const out: Array<readonly [MetricRow, 1 | -1]> = eventRows(change).map((row) => [row, 1] as const)
+  if (change.run === null) return out
   const before = change.run.before === null ? [] : runContribution(change.run.before)
   const after = runContribution(change.run.after)
-  if (sameRows(before, after)) return next
-  for (const row of before) next = add(next, row, -1)
-  for (const row of after) next = add(next, row, 1)
-  return next
+  if (sameRows(before, after)) return out
+  for (const row of before) out.push([row, -1])
+  for (const row of after) out.push([row, 1])
+  return out
+}
+
+const plus = (base: MetricRow, row: MetricRow, sign: 1 | -1): MetricRow => {
+  const length = Math.max(base.buckets.length, row.buckets.length)
+  const buckets = Array.from({ length }, (_, i) => (base.buckets[i] ?? 0) + sign * (row.buckets[i] ?? 0))
+  return { ...base, count: base.count + sign * row.count, sum: base.sum + sign * row.sum, buckets }
+}
+
+const zero = (row: MetricRow): MetricRow => ({ ...row, count: 0, sum: 0, buckets: row.buckets.map(() => 0) })
+
+export const evolve = (metrics: Metrics, change: Change): Metrics =>
+  deltas(change).reduce((acc, [row, sign]) => {
+    const key = rowKey(row)
+    const prev = HashMap.get(acc, key)
+    return HashMap.set(acc, key, plus(prev._tag === "Some" ? prev.value : zero(row), row, sign))
+  }, metrics)
+
+interface MutableRow extends MetricKey {
+  count: number
+  sum: number
+  buckets: Array<number>
+}
+
+/** The same sums as `evolve`, in a mutable map updated in place, for one batch of the projector. */
+export class Accumulator {
+  private readonly rows = new Map<string, MutableRow>()
+  add(change: Change): void {
+    for (const [row, sign] of deltas(change)) {
+      const key = rowKey(row)
+      let acc = this.rows.get(key)
+      if (acc === undefined) {
+        acc = { name: row.name, lane: row.lane, endpoint: row.endpoint, outcome: row.outcome, count: 0, sum: 0, buckets: row.buckets.map(() => 0) }
+        this.rows.set(key, acc)
+      }
+      acc.count += sign * row.count
+      acc.sum += sign * row.sum
+      for (let i = 0; i < row.buckets.length; i++) acc.buckets[i] = (acc.buckets[i] ?? 0) + sign * row.buckets[i]!
+    }
+  }
+  values(): Iterable<MetricRow> {
+    return this.rows.values()
+  }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -153,8 +188,8 @@ export const evolve = (metrics: Metrics, change: Change): Metrics => {
 export const table = "metrics"
 
 /** Adds `delta` (as folded from an empty Metrics) to the table, bucket by bucket. */
-export const upsert = (sql: SqlClient.SqlClient, schema: string, delta: Metrics): Effect.Effect<void, SqlError> => {
-  const rows = Array.from(HashMap.values(delta))
+export const upsert = (sql: SqlClient.SqlClient, schema: string, delta: Iterable<MetricRow>): Effect.Effect<void, SqlError> => {
+  const rows = Array.from(delta)
   if (rows.length === 0) return Effect.void
   return sql`
     INSERT INTO ${sql(`${schema}.${table}`)} AS t (name, lane, endpoint, outcome, count, sum, buckets)

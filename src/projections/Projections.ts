@@ -1,7 +1,9 @@
 /**
  * All projections together: the batch fold the projector runs (and a rebuild runs, from nothing),
  * and the writes of one batch. Adding a projection = one module with `evolve` + `upsert`, folded
- * here and listed in `tables`.
+ * here and listed in `tables`. Of a RouteDecided event the folds see only `input.route`,
+ * `input.model` and `plan` (Projector.readEvents leaves the hosts' views out); a fold that needs
+ * more of it must widen that query.
  *
  *   run streams  ──RunState.evolve──▶ run transition ─┬─▶ CostLedger.evolve
  *   host streams ─HostState.evolve─▶ host transition ─┴─▶ Metrics.evolve
@@ -29,8 +31,8 @@ export interface BatchResult {
   readonly runs: ReadonlyArray<RunState.RunState>
   readonly hosts: ReadonlyArray<HostState.HostState>
   /** Differences to add to the additive tables. */
-  readonly ledger: CostLedger.CostLedger
-  readonly metrics: Metrics.Metrics
+  readonly ledger: Iterable<CostLedger.LedgerRow>
+  readonly metrics: Iterable<Metrics.MetricRow>
   /** Events that changed a state (the rest were re-deliveries or of streams no projection reads). */
   readonly applied: number
 }
@@ -56,8 +58,8 @@ export const fold = (
   const hosts = new Map(hostStates)
   const changedRuns = new Set<string>()
   const changedHosts = new Set<string>()
-  let ledger = CostLedger.empty
-  let metrics = Metrics.empty
+  const ledger = new CostLedger.Accumulator()
+  const metrics = new Metrics.Accumulator()
   let applied = 0
   for (const event of events) {
     let change: Change = { event, run: null, host: null }
@@ -79,14 +81,14 @@ export const fold = (
       }
     }
     if (change.run !== null || change.host !== null) applied++
-    ledger = CostLedger.evolve(ledger, change)
-    metrics = Metrics.evolve(metrics, change)
+    ledger.add(change)
+    metrics.add(change)
   }
   return {
     runs: [...changedRuns].map((s) => runs.get(s)!),
     hosts: [...changedHosts].map((s) => hosts.get(s)!),
-    ledger,
-    metrics,
+    ledger: ledger.values(),
+    metrics: metrics.values(),
     applied
   }
 }

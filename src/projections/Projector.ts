@@ -17,7 +17,7 @@
  */
 import * as SqlClient from "@effect/sql/SqlClient"
 import type { SqlError } from "@effect/sql/SqlError"
-import { Config, Context, Duration, Effect, Layer, Ref, Schedule } from "effect"
+import { Config, Context, Duration, Effect, Fiber, Layer, Ref, Schedule } from "effect"
 import type { ProjectionEvent } from "./Event.ts"
 import { applyEvents } from "./Projections.ts"
 
@@ -83,10 +83,20 @@ export const writeCheckpoint = (sql: SqlClient.SqlClient, schema: string, name: 
  */
 export type Source = "journal" | "journal+archive"
 
+/**
+ * What the folds read of an event. RouteDecided carries plan()'s whole input (every host's view)
+ * for replay, but the projections read only its route, model and plan: sending just those keeps
+ * a catch-up from moving and parsing ~1 kB per decision for nothing (Projections.ts says so too).
+ */
 const eventColumns = `global_position::float8 AS "globalPosition", transaction_id::text AS "transactionId",
   stream_id AS "streamId", stream_position AS "streamPosition", trace_id AS "traceId", project_id AS "projectId",
-  lane, type, data, floor(extract(epoch FROM occurred_at) * 1000)::float8 AS "occurredAt",
-  transaction_id AS tx, global_position AS gp`
+  lane, type,
+  CASE WHEN type = 'RouteDecided'
+    THEN jsonb_build_object('input', jsonb_build_object('route', data->'input'->'route', 'model', data->'input'->'model'), 'plan', data->'plan')
+    ELSE data END AS data,
+  round(date_part('epoch', occurred_at) * 1000)::float8 AS "occurredAt"`
+
+const eventNames = `"globalPosition", "transactionId", "streamId", "streamPosition", "traceId", "projectId", lane, type, data, "occurredAt"`
 
 export const readEvents = (
   sql: SqlClient.SqlClient,
@@ -97,14 +107,15 @@ export const readEvents = (
   const upTo = options.upTo === undefined
     ? sql.literal("")
     : sql`AND (transaction_id, global_position) <= (${options.upTo.transactionId}::xid8, ${options.upTo.globalPosition}::bigint)`
-  const live = sql`SELECT ${sql.literal(eventColumns)} FROM step_journal
+  const live = (extra: string) => sql`SELECT ${sql.literal(eventColumns + extra)} FROM step_journal
     WHERE ${past} AND transaction_id < pg_snapshot_xmin(pg_current_snapshot()) ${upTo}
     ORDER BY transaction_id, global_position LIMIT ${options.limit}`
-  if (options.source === "journal") return sql<ProjectionEvent>`${live}`
-  return sql<ProjectionEvent>`SELECT * FROM (
-      (SELECT ${sql.literal(eventColumns)} FROM step_journal_archive WHERE ${past} ${upTo}
+  if (options.source === "journal") return sql<ProjectionEvent>`${live("")}`
+  const order = ", transaction_id AS tx, global_position AS gp"
+  return sql<ProjectionEvent>`SELECT ${sql.literal(eventNames)} FROM (
+      (SELECT ${sql.literal(eventColumns + order)} FROM step_journal_archive WHERE ${past} ${upTo}
         ORDER BY transaction_id, global_position LIMIT ${options.limit})
-      UNION ALL (${live})
+      UNION ALL (${live(order)})
     ) e ORDER BY tx, gp LIMIT ${options.limit}`
 }
 
@@ -128,28 +139,47 @@ export type BatchOutcome =
   | { readonly _tag: "Busy" }
   | { readonly _tag: "Applied"; readonly events: number; readonly applied: number; readonly checkpoint: Checkpoint }
 
-/** One batch in one transaction (see the module comment). */
-export const applyBatch = (sql: SqlClient.SqlClient, options: FollowOptions): Effect.Effect<BatchOutcome, SqlError> =>
+const sameCheckpoint = (a: Checkpoint, b: Checkpoint) =>
+  a.transactionId === b.transactionId && a.globalPosition === b.globalPosition
+
+const lastOf = (events: ReadonlyArray<ProjectionEvent>): Checkpoint => {
+  const last = events[events.length - 1]!
+  return { transactionId: last.transactionId, globalPosition: last.globalPosition }
+}
+
+/** Events read ahead of the transaction that applies them, from `from`. */
+export interface ReadAhead {
+  readonly from: Checkpoint
+  readonly events: ReadonlyArray<ProjectionEvent>
+}
+
+/**
+ * One batch in one transaction (see the module comment). Events read ahead are used only if the
+ * checkpoint, once locked, is still where they were read from; otherwise (another projector
+ * moved it) the batch is read again under the lock.
+ */
+export const applyBatch = (
+  sql: SqlClient.SqlClient,
+  options: FollowOptions,
+  ahead?: ReadAhead | undefined
+): Effect.Effect<BatchOutcome, SqlError> =>
   sql.withTransaction(Effect.gen(function*() {
     const name = options.name ?? checkpointName
+    // Projections are derived data: if the server crashes before this commit reaches disk, the
+    // projections and their checkpoint are lost together and re-derived from the journal. So the
+    // commit need not wait for the WAL flush (the journal's own writes stay synchronous).
+    yield* sql`SET LOCAL synchronous_commit TO OFF`
     const from = yield* readCheckpoint(sql, options.schema, name, options.skipLocked ? "update-skip-locked" : "update")
     if (from === null) return { _tag: "Busy" } as const
-    const events = yield* readEvents(sql, from, { source: options.source, limit: options.batchSize, upTo: options.upTo })
+    const events = ahead !== undefined && sameCheckpoint(ahead.from, from)
+      ? ahead.events
+      : yield* readEvents(sql, from, { source: options.source, limit: options.batchSize, upTo: options.upTo })
     if (events.length === 0) return { _tag: "Applied", events: 0, applied: 0, checkpoint: from } as const
     const result = yield* applyEvents(sql, options.schema, events)
-    const last = events[events.length - 1]!
-    const checkpoint = { transactionId: last.transactionId, globalPosition: last.globalPosition }
+    const checkpoint = lastOf(events)
     yield* writeCheckpoint(sql, options.schema, name, checkpoint, events.length)
     return { _tag: "Applied", events: events.length, applied: result.applied, checkpoint } as const
   }))
-
-/** Whether anything is waiting below the horizon past `at`. */
-export const hasEventsPast = (
-  sql: SqlClient.SqlClient,
-  at: Checkpoint,
-  options: { readonly source: Source; readonly upTo?: Checkpoint | undefined }
-): Effect.Effect<boolean, SqlError> =>
-  Effect.map(readEvents(sql, at, { source: options.source, limit: 1, upTo: options.upTo }), (rows) => rows.length > 0)
 
 export interface CatchUpResult {
   /** Events read and folded (including re-deliveries and events no projection uses). */
@@ -159,23 +189,48 @@ export interface CatchUpResult {
   readonly busy: boolean
 }
 
-/** Batches until nothing is left below the horizon (or `upTo` is reached). */
+/**
+ * Batches until nothing is left below the horizon (or `upTo` is reached). While one batch is
+ * folded and written in its transaction, the next is read on another connection, so the
+ * database reads while the projector computes. A quiet journal costs one read-only query.
+ */
 export const catchUp = (sql: SqlClient.SqlClient, options: FollowOptions): Effect.Effect<CatchUpResult, SqlError> =>
   Effect.gen(function*() {
     const name = options.name ?? checkpointName
-    const current = yield* readCheckpoint(sql, options.schema, name)
-    if (current === null) yield* ensureCheckpoint(sql, options.schema, name)
-    // A quiet journal costs one read-only query: no transaction, no row lock, no xid.
-    else if (!(yield* hasEventsPast(sql, current, options))) return { events: 0, checkpoint: current, busy: false }
-    let events = 0
-    let checkpoint: Checkpoint | null = null
-    for (;;) {
-      const outcome = yield* applyBatch(sql, options)
-      if (outcome._tag === "Busy") return { events, checkpoint, busy: true }
-      events += outcome.events
+    const stored = yield* readCheckpoint(sql, options.schema, name)
+    if (stored === null) yield* ensureCheckpoint(sql, options.schema, name)
+    let from: Checkpoint = stored ?? origin
+    const read = (at: Checkpoint) => readEvents(sql, at, { source: options.source, limit: options.batchSize, upTo: options.upTo })
+    let events = yield* read(from)
+    let total = 0
+    let checkpoint: Checkpoint | null = from
+    while (events.length > 0) {
+      const last = lastOf(events)
+      const ahead = events.length === options.batchSize ? yield* Effect.fork(read(last)) : null
+      const stopAhead = ahead === null ? Effect.void : Fiber.interrupt(ahead)
+      const outcome: BatchOutcome = yield* applyBatch(sql, options, { from, events }).pipe(Effect.onError(() => stopAhead))
+      if (outcome._tag === "Busy") {
+        yield* stopAhead
+        return { events: total, checkpoint, busy: true }
+      }
+      total += outcome.events
       checkpoint = outcome.checkpoint
-      if (outcome.events < options.batchSize) return { events, checkpoint, busy: false }
+      if (outcome.events === 0) {
+        yield* stopAhead
+        break
+      }
+      if (!sameCheckpoint(outcome.checkpoint, last)) {
+        // Another projector had moved the checkpoint: what was read ahead is stale.
+        yield* stopAhead
+        from = outcome.checkpoint
+        events = yield* read(from)
+        continue
+      }
+      if (ahead === null) break
+      from = last
+      events = yield* Fiber.join(ahead)
     }
+    return { events: total, checkpoint, busy: false }
   })
 
 /**

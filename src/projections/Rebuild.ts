@@ -25,13 +25,16 @@ export const defaultBatchSize = 5_000
 
 const qualified = (sql: SqlClient.SqlClient, schema: string, table: string) => sql(`${schema}.${table}`)
 
-/** A fresh schema with empty copies of the projection tables and the checkpoint table. */
+/**
+ * A fresh schema with empty copies of the projection tables and the checkpoint table. UNLOGGED:
+ * scratch tables are rebuilt from the journal anyway, so they need no WAL (a crash loses only them).
+ */
 export const createScratch = (sql: SqlClient.SqlClient, schema: string): Effect.Effect<void, SqlError> =>
   Effect.gen(function*() {
     yield* sql`DROP SCHEMA IF EXISTS ${sql(schema)} CASCADE`
     yield* sql`CREATE SCHEMA ${sql(schema)}`
     for (const table of [...tables.map((t) => t.name), checkpointTable]) {
-      yield* sql`CREATE TABLE ${qualified(sql, schema, table)} (LIKE ${qualified(sql, liveSchema, table)} INCLUDING ALL)`
+      yield* sql`CREATE UNLOGGED TABLE ${qualified(sql, schema, table)} (LIKE ${qualified(sql, liveSchema, table)} INCLUDING ALL)`
     }
   })
 

@@ -13,6 +13,7 @@ import type * as SqlClient from "@effect/sql/SqlClient"
 import type { SqlError } from "@effect/sql/SqlError"
 import { Effect } from "effect"
 import { bool, fields, firstNum, int, num, type ProjectionEvent, runStreamPrefix, str } from "./Event.ts"
+import { type Column, fromMillis, jsonText, qualify, toMillis, upsertReplace } from "./Sql.ts"
 
 export type RunStatus = "running" | "completed" | "failed"
 
@@ -134,21 +135,25 @@ export const failureText = (host: string, kind: string, durationMs: number | nul
 /** Misses that are not failures: a conditional step left out because an earlier host was refused by a rule. */
 const notAMiss = new Set(["only-when-unavailable"])
 
-const addMiss = (s: RunState, miss: Miss): RunState =>
-  notAMiss.has(miss.kind) ? s : { ...s, misses: [...s.misses, miss] }
+/** A change to some fields of the state (null: none). */
+type Patch = Partial<Mutable<RunState>> | null
+
+const addMisses = (s: RunState, misses: ReadonlyArray<Miss>): Patch => {
+  const kept = misses.filter((m) => !notAMiss.has(m.kind))
+  return kept.length === 0 ? null : { misses: [...s.misses, ...kept] }
+}
 
 const finish = (s: RunState, event: ProjectionEvent, durationMs: number | null): Pick<RunState, "finishedAt" | "durationMs"> => ({
   finishedAt: event.occurredAt,
   durationMs: durationMs ?? (s.startedAt === null ? null : event.occurredAt - s.startedAt)
 })
 
-/** One event's effect, before the derived fields are recomputed. */
-const step = (s: RunState, event: ProjectionEvent): RunState => {
+/** One event's effect, as the fields it changes (the derived fields are recomputed after). */
+const step = (s: RunState, event: ProjectionEvent): Patch => {
   const d = fields(event.data)
   switch (event.type) {
     case "RunStarted":
       return {
-        ...s,
         runId: str(d.runId) ?? s.runId,
         operation: str(d.operation),
         stream: bool(d.stream),
@@ -164,50 +169,48 @@ const step = (s: RunState, event: ProjectionEvent): RunState => {
         const host = str(fields(r).host)
         return host === null ? [] : [host]
       })
-      let next: RunState = { ...s, route, assignedModel: s.assignedModel ?? str(input.model) }
-      for (const skip of Array.isArray(plan.skipped) ? plan.skipped : []) {
+      const misses = (Array.isArray(plan.skipped) ? plan.skipped : []).flatMap((skip): Array<Miss> => {
         const host = str(fields(skip).host)
         const reason = fields(fields(skip).reason)
-        if (host !== null) next = addMiss(next, { host, kind: str(reason.kind) ?? "skipped", text: skipText(host, reason) })
-      }
-      return next
+        return host === null ? [] : [{ host, kind: str(reason.kind) ?? "skipped", text: skipText(host, reason) }]
+      })
+      return { route, assignedModel: s.assignedModel ?? str(input.model), ...addMisses(s, misses) }
     }
     case "AttemptStarted":
-      return { ...s, attempts: s.attempts + 1 }
+      return { attempts: s.attempts + 1 }
     case "AttemptFailed": {
       const host = str(d.host) ?? str(d.provider) ?? "?"
       const kind = str(d.kind) ?? "failure"
-      return addMiss(s, { host, kind, text: failureText(host, kind, int(d.durationMs)) })
+      return addMisses(s, [{ host, kind, text: failureText(host, kind, int(d.durationMs)) }])
     }
     case "HostSkipped": {
       const host = str(d.host) ?? str(d.provider) ?? "?"
       const kind = str(d.reason) ?? "skipped"
-      return addMiss(s, { host, kind, text: skipText(host, { kind }) })
+      return addMisses(s, [{ host, kind, text: skipText(host, { kind }) }])
     }
     case "PaidFallbackRequested":
-      return { ...s, paidFallbackReason: str(d.reason) ?? "paid fallback requested" }
+      return { paidFallbackReason: str(d.reason) ?? "paid fallback requested" }
     case "BudgetDenied": {
       const host = str(d.provider) ?? "budget"
       const why = str(d.reason) ?? str(d.message)
-      return addMiss(s, { host, kind: "budget-denied", text: `${host} budget denied${why === null ? "" : ` (${why})`}` })
+      return addMisses(s, [{ host, kind: "budget-denied", text: `${host} budget denied${why === null ? "" : ` (${why})`}` }])
     }
     case "BudgetSettled": {
       // costUsd null: the provider did not report usage; what the budget charged is not the cost.
       const cost = firstNum(d.costUsd, d.actualUsd)
       return cost === null
-        ? { ...s, unknownSettlements: s.unknownSettlements + 1 }
-        : { ...s, settledCostUsd: s.settledCostUsd + cost, settlements: s.settlements + 1 }
+        ? { unknownSettlements: s.unknownSettlements + 1 }
+        : { settledCostUsd: s.settledCostUsd + cost, settlements: s.settlements + 1 }
     }
     case "PaidProviderSkipped": {
       const host = str(d.provider) ?? "?"
-      return addMiss(s, { host, kind: "provider-skipped", text: `${host} skipped${str(d.reason) === null ? "" : ` (${str(d.reason)})`}` })
+      return addMisses(s, [{ host, kind: "provider-skipped", text: `${host} skipped${str(d.reason) === null ? "" : ` (${str(d.reason)})`}` }])
     }
     case "RunCompleted": {
-      if (s.status !== "running") return s
+      if (s.status !== "running") return null
       const endpoint = str(d.endpoint) ?? s.endpoint
       const providerTier = str(d.providerTier)
       return {
-        ...s,
         status: "completed",
         endpoint,
         providerTier,
@@ -221,9 +224,8 @@ const step = (s: RunState, event: ProjectionEvent): RunState => {
       }
     }
     case "RunFailed":
-      if (s.status !== "running") return s
+      if (s.status !== "running") return null
       return {
-        ...s,
         status: "failed",
         error: str(d.message),
         errorCode: str(d.error),
@@ -232,7 +234,7 @@ const step = (s: RunState, event: ProjectionEvent): RunState => {
         ...finish(s, event, int(d.durationMs))
       }
     default:
-      return s
+      return null
   }
 }
 
@@ -256,27 +258,24 @@ const costOf = (s: RunState): number | null =>
 export const evolve = (state: RunState | null, event: ProjectionEvent): RunState => {
   if (state !== null && event.streamPosition <= state.lastPosition) return state
   const base = state ?? initial(event)
-  const s = step(
-    {
-      ...base,
-      traceId: base.traceId ?? event.traceId,
-      projectId: base.projectId ?? event.projectId,
-      lane: base.lane ?? event.lane
-    },
-    event
-  )
-  const next = { ...s, lastPosition: event.streamPosition, lastEventAt: event.occurredAt }
-  return { ...next, costUsd: costOf(next), fallbackReason: fallbackOf(next) }
+  // One copy per event (this runs a million times in a rebuild): the step's fields, the
+  // bookkeeping and the derived fields all go into it.
+  const next: Mutable<RunState> = { ...base, ...step(base, event), lastPosition: event.streamPosition, lastEventAt: event.occurredAt }
+  if (next.traceId === null) next.traceId = event.traceId
+  if (next.projectId === null) next.projectId = event.projectId
+  if (next.lane === null) next.lane = event.lane
+  next.costUsd = costOf(next)
+  next.fallbackReason = fallbackOf(next)
+  return next
 }
+
+type Mutable<T> = { -readonly [K in keyof T]: T[K] }
 
 // ---------------------------------------------------------------------------------------------
 // SQL
 // ---------------------------------------------------------------------------------------------
 
 export const table = "run_state"
-
-/** Columns compared by `verify` (all of them: the row is the state). */
-export const diffKey = ["stream_id"] as const
 
 interface Row {
   readonly streamId: string
@@ -326,7 +325,7 @@ const fromRow = (r: Row): RunState => ({
   settledCostUsd: Number(r.settledCostUsd)
 })
 
-const ms = (column: string) => `floor(extract(epoch FROM ${column}) * 1000)::float8`
+const ms = toMillis
 
 /** The SELECT list that reads a row back into a RunState (numbers exactly as stored). */
 export const selectList = [
@@ -359,41 +358,49 @@ export const loadByTrace = (sql: SqlClient.SqlClient, schema: string, traceId: s
   sql<Row>`SELECT ${sql.literal(selectList)} FROM ${sql(`${schema}.${table}`)}
     WHERE trace_id = ${traceId} ORDER BY started_at, stream_id`.pipe(Effect.map((rows) => rows.map(fromRow)))
 
-/** Writes whole states (the row is the state). */
+/** The row is the state: every field has its column. */
+const columns: ReadonlyArray<Column<RunState>> = [
+  { name: "stream_id", type: "text", value: (r) => r.streamId },
+  { name: "run_id", type: "text", value: (r) => r.runId },
+  { name: "trace_id", type: "text", value: (r) => r.traceId },
+  { name: "project_id", type: "text", value: (r) => r.projectId },
+  { name: "lane", type: "text", value: (r) => r.lane },
+  { name: "status", type: "text", value: (r) => r.status },
+  { name: "operation", type: "text", value: (r) => r.operation },
+  { name: "stream", type: "boolean", value: (r) => r.stream },
+  { name: "intent", type: "text", value: (r) => r.intent },
+  { name: "requested_model", type: "text", value: (r) => r.requestedModel },
+  { name: "assigned_model", type: "text", value: (r) => r.assignedModel },
+  { name: "model", type: "text", value: (r) => r.model },
+  { name: "attempts", type: "integer", value: (r) => r.attempts },
+  { name: "endpoint", type: "text", value: (r) => r.endpoint },
+  { name: "provider_tier", type: "text", value: (r) => r.providerTier },
+  { name: "provider", type: "text", value: (r) => r.provider },
+  { name: "input_tokens", type: "bigint", value: (r) => r.inputTokens },
+  { name: "output_tokens", type: "bigint", value: (r) => r.outputTokens },
+  // numeric from the shortest decimal that reads back as the same double: exact round trips.
+  { name: "cost_usd", type: "numeric", value: (r) => r.costUsd },
+  { name: "completed_cost_usd", type: "numeric", value: (r) => r.completedCostUsd },
+  { name: "settled_cost_usd", type: "numeric", value: (r) => r.settledCostUsd },
+  { name: "settlements", type: "integer", value: (r) => r.settlements },
+  { name: "unknown_settlements", type: "integer", value: (r) => r.unknownSettlements },
+  { name: "fallback_reason", type: "text", value: (r) => r.fallbackReason },
+  { name: "paid_fallback_reason", type: "text", value: (r) => r.paidFallbackReason },
+  { name: "error", type: "text", value: (r) => r.error },
+  { name: "error_code", type: "text", value: (r) => r.errorCode },
+  { name: "error_status", type: "integer", value: (r) => r.errorStatus },
+  { name: "started_at", type: "float8", value: (r) => r.startedAt, expr: fromMillis },
+  { name: "finished_at", type: "float8", value: (r) => r.finishedAt, expr: fromMillis },
+  { name: "duration_ms", type: "bigint", value: (r) => r.durationMs },
+  { name: "route", type: "jsonb", value: (r) => jsonText(r.route) },
+  { name: "misses", type: "jsonb", value: (r) => jsonText(r.misses) },
+  { name: "last_position", type: "integer", value: (r) => r.lastPosition },
+  { name: "last_event_at", type: "float8", value: (r) => r.lastEventAt, expr: fromMillis }
+]
+
+/** Writes whole states. */
 export const upsert = (
   sql: SqlClient.SqlClient,
   schema: string,
   states: ReadonlyArray<RunState>
-): Effect.Effect<void, SqlError> =>
-  states.length === 0 ? Effect.void : sql`
-    INSERT INTO ${sql(`${schema}.${table}`)} (stream_id, run_id, trace_id, project_id, lane, status, operation, stream, intent,
-      requested_model, assigned_model, model, attempts, endpoint, provider_tier, provider, input_tokens, output_tokens,
-      cost_usd, completed_cost_usd, settled_cost_usd, settlements, unknown_settlements, fallback_reason, paid_fallback_reason, error, error_code,
-      error_status, started_at, finished_at, duration_ms, route, misses, last_position, last_event_at)
-    SELECT "streamId", "runId", "traceId", "projectId", lane, status, operation, stream, intent,
-      "requestedModel", "assignedModel", model, attempts, endpoint, "providerTier", provider, "inputTokens", "outputTokens",
-      "costUsd", "completedCostUsd", "settledCostUsd", settlements, "unknownSettlements", "fallbackReason", "paidFallbackReason", error, "errorCode",
-      "errorStatus", to_timestamp("startedAt" / 1000.0), to_timestamp("finishedAt" / 1000.0), "durationMs", route, misses,
-      "lastPosition", to_timestamp("lastEventAt" / 1000.0)
-    FROM jsonb_to_recordset(${JSON.stringify(states)}::jsonb) AS r(
-      "streamId" text, "runId" text, "traceId" text, "projectId" text, lane text, status text, operation text, stream boolean,
-      intent text, "requestedModel" text, "assignedModel" text, model text, attempts integer, endpoint text,
-      "providerTier" text, provider text, "inputTokens" bigint, "outputTokens" bigint, "costUsd" numeric,
-      "completedCostUsd" numeric, "settledCostUsd" numeric, settlements integer, "unknownSettlements" integer,
-      "fallbackReason" text,
-      "paidFallbackReason" text, error text, "errorCode" text, "errorStatus" integer, "startedAt" float8,
-      "finishedAt" float8, "durationMs" bigint, route jsonb, misses jsonb, "lastPosition" integer, "lastEventAt" float8)
-    ON CONFLICT (stream_id) DO UPDATE SET
-      run_id = EXCLUDED.run_id, trace_id = EXCLUDED.trace_id, project_id = EXCLUDED.project_id, lane = EXCLUDED.lane,
-      status = EXCLUDED.status, operation = EXCLUDED.operation, stream = EXCLUDED.stream, intent = EXCLUDED.intent,
-      requested_model = EXCLUDED.requested_model, assigned_model = EXCLUDED.assigned_model, model = EXCLUDED.model,
-      attempts = EXCLUDED.attempts, endpoint = EXCLUDED.endpoint, provider_tier = EXCLUDED.provider_tier,
-      provider = EXCLUDED.provider, input_tokens = EXCLUDED.input_tokens, output_tokens = EXCLUDED.output_tokens,
-      cost_usd = EXCLUDED.cost_usd, completed_cost_usd = EXCLUDED.completed_cost_usd,
-      settled_cost_usd = EXCLUDED.settled_cost_usd, settlements = EXCLUDED.settlements,
-      unknown_settlements = EXCLUDED.unknown_settlements,
-      fallback_reason = EXCLUDED.fallback_reason, paid_fallback_reason = EXCLUDED.paid_fallback_reason,
-      error = EXCLUDED.error, error_code = EXCLUDED.error_code, error_status = EXCLUDED.error_status,
-      started_at = EXCLUDED.started_at, finished_at = EXCLUDED.finished_at, duration_ms = EXCLUDED.duration_ms,
-      route = EXCLUDED.route, misses = EXCLUDED.misses, last_position = EXCLUDED.last_position,
-      last_event_at = EXCLUDED.last_event_at`.pipe(Effect.asVoid)
+): Effect.Effect<void, SqlError> => upsertReplace(sql, qualify(schema, table), ["stream_id"], columns, states)

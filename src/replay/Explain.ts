@@ -171,7 +171,8 @@ export const describe = (e: HistoryEvent, openedAt: OpenedLookup = () => undefin
       return `failed: ${int(d.status) ?? "?"} ${str(d.error) ?? "?"} after ${secs(int(d.durationMs))}: ${str(d.message) ?? ""}`
     case "BreakerOpened":
       return `[host ${host}] circuit breaker OPENED${num(d.consecutiveTimeouts) !== null ? ` after ${num(d.consecutiveTimeouts)} consecutive timeouts` : ""}` +
-        `${num(d.until) !== null ? `, until ${time(num(d.until))}` : ""}${str(d.reason) !== null ? ` (${str(d.reason)})` : ""}`
+        `${num(d.until) !== null ? `, until ${time(num(d.until))}` : ""}` +
+        `${str(d.reason) !== null && num(d.consecutiveTimeouts) === null ? ` (${str(d.reason)})` : ""}`
     case "BreakerHalfOpened":
       return `[host ${host}] circuit breaker half-open: one probe admitted`
     case "BreakerClosed":
@@ -210,8 +211,12 @@ const summaryOf = (run: RunState.RunState): string => {
 // Building an explanation
 // ---------------------------------------------------------------------------------------------
 
-/** Host events count for a run while it ran, and a little after (a breaker opens right after the timeout). */
-const afterRunMs = 1_000
+/**
+ * Host events are shown with a run while it ran. A breaker opens in the same instant as the
+ * timeout that opened it (before the attempt's failure is journaled), so no slack is needed after
+ * the run's last event — and none is wanted: back-to-back runs would each claim the next one's.
+ */
+const afterRunMs = 0
 
 /** Hosts a run's events name (route, plan, attempts, skips). */
 const hostsOf = (events: ReadonlyArray<HistoryEvent>): Set<string> => {

@@ -21,7 +21,7 @@
  * (several replicas would need a lease; see DESIGN.md "Scale").
  */
 import type * as SqlClient from "@effect/sql/SqlClient"
-import { Clock, Deferred, Effect, Exit, Fiber, Option, Queue, Schedule, Stream } from "effect"
+import { Clock, Data, Deferred, Effect, Exit, Fiber, Option, Queue, Schedule, Stream } from "effect"
 import type { GatewayConfig } from "../config/GatewayConfig.ts"
 import type { CallerContext } from "../domain/CallerContext.ts"
 import { type GatewayError, RunStoreUnavailable } from "../domain/Errors.ts"
@@ -227,6 +227,15 @@ interface RunRow {
 }
 
 const DURABLE_TIMEOUT_MS = 5_000
+const FINISH_TIMEOUT_MS = 10_000
+class FinishTimeout extends Data.TaggedError("FinishTimeout")<{ readonly ms: number }> {}
+
+/** A `\u0000` or lone-surrogate escape (PostgreSQL's jsonb refuses both): stored as U+FFFD, as the journal does. */
+const badJsonEscape = /(?<!\\)((?:\\\\)*)\\u(?:0000|d[89a-f][0-9a-f]{2})/gi
+export const toJsonb = (value: unknown): string => {
+  const json = JSON.stringify(value) ?? "null"
+  return json.includes("\\u") ? json.replace(badJsonEscape, "$1\\ufffd") : json
+}
 const dbRetry = Schedule.exponential(100).pipe(Schedule.intersect(Schedule.recurs(4)))
 
 const decodeResult = (bytes: Uint8Array): unknown => {
@@ -262,11 +271,13 @@ export const make = (deps: {
     const finishRow = (runId: string, result: unknown | null) =>
       Effect.gen(function*() {
         if (result !== null) {
-          yield* sql`UPDATE async_runs SET result = ${JSON.stringify(result)}::jsonb WHERE run_id = ${runId}`.pipe(Effect.retry(dbRetry))
+          yield* sql`UPDATE async_runs SET result = ${toJsonb(result)}::jsonb WHERE run_id = ${runId}`.pipe(Effect.retry(dbRetry))
         }
         yield* journal.flush
         yield* sql`UPDATE async_runs SET request = NULL, finished_at = now() WHERE run_id = ${runId}`.pipe(Effect.retry(dbRetry))
       }).pipe(
+        // Bounded: it runs uninterruptibly, and a database outage must not hold a shutdown forever.
+        Effect.timeoutFail({ duration: FINISH_TIMEOUT_MS, onTimeout: () => new FinishTimeout({ ms: FINISH_TIMEOUT_MS }) }),
         Effect.catchAll((error) => Effect.logError(`async run ${runId}: could not record its end in async_runs; the next start reconciles it from the journal`, error))
       )
 
@@ -360,7 +371,7 @@ export const make = (deps: {
         const caller = input.caller
         const unavailable = (reason: string) => new RunStoreUnavailable({ lane, reason })
         yield* sql`INSERT INTO async_runs (run_id, lane, operation, request, caller)
-          VALUES (${runId}, ${lane}, ${input.operation}, ${JSON.stringify(input.body)}::jsonb, ${JSON.stringify(caller)}::jsonb)`.pipe(
+          VALUES (${runId}, ${lane}, ${input.operation}, ${toJsonb(input.body)}::jsonb, ${toJsonb(caller)}::jsonb)`.pipe(
           Effect.mapError((e) => unavailable(e.message))
         )
         const writer = writerFor(runId, caller, lane, 0)
@@ -409,18 +420,21 @@ export const make = (deps: {
         yield* journal.flush
         const state = fold(yield* journal.readStream(`run-${runId}`))
         if (state === null) return null
+        // The lane journals RunCompleted just before the worker stores the answer: until it is
+        // stored, the run is still running for the caller (a "succeeded" comes with its result).
+        const storing = state.status === "succeeded" && row.result === null && row.finished_at === null
         return {
           runId,
           lane: row.lane,
           operation: row.operation,
-          status: state.status,
+          status: storing ? "running" : state.status,
           attempts: state.attempts,
           attemptLog: state.attemptLog,
           traceId: row.caller.traceId ?? null,
           projectId: row.caller.projectId ?? null,
           queuedAt: iso(state.queuedAt),
           startedAt: iso(state.startedAt),
-          finishedAt: iso(state.finishedAt),
+          finishedAt: storing ? null : iso(state.finishedAt),
           error: state.error,
           result: state.status === "succeeded" ? row.result ?? null : null,
           statusUrl: statusUrlOf(runId)

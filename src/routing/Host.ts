@@ -142,8 +142,9 @@ export const make = (
             : Effect.void
       )
 
-    // A poll never outlasts the interval: a host that stops answering is down within two intervals.
-    const pollTimeoutMs = Math.min(deps.probeTimeoutMs, deps.pollIntervalMs)
+    // A poll never outlasts 3/4 of the interval: a host that stops answering (even one that accepts
+    // connections and then says nothing) is marked down within two intervals (at most 1.75).
+    const pollTimeoutMs = Math.max(1, Math.min(deps.probeTimeoutMs, Math.floor(deps.pollIntervalMs * 0.75)))
     const poll = Effect.gen(function*() {
       const started = yield* Clock.currentTimeMillis
       const [tags, ps, version] = yield* Effect.all([

@@ -90,12 +90,16 @@ export const compare = (
   laneModel: string | null,
   decision: Plan | null,
   legacy: { readonly endpoint: string | null; readonly model: string | null },
-  hosts: Readonly<Record<string, { readonly url: string }>>
+  hosts: Readonly<Record<string, { readonly url: string }>>,
+  /** A `paid` lane's providers: its choice is the first of them (named like hosts in the endpoint header). */
+  paid: ReadonlyArray<string> = []
 ): Pick<ShadowDecision, "gateway" | "legacy" | "agree" | "reasons"> => {
-  const attempts = decision?.attempts.map((a) => a.host) ?? []
+  const attempts = decision === null && paid.length > 0 ? [...paid] : decision?.attempts.map((a) => a.host) ?? []
   const skipped = (decision?.skipped ?? []).map((s) => ({ host: s.host, kind: s.reason.kind, text: skipWords(s) }))
   const gateway = { host: attempts[0] ?? null, model: laneModel, attempts, skipped }
-  const legacyHost = legacy.endpoint === null ? null : legacyHostOf(legacy.endpoint, hosts)
+  const legacyHost = legacy.endpoint === null
+    ? null
+    : paid.includes(legacy.endpoint.trim()) ? legacy.endpoint.trim() : legacyHostOf(legacy.endpoint, hosts)
   const legacyView = { endpoint: legacy.endpoint, host: legacyHost, model: legacy.model }
   if (legacy.endpoint === null) return { gateway, legacy: legacyView, agree: null, reasons: [] }
 
@@ -161,7 +165,7 @@ export const make = (deps: { readonly config: GatewayConfig; readonly journal: J
       const decided: { readonly input: PlanInput; readonly plan: Plan } | null = hasRoute ? yield* lane.decide : null
       const legacyModel = request.legacyModel ?? request.requestedModel
       const laneModel = lane.config.model === "" ? null : lane.config.model
-      const result = compare(lane.name, laneModel, decided?.plan ?? null, { endpoint: request.legacyEndpoint, model: legacyModel }, deps.config.hosts)
+      const result = compare(lane.name, laneModel, decided?.plan ?? null, { endpoint: request.legacyEndpoint, model: legacyModel }, deps.config.hosts, lane.config.paid)
       const decision: ShadowDecision = { shadowId, lane: lane.name, via: request.via, ...result }
       const writer = makeStreamWriter(deps.journal, {
         streamId: `shadow-${shadowId}`,

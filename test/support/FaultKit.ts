@@ -14,6 +14,8 @@
  * RunFailed ↔ the status the caller got, 502 StreamBroken ↔ an error line after the first chunk).
  */
 import { Effect, Exit, Layer, Redacted, Scope } from "effect"
+import { type ChildProcess, spawn } from "node:child_process"
+import * as path from "node:path"
 import pg from "pg"
 import { Agent, request } from "undici"
 import { layerFromUrl } from "../../src/storage/Database.ts"
@@ -116,6 +118,8 @@ export interface Outcome extends Call {
   readonly endpoint: string | null
   /** An error line arrived after the first chunk. */
   readonly midStream: boolean
+  /** The gateway's error tag (from X-AwoooP-Error), e.g. "AllHostsUnavailable"; null for answers. */
+  readonly errorTag: string | null
   readonly ms: number
 }
 
@@ -152,10 +156,22 @@ export interface DriveOptions {
 
 const defaultAgent = new Agent({ connections: 128, keepAliveTimeout: 10_000 })
 
+/** The `_tag` of the structured error in X-AwoooP-Error (base64url JSON). */
+const tagOf = (header: string | Array<string> | undefined): string | null => {
+  if (typeof header !== "string") return null
+  try {
+    const tag = (JSON.parse(Buffer.from(header, "base64url").toString("utf8")) as { _tag?: unknown })._tag
+    return typeof tag === "string" ? tag : null
+  } catch {
+    return null
+  }
+}
+
 /** One request; never throws. */
 export const send = async (baseUrl: string, call: Call, options: DriveOptions = {}): Promise<Outcome> => {
   const traceId = newTraceId()
   const t0 = performance.now()
+  let errorTag: string | null = null
   const result = (kind: Kind, status: number, error: string | null, endpoint: string | null, midStream = false): Outcome => ({
     ...call,
     traceId,
@@ -164,6 +180,7 @@ export const send = async (baseUrl: string, call: Call, options: DriveOptions = 
     error,
     endpoint,
     midStream,
+    errorTag: kind === "error" && midStream ? "StreamBroken" : errorTag,
     ms: performance.now() - t0
   })
   const path = call.operation === "embed" ? "/api/embed" : `/api/${call.operation}`
@@ -184,6 +201,7 @@ export const send = async (baseUrl: string, call: Call, options: DriveOptions = 
       body: JSON.stringify(bodyOf(call))
     })
     const endpoint = typeof res.headers["x-awooop-endpoint"] === "string" ? res.headers["x-awooop-endpoint"] : null
+    errorTag = tagOf(res.headers["x-awooop-error"])
     const text = await res.body.text()
     if (res.statusCode !== 200) {
       try {
@@ -392,3 +410,63 @@ export const healthJournal = async (baseUrl: string): Promise<HealthJournal> => 
   if (body.journal === undefined) throw new Error(`/awooop/health has no journal section: ${JSON.stringify(body).slice(0, 300)}`)
   return body.journal
 }
+
+// ---------------------------------------------------------------------------------------------
+// The gateway as its own process (src/main.ts), for SIGKILL and for the soak
+
+const root = path.resolve(path.dirname(new URL(import.meta.url).pathname), "../..")
+
+export interface Child {
+  readonly process: ChildProcess
+  readonly url: string
+  /** The last 64 KiB it printed. */
+  readonly output: () => string
+}
+
+/** `node --import tsx src/main.ts` with PORT=0; resolves once it logs "Listening on http://…". */
+export const spawnGateway = (env: Record<string, string>, startTimeoutMs = 60_000): Promise<Child> =>
+  new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, ["--import", "tsx", "src/main.ts"], {
+      cwd: root,
+      env: { ...process.env, PORT: "0", HOST: "127.0.0.1", ...env },
+      stdio: ["ignore", "pipe", "pipe"]
+    })
+    let out = ""
+    let url: string | null = null
+    const timer = setTimeout(() => reject(new Error(`the gateway did not start within ${startTimeoutMs / 1000} s:\n${out}`)), startTimeoutMs)
+    // Kept reading for the child's whole life: a full pipe would block its logging.
+    const onData = (d: Buffer) => {
+      out = (out + d.toString()).slice(-65_536)
+      if (url !== null) return
+      const m = /Listening on (http:\/\/[0-9.:]+)/.exec(out)
+      if (m) {
+        url = m[1]!
+        clearTimeout(timer)
+        resolve({ process: child, url, output: () => out })
+      }
+    }
+    child.stdout!.on("data", onData)
+    child.stderr!.on("data", onData)
+    child.once("exit", (code, signal) => {
+      clearTimeout(timer)
+      if (url === null) reject(new Error(`the gateway exited (${code ?? signal}) before listening:\n${out}`))
+    })
+  })
+
+export const exited = (child: ChildProcess) =>
+  new Promise<void>((resolve) => {
+    if (child.exitCode !== null || child.signalCode !== null) return resolve()
+    child.once("exit", () => resolve())
+  })
+
+/** The whole /awooop/health view (hosts' breakers and slots, lanes, journal). */
+export interface Health {
+  readonly hosts: Record<string, {
+    readonly status: string
+    readonly breaker: { readonly status: string; readonly probeInFlight: boolean }
+    readonly slots: { readonly inUse: number }
+  }>
+  readonly journal: HealthJournal
+}
+
+export const health = async (baseUrl: string): Promise<Health> => (await (await fetch(`${baseUrl}/awooop/health`)).json()) as Health

@@ -105,12 +105,17 @@ export const startPgProxy = async (options: PgProxyOptions = {}): Promise<PgProx
         resolve()
       })
     })
-  const unlisten = () =>
+  // close() calls back only once every accepted connection has ended: cut them after it stops accepting.
+  const unlisten = (cut: boolean) =>
     new Promise<void>((resolve) => {
       const s = server
       server = null
-      if (s === null) return resolve()
+      if (s === null) {
+        if (cut) cutAll()
+        return resolve()
+      }
       s.close(() => resolve())
+      if (cut) cutAll()
     })
 
   const cutAll = () => {
@@ -145,8 +150,7 @@ export const startPgProxy = async (options: PgProxyOptions = {}): Promise<PgProx
     stop: async () => {
       heal()
       state = "refusing"
-      await unlisten()
-      cutAll()
+      await unlisten(true)
     },
     start: async () => {
       heal()
@@ -170,10 +174,7 @@ export const startPgProxy = async (options: PgProxyOptions = {}): Promise<PgProx
     heal,
     connections: () => pairs.size,
     accepted: () => accepted,
-    close: async () => {
-      await unlisten()
-      cutAll()
-    }
+    close: () => unlisten(true)
   }
   return proxy
 }

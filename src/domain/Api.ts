@@ -1,0 +1,351 @@
+/**
+ * The gateway's HTTP API as `HttpApi` definitions, shared by the server and the typed client
+ * (src/client/). Requests use the very schemas the server decodes with (OllamaApi.ts), so changing
+ * one changes the client's types: a caller that no longer fits fails to compile. Responses are
+ * described here as callers receive them (the Ollama shapes plus the gateway's `awooop_*` fields).
+ *
+ * Errors: every gateway error (Errors.ts) at its status. The body stays Ollama's `{"error"}`; the
+ * tagged error travels in the `X-AwoooP-Error` header (ErrorWire.ts), which the client turns back into
+ * the class. A refusal without that header (a 500 from a defect, a route that answers a plain
+ * `{"error"}`) is a `GatewayResponseError` with its status and message.
+ *
+ * Streaming answers are not expressible in HttpApi 3.x: the client reads them with HttpClient and
+ * decodes each NDJSON line with the chunk schemas below.
+ */
+import { HttpApi, HttpApiEndpoint, HttpApiGroup } from "@effect/platform"
+import { Schema } from "effect"
+import { HeaderNames } from "./CallerContext.ts"
+import {
+  AllAttemptsTimedOut,
+  AllHostsUnavailable,
+  AsyncOnlyLane,
+  BadRequest,
+  BodyTooLarge,
+  BudgetDenied,
+  BudgetUnavailable,
+  LaneSaturated,
+  ModelDenied,
+  ModelNotFound,
+  NotManaged,
+  PaidProvidersFailed,
+  RouteNotFound,
+  RunStoreUnavailable,
+  ShuttingDown,
+  Unauthorized,
+  UnknownLane,
+  UpstreamRejected
+} from "./Errors.ts"
+import { ChatRequest, EmbedRequest, GenerateRequest } from "./OllamaApi.ts"
+
+// ---------------------------------------------------------------------------------------------
+// Headers: the AwoooP caller context
+// ---------------------------------------------------------------------------------------------
+
+const Token = Schema.String.pipe(Schema.pattern(/^[A-Za-z0-9._:-]{1,64}$/))
+export const TraceId = Schema.String.pipe(Schema.pattern(/^[0-9a-f]{32}$/), Schema.filter((s) => s !== "0".repeat(32)))
+
+/** What a caller says about itself (all optional: a legacy caller sends none). */
+export const AwooopHeaders = Schema.Struct({
+  [HeaderNames.lane]: Schema.optional(Schema.String),
+  [HeaderNames.projectId]: Schema.optional(Token),
+  [HeaderNames.traceId]: Schema.optional(TraceId),
+  [HeaderNames.intent]: Schema.optional(Token),
+  [HeaderNames.traceparent]: Schema.optional(Schema.String)
+})
+export type AwooopHeaders = typeof AwooopHeaders.Type
+
+// ---------------------------------------------------------------------------------------------
+// Responses
+// ---------------------------------------------------------------------------------------------
+
+const Counters = {
+  done_reason: Schema.optional(Schema.String),
+  total_duration: Schema.optional(Schema.Number),
+  load_duration: Schema.optional(Schema.Number),
+  prompt_eval_count: Schema.optional(Schema.Number),
+  prompt_eval_duration: Schema.optional(Schema.Number),
+  eval_count: Schema.optional(Schema.Number),
+  eval_duration: Schema.optional(Schema.Number)
+}
+
+/** One /api/generate answer, or one chunk of its stream (the final one has `done: true` and the counters). */
+export const GenerateChunk = Schema.Struct({
+  model: Schema.String,
+  created_at: Schema.String,
+  response: Schema.String,
+  thinking: Schema.optional(Schema.String),
+  done: Schema.Boolean,
+  context: Schema.optional(Schema.Array(Schema.Number)),
+  ...Counters
+})
+export type GenerateChunk = typeof GenerateChunk.Type
+export const GenerateResponse = GenerateChunk
+export type GenerateResponse = GenerateChunk
+
+export const ChatResponseMessage = Schema.Struct({
+  role: Schema.String,
+  content: Schema.String,
+  thinking: Schema.optional(Schema.String),
+  images: Schema.optional(Schema.NullOr(Schema.Array(Schema.String))),
+  tool_calls: Schema.optional(Schema.Array(Schema.Record({ key: Schema.String, value: Schema.Unknown })))
+})
+
+/** One /api/chat answer, or one chunk of its stream. */
+export const ChatChunk = Schema.Struct({
+  model: Schema.String,
+  created_at: Schema.String,
+  message: ChatResponseMessage,
+  done: Schema.Boolean,
+  ...Counters
+})
+export type ChatChunk = typeof ChatChunk.Type
+export const ChatResponse = ChatChunk
+export type ChatResponse = ChatChunk
+
+export const EmbedResponse = Schema.Struct({
+  model: Schema.String,
+  embeddings: Schema.Array(Schema.Array(Schema.Number)),
+  total_duration: Schema.optional(Schema.Number),
+  load_duration: Schema.optional(Schema.Number),
+  prompt_eval_count: Schema.optional(Schema.Number)
+})
+export type EmbedResponse = typeof EmbedResponse.Type
+
+export const ModelDetails = Schema.Struct({
+  parent_model: Schema.optional(Schema.String),
+  format: Schema.optional(Schema.String),
+  family: Schema.optional(Schema.String),
+  families: Schema.optional(Schema.NullOr(Schema.Array(Schema.String))),
+  parameter_size: Schema.optional(Schema.String),
+  quantization_level: Schema.optional(Schema.String)
+})
+
+/** GET /api/tags: every model installed on any host, once, with the hosts that have it. */
+export const TagsResponse = Schema.Struct({
+  models: Schema.Array(Schema.Struct({
+    name: Schema.String,
+    model: Schema.String,
+    modified_at: Schema.optional(Schema.String),
+    size: Schema.optional(Schema.Number),
+    digest: Schema.optional(Schema.String),
+    details: Schema.optional(ModelDetails),
+    capabilities: Schema.optional(Schema.Array(Schema.String)),
+    awooop_hosts: Schema.Array(Schema.String)
+  }))
+})
+export type TagsResponse = typeof TagsResponse.Type
+
+/** GET /api/ps: every resident model, one entry per host. */
+export const PsResponse = Schema.Struct({
+  models: Schema.Array(Schema.Struct({
+    name: Schema.String,
+    model: Schema.String,
+    size: Schema.optional(Schema.Number),
+    digest: Schema.optional(Schema.String),
+    details: Schema.optional(ModelDetails),
+    expires_at: Schema.optional(Schema.String),
+    size_vram: Schema.optional(Schema.Number),
+    context_length: Schema.optional(Schema.Number),
+    awooop_host: Schema.String
+  }))
+})
+export type PsResponse = typeof PsResponse.Type
+
+export const VersionResponse = Schema.Struct({ version: Schema.String })
+
+// ---------------------------------------------------------------------------------------------
+// Runs (POST /awooop/runs, GET /awooop/runs/:id; served by AsyncRunRoutes.ts and RunRoutes.ts)
+// ---------------------------------------------------------------------------------------------
+
+/** An async run: an Ollama generate or chat body with its operation (the server's own request schemas). */
+export const RunSubmission = Schema.Union(
+  Schema.extend(GenerateRequest, Schema.Struct({ operation: Schema.Literal("generate") })),
+  Schema.extend(ChatRequest, Schema.Struct({ operation: Schema.Literal("chat") }))
+)
+export type RunSubmission = typeof RunSubmission.Type
+
+/** 202 to a submission (routing/AsyncRuns.ts `Submitted`). */
+export const RunAccepted = Schema.Struct({
+  runId: Schema.String,
+  traceId: Schema.String,
+  lane: Schema.String,
+  status: Schema.Literal("queued"),
+  statusUrl: Schema.String
+})
+export type RunAccepted = typeof RunAccepted.Type
+
+/** 202 to a generate/chat on a shadow lane (or with X-AwoooP-Shadow): the decision, nothing executed. */
+export const ShadowAccepted = Schema.Struct(
+  { shadow: Schema.Literal(true), traceId: Schema.String },
+  Schema.Record({ key: Schema.String, value: Schema.Unknown })
+)
+
+/** What a generate/chat answers with 202 instead of running: an async run (async lane) or a shadow decision. */
+export const Accepted = Schema.Union(RunAccepted, ShadowAccepted)
+export type Accepted = typeof Accepted.Type
+
+const NullableString = Schema.NullOr(Schema.String)
+const NullableNumber = Schema.NullOr(Schema.Number)
+
+/** An async run's status (routing/AsyncRuns.ts `AsyncRunView`). */
+export const AsyncRunStatus = Schema.Struct({
+  runId: Schema.String,
+  lane: Schema.String,
+  operation: Schema.String,
+  status: Schema.Literal("queued", "running", "succeeded", "failed", "cancelled"),
+  attempts: Schema.Number,
+  attemptLog: Schema.Array(Schema.Struct({
+    attempt: Schema.Number,
+    host: Schema.String,
+    tier: Schema.String,
+    startedAt: Schema.String,
+    outcome: Schema.Literal("running", "succeeded", "failed", "interrupted"),
+    kind: NullableString,
+    message: NullableString
+  })),
+  traceId: NullableString,
+  projectId: NullableString,
+  queuedAt: NullableString,
+  startedAt: NullableString,
+  finishedAt: NullableString,
+  error: Schema.NullOr(Schema.Struct({ status: NullableNumber, code: NullableString, message: NullableString })),
+  /** The Ollama-shaped answer once succeeded. */
+  result: Schema.Unknown,
+  statusUrl: Schema.String
+})
+
+/** Any other run, as the journal's run_state projection shows it (projections/ReadModel.ts `runView`). */
+export const ProjectedRunStatus = Schema.Struct({
+  runId: Schema.String,
+  streamId: Schema.String,
+  status: Schema.Literal("running", "completed", "failed"),
+  traceId: NullableString,
+  projectId: NullableString,
+  lane: NullableString,
+  intent: NullableString,
+  operation: NullableString,
+  stream: Schema.NullOr(Schema.Boolean),
+  requestedModel: NullableString,
+  assignedModel: NullableString,
+  model: NullableString,
+  attempts: Schema.Number,
+  endpoint: NullableString,
+  providerTier: NullableString,
+  provider: NullableString,
+  inputTokens: NullableNumber,
+  outputTokens: NullableNumber,
+  costUsd: NullableNumber,
+  fallbackReason: NullableString,
+  error: NullableString,
+  errorCode: NullableString,
+  errorStatus: NullableNumber,
+  startedAt: NullableString,
+  finishedAt: NullableString,
+  durationMs: NullableNumber,
+  route: Schema.Array(Schema.String),
+  misses: Schema.Array(Schema.String),
+  projected: Schema.Boolean
+})
+
+export const RunStatus = Schema.Union(AsyncRunStatus, ProjectedRunStatus)
+export type RunStatus = typeof RunStatus.Type
+
+// ---------------------------------------------------------------------------------------------
+// Errors
+// ---------------------------------------------------------------------------------------------
+
+/** A refusal that carried no tagged error (the body's `error`, or the raw text, as the message). */
+export class GatewayResponseError extends Schema.TaggedError<GatewayResponseError>()("GatewayResponseError", {
+  status: Schema.Number,
+  message: Schema.String
+}) {}
+
+/** The typed client's generate/chat got 202: the gateway queued the request as a run, or only decided it (shadow). */
+export class RequestAccepted extends Schema.TaggedError<RequestAccepted>()("RequestAccepted", {
+  accepted: Accepted
+}) {}
+
+/** A stream that failed after it started (an `{"error"}` line), or ended without its final chunk. */
+export class StreamFailed extends Schema.TaggedError<StreamFailed>()("StreamFailed", {
+  message: Schema.String
+}) {}
+
+// ---------------------------------------------------------------------------------------------
+// The API
+// ---------------------------------------------------------------------------------------------
+
+export class OllamaGroup extends HttpApiGroup.make("ollama")
+  .add(
+    HttpApiEndpoint.post("generate", "/api/generate").setPayload(GenerateRequest).setHeaders(AwooopHeaders)
+      .addSuccess(GenerateResponse)
+      // (One member at a time: HttpApi reads a status from each member of a union, not from the union.)
+      .addSuccess(RunAccepted, { status: 202 })
+      .addSuccess(ShadowAccepted, { status: 202 })
+  )
+  .add(
+    HttpApiEndpoint.post("chat", "/api/chat").setPayload(ChatRequest).setHeaders(AwooopHeaders)
+      .addSuccess(ChatResponse)
+      .addSuccess(RunAccepted, { status: 202 })
+      .addSuccess(ShadowAccepted, { status: 202 })
+  )
+  .add(HttpApiEndpoint.post("embed", "/api/embed").setPayload(EmbedRequest).setHeaders(AwooopHeaders).addSuccess(EmbedResponse))
+  .add(HttpApiEndpoint.get("tags", "/api/tags").addSuccess(TagsResponse))
+  .add(HttpApiEndpoint.get("ps", "/api/ps").addSuccess(PsResponse))
+  .add(HttpApiEndpoint.get("version", "/api/version").addSuccess(VersionResponse))
+{}
+
+export class RunsGroup extends HttpApiGroup.make("runs")
+  .add(
+    HttpApiEndpoint.post("submit", "/awooop/runs").setPayload(RunSubmission).setHeaders(AwooopHeaders).addSuccess(RunAccepted, { status: 202 })
+  )
+  .add(HttpApiEndpoint.get("status", "/awooop/runs/:id").setPath(Schema.Struct({ id: Schema.String })).addSuccess(RunStatus))
+  .add(HttpApiEndpoint.del("cancel", "/awooop/runs/:id").setPath(Schema.Struct({ id: Schema.String })).addSuccess(AsyncRunStatus))
+{}
+
+export class GatewayApi extends HttpApi.make("awooop-gateway")
+  .add(OllamaGroup)
+  .add(RunsGroup)
+  .addError(BadRequest, { status: 400 })
+  .addError(UnknownLane, { status: 400 })
+  .addError(Unauthorized, { status: 401 })
+  .addError(ModelDenied, { status: 403 })
+  .addError(ModelNotFound, { status: 404 })
+  .addError(RouteNotFound, { status: 404 })
+  .addError(AsyncOnlyLane, { status: 409 })
+  .addError(BodyTooLarge, { status: 413 })
+  .addError(NotManaged, { status: 501 })
+  .addError(LaneSaturated, { status: 503 })
+  .addError(AllHostsUnavailable, { status: 503 })
+  .addError(ShuttingDown, { status: 503 })
+  .addError(BudgetDenied, { status: 503 })
+  .addError(BudgetUnavailable, { status: 503 })
+  .addError(PaidProvidersFailed, { status: 503 })
+  .addError(RunStoreUnavailable, { status: 503 })
+  .addError(AllAttemptsTimedOut, { status: 504 })
+  // A host's own 4xx, passed on with its status.
+  .addError(UpstreamRejected, { status: 400 })
+  .addError(UpstreamRejected, { status: 401 })
+  .addError(UpstreamRejected, { status: 403 })
+  .addError(UpstreamRejected, { status: 405 })
+  .addError(UpstreamRejected, { status: 408 })
+  .addError(UpstreamRejected, { status: 409 })
+  .addError(UpstreamRejected, { status: 413 })
+  .addError(UpstreamRejected, { status: 422 })
+  .addError(UpstreamRejected, { status: 429 })
+  // Untagged refusals.
+  .addError(GatewayResponseError, { status: 400 })
+  .addError(GatewayResponseError, { status: 401 })
+  .addError(GatewayResponseError, { status: 403 })
+  .addError(GatewayResponseError, { status: 404 })
+  .addError(GatewayResponseError, { status: 409 })
+  .addError(GatewayResponseError, { status: 413 })
+  .addError(GatewayResponseError, { status: 429 })
+  .addError(GatewayResponseError, { status: 500 })
+  .addError(GatewayResponseError, { status: 501 })
+  .addError(GatewayResponseError, { status: 502 })
+  .addError(GatewayResponseError, { status: 503 })
+  .addError(GatewayResponseError, { status: 504 })
+{}
+
+/** Every error a typed call can fail with because the gateway said no. */
+export type GatewayRefusal = typeof GatewayApi extends HttpApi.HttpApi<infer _Id, infer _Groups, infer E, infer _R> ? E : never

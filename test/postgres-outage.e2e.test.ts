@@ -1,0 +1,319 @@
+/**
+ * Postgres unavailable while traffic flows (issue 7, part 1), end to end: the real gateway whose
+ * DATABASE_URL goes through a loopback proxy (test/support/PgProxy.ts) that refuses connections,
+ * cuts them (a restart) or black-holes them — the machine's Postgres itself is never stopped.
+ *
+ * - Ollama lanes keep serving; /awooop/health reports the journal degraded.
+ * - Events spill to local disk and are written exactly once, in order per stream, once it is back.
+ * - A paid fallback with the budget ledger unreachable fails closed with a clear 503.
+ * - A gateway SIGKILLed with spilled events pending writes them after its restart.
+ */
+import * as fs from "node:fs"
+import * as os from "node:os"
+import * as path from "node:path"
+import { afterAll, beforeAll, describe, expect, it } from "vitest"
+import { type FakeGemini, startFakeGemini } from "./support/FakeGemini.ts"
+import { type FakeOllama, startFakeOllama } from "./support/FakeOllama.ts"
+import {
+  auditAllRuns,
+  auditOutcomes,
+  type Call,
+  type Child,
+  countEvents,
+  drive,
+  exited,
+  healthJournal,
+  type Outcome,
+  type ProxiedDatabase,
+  send,
+  spawnGateway,
+  startProxiedDatabase,
+  waitFor
+} from "./support/FaultKit.ts"
+import { startTestGateway, type TestGateway } from "./support/TestGateway.ts"
+
+const GEMINI_KEY = `gem-outage-${crypto.randomUUID()}`
+process.env.AWOOOP_OUTAGE_GEMINI_KEY = GEMINI_KEY
+const GEMINI_REPLY = "[gemini] hello from gemini"
+
+/** Mixed Ollama traffic: streaming and not, generate, chat and embed, three lanes. */
+const ollamaCalls: ReadonlyArray<Call> = [
+  { lane: "alert-fast", model: "gemma3:4b", operation: "generate", stream: false },
+  { lane: "alert-fast", model: "gemma3:4b", operation: "generate", stream: true },
+  { lane: "alert-fast", model: "gemma3:4b", operation: "chat", stream: true },
+  { lane: "code-review", model: "qwen2.5-coder:7b", operation: "chat", stream: false },
+  { lane: "embedding", model: "bge-m3", operation: "embed", stream: false }
+]
+const paidCall: Call = { lane: "alert-paid", model: "gemma3:4b", operation: "generate", stream: false }
+
+const closedPortUrl = async () => {
+  const net = await import("node:net")
+  return new Promise<string>((resolve) => {
+    const s = net.createServer().listen(0, "127.0.0.1", () => {
+      const port = (s.address() as { port: number }).port
+      s.close(() => resolve(`http://127.0.0.1:${port}`))
+    })
+  })
+}
+
+const expectAllAnswered = (outcomes: ReadonlyArray<Outcome>) => {
+  const bad = outcomes.filter((o) => o.kind !== "answer")
+  expect(bad.map((o) => `${o.lane} ${o.operation}: ${o.status} ${o.error}`)).toEqual([])
+}
+
+/** Every outcome's run is in the journal once, complete, in order, agreeing with the caller. */
+const expectJournalComplete = async (db: ProxiedDatabase, outcomes: ReadonlyArray<Outcome>) => {
+  const audit = await auditOutcomes(db.query, outcomes)
+  expect(audit.problems).toEqual([])
+  expect(audit.runs).toBe(outcomes.length)
+  const all = await auditAllRuns(db.query)
+  expect(all.problems).toEqual([])
+  return audit
+}
+
+describe("Postgres unavailable while traffic flows (in-process gateway behind a PgProxy)", () => {
+  let db: ProxiedDatabase
+  let gemini: FakeGemini
+  let gw: TestGateway
+
+  beforeAll(async () => {
+    db = await startProxiedDatabase()
+    gemini = await startFakeGemini({ apiKey: GEMINI_KEY, delayMs: 20 })
+    gw = await startTestGateway({
+      database: db.handle,
+      hosts: { dead: { slots: 2, url: await closedPortUrl() } },
+      lanes: {
+        // A lane whose only host is down: every request goes to the paid fallback (behind the budget).
+        "alert-paid": { model: "gemma3:4b", route: [{ host: "dead", timeout: "300ms" }], paidFallback: ["gemini"] }
+      },
+      extra: {
+        providers: {
+          gemini: { kind: "gemini", model: "gemini-2.5-flash", apiKeyEnv: "AWOOOP_OUTAGE_GEMINI_KEY", baseUrl: gemini.url, timeout: "2s", maxOutputTokens: 64 }
+        },
+        prices: { "gemini-2.5-flash": { input: 0.30, output: 2.50 } },
+        budget: { hardKillUsd: 5, period: "day" }
+      },
+      // Short enough that a black-holed write is given up on quickly; the defaults are 5 s and 2 s.
+      journal: { writeTimeout: "1 second", retryBase: "50 millis", retryCap: "300 millis" }
+    })
+  }, 60_000)
+
+  afterAll(async () => {
+    await gw?.close()
+    await gemini?.stop()
+    await db?.close()
+  })
+
+  const stats = () => healthJournal(gw.url)
+  const settled = () =>
+    waitFor("the journal to be ok with nothing spilled or queued", async () => {
+      const j = await stats()
+      return j.status === "ok" && j.spilled === 0 && j.queued === 0
+    }, 20_000)
+
+  it("keeps serving Ollama lanes while Postgres is stopped, spills, fails paid calls closed, and loses nothing", async () => {
+    await settled()
+    const before = await countEvents(db.query)
+    const written0 = (await stats()).written
+
+    // Paid fallback works while the ledger is reachable …
+    const paidOk = await send(gw.url, paidCall, { replies: { gemini: GEMINI_REPLY } })
+    expect(paidOk.kind, paidOk.error ?? "").toBe("answer")
+    expect(paidOk.endpoint).toBe("gemini")
+    const warm = await drive(gw.url, ollamaCalls, 20, 4)
+    expectAllAnswered(warm)
+
+    await db.proxy.stop()
+    const during = await drive(gw.url, ollamaCalls, 60, 6)
+    expectAllAnswered(during)
+    await waitFor("the journal to report degraded with the events spilled", async () => {
+      const j = await stats()
+      return j.status === "degraded" && j.spilled > 0 && j.queued === 0
+    })
+
+    // … and fails closed without it: a clear 503, and no call to the paid provider.
+    const geminiCalls = gemini.requests.length
+    const paidDown = await send(gw.url, paidCall)
+    expect(paidDown.kind).toBe("error")
+    expect(paidDown.status).toBe(503)
+    expect(paidDown.error).toMatch(/budget ledger is unreachable/)
+    expect(paidDown.error).toMatch(/fail closed/)
+    expect(gemini.requests.length).toBe(geminiCalls)
+
+    await db.proxy.start()
+    await settled()
+    await expectJournalComplete(db, [paidOk, ...warm, ...during, paidDown])
+    // Nothing lost, nothing doubled: every event the gateway appended is one row.
+    const after = await countEvents(db.query)
+    expect(after - before).toBe((await stats()).written - written0)
+    // The BudgetDenied of the refused call says why.
+    const denied = await db.query<{ data: { failClosed?: boolean } }>(
+      `SELECT data FROM step_journal WHERE trace_id = $1 AND type = 'BudgetDenied'`,
+      [paidDown.traceId]
+    )
+    expect(denied.map((d) => d.data.failClosed)).toEqual([true])
+  }, 60_000)
+
+  it("survives a Postgres restart in the middle of traffic (connections cut, refused, then back)", async () => {
+    await settled()
+    const before = await countEvents(db.query)
+    const written0 = (await stats()).written
+    const traffic = drive(gw.url, ollamaCalls, 300, 8)
+    await new Promise((r) => setTimeout(r, 150))
+    await db.proxy.restart(400)
+    await new Promise((r) => setTimeout(r, 150))
+    db.proxy.cutAll() // and once more, with the pool reconnected
+    const outcomes = await traffic
+    expectAllAnswered(outcomes)
+    await settled()
+    await expectJournalComplete(db, outcomes)
+    expect((await countEvents(db.query)) - before).toBe((await stats()).written - written0)
+  }, 60_000)
+
+  it("does not hang on a black-holed Postgres: Ollama lanes answer, paid calls fail closed in bounded time", async () => {
+    await settled()
+    const before = await countEvents(db.query)
+    const written0 = (await stats()).written
+    db.proxy.blackhole()
+    const t0 = Date.now()
+    const outcomes = await drive(gw.url, ollamaCalls, 60, 6)
+    expectAllAnswered(outcomes)
+    const slowest = Math.max(...outcomes.map((o) => o.ms))
+    await waitFor("the journal to give up on the black-holed writes", async () => (await stats()).status === "degraded")
+    const paid = await send(gw.url, paidCall)
+    expect(paid.kind).toBe("error")
+    expect(paid.status).toBe(503)
+    expect(paid.error).toMatch(/budget ledger is unreachable/)
+    expect(paid.ms).toBeLessThan(15_000)
+    db.proxy.heal()
+    await settled()
+    await expectJournalComplete(db, [...outcomes, paid])
+    expect((await countEvents(db.query)) - before).toBe((await stats()).written - written0)
+    // The request path never waited on the database.
+    expect(slowest, `slowest request ${slowest} ms, ${Date.now() - t0} ms in all`).toBeLessThan(3_000)
+  }, 90_000)
+
+  it("a connection cut in the middle of a budget reservation fails the paid call closed (503), not with a 500", async () => {
+    await settled()
+    // Held mid-transaction by the black hole, then cut: the reservation's ROLLBACK fails on a dead
+    // connection (a defect inside @effect/sql), which must still read as "ledger unreachable".
+    db.proxy.blackhole()
+    const pending = send(gw.url, paidCall)
+    await new Promise((r) => setTimeout(r, 500))
+    db.proxy.cutAll()
+    db.proxy.heal()
+    const paid = await pending
+    expect(paid.kind, paid.error ?? "").toBe("error")
+    expect(paid.status).toBe(503)
+    expect(paid.error).toMatch(/budget ledger is unreachable/)
+    await settled()
+    await expectJournalComplete(db, [paid])
+    // Nothing stays reserved: the refused call holds no budget.
+    await waitFor("no open reservation", async () =>
+      (await db.query<{ n: number }>(`SELECT count(*)::int AS n FROM budget_ledger WHERE status = 'reserved'`))[0]!.n === 0)
+  }, 60_000)
+})
+
+// ---------------------------------------------------------------------------------------------
+// SIGKILL with spilled events pending
+
+describe("a gateway SIGKILLed with spilled events pending", () => {
+  let db: ProxiedDatabase
+  const fakes: Array<FakeOllama> = []
+  let dir: string
+  let child: Child | null = null
+
+  beforeAll(async () => {
+    db = await startProxiedDatabase({ gatewayPool: false })
+    dir = fs.mkdtempSync(path.join(os.tmpdir(), "awooop-sigkill-"))
+    const a = await startFakeOllama({ name: "gcp-a" })
+    const b = await startFakeOllama({ name: "111" })
+    fakes.push(a, b)
+    fs.writeFileSync(path.join(dir, "gateway.yaml"), `
+hosts:
+  gcp-a: { url: "${a.url}", slots: 4 }
+  "111": { url: "${b.url}", slots: 2 }
+lanes:
+  alert-fast:
+    model: gemma3:4b
+    route: [ { host: gcp-a, timeout: "2s" } ]
+  code-review:
+    model: qwen2.5-coder:7b
+    route: [ { host: "111", timeout: "2s" } ]
+server: { pollInterval: "500ms", drainTimeout: "1s" }
+`)
+  }, 60_000)
+
+  afterAll(async () => {
+    if (child !== null) {
+      child.process.kill("SIGKILL")
+      await exited(child.process)
+    }
+    for (const f of fakes) await f.stop()
+    await db?.close()
+    fs.rmSync(dir, { recursive: true, force: true })
+  })
+
+  it("writes them to Postgres after the restart, exactly once and in order", async () => {
+    const env = {
+      DATABASE_URL: db.proxiedUrl,
+      AWOOOP_CONFIG: path.join(dir, "gateway.yaml"),
+      AWOOOP_SPILL_DIR: path.join(dir, "spill"),
+      AWOOOP_PROJECTOR_INTERVAL: "200 millis"
+    }
+    child = await spawnGateway(env)
+    const calls: ReadonlyArray<Call> = [
+      { lane: "alert-fast", model: "gemma3:4b", operation: "generate", stream: true },
+      { lane: "code-review", model: "qwen2.5-coder:7b", operation: "chat", stream: false }
+    ]
+    const before = await drive(child.url, calls, 10, 2)
+    expectAllAnswered(before)
+
+    await db.proxy.stop()
+    const during = await drive(child.url, calls, 40, 4)
+    expectAllAnswered(during)
+    let pending = 0
+    await waitFor("every event of the outage to be in the spill", async () => {
+      const j = await healthJournal(child!.url)
+      pending = j.spilled
+      return j.status === "degraded" && j.queued === 0 && j.spilled > 0
+    }, 30_000)
+    const segments = fs.readdirSync(env.AWOOOP_SPILL_DIR).filter((f) => f.endsWith(".jsonl"))
+    expect(segments.length).toBeGreaterThan(0)
+    const spilledLines = segments
+      .map((f) => fs.readFileSync(path.join(env.AWOOOP_SPILL_DIR, f), "utf8").split("\n").filter((l) => l.trim() !== "").length)
+      .reduce((a, b) => a + b, 0)
+    expect(spilledLines).toBe(pending)
+    const rowsBeforeKill = await countEvents(db.query)
+
+    child.process.kill("SIGKILL")
+    await exited(child.process)
+    child = null
+    // None of the outage's runs reached Postgres.
+    expect((await auditOutcomes(db.query, during)).runs).toBe(0)
+
+    await db.proxy.start()
+    child = await spawnGateway(env)
+    await waitFor("the spill to be replayed", () => fs.readdirSync(env.AWOOOP_SPILL_DIR).filter((f) => f.endsWith(".jsonl")).length === 0, 30_000)
+    // Every spilled event is in, once: the new process wrote the spill plus its own events, nothing else appeared.
+    let seen = ""
+    await waitFor("rows = rows before the kill + what the restarted process wrote (the spill and its own)", async () => {
+      const j = await healthJournal(child!.url)
+      const rows = await countEvents(db.query)
+      seen = `rows ${rows}, before the kill ${rowsBeforeKill}, spilled ${pending}, written since the restart ${j.written}`
+      return j.queued === 0 && j.written >= pending && rows === rowsBeforeKill + j.written
+    }).catch((e: Error) => {
+      throw new Error(`${e.message}: ${seen}`)
+    })
+    await expectJournalComplete(db, [...before, ...during])
+    // And the restarted gateway journals on top of them (host streams continue their positions).
+    const after = await drive(child.url, calls, 10, 2)
+    expectAllAnswered(after)
+    await waitFor("the new runs to be written", async () => (await healthJournal(child!.url)).queued === 0)
+    await new Promise((r) => setTimeout(r, 300))
+    await expectJournalComplete(db, [...before, ...during, ...after])
+    child.process.kill("SIGTERM")
+    await exited(child.process)
+    child = null
+  }, 120_000)
+})
