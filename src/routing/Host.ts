@@ -142,9 +142,12 @@ export const make = (
             : Effect.void
       )
 
-    // A poll never outlasts 3/4 of the interval: a host that stops answering (even one that accepts
-    // connections and then says nothing) is marked down within two intervals (at most 1.75).
-    const pollTimeoutMs = Math.max(1, Math.min(deps.probeTimeoutMs, Math.floor(deps.pollIntervalMs * 0.75)))
+    // One slow poll on a loaded machine is not an outage: a poll that times out or fails marks the
+    // host down only when the poll before it failed too, while a refused connection (nothing is
+    // listening) marks it down at once. A poll never outlasts half the interval, so a host that stops
+    // answering (even one that accepts connections and then says nothing) is down within two intervals.
+    const pollTimeoutMs = Math.max(1, Math.min(deps.probeTimeoutMs, Math.floor(deps.pollIntervalMs * 0.5)))
+    let failedPolls = 0
     const poll = Effect.gen(function*() {
       const started = yield* Clock.currentTimeMillis
       const [tags, ps, version] = yield* Effect.all([
@@ -153,7 +156,11 @@ export const make = (
         deps.upstream.unary(target, "GET", "/api/version", null, pollTimeoutMs).pipe(Effect.either)
       ], { concurrency: 3 })
       const now = yield* Clock.currentTimeMillis
-      if (tags._tag === "Left") return yield* markDown(tags.left.message, now)
+      if (tags._tag === "Left") {
+        failedPolls++
+        return failedPolls >= 2 || tags.left.kind === "refused" ? yield* markDown(tags.left.message, now) : undefined
+      }
+      failedPolls = 0
       const installed = readInstalled(tags.right.json)
       const resident = ps._tag === "Right" ? readResident(ps.right.json) : null
       const before = yield* Ref.get(health)
