@@ -142,25 +142,26 @@ export const make = (
             : Effect.void
       )
 
-    // One slow poll on a loaded machine is not an outage: a poll that times out or fails marks the
-    // host down only when the poll before it failed too, while a refused connection (nothing is
-    // listening) marks it down at once. A poll never outlasts half the interval, so a host that stops
-    // answering (even one that accepts connections and then says nothing) is down within two intervals.
-    const pollTimeoutMs = Math.max(1, Math.min(deps.probeTimeoutMs, Math.floor(deps.pollIntervalMs * 0.5)))
-    let failedPolls = 0
+    // One slow answer on a loaded machine is not an outage: a /api/tags probe that times out or fails
+    // is asked once more at once, and only a second failure marks the host down (a refused
+    // connection — nothing is listening — marks it down at once). Each probe is capped at 2/5 of the
+    // interval, so a host that stops answering (even one that accepts connections and then says
+    // nothing) is down within two intervals.
+    const pollTimeoutMs = Math.max(1, Math.min(deps.probeTimeoutMs, Math.floor(deps.pollIntervalMs * 0.4)))
+    const probeTags = deps.upstream.unary(target, "GET", "/api/tags", null, pollTimeoutMs).pipe(Effect.either)
     const poll = Effect.gen(function*() {
       const started = yield* Clock.currentTimeMillis
-      const [tags, ps, version] = yield* Effect.all([
-        deps.upstream.unary(target, "GET", "/api/tags", null, pollTimeoutMs).pipe(Effect.either),
+      let [tags, ps, version] = yield* Effect.all([
+        probeTags,
         deps.upstream.unary(target, "GET", "/api/ps", null, pollTimeoutMs).pipe(Effect.either),
         deps.upstream.unary(target, "GET", "/api/version", null, pollTimeoutMs).pipe(Effect.either)
       ], { concurrency: 3 })
       const now = yield* Clock.currentTimeMillis
       if (tags._tag === "Left") {
-        failedPolls++
-        return failedPolls >= 2 || tags.left.kind === "refused" ? yield* markDown(tags.left.message, now) : undefined
+        const again = tags.left.kind === "refused" ? tags : yield* probeTags
+        if (again._tag === "Left") return yield* markDown(again.left.message, yield* Clock.currentTimeMillis)
+        tags = again
       }
-      failedPolls = 0
       const installed = readInstalled(tags.right.json)
       const resident = ps._tag === "Right" ? readResident(ps.right.json) : null
       const before = yield* Ref.get(health)
