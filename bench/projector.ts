@@ -115,14 +115,27 @@ export const benchProjector = async (): Promise<string> => {
     await run(runMigrations)
 
     // --- load ----------------------------------------------------------------------------------
+    // Bulk load the usual way: the journal's secondary indexes and unique constraint are dropped,
+    // the rows inserted, then everything is rebuilt exactly as the migrations defined it.
     const tLoad = performance.now()
     await db.query("SET synchronous_commit = off")
+    await db.query("SET maintenance_work_mem = '512MB'")
+    const constraints = (await db.query(`
+      SELECT conname, pg_get_constraintdef(oid) AS def FROM pg_constraint
+      WHERE conrelid = 'step_journal'::regclass AND contype = 'u'`)).rows as Array<{ conname: string; def: string }>
+    const indexes = (await db.query(`
+      SELECT indexname, indexdef FROM pg_indexes i WHERE tablename = 'step_journal' AND indexname <> 'step_journal_pkey'
+        AND NOT EXISTS (SELECT 1 FROM pg_constraint c WHERE c.conname = i.indexname)`)).rows as Array<{ indexname: string; indexdef: string }>
+    for (const c of constraints) await db.query(`ALTER TABLE step_journal DROP CONSTRAINT "${c.conname}"`)
+    for (const i of indexes) await db.query(`DROP INDEX "${i.indexname}"`)
     const hostEvents = 3 * 2_000
     await db.query(insertHosts(2_000))
     const runs = Math.ceil((target - hostEvents) / 5.4) + 100
     const chunk = 18_500 // ≈ 100 000 events per transaction
     for (let from = 0; from < runs; from += chunk) await db.query(insertRuns(from, Math.min(runs, from + chunk)))
-    await db.query("ANALYZE step_journal")
+    for (const c of constraints) await db.query(`ALTER TABLE step_journal ADD CONSTRAINT "${c.conname}" ${c.def}`)
+    for (const i of indexes) await db.query(i.indexdef)
+    await db.query("VACUUM ANALYZE step_journal")
     const events = Number((await db.query("SELECT count(*)::int AS n FROM step_journal")).rows[0].n)
     const loadMs = ms(tLoad)
 
@@ -169,7 +182,7 @@ export const benchProjector = async (): Promise<string> => {
     const p50 = percentile(samples, 0.5)
     const p95 = percentile(samples, 0.95)
     return [
-      `Journal: ${events.toLocaleString("en-US")} events (${runStates.toLocaleString("en-US")} runs, ${hostEvents.toLocaleString("en-US")} host events), ${size} with indexes; loaded in ${(loadMs / 1000).toFixed(1)} s (generate_series, ~100k-row transactions).`,
+      `Journal: ${events.toLocaleString("en-US")} events (${runStates.toLocaleString("en-US")} runs, ${hostEvents.toLocaleString("en-US")} host events), ${size} with indexes; loaded in ${(loadMs / 1000).toFixed(1)} s (generate_series in ~100k-row transactions, indexes built after).`,
       "",
       "| measurement | result | target | |",
       "|---|---|---|---|",

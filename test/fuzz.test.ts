@@ -193,3 +193,86 @@ describe("fuzzed input on every public route", () => {
     }
   })
 })
+
+/** Like `wellFormed`, for routes in either error shape: Ollama's {"error": "…"} or OpenAI's {"error": {"message": "…"}}. */
+const wellFormedAnyShape = (answer: Answer, what: string) => {
+  expect(answer.status, `${what}: ${answer.body.slice(0, 300)}`).toBeLessThan(500)
+  if (answer.status >= 400) {
+    const parsed = JSON.parse(answer.body) as { error?: unknown }
+    const message = typeof parsed.error === "string" ? parsed.error : (parsed.error as { message?: unknown } | undefined)?.message
+    expect(typeof message, `${what}: ${answer.body.slice(0, 300)}`).toBe("string")
+    expect((message as string).length).toBeGreaterThan(0)
+  }
+}
+
+const pathSegment = fc.oneof(
+  fc.string({ maxLength: 80 }).map(encodeURIComponent),
+  fc.constantFrom("0", "-1", "%00", "%ZZ", "..%2F..%2Fetc%2Fpasswd", "a".repeat(2_000), "00000000-0000-0000-0000-000000000000", "0".repeat(32))
+)
+const queryValue = fc.oneof(fc.string({ maxLength: 60 }).map(encodeURIComponent), fc.constantFrom("", "2026-13-45", "9999-12-31", "-1", "%ZZ", "project", "lane", "provider"))
+
+describe("fuzzed input on the /v1 and /awooop routes", () => {
+  it("OpenAI routes: random and plausible bodies get an answer or a 4xx in OpenAI's error shape, never a 5xx", async () => {
+    const openAiBody = fc.record({
+      model: fc.oneof(models, jsonValue),
+      messages: fc.oneof(fc.array(fc.record({ role: fc.constantFrom("user", "system", "assistant", "tool", "evil"), content: fc.oneof(fc.string(), jsonValue) }), { maxLength: 4 }), jsonValue),
+      prompt: fc.oneof(fc.string({ maxLength: 100 }), jsonValue),
+      input: fc.oneof(fc.string(), fc.array(fc.string(), { maxLength: 3 }), jsonValue),
+      stream: fc.oneof(fc.boolean(), jsonValue),
+      stream_options: jsonValue,
+      max_tokens: absurdNumber,
+      temperature: absurdNumber,
+      n: absurdNumber,
+      stop: jsonValue,
+      unknown_field: jsonValue
+    }, { requiredKeys: [] })
+    await fc.assert(
+      fc.asyncProperty(
+        fc.constantFrom("/v1/chat/completions", "/v1/completions", "/v1/embeddings"),
+        fc.oneof(jsonValue, openAiBody),
+        lanes,
+        async (route, body, lane) => {
+          const headers: Record<string, string> = lane === undefined || /[\r\n]/.test(lane) ? {} : { "x-awooop-lane": lane }
+          wellFormedAnyShape(await raw("POST", route, Buffer.from(JSON.stringify(body) ?? "null"), headers), `POST ${route}`)
+        }
+      ),
+      { numRuns: 100 }
+    )
+  })
+
+  it("AwoooP POST routes (async runs, admin) with random bodies: a 4xx {error} or an answer, never a 5xx", async () => {
+    await fc.assert(
+      fc.asyncProperty(
+        fc.constantFrom("/awooop/runs", "/awooop/admin/budget/hard-kill", "/awooop/admin/hosts/gcp-a/maintenance", "/awooop/admin/hosts/nope/maintenance"),
+        fc.oneof(jsonValue, plausibleBody, fc.record({ tripped: jsonValue, open: jsonValue, reason: jsonValue, until: jsonValue, operation: jsonValue }, { requiredKeys: [] })),
+        fc.constantFrom(undefined, "Bearer wrong", "Bearer ", "Basic x"),
+        async (route, body, auth) => {
+          const headers: Record<string, string> = auth === undefined ? {} : { authorization: auth }
+          wellFormedAnyShape(await raw("POST", route, Buffer.from(JSON.stringify(body) ?? "null"), headers), `POST ${route}`)
+        }
+      ),
+      { numRuns: 80 }
+    )
+  })
+
+  it("AwoooP and /v1 GET routes with random ids and query strings: data or a 4xx {error}, never a 5xx", async () => {
+    await fc.assert(
+      fc.asyncProperty(
+        fc.oneof(
+          pathSegment.map((s) => `/awooop/runs/${s}`),
+          pathSegment.map((s) => `/awooop/traces/${s}`),
+          pathSegment.map((s) => `/v1/models/${s}`),
+          fc.tuple(queryValue, queryValue, queryValue).map(([from, to, groupBy]) => `/awooop/cost?from=${from}&to=${to}&groupBy=${groupBy}`),
+          fc.tuple(queryValue, queryValue).map(([lane, since]) => `/awooop/shadow/report?lane=${lane}&since=${since}`),
+          fc.constantFrom("/awooop/health", "/awooop/admin/budget", "/v1/models", "/metrics")
+        ),
+        fc.constantFrom("GET", "DELETE"),
+        async (path, method) => {
+          const route = method === "DELETE" && !path.startsWith("/awooop/runs/") ? path : path
+          wellFormedAnyShape(await raw(method, route, null), `${method} ${route}`)
+        }
+      ),
+      { numRuns: 120 }
+    )
+  })
+})

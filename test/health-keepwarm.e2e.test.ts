@@ -170,7 +170,10 @@ describe("GET /awooop/health", () => {
       return body.hosts.quiet!.status === "down" ? body : undefined
     })
     const downAfterMs = Date.now() - mutedAt
-    expect(downAfterMs).toBeLessThan(2 * pollMs)
+    // The design bound is exactly two intervals: the wait for the next poll (<= 1) plus a probe and
+    // its confirmation (<= 1/2 each). The slack covers timers and this test's own HTTP polling on a
+    // loaded machine; a design that waited another interval before confirming (3 intervals) fails.
+    expect(downAfterMs).toBeLessThan(2 * pollMs + 250)
     expect((down.hosts.quiet as unknown as { lastError: string }).lastError).toMatch(/timeout|no answer|within/i)
     muteable.setMute(false)
     await until("quiet up again", async () => (await health(gw)).hosts.quiet!.status === "up")

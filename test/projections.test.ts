@@ -406,6 +406,22 @@ layer(TestDatabaseLive, { excludeTestServices: true })("projector on PostgreSQL"
       )
     }), 120_000)
 
+  it.effect("projectors racing on one database (gateway replicas) serialise on the checkpoint: nothing counted twice", () =>
+    Effect.gen(function*() {
+      const sql = yield* SqlClient.SqlClient
+      yield* resetJournal
+      const runs = Array.from({ length: 40 }, (_, i) => incidentRun(`run-00000000-0000-4000-8000-${String(900 + i).padStart(12, "0")}`, T0 + i * 1_000))
+      // Interleaved, in several transactions.
+      const rows = runs[0]!.flatMap((_, pos) => runs.map((r) => r[pos]!))
+      for (let i = 0; i < rows.length; i += 37) yield* insertRows(rows.slice(i, i + 37))
+      const racers = [3, 5, 7, 11].map((batchSize, i) => catchUp(sql, { ...live(batchSize), skipLocked: i % 2 === 0 }))
+      yield* Effect.all(racers, { concurrency: "unbounded" })
+      assert.strictEqual((yield* catchUpFully(sql, live(13))).behind, 0)
+      const [ledger] = yield* sql<{ requests: number }>`SELECT sum(requests)::int AS requests FROM cost_ledger`
+      assert.strictEqual(ledger!.requests, 40)
+      assert.isTrue((yield* verifyProjections(sql)).ok)
+    }), 30_000)
+
   it.effect("archive refuses while old events are not projected, then moves all but each stream's last event", () =>
     Effect.gen(function*() {
       const sql = yield* SqlClient.SqlClient

@@ -73,7 +73,7 @@ describe("shadow decisions", () => {
       expect(s.body.shadow).toBe(true)
       expect(s.res.headers.get("x-awooop-trace-id")).toBe(s.traceId)
     }
-    expect(sent.map((s) => s.body.agree)).toEqual([true, true, false, false, null, false, true, true, false, false])
+    expect(sent.map((s) => s.body.agree), JSON.stringify(sent[0]!.body.gateway)).toEqual([true, true, false, false, null, false, true, true, false, false])
     expect(sent[0]!.body.gateway).toMatchObject({ host: "gcp-a", model: "gemma3:4b", attempts: ["gcp-a", "gcp-b", "111"] })
     expect(sent[2]!.body.reasons).toEqual([{ kind: "endpoint", text: "the gateway picks gcp-a, legacy used gcp-b" }])
     expect(sent[9]!.body.gateway).toMatchObject({ host: null, attempts: [] })
@@ -139,10 +139,11 @@ describe("shadow decisions", () => {
   })
 
   it("an active lane without the header runs as usual; a shadow-mode lane refuses async runs (409)", async () => {
-    const before = gw.fakes["gcp-a"]!.requests.length
+    const generates = () => gw.fakes["gcp-a"]!.requests.filter((r) => r.method === "POST" && r.path === "/api/generate").length
+    const before = generates()
     const res = await gw.post("/api/generate", { model: "gemma3:4b", prompt: "real", stream: false }, { "x-awooop-lane": "alert-fast" })
     expect(res.status).toBe(200)
-    expect(gw.fakes["gcp-a"]!.requests.length).toBe(before + 1)
+    expect(generates()).toBe(before + 1)
     const run = await gw.post("/awooop/runs", { model: "qwen2.5-coder:7b", prompt: "x" }, { "x-awooop-lane": "code-review" })
     expect(run.status).toBe(409)
     expect(((await run.json()) as { error: string }).error).toContain("shadow mode")

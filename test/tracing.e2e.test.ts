@@ -7,7 +7,7 @@
  */
 import { InMemorySpanExporter, BasicTracerProvider, type ReadableSpan, SimpleSpanProcessor } from "@opentelemetry/sdk-trace-base"
 import { SpanKind, SpanStatusCode } from "@opentelemetry/api"
-import { Effect, Exit, Scope } from "effect"
+import { Effect, Exit, Scope, Tracer } from "effect"
 import { randomUUID } from "node:crypto"
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest"
 import * as Tracing from "../src/observability/Tracing.ts"
@@ -21,10 +21,10 @@ const exporter = new InMemorySpanExporter()
 const provider = new BasicTracerProvider({ idGenerator: new Tracing.JournalTraceIds(), spanProcessors: [new SimpleSpanProcessor(exporter)] })
 const tracer = Tracing.makeTracer(provider.getTracer("awooop-test"))
 
-/** A test gateway whose request fibers run with the exporting tracer (as Tracing.layerFromEnv sets it). */
-const startTraced = async (options: TestGatewayOptions) => {
+/** A test gateway whose request fibers run with `withTracer` (as Tracing.layerFromEnv sets it). */
+const startTraced = async (options: TestGatewayOptions, withTracer: Tracer.Tracer = tracer) => {
   const scope = Effect.runSync(Scope.make())
-  const exit = await Effect.runPromiseExit(Scope.extend(make(options).pipe(Effect.withTracer(tracer)), scope))
+  const exit = await Effect.runPromiseExit(Scope.extend(make(options).pipe(Effect.withTracer(withTracer)), scope))
   if (Exit.isFailure(exit)) throw new Error(`gateway did not start: ${String(exit.cause)}`)
   return { gw: exit.value, close: () => Effect.runPromise(Scope.close(scope, Exit.void)) }
 }
@@ -248,5 +248,36 @@ describe("spans", () => {
     const server = spans.find((s) => s.kind === SpanKind.SERVER)!
     expect(server.name).toBe("POST /v1/chat/completions")
     expect(server.attributes).toMatchObject({ "http.response.status_code": 409, "error.type": "AsyncOnlyLane", "awooop.lane": "deep-rca" })
+  })
+})
+
+describe("tracing off", () => {
+  it("creates no span on the request path: not for the request, not for its attempts", async () => {
+    // Effect's own tracer, counting: what the gateway runs with when OTEL_EXPORTER_OTLP_ENDPOINT is unset.
+    const names: Array<string> = []
+    const native = Effect.runSync(Effect.tracer)
+    const counting = Tracer.make({
+      span: (name, ...rest) => {
+        names.push(name)
+        return native.span(name, ...rest)
+      },
+      context: native.context
+    })
+    const started = await startTraced({ pollFirst: true }, counting)
+    try {
+      names.length = 0
+      for (let i = 0; i < 5; i++) {
+        const res = await started.gw.post("/api/generate", { model: "gemma3:4b", prompt: "x", stream: i % 2 === 0 }, { "x-awooop-lane": "alert-fast" })
+        expect(res.status).toBe(200)
+        await res.text()
+      }
+      started.gw.fakes["gcp-a"]!.setMode("error500")
+      const fallback = await started.gw.post("/v1/chat/completions", { model: "gemma3:4b", messages: [{ role: "user", content: "x" }] }, { "x-awooop-lane": "alert-fast" })
+      expect(fallback.status).toBe(200)
+      // The journal writer's batched INSERTs run in their own fiber (sql.* spans); nothing else may appear.
+      expect(names.filter((n) => !n.startsWith("sql."))).toEqual([])
+    } finally {
+      await started.close()
+    }
   })
 })

@@ -112,9 +112,6 @@ export const load = (
         Effect.map((rows) => new Map(rows.map((r) => [r.streamId, r])))
       )
 
-export const loadAll = (sql: SqlClient.SqlClient, schema: string) =>
-  sql<HostState>`SELECT ${sql.literal(selectList)} FROM ${sql(`${schema}.${table}`)} ORDER BY host`
-
 const columns: ReadonlyArray<Column<HostState>> = [
   { name: "stream_id", type: "text", value: (h) => h.streamId },
   { name: "host", type: "text", value: (h) => h.host },

@@ -93,20 +93,46 @@ export const fold = (
   }
 }
 
-/** Loads the states `events` touch from `schema`'s tables, folds, writes. Run it inside a transaction. */
+/** The states of the streams a batch touched, as they are after it. */
+export interface StreamStates {
+  readonly runs: ReadonlyMap<string, RunState.RunState>
+  readonly hosts: ReadonlyMap<string, HostState.HostState>
+}
+
+const pick = <S>(ids: ReadonlyArray<string>, from: ReadonlyMap<string, S>) => {
+  const known = new Map<string, S>()
+  const missing: Array<string> = []
+  for (const id of ids) {
+    const s = from.get(id)
+    if (s === undefined) missing.push(id)
+    else known.set(id, s)
+  }
+  return { known, missing }
+}
+
+/**
+ * Loads the states `events` touch from `schema`'s tables (those in `known` — the previous batch's,
+ * when nothing has changed the tables since — are taken from there), folds, writes. Run it inside
+ * a transaction.
+ */
 export const applyEvents = (
   sql: SqlClient.SqlClient,
   schema: string,
-  events: ReadonlyArray<ProjectionEvent>
-): Effect.Effect<BatchResult, SqlError> =>
+  events: ReadonlyArray<ProjectionEvent>,
+  known: StreamStates = { runs: new Map(), hosts: new Map() }
+): Effect.Effect<BatchResult & { readonly states: StreamStates }, SqlError> =>
   Effect.gen(function*() {
     const streams = streamsOf(events)
-    const runs = yield* RunState.load(sql, schema, streams.runs)
-    const hosts = yield* HostState.load(sql, schema, streams.hosts)
-    const result = fold(events, runs, hosts)
+    const runs = pick(streams.runs, known.runs)
+    const hosts = pick(streams.hosts, known.hosts)
+    for (const [id, s] of yield* RunState.load(sql, schema, runs.missing)) runs.known.set(id, s)
+    for (const [id, s] of yield* HostState.load(sql, schema, hosts.missing)) hosts.known.set(id, s)
+    const result = fold(events, runs.known, hosts.known)
     yield* RunState.upsert(sql, schema, result.runs)
     yield* HostState.upsert(sql, schema, result.hosts)
     yield* CostLedger.upsert(sql, schema, result.ledger)
     yield* Metrics.upsert(sql, schema, result.metrics)
-    return result
+    for (const r of result.runs) runs.known.set(r.streamId, r)
+    for (const h of result.hosts) hosts.known.set(h.streamId, h)
+    return { ...result, states: { runs: runs.known, hosts: hosts.known } }
   })

@@ -354,10 +354,6 @@ export const load = (
 export const loadOne = (sql: SqlClient.SqlClient, schema: string, streamId: string) =>
   Effect.map(load(sql, schema, [streamId]), (m) => m.get(streamId) ?? null)
 
-export const loadByTrace = (sql: SqlClient.SqlClient, schema: string, traceId: string) =>
-  sql<Row>`SELECT ${sql.literal(selectList)} FROM ${sql(`${schema}.${table}`)}
-    WHERE trace_id = ${traceId} ORDER BY started_at, stream_id`.pipe(Effect.map((rows) => rows.map(fromRow)))
-
 /** The row is the state: every field has its column. */
 const columns: ReadonlyArray<Column<RunState>> = [
   { name: "stream_id", type: "text", value: (r) => r.streamId },

@@ -23,8 +23,7 @@ export interface RecordedDecision {
 }
 
 const columns = `j.global_position::float8 AS "globalPosition", j.stream_id AS "streamId", j.trace_id AS "traceId",
-  j.lane, floor(extract(epoch FROM j.occurred_at) * 1000)::float8 AS "occurredAt", j.data,
-  r.endpoint, r.status`
+  j.lane, floor(extract(epoch FROM j.occurred_at) * 1000)::float8 AS "occurredAt", j.data`
 
 /**
  * Calls `onBatch` with every RouteDecided (archive first, then the live journal), oldest first.
@@ -33,17 +32,26 @@ const columns = `j.global_position::float8 AS "globalPosition", j.stream_id AS "
 export const scanDecisions = <E>(
   sql: SqlClient.SqlClient,
   onBatch: (batch: ReadonlyArray<RecordedDecision>) => Effect.Effect<void, E>,
-  options: { readonly since?: number | undefined; readonly batchSize?: number | undefined } = {}
+  options: {
+    readonly since?: number | undefined
+    readonly batchSize?: number | undefined
+    /** Also read who answered each run (run_state), for what-if's summary. */
+    readonly outcomes?: boolean | undefined
+  } = {}
 ): Effect.Effect<number, SqlError | E> =>
   Effect.gen(function*() {
     const limit = options.batchSize ?? 2_000
+    const outcome = options.outcomes === true
+      ? sql.literal(", r.endpoint, r.status")
+      : sql.literal(", NULL::text AS endpoint, NULL::text AS status")
+    const join = options.outcomes === true ? sql.literal("LEFT JOIN run_state r ON r.stream_id = j.stream_id") : sql.literal("")
     const since = options.since === undefined ? sql.literal("") : sql`AND j.occurred_at >= ${new Date(options.since).toISOString()}::timestamptz`
     let total = 0
     for (const source of ["step_journal_archive", "step_journal"] as const) {
       let after = 0
       for (;;) {
         const batch = yield* sql<RecordedDecision>`
-          SELECT ${sql.literal(columns)} FROM ${sql(source)} j LEFT JOIN run_state r ON r.stream_id = j.stream_id
+          SELECT ${sql.literal(columns)}${outcome} FROM ${sql(source)} j ${join}
           WHERE j.type = 'RouteDecided' AND j.global_position > ${after}::bigint ${since}
           ORDER BY j.global_position LIMIT ${limit}`
         if (batch.length === 0) break

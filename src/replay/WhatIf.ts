@@ -164,7 +164,7 @@ export const whatIf = (
             acc.unchanged++
           }
         }
-      }), { since: options.since })
+      }), { since: options.since, outcomes: true })
     const report = [...lanes.entries()].sort(([a], [b]) => a.localeCompare(b)).map(([lane, acc]): LaneWhatIf => {
       const [model] = acc.models.entries()
       return {

@@ -170,7 +170,13 @@ const keeper = (deps: KeepWarmDeps, laneName: string, lane: LaneConfig, host: Ho
       yield* evaluate.pipe(Effect.catchAllCause((cause) => Effect.logWarning(`keep-warm of ${model} on ${host.name} (lane ${laneName}) failed`, cause)))
       const now = yield* Clock.currentTimeMillis
       const refreshAt = lastLoadAt === null ? now + refreshMs : lastLoadAt + refreshMs
-      const wakeAt = retryAt > now ? Math.min(retryAt, refreshAt) : refreshAt
+      let wakeAt = retryAt > now ? Math.min(retryAt, refreshAt) : refreshAt
+      // Still missing on an up host (a poll raced the load, say): look again at the next poll, not
+      // only when the poller reports a change (it reports none when nothing changed).
+      const health = yield* host.health
+      if (health.status === "up" && health.resident !== null && !health.resident.some((m) => sameModel(m.name, model))) {
+        wakeAt = Math.min(wakeAt, Math.max(retryAt, now + deps.config.server.pollInterval))
+      }
       const change = yield* Queue.take(changes).pipe(Effect.timeout(Math.max(1, wakeAt - now)), Effect.option)
       if (Option.isSome(change)) {
         yield* onChange(change.value)
