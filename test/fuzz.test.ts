@@ -194,9 +194,13 @@ describe("fuzzed input on every public route", () => {
   })
 })
 
-/** Like `wellFormed`, for routes in either error shape: Ollama's {"error": "…"} or OpenAI's {"error": {"message": "…"}}. */
+/**
+ * Like `wellFormed`, for routes in either error shape: Ollama's {"error": "…"} or OpenAI's
+ * {"error": {"message": "…"}}. A 503 with such a body is a deliberate refusal (the test gateway has
+ * no projections, so the run/trace/cost API says it is not available here), never a crash.
+ */
 const wellFormedAnyShape = (answer: Answer, what: string) => {
-  expect(answer.status, `${what}: ${answer.body.slice(0, 300)}`).toBeLessThan(500)
+  if (answer.status !== 503) expect(answer.status, `${what}: ${answer.body.slice(0, 300)}`).toBeLessThan(500)
   if (answer.status >= 400) {
     const parsed = JSON.parse(answer.body) as { error?: unknown }
     const message = typeof parsed.error === "string" ? parsed.error : (parsed.error as { message?: unknown } | undefined)?.message
@@ -207,7 +211,7 @@ const wellFormedAnyShape = (answer: Answer, what: string) => {
 
 const pathSegment = fc.oneof(
   fc.string({ maxLength: 80 }).map(encodeURIComponent),
-  fc.constantFrom("0", "-1", "%00", "%ZZ", "..%2F..%2Fetc%2Fpasswd", "a".repeat(2_000), "00000000-0000-0000-0000-000000000000", "0".repeat(32))
+  fc.constantFrom("0", "-1", "%00", "%25", "%E0%A4%A", "%ZZ", "..%2F..%2Fetc%2Fpasswd", "a".repeat(2_000), "00000000-0000-0000-0000-000000000000", "0".repeat(32))
 )
 const queryValue = fc.oneof(fc.string({ maxLength: 60 }).map(encodeURIComponent), fc.constantFrom("", "2026-13-45", "9999-12-31", "-1", "%ZZ", "project", "lane", "provider"))
 
@@ -267,10 +271,7 @@ describe("fuzzed input on the /v1 and /awooop routes", () => {
           fc.constantFrom("/awooop/health", "/awooop/admin/budget", "/v1/models", "/metrics")
         ),
         fc.constantFrom("GET", "DELETE"),
-        async (path, method) => {
-          const route = method === "DELETE" && !path.startsWith("/awooop/runs/") ? path : path
-          wellFormedAnyShape(await raw(method, route, null), `${method} ${route}`)
-        }
+        async (path, method) => wellFormedAnyShape(await raw(method, path, null), `${method} ${path}`)
       ),
       { numRuns: 120 }
     )

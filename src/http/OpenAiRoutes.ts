@@ -437,10 +437,19 @@ const listModels = Effect.gen(function*() {
   return jsonResponse({ object: "list", data: modelList(gateway, yield* nowSeconds) })
 })
 
+/** A path segment decoded once more if it can be ("%" alone, say, cannot: then it is taken as it is, not a 500). */
+const decodeSegment = (segment: string): string => {
+  try {
+    return decodeURIComponent(segment)
+  } catch {
+    return segment
+  }
+}
+
 const getModel = Effect.gen(function*() {
   const gateway = yield* Gateway
   const { model } = yield* HttpRouter.params
-  const id = decodeURIComponent(model ?? "")
+  const id = decodeSegment(model ?? "")
   const found = modelList(gateway, yield* nowSeconds).find((m) => m.id === id)
   return found === undefined
     ? jsonResponse(openAiError(`model '${id}' not found: no lane serves it`, 404), {}, 404)

@@ -72,12 +72,15 @@ const sameRow = (a: LedgerRow | null, b: LedgerRow | null): boolean =>
       a.outputTokens === b.outputTokens && a.unknownUsage === b.unknownUsage && a.costPicoUsd === b.costPicoUsd &&
       a.unknownCost === b.unknownCost
 
+const none_: ReadonlyArray<readonly [LedgerRow, 1 | -1]> = []
+
 /** What a change adds to the ledger: the run's contribution after it, minus the one before. */
 export const deltas = (change: Change): ReadonlyArray<readonly [LedgerRow, 1 | -1]> => {
-  if (change.run === null) return []
+  // Most events change a running run: nothing to add, and nothing to allocate (this runs per event).
+  if (change.run === null || change.run.after.status === "running") return none_
   const before = change.run.before === null ? null : contribution(change.run.before)
   const after = contribution(change.run.after)
-  if (sameRow(before, after)) return []
+  if (sameRow(before, after)) return none_
   const out: Array<readonly [LedgerRow, 1 | -1]> = []
   if (before !== null) out.push([before, -1])
   if (after !== null) out.push([after, 1])

@@ -96,6 +96,8 @@ const sameRows = (a: ReadonlyArray<MetricRow>, b: ReadonlyArray<MetricRow>): boo
     return rowKey(r) === rowKey(s) && r.count === s.count && r.sum === s.sum && r.buckets.join() === s.buckets.join()
   })
 
+const noRows: ReadonlyArray<MetricRow> = []
+
 /** Rows an event adds by itself (attempts, skips, breaker transitions), once, when it is applied. */
 const eventRows = (change: Change): ReadonlyArray<MetricRow> => {
   const e = change.event
@@ -119,18 +121,24 @@ const eventRows = (change: Change): ReadonlyArray<MetricRow> => {
         )
       }
     }
-    return []
+    return noRows
   }
   if (change.host !== null && e.type.startsWith("Breaker")) {
     return [counter("breaker_transition", null, change.host.after.host, e.type)]
   }
-  return []
+  return noRows
 }
+
+const noDeltas: ReadonlyArray<readonly [MetricRow, 1 | -1]> = []
 
 /** What a change adds: its own rows, and the difference of its run's contribution. */
 export const deltas = (change: Change): ReadonlyArray<readonly [MetricRow, 1 | -1]> => {
-  const out: Array<readonly [MetricRow, 1 | -1]> = eventRows(change).map((row) => [row, 1] as const)
-  if (change.run === null) return out
+  const own = eventRows(change)
+  // A running run contributes nothing yet (before and after): the common case allocates nothing.
+  if (change.run === null || change.run.after.status === "running") {
+    return own.length === 0 ? noDeltas : own.map((row) => [row, 1] as const)
+  }
+  const out: Array<readonly [MetricRow, 1 | -1]> = own.map((row) => [row, 1] as const)
   const before = change.run.before === null ? [] : runContribution(change.run.before)
   const after = runContribution(change.run.after)
   if (sameRows(before, after)) return out
