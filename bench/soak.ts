@@ -212,6 +212,17 @@ const causeOf = (o: Outcome): string => {
   }
 }
 
+/** The live heap after a full GC, once a minute since the gateway started (warm-up included): first, last, slope. */
+const heapLine = (heap: ReadonlyArray<readonly [number, number]>, warmupSeconds: number): string => {
+  const measured = heap.filter(([t]) => t >= warmupSeconds + 60)
+  if (measured.length < 2) return `Live heap after a full GC: ${heap.length === 0 ? "not measured" : `${(heap[heap.length - 1]![1] / 1e6).toFixed(1)} MB`}.`
+  const [t1, h1] = measured[0]!
+  const [t2, h2] = measured[measured.length - 1]!
+  const perMin = slope(measured.map(([t]) => t / 60), measured.map(([, h]) => h / 1e6))
+  return `Live heap after a full GC (once a minute): ${(h1 / 1e6).toFixed(1)} MB at ${(t1 / 60).toFixed(1)} min → ${(h2 / 1e6).toFixed(1)} MB at ${(t2 / 60).toFixed(1)} min of the gateway's life; slope ${perMin.toFixed(3)} MB/min (${(perMin * 60).toFixed(1)} MB/h). ` +
+    `Samples (MB): ${measured.map(([, h]) => (h / 1e6).toFixed(1)).join(", ")}.`
+}
+
 interface Sample {
   readonly minute: number
   readonly rssMb: number
@@ -261,11 +272,15 @@ prices:
 budget: { hardKillUsd: 100, period: day }
 server: { pollInterval: "2s", probeTimeout: "3s", drainTimeout: "5s" }
 `)
+  const heapFile = path.join(dir, "heap.txt")
   const env = {
     DATABASE_URL: db.proxiedUrl,
     AWOOOP_CONFIG: path.join(dir, "gateway.yaml"),
     AWOOOP_SPILL_DIR: path.join(dir, "spill"),
-    AWOOOP_SOAK_GEMINI_KEY: GEMINI_KEY
+    AWOOOP_SOAK_GEMINI_KEY: GEMINI_KEY,
+    // A full GC once a minute, then the live heap to heapFile (bench/soak-heap.mjs).
+    NODE_OPTIONS: `${process.env.NODE_OPTIONS ?? ""} --expose-gc --import ${path.resolve(path.dirname(new URL(import.meta.url).pathname), "soak-heap.mjs")}`.trim(),
+    SOAK_HEAP_FILE: heapFile
   }
   const gw: Child = await spawnGateway(env)
   const killOnExit = () => gw.process.kill("SIGKILL")
@@ -440,6 +455,9 @@ server: { pollInterval: "2s", probeTimeout: "3s", drainTimeout: "5s" }
     LIMIT 5`)
   for (const r of unsettledRuns) diagnostics.push(`unsettled attempt in ${r.streamId}: ${await typesOf("stream_id", r.streamId)}`)
 
+  const heap = fs.existsSync(heapFile)
+    ? fs.readFileSync(heapFile, "utf8").trim().split("\n").map((l) => l.split(" ").map(Number) as [number, number])
+    : []
   gw.process.kill("SIGTERM")
   await exited(gw.process)
   process.off("exit", killOnExit)
@@ -515,6 +533,8 @@ server: { pollInterval: "2s", probeTimeout: "3s", drainTimeout: "5s" }
     }),
     "",
     `Gateway RSS: ${first.rssMb.toFixed(1)} MB at ${first.minute.toFixed(1)} min → ${last.rssMb.toFixed(1)} MB at ${last.minute.toFixed(1)} min, peak ${peak.toFixed(1)} MB; least-squares slope after the first minute ${rssSlope.toFixed(2)} MB/min (${(rssSlope * 60).toFixed(1)} MB/h).`,
+    "",
+    heapLine(heap, WARMUP_MS / 1000),
     "",
     "| minute | RSS MB | requests so far | 1-min load | journal |",
     "|---|---|---|---|---|",

@@ -8,6 +8,7 @@
  * - A paid fallback with the budget ledger unreachable fails closed with a clear 503.
  * - A gateway SIGKILLed with spilled events pending writes them after its restart.
  */
+import { LogLevel } from "effect"
 import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
@@ -22,6 +23,7 @@ import {
   countEvents,
   drive,
   exited,
+  health,
   healthJournal,
   type Outcome,
   type ProxiedDatabase,
@@ -94,7 +96,9 @@ describe("Postgres unavailable while traffic flows (in-process gateway behind a 
         budget: { hardKillUsd: 5, period: "day" }
       },
       // Short enough that a black-holed write is given up on quickly; the defaults are 5 s and 2 s.
-      journal: { writeTimeout: "1 second", retryBase: "50 millis", retryCap: "300 millis" }
+      journal: { writeTimeout: "1 second", retryBase: "50 millis", retryCap: "300 millis" },
+      // The outages are on purpose: the journal and the budget log each one at warning/error level.
+      logLevel: LogLevel.None
     })
   }, 60_000)
 
@@ -130,6 +134,8 @@ describe("Postgres unavailable while traffic flows (in-process gateway behind a 
       const j = await stats()
       return j.status === "degraded" && j.spilled > 0 && j.queued === 0
     })
+
+    expect((await health(gw.url)).summary.filter((l) => l.startsWith("journal: degraded"))).toHaveLength(1)
 
     // … and fails closed without it: a clear 503, and no call to the paid provider.
     const geminiCalls = gemini.requests.length
@@ -189,8 +195,9 @@ describe("Postgres unavailable while traffic flows (in-process gateway behind a 
     await settled()
     await expectJournalComplete(db, [...outcomes, paid])
     expect((await countEvents(db.query)) - before).toBe((await stats()).written - written0)
-    // The request path never waited on the database.
-    expect(slowest, `slowest request ${slowest} ms, ${Date.now() - t0} ms in all`).toBeLessThan(3_000)
+    // The request path never waited on the database (which answered nothing until heal()): generous
+    // for a loaded CI machine, far below "until the partition heals".
+    expect(slowest, `slowest request ${slowest} ms, ${Date.now() - t0} ms in all`).toBeLessThan(8_000)
   }, 90_000)
 
   it("a connection cut in the middle of a budget reservation fails the paid call closed (503), not with a 500", async () => {

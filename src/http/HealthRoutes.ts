@@ -60,6 +60,7 @@ export const healthView = Effect.gen(function*() {
   // The journal: "degraded" while Postgres cannot take writes and events spill to local disk.
   const j = yield* (yield* Journal).stats
   const journal = { status: j.degraded ? "degraded" : "ok", spilled: j.spilled, queued: j.queued, written: j.written }
+  if (j.degraded) summary.push(`journal: degraded — Postgres is not taking writes; ${j.spilled} events spilled to local disk, to be written once it is back`)
   return { checkedAt: iso(now), summary, hosts, lanes, journal, asyncRuns: { queuedOrRunning: yield* gateway.asyncRuns.pending } }
 })
 

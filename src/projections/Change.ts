@@ -8,6 +8,11 @@ import type { HostState } from "./HostState.ts"
 import type { RunState } from "./RunState.ts"
 
 export interface Transition<S> {
+  /**
+   * The state before the event; null for a new stream — and, from the projector's batch fold,
+   * for a run that was still running: neither contributes anything to the additive projections,
+   * and not copying a running state for every event keeps the fold fast.
+   */
   readonly before: S | null
   readonly after: S
 }

@@ -54,7 +54,8 @@ export const fold = (
   runStates: ReadonlyMap<string, RunState.RunState>,
   hostStates: ReadonlyMap<string, HostState.HostState>
 ): BatchResult => {
-  const runs = new Map(runStates)
+  // Each run touched gets one private copy for the batch, updated in place event by event.
+  const runs = new Map<string, RunState.MutableRunState>()
   const hosts = new Map(hostStates)
   const changedRuns = new Set<string>()
   const changedHosts = new Set<string>()
@@ -64,12 +65,16 @@ export const fold = (
   for (const event of events) {
     let change: Change = { event, run: null, host: null }
     if (isRunStream(event.streamId)) {
-      const before = runs.get(event.streamId) ?? null
-      const after = RunState.evolve(before, event)
-      if (after !== before) {
-        runs.set(event.streamId, after)
+      let run = runs.get(event.streamId)
+      if (run === undefined) {
+        const stored = runStates.get(event.streamId)
+        run = stored === undefined ? RunState.initial(event) : { ...stored }
+        runs.set(event.streamId, run)
+      }
+      const before = run.status === "running" ? null : { ...run }
+      if (RunState.applyTo(run, event)) {
         changedRuns.add(event.streamId)
-        change = { event, run: { before, after }, host: null }
+        change = { event, run: { before, after: run }, host: null }
       }
     } else if (isHostStream(event.streamId)) {
       const before = hosts.get(event.streamId) ?? null
@@ -87,8 +92,8 @@ export const fold = (
   return {
     runs: [...changedRuns].map((s) => runs.get(s)!),
     hosts: [...changedHosts].map((s) => hosts.get(s)!),
-    ledger: ledger.values(),
-    metrics: metrics.values(),
+    ledger: [...ledger.values()],
+    metrics: [...metrics.values()],
     applied
   }
 }
@@ -110,17 +115,22 @@ const pick = <S>(ids: ReadonlyArray<string>, from: ReadonlyMap<string, S>) => {
   return { known, missing }
 }
 
+export interface PreparedBatch extends BatchResult {
+  readonly states: StreamStates
+}
+
 /**
  * Loads the states `events` touch from `schema`'s tables (those in `known` — the previous batch's,
- * when nothing has changed the tables since — are taken from there), folds, writes. Run it inside
- * a transaction.
+ * when nothing else has changed the tables since — are taken from there) and folds. Writes
+ * nothing, so it may run outside the transaction that writes the result: the rows it loads are
+ * of streams the batch in flight does not touch (those come from `known`).
  */
-export const applyEvents = (
+export const prepareEvents = (
   sql: SqlClient.SqlClient,
   schema: string,
   events: ReadonlyArray<ProjectionEvent>,
   known: StreamStates = { runs: new Map(), hosts: new Map() }
-): Effect.Effect<BatchResult & { readonly states: StreamStates }, SqlError> =>
+): Effect.Effect<PreparedBatch, SqlError> =>
   Effect.gen(function*() {
     const streams = streamsOf(events)
     const runs = pick(streams.runs, known.runs)
@@ -128,11 +138,25 @@ export const applyEvents = (
     for (const [id, s] of yield* RunState.load(sql, schema, runs.missing)) runs.known.set(id, s)
     for (const [id, s] of yield* HostState.load(sql, schema, hosts.missing)) hosts.known.set(id, s)
     const result = fold(events, runs.known, hosts.known)
-    yield* RunState.upsert(sql, schema, result.runs)
-    yield* HostState.upsert(sql, schema, result.hosts)
-    yield* CostLedger.upsert(sql, schema, result.ledger)
-    yield* Metrics.upsert(sql, schema, result.metrics)
     for (const r of result.runs) runs.known.set(r.streamId, r)
     for (const h of result.hosts) hosts.known.set(h.streamId, h)
     return { ...result, states: { runs: runs.known, hosts: hosts.known } }
   })
+
+/** Writes a folded batch: the changed states, and the differences of the additive tables. */
+export const writeBatch = (sql: SqlClient.SqlClient, schema: string, batch: BatchResult): Effect.Effect<void, SqlError> =>
+  Effect.gen(function*() {
+    yield* RunState.upsert(sql, schema, batch.runs)
+    yield* HostState.upsert(sql, schema, batch.hosts)
+    yield* CostLedger.upsert(sql, schema, batch.ledger)
+    yield* Metrics.upsert(sql, schema, batch.metrics)
+  })
+
+/** Loads, folds and writes. Run it inside a transaction. */
+export const applyEvents = (
+  sql: SqlClient.SqlClient,
+  schema: string,
+  events: ReadonlyArray<ProjectionEvent>,
+  known?: StreamStates
+): Effect.Effect<PreparedBatch, SqlError> =>
+  Effect.tap(prepareEvents(sql, schema, events, known), (batch) => writeBatch(sql, schema, batch))

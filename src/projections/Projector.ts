@@ -14,12 +14,15 @@
  * checkpoint. The checkpoint and the projections commit together, so a crash re-delivers nothing;
  * and the folds ignore a re-delivered event anyway (per-stream `last_position`). Two gateway
  * replicas serialise on the checkpoint row (the background loop skips a tick when it is taken).
+ *
+ * Catching up, the next batch is read and folded on the side while the current one is written;
+ * it is used only if the checkpoint, once locked, is where it was prepared from.
  */
 import * as SqlClient from "@effect/sql/SqlClient"
 import type { SqlError } from "@effect/sql/SqlError"
-import { Clock, Config, Context, Duration, Effect, Fiber, Layer, Ref, Schedule } from "effect"
+import { Cause, Clock, Config, Context, Duration, Effect, Fiber, Layer, Ref, Schedule } from "effect"
 import type { ProjectionEvent } from "./Event.ts"
-import { applyEvents, type StreamStates } from "./Projections.ts"
+import { applyEvents, type PreparedBatch, prepareEvents, type StreamStates, writeBatch } from "./Projections.ts"
 
 // ---------------------------------------------------------------------------------------------
 // Checkpoints
@@ -41,13 +44,6 @@ export const liveSchema = "public"
 export const checkpointName = "projections"
 
 export const checkpointTable = "projector_checkpoints"
-
-/** Compares two checkpoints in commit order. */
-export const compareCheckpoints = (a: Checkpoint, b: Checkpoint): number => {
-  const ta = BigInt(a.transactionId)
-  const tb = BigInt(b.transactionId)
-  return ta < tb ? -1 : ta > tb ? 1 : a.globalPosition - b.globalPosition
-}
 
 export const ensureCheckpoint = (sql: SqlClient.SqlClient, schema: string, name: string = checkpointName) =>
   sql`INSERT INTO ${sql(`${schema}.${checkpointTable}`)} (name, transaction_id, global_position)
@@ -143,11 +139,14 @@ export type BatchOutcome =
     readonly events: number
     readonly applied: number
     readonly checkpoint: Checkpoint
+    /** The states of the streams the batch touched, after it (for the next batch). */
     readonly states: StreamStates | undefined
   }
 
 const sameCheckpoint = (a: Checkpoint, b: Checkpoint) =>
   a.transactionId === b.transactionId && a.globalPosition === b.globalPosition
+
+const emptyBatch: PreparedBatch = { runs: [], hosts: [], ledger: [], metrics: [], applied: 0, states: { runs: new Map(), hosts: new Map() } }
 
 const lastOf = (events: ReadonlyArray<ProjectionEvent>): Checkpoint => {
   const last = events[events.length - 1]!
@@ -155,24 +154,24 @@ const lastOf = (events: ReadonlyArray<ProjectionEvent>): Checkpoint => {
 }
 
 /**
- * Events read ahead of the transaction that applies them, from `from`; and the states the batch
- * that ended at `from` left, if this projector wrote it (then they are what the tables hold).
+ * A batch read and folded ahead of the transaction that writes it: valid only if the checkpoint,
+ * once locked, is still `from` (then the tables hold what the fold started from).
  */
-export interface ReadAhead {
+export interface Prepared {
   readonly from: Checkpoint
   readonly events: ReadonlyArray<ProjectionEvent>
-  readonly states?: StreamStates | undefined
+  readonly batch: PreparedBatch
 }
 
 /**
- * One batch in one transaction (see the module comment). Events read ahead are used only if the
- * checkpoint, once locked, is still where they were read from; otherwise (another projector
- * moved it) the batch is read again under the lock.
+ * One batch in one transaction (see the module comment). A prepared batch is written as it is if
+ * the checkpoint is still where it was prepared from; otherwise (another projector moved it) the
+ * batch is read and folded again under the lock.
  */
 export const applyBatch = (
   sql: SqlClient.SqlClient,
   options: FollowOptions,
-  ahead?: ReadAhead | undefined
+  prepared?: Prepared | undefined
 ): Effect.Effect<BatchOutcome, SqlError> =>
   sql.withTransaction(Effect.gen(function*() {
     const name = options.name ?? checkpointName
@@ -182,16 +181,21 @@ export const applyBatch = (
     yield* sql`SET LOCAL synchronous_commit TO OFF`
     const from = yield* readCheckpoint(sql, options.schema, name, options.skipLocked ? "update-skip-locked" : "update")
     if (from === null) return { _tag: "Busy" } as const
-    // The checkpoint is where this projector left it: nobody else has written since.
-    const current = ahead !== undefined && sameCheckpoint(ahead.from, from)
-    const events = current
-      ? ahead.events
-      : yield* readEvents(sql, from, { source: options.source, limit: options.batchSize, upTo: options.upTo })
+    let events: ReadonlyArray<ProjectionEvent>
+    let batch: PreparedBatch
+    if (prepared !== undefined && sameCheckpoint(prepared.from, from)) {
+      events = prepared.events
+      batch = prepared.batch
+      if (events.length > 0) yield* writeBatch(sql, options.schema, batch)
+    } else {
+      events = yield* readEvents(sql, from, { source: options.source, limit: options.batchSize, upTo: options.upTo })
+      if (events.length === 0) return { _tag: "Applied", events: 0, applied: 0, checkpoint: from, states: undefined } as const
+      batch = yield* applyEvents(sql, options.schema, events)
+    }
     if (events.length === 0) return { _tag: "Applied", events: 0, applied: 0, checkpoint: from, states: undefined } as const
-    const result = yield* applyEvents(sql, options.schema, events, current ? ahead.states : undefined)
     const checkpoint = lastOf(events)
     yield* writeCheckpoint(sql, options.schema, name, checkpoint, events.length)
-    return { _tag: "Applied", events: events.length, applied: result.applied, checkpoint, states: result.states } as const
+    return { _tag: "Applied", events: events.length, applied: batch.applied, checkpoint, states: batch.states } as const
   }))
 
 export interface CatchUpResult {
@@ -204,46 +208,52 @@ export interface CatchUpResult {
 
 /**
  * Batches until nothing is left below the horizon (or `upTo` is reached). While one batch is
- * folded and written in its transaction, the next is read on another connection, so the
- * database reads while the projector computes. A quiet journal costs one read-only query.
+ * written in its transaction, the next is read and folded on the side (its states: the batch in
+ * flight's for the streams it touched, the tables' for the others, which it does not write), so
+ * the database writes while the projector reads and computes. A quiet journal costs one
+ * read-only query.
  */
 export const catchUp = (sql: SqlClient.SqlClient, options: FollowOptions): Effect.Effect<CatchUpResult, SqlError> =>
   Effect.gen(function*() {
     const name = options.name ?? checkpointName
     const stored = yield* readCheckpoint(sql, options.schema, name)
     if (stored === null) yield* ensureCheckpoint(sql, options.schema, name)
-    let from: Checkpoint = stored ?? origin
-    const read = (at: Checkpoint) => readEvents(sql, at, { source: options.source, limit: options.batchSize, upTo: options.upTo })
-    let events = yield* read(from)
-    let states: StreamStates | undefined
+    const prepare = (from: Checkpoint, known: StreamStates | undefined) =>
+      Effect.flatMap(
+        readEvents(sql, from, { source: options.source, limit: options.batchSize, upTo: options.upTo }),
+        (events): Effect.Effect<Prepared, SqlError> =>
+          events.length === 0
+            ? Effect.succeed({ from, events, batch: emptyBatch })
+            : Effect.map(prepareEvents(sql, options.schema, events, known), (batch) => ({ from, events, batch }))
+      )
+    let current = yield* prepare(stored ?? origin, undefined)
     let total = 0
-    let checkpoint: Checkpoint | null = from
-    while (events.length > 0) {
-      const last = lastOf(events)
-      const ahead = events.length === options.batchSize ? yield* Effect.fork(read(last)) : null
-      const stopAhead = ahead === null ? Effect.void : Fiber.interrupt(ahead)
-      const outcome: BatchOutcome = yield* applyBatch(sql, options, { from, events, states }).pipe(Effect.onError(() => stopAhead))
+    let checkpoint: Checkpoint | null = stored ?? origin
+    while (current.events.length > 0) {
+      const last = lastOf(current.events)
+      const next = current.events.length === options.batchSize
+        ? yield* Effect.fork(prepare(last, current.batch.states))
+        : null
+      const stopNext = next === null ? Effect.void : Fiber.interrupt(next)
+      const outcome: BatchOutcome = yield* applyBatch(sql, options, current).pipe(Effect.onError(() => stopNext))
       if (outcome._tag === "Busy") {
-        yield* stopAhead
+        yield* stopNext
         return { events: total, checkpoint, busy: true }
       }
       total += outcome.events
       checkpoint = outcome.checkpoint
       if (outcome.events === 0) {
-        yield* stopAhead
+        yield* stopNext
         break
       }
-      states = outcome.states
       if (!sameCheckpoint(outcome.checkpoint, last)) {
-        // Another projector had moved the checkpoint: what was read ahead is stale.
-        yield* stopAhead
-        from = outcome.checkpoint
-        events = yield* read(from)
+        // Another projector had moved the checkpoint: what was prepared on the side is stale.
+        yield* stopNext
+        current = yield* prepare(outcome.checkpoint, outcome.states)
         continue
       }
-      if (ahead === null) break
-      from = last
-      events = yield* Fiber.join(ahead)
+      if (next === null) break
+      current = yield* Fiber.join(next)
     }
     return { events: total, checkpoint, busy: false }
   })
@@ -300,7 +310,7 @@ export const lag = (
 export interface ProjectorConfigShape {
   /** Pause between catch-ups when the journal is quiet; default 250 ms. */
   readonly interval: Duration.DurationInput
-  /** Events per transaction; default 5 000. */
+  /** Events per transaction; default 10 000. */
   readonly batchSize: number
   /** Run the background loop (a gateway replica may leave projecting to others); default true. */
   readonly enabled: boolean
@@ -308,7 +318,7 @@ export interface ProjectorConfigShape {
 
 export const projectorConfigDefaults: ProjectorConfigShape = {
   interval: Duration.millis(250),
-  batchSize: 5_000,
+  batchSize: 10_000,
   enabled: true
 }
 
@@ -366,11 +376,12 @@ export class Projector extends Effect.Service<Projector>()("awooop/Projector", {
         return result
       }))
 
+    // A failing database (or a bug) must not end the loop: log once per outage, retry every tick.
     const tick = run(true).pipe(
-      Effect.catchAll((error) =>
-        Ref.getAndUpdate(status, (s) => ({ ...s, failing: error.message })).pipe(
+      Effect.catchAllCause((cause) =>
+        Ref.getAndUpdate(status, (s) => ({ ...s, failing: Cause.pretty(cause).split("\n")[0] ?? "failure" })).pipe(
           Effect.flatMap((before) =>
-            before.failing === null ? Effect.logWarning(`Projector: catch-up failed, retrying: ${error.message}`) : Effect.void
+            before.failing === null ? Effect.logWarning("Projector: catch-up failed; retrying every interval", cause) : Effect.void
           )
         )
       )

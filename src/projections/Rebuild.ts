@@ -21,7 +21,7 @@ import {
 } from "./Projector.ts"
 import { tables } from "./Projections.ts"
 
-export const defaultBatchSize = 5_000
+export const defaultBatchSize = 10_000
 
 const qualified = (sql: SqlClient.SqlClient, schema: string, table: string) => sql(`${schema}.${table}`)
 

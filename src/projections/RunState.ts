@@ -255,21 +255,34 @@ const costOf = (s: RunState): number | null =>
   s.completedCostUsd ??
     (s.unknownSettlements > 0 ? null : s.settlements > 0 ? s.settledCostUsd : s.status === "failed" ? 0 : null)
 
+/**
+ * Applies `event` to `s` itself (the projector's batch fold works on its own copy of each state);
+ * false, and `s` untouched, for a re-delivered event. `evolve` is this on a fresh copy.
+ */
+export const applyTo = (s: Mutable<RunState>, event: ProjectionEvent): boolean => {
+  if (event.streamPosition <= s.lastPosition) return false
+  const patch = step(s, event)
+  if (patch !== null) Object.assign(s, patch)
+  s.lastPosition = event.streamPosition
+  s.lastEventAt = event.occurredAt
+  if (s.traceId === null) s.traceId = event.traceId
+  if (s.projectId === null) s.projectId = event.projectId
+  if (s.lane === null) s.lane = event.lane
+  s.costUsd = costOf(s)
+  s.fallbackReason = fallbackOf(s)
+  return true
+}
+
 export const evolve = (state: RunState | null, event: ProjectionEvent): RunState => {
   if (state !== null && event.streamPosition <= state.lastPosition) return state
-  const base = state ?? initial(event)
-  // One copy per event (this runs a million times in a rebuild): the step's fields, the
-  // bookkeeping and the derived fields all go into it.
-  const next: Mutable<RunState> = { ...base, ...step(base, event), lastPosition: event.streamPosition, lastEventAt: event.occurredAt }
-  if (next.traceId === null) next.traceId = event.traceId
-  if (next.projectId === null) next.projectId = event.projectId
-  if (next.lane === null) next.lane = event.lane
-  next.costUsd = costOf(next)
-  next.fallbackReason = fallbackOf(next)
+  const next: Mutable<RunState> = state === null ? initial(event) : { ...state }
+  applyTo(next, event)
   return next
 }
 
-type Mutable<T> = { -readonly [K in keyof T]: T[K] }
+export type MutableRunState = Mutable<RunState>
+
+export type Mutable<T> = { -readonly [K in keyof T]: T[K] }
 
 // ---------------------------------------------------------------------------------------------
 // SQL

@@ -461,6 +461,7 @@ export const exited = (child: ChildProcess) =>
 
 /** The whole /awooop/health view (hosts' breakers and slots, lanes, journal). */
 export interface Health {
+  readonly summary: ReadonlyArray<string>
   readonly hosts: Record<string, {
     readonly status: string
     readonly breaker: { readonly status: string; readonly probeInFlight: boolean }
