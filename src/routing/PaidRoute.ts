@@ -314,7 +314,12 @@ export class PaidRoute extends Effect.Service<PaidRoute>()("awooop/PaidRoute", {
             Effect.onInterrupt(() => release(ctx, reserved, "the caller went away before the call"))
           )
           if (durable._tag === "Left") {
-            yield* budget.release(reservationId, "the reservation could not be journaled").pipe(Effect.ignore)
+            // Not confirmed durable (the journal is degraded): no call is made. The release goes on the
+            // run's stream before RunFailed (spilled in order if need be), so a restart finds the
+            // reservation already released instead of appending to a finished run.
+            const why = "the reservation could not be journaled durably; no call was made"
+            yield* ctx.run.append("BudgetReleased", { reservationId, provider: name, reservedUsd: worst.amountUsd, reason: why })
+            yield* budget.release(reservationId, why).pipe(Effect.ignore)
             return yield* failRun(ctx, new BudgetUnavailable({ lane: ctx.lane, fallbackReason: ctx.reason }))
           }
 

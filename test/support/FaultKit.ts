@@ -312,7 +312,7 @@ export const checkStream = (streamId: string, rows: ReadonlyArray<JournalRow>): 
   if (rows[0]?.type !== "RunStarted") problems.push(`${streamId}: starts with ${rows[0]?.type ?? "nothing"}`)
   const ends = rows.filter((r) => terminal.has(r.type))
   if (ends.length !== 1) problems.push(`${streamId}: ${ends.length} terminal events`)
-  else if (!terminal.has(rows[rows.length - 1]!.type)) problems.push(`${streamId}: events after ${ends[0]!.type}`)
+  else if (!terminal.has(rows[rows.length - 1]!.type)) problems.push(`${streamId}: events after ${ends[0]!.type} (${rows.map((r) => r.type).join(" → ")})`)
   const started = rows.filter((r) => r.type === "AttemptStarted").length
   const settled = rows.filter((r) => r.type === "AttemptSucceeded" || r.type === "AttemptFailed").length
   if (started !== settled) problems.push(`${streamId}: ${started} attempts started, ${settled} settled`)
