@@ -62,9 +62,9 @@ describe("environment overrides", () => {
     expect(hostUrlEnvName("gcp-a")).toBe("AWOOOP_HOST_GCP_A_URL")
     expect(hostUrlEnvName("111")).toBe("AWOOOP_HOST_111_URL")
     expect(hostUrlEnvName("gpu-node")).toBe("AWOOOP_HOST_GPU_NODE_URL")
-    const config = parse(small, { AWOOOP_HOST_GCP_A_URL: "http://gcp-a.internal:11435", AWOOOP_HOST_111_URL: "http://10.0.0.111:11434" })
+    const config = parse(small, { AWOOOP_HOST_GCP_A_URL: "http://gcp-a.internal:11435", AWOOOP_HOST_111_URL: "http://host-111.internal:11434" })
     expect(config.hosts["gcp-a"]!.url).toBe("http://gcp-a.internal:11435")
-    expect(config.hosts["111"]!.url).toBe("http://10.0.0.111:11434")
+    expect(config.hosts["111"]!.url).toBe("http://host-111.internal:11434")
     expect(config.hosts["gcp-b"]!.url).toBe("http://127.0.0.1:11436")
     expect(config.hosts["gcp-a"]!.slots).toBe(4) // only the URL is replaced
   })

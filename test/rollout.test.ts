@@ -102,20 +102,20 @@ describe("lane safety, in words", () => {
 })
 
 describe("shadow comparison", () => {
-  const hosts = { "gcp-a": { url: "http://10.0.0.110:11435" }, "gcp-b": { url: "http://10.0.0.110:11436" }, "111": { url: "http://10.0.0.111:11434/" } }
+  const hosts = { "gcp-a": { url: "http://gcp.internal:11435" }, "gcp-b": { url: "http://gcp.internal:11436" }, "111": { url: "http://host-111.internal:11434/" } }
   const alertPlan = decide("gemma3:4b", alertRoute, { "gcp-a": view(), "gcp-b": view(), "111": view() })
 
   it("a legacy endpoint is matched by host name or by host and port of its URL", () => {
     expect(legacyHostOf("gcp-b", hosts)).toBe("gcp-b")
-    expect(legacyHostOf("http://10.0.0.110:11436", hosts)).toBe("gcp-b")
-    expect(legacyHostOf("10.0.0.111:11434", hosts)).toBe("111")
-    expect(legacyHostOf("http://10.0.0.111:11434/api/generate", hosts)).toBe("111")
+    expect(legacyHostOf("http://gcp.internal:11436", hosts)).toBe("gcp-b")
+    expect(legacyHostOf("host-111.internal:11434", hosts)).toBe("111")
+    expect(legacyHostOf("http://host-111.internal:11434/api/generate", hosts)).toBe("111")
     expect(legacyHostOf("http://10.0.0.112:11434", hosts)).toBeNull()
     expect(legacyHostOf("::not a url::", hosts)).toBeNull()
   })
 
   it("agreement needs the same first host and the same model; each difference is a reason", () => {
-    expect(compare("alert-fast", "gemma3:4b", alertPlan, { endpoint: "http://10.0.0.110:11435", model: "gemma3:4b" }, hosts)).toMatchObject({ agree: true, reasons: [] })
+    expect(compare("alert-fast", "gemma3:4b", alertPlan, { endpoint: "http://gcp.internal:11435", model: "gemma3:4b" }, hosts)).toMatchObject({ agree: true, reasons: [] })
     expect(compare("alert-fast", "gemma3:4b", alertPlan, { endpoint: null, model: "gemma3:4b" }, hosts)).toMatchObject({ agree: null })
     const both = compare("alert-fast", "gemma3:4b", alertPlan, { endpoint: "gcp-b", model: "gemma3:12b" }, hosts)
     expect(both.agree).toBe(false)
