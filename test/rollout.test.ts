@@ -110,7 +110,7 @@ describe("shadow comparison", () => {
     expect(legacyHostOf("http://gcp.internal:11436", hosts)).toBe("gcp-b")
     expect(legacyHostOf("host-111.internal:11434", hosts)).toBe("111")
     expect(legacyHostOf("http://host-111.internal:11434/api/generate", hosts)).toBe("111")
-    expect(legacyHostOf("http://10.0.0.112:11434", hosts)).toBeNull()
+    expect(legacyHostOf("http://unknown-host.internal:11434", hosts)).toBeNull()
     expect(legacyHostOf("::not a url::", hosts)).toBeNull()
   })
 

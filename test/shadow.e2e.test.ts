@@ -59,7 +59,7 @@ describe("shadow decisions", () => {
       await mirror("alert-fast", { endpoint: gcpB }), // endpoint
       await mirror("alert-fast", { endpoint: gcpA, model: "gemma3:12b" }), // model
       await mirror("alert-fast", {}), // nothing to compare
-      await mirror("alert-fast", { endpoint: "http://10.9.9.9:11434" }), // legacy-endpoint-unknown
+      await mirror("alert-fast", { endpoint: "http://unknown-host.internal:11434" }), // legacy-endpoint-unknown
       // A legacy caller: no AwoooP headers but the mirror's; bootstrap rules pick the lane and project.
       await mirror(null, { endpoint: gcpA }),
       // Lanes in shadow mode need no header.
