@@ -84,15 +84,20 @@ export const headerBag = (req: IncomingMessage): Record<string, string | undefin
 
 const encoder = new TextEncoder()
 
-const writeError = (res: ServerResponse, error: GatewayError, caller: CallerContext | null) => {
-  if (res.headersSent) return
+/** The headers of a refusal on any fast-path route: trace id, Retry-After, the typed error tag. */
+export const errorHeaders = (error: GatewayError, caller: CallerContext | null): Record<string, string> => {
   const headers: Record<string, string> = { "content-type": "application/json; charset=utf-8" }
   if (caller !== null) headers[HeaderNames.traceId] = caller.traceId
   const retryAfter = retryAfterOf(error)
   if (retryAfter !== undefined) headers["retry-after"] = String(retryAfter)
   const tagged = errorHeaderValue(error)
   if (tagged !== undefined) headers[errorHeaderName] = tagged
-  res.writeHead(error.status, headers)
+  return headers
+}
+
+const writeError = (res: ServerResponse, error: GatewayError, caller: CallerContext | null) => {
+  if (res.headersSent) return
+  res.writeHead(error.status, errorHeaders(error, caller))
   res.end(encoder.encode(JSON.stringify({ error: error.message })))
 }
 

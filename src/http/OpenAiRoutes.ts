@@ -20,9 +20,8 @@
 import { HttpRouter } from "@effect/platform"
 import { Clock, Effect, type Schema, Stream, type Tracer } from "effect"
 import type { IncomingMessage, ServerResponse } from "node:http"
-import { type CallerContext, HeaderNames, resolveCallerContext } from "../domain/CallerContext.ts"
-import { errorHeaderName, errorHeaderValue } from "../domain/ErrorWire.ts"
-import { BadRequest, type GatewayError, retryAfterOf } from "../domain/Errors.ts"
+import { type CallerContext, resolveCallerContext } from "../domain/CallerContext.ts"
+import { BadRequest, type GatewayError } from "../domain/Errors.ts"
 import { ChatRequest, EmbedRequest, GenerateRequest, type Operation } from "../domain/OllamaApi.ts"
 import {
   ChatCompletionRequest,
@@ -38,7 +37,7 @@ import { abandon, type LaneResult } from "../routing/Lane.ts"
 import { LineSplitter, parseLine } from "../upstream/Ndjson.ts"
 import { shadowInstead } from "./Accepted.ts"
 import { jsonResponse } from "./ErrorResponse.ts"
-import { headerBag, makeFastHandler, pipeStream, readBody, resultHeaders } from "./InferenceRoutes.ts"
+import { errorHeaders, headerBag, makeFastHandler, pipeStream, readBody, resultHeaders } from "./InferenceRoutes.ts"
 import { decodeBody, parseJsonObject } from "./RequestBody.ts"
 
 type Kind = "chat" | "completion" | "embedding"
@@ -76,13 +75,7 @@ const encoder = new TextEncoder()
 
 const writeError = (res: ServerResponse, error: GatewayError, caller: CallerContext | null) => {
   if (res.headersSent) return
-  const headers: Record<string, string> = { "content-type": "application/json; charset=utf-8" }
-  if (caller !== null) headers[HeaderNames.traceId] = caller.traceId
-  const retryAfter = retryAfterOf(error)
-  if (retryAfter !== undefined) headers["retry-after"] = String(retryAfter)
-  const tagged = errorHeaderValue(error)
-  if (tagged !== undefined) headers[errorHeaderName] = tagged
-  res.writeHead(error.status, headers)
+  res.writeHead(error.status, errorHeaders(error, caller))
   res.end(encoder.encode(JSON.stringify(openAiError(error.message, error.status))))
 }
 
