@@ -141,13 +141,14 @@ const serve = (operation: Operation, path: string, req: IncomingMessage, res: Se
       const bytes = yield* readBody(req, gateway.config.server.maxBodyBytes)
       const raw = yield* parseJsonObject(bytes)
       const body = yield* decodeBody(schemas[operation] as unknown as Schema.Schema<Record<string, unknown>, unknown>, raw)
-      const resolved = resolveCallerContext(headerBag(req), body.model as string, gateway.laneRules)
+      const headers = headerBag(req)
+      const resolved = resolveCallerContext(headers, body.model as string, gateway.laneRules)
       if (!("traceId" in resolved)) return yield* Effect.fail(resolved)
       caller = resolved
       span = yield* Tracing.startServerSpan("POST", path, resolved)
       const lane = gateway.lanes.get(resolved.lane)!
       // Shadow decisions and async runs answer 202 at once instead of running here.
-      const accepted = yield* acceptInstead(gateway, operation, body, resolved, lane, headerBag(req), promptOf(operation, body))
+      const accepted = yield* acceptInstead(gateway, operation, body, resolved, lane, headers, promptOf(operation, body))
       if (accepted !== null) return accepted
       const stream = operation === "generate" || operation === "chat" ? (body.stream as boolean | undefined) ?? true : false
       reachedLane = true

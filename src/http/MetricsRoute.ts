@@ -57,6 +57,7 @@ const gauges = Effect.gen(function*() {
     out.push(
       { name: "awooop_journal_queue_depth", help: "Journal events queued and not yet committed.", samples: [{ labels: {}, value: stats.queued }] },
       { name: "awooop_journal_events_written_total", help: "Journal events committed.", type: "counter", samples: [{ labels: {}, value: stats.written }] },
+      { name: "awooop_journal_batches_total", help: "Journal INSERT statements committed (events written / batches = the group-commit size).", type: "counter", samples: [{ labels: {}, value: stats.batches }] },
       { name: "awooop_journal_write_retries_total", help: "Journal INSERTs that failed and were retried.", type: "counter", samples: [{ labels: {}, value: stats.retries }] }
     )
   }

@@ -49,7 +49,7 @@ export const firstOfStream = (sql: SqlClient.SqlClient, streamId: string): Effec
 
 const iso = (ms: number) => new Date(ms).toISOString()
 
-/** Events of some streams (hosts, say) between two times, in time order. */
+/** Events of some host streams between two times, in time order (the time index covers host streams only). */
 export const streamsBetween = (
   sql: SqlClient.SqlClient,
   streamIds: ReadonlyArray<string>,
@@ -62,16 +62,16 @@ export const streamsBetween = (
   return sql<HistoryEvent>`
     SELECT * FROM (
       SELECT ${sql.literal(columns(false))} FROM step_journal
-      WHERE stream_id IN (SELECT jsonb_array_elements_text(${ids}::jsonb))
+      WHERE stream_id IN (SELECT jsonb_array_elements_text(${ids}::jsonb)) AND stream_id LIKE 'host-%'
         AND occurred_at BETWEEN ${iso(from)}::timestamptz AND ${iso(to)}::timestamptz
       UNION ALL
       SELECT ${sql.literal(columns(true))} FROM step_journal_archive
-      WHERE stream_id IN (SELECT jsonb_array_elements_text(${ids}::jsonb))
+      WHERE stream_id IN (SELECT jsonb_array_elements_text(${ids}::jsonb)) AND stream_id LIKE 'host-%'
         AND occurred_at BETWEEN ${iso(from)}::timestamptz AND ${iso(to)}::timestamptz
     ) e ORDER BY "occurredAt", "globalPosition" LIMIT ${limit}`
 }
 
-/** For each stream, its latest event of `type` at or before `at` (e.g. when a breaker opened). */
+/** For each host stream, its latest event of `type` at or before `at` (e.g. when a breaker opened). */
 export const latestOfType = (
   sql: SqlClient.SqlClient,
   streamIds: ReadonlyArray<string>,
@@ -83,7 +83,7 @@ export const latestOfType = (
     SELECT e.* FROM jsonb_array_elements_text(${JSON.stringify(streamIds)}::jsonb) AS h(stream)
     CROSS JOIN LATERAL (
       SELECT ${sql.literal(columns(false))} FROM step_journal
-      WHERE stream_id = h.stream AND type = ${type} AND occurred_at <= ${iso(at)}::timestamptz
+      WHERE stream_id = h.stream AND stream_id LIKE 'host-%' AND type = ${type} AND occurred_at <= ${iso(at)}::timestamptz
       ORDER BY occurred_at DESC LIMIT 1
     ) e`
 }

@@ -209,7 +209,7 @@ export const make = (
     const emit = (t: Option.Option<BreakerTransition>) =>
       Option.match(t, { onNone: () => Effect.void, onSome: onTransition })
 
-    const admit: Effect.Effect<Ticket, BreakerOpen> = Effect.gen(function*() {
+    const admitLocked: Effect.Effect<Ticket, BreakerOpen> = Effect.gen(function*() {
       const now = yield* Clock.currentTimeMillis
       const admission = yield* SynchronizedRef.modify(state, (s) => admitPure(s, now))
       if (admission._tag === "Refused") {
@@ -219,25 +219,44 @@ export const make = (
       return admission.ticket
     })
 
-    const settle = (ticket: Ticket, outcome: Outcome) =>
+    // A closed breaker admits without changing anything, so the common case reads the state and
+    // skips the lock (the ticket's epoch still guards against a transition racing it).
+    const admit: Effect.Effect<Ticket, BreakerOpen> = Effect.flatMap(
+      SynchronizedRef.get(state),
+      (s) => s._tag === "Closed" ? Effect.succeed<Ticket>({ epoch: s.epoch, probe: false }) : admitLocked
+    )
+
+    const settleLocked = (ticket: Ticket, outcome: Outcome) =>
       Effect.gen(function*() {
         const now = yield* Clock.currentTimeMillis
         const transition = yield* SynchronizedRef.modifyEffect(state, (s) => settlePure(s, now, ticket, outcome))
         yield* emit(transition)
       })
 
-    const outcomeOf = <A, E>(exit: Exit.Exit<A, E>, classify: (exit: Exit.Exit<A, E>) => Outcome) =>
-      Exit.isFailure(exit) && Cause.isInterruptedOnly(exit.cause)
-        ? Effect.succeed<Outcome>("ignore")
-        : Effect.sync(() => classify(exit)).pipe(
-          // A throwing classifier must not leave a probe held forever.
-          Effect.catchAllDefect((defect) =>
-            Effect.logError("Breaker classify threw; counting as failure", defect).pipe(
-              Effect.annotateLogs("host", host),
-              Effect.as<Outcome>("failure")
-            )
-          )
+    /** settlePure would leave `s` as it is (the common success on a closed breaker): no lock needed. */
+    const settlesToNothing = (s: State, ticket: Ticket, outcome: Outcome) =>
+      ticket.epoch !== s.epoch ||
+      (s._tag === "Closed" &&
+        (ticket.probe || outcome === "failure" || outcome === "ignore" || (outcome === "success" && s.timeouts === 0)))
+
+    const settle = (ticket: Ticket, outcome: Outcome) =>
+      Effect.flatMap(
+        SynchronizedRef.get(state),
+        (s) => settlesToNothing(s, ticket, outcome) ? Effect.void : settleLocked(ticket, outcome)
+      )
+
+    const outcomeOf = <A, E>(exit: Exit.Exit<A, E>, classify: (exit: Exit.Exit<A, E>) => Outcome): Effect.Effect<Outcome> => {
+      if (Exit.isFailure(exit) && Cause.isInterruptedOnly(exit.cause)) return Effect.succeed("ignore")
+      try {
+        return Effect.succeed(classify(exit))
+      } catch (defect) {
+        // A throwing classifier must not leave a probe held forever.
+        return Effect.logError("Breaker classify threw; counting as failure", defect).pipe(
+          Effect.annotateLogs("host", host),
+          Effect.as<Outcome>("failure")
         )
+      }
+    }
 
     const guard = <A, E, R>(
       effect: Effect.Effect<A, E, R>,

@@ -239,15 +239,13 @@ export const make = (
         const h = yield* Ref.get(health)
         const b = yield* breaker.snapshot
         const m = yield* effectiveMaintenance
-        const s = yield* slots.snapshot
-        const free = yield* slots.freeFor(lane)
         return {
           protected: config.protected,
           health: h.status,
           breaker: { status: b.status, reopensAt: b.reopensAt, probeInFlight: b.probeInFlight },
           maintenance: { open: m.open, until: m.until },
           installed: h.installed,
-          slots: { total: s.total, inUse: s.inUse, freeForLane: free }
+          slots: yield* slots.viewFor(lane)
         }
       })
 

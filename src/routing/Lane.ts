@@ -279,7 +279,7 @@ export const make = (name: string, config: LaneConfig, deps: Deps) =>
             return result
           }
 
-          const body = new TextEncoder().encode(JSON.stringify({ ...request.body, model: config.model, stream: request.stream }))
+          const body = Buffer.from(JSON.stringify({ ...request.body, model: config.model, stream: request.stream }))
           const deadline = startedAt + config.queue.maxWait
           // True while every attempt so far failed because its host could not take the request.
           let onlyUnavailable = decision.skipped.every((s) => s.reason.kind !== "heavy-model-denied")
@@ -302,18 +302,18 @@ export const make = (name: string, config: LaneConfig, deps: Deps) =>
                 deferred.push(step)
                 continue
               }
-              // Armed before trying: a slot freed while this request is busy on later hosts still wakes it.
-              const signal = yield* host.slots.changed
-              const permit = yield* host.slots.tryAcquire(name)
-              if (Option.isNone(permit)) {
+              // A busy host hands back the signal of its next release with the refusal, so a slot
+              // freed while this request is busy on later hosts still wakes it.
+              const permit = yield* host.slots.acquireOrSignal(name)
+              if (!("pool" in permit)) {
                 saturated.push(step)
-                signals.push(signal)
+                signals.push(permit)
                 continue
               }
               attemptNo++
               const attemptStartedAt = yield* Clock.currentTimeMillis
-              const started = run.append("AttemptStarted", { attempt: attemptNo, host: step.host, timeoutMs: step.timeoutMs, slotPool: permit.value.pool })
-              const result = yield* Effect.either(attempt(host, step, body, request, permit.value, started))
+              const started = run.append("AttemptStarted", { attempt: attemptNo, host: step.host, timeoutMs: step.timeoutMs, slotPool: permit.pool })
+              const result = yield* Effect.either(attempt(host, step, body, request, permit, started))
               const now = yield* Clock.currentTimeMillis
               if (result._tag === "Left") {
                 const error = result.left
@@ -342,7 +342,7 @@ export const make = (name: string, config: LaneConfig, deps: Deps) =>
               return {
                 _tag: "Stream",
                 info,
-                stream: relay(run, answer.open, step.host, attemptNo, startedAt, attemptStartedAt, now, Effect.zipRight(permit.value.release, leave))
+                stream: relay(run, answer.open, step.host, attemptNo, startedAt, attemptStartedAt, now, Effect.zipRight(permit.release, leave))
               } satisfies LaneResult
             }
             if (saturated.length === 0) break

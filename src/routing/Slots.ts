@@ -6,7 +6,7 @@
  * Acquisition is non-blocking (the lane tries the next host on its route instead of queueing behind
  * a busy one); a lane whose whole route is full waits on `changed` for the next release.
  */
-import { Deferred, Effect, Option, Ref } from "effect"
+import { Deferred, Effect, Exit, FiberId, Option } from "effect"
 
 export interface Permit {
   readonly pool: "reserved" | "shared"
@@ -23,66 +23,95 @@ export interface SlotsSnapshot {
 
 export interface Slots {
   readonly tryAcquire: (lane: string) => Effect.Effect<Option.Option<Permit>>
+  /**
+   * A permit, or (atomically, so no release can slip in between) the signal of the next release to
+   * wait on: what a lane whose host is busy needs.
+   */
+  readonly acquireOrSignal: (lane: string) => Effect.Effect<Permit | Deferred.Deferred<void>>
   /** Completes at the next release (a fresh signal is armed each time). */
   readonly changed: Effect.Effect<Deferred.Deferred<void>>
   readonly snapshot: Effect.Effect<SlotsSnapshot>
   /** Slots the lane could take right now (its free reserved plus free shared). */
   readonly freeFor: (lane: string) => Effect.Effect<number>
+  /** What plan() records of the slots for a lane, in one read. */
+  readonly viewFor: (lane: string) => Effect.Effect<{ readonly total: number; readonly inUse: number; readonly freeForLane: number }>
 }
 
-interface State {
-  readonly sharedInUse: number
-  readonly reservedInUse: Readonly<Record<string, number>>
-}
-
+// The state is plain numbers changed only inside single synchronous steps: JavaScript runs one of
+// them at a time, which is all the atomicity a counting semaphore needs, at the cost of one
+// Effect.sync per operation (the lane takes and returns a slot on every request).
 export const make = (total: number, reservations: Readonly<Record<string, number>>): Effect.Effect<Slots> =>
-  Effect.gen(function*() {
+  Effect.sync(() => {
     const reservedTotal = Object.values(reservations).reduce((a, b) => a + b, 0)
     const sharedTotal = Math.max(0, total - reservedTotal)
-    const state = yield* Ref.make<State>({ sharedInUse: 0, reservedInUse: {} })
-    const signal = yield* Ref.make(yield* Deferred.make<void>())
+    let sharedInUse = 0
+    const reservedInUse: Record<string, number> = {}
+    // The next release completes `signal`. It is replaced only once somebody took it, so a release
+    // nobody waits for allocates nothing.
+    let signal = Deferred.unsafeMake<void>(FiberId.none)
+    let armed = false
 
-    const notify = Effect.flatMap(
-      Effect.flatMap(Deferred.make<void>(), (next) => Ref.getAndSet(signal, next)),
-      (previous) => Deferred.succeed(previous, undefined)
-    )
-
-    const releaser = (lane: string, pool: Permit["pool"]): Effect.Effect<void> => {
-      let released = false
-      return Effect.suspend(() => {
-        if (released) return Effect.void
-        released = true
-        return Ref.update(state, (s) => pool === "reserved"
-          ? { ...s, reservedInUse: { ...s.reservedInUse, [lane]: (s.reservedInUse[lane] ?? 0) - 1 } }
-          : { ...s, sharedInUse: s.sharedInUse - 1 }).pipe(Effect.zipRight(notify))
-      })
+    const notify = () => {
+      if (!armed) return
+      armed = false
+      const previous = signal
+      signal = Deferred.unsafeMake<void>(FiberId.none)
+      Deferred.unsafeDone(previous, Exit.void)
     }
 
-    const tryAcquire = (lane: string) =>
-      Ref.modify(state, (s): [Option.Option<Permit["pool"]>, State] => {
-        const own = reservations[lane] ?? 0
-        const ownInUse = s.reservedInUse[lane] ?? 0
-        if (ownInUse < own) {
-          return [Option.some("reserved"), { ...s, reservedInUse: { ...s.reservedInUse, [lane]: ownInUse + 1 } }]
-        }
-        if (s.sharedInUse < sharedTotal) return [Option.some("shared"), { ...s, sharedInUse: s.sharedInUse + 1 }]
-        return [Option.none(), s]
-      }).pipe(Effect.map(Option.map((pool): Permit => ({ pool, release: releaser(lane, pool) }))))
-
-    const snapshot = Effect.map(Ref.get(state), (s): SlotsSnapshot => {
-      const reserved: Record<string, { total: number; inUse: number }> = {}
-      let inUse = s.sharedInUse
-      for (const [lane, n] of Object.entries(reservations)) {
-        const used = s.reservedInUse[lane] ?? 0
-        reserved[lane] = { total: n, inUse: used }
-        inUse += used
+    const permit = (lane: string, pool: Permit["pool"]): Permit => {
+      let released = false
+      return {
+        pool,
+        release: Effect.sync(() => {
+          if (released) return
+          released = true
+          if (pool === "reserved") reservedInUse[lane] = (reservedInUse[lane] ?? 0) - 1
+          else sharedInUse--
+          notify()
+        })
       }
-      return { total, inUse, shared: { total: sharedTotal, inUse: s.sharedInUse }, reserved }
+    }
+
+    const acquire = (lane: string): Permit | null => {
+      const ownInUse = reservedInUse[lane] ?? 0
+      if (ownInUse < (reservations[lane] ?? 0)) {
+        reservedInUse[lane] = ownInUse + 1
+        return permit(lane, "reserved")
+      }
+      if (sharedInUse < sharedTotal) {
+        sharedInUse++
+        return permit(lane, "shared")
+      }
+      return null
+    }
+
+    const arm = () => {
+      armed = true
+      return signal
+    }
+
+    const inUse = () => {
+      let n = sharedInUse
+      for (const lane in reservedInUse) n += reservedInUse[lane]!
+      return n
+    }
+
+    const free = (lane: string) =>
+      Math.max(0, (reservations[lane] ?? 0) - (reservedInUse[lane] ?? 0)) + Math.max(0, sharedTotal - sharedInUse)
+
+    const snapshot = Effect.sync((): SlotsSnapshot => {
+      const reserved: Record<string, { total: number; inUse: number }> = {}
+      for (const [lane, n] of Object.entries(reservations)) reserved[lane] = { total: n, inUse: reservedInUse[lane] ?? 0 }
+      return { total, inUse: inUse(), shared: { total: sharedTotal, inUse: sharedInUse }, reserved }
     })
 
-    const freeFor = (lane: string) =>
-      Effect.map(Ref.get(state), (s) =>
-        Math.max(0, (reservations[lane] ?? 0) - (s.reservedInUse[lane] ?? 0)) + Math.max(0, sharedTotal - s.sharedInUse))
-
-    return { tryAcquire, changed: Ref.get(signal), snapshot, freeFor }
+    return {
+      tryAcquire: (lane) => Effect.sync(() => Option.fromNullable(acquire(lane))),
+      acquireOrSignal: (lane) => Effect.sync(() => acquire(lane) ?? arm()),
+      changed: Effect.sync(arm),
+      snapshot,
+      freeFor: (lane) => Effect.sync(() => free(lane)),
+      viewFor: (lane) => Effect.sync(() => ({ total, inUse: inUse(), freeForLane: free(lane) }))
+    }
   })

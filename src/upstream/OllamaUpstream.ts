@@ -4,6 +4,7 @@
  * the first token can still fail over to the next host.
  */
 import { Data, Effect, Exit, Option, Stream } from "effect"
+import { EventEmitter } from "node:events"
 import { Agent, type Dispatcher, request } from "undici"
 import type { Usage } from "../domain/OllamaApi.ts"
 import { LineSplitter, parseLine } from "./Ndjson.ts"
@@ -90,8 +91,57 @@ const statusFailure = (host: string, status: number, body: string): UpstreamFail
 const timeoutFailure = (host: string, ms: number, what: string) =>
   new UpstreamFailure({ host, kind: "timeout", status: null, message: `no ${what} within ${ms / 1000}s` })
 
-const statusFailureFrom = (host: string, status: number, body: Dispatcher.ResponseData["body"]) =>
-  Effect.promise(() => body.text().catch(() => "")).pipe(Effect.flatMap((text) => Effect.fail(statusFailure(host, status, text))))
+/**
+ * A request's abort switch. undici accepts an EventEmitter as `signal`; an AbortController per call
+ * costs ~15 µs of EventTarget machinery on the hot path, this costs next to nothing.
+ */
+class Abort extends EventEmitter {
+  aborted = false
+  abort() {
+    if (this.aborted) return
+    this.aborted = true
+    this.emit("abort")
+  }
+}
+
+/**
+ * Runs `run` (which never rejects) under one timer: whichever comes first, its answer or the
+ * deadline, resumes the fiber; the timer is cleared, and on a timeout or an interruption the request
+ * is aborted. One timer and one callback per call: `Effect.timeoutFail` would fork two fibers and
+ * costs ten times as much on the hot path (BENCHMARKS.md).
+ */
+const withDeadline = <A>(
+  ms: number,
+  onTimeout: () => UpstreamFailure,
+  run: (signal: Abort) => Promise<Exit.Exit<A, UpstreamFailure>>,
+  cancel: () => void = () => {}
+): Effect.Effect<A, UpstreamFailure> =>
+  Effect.async<A, UpstreamFailure>((resume) => {
+    const controller = new Abort()
+    let live = true
+    const stop = () => {
+      controller.abort()
+      cancel()
+    }
+    const timer = setTimeout(() => {
+      if (!live) return
+      live = false
+      stop()
+      resume(Exit.fail(onTimeout()))
+    }, ms)
+    run(controller).then((exit) => {
+      if (!live) return
+      live = false
+      clearTimeout(timer)
+      resume(exit)
+    })
+    return Effect.sync(() => {
+      if (!live) return
+      live = false
+      clearTimeout(timer)
+      stop()
+    })
+  })
 
 /**
  * undici directly rather than the platform HttpClient: this is the hot path, and the plain client
@@ -105,50 +155,50 @@ export class OllamaUpstream extends Effect.Service<OllamaUpstream>()("awooop/Oll
     )
     const headers = { "content-type": "application/json" }
 
-    const send = (target: HostTarget, method: "GET" | "POST", path: string, body: Uint8Array | null) =>
-      Effect.async<Dispatcher.ResponseData, UpstreamFailure>((resume) => {
-        const controller = new AbortController()
-        request(target.url.replace(/\/$/, "") + path, {
+    /** The response with a 2xx status, or the failure it stands for (never rejects). */
+    const send = async (
+      target: HostTarget,
+      method: "GET" | "POST",
+      path: string,
+      body: Uint8Array | null,
+      signal: Abort
+    ): Promise<Dispatcher.ResponseData | UpstreamFailure> => {
+      let response: Dispatcher.ResponseData
+      try {
+        response = await request(target.url.replace(/\/$/, "") + path, {
           method,
           dispatcher: agent,
           headers: body === null ? {} : headers,
-          body: body === null ? null : body,
-          signal: controller.signal
-        }).then(
-          (response) => resume(Effect.succeed(response)),
-          (error) => resume(Effect.fail(transportFailure(target.name, error)))
-        )
-        return Effect.sync(() => controller.abort())
-      })
-
-    const readAll = (target: HostTarget, response: Dispatcher.ResponseData) =>
-      Effect.async<Uint8Array, UpstreamFailure>((resume) => {
-        response.body.arrayBuffer().then(
-          (buffer) => resume(Effect.succeed(new Uint8Array(buffer))),
-          (error) => resume(Effect.fail(transportFailure(target.name, error)))
-        )
-        return Effect.sync(() => response.body.destroy())
-      })
+          body,
+          signal
+        })
+      } catch (error) {
+        return transportFailure(target.name, error)
+      }
+      if (response.statusCode >= 200 && response.statusCode < 300) return response
+      return statusFailure(target.name, response.statusCode, await response.body.text().catch(() => ""))
+    }
 
     /** One JSON request/answer within `timeoutMs` (connect, headers and body). */
     const unary = (target: HostTarget, method: "GET" | "POST", path: string, body: Uint8Array | null, timeoutMs: number) =>
-      Effect.gen(function*() {
-        const response = yield* send(target, method, path, method === "POST" ? body : null)
-        if (response.statusCode < 200 || response.statusCode >= 300) {
-          return yield* statusFailureFrom(target.name, response.statusCode, response.body)
+      withDeadline<UnaryResult>(timeoutMs, () => timeoutFailure(target.name, timeoutMs, "answer"), async (signal) => {
+        const response = await send(target, method, path, method === "POST" ? body : null, signal)
+        if (response instanceof UpstreamFailure) return Exit.fail(response)
+        let bytes: Uint8Array
+        try {
+          bytes = new Uint8Array(await response.body.arrayBuffer())
+        } catch (error) {
+          return Exit.fail(transportFailure(target.name, error))
         }
-        const bytes = yield* readAll(target, response)
         const parsed = parseLine(bytes)
         if (parsed._tag !== "Chunk") {
-          return yield* new UpstreamFailure({ host: target.name, kind: "malformed", status: null, message: parsed._tag === "Malformed" ? parsed.message : "empty answer" })
+          return Exit.fail(new UpstreamFailure({ host: target.name, kind: "malformed", status: null, message: parsed._tag === "Malformed" ? parsed.message : "empty answer" }))
         }
         if (typeof parsed.value.error === "string") {
-          return yield* new UpstreamFailure({ host: target.name, kind: "server-error", status: response.statusCode, message: parsed.value.error })
+          return Exit.fail(new UpstreamFailure({ host: target.name, kind: "server-error", status: response.statusCode, message: parsed.value.error }))
         }
-        return { bytes, json: parsed.value } satisfies UnaryResult
-      }).pipe(
-        Effect.timeoutFail({ duration: timeoutMs, onTimeout: () => timeoutFailure(target.name, timeoutMs, "answer") })
-      )
+        return Exit.succeed({ bytes, json: parsed.value })
+      })
 
     /**
      * A streaming call. Succeeds once the first line is in (within `timeoutMs`); after that each
@@ -162,10 +212,11 @@ export class OllamaUpstream extends Effect.Service<OllamaUpstream>()("awooop/Oll
         const queued: Array<Uint8Array> = []
         let response: Dispatcher.ResponseData | null = null
         let iterator: AsyncIterator<Buffer> | null = null
-        const close = Effect.sync(() => {
+        const destroy = () => {
           response?.body.destroy()
           response = null
-        })
+        }
+        const close = Effect.sync(destroy)
 
         // Hand every whole line through; stop reading at `done:true` like the ollama client does.
         const accept = (line: Uint8Array): UpstreamFailure | null => {
@@ -188,51 +239,47 @@ export class OllamaUpstream extends Effect.Service<OllamaUpstream>()("awooop/Oll
           }
         }
 
-        const nextChunk = Effect.async<IteratorResult<Buffer>, UpstreamFailure>((resume) => {
-          iterator!.next().then(
-            (r) => resume(Effect.succeed(r)),
-            (error) => resume(Effect.fail(transportFailure(target.name, error)))
-          )
-        })
-
-        // Reads raw chunks until at least one whole line is queued (or the body ends).
-        const nextLines = Effect.gen(function*() {
+        // Reads raw chunks until at least one whole line is queued (or the body ends); never rejects.
+        const nextLines = async (): Promise<Exit.Exit<Array<Uint8Array>, UpstreamFailure>> => {
           while (queued.length === 0 && !done) {
-            const chunk = yield* nextChunk
+            let chunk: IteratorResult<Buffer>
+            try {
+              chunk = await iterator!.next()
+            } catch (error) {
+              return Exit.fail(transportFailure(target.name, error))
+            }
             if (chunk.done) {
               const last = splitter.rest()
               const failure = last === null ? null : accept(last)
-              if (failure !== null) return yield* Effect.fail(failure)
+              if (failure !== null) return Exit.fail(failure)
               if (queued.length === 0 && !done) {
-                return yield* new UpstreamFailure({ host: target.name, kind: "truncated", status: null, message: "the stream ended without a done chunk" })
+                return Exit.fail(new UpstreamFailure({ host: target.name, kind: "truncated", status: null, message: "the stream ended without a done chunk" }))
               }
               break
             }
             for (const line of splitter.push(chunk.value)) {
               if (done) break
               const failure = accept(line)
-              if (failure !== null) return yield* Effect.fail(failure)
+              if (failure !== null) return Exit.fail(failure)
             }
           }
-          return queued.splice(0, queued.length)
-        })
+          return Exit.succeed(queued.splice(0, queued.length))
+        }
 
-        const head = yield* Effect.gen(function*() {
-          const opened = yield* send(target, "POST", path, body)
+        const head = yield* withDeadline(timeoutMs, () => timeoutFailure(target.name, timeoutMs, "first chunk"), async (signal) => {
+          const opened = await send(target, "POST", path, body, signal)
+          if (opened instanceof UpstreamFailure) return Exit.fail(opened)
           response = opened
-          if (opened.statusCode < 200 || opened.statusCode >= 300) return yield* statusFailureFrom(target.name, opened.statusCode, opened.body)
           iterator = opened.body[Symbol.asyncIterator]()
-          return yield* nextLines
-        }).pipe(
-          Effect.timeoutFail({ duration: timeoutMs, onTimeout: () => timeoutFailure(target.name, timeoutMs, "first chunk") }),
+          return nextLines()
+        }, destroy).pipe(
           Effect.onExit((exit) => Exit.isSuccess(exit) ? Effect.void : close)
         )
         let finished = done
         const rest: Stream.Stream<Uint8Array, UpstreamFailure> = Stream.repeatEffectOption(
           Effect.suspend(() => {
             if (finished) return Effect.fail(Option.none())
-            return nextLines.pipe(
-              Effect.timeoutFail({ duration: timeoutMs, onTimeout: () => timeoutFailure(target.name, timeoutMs, "next chunk") }),
+            return withDeadline(timeoutMs, () => timeoutFailure(target.name, timeoutMs, "next chunk"), nextLines, destroy).pipe(
               Effect.tap(() => { finished = done }),
               Effect.mapError(Option.some)
             )
