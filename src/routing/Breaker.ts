@@ -219,13 +219,6 @@ export const make = (
       return admission.ticket
     })
 
-    // A closed breaker admits without changing anything, so the common case reads the state and
-    // skips the lock (the ticket's epoch still guards against a transition racing it).
-    const admit: Effect.Effect<Ticket, BreakerOpen> = Effect.flatMap(
-      SynchronizedRef.get(state),
-      (s) => s._tag === "Closed" ? Effect.succeed<Ticket>({ epoch: s.epoch, probe: false }) : admitLocked
-    )
-
     const settleLocked = (ticket: Ticket, outcome: Outcome) =>
       Effect.gen(function*() {
         const now = yield* Clock.currentTimeMillis
@@ -258,23 +251,33 @@ export const make = (
       }
     }
 
-    const guard = <A, E, R>(
+    const guarded = <A, E, R>(
       effect: Effect.Effect<A, E, R>,
       classify: (exit: Exit.Exit<A, E>) => Outcome
     ): Effect.Effect<A, E | BreakerOpen, R> =>
       // Uninterruptible between admission and settlement so an admitted ticket (above all a
       // probe) is always settled; only `effect` itself can be interrupted.
       Effect.uninterruptibleMask((restore) =>
-        Effect.flatMap(admit, (ticket) =>
+        Effect.flatMap(admitLocked, (ticket) =>
           restore(effect).pipe(
             Effect.onExit((exit) => Effect.flatMap(outcomeOf(exit, classify), (outcome) => settle(ticket, outcome)))
           )
         )
       )
 
-    const snapshot: Effect.Effect<BreakerSnapshot> = Effect.gen(function*() {
-      const now = yield* Clock.currentTimeMillis
-      const s = yield* SynchronizedRef.get(state)
+    const guard = <A, E, R>(
+      effect: Effect.Effect<A, E, R>,
+      classify: (exit: Exit.Exit<A, E>) => Outcome
+    ): Effect.Effect<A, E | BreakerOpen, R> =>
+      // A closed breaker's ticket changes nothing when it is taken, so an interruption before its
+      // settlement is registered loses nothing: the common case needs no uninterruptible region.
+      Effect.flatMap(SynchronizedRef.get(state), (s) => {
+        if (s._tag !== "Closed") return guarded(effect, classify)
+        const ticket: Ticket = { epoch: s.epoch, probe: false }
+        return Effect.onExit(effect, (exit) => Effect.flatMap(outcomeOf(exit, classify), (outcome) => settle(ticket, outcome)))
+      })
+
+    const snapshotOf = (s: State, now: number): BreakerSnapshot => {
       if (s._tag === "Closed") {
         return { status: "closed", consecutiveTimeouts: s.timeouts, openedAt: null, reopensAt: null, probeInFlight: false }
       }
@@ -286,7 +289,12 @@ export const make = (
         reopensAt: halfOpen ? null : s.reopensAt,
         probeInFlight: s.probeInFlight
       }
-    })
+    }
+
+    // Read on every request (plan()'s view of the host): two steps, no generator.
+    const snapshot: Effect.Effect<BreakerSnapshot> = Effect.clockWith((clock) =>
+      Effect.map(SynchronizedRef.get(state), (s) => snapshotOf(s, clock.unsafeCurrentTimeMillis()))
+    )
 
     const reset: Effect.Effect<void> = Effect.gen(function*() {
       const now = yield* Clock.currentTimeMillis

@@ -120,10 +120,12 @@ export const make = (
       { consecutiveTimeouts: deps.breaker.consecutiveTimeouts, cooldown: deps.breaker.cooldownMs },
       (t) => writer.append(t._tag, { host: name, ...t })
     )
-    const health = yield* Ref.make<HostHealth>({
+    // Health and maintenance are read on every request (plan()'s view): plain values replaced in
+    // single synchronous steps, read with one Effect.sync, rather than Refs read one by one.
+    let health: HostHealth = {
       status: "unknown", lastCheckedAt: null, lastLatencyMs: null, lastError: null, installed: null, resident: null, version: null
-    })
-    const maintenance = yield* Ref.make<Maintenance>({ open: false, reason: null, until: null })
+    }
+    let maintenance: Maintenance = { open: false, reason: null, until: null }
     // Each window gets an id, so the fiber closing an expired window never closes a newer one.
     const windowId = yield* Ref.make(0)
     const closer = yield* FiberHandle.make<void, never>()
@@ -131,13 +133,17 @@ export const make = (
 
     const markDown = (error: string, now: number) =>
       Effect.flatMap(
-        Ref.modify(health, (h): [boolean, HostHealth] => [h.status !== "down", { ...h, status: "down", lastCheckedAt: now, lastError: error }]),
+        Effect.sync(() => {
+          const changed = health.status !== "down"
+          health = { ...health, status: "down", lastCheckedAt: now, lastError: error }
+          return changed
+        }),
         (changed) =>
           changed
             ? Effect.zipRight(
               writer.append("HostDown", { host: name, error }),
-              Effect.flatMap(Ref.get(health), (h) =>
-                PubSub.publish(hostChanges, { status: "down", resident: (h.resident ?? []).map((m) => m.name), loaded: [], evicted: [] }))
+              Effect.suspend(() =>
+                PubSub.publish(hostChanges, { status: "down", resident: (health.resident ?? []).map((m) => m.name), loaded: [], evicted: [] }))
             )
             : Effect.void
       )
@@ -164,8 +170,8 @@ export const make = (
       }
       const installed = readInstalled(tags.right.json)
       const resident = ps._tag === "Right" ? readResident(ps.right.json) : null
-      const before = yield* Ref.get(health)
-      yield* Ref.set(health, {
+      const before = health
+      health = {
         status: "up",
         lastCheckedAt: now,
         lastLatencyMs: now - started,
@@ -173,7 +179,7 @@ export const make = (
         installed,
         resident: resident ?? before.resident,
         version: version._tag === "Right" ? asString(version.right.json.version) : before.version
-      })
+      }
       if (before.status !== "up") yield* writer.append("HostUp", { host: name, latencyMs: now - started })
       let change: HostChange | null = before.status !== "up"
         ? { status: "up", resident: (resident ?? before.resident ?? []).map((m) => m.name), loaded: [], evicted: [] }
@@ -202,7 +208,8 @@ export const make = (
       Effect.gen(function*() {
         const current = yield* Ref.get(windowId)
         if (id !== null && id !== current) return false
-        const was = yield* Ref.getAndUpdate(maintenance, (m) => m.open ? { open: false, reason: null, until: null } : m)
+        const was = maintenance
+        if (was.open) maintenance = { open: false, reason: null, until: null }
         if (!was.open) return false
         yield* writer.append("MaintenanceClosed", { host: name, reason, expired, openReason: was.reason, until: was.until })
         return true
@@ -212,7 +219,7 @@ export const make = (
       Effect.gen(function*() {
         const id = yield* Ref.updateAndGet(windowId, (n) => n + 1)
         const m: Maintenance = { open: true, reason, until }
-        yield* Ref.set(maintenance, m)
+        maintenance = m
         yield* writer.append("MaintenanceOpened", { host: name, open: true, reason, until })
         // Closes the window at `until` even when nobody reads it, so the journal says when it ended.
         if (until === null) yield* FiberHandle.clear(closer)
@@ -228,26 +235,25 @@ export const make = (
     const closeMaintenance = (reason: string) =>
       Effect.zipLeft(closeWindow(null, reason, false), FiberHandle.clear(closer))
 
-    const effectiveMaintenance = Effect.gen(function*() {
-      const m = yield* Ref.get(maintenance)
-      const now = yield* Clock.currentTimeMillis
-      return m.open && m.until !== null && now >= m.until ? { open: false, reason: null, until: null } : m
-    })
+    const maintenanceAt = (now: number): Maintenance =>
+      maintenance.open && maintenance.until !== null && now >= maintenance.until ? { open: false, reason: null, until: null } : maintenance
+
+    const effectiveMaintenance = Effect.clockWith((clock) => Effect.sync(() => maintenanceAt(clock.unsafeCurrentTimeMillis())))
 
     const view = (lane: string): Effect.Effect<HostView> =>
-      Effect.gen(function*() {
-        const h = yield* Ref.get(health)
-        const b = yield* breaker.snapshot
-        const m = yield* effectiveMaintenance
-        return {
-          protected: config.protected,
-          health: h.status,
-          breaker: { status: b.status, reopensAt: b.reopensAt, probeInFlight: b.probeInFlight },
-          maintenance: { open: m.open, until: m.until },
-          installed: h.installed,
-          slots: yield* slots.viewFor(lane)
-        }
-      })
+      Effect.flatMap(breaker.snapshot, (b) =>
+        Effect.clockWith((clock) =>
+          Effect.flatMap(slots.viewFor(lane), (slotsView): Effect.Effect<HostView> => {
+            const m = maintenanceAt(clock.unsafeCurrentTimeMillis())
+            return Effect.succeed({
+              protected: config.protected,
+              health: health.status,
+              breaker: { status: b.status, reopensAt: b.reopensAt, probeInFlight: b.probeInFlight },
+              maintenance: { open: m.open, until: m.until },
+              installed: health.installed,
+              slots: slotsView
+            })
+          })))
 
     return {
       name,
@@ -255,7 +261,7 @@ export const make = (
       target,
       slots,
       breaker,
-      health: Ref.get(health),
+      health: Effect.sync(() => health),
       maintenance: effectiveMaintenance,
       setMaintenance: (m) =>
         m.open
