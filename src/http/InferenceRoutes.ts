@@ -110,23 +110,45 @@ export const resultHeaders = (result: LaneResult, contentType: string): Record<s
   "x-awooop-model": result.info.model
 })
 
-/** Writes a stream with back-pressure: a slow caller slows the upstream read, nothing piles up. */
+/**
+ * Sends the headers, then the stream, with back-pressure: a slow caller slows the upstream read,
+ * nothing piles up. Writes made in one turn of the event loop leave in one syscall (the socket is
+ * corked until the turn ends): the headers with the first chunk, the last chunk with the end of the
+ * response. Nothing waits for data that has not arrived.
+ */
 export const pipeStream = (res: ServerResponse, stream: Stream.Stream<Uint8Array>) =>
-  Stream.runForEach(stream, (chunk) =>
-    res.write(chunk)
-      ? Effect.void
-      : Effect.async<void>((resume) => {
-        const onDrain = () => {
-          res.off("close", onDrain)
-          resume(Effect.void)
-        }
-        res.once("drain", onDrain)
-        res.once("close", onDrain)
-        return Effect.sync(() => {
-          res.off("drain", onDrain)
-          res.off("close", onDrain)
+  Effect.suspend(() => {
+    let corked = false
+    const uncork = () => {
+      corked = false
+      res.uncork()
+    }
+    const corkThisTurn = () => {
+      if (corked) return
+      corked = true
+      res.cork()
+      setImmediate(uncork)
+    }
+    corkThisTurn()
+    res.flushHeaders()
+    return Stream.runForEach(stream, (chunk) => {
+      corkThisTurn()
+      return res.write(chunk)
+        ? Effect.void
+        : Effect.async<void>((resume) => {
+          const onDrain = () => {
+            res.off("close", onDrain)
+            resume(Effect.void)
+          }
+          res.once("drain", onDrain)
+          res.once("close", onDrain)
+          return Effect.sync(() => {
+            res.off("drain", onDrain)
+            res.off("close", onDrain)
+          })
         })
-      }))
+    }).pipe(Effect.ensuring(Effect.sync(corkThisTurn)))
+  })
 
 const serve = (operation: Operation, path: string, req: IncomingMessage, res: ServerResponse) => {
   // The request's server span (null with tracing off); the lane's attempt spans are its children.
@@ -176,7 +198,6 @@ const serve = (operation: Operation, path: string, req: IncomingMessage, res: Se
       return yield* Tracing.endServerSpan(span, 200, null)
     }
     res.writeHead(200, resultHeaders(result, "application/x-ndjson"))
-    res.flushHeaders()
     yield* pipeStream(res, result.stream)
     res.end()
     return yield* Tracing.endServerSpan(span, 200, null)

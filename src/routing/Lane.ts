@@ -20,7 +20,7 @@ import type { Operation, Usage } from "../domain/OllamaApi.ts"
 import { operationPath, sameModel } from "../domain/OllamaApi.ts"
 import type { Journal } from "../journal/Journal.ts"
 import { makeStreamWriter, type StreamWriter } from "../journal/StreamWriter.ts"
-import { encodeLine } from "../upstream/Ndjson.ts"
+import { encodeLine, joinLines } from "../upstream/Ndjson.ts"
 import { isUnavailableFailure, type OllamaUpstream, type OpenStream, UpstreamFailure, usageOf } from "../upstream/OllamaUpstream.ts"
 import { BreakerOpen, type Outcome } from "./Breaker.ts"
 import type { HostActor } from "./Host.ts"
@@ -396,7 +396,7 @@ export const make = (name: string, config: LaneConfig, deps: Deps) =>
       release: Effect.Effect<void>
     ): Stream.Stream<Uint8Array> => {
       let outcome: "ok" | "failed" = "ok"
-      return Stream.fromIterable(open.head).pipe(
+      return Stream.succeed(joinLines(open.head)).pipe(
         Stream.concat(open.rest),
         Stream.catchAll((failure: UpstreamFailure) =>
           Stream.fromEffect(Effect.gen(function*() {

@@ -77,3 +77,10 @@ export const parseLine = (line: Uint8Array): ParsedLine => {
 
 const encoder = new TextEncoder()
 export const encodeLine = (value: unknown): Uint8Array => encoder.encode(JSON.stringify(value) + "\n")
+
+/**
+ * Whole lines that arrived together, as one chunk: relayed with one write instead of one per line
+ * (each write is a syscall), still without waiting for anything that has not arrived.
+ */
+export const joinLines = (lines: ReadonlyArray<Uint8Array>): Uint8Array =>
+  lines.length === 1 ? lines[0]! : Buffer.concat(lines as Array<Uint8Array>)

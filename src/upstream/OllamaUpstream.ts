@@ -7,7 +7,7 @@ import { Data, Effect, Exit, Option, Stream } from "effect"
 import { EventEmitter } from "node:events"
 import { Agent, type Dispatcher, request } from "undici"
 import type { Usage } from "../domain/OllamaApi.ts"
-import { LineSplitter, parseLine } from "./Ndjson.ts"
+import { joinLines, LineSplitter, parseLine } from "./Ndjson.ts"
 
 export type FailureKind =
   | "timeout"       // no answer (or no next chunk) within the step's timeout
@@ -43,7 +43,10 @@ export interface UnaryResult {
 export interface OpenStream {
   /** Lines already received (at least one, the first chunk), each ending with "\n". */
   readonly head: ReadonlyArray<Uint8Array>
-  /** The remaining lines; fails with UpstreamFailure on a mid-stream break, stall or garbage. */
+  /**
+   * The remaining lines, each element the whole lines that arrived together; fails with
+   * UpstreamFailure on a mid-stream break, stall or garbage.
+   */
   readonly rest: Stream.Stream<Uint8Array, UpstreamFailure>
   /** The final chunk's counters once `done:true` went by, else null. */
   readonly usage: () => Usage | null
@@ -216,7 +219,34 @@ export class OllamaUpstream extends Effect.Service<OllamaUpstream>()("awooop/Oll
           response?.body.destroy()
           response = null
         }
-        const close = Effect.sync(destroy)
+        // After the done line Ollama ends the body at once: reading that end keeps the keep-alive
+        // connection for the next call, where destroying the body would close the socket (and
+        // build an abort error with a stack trace) on every stream. A host that sends more than
+        // a little, or does not end within a second, is cut off.
+        const finish = () => {
+          const opened = response
+          const it = iterator
+          response = null
+          if (opened === null) return
+          if (!done || it === null) return void opened.body.destroy()
+          const timer = setTimeout(() => opened.body.destroy(), 1_000)
+          void (async () => {
+            let bytes = 0
+            try {
+              for (;;) {
+                const next = await it.next()
+                if (next.done) break
+                bytes += next.value.length
+                if (bytes > 64 * 1024) {
+                  opened.body.destroy()
+                  break
+                }
+              }
+            } catch { /* destroyed or broken: nothing to keep */ }
+            clearTimeout(timer)
+          })()
+        }
+        const close = Effect.sync(finish)
 
         // Hand every whole line through; stop reading at `done:true` like the ollama client does.
         const accept = (line: Uint8Array): UpstreamFailure | null => {
@@ -280,11 +310,14 @@ export class OllamaUpstream extends Effect.Service<OllamaUpstream>()("awooop/Oll
           Effect.suspend(() => {
             if (finished) return Effect.fail(Option.none())
             return withDeadline(timeoutMs, () => timeoutFailure(target.name, timeoutMs, "next chunk"), nextLines, destroy).pipe(
-              Effect.tap(() => { finished = done }),
+              Effect.map((lines) => {
+                finished = done
+                return joinLines(lines)
+              }),
               Effect.mapError(Option.some)
             )
           })
-        ).pipe(Stream.flattenIterables)
+        )
         return { head, rest, usage: () => usage, close } satisfies OpenStream
       })
 
