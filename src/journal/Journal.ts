@@ -191,11 +191,15 @@ const MAX_DATE_MS = 253_402_300_799_999 // 9999-12-31T23:59:59.999Z
 /** A `\u0000` or lone-surrogate escape emitted by JSON.stringify (not an escaped backslash). */
 const BAD_JSON_ESCAPE = /(?<!\\)((?:\\\\)*)\\u(?:0000|d[89a-f][0-9a-f]{2})/gi
 
-// Lone surrogates in text parameters need no care: node-postgres encodes parameters as UTF-8
-// with Buffer, which already replaces them by U+FFFD. NUL is refused by PostgreSQL.
+// NUL is refused by PostgreSQL's text: replaced here. Lone surrogates in text fields are escaped by
+// JSON.stringify when the batch document is built, and replaced there (jsonString).
 const cleanText = (s: string): string => (s.includes("\u0000") ? s.replaceAll("\u0000", "\uFFFD") : s)
 
 const cleanNullable = (s: string | null): string | null => (s === null ? null : cleanText(s))
+
+/** JSON text jsonb accepts: a `\u0000` or lone-surrogate escape becomes `\ufffd`. */
+const storableJson = (json: string): string =>
+  json.includes("\\u") ? json.replace(BAD_JSON_ESCAPE, "$1\\ufffd") : json
 
 const toJson = (data: unknown): string | Invalid => {
   let json: string | undefined
@@ -205,7 +209,7 @@ const toJson = (data: unknown): string | Invalid => {
     return { _tag: "Invalid", error: `data is not JSON-serialisable: ${String(cause)}` }
   }
   if (json === undefined) return "null"
-  return json.includes("\\u") ? json.replace(BAD_JSON_ESCAPE, "$1\\ufffd") : json
+  return storableJson(json)
 }
 
 // Events come in bursts within one millisecond (a run's first three steps, say): reuse the text.
@@ -218,6 +222,14 @@ const isoOf = (ms: number): string => {
   }
   return lastIso
 }
+
+/**
+ * A text field as a JSON string for the batch document. NUL was replaced when the row was prepared;
+ * a lone surrogate, which JSON.stringify escapes and jsonb refuses, becomes U+FFFD as in `data`.
+ */
+const jsonString = (s: string): string => storableJson(JSON.stringify(s))
+
+const jsonNullable = (s: string | null): string => (s === null ? "null" : jsonString(s))
 
 /** The row for `event`, or why it can never be stored. */
 const prepare = (event: JournalEvent): Row | Invalid => {
@@ -315,22 +327,16 @@ const make = Effect.gen(function*() {
    * less in the gateway, the same Postgres CPU).
    */
   const insert = (rows: ReadonlyArray<Row>) => {
-    let doc = "["
+    const parts = new Array<string>(rows.length)
     for (let i = 0; i < rows.length; i++) {
       const row = rows[i]!
-      doc += `${i === 0 ? "" : ","}{"s":${JSON.stringify(row.streamId)},"p":${row.streamPosition},"t":${
-        row.traceId === null ? "null" : JSON.stringify(row.traceId)
-      },"j":${row.projectId === null ? "null" : JSON.stringify(row.projectId)},"l":${
-        row.lane === null ? "null" : JSON.stringify(row.lane)
-      },"y":${JSON.stringify(row.type)},"o":"${row.occurredAt}","d":${row.data}}`
+      parts[i] = `{"s":${jsonString(row.streamId)},"p":${row.streamPosition},"t":${jsonNullable(row.traceId)},"j":${
+        jsonNullable(row.projectId)
+      },"l":${jsonNullable(row.lane)},"y":${jsonString(row.type)},"o":"${row.occurredAt}","d":${row.data}}`
     }
-    doc += "]"
-    // Text fields were cleaned of NUL when prepared; a lone surrogate in them is escaped by
-    // JSON.stringify, which jsonb refuses, so it becomes U+FFFD here as it does in `data`.
-    if (doc.includes("\\u")) doc = doc.replace(BAD_JSON_ESCAPE, "$1\\ufffd")
     return sql`INSERT INTO step_journal
         (stream_id, stream_position, trace_id, project_id, lane, type, data, occurred_at)
-      SELECT s, p, t, j, l, y, d, o FROM jsonb_to_recordset(${doc}::jsonb)
+      SELECT s, p, t, j, l, y, d, o FROM jsonb_to_recordset(${`[${parts.join(",")}]`}::jsonb)
         AS r(s text, p int, t text, j text, l text, y text, d jsonb, o timestamptz)
       ON CONFLICT (stream_id, stream_position) DO NOTHING`
   }
