@@ -40,6 +40,53 @@ const stop = (child: ChildProcess) =>
 
 const percentile = (sorted: Array<number>, p: number) => sorted[Math.min(sorted.length - 1, Math.floor(p * sorted.length))]!
 
+// CPU seconds of a process (Linux /proc; utime + stime in clock ticks of 1/100 s), and of every
+// Postgres server process: who spends the machine's two cores, per request.
+const TICK = 100
+const cpuOfPid = (pid: number | undefined): number => {
+  if (pid === undefined) return 0
+  try {
+    const fields = fs.readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1]!.split(" ")
+    return (Number(fields[11]) + Number(fields[12])) / TICK
+  } catch {
+    return 0
+  }
+}
+const postgresCpu = (): number => {
+  let total = 0
+  for (const entry of fs.existsSync("/proc") ? fs.readdirSync("/proc") : []) {
+    if (!/^\d+$/.test(entry)) continue
+    try {
+      if (fs.readFileSync(`/proc/${entry}/comm`, "utf8").trim() === "postgres") total += cpuOfPid(Number(entry))
+    } catch { /* gone */ }
+  }
+  return total
+}
+
+interface CpuShare {
+  readonly loadGenerator: number
+  readonly fake: number
+  readonly proxy: number
+  readonly postgres: number
+}
+
+/** Runs `f` and returns, with its result, the CPU µs per request each party spent during it. */
+const measured = async <A>(requests: number, pids: { fake?: number; proxy?: number }, f: () => Promise<A>): Promise<[A, CpuShare]> => {
+  const self0 = process.cpuUsage()
+  const fake0 = cpuOfPid(pids.fake)
+  const proxy0 = cpuOfPid(pids.proxy)
+  const pg0 = postgresCpu()
+  const result = await f()
+  const self = process.cpuUsage(self0)
+  const per = (seconds: number) => (seconds * 1e6) / requests
+  return [result, {
+    loadGenerator: (self.user + self.system) / requests,
+    fake: per(cpuOfPid(pids.fake) - fake0),
+    proxy: per(cpuOfPid(pids.proxy) - proxy0),
+    postgres: per(postgresCpu() - pg0)
+  }]
+}
+
 const agent = new Agent({ connections: 64, pipelining: 1, keepAliveTimeout: 30_000 })
 const headers = { "content-type": "application/json", "x-awooop-lane": "alert-fast", "x-awooop-project-id": "bench" }
 
@@ -103,20 +150,25 @@ server: { pollInterval: "60s" }
 `)
   const gateway = await startProcess(["src/main.ts"], { DATABASE_URL: dbUrl, AWOOOP_CONFIG: configFile, PORT: "0" }, /Listening on (http:\/\/[0-9.:]+)/)
   const gatewayUrl = gateway.match[1]!
-  const results: Array<{ name: string; direct: Awaited<ReturnType<typeof run>>; gateway: Awaited<ReturnType<typeof run>> }> = []
+  const bare = await startProcess(["bench/bare-proxy.ts", fakeUrl], {}, /READY (\d+)/)
+  const bareUrl = `http://127.0.0.1:${bare.match[1]}`
+  type Run = Awaited<ReturnType<typeof run>>
+  const results: Array<{ name: string; direct: Run; bare: Run; gateway: Run; cpu: { direct: CpuShare; bare: CpuShare; gateway: CpuShare } }> = []
   let sent = 0
   const scenario = async (name: string, total: number, concurrency: number, stream: boolean) => {
-    await run(fakeUrl, Math.min(200, total), concurrency, stream) // warm-up
-    await run(gatewayUrl, Math.min(200, total), concurrency, stream)
-    sent += Math.min(200, total)
-    const direct = await run(fakeUrl, total, concurrency, stream)
-    const viaGateway = await run(gatewayUrl, total, concurrency, stream)
+    const warm = Math.min(200, total)
+    for (const url of [fakeUrl, bareUrl, gatewayUrl]) await run(url, warm, concurrency, stream)
+    sent += warm
+    const [direct, directCpu] = await measured(total, { fake: fake.child.pid }, () => run(fakeUrl, total, concurrency, stream))
+    const [viaBare, bareCpu] = await measured(total, { fake: fake.child.pid, proxy: bare.child.pid }, () => run(bareUrl, total, concurrency, stream))
+    const [viaGateway, gatewayCpu] = await measured(total, { fake: fake.child.pid, proxy: gateway.child.pid }, () => run(gatewayUrl, total, concurrency, stream))
     sent += total
-    results.push({ name, direct, gateway: viaGateway })
+    results.push({ name, direct, bare: viaBare, gateway: viaGateway, cpu: { direct: directCpu, bare: bareCpu, gateway: gatewayCpu } })
   }
   await scenario("generate, non-streaming, concurrency 1", 2000, 1, false)
   await scenario("generate, non-streaming, concurrency 32", 10000, 32, false)
   await scenario("generate, streaming (8 chunks), concurrency 1", 2000, 1, true)
+  await stop(bare.child)
   await stop(gateway.child) // SIGTERM: drains and flushes the journal
   await stop(fake.child)
   const db = new pg.Client({ connectionString: dbUrl })
@@ -130,12 +182,26 @@ server: { pollInterval: "60s" }
   fs.rmSync(configDir, { recursive: true, force: true })
 
   const f = (n: number) => n.toFixed(3)
+  const pct = (a: number, b: number) => `${(100 * a / b).toFixed(0)}%`
   const lines = [
-    "| scenario | direct p50 ms | gateway p50 ms | added p50 ms | direct p99 ms | gateway p99 ms | direct req/s | gateway req/s | gateway/direct | TTFC p50 direct → gateway ms |",
-    "|---|---|---|---|---|---|---|---|---|---|"
+    "| scenario | direct p50 ms | gateway p50 ms | added p50 ms | direct p99 ms | gateway p99 ms | direct req/s | gateway req/s | gateway/direct | bare proxy req/s (of direct) | TTFC p50 direct → gateway ms |",
+    "|---|---|---|---|---|---|---|---|---|---|---|"
   ]
   for (const r of results) {
-    lines.push(`| ${r.name} | ${f(r.direct.p50)} | ${f(r.gateway.p50)} | ${f(r.gateway.p50 - r.direct.p50)} | ${f(r.direct.p99)} | ${f(r.gateway.p99)} | ${r.direct.rps.toFixed(0)} | ${r.gateway.rps.toFixed(0)} | ${(100 * r.gateway.rps / r.direct.rps).toFixed(0)}% | ${f(r.direct.ttfc50)} → ${f(r.gateway.ttfc50)} |`)
+    lines.push(`| ${r.name} | ${f(r.direct.p50)} | ${f(r.gateway.p50)} | ${f(r.gateway.p50 - r.direct.p50)} | ${f(r.direct.p99)} | ${f(r.gateway.p99)} | ${r.direct.rps.toFixed(0)} | ${r.gateway.rps.toFixed(0)} | ${pct(r.gateway.rps, r.direct.rps)} | ${r.bare.rps.toFixed(0)} (${pct(r.bare.rps, r.direct.rps)}) | ${f(r.direct.ttfc50)} → ${f(r.gateway.ttfc50)} |`)
+  }
+  const u = (n: number) => n.toFixed(0)
+  lines.push(
+    "",
+    "CPU µs per request, by process (the load generator, the fake host, the proxy or gateway, every Postgres process):",
+    "",
+    "| scenario | path | load generator | fake host | proxy / gateway | Postgres | total |",
+    "|---|---|---|---|---|---|---|"
+  )
+  for (const r of results) {
+    for (const [path, c] of [["direct", r.cpu.direct], ["bare proxy", r.cpu.bare], ["gateway", r.cpu.gateway]] as const) {
+      lines.push(`| ${r.name} | ${path} | ${u(c.loadGenerator)} | ${u(c.fake)} | ${u(c.proxy)} | ${u(c.postgres)} | ${u(c.loadGenerator + c.fake + c.proxy + c.postgres)} |`)
+    }
   }
   lines.push("", `Journal audit: ${sent} requests through the gateway → expected ${sent * 5} run events (5 each), found ${rows}; RunCompleted ${runs}/${sent}. ${rows === sent * 5 && runs === sent ? "OK: none lost." : "MISMATCH"}`)
   return lines.join("\n")

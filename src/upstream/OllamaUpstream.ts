@@ -132,12 +132,14 @@ const withDeadline = <A>(
       stop()
       resume(Exit.fail(onTimeout()))
     }, ms)
-    run(controller).then((exit) => {
+    const settle = (exit: Exit.Exit<A, UpstreamFailure>) => {
       if (!live) return
       live = false
       clearTimeout(timer)
       resume(exit)
-    })
+    }
+    // `run` turns every failure it expects into an Exit; anything it throws is a bug: a defect.
+    run(controller).then(settle, (defect) => settle(Exit.die(defect)))
     return Effect.sync(() => {
       if (!live) return
       live = false
