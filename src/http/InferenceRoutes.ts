@@ -12,6 +12,7 @@ import { BadRequest, BodyTooLarge, type GatewayError, retryAfterOf, ShuttingDown
 import { ChatRequest, EmbeddingsRequest, EmbedRequest, GenerateRequest, type Operation } from "../domain/OllamaApi.ts"
 import * as Tracing from "../observability/Tracing.ts"
 import { abandon, type LaneResult } from "../routing/Lane.ts"
+import { drainTo } from "../routing/ChunkSource.ts"
 import { Gateway } from "../routing/Gateway.ts"
 import { acceptInstead } from "./Accepted.ts"
 import { Drain } from "./Drain.ts"
@@ -111,44 +112,67 @@ export const resultHeaders = (result: LaneResult, contentType: string): Record<s
 })
 
 /**
- * Sends the headers, then the stream, with back-pressure: a slow caller slows the upstream read,
- * nothing piles up. Writes made in one turn of the event loop leave in one syscall (the socket is
- * corked until the turn ends): the headers with the first chunk, the last chunk with the end of the
- * response. Nothing waits for data that has not arrived.
+ * Corks the socket for the rest of this turn of the event loop: writes made in one turn leave in one
+ * syscall (the headers with the first chunk, the last chunk with the end of the response). Nothing
+ * waits for data that has not arrived.
  */
+const corker = (res: ServerResponse) => {
+  let corked = false
+  const uncork = () => {
+    corked = false
+    res.uncork()
+  }
+  return () => {
+    if (corked) return
+    corked = true
+    res.cork()
+    setImmediate(uncork)
+  }
+}
+
+/** One chunk with back-pressure: a slow caller slows the upstream read, nothing piles up. */
+const writeChunk = (res: ServerResponse, chunk: Uint8Array): Effect.Effect<void> =>
+  res.write(chunk)
+    ? Effect.void
+    : Effect.async<void>((resume) => {
+      const onDrain = () => {
+        res.off("close", onDrain)
+        resume(Effect.void)
+      }
+      res.once("drain", onDrain)
+      res.once("close", onDrain)
+      return Effect.sync(() => {
+        res.off("drain", onDrain)
+        res.off("close", onDrain)
+      })
+    })
+
+/** Sends the headers, then the stream's chunks as they come. */
 export const pipeStream = (res: ServerResponse, stream: Stream.Stream<Uint8Array>) =>
   Effect.suspend(() => {
-    let corked = false
-    const uncork = () => {
-      corked = false
-      res.uncork()
-    }
-    const corkThisTurn = () => {
-      if (corked) return
-      corked = true
-      res.cork()
-      setImmediate(uncork)
-    }
-    corkThisTurn()
+    const cork = corker(res)
+    cork()
     res.flushHeaders()
     return Stream.runForEach(stream, (chunk) => {
-      corkThisTurn()
-      return res.write(chunk)
-        ? Effect.void
-        : Effect.async<void>((resume) => {
-          const onDrain = () => {
-            res.off("close", onDrain)
-            resume(Effect.void)
-          }
-          res.once("drain", onDrain)
-          res.once("close", onDrain)
-          return Effect.sync(() => {
-            res.off("drain", onDrain)
-            res.off("close", onDrain)
-          })
-        })
-    }).pipe(Effect.ensuring(Effect.sync(corkThisTurn)))
+      cork()
+      return writeChunk(res, chunk)
+    }).pipe(Effect.ensuring(Effect.sync(cork)))
   })
+
+/** pipeStream for a lane's relay, pulled chunk by chunk without the Stream machinery. */
+export const pipeResult = (res: ServerResponse, result: Extract<LaneResult, { _tag: "Stream" }>) =>
+  result.source === undefined
+    ? pipeStream(res, result.stream)
+    : Effect.suspend(() => {
+      const source = result.source!
+      const cork = corker(res)
+      cork()
+      res.flushHeaders()
+      return drainTo(source, (chunk) => {
+        cork()
+        return writeChunk(res, chunk)
+      }).pipe(Effect.ensuring(Effect.sync(cork)))
+    })
 
 const serve = (operation: Operation, path: string, req: IncomingMessage, res: ServerResponse) => {
   // The request's server span (null with tracing off); the lane's attempt spans are its children.
@@ -198,7 +222,7 @@ const serve = (operation: Operation, path: string, req: IncomingMessage, res: Se
       return yield* Tracing.endServerSpan(span, 200, null)
     }
     res.writeHead(200, resultHeaders(result, "application/x-ndjson"))
-    yield* pipeStream(res, result.stream)
+    yield* pipeResult(res, result)
     res.end()
     return yield* Tracing.endServerSpan(span, 200, null)
   }).pipe(

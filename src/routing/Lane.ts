@@ -23,6 +23,7 @@ import { makeStreamWriter, type StreamWriter } from "../journal/StreamWriter.ts"
 import { encodeLine, joinLines } from "../upstream/Ndjson.ts"
 import { isUnavailableFailure, type OllamaUpstream, type OpenStream, UpstreamFailure, usageOf } from "../upstream/OllamaUpstream.ts"
 import { BreakerOpen, type Outcome } from "./Breaker.ts"
+import { type ChunkSource, toStream } from "./ChunkSource.ts"
 import type { HostActor } from "./Host.ts"
 import { costOf, directReason, fallbackReason, type PaidRoute } from "./PaidRoute.ts"
 import { describeSkip, type HostView, plan, type Plan, type PlanInput, type PlannedAttempt } from "./Plan.ts"
@@ -49,7 +50,13 @@ export interface RunInfo {
 
 export type LaneResult =
   | { readonly _tag: "Unary"; readonly info: RunInfo; readonly bytes: Uint8Array }
-  | { readonly _tag: "Stream"; readonly info: RunInfo; readonly stream: Stream.Stream<Uint8Array> }
+  | {
+    readonly _tag: "Stream"
+    readonly info: RunInfo
+    readonly stream: Stream.Stream<Uint8Array>
+    /** The same chunks as a pull (an Ollama relay), for a consumer that writes them as they are. */
+    readonly source?: ChunkSource
+  }
 
 export interface LaneActor {
   readonly name: string
@@ -339,11 +346,8 @@ export const make = (name: string, config: LaneConfig, deps: Deps) =>
                 return { _tag: "Unary", info, bytes: answer.bytes } satisfies LaneResult
               }
               handedOff = true
-              return {
-                _tag: "Stream",
-                info,
-                stream: relay(run, answer.open, step.host, attemptNo, startedAt, attemptStartedAt, now, Effect.zipRight(permit.release, leave))
-              } satisfies LaneResult
+              const source = relay(run, answer.open, step.host, attemptNo, startedAt, attemptStartedAt, now, Effect.zipRight(permit.release, leave))
+              return { _tag: "Stream", info, source, stream: toStream(source) } satisfies LaneResult
             }
             if (saturated.length === 0) break
             // Every remaining host is busy: wait for a slot on one of them, within the lane's maxWait.
@@ -394,31 +398,49 @@ export const make = (name: string, config: LaneConfig, deps: Deps) =>
       attemptStartedAt: number,
       firstChunkAt: number,
       release: Effect.Effect<void>
-    ): Stream.Stream<Uint8Array> => {
-      let outcome: "ok" | "failed" = "ok"
-      return Stream.succeed(joinLines(open.head)).pipe(
-        Stream.concat(open.rest),
-        Stream.catchAll((failure: UpstreamFailure) =>
-          Stream.fromEffect(Effect.gen(function*() {
-            outcome = "failed"
+    ): ChunkSource => {
+      let state: "head" | "rest" | "over" = "head"
+      const failed = (failure: UpstreamFailure) =>
+        Effect.gen(function*() {
+          const now = yield* Clock.currentTimeMillis
+          yield* run.append("AttemptFailed", { attempt: attemptNo, host, kind: failure.kind, status: failure.status, message: failure.message, durationMs: now - attemptStartedAt, afterFirstChunk: true })
+          yield* run.append("RunFailed", { status: 502, error: "StreamBroken", message: `host ${host}: ${failure.message}`, durationMs: now - startedAt })
+          return encodeLine({ error: `lane ${name}: host ${host} failed mid-stream: ${failure.message}` })
+        })
+      const next: Effect.Effect<Uint8Array | null> = Effect.suspend(() => {
+        switch (state) {
+          case "head":
+            state = "rest"
+            return Effect.succeed(joinLines(open.head))
+          case "over":
+            return Effect.succeed(null)
+          case "rest":
+            return Effect.matchEffect(open.pull, {
+              onFailure: (failure) => {
+                state = "over"
+                return failed(failure)
+              },
+              onSuccess: (chunk) => {
+                if (chunk !== null) return Effect.succeed(chunk)
+                state = "over"
+                return Effect.as(complete(run, host, open.usage(), startedAt, attemptStartedAt, firstChunkAt), null)
+              }
+            })
+        }
+      })
+      const close = once((interrupted: boolean) =>
+        Effect.gen(function*() {
+          // An answer that already ended (completed, or its error line sent) was not cut short.
+          if (interrupted && state !== "over") {
+            state = "over"
             const now = yield* Clock.currentTimeMillis
-            yield* run.append("AttemptFailed", { attempt: attemptNo, host, kind: failure.kind, status: failure.status, message: failure.message, durationMs: now - attemptStartedAt, afterFirstChunk: true })
-            yield* run.append("RunFailed", { status: 502, error: "StreamBroken", message: `host ${host}: ${failure.message}`, durationMs: now - startedAt })
-            return encodeLine({ error: `lane ${name}: host ${host} failed mid-stream: ${failure.message}` })
-          }))
-        ),
-        Stream.onDone(() => outcome === "ok" ? complete(run, host, open.usage(), startedAt, attemptStartedAt, firstChunkAt) : Effect.void),
-        Stream.ensuringWith(once((exit) =>
-          Effect.gen(function*() {
-            if (Exit.isInterrupted(exit)) {
-              const now = yield* Clock.currentTimeMillis
-              yield* run.append("RunFailed", { status: 499, error: "ClientAborted", message: "the caller went away mid-stream", durationMs: now - startedAt })
-            }
-            yield* open.close
-            yield* release
-          })
-        ))
+            yield* run.append("RunFailed", { status: 499, error: "ClientAborted", message: "the caller went away mid-stream", durationMs: now - startedAt })
+          }
+          yield* open.close
+          yield* release
+        })
       )
+      return { next, close }
     }
 
     return { name, config, handle, inFlight: Ref.get(admitted), decide } satisfies LaneActor
@@ -443,6 +465,8 @@ export const once = <A>(f: (a: A) => Effect.Effect<void>): ((a: A) => Effect.Eff
 export const abandon = (result: LaneResult): Effect.Effect<void> =>
   result._tag !== "Stream"
     ? Effect.void
+    : result.source !== undefined
+    ? result.source.close(true)
     : Stream.runDrain(Stream.mapEffect(result.stream, () => Effect.interrupt)).pipe(
       Effect.forkDaemon,
       Effect.flatMap(Fiber.await),

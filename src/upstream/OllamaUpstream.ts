@@ -3,7 +3,7 @@
  * streaming call that is handed back only once its first NDJSON line has arrived, so a failure before
  * the first token can still fail over to the next host.
  */
-import { Data, Effect, Exit, Option, Stream } from "effect"
+import { Data, Effect, Exit } from "effect"
 import { EventEmitter } from "node:events"
 import { Agent, type Dispatcher, request } from "undici"
 import type { Usage } from "../domain/OllamaApi.ts"
@@ -44,10 +44,10 @@ export interface OpenStream {
   /** Lines already received (at least one, the first chunk), each ending with "\n". */
   readonly head: ReadonlyArray<Uint8Array>
   /**
-   * The remaining lines, each element the whole lines that arrived together; fails with
-   * UpstreamFailure on a mid-stream break, stall or garbage.
+   * The next whole lines that arrived together (one chunk), or null once the answer is over; fails
+   * with UpstreamFailure on a mid-stream break, stall or garbage.
    */
-  readonly rest: Stream.Stream<Uint8Array, UpstreamFailure>
+  readonly pull: Effect.Effect<Uint8Array | null, UpstreamFailure>
   /** The final chunk's counters once `done:true` went by, else null. */
   readonly usage: () => Usage | null
   /** Aborts the upstream request and frees its connection; idempotent. */
@@ -308,19 +308,17 @@ export class OllamaUpstream extends Effect.Service<OllamaUpstream>()("awooop/Oll
           Effect.onExit((exit) => Exit.isSuccess(exit) ? Effect.void : close)
         )
         let finished = done
-        const rest: Stream.Stream<Uint8Array, UpstreamFailure> = Stream.repeatEffectOption(
-          Effect.suspend(() => {
-            if (finished) return Effect.fail(Option.none())
-            return withDeadline(timeoutMs, () => timeoutFailure(target.name, timeoutMs, "next chunk"), nextLines, destroy).pipe(
-              Effect.map((lines) => {
-                finished = done
-                return joinLines(lines)
-              }),
-              Effect.mapError(Option.some)
-            )
-          })
-        )
-        return { head, rest, usage: () => usage, close } satisfies OpenStream
+        const pull: Effect.Effect<Uint8Array | null, UpstreamFailure> = Effect.suspend(() => {
+          if (finished) return Effect.succeed(null)
+          return Effect.map(
+            withDeadline(timeoutMs, () => timeoutFailure(target.name, timeoutMs, "next chunk"), nextLines, destroy),
+            (lines) => {
+              finished = done
+              return lines.length === 0 ? null : joinLines(lines)
+            }
+          )
+        })
+        return { head, pull, usage: () => usage, close } satisfies OpenStream
       })
 
     return { unary, openStream } as const
