@@ -400,13 +400,14 @@ export const make = (name: string, config: LaneConfig, deps: Deps) =>
       release: Effect.Effect<void>
     ): ChunkSource => {
       let state: "head" | "rest" | "over" = "head"
+      // The answer's last facts are journaled whole, even if the caller goes away meanwhile.
       const failed = (failure: UpstreamFailure) =>
-        Effect.gen(function*() {
+        Effect.uninterruptible(Effect.gen(function*() {
           const now = yield* Clock.currentTimeMillis
           yield* run.append("AttemptFailed", { attempt: attemptNo, host, kind: failure.kind, status: failure.status, message: failure.message, durationMs: now - attemptStartedAt, afterFirstChunk: true })
           yield* run.append("RunFailed", { status: 502, error: "StreamBroken", message: `host ${host}: ${failure.message}`, durationMs: now - startedAt })
           return encodeLine({ error: `lane ${name}: host ${host} failed mid-stream: ${failure.message}` })
-        })
+        }))
       const next: Effect.Effect<Uint8Array | null> = Effect.suspend(() => {
         switch (state) {
           case "head":
@@ -423,7 +424,7 @@ export const make = (name: string, config: LaneConfig, deps: Deps) =>
               onSuccess: (chunk) => {
                 if (chunk !== null) return Effect.succeed(chunk)
                 state = "over"
-                return Effect.as(complete(run, host, open.usage(), startedAt, attemptStartedAt, firstChunkAt), null)
+                return Effect.as(Effect.uninterruptible(complete(run, host, open.usage(), startedAt, attemptStartedAt, firstChunkAt)), null)
               }
             })
         }
