@@ -219,6 +219,26 @@ layer(TestDatabaseLive, { excludeTestServices: true })("Journal on PostgreSQL", 
       assert.deepStrictEqual(new Spill(dir).segments(), [], "the spill is gone once it is in Postgres")
     }))
 
+  it.scoped("after a start-up replay, `queued` still counts the new events a lingering batch holds", () =>
+    Effect.gen(function*() {
+      const dir = fs.mkdtempSync(path.join(os.tmpdir(), "awooop-spill-test-"))
+      const spill = new Spill(dir)
+      spill.append(Array.from({ length: 5 }, (_, i) => ({
+        streamId: newStream(), streamPosition: 0, traceId: null, projectId: null, lane: null, type: "T", data: JSON.stringify({ n: i }), occurredAt: new Date().toISOString()
+      })))
+      spill.seal()
+      // A long linger keeps the new events in the writer's hands while the stats are read.
+      const journal = yield* makeJournal({ spillDir: dir, linger: "2 seconds" })
+      const stream = newStream()
+      yield* journal.appendAll([event(stream, 0), event(stream, 1)])
+      const stats = yield* journal.stats
+      assert.strictEqual(stats.written, 5, "the replayed events are written")
+      assert.strictEqual(stats.queued, 2, "the new events are queued, not hidden by the replayed ones")
+      yield* journal.flush
+      assert.strictEqual((yield* journal.stats).queued, 0)
+      assert.strictEqual(yield* countRows(stream), 2)
+    }))
+
   it.effect("closing the journal's scope writes every pending event before it returns", () =>
     Effect.gen(function*() {
       const scope = yield* Scope.make()

@@ -370,8 +370,12 @@ const make = Effect.gen(function*() {
       catch: (cause) => new JournalError({ reason: `cannot write the spill in ${config.spillDir}`, cause })
     })
 
-  /** Replays spilled segments into Postgres; true when none is left. */
-  const replaySpill: Effect.Effect<boolean> = Effect.gen(function*() {
+  /**
+   * Replays spilled segments into Postgres; true when none is left. `inherited`: the segments are an
+   * earlier process's (start-up), so their rows count as handed to this journal now; otherwise they
+   * were counted when spilled. Either way `queued` (offered − written − spilled) stays exact.
+   */
+  const replaySpill = (inherited: boolean): Effect.Effect<boolean> => Effect.gen(function*() {
     for (const segment of spill.segments()) {
       spill.seal()
       const rows = spill.read(segment).map((r): Row => ({ _tag: "Row", ...r }))
@@ -380,7 +384,8 @@ const make = Effect.gen(function*() {
         if (result._tag === "Left") return false
       }
       spill.remove(segment)
-      spilledRows = Math.max(0, spilledRows - rows.length)
+      if (inherited) offered += rows.length
+      else spilledRows = Math.max(0, spilledRows - rows.length)
       written += rows.length
       if (rows.length > 0) batches++
     }
@@ -390,7 +395,7 @@ const make = Effect.gen(function*() {
   const replayIfDue = Effect.gen(function*() {
     const now = yield* Clock.currentTimeMillis
     if (now < nextReplayAt) return
-    if (yield* replaySpill) {
+    if (yield* replaySpill(false)) {
       failing = false
       spilledRows = 0
       yield* Effect.logInfo("Journal: Postgres accepts writes again; every spilled event is now in step_journal")
@@ -444,7 +449,7 @@ const make = Effect.gen(function*() {
   // (host streams continue their positions) see them.
   if (spill.pending) {
     yield* Effect.logInfo(`Journal: replaying events spilled by an earlier run from ${config.spillDir}`)
-    while (!(yield* replaySpill)) yield* Effect.sleep(config.retryCap)
+    while (!(yield* replaySpill(true))) yield* Effect.sleep(config.retryCap)
   }
 
   /** While degraded, keep trying to replay even when no new events arrive. */
@@ -534,6 +539,11 @@ const make = Effect.gen(function*() {
       if (closed) return closedWarning(1)
       const row = prepare(event)
       if (row._tag !== "Row") return invalidEvent(row)
+      // Room in the queue (the usual case): enqueued in this step. Full: wait for room (back-pressure).
+      if (Queue.unsafeOffer(queue, row)) {
+        offered++
+        return Effect.void
+      }
       return Effect.map(Queue.offer(queue, row), () => {
         offered++
       })

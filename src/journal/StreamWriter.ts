@@ -2,7 +2,7 @@
  * Appends the events of one journal stream (a run, a host) with consecutive positions. The writer
  * owns the position counter, so two events of a stream can never claim the same position.
  */
-import { Clock, Effect } from "effect"
+import { Effect } from "effect"
 import { Journal, type JournalEvent } from "./Journal.ts"
 
 export interface StreamBase {
@@ -36,8 +36,8 @@ export const makeStreamWriter = (journal: Journal, base: StreamBase, startPositi
   })
   return {
     streamId: base.streamId,
-    append: (type, data) => Effect.flatMap(Clock.currentTimeMillis, (now) => journal.append(event(type, data, now))),
-    appendDurable: (type, data) => Effect.flatMap(Clock.currentTimeMillis, (now) => journal.appendDurable(event(type, data, now))),
+    append: (type, data) => Effect.clockWith((clock) => journal.append(event(type, data, clock.unsafeCurrentTimeMillis()))),
+    appendDurable: (type, data) => Effect.clockWith((clock) => journal.appendDurable(event(type, data, clock.unsafeCurrentTimeMillis()))),
     position: () => next
   }
 }
