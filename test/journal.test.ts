@@ -219,6 +219,21 @@ layer(TestDatabaseLive, { excludeTestServices: true })("Journal on PostgreSQL", 
       assert.deepStrictEqual(new Spill(dir).segments(), [], "the spill is gone once it is in Postgres")
     }))
 
+  it.scoped("a durable append or a flush does not wait out the group-commit linger", () =>
+    Effect.gen(function*() {
+      const journal = yield* makeJournal({ linger: "30 seconds" })
+      const stream = newStream()
+      yield* journal.append(event(stream, 0)) // the writer now lingers with it
+      const started = Date.now()
+      yield* journal.appendDurable(event(stream, 1))
+      assert.strictEqual(yield* countRows(stream), 2, "both committed when appendDurable returns")
+      yield* journal.append(event(stream, 2))
+      yield* journal.flush
+      assert.strictEqual(yield* countRows(stream), 3)
+      // Bounded far below the linger: a wait for it would take 30 s per step.
+      assert.isBelow(Date.now() - started, 10_000)
+    }))
+
   it.scoped("after a start-up replay, `queued` still counts the new events a lingering batch holds", () =>
     Effect.gen(function*() {
       const dir = fs.mkdtempSync(path.join(os.tmpdir(), "awooop-spill-test-"))

@@ -81,8 +81,10 @@ export interface JournalConfigShape {
   readonly batchSize: number
   /**
    * Group commit: a batch that is not full waits this long (wall clock) for more events before it
-   * is written, unless a durable append is waiting on it. Default 5 ms: at low rates each request
-   * would otherwise cost its own INSERT and commit (BENCHMARKS.md). 0 writes at once.
+   * is written; a durable append, a flush or the shutdown ends the wait at once. Default 10 ms: at
+   * low rates each request would otherwise cost its own INSERT and commit, on the same two cores
+   * as the requests (BENCHMARKS.md). Events are in memory that much longer (a crash loses them, as
+   * it loses the queue). 0 writes at once.
    */
   readonly linger: Duration.DurationInput
   /** how long closing the journal may take to drain the queue; default 10 s */
@@ -100,7 +102,7 @@ export interface JournalConfigShape {
 export const journalConfigDefaults: JournalConfigShape = {
   capacity: 10_000,
   batchSize: 512,
-  linger: Duration.millis(5),
+  linger: Duration.millis(10),
   shutdownTimeout: Duration.seconds(10),
   retryBase: Duration.millis(50),
   retryCap: Duration.seconds(2),
@@ -461,9 +463,27 @@ const make = Effect.gen(function*() {
   // A real timer, not the Effect Clock: batching is about wall-clock I/O, and a test's TestClock
   // must not hold the writer.
   const lingerMs = Duration.toMillis(config.linger ?? journalConfigDefaults.linger)
+  // Somebody waiting for the batch (a durable append, a flush, the shutdown) ends the linger at once,
+  // or, if the writer is not lingering yet (it may not have run since it was handed an event), keeps
+  // the next one from starting.
+  let endLinger: (() => void) | null = null
+  let awaited = false
   const linger = Effect.async<void>((resume) => {
-    const timer = setTimeout(() => resume(Effect.void), lingerMs)
-    return Effect.sync(() => clearTimeout(timer))
+    const done = () => {
+      endLinger = null
+      clearTimeout(timer)
+      resume(Effect.void)
+    }
+    const timer = setTimeout(done, lingerMs)
+    endLinger = done
+    return Effect.sync(() => {
+      endLinger = null
+      clearTimeout(timer)
+    })
+  })
+  const waitedFor = Effect.sync(() => {
+    if (endLinger !== null) endLinger()
+    else awaited = true
   })
 
   const writerLoop: Effect.Effect<void> = Effect.gen(function*() {
@@ -471,7 +491,11 @@ const make = Effect.gen(function*() {
       let items: ReadonlyArray<Item> = Chunk.toReadonlyArray(yield* Queue.takeBetween(queue, 1, batchSize))
       // Group commit: wait a moment for more, unless somebody waits for this batch or the writer stops.
       if (lingerMs > 0 && items.length < batchSize && items.every((item) => item._tag === "Row")) {
-        yield* linger
+        if (awaited) awaited = false
+        else {
+          inFlight = items // held while lingering: a timed-out shutdown counts them as not written
+          yield* linger
+        }
         const more = yield* Queue.takeUpTo(queue, batchSize - items.length)
         if (more.length > 0) items = [...items, ...more]
       }
@@ -496,6 +520,7 @@ const make = Effect.gen(function*() {
     closed = true
     const drain = Effect.gen(function*() {
       yield* Queue.offer(queue, STOP)
+      yield* waitedFor
       yield* Fiber.join(writer)
       // Offers that passed the `closed` check just before it was set may sit behind STOP.
       const rest = yield* takeRemaining
@@ -574,6 +599,7 @@ const make = Effect.gen(function*() {
           Effect.tap(() => {
             offered += rows.length
           }),
+          Effect.zipRight(waitedFor),
           Effect.zipRight(Deferred.await(done))
         ))
     })
@@ -582,6 +608,7 @@ const make = Effect.gen(function*() {
     if (closed) return Effect.void
     return Effect.flatMap(Deferred.make<void, JournalError>(), (done) =>
       Queue.offer(queue, { _tag: "Marker", done } satisfies Marker).pipe(
+        Effect.zipRight(waitedFor),
         Effect.zipRight(Deferred.await(done)),
         // Fails only when a shutdown timed out, which is logged with the count of lost events.
         Effect.ignore
