@@ -98,8 +98,9 @@ export const errorHeaders = (error: GatewayError, caller: CallerContext | null):
 
 const writeError = (res: ServerResponse, error: GatewayError, caller: CallerContext | null) => {
   if (res.headersSent) return
-  res.writeHead(error.status, errorHeaders(error, caller))
-  res.end(encoder.encode(JSON.stringify({ error: error.message })))
+  const body = encoder.encode(JSON.stringify({ error: error.message }))
+  res.writeHead(error.status, { ...errorHeaders(error, caller), "content-length": String(body.byteLength) })
+  res.end(body)
 }
 
 export const resultHeaders = (result: LaneResult, contentType: string): Record<string, string> => ({
@@ -217,7 +218,8 @@ const serve = (operation: Operation, path: string, req: IncomingMessage, res: Se
       return yield* Tracing.endServerSpan(span, 202, null)
     }
     if (result._tag === "Unary") {
-      res.writeHead(200, resultHeaders(result, "application/json; charset=utf-8"))
+      // A known length: no chunked framing for an answer that leaves in one write.
+      res.writeHead(200, { ...resultHeaders(result, "application/json; charset=utf-8"), "content-length": String(result.bytes.byteLength) })
       res.end(result.bytes)
       return yield* Tracing.endServerSpan(span, 200, null)
     }
