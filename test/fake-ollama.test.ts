@@ -135,6 +135,14 @@ describe("FakeOllama speaks Ollama's wire format to the real ollama client", () 
     expect(err.error).toBe("model 'llama9:1t' not found")
   })
 
+  it("keeps a model resident forever for a keep_alive past the last representable date (no crash)", async () => {
+    const answer = await client.generate({ model: "gemma3:4b", prompt: "hi", keep_alive: 1e300 })
+    expect(answer.done).toBe(true)
+    const ps = await client.ps()
+    expect(ps.models.map((m) => m.name)).toEqual(["gemma3:4b"])
+    expect(typeof ps.models[0]!.expires_at).toBe("string")
+  })
+
   it("tracks residency in /api/ps: inference and load requests load, keep_alive 0 unloads", async () => {
     expect((await client.ps()).models).toEqual([])
     await client.generate({ model: "gemma3:4b", prompt: "hi" })

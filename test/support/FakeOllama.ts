@@ -307,8 +307,12 @@ export const startFakeOllama = async (opts: FakeOllamaOptions = {}): Promise<Fak
   // Residency: name → expires_at (ISO string)
   const resident = new Map<string, { entry: ModelEntry; expiresAt: string }>()
   let psCache: string | undefined
-  const expiresFor = (keepMs: number | undefined): string =>
-    keepMs !== undefined && keepMs < 0 ? FOREVER : new Date(Date.now() + (keepMs ?? DEFAULT_KEEP_ALIVE_MS)).toISOString()
+  // A keep_alive past the last date JavaScript can hold (the fuzz test sends absurd ones) is forever.
+  const expiresFor = (keepMs: number | undefined): string => {
+    if (keepMs !== undefined && keepMs < 0) return FOREVER
+    const at = new Date(Date.now() + (keepMs ?? DEFAULT_KEEP_ALIVE_MS))
+    return Number.isNaN(at.getTime()) ? FOREVER : at.toISOString()
+  }
   const load = (entry: ModelEntry, keepMs: number | undefined): void => {
     if (keepMs === 0) {
       unload(entry)
