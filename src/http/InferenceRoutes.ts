@@ -148,32 +148,27 @@ const writeChunk = (res: ServerResponse, chunk: Uint8Array): Effect.Effect<void>
       })
     })
 
-/** Sends the headers, then the stream's chunks as they come. */
-export const pipeStream = (res: ServerResponse, stream: Stream.Stream<Uint8Array>) =>
+/** Sends the headers, then every chunk `drive` writes, as it comes. */
+const sendChunks = (res: ServerResponse, drive: (write: (chunk: Uint8Array) => Effect.Effect<void>) => Effect.Effect<void>) =>
   Effect.suspend(() => {
     const cork = corker(res)
     cork()
     res.flushHeaders()
-    return Stream.runForEach(stream, (chunk) => {
+    return drive((chunk) => {
       cork()
       return writeChunk(res, chunk)
     }).pipe(Effect.ensuring(Effect.sync(cork)))
   })
 
+/** Sends the headers, then the stream's chunks as they come. */
+export const pipeStream = (res: ServerResponse, stream: Stream.Stream<Uint8Array>) =>
+  sendChunks(res, (write) => Stream.runForEach(stream, write))
+
 /** pipeStream for a lane's relay, pulled chunk by chunk without the Stream machinery. */
-export const pipeResult = (res: ServerResponse, result: Extract<LaneResult, { _tag: "Stream" }>) =>
-  result.source === undefined
-    ? pipeStream(res, result.stream)
-    : Effect.suspend(() => {
-      const source = result.source!
-      const cork = corker(res)
-      cork()
-      res.flushHeaders()
-      return drainTo(source, (chunk) => {
-        cork()
-        return writeChunk(res, chunk)
-      }).pipe(Effect.ensuring(Effect.sync(cork)))
-    })
+export const pipeResult = (res: ServerResponse, result: Extract<LaneResult, { _tag: "Stream" }>) => {
+  const source = result.source
+  return source === undefined ? pipeStream(res, result.stream) : sendChunks(res, (write) => drainTo(source, write))
+}
 
 const serve = (operation: Operation, path: string, req: IncomingMessage, res: ServerResponse) => {
   // The request's server span (null with tracing off); the lane's attempt spans are its children.
