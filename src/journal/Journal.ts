@@ -113,7 +113,13 @@ export const journalConfigDefaults: JournalConfigShape = {
 /** Journal settings; the defaults apply unless a layer provides others. */
 // Without explicit settings (tests, tools) each journal spills to a fresh temporary folder, so two
 // processes never replay each other's spill; the gateway itself reads AWOOOP_SPILL_DIR.
-const freshSpillDir = () => fs.mkdtempSync(path.join(os.tmpdir(), "awooop-spill-"))
+// Such a folder is removed again when its journal closes with nothing spilled in it.
+const freshSpillDirs = new Set<string>()
+const freshSpillDir = () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "awooop-spill-"))
+  freshSpillDirs.add(dir)
+  return dir
+}
 
 export class JournalConfig extends Context.Reference<JournalConfig>()("awooop/JournalConfig", {
   defaultValue: (): JournalConfigShape => ({ ...journalConfigDefaults, spillDir: freshSpillDir() })
@@ -531,6 +537,9 @@ const make = Effect.gen(function*() {
     const drained = yield* drain.pipe(Effect.interruptible, Effect.timeout(config.shutdownTimeout), Effect.exit)
     if (Exit.isSuccess(drained)) {
       yield* Effect.logDebug(`Journal: closed; ${written} events written in total`)
+      if (freshSpillDirs.delete(config.spillDir) && !spill.pending) {
+        yield* Effect.sync(() => fs.rmSync(config.spillDir, { recursive: true, force: true })).pipe(Effect.ignore)
+      }
     } else {
       yield* Fiber.interrupt(writer).pipe(Effect.timeout(Duration.seconds(2)), Effect.ignore)
       const left = [...inFlight, ...(yield* takeRemaining)]
