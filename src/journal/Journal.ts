@@ -3,9 +3,9 @@
  *
  * - `append` / `appendAll` put events on a bounded in-memory queue. A full queue suspends the caller
  *   (back-pressure); nothing is ever dropped.
- * - One writer fiber takes up to `batchSize` queued items at a time and commits them as ONE
- *   `INSERT … SELECT * FROM unnest($1::text[], …) ON CONFLICT (stream_id, stream_position) DO
- *   NOTHING` (group commit; re-delivering an event is a no-op).
+ * - One writer fiber takes up to `batchSize` queued items at a time (waiting up to `linger` for a
+ *   batch to fill) and commits them as ONE `INSERT … SELECT … FROM jsonb_to_recordset($1) ON
+ *   CONFLICT (stream_id, stream_position) DO NOTHING` (group commit; re-delivering an event is a no-op).
  * - `appendDurable` / `flush` enqueue a marker behind the events and wait for the writer to pass it:
  *   since the queue is FIFO, everything enqueued before the marker is committed when it resolves.
  * - A failing (or too slow) database switches the writer to the local spill (Spill.ts): batches are

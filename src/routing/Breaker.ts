@@ -251,6 +251,10 @@ export const make = (
       }
     }
 
+    /** Runs `effect`; whatever its end, the ticket is settled with the outcome `classify` gives it. */
+    const settledAfter = <A, E, R>(effect: Effect.Effect<A, E, R>, ticket: Ticket, classify: (exit: Exit.Exit<A, E>) => Outcome) =>
+      Effect.onExit(effect, (exit) => Effect.flatMap(outcomeOf(exit, classify), (outcome) => settle(ticket, outcome)))
+
     const guarded = <A, E, R>(
       effect: Effect.Effect<A, E, R>,
       classify: (exit: Exit.Exit<A, E>) => Outcome
@@ -258,11 +262,7 @@ export const make = (
       // Uninterruptible between admission and settlement so an admitted ticket (above all a
       // probe) is always settled; only `effect` itself can be interrupted.
       Effect.uninterruptibleMask((restore) =>
-        Effect.flatMap(admitLocked, (ticket) =>
-          restore(effect).pipe(
-            Effect.onExit((exit) => Effect.flatMap(outcomeOf(exit, classify), (outcome) => settle(ticket, outcome)))
-          )
-        )
+        Effect.flatMap(admitLocked, (ticket) => settledAfter(restore(effect), ticket, classify))
       )
 
     const guard = <A, E, R>(
@@ -273,8 +273,7 @@ export const make = (
       // settlement is registered loses nothing: the common case needs no uninterruptible region.
       Effect.flatMap(SynchronizedRef.get(state), (s) => {
         if (s._tag !== "Closed") return guarded(effect, classify)
-        const ticket: Ticket = { epoch: s.epoch, probe: false }
-        return Effect.onExit(effect, (exit) => Effect.flatMap(outcomeOf(exit, classify), (outcome) => settle(ticket, outcome)))
+        return settledAfter(effect, { epoch: s.epoch, probe: false }, classify)
       })
 
     const snapshotOf = (s: State, now: number): BreakerSnapshot => {
