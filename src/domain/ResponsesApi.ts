@@ -103,7 +103,7 @@ const Stateful = {
 export const ResponsesRequest = Schema.Struct({
   model: Model,
   /** A string, or items decoded one by one (ResponsesItems). */
-  input: Schema.Union(Schema.String, Schema.Array(Schema.Unknown).pipe(Schema.minItems(1, { message: () => "input must not be empty" }))),
+  input: Schema.Union(Schema.String, Schema.Array(Schema.Unknown)),
   instructions: Schema.optional(Schema.NullOr(Schema.String)),
   max_output_tokens: Schema.optional(Schema.NullOr(Schema.Int.pipe(Schema.positive()))),
   temperature: OptionalNumber,

@@ -239,12 +239,17 @@ const responsesAdapter: ProtocolAdapter = {
   errorBody: openAiError,
   translate: (raw) =>
     Effect.gen(function*() {
+      // A union's own error would only say "Expected string": say what input may be.
+      if (raw.input !== undefined && typeof raw.input !== "string" && !Array.isArray(raw.input)) {
+        return yield* new BadRequest({ message: "invalid request: input must be a string or a list of input items" })
+      }
       const r = yield* decodeBody(ResponsesRequestSchema, raw)
       const stateful = statefulField(r)
       if (stateful !== null) return yield* new BadRequest({ message: stateful })
       if (r.tool_choice != null && r.tool_choice !== "auto" && r.tool_choice !== "none") {
         return yield* new BadRequest({ message: `tool_choice ${JSON.stringify(r.tool_choice)} is not supported: a lane's model cannot be forced to call a tool (use "auto" or "none")` })
       }
+      if (r.input.length === 0) return yield* new BadRequest({ message: "invalid request: input must not be empty" })
       const items: ReadonlyArray<InputItem> = typeof r.input === "string"
         ? [{ role: "user", content: r.input }]
         : yield* Effect.forEach(r.input, decodeItem)

@@ -495,13 +495,17 @@ export const startFakeOllama = async (opts: FakeOllamaOptions = {}): Promise<Fak
     entry: ModelEntry,
     stream: boolean,
     promptTokens: number,
-    keepMs: number | undefined
+    keepMs: number | undefined,
+    numPredict: unknown
   ): Answer => {
-    const n = ctx.chunks
+    // options.num_predict below the answer's length cuts it short, as Ollama does (done_reason "length").
+    const cut = typeof numPredict === "number" && Number.isInteger(numPredict) && numPredict > 0 && numPredict < ctx.chunks
+    const n = cut ? numPredict : ctx.chunks
     const mj = JSON.stringify(model)
     const loadNs = loadNsFor(entry)
     const isGen = kind === "generate"
-    const tail = isGen ? `"done_reason":"stop","context":[1,2,3],` : `"done_reason":"stop",`
+    const reason = cut ? "length" : "stop"
+    const tail = isGen ? `"done_reason":"${reason}","context":[1,2,3],` : `"done_reason":"${reason}",`
     return {
       stream,
       n,
@@ -568,6 +572,9 @@ export const startFakeOllama = async (opts: FakeOllamaOptions = {}): Promise<Fak
 
   type Body = Record<string, unknown>
 
+  const optionOf = (body: Body, name: string): unknown =>
+    typeof body.options === "object" && body.options !== null ? (body.options as Body)[name] : undefined
+
   /** Common checks: model present and installed. Returns the entry or undefined after answering. */
   const requireModel = (res: http.ServerResponse, model: unknown): ModelEntry | undefined => {
     if (typeof model !== "string" || model === "") {
@@ -592,7 +599,7 @@ export const startFakeOllama = async (opts: FakeOllamaOptions = {}): Promise<Fak
     if (prompt === "") return deliver(ctx, loadAnswer("generate", model, entry, keepMs))
     const system = typeof body.system === "string" ? body.system : ""
     const stream = body.stream !== false
-    deliver(ctx, textAnswer(ctx, "generate", model, entry, stream, fakeTokenCount(system + prompt), keepMs))
+    deliver(ctx, textAnswer(ctx, "generate", model, entry, stream, fakeTokenCount(system + prompt), keepMs, optionOf(body, "num_predict")))
   }
 
   const chat = (ctx: Ctx, body: Body): void => {
@@ -623,7 +630,7 @@ export const startFakeOllama = async (opts: FakeOllamaOptions = {}): Promise<Fak
     if (tools.length > 0 && last?.role === "user") {
       return deliver(ctx, toolCallAnswer(ctx, model, entry, stream, promptTokens, keepMs, tools[0]!))
     }
-    deliver(ctx, textAnswer(ctx, "chat", model, entry, stream, promptTokens, keepMs))
+    deliver(ctx, textAnswer(ctx, "chat", model, entry, stream, promptTokens, keepMs, optionOf(body, "num_predict")))
   }
 
   const embed = (ctx: Ctx, body: Body): void => {
