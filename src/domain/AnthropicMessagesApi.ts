@@ -64,7 +64,7 @@ export interface MessageInput {
 
 const Tool = Schema.Struct({
   // First, so a server tool (web_search, …) is refused for what it is rather than for a missing input_schema.
-  type: Schema.optional(Schema.NullOr(Schema.Literal("custom")).annotations({ message: () => "only custom tools (name, input_schema) can be passed to a lane's model" })),
+  type: Schema.optional(Schema.NullOr(Schema.Literal("custom").annotations({ message: () => "only custom tools (name, input_schema) can be passed to a lane's model" }))),
   name: Schema.String.pipe(Schema.minLength(1, { message: () => "a tool needs a name" })),
   description: Schema.optional(Schema.String),
   input_schema: JsonObject
