@@ -4,7 +4,10 @@
  * Ollama hosts behind it.
  */
 import Anthropic from "@anthropic-ai/sdk"
+import * as SqlClient from "@effect/sql/SqlClient"
+import { Effect } from "effect"
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest"
+import { explain, renderText } from "../src/replay/Explain.ts"
 import { fakeText } from "./support/FakeOllama.ts"
 import { newTraceId, startTestGateway, TEST_TIMEOUT, type TestGateway, typesOf } from "./support/TestGateway.ts"
 
@@ -262,6 +265,8 @@ describe("the journal", () => {
     expect(events[0]!.data).toMatchObject({ protocol: "anthropic-messages", operation: "chat", stream: true })
     expect(events.find((e) => e.type === "AttemptFailed")!.data).toMatchObject({ host: "gcp-a", afterFirstChunk: false })
     expect(events.find((e) => e.type === "RunCompleted")!.data).toMatchObject({ endpoint: "gcp-b", inputTokens: final.usage.input_tokens, outputTokens: final.usage.output_tokens })
+    const explained = await gw.run(Effect.flatMap(SqlClient.SqlClient, (sql) => explain(sql, traceId)).pipe(Effect.map(renderText)))
+    expect(explained).toContain("request: chat (streaming) via anthropic-messages on lane alert-fast")
 
     const ollamaTrace = newTraceId()
     for await (const _ of await gw.ollama({ ...lane, "x-awooop-trace-id": ollamaTrace }).chat({ model: "gemma3:4b", messages: [{ role: "user", content: "hi" }], stream: true })) { /* drain */ }
