@@ -6,10 +6,11 @@
 import Anthropic from "@anthropic-ai/sdk"
 import * as SqlClient from "@effect/sql/SqlClient"
 import { Effect } from "effect"
-import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest"
+import { describe, expect, it } from "vitest"
 import { explain, renderText } from "../src/replay/Explain.ts"
 import { fakeText } from "./support/FakeOllama.ts"
-import { newTraceId, startTestGateway, TEST_TIMEOUT, type TestGateway, typesOf } from "./support/TestGateway.ts"
+import { lastChat, sharedGateway, sseEvents } from "./support/SharedGateway.ts"
+import { newTraceId, TEST_TIMEOUT, type TestGateway, thrown, typesOf } from "./support/TestGateway.ts"
 
 let gw: TestGateway
 
@@ -24,31 +25,11 @@ const weather: Anthropic.Tool = {
   input_schema: { type: "object", properties: { city: { type: "string" } }, required: ["city"] }
 }
 
-const sentChat = (host = "gcp-a") => gw.fakes[host]!.requests.filter((r) => r.path === "/api/chat").at(-1)!.body as Record<string, unknown>
+const rejection = async (p: Promise<unknown>) => (await thrown(p)) as unknown as InstanceType<typeof Anthropic.APIError>
 
-const events = (body: string) =>
-  body.split("\n\n").filter((e) => e !== "").map((e) => {
-    const name = /^event: (.*)$/m.exec(e)?.[1] ?? null
-    return [name, JSON.parse(/^data: (.*)$/m.exec(e)![1]!) as Record<string, unknown>] as const
-  })
-
-const rejection = (p: Promise<unknown>) => p.then(() => { throw new Error("expected a rejection") }, (e: unknown) => e as InstanceType<typeof Anthropic.APIError>)
-
-beforeAll(async () => {
-  gw = await startTestGateway({
-    lanes: { ghost: { model: "missing-model:1b", route: [{ host: "gcp-a", timeout: TEST_TIMEOUT }] } }
-  })
-}, 30_000)
-
-afterAll(async () => {
-  await gw?.close()
-})
-
-beforeEach(() => {
-  for (const fake of Object.values(gw.fakes)) {
-    fake.setMode("ok")
-    fake.reset()
-  }
+// A lane whose model no host has: ModelNotFound (404).
+sharedGateway({ lanes: { ghost: { model: "missing-model:1b", route: [{ host: "gcp-a", timeout: TEST_TIMEOUT }] } } }, (started) => {
+  gw = started
 })
 
 describe("messages.create", () => {
@@ -75,7 +56,7 @@ describe("messages.create", () => {
     expect(response.headers.get("x-awooop-trace-id")).toBe(traceId)
     expect(response.headers.get("x-awooop-endpoint")).toBe("gcp-a")
 
-    const sent = sentChat()
+    const sent = lastChat(gw)
     expect(sent.model).toBe("gemma3:4b")
     expect(sent.stream).toBe(false)
     expect(sent.messages).toEqual([{ role: "system", content: "be brief" }, { role: "user", content: "why is the alert firing?" }])
@@ -93,7 +74,7 @@ describe("messages.create", () => {
         { role: "user", content: "and why?" }
       ]
     })
-    expect(sentChat().messages).toEqual([
+    expect(lastChat(gw).messages).toEqual([
       { role: "system", content: "you read graphs\n\nbe brief" },
       { role: "user", content: "what is this?", images: ["iVBORw0KGgo="] },
       { role: "assistant", content: "a graph" },
@@ -115,42 +96,32 @@ describe("messages.create", () => {
   it("passes tools through and returns the model's call as a tool_use block; the tool_result goes back as a tool message", async () => {
     const c = client(lane)
     const first = await c.messages.create({ model: "gemma3:4b", max_tokens: 64, tools: [weather], messages: [{ role: "user", content: "weather in Paris?" }] })
-    expect(sentChat().tools).toEqual([{ type: "function", function: { name: "get_weather", description: "the weather in a city", parameters: weather.input_schema } }])
+    expect(lastChat(gw).tools).toEqual([{ type: "function", function: { name: "get_weather", description: "the weather in a city", parameters: weather.input_schema } }])
     expect(first.stop_reason).toBe("tool_use")
     const use = first.content.find((b): b is Anthropic.ToolUseBlock => b.type === "tool_use")!
     expect(use).toMatchObject({ type: "tool_use", name: "get_weather", input: { city: "fake-city" } })
     expect(use.id).toMatch(/^toolu_/)
 
-    const second = await c.messages.create({
-      model: "gemma3:4b",
-      max_tokens: 64,
-      tools: [weather],
-      messages: [
-        { role: "user", content: "weather in Paris?" },
-        { role: "assistant", content: first.content },
-        { role: "user", content: [{ type: "tool_result", tool_use_id: use.id, content: "21 °C" }, { type: "text", text: "so?" }] }
-      ]
-    })
+    // The conversation so far, then the user's turn with the tool's result.
+    const answer = (turn: Array<Anthropic.ContentBlockParam>) =>
+      c.messages.create({
+        model: "gemma3:4b",
+        max_tokens: 64,
+        tools: [weather],
+        messages: [{ role: "user", content: "weather in Paris?" }, { role: "assistant", content: first.content }, { role: "user", content: turn }]
+      })
+    const second = await answer([{ type: "tool_result", tool_use_id: use.id, content: "21 °C" }, { type: "text", text: "so?" }])
     expect(second.stop_reason).toBe("tool_use") // the fake calls its tool on every user turn
-    expect(sentChat().messages).toEqual([
+    expect(lastChat(gw).messages).toEqual([
       { role: "user", content: "weather in Paris?" },
       { role: "assistant", content: "", tool_calls: [{ function: { name: "get_weather", arguments: { city: "fake-city" } } }] },
       { role: "tool", content: "21 °C", tool_name: "get_weather" },
       { role: "user", content: "so?" }
     ])
 
-    const answered = await c.messages.create({
-      model: "gemma3:4b",
-      max_tokens: 64,
-      tools: [weather],
-      messages: [
-        { role: "user", content: "weather in Paris?" },
-        { role: "assistant", content: first.content },
-        { role: "user", content: [{ type: "tool_result", tool_use_id: use.id, content: [{ type: "text", text: "no such city" }], is_error: true }] }
-      ]
-    })
+    const answered = await answer([{ type: "tool_result", tool_use_id: use.id, content: [{ type: "text", text: "no such city" }], is_error: true }])
     expect(answered.content).toEqual([{ type: "text", text: "[gcp-a] hello world" }])
-    expect((sentChat().messages as Array<unknown>).at(-1)).toEqual({ role: "tool", content: "Error: no such city", tool_name: "get_weather" })
+    expect((lastChat(gw).messages as Array<unknown>).at(-1)).toEqual({ role: "tool", content: "Error: no such city", tool_name: "get_weather" })
   })
 })
 
@@ -171,7 +142,7 @@ describe("messages.stream", () => {
     // ping is on the wire (the SDK skips it).
     const res = await gw.post("/v1/messages", { model: "gemma3:4b", max_tokens: 64, stream: true, messages: [{ role: "user", content: "hi" }] }, lane)
     expect(res.headers.get("content-type")).toContain("text/event-stream")
-    expect(events(await res.text()).map(([name]) => name).slice(0, 2)).toEqual(["message_start", "ping"])
+    expect(sseEvents(await res.text()).map(([name]) => name).slice(0, 2)).toEqual(["message_start", "ping"])
   })
 
   it("streams a tool call as a tool_use block with its input", async () => {
@@ -192,7 +163,7 @@ describe("messages.stream", () => {
     expect(texts.join("")).toBe("[gcp-a] ")
 
     const res = await gw.post("/v1/messages", { model: "gemma3:4b", max_tokens: 64, stream: true, messages: [{ role: "user", content: "hi" }] }, lane)
-    const all = events(await res.text())
+    const all = sseEvents(await res.text())
     expect(all.map(([name]) => name)).not.toContain("message_stop")
     expect(all.at(-1)).toEqual(["error", { type: "error", error: { type: "api_error", message: expect.stringMatching(/mid-stream/) } }])
   })

@@ -4,9 +4,10 @@
  * Ollama hosts behind it.
  */
 import OpenAI from "openai"
-import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest"
+import { describe, expect, it } from "vitest"
 import { fakeText } from "./support/FakeOllama.ts"
-import { newTraceId, startTestGateway, TEST_TIMEOUT, type TestGateway, typesOf } from "./support/TestGateway.ts"
+import { lastChat, sharedGateway, sseEvents } from "./support/SharedGateway.ts"
+import { newTraceId, TEST_TIMEOUT, type TestGateway, thrown, typesOf } from "./support/TestGateway.ts"
 
 let gw: TestGateway
 
@@ -23,34 +24,11 @@ const weather: OpenAI.Responses.FunctionTool = {
   strict: true
 }
 
-/** The Ollama chat body the host received last. */
-const sentChat = (host = "gcp-a") => gw.fakes[host]!.requests.filter((r) => r.path === "/api/chat").at(-1)!.body as Record<string, unknown>
+const rejection = async (p: Promise<unknown>) => (await thrown(p)) as unknown as InstanceType<typeof OpenAI.APIError>
 
-/** Server-sent events of a raw response body: [event name, data]. */
-const events = (body: string) =>
-  body.split("\n\n").filter((e) => e !== "").map((e) => {
-    const name = /^event: (.*)$/m.exec(e)?.[1] ?? null
-    return [name, JSON.parse(/^data: (.*)$/m.exec(e)![1]!) as Record<string, unknown>] as const
-  })
-
-const rejection = (p: Promise<unknown>) => p.then(() => { throw new Error("expected a rejection") }, (e: unknown) => e as InstanceType<typeof OpenAI.APIError>)
-
-beforeAll(async () => {
-  gw = await startTestGateway({
-    // A lane whose model no host has: ModelNotFound (404).
-    lanes: { ghost: { model: "missing-model:1b", route: [{ host: "gcp-a", timeout: TEST_TIMEOUT }] } }
-  })
-}, 30_000)
-
-afterAll(async () => {
-  await gw?.close()
-})
-
-beforeEach(() => {
-  for (const fake of Object.values(gw.fakes)) {
-    fake.setMode("ok")
-    fake.reset()
-  }
+// A lane whose model no host has: ModelNotFound (404); the projector, for run_state.
+sharedGateway({ lanes: { ghost: { model: "missing-model:1b", route: [{ host: "gcp-a", timeout: TEST_TIMEOUT }] } }, projections: {} }, (started) => {
+  gw = started
 })
 
 describe("responses.create", () => {
@@ -79,7 +57,7 @@ describe("responses.create", () => {
     expect(http.headers.get("x-awooop-trace-id")).toBe(traceId)
     expect(http.headers.get("x-awooop-endpoint")).toBe("gcp-a")
 
-    const sent = sentChat()
+    const sent = lastChat(gw)
     expect(sent.model).toBe("gemma3:4b")
     expect(sent.stream).toBe(false)
     expect(sent.messages).toEqual([{ role: "system", content: "be brief" }, { role: "user", content: "why is the alert firing?" }])
@@ -100,7 +78,7 @@ describe("responses.create", () => {
     })
     expect(response.status).toBe("completed")
     expect(response.text?.format).toMatchObject({ type: "json_schema", name: "diagnosis" })
-    const sent = sentChat()
+    const sent = lastChat(gw)
     expect(sent.messages).toEqual([
       { role: "system", content: "answer in JSON" },
       { role: "user", content: "what is on ", images: ["iVBORw0KGgo="] },
@@ -118,7 +96,7 @@ describe("responses.create", () => {
   it("passes function tools through and returns the model's call as a function_call item; the output goes back as a tool message", async () => {
     const c = client(lane)
     const first = await c.responses.create({ model: "gemma3:4b", input: "weather in Paris?", tools: [weather] })
-    expect(sentChat().tools).toEqual([{ type: "function", function: { name: "get_weather", description: "the weather in a city", parameters: weather.parameters } }])
+    expect(lastChat(gw).tools).toEqual([{ type: "function", function: { name: "get_weather", description: "the weather in a city", parameters: weather.parameters } }])
     const call = first.output.find((o): o is OpenAI.Responses.ResponseFunctionToolCall => o.type === "function_call")!
     expect(call).toMatchObject({ type: "function_call", name: "get_weather", status: "completed" })
     expect(JSON.parse(call.arguments)).toEqual({ city: "fake-city" })
@@ -134,7 +112,7 @@ describe("responses.create", () => {
       ]
     })
     expect(second.output_text).toBe("[gcp-a] hello world")
-    expect(sentChat().messages).toEqual([
+    expect(lastChat(gw).messages).toEqual([
       { role: "user", content: "weather in Paris?" },
       { role: "assistant", content: "", tool_calls: [{ function: { name: "get_weather", arguments: { city: "fake-city" } } }] },
       { role: "tool", content: "{\"celsius\":21}", tool_name: "get_weather" }
@@ -200,7 +178,7 @@ describe("responses.stream", () => {
     expect(deltas.join("")).toBe("[gcp-a] ")
 
     const res = await gw.post("/v1/responses", { model: "gemma3:4b", input: "hi", stream: true }, lane)
-    const all = events(await res.text())
+    const all = sseEvents(await res.text())
     const names = all.map(([name]) => name)
     expect(names).not.toContain("response.completed")
     expect(names.slice(-2)).toEqual(["response.failed", "error"])
@@ -276,13 +254,23 @@ describe("the journal", () => {
   it("records the protocol, and the run fails over like /api/chat", async () => {
     gw.fakes["gcp-a"]!.setMode("error500")
     const traceId = newTraceId()
-    const response = await client({ ...lane, "x-awooop-trace-id": traceId }).responses.create({ model: "gemma3:4b", input: "hi" })
+    const { data: response, response: http } = await client({ ...lane, "x-awooop-trace-id": traceId }).responses.create({ model: "gemma3:4b", input: "hi" }).withResponse()
     expect(response.output_text).toBe("[gcp-b] hello world")
     const events = await gw.runEvents(traceId)
     expect(typesOf(events)).toEqual(["RunStarted", "RouteDecided", "AttemptStarted", "AttemptFailed", "AttemptStarted", "AttemptSucceeded", "RunCompleted"])
     expect(events[0]!.data).toMatchObject({ protocol: "openai-responses", operation: "chat", stream: false })
     expect(events.find((e) => e.type === "AttemptFailed")!.data).toMatchObject({ host: "gcp-a", status: 500 })
     expect(events.find((e) => e.type === "RunCompleted")!.data).toMatchObject({ endpoint: "gcp-b" })
+
+    // run_state has it too, and the run API shows it.
+    const runId = http.headers.get("x-awooop-run-id")!
+    let run: Record<string, unknown> = {}
+    for (let i = 0; i < 100 && run.projected !== true; i++) {
+      run = await (await fetch(`${gw.url}/awooop/runs/${runId}`)).json() as Record<string, unknown>
+      if (run.projected !== true) await new Promise((r) => setTimeout(r, 50))
+    }
+    expect(run).toMatchObject({ projected: true, status: "completed", protocol: "openai-responses", endpoint: "gcp-b", attempts: 2 })
+    expect(await gw.query(`SELECT protocol FROM run_state WHERE run_id = $1`, [runId])).toEqual([{ protocol: "openai-responses" }])
 
     // The same request on /api/chat takes the same path and is journaled as Ollama's.
     const ollamaTrace = newTraceId()
