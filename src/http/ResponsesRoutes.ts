@@ -17,12 +17,10 @@ import { ChatRequest } from "../domain/OllamaApi.ts"
 import {
   ContentParts,
   type ContentPart,
-  type FunctionTool as FunctionToolType,
   FunctionTool,
   type InputItem,
   ResponsesItems,
-  type ResponsesRequest,
-  ResponsesRequest as ResponsesRequestSchema,
+  ResponsesRequest,
   statefulField,
   toOllamaChat
 } from "../domain/ResponsesApi.ts"
@@ -90,7 +88,7 @@ const usageOf = (chunk: Json) => {
 type Status = "in_progress" | "completed" | "incomplete" | "failed"
 
 /** The `response` object: the request's settings echoed, the output and usage so far. */
-const responseObject = (r: ResponsesRequest, tools: ReadonlyArray<FunctionToolType>, meta: RunMeta, model: string, status: Status, output: ReadonlyArray<Json>, usage: Json | null, error: Json | null = null) => ({
+const responseObject = (r: ResponsesRequest, tools: ReadonlyArray<FunctionTool>, meta: RunMeta, model: string, status: Status, output: ReadonlyArray<Json>, usage: Json | null, error: Json | null = null) => ({
   id: `resp_${hex(meta)}`,
   object: "response",
   created_at: meta.created,
@@ -135,7 +133,7 @@ const callItem = (meta: RunMeta, n: number, name: string, args: string, status: 
 
 const finalStatus = (chunk: Json): Status => (chunk.done_reason === "length" ? "incomplete" : "completed")
 
-const unary = (r: ResponsesRequest, tools: ReadonlyArray<FunctionToolType>) => (answer: Json, meta: RunMeta) => {
+const unary = (r: ResponsesRequest, tools: ReadonlyArray<FunctionTool>) => (answer: Json, meta: RunMeta) => {
   const message = (answer.message ?? {}) as Json
   const status = finalStatus(answer)
   const text = str(message.content)
@@ -147,7 +145,7 @@ const unary = (r: ResponsesRequest, tools: ReadonlyArray<FunctionToolType>) => (
 }
 
 /** Ollama chunks → the Responses API's typed events (see the header). */
-const writer = (r: ResponsesRequest, tools: ReadonlyArray<FunctionToolType>, meta: RunMeta): EventWriter => {
+const writer = (r: ResponsesRequest, tools: ReadonlyArray<FunctionTool>, meta: RunMeta): EventWriter => {
   let sequence = 0
   let started = false
   let model = meta.model
@@ -243,7 +241,7 @@ const responsesAdapter: ProtocolAdapter = {
       if (raw.input !== undefined && typeof raw.input !== "string" && !Array.isArray(raw.input)) {
         return yield* new BadRequest({ message: "invalid request: input must be a string or a list of input items" })
       }
-      const r = yield* decodeBody(ResponsesRequestSchema, raw)
+      const r = yield* decodeBody(ResponsesRequest, raw)
       const stateful = statefulField(r)
       if (stateful !== null) return yield* new BadRequest({ message: stateful })
       if (r.tool_choice != null && r.tool_choice !== "auto" && r.tool_choice !== "none") {
