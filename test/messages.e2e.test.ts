@@ -225,6 +225,25 @@ describe("refusals", () => {
   })
 })
 
+describe("metrics", () => {
+  /** One sample of `awooop_requests_total` (0 when absent). */
+  const requests = async (labels: string) => {
+    const text = await (await fetch(`${gw.url}/metrics`)).text()
+    const line = text.split("\n").find((l) => l.startsWith(`awooop_requests_total{${labels}} `))
+    return line === undefined ? 0 : Number(line.split(" ").at(-1))
+  }
+
+  it("counts answers and refusals like the other routes", async () => {
+    const success = `lane="alert-fast",endpoint="gcp-a",outcome="success"`
+    const unknown = `lane="none",endpoint="none",outcome="UnknownLane"`
+    const [successBefore, unknownBefore] = [await requests(success), await requests(unknown)]
+    await client(lane).messages.create({ model: "gemma3:4b", max_tokens: 8, messages: [{ role: "user", content: "hi" }] })
+    await rejection(client({ "x-awooop-lane": "no-such-lane" }).messages.create({ model: "gemma3:4b", max_tokens: 8, messages: [{ role: "user", content: "hi" }] }))
+    expect(await requests(success)).toBe(successBefore + 1)
+    expect(await requests(unknown)).toBe(unknownBefore + 1)
+  })
+})
+
 describe("the journal", () => {
   it("records the protocol, and a streaming run fails over before its first chunk like /api/chat", async () => {
     gw.fakes["gcp-a"]!.setMode("resetBeforeFirst")
