@@ -7,7 +7,7 @@ import Anthropic from "@anthropic-ai/sdk"
 import * as SqlClient from "@effect/sql/SqlClient"
 import { Effect } from "effect"
 import { describe, expect, it } from "vitest"
-import { explain, renderText } from "../src/replay/Explain.ts"
+import { explain, renderText, toJson } from "../src/replay/Explain.ts"
 import { fakeText } from "./support/FakeOllama.ts"
 import { lastChat, sharedGateway, sseEvents } from "./support/SharedGateway.ts"
 import { newTraceId, TEST_TIMEOUT, type TestGateway, thrown, typesOf } from "./support/TestGateway.ts"
@@ -255,8 +255,9 @@ describe("the journal", () => {
     expect(events[0]!.data).toMatchObject({ protocol: "anthropic-messages", operation: "chat", stream: true })
     expect(events.find((e) => e.type === "AttemptFailed")!.data).toMatchObject({ host: "gcp-a", afterFirstChunk: false })
     expect(events.find((e) => e.type === "RunCompleted")!.data).toMatchObject({ endpoint: "gcp-b", inputTokens: final.usage.input_tokens, outputTokens: final.usage.output_tokens })
-    const explained = await gw.run(Effect.flatMap(SqlClient.SqlClient, (sql) => explain(sql, traceId)).pipe(Effect.map(renderText)))
-    expect(explained).toContain("request: chat (streaming) via anthropic-messages on lane alert-fast")
+    const explained = await gw.run(Effect.flatMap(SqlClient.SqlClient, (sql) => explain(sql, traceId)))
+    expect(renderText(explained)).toContain("request: chat (streaming) via anthropic-messages on lane alert-fast")
+    expect(toJson(explained).runs[0]).toMatchObject({ protocol: "anthropic-messages", endpoint: "gcp-b" })
 
     const ollamaTrace = newTraceId()
     for await (const _ of await gw.ollama({ ...lane, "x-awooop-trace-id": ollamaTrace }).chat({ model: "gemma3:4b", messages: [{ role: "user", content: "hi" }], stream: true })) { /* drain */ }

@@ -364,6 +364,7 @@ export const toJson = (x: Explanation) => ({
     projectId: r.run.projectId,
     intent: r.run.intent,
     status: r.run.status,
+    protocol: r.run.protocol,
     requestedModel: r.run.requestedModel,
     assignedModel: r.run.assignedModel,
     model: r.run.model,
