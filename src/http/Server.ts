@@ -22,6 +22,7 @@ import { maintenanceRoutes } from "./MaintenanceRoutes.ts"
 import { shadowRoutes } from "./ShadowRoutes.ts"
 import { makeOpenAiHandler, openAiRoutes } from "./OpenAiRoutes.ts"
 import { metricsRoutes } from "./MetricsRoute.ts"
+import { makeConsoleRoutes } from "../console/ConsoleRoutes.ts"
 
 const withDrain = <E, R>(app: Effect.Effect<HttpServerResponse.HttpServerResponse, E, R>) =>
   Effect.gen(function*() {
@@ -32,7 +33,7 @@ const withDrain = <E, R>(app: Effect.Effect<HttpServerResponse.HttpServerRespons
   })
 
 export const app = Effect.gen(function*() {
-  const router = yield* HttpRouter.toHttpApp(HttpRouter.concatAll(ollamaRoutes, budgetAdminRoutes, runRoutes, healthRoutes, maintenanceRoutes, shadowRoutes, asyncRunRoutes, openAiRoutes, metricsRoutes))
+  const router = yield* HttpRouter.toHttpApp(HttpRouter.concatAll(ollamaRoutes, budgetAdminRoutes, runRoutes, healthRoutes, maintenanceRoutes, shadowRoutes, asyncRunRoutes, openAiRoutes, metricsRoutes, yield* makeConsoleRoutes))
   return withDrain(router).pipe(
     Effect.catchTag("RouteNotFound", () =>
       Effect.flatMap(HttpServerRequest.HttpServerRequest, (request) =>
