@@ -82,7 +82,7 @@ export const shadowPage = (s: ShadowSeries) =>
     s.disagreements.length === 0
       ? html`<tr><td colspan="6" class="dim">no disagreements in this window</td></tr>`
       : s.disagreements.map((d) =>
-        html`<tr><td>${clockTime(d.at)}</td><td>${d.lane}</td><td>${d.gateway}</td><td>${d.legacy}</td><td class="reason">${d.reasons.join("; ")}</td><td>${
+        html`<tr data-lane="${d.lane}"><td>${clockTime(d.at)}</td><td>${d.lane}</td><td>${d.gateway}</td><td>${d.legacy}</td><td class="reason">${d.reasons.join("; ")}</td><td>${
           d.traceId === null ? "—" : html`<a href="/console/traces/${d.traceId}">${d.traceId.slice(0, 8)}</a>`
         }</td></tr>`
       )
