@@ -53,6 +53,14 @@ beforeAll(async () => {
     // Long enough that the board shows "open" before the breaker turns half-open.
     breaker: { consecutiveTimeouts: 2, cooldown: "5s" },
     lanes: {
+      "alert-fast": {
+        model: "gemma3:4b",
+        reserved: { "gcp-a": 2, "gcp-b": 2 },
+        keepWarm: ["gcp-a"],
+        route: [{ host: "gcp-a", timeout: "300ms" }, { host: "gcp-b", timeout: "300ms" }, { host: "111", timeout: "300ms" }]
+      },
+      // A heavy model on a protected host: a maintenance window there changes its plan (the preview says so).
+      "rca-gcp": { model: "qwen2.5:14b", route: [{ host: "gcp-b", timeout: "2s" }, { host: "gpu-node", timeout: "2s" }] },
       "paid-emergency": { paid: ["gemini"] },
       "code-review": { model: "qwen2.5-coder:7b", route: [{ host: "111", timeout: "2s" }, { host: "gcp-b", timeout: "2s", when: "unavailable" }] }
     },
@@ -115,6 +123,10 @@ describe("operator console in Chromium", () => {
     await breakerOf("gcp-a").and(page.locator('[data-breaker="open"]')).waitFor({ timeout: 2_000 })
     expect(Date.now() - opened).toBeLessThan(2_000)
     await expect(breakerOf("gcp-a").textContent()).resolves.toMatch(/OPEN\s+half-open in \d+s/)
+    for (const scheme of ["dark", "light"] as const) {
+      await page.emulateMedia({ colorScheme: scheme })
+      await shoot("board-breaker-open", scheme)
+    }
 
     // Healthy again: after the cooldown the next request is the probe, and it closes the breaker.
     gw.fakes["gcp-a"]!.setMode("ok")
@@ -171,7 +183,7 @@ describe("operator console in Chromium", () => {
   }, 60_000)
 
   it("controls: refused without the token; with it, an action is previewed, confirmed and journaled", async () => {
-    const form = { action: "maintenance", host: "111", open: "open", until: "1h", reason: "console test: load qwen2.5:14b" }
+    const form = { action: "maintenance", host: "gcp-b", open: "open", until: "1h", reason: "console test: load qwen2.5:14b for INC-4711" }
     await page.goto(`${gw.url}/console/controls`)
     await page.locator("form.login").waitFor()
     refusalsExpected = true
@@ -207,24 +219,24 @@ describe("operator console in Chromium", () => {
     refusalsExpected = false
     // The browser reported each refusal: the console listener does see errors.
     expect(refusals.length).toBeGreaterThanOrEqual(3)
-    const host111 = await gw.streamEvents("host-111")
-    expect(host111.filter((e) => e.type === "MaintenanceOpened")).toEqual([])
+    const before = await gw.streamEvents("host-gcp-b")
+    expect(before.filter((e) => e.type === "MaintenanceOpened")).toEqual([])
 
     // The real thing: form → preview (what changes) → confirm → journaled.
     const maintenance = page.locator("section.control", { hasText: "Maintenance windows" })
-    await maintenance.locator('select[name="host"]').selectOption("111")
+    await maintenance.locator('select[name="host"]').selectOption("gcp-b")
     await maintenance.locator('input[name="until"]').fill("1h")
     await maintenance.locator('input[name="reason"]').fill(form.reason)
     await maintenance.locator('button[type="submit"]').click()
     await page.locator("section.preview").waitFor()
-    await expect(page.locator("ul.changes").textContent()).resolves.toContain("lane code-review")
+    await expect(page.locator("ul.changes").textContent()).resolves.toContain("lane rca-gcp: would try gcp-b → gpu-node instead of gpu-node")
     for (const scheme of ["dark", "light"] as const) {
       await page.emulateMedia({ colorScheme: scheme })
       await shoot("controls-preview", scheme)
     }
     await page.click("button.confirm")
-    await expect(page.locator(".notice.ok").textContent()).resolves.toContain("Maintenance opened on 111")
-    const opened = (await gw.streamEvents("host-111")).filter((e) => e.type === "MaintenanceOpened")
+    await expect(page.locator(".notice.ok").textContent()).resolves.toContain("Maintenance opened on gcp-b")
+    const opened = (await gw.streamEvents("host-gcp-b")).filter((e) => e.type === "MaintenanceOpened")
     expect(opened).toHaveLength(1)
     expect(opened[0]!.data).toMatchObject({ reason: form.reason })
 
@@ -246,7 +258,7 @@ describe("operator console in Chromium", () => {
 
     // The board shows the window as maintenance, not as down.
     await page.goto(`${gw.url}/console/`)
-    const row = page.locator('#board tr[data-host="111"]')
+    const row = page.locator('#board tr[data-host="gcp-b"]')
     await row.locator(".badge.maint").waitFor()
     await expect(row.locator("td.state").textContent()).resolves.toContain("UP")
   }, 90_000)

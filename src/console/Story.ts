@@ -67,7 +67,8 @@ const timeline = (steps: ReadonlyArray<Step>): Html => {
   const left = 150
   const row = 24
   const height = 30 + bars.length * row + 10
-  const x = (ms: number) => left + ((width - left - 10) * ms) / span
+  // Room on the right for the last bar's label.
+  const x = (ms: number) => left + ((width - left - 130) * ms) / span
   const step = tickStep(span)
   const ticks: Array<number> = []
   for (let t = 0; t <= span + 0.0001; t += step) ticks.push(t)
@@ -81,7 +82,7 @@ ${bars.map((b, i) => {
     return html`<g class="bar ${b.outcome}" data-attempt="${b.attempt}" data-host="${b.host}" data-outcome="${b.outcome}">
 <text class="label" x="6" y="${y + 13}">#${b.attempt} ${b.host}</text>
 <rect x="${x(b.start)}" y="${y}" width="${Math.max(2, x(end) - x(b.start))}" height="${row - 8}" rx="2"></rect>
-<text class="label" x="${Math.min(x(end) + 4, width - 100)}" y="${y + 13}">${b.label} ${seconds(end - b.start)}</text>
+<text class="label" x="${x(end) + 4}" y="${y + 13}">${b.label} ${seconds(end - b.start)}</text>
 </g>`
   })}
 ${marks.map((m) => html`<line class="mark" x1="${x(m.offsetMs)}" x2="${x(m.offsetMs)}" y1="18" y2="${height - 6}"><title>${m.text}</title></line>`)}

@@ -154,7 +154,10 @@ const colour = (cls) => {
   probe.remove()
   return value
 }
-const palette = () => ["c1", "c2", "c3", "c4", "c5", "c6", "c7", "c8"].map(colour)
+const palette = () => ["c1", "c5", "c6", "c7", "c8", "c4", "c3", "c2"].map(colour)
+// Outcomes keep their meaning: green answered, amber after a fallback, red failed.
+const fixedColours = { "answered first try": "c3", "answered after fallback": "c4", failed: "c2", running: "c8" }
+const seriesColour = (name, i, colours) => (name in fixedColours ? colour(fixedColours[name]) : colours[i % colours.length])
 
 const pick = (data, path) => path.split(".").reduce((v, k) => (v === null || v === undefined ? v : v[k]), data)
 
@@ -213,17 +216,34 @@ const drawChart = (box, data) => {
     return
   }
   const axis = { stroke: axisColour, grid: { stroke: gridColour, width: 1 }, ticks: { stroke: gridColour } }
+  // Times in UTC, 24 h (the journal's and the runbook's clock); the date too when the axis spans days.
+  const timeValues = (u, ticks) => {
+    const span = ticks.length > 1 ? ticks[ticks.length - 1] - ticks[0] : 0
+    return ticks.map((t) => {
+      const iso = new Date(t * 1000).toISOString()
+      return span > 2 * 86400 ? `${iso.slice(5, 10)} ${iso.slice(11, 16)}` : iso.slice(11, span < 600 ? 19 : 16)
+    })
+  }
+  const valueOf = (u, ticks) => {
+    const step = ticks.length > 1 ? Math.abs(ticks[1] - ticks[0]) : 1
+    const digits = step >= 1 ? 0 : Math.min(8, Math.ceil(-Math.log10(step)))
+    return ticks.map((v) => (unit === "$" ? `$${v.toFixed(digits)}` : v.toFixed(digits)))
+  }
+  const stepped = uPlot.paths.stepped({ align: 1 })
+  const fill = (c) => c.replace(/^rgb\((.*)\)$/, "rgba($1, 0.12)")
   const opts = {
     width: Math.max(300, box.clientWidth),
     height: 190,
     scales,
     legend: { live: false },
     cursor: { drag: { x: false, y: false } },
-    axes: [axis, { ...axis, size: 60, values: (u, ticks) => ticks.map((v) => (unit === "$" ? `$${v < 1 ? v.toFixed(3) : v.toFixed(0)}` : String(v))) }],
-    series: [{}, ...names.map((name, i) => ({
+    axes: [{ ...axis, values: timeValues }, { ...axis, size: unit === "$" ? 84 : 50, values: valueOf }],
+    series: [{ value: (u, t) => (t === null ? "" : new Date(t * 1000).toISOString().slice(11, 19)) }, ...names.map((name, i) => ({
       label: name,
-      stroke: colours[i % colours.length],
+      stroke: seriesColour(name, i, colours),
+      fill: key === "agreement" ? undefined : fill(seriesColour(name, i, colours)),
       width: 2,
+      paths: key === "agreement" || key === "budget" ? undefined : stepped,
       points: { show: key === "agreement" },
       spanGaps: false
     }))],
