@@ -299,6 +299,23 @@ describe("operator console in Chromium", () => {
     }
   }, 120_000)
 
+  it("the board falls back to polling without SSE, and marks itself stale when updates stop", async () => {
+    // A page of its own: the requests it fails on purpose are logged as errors, which is the point here.
+    const cut = await context.newPage()
+    try {
+      await cut.route("**/console/board/events", (route) => route.abort("connectionrefused"))
+      await cut.goto(`${gw.url}/console/`)
+      await cut.locator("#live.polling").waitFor({ timeout: 15_000 })
+      await expect(cut.locator("#live").textContent()).resolves.toBe("live (polling)")
+      await cut.route("**/console/board/fragment", (route) => route.abort("connectionrefused"))
+      await cut.locator("#live.stale").waitFor({ timeout: 15_000 })
+      await expect(cut.locator("#live").textContent()).resolves.toMatch(/^STALE — no update for \d+s/)
+      await expect(cut.locator("body.stale").count()).resolves.toBe(1)
+    } finally {
+      await cut.close()
+    }
+  }, 60_000)
+
   it("no request left loopback, and no page logged an error (CSP violations included)", () => {
     expect(loopbackRequests).toBeGreaterThan(20)
     expect(outside).toEqual([])
