@@ -154,7 +154,7 @@ ${message}
 <form method="get" action="/console/controls/preview" class="action">${hidden("action", "maintenance")}
 <label>host <select name="host">${names.map((n) => html`<option>${n}</option>`)}</select></label>
 <label>action <select name="open"><option value="open">open a window</option><option value="close">close the window</option></select></label>
-<label>until <input name="until" value="2h" size="22" placeholder="2h or 2026-05-05T18:00:00Z"></label>
+<label>until (when opening) <input name="until" value="2h" size="22" placeholder="2h or 2026-05-05T18:00:00Z"></label>
 <label>reason <input name="reason" required size="40" placeholder="e.g. load qwen2.5:14b for INC-4711"></label>
 <button type="submit">Preview</button>
 </form>
