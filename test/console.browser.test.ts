@@ -62,7 +62,7 @@ beforeAll(async () => {
       // A heavy model on a protected host: a maintenance window there changes its plan (the preview says so).
       "rca-gcp": { model: "qwen2.5:14b", route: [{ host: "gcp-b", timeout: "2s" }, { host: "gpu-node", timeout: "2s" }] },
       "paid-emergency": { paid: ["gemini"] },
-      "code-review": { model: "qwen2.5-coder:7b", route: [{ host: "111", timeout: "2s" }, { host: "gcp-b", timeout: "2s", when: "unavailable" }] }
+      "code-review": { model: "qwen2.5-coder:7b", route: [{ host: "111", timeout: "15s" }, { host: "gcp-b", timeout: "2s", when: "unavailable" }] }
     },
     hosts: { "111": { slots: 2, fake: { resident: ["qwen2.5-coder:7b"] } } },
     extra: {
@@ -272,8 +272,15 @@ describe("operator console in Chromium", () => {
       const res = await generate({ "X-AwoooP-Shadow": "1", "X-AwoooP-Legacy-Endpoint": legacy })
       expect(res.status).toBe(202)
     }
+    const held: Array<Promise<number>> = []
     const screens: ReadonlyArray<readonly [string, string, () => Promise<unknown>]> = [
-      ["board", "/console/", () => page.locator("#live.sse").waitFor()],
+      ["board", "/console/", async () => {
+        // A slow request holds a slot on 111 while the board is looked at.
+        gw.fakes["111"]!.setMode("slow", { delayMs: 8_000 })
+        held.push(generate({}, { "X-AwoooP-Lane": "code-review" }).then((r) => r.status))
+        await page.locator("#live.sse").waitFor()
+        await page.locator('#board tr[data-host="111"] .slot.used').waitFor({ timeout: 10_000 })
+      }],
       ["runs", "/console/runs?since=1h", () => page.locator("#run-rows tr[data-run]").first().waitFor()],
       ["story", `/console/runs/${fallbackRun}`, () => page.locator("svg.timeline").first().waitFor()],
       ["cost", "/console/cost?window=15m&by=lane", () => page.locator("#chart-budget canvas").waitFor()],
@@ -283,6 +290,16 @@ describe("operator console in Chromium", () => {
       }],
       ["controls", "/console/controls", () => page.locator("form.signout").waitFor()]
     ]
+    // The header's toggle forces a scheme over prefers-color-scheme, and the choice survives a reload.
+    await page.goto(`${gw.url}/console/runs`)
+    await expect(page.locator("#theme-toggle").textContent()).resolves.toBe("auto")
+    await page.click("#theme-toggle")
+    await expect(page.locator("html").getAttribute("data-theme")).resolves.toBe("dark")
+    await page.reload()
+    await expect(page.locator("html").getAttribute("data-theme")).resolves.toBe("dark")
+    await page.click("#theme-toggle")
+    await page.click("#theme-toggle")
+    await expect(page.locator("html").getAttribute("data-theme")).resolves.toBeNull()
     for (const scheme of ["dark", "light"] as const) {
       await page.emulateMedia({ colorScheme: scheme })
       for (const [name, path, ready] of screens) {
@@ -297,6 +314,8 @@ describe("operator console in Chromium", () => {
         await shoot(`${name}`, scheme)
       }
     }
+    gw.fakes["111"]!.setMode("ok")
+    expect(await Promise.all(held)).toEqual([200, 200])
   }, 120_000)
 
   it("the board falls back to polling without SSE, and marks itself stale when updates stop", async () => {

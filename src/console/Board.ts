@@ -141,7 +141,7 @@ export const renderBoard = (view: BoardView, config: GatewayConfig, warm: Readon
 </p>
 <table class="grid board">
 <caption>Hosts × lanes</caption>
-<thead><tr><th scope="col">host</th><th scope="col">state</th><th scope="col">breaker</th><th scope="col">slots (in use · reserved · shared free)</th><th scope="col">maintenance</th><th scope="col">resident</th><th scope="col">latency</th>${
+<thead><tr><th scope="col">host</th><th scope="col">state</th><th scope="col">breaker</th><th scope="col">slots</th><th scope="col">maintenance</th><th scope="col">resident</th><th scope="col">latency</th>${
     laneNames.map((l) => html`<th scope="col" class="lane-head">${l}</th>`)
   }</tr></thead>
 <tbody>${
@@ -149,7 +149,7 @@ export const renderBoard = (view: BoardView, config: GatewayConfig, warm: Readon
       html`<tr data-host="${name}" class="${h.maintenance.open ? "in-maint" : h.status}">
 <th scope="row">${name}${h.protected ? html` <span class="tag" title="protected: heavy models denied outside maintenance">prot</span>` : ""}</th>
 ${statusCell(h)}${breakerCell(h)}${slotBar(h)}${maintenanceCell(h)}${residentCell(h, now)}
-<td class="num">${h.lastLatencyMs === null ? "—" : `${h.lastLatencyMs} ms`}${h.version !== null ? html` <span class="dim">v${h.version}</span>` : ""}</td>
+<td class="num">${h.lastLatencyMs === null ? "—" : `${h.lastLatencyMs} ms`}${h.version !== null ? html`<span class="why">v${h.version}</span>` : ""}</td>
 ${laneNames.map((l) => laneCell(config, l, name, h, warm))}
 </tr>`
     )
