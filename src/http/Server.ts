@@ -25,6 +25,7 @@ import { makeProtocolHandler } from "./ProtocolAdapter.ts"
 import { responsesAdapters } from "./ResponsesRoutes.ts"
 import { messagesAdapters } from "./MessagesRoutes.ts"
 import { metricsRoutes } from "./MetricsRoute.ts"
+import { makeConsoleRoutes } from "../console/ConsoleRoutes.ts"
 
 const withDrain = <E, R>(app: Effect.Effect<HttpServerResponse.HttpServerResponse, E, R>) =>
   Effect.gen(function*() {
@@ -35,7 +36,7 @@ const withDrain = <E, R>(app: Effect.Effect<HttpServerResponse.HttpServerRespons
   })
 
 export const app = Effect.gen(function*() {
-  const router = yield* HttpRouter.toHttpApp(HttpRouter.concatAll(ollamaRoutes, budgetAdminRoutes, runRoutes, healthRoutes, maintenanceRoutes, shadowRoutes, asyncRunRoutes, openAiRoutes, metricsRoutes))
+  const router = yield* HttpRouter.toHttpApp(HttpRouter.concatAll(ollamaRoutes, budgetAdminRoutes, runRoutes, healthRoutes, maintenanceRoutes, shadowRoutes, asyncRunRoutes, openAiRoutes, metricsRoutes, yield* makeConsoleRoutes))
   return withDrain(router).pipe(
     Effect.catchTag("RouteNotFound", () =>
       Effect.flatMap(HttpServerRequest.HttpServerRequest, (request) =>

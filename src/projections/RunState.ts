@@ -335,7 +335,7 @@ interface Row {
 
 const numberOrNull = (v: string | null): number | null => (v === null ? null : Number(v))
 
-const fromRow = (r: Row): RunState => ({
+export const fromRow = (r: Row): RunState => ({
   ...r,
   status: r.status as RunStatus,
   costUsd: numberOrNull(r.costUsd),
