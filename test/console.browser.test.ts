@@ -6,7 +6,8 @@
  * Every request the pages make goes through a route that lets loopback through and fails the rest
  * (recorded, and asserted empty at the end); console errors — CSP violations included — fail the
  * suite; axe finds no serious or critical violation on any screen. Each screen is written to
- * docs/screenshots/<screen>-<dark|light>.png for review.
+ * <CONSOLE_SCREENSHOTS, default test-results/console-screenshots>/<screen>-<dark|light>.png for review
+ * (the reviewed set in docs/screenshots is written with CONSOLE_SCREENSHOTS=docs/screenshots).
  *
  * Timing: waits are for conditions, with generous limits for a loaded 2-core machine, except the
  * one the issue fixes (the board shows an opened breaker within 2 s).
@@ -21,7 +22,8 @@ import { newTraceId, startTestGateway, type TestGateway } from "./support/TestGa
 
 const chromiumPath = "/usr/bin/chromium"
 const launchArgs = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--no-first-run"]
-const screenshots = new URL("../docs/screenshots/", import.meta.url).pathname
+// Outside the tracked tree by default, so a test run leaves the checkout clean.
+const screenshots = `${new URL(`../${process.env.CONSOLE_SCREENSHOTS ?? "test-results/console-screenshots"}`, import.meta.url).pathname.replace(/\/$/, "")}/`
 const token = `console-admin-${randomUUID()}`
 const geminiKey = `console-gemini-${randomUUID()}`
 
