@@ -1,6 +1,10 @@
+import { defaultClientConditions, defaultServerConditions } from "vite"
 import { configDefaults, defineConfig } from "vitest/config"
 
 export default defineConfig({
+  // The package's own exports (`awooop-inference-gateway/client`) resolve to src/ in tests, to dist/ elsewhere.
+  resolve: { conditions: ["source", ...defaultClientConditions] },
+  ssr: { resolve: { conditions: ["source", ...defaultServerConditions] } },
   test: {
     include: ["test/**/*.test.ts"],
     // The fault matrix has its own command (`npm run test:faults`, vitest.faults.config.ts).

@@ -31,6 +31,7 @@ import {
   toOllamaEmbed,
   toOllamaGenerate
 } from "../domain/OpenAiApi.ts"
+import * as RequestLog from "../observability/RequestLog.ts"
 import * as Tracing from "../observability/Tracing.ts"
 import { Gateway } from "../routing/Gateway.ts"
 import { abandon, type LaneResult } from "../routing/Lane.ts"
@@ -330,6 +331,7 @@ const serve = (kind: Kind, path: string, req: IncomingMessage, res: ServerRespon
       const resolved = resolveCallerContext(headerBag(req), translated.body.model as string, gateway.laneRules)
       if (!("traceId" in resolved)) return yield* Effect.fail(resolved)
       caller = resolved
+      yield* RequestLog.note({ caller: resolved })
       span = yield* Tracing.startServerSpan("POST", path, resolved)
       const lane = gateway.lanes.get(resolved.lane)!
       // A mirrored request, or a lane in shadow mode: decided and journaled, never executed (issue 5).
@@ -348,6 +350,7 @@ const serve = (kind: Kind, path: string, req: IncomingMessage, res: ServerRespon
     if (outcome._tag === "Left") {
       if (!reachedLane) gateway.metrics.request(caller === null ? "none" : (caller as CallerContext).lane, "none", outcome.left._tag)
       span ??= yield* Tracing.startServerSpan("POST", path, caller)
+      yield* RequestLog.note({ error: outcome.left._tag })
       writeError(res, outcome.left, caller)
       return yield* Tracing.endServerSpan(span, outcome.left.status, outcome.left)
     }
@@ -390,7 +393,7 @@ export const makeOpenAiHandler = makeFastHandler((req, res, path) => {
   if (req.method !== "POST") return undefined
   const kind = routes[path]
   if (kind === undefined) return undefined
-  return { serve: serve(kind, path, req, res), refuse: (error) => writeError(res, error, null), internalError }
+  return { path, serve: serve(kind, path, req, res), refuse: (error) => writeError(res, error, null), internalError }
 })
 
 // ---------------------------------------------------------------------------------------------
