@@ -21,6 +21,7 @@ import { Agent, request } from "undici"
 import { layerFromUrl } from "../../src/storage/Database.ts"
 import { runMigrations } from "../../src/storage/Migrations.ts"
 import { fakeText } from "./FakeOllama.ts"
+import { testDatabaseName } from "./TestDatabase.ts"
 import { type PgProxy, startPgProxy } from "./PgProxy.ts"
 import type { TestDatabaseHandle } from "./TestGateway.ts"
 
@@ -51,7 +52,7 @@ const withDatabase = (url: string, database: string) => {
 
 /** A fresh, migrated database; the gateway's pool reaches it through a new PgProxy. */
 export const startProxiedDatabase = async (options: { readonly gatewayPool?: boolean } = {}): Promise<ProxiedDatabase> => {
-  const name = `awooop_f_${crypto.randomUUID().replaceAll("-", "").slice(0, 16)}`
+  const name = testDatabaseName("f")
   const admin = new pg.Client({ connectionString: adminUrl })
   await admin.connect()
   await admin.query(`CREATE DATABASE ${name}`)
