@@ -47,4 +47,9 @@ const onSignal = (signal: NodeJS.Signals) => {
 process.on("SIGINT", onSignal)
 process.on("SIGTERM", onSignal)
 
-Logging.withLoggingFromEnv(Layer.launch(MainLive)).pipe(NodeRuntime.runMain({ disablePrettyLogger: true, disableErrorReporting: true }))
+const service = Layer.launch(MainLive).pipe(
+  // After every finalizer: the drain, the listener's close, the journal's flush.
+  Effect.onInterrupt(() => Effect.logInfo("stopped: requests drained, journal flushed").pipe(Effect.annotateLogs({ event: "Stopped" })))
+)
+
+Logging.withLoggingFromEnv(service).pipe(NodeRuntime.runMain({ disablePrettyLogger: true, disableErrorReporting: true }))

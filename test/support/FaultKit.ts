@@ -424,13 +424,22 @@ export interface Child {
   readonly output: () => string
 }
 
+export interface SpawnOptions {
+  /** The command and its arguments (default `node --import tsx src/main.ts`). */
+  readonly command?: readonly [string, ...Array<string>]
+  /** Its own process group (its pid is the group id), as a terminal's foreground job is. */
+  readonly detached?: boolean
+}
+
 /** `node --import tsx src/main.ts` with PORT=0; resolves once it logs "Listening on http://…". */
-export const spawnGateway = (env: Record<string, string>, startTimeoutMs = 60_000): Promise<Child> =>
+export const spawnGateway = (env: Record<string, string>, startTimeoutMs = 60_000, options: SpawnOptions = {}): Promise<Child> =>
   new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ["--import", "tsx", "src/main.ts"], {
+    const [command, ...args] = options.command ?? [process.execPath, "--import", "tsx", "src/main.ts"]
+    const child = spawn(command, args, {
       cwd: root,
       env: { ...process.env, PORT: "0", HOST: "127.0.0.1", ...env },
-      stdio: ["ignore", "pipe", "pipe"]
+      stdio: ["ignore", "pipe", "pipe"],
+      detached: options.detached ?? false
     })
     let out = ""
     let url: string | null = null
