@@ -15,7 +15,7 @@ import * as path from "node:path"
 import { fileURLToPath } from "node:url"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { type FakeOllama, fakeText, startFakeOllama } from "./support/FakeOllama.ts"
-import { type Child, exited, type ProxiedDatabase, spawnGateway, startProxiedDatabase, waitFor } from "./support/FaultKit.ts"
+import { type Child, closedPortUrl, exited, type ProxiedDatabase, spawnGateway, startProxiedDatabase, waitFor } from "./support/FaultKit.ts"
 import { newTraceId } from "./support/TestGateway.ts"
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..")
@@ -28,16 +28,6 @@ let fake: FakeOllama
 let dir: string
 let deadUrl: string
 const children: Array<Child> = []
-
-const closedPortUrl = async () => {
-  const net = await import("node:net")
-  return new Promise<string>((resolve) => {
-    const s = net.createServer().listen(0, "127.0.0.1", () => {
-      const port = (s.address() as { port: number }).port
-      s.close(() => resolve(`http://127.0.0.1:${port}`))
-    })
-  })
-}
 
 const writeConfig = (name: string, drainTimeout: string): string => {
   const file = path.join(dir, `${name}.yaml`)

@@ -33,7 +33,8 @@ export const flatJsonLogger = Logger.make<unknown, string>(({ annotations, cause
     level: logLevel.label.toLowerCase(),
     msg: messages.map(text).join(" ")
   }
-  for (const [key, value] of HashMap.toEntries(annotations)) {
+  // Sorted: the same fields in the same order on every line (annotations carry no order of their own).
+  for (const [key, value] of HashMap.toEntries(annotations).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))) {
     if (!(key in line)) line[key] = value
   }
   if (!Cause.isEmpty(cause)) line.cause = Cause.pretty(cause, { renderErrorCause: true })

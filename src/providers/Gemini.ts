@@ -15,7 +15,7 @@ import { Headers, HttpClient, HttpClientRequest, type HttpClientResponse } from 
 import type { HttpClientError } from "@effect/platform"
 import { Effect, Option, Redacted, Stream } from "effect"
 import type { ProviderConfig } from "../config/GatewayConfig.ts"
-import { errorCode, isRefusedCode, kindOfStatus, type PaidProvider, ProviderFailure, scrubber } from "./PaidProvider.ts"
+import { errorCode, isRefusedCode, kindOfStatus, paidProvider, ProviderFailure, scrubber } from "./PaidProvider.ts"
 import { type DoneReason, imageMimeType, type PaidRequest, type PaidUsage, type ProviderAnswer, type ProviderEvent } from "./Translate.ts"
 
 export const defaultBaseUrl = "https://generativelanguage.googleapis.com"
@@ -236,14 +236,5 @@ export const make = (name: string, config: ProviderConfig, apiKey: Option.Option
             )))
       })
 
-    return {
-      name,
-      kind: "gemini",
-      model: config.model,
-      timeoutMs: config.timeout,
-      maxOutputTokens: config.maxOutputTokens,
-      configured: Option.isSome(apiKey),
-      generate,
-      stream
-    } satisfies PaidProvider
+    return paidProvider(name, "gemini", config, Option.isSome(apiKey), { generate, stream })
   })
