@@ -31,11 +31,11 @@ export interface RunFacts {
 }
 
 /**
- * The name of the authenticated caller, once the caller context carries one (caller auth, issue 12,
- * adds it to CallerContext); null until then and for anonymous callers.
+ * The authenticated caller's name: CallerContext's `caller` (caller auth, issue 12, adds it:
+ * "anonymous" for a keyless caller, never the key); null while the context has none (open mode).
  */
 export const callerNameOf = (caller: CallerContext | null): string | null => {
-  const name = (caller as { readonly callerName?: unknown } | null)?.callerName
+  const name = (caller as { readonly caller?: unknown } | null)?.caller
   return typeof name === "string" ? name : null
 }
 
