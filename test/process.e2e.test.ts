@@ -333,7 +333,9 @@ describe("the compiled audit CLI and the embedded store", () => {
     const gw = await spawnGateway({ ...env(writeConfig("embedded", "2s")), DATABASE_URL: "", AWOOOP_DATA_DIR: dataDir }, 120_000, { command: node })
     children.push(gw)
     const refused = await cli(dataDir)
-    expect(refused.code).not.toBe(0)
+    expect(refused.code).toBe(70)
+    // One line that says what to do, not a stack trace.
+    expect(refused.stderr.trim()).toMatch(/^journal: the embedded store \S+ is in use by process \d+ [^\n]*$/)
     expect(refused.stderr).toContain(`in use by process ${gw.process.pid}`)
     expect(refused.stderr).toContain("DATABASE_URL")
     // SIGKILL leaves the lock file behind; its pid is gone, so the CLI takes the store over.

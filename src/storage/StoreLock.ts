@@ -6,7 +6,7 @@
  * is alive. A lock left by a process that died (SIGKILL, a crash) is taken over.
  */
 import * as SqlError from "@effect/sql/SqlError"
-import { Effect } from "effect"
+import { Data, Effect } from "effect"
 import * as fs from "node:fs"
 import * as Path from "node:path"
 
@@ -39,6 +39,9 @@ const readHolder = (file: string): Holder | null => {
 
 const lockError = (message: string, cause?: unknown) => new SqlError.SqlError({ message, cause })
 
+/** Another live process holds the store (the cause of the SqlError the storage layer fails with). */
+export class StoreInUse extends Data.TaggedError("StoreInUse")<{ readonly pid: number; readonly message: string }> {}
+
 /** Takes the store's lock for this process's lifetime in the scope; fails if a live process holds it. */
 export const acquire = (dataDir: string) =>
   Effect.acquireRelease(
@@ -54,11 +57,10 @@ export const acquire = (dataDir: string) =>
         }
         const holder = readHolder(file)
         if (holder !== null && holder.pid !== process.pid && alive(holder.pid)) {
-          return Effect.fail(lockError(
-            `the embedded store ${dataDir} is in use by process ${holder.pid} (${holder.command}, since ${holder.since}); ` +
-              `PGlite serves one process at a time: stop that process first (the gateway: SIGTERM), ` +
-              `or run both on a PostgreSQL server (DATABASE_URL)`
-          ))
+          const message = `the embedded store ${dataDir} is in use by process ${holder.pid} (${holder.command}, since ${holder.since}); ` +
+            `PGlite serves one process at a time: stop that process first (the gateway: SIGTERM), ` +
+            `or run both on a PostgreSQL server (DATABASE_URL)`
+          return Effect.fail(lockError(message, new StoreInUse({ pid: holder.pid, message })))
         }
         // Left by a process that is gone (or unreadable): take it over.
         fs.rmSync(file, { force: true })
