@@ -267,7 +267,10 @@ export const makeFastHandler = (match: (req: IncomingMessage, res: ServerRespons
         yield* Ref.update(drain.inFlight, (n) => n + 1)
         yield* route.serve.pipe(Effect.ensuring(Ref.update(drain.inFlight, (n) => n - 1)))
       })
-      const fiber = runFork(RequestLog.logged(req.method ?? "POST", route.path, () => res.statusCode, program))
+      // The status the caller got; nothing sent yet: 499 (it went away, or the drain cut it) or the 500 written below.
+      const status = (how: "done" | "failed" | "interrupted") =>
+        res.headersSent || how === "done" ? res.statusCode : how === "interrupted" ? 499 : 500
+      const fiber = runFork(RequestLog.logged(req.method ?? "POST", route.path, status, program))
       drain.track(fiber)
       fiber.addObserver((exit) => {
         if (Exit.isFailure(exit) && !Exit.isInterrupted(exit)) {
