@@ -125,7 +125,8 @@ export const make = (name: string, config: ProviderConfig, apiKey: Option.Option
     const http = yield* HttpClient.HttpClient
     const scrub = scrubber(Option.match(apiKey, { onNone: () => null, onSome: Redacted.value }))
     const base = (config.baseUrl ?? defaultBaseUrl).replace(/\/+$/, "")
-    const model = encodeURIComponent(config.model)
+    // Google names models both ways ("gemini-2.5-flash", "models/gemini-2.5-flash").
+    const model = encodeURIComponent(config.model.replace(/^models\//, ""))
     const urls = {
       generate: `${base}/v1beta/models/${model}:generateContent`,
       stream: `${base}/v1beta/models/${model}:streamGenerateContent?alt=sse`
