@@ -9,15 +9,41 @@ import { HttpRouter } from "@effect/platform"
 import { Clock, Effect } from "effect"
 import { Journal } from "../journal/Journal.ts"
 import { Gateway } from "../routing/Gateway.ts"
-import { type HostFacts, laneSafety, type ProviderFacts } from "../routing/Health.ts"
+import { type HostFacts, type LaneSafety, laneSafety, type ProviderFacts } from "../routing/Health.ts"
 import { jsonResponse } from "./ErrorResponse.ts"
 
 const iso = (ms: number | null) => (ms === null ? null : new Date(ms).toISOString())
 
+/** One host as the health view (and the console's board) shows it. */
+export interface HostHealthView {
+  readonly status: "up" | "down" | "unknown"
+  readonly protected: boolean
+  readonly lastCheckedAt: string | null
+  readonly lastLatencyMs: number | null
+  readonly lastError: string | null
+  readonly version: string | null
+  readonly breaker: {
+    readonly status: "closed" | "open" | "half-open"
+    readonly consecutiveTimeouts: number
+    readonly openedAt: string | null
+    readonly reopensAt: string | null
+    readonly probeInFlight: boolean
+  }
+  readonly slots: {
+    readonly total: number
+    readonly inUse: number
+    readonly shared: { readonly total: number; readonly inUse: number }
+    readonly reserved: Readonly<Record<string, { readonly total: number; readonly inUse: number }>>
+  }
+  readonly resident: ReadonlyArray<{ readonly name: string; readonly expiresAt: string | null; readonly sizeVram: number | null }> | null
+  readonly installed: ReadonlyArray<{ readonly name: string; readonly parameterSize: string | null }> | null
+  readonly maintenance: { readonly open: boolean; readonly reason: string | null; readonly until: string | null }
+}
+
 export const healthView = Effect.gen(function*() {
   const gateway = yield* Gateway
   const now = yield* Clock.currentTimeMillis
-  const hosts: Record<string, unknown> = {}
+  const hosts: Record<string, HostHealthView> = {}
   const facts: Record<string, HostFacts> = {}
   for (const host of gateway.hosts.values()) {
     const h = yield* host.health
@@ -55,7 +81,7 @@ export const healthView = Effect.gen(function*() {
     const env = gateway.config.providers[name]?.apiKeyEnv ?? "its API key variable"
     providers[name] = { kind: p.kind, model: p.model, available: p.configured, reason: p.configured ? null : `${env} is not set` }
   }
-  const lanes: Record<string, unknown> = {}
+  const lanes: Record<string, Omit<LaneSafety, "lane">> = {}
   const summary: Array<string> = []
   for (const [name, p] of Object.entries(providers)) if (!p.available) summary.push(`paid provider ${name}: unavailable — ${p.reason}`)
   for (const lane of gateway.lanes.values()) {

@@ -33,6 +33,8 @@ export interface RunState {
   readonly lane: string | null
   readonly status: RunStatus
   readonly operation: string | null
+  /** The wire protocol the caller spoke (ollama, openai-chat, openai-responses, anthropic-messages, …). */
+  readonly protocol: string | null
   readonly stream: boolean | null
   readonly intent: string | null
   readonly requestedModel: string | null
@@ -79,6 +81,7 @@ export const initial = (event: ProjectionEvent): RunState => ({
   lane: event.lane,
   status: "running",
   operation: null,
+  protocol: null,
   stream: null,
   intent: null,
   requestedModel: null,
@@ -156,6 +159,7 @@ const step = (s: RunState, event: ProjectionEvent): Patch => {
       return {
         runId: str(d.runId) ?? s.runId,
         operation: str(d.operation),
+        protocol: str(d.protocol),
         stream: bool(d.stream),
         intent: str(d.intent),
         requestedModel: str(d.requestedModel),
@@ -298,6 +302,7 @@ interface Row {
   readonly lane: string | null
   readonly status: string
   readonly operation: string | null
+  readonly protocol: string | null
   readonly stream: boolean | null
   readonly intent: string | null
   readonly requestedModel: string | null
@@ -330,7 +335,7 @@ interface Row {
 
 const numberOrNull = (v: string | null): number | null => (v === null ? null : Number(v))
 
-const fromRow = (r: Row): RunState => ({
+export const fromRow = (r: Row): RunState => ({
   ...r,
   status: r.status as RunStatus,
   costUsd: numberOrNull(r.costUsd),
@@ -343,7 +348,7 @@ const ms = toMillis
 /** The SELECT list that reads a row back into a RunState (numbers exactly as stored). */
 export const selectList = [
   `stream_id AS "streamId"`, `run_id AS "runId"`, `trace_id AS "traceId"`, `project_id AS "projectId"`, `lane`, `status`,
-  `operation`, `stream`, `intent`, `requested_model AS "requestedModel"`, `assigned_model AS "assignedModel"`, `model`,
+  `operation`, `protocol`, `stream`, `intent`, `requested_model AS "requestedModel"`, `assigned_model AS "assignedModel"`, `model`,
   `attempts`, `endpoint`, `provider_tier AS "providerTier"`, `provider`, `input_tokens::float8 AS "inputTokens"`,
   `output_tokens::float8 AS "outputTokens"`, `cost_usd::text AS "costUsd"`, `completed_cost_usd::text AS "completedCostUsd"`,
   `settled_cost_usd::text AS "settledCostUsd"`, `settlements`, `unknown_settlements AS "unknownSettlements"`, `fallback_reason AS "fallbackReason"`,
@@ -376,6 +381,7 @@ const columns: ReadonlyArray<Column<RunState>> = [
   { name: "lane", type: "text", value: (r) => r.lane },
   { name: "status", type: "text", value: (r) => r.status },
   { name: "operation", type: "text", value: (r) => r.operation },
+  { name: "protocol", type: "text", value: (r) => r.protocol },
   { name: "stream", type: "boolean", value: (r) => r.stream },
   { name: "intent", type: "text", value: (r) => r.intent },
   { name: "requested_model", type: "text", value: (r) => r.requestedModel },
