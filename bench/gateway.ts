@@ -3,8 +3,9 @@
  * gateway (journal on, real Postgres), non-streaming generate at concurrency 1 and 32, and streaming
  * time to first chunk. Afterwards the journal must hold exactly the rows the requests should have written.
  */
-import { type ChildProcess, spawn } from "node:child_process"
+import { type ChildProcess, spawn, spawnSync } from "node:child_process"
 import * as fs from "node:fs"
+import * as net from "node:net"
 import * as os from "node:os"
 import * as path from "node:path"
 import { Agent, request } from "undici"
@@ -13,9 +14,10 @@ import pg from "pg"
 const root = path.resolve(path.dirname(new URL(import.meta.url).pathname), "..")
 const adminUrl = process.env.BENCH_DATABASE_URL ?? "postgres://postgres@127.0.0.1:5432/postgres"
 
-const startProcess = (args: Array<string>, env: Record<string, string>, ready: RegExp): Promise<{ child: ChildProcess; match: RegExpMatchArray }> =>
+/** A node process (TypeScript through tsx unless `nodeArgs` are given), resolved once its output matches `ready`. */
+const startProcess = (args: Array<string>, env: Record<string, string>, ready: RegExp, nodeArgs: Array<string> = ["--import", "tsx"]): Promise<{ child: ChildProcess; match: RegExpMatchArray }> =>
   new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ["--import", "tsx", ...args], { cwd: root, env: { ...process.env, ...env }, stdio: ["ignore", "pipe", "pipe"] })
+    const child = spawn(process.execPath, [...nodeArgs, ...args], { cwd: root, env: { ...process.env, ...env }, stdio: ["ignore", "pipe", "pipe"] })
     let out = ""
     const onData = (d: Buffer) => {
       out += d.toString()
@@ -36,6 +38,14 @@ const stop = (child: ChildProcess) =>
     child.removeAllListeners("exit")
     child.on("exit", () => resolve())
     child.kill("SIGTERM")
+  })
+
+const freePort = () =>
+  new Promise<number>((resolve) => {
+    const s = net.createServer().listen(0, "127.0.0.1", () => {
+      const port = (s.address() as net.AddressInfo).port
+      s.close(() => resolve(port))
+    })
   })
 
 const percentile = (sorted: Array<number>, p: number) => sorted[Math.min(sorted.length - 1, Math.floor(p * sorted.length))]!
@@ -90,13 +100,34 @@ const measured = async <A>(requests: number, pids: { fake?: number; proxy?: numb
 const agent = new Agent({ connections: 64, pipelining: 1, keepAliveTimeout: 30_000 })
 const headers = { "content-type": "application/json", "x-awooop-lane": "alert-fast", "x-awooop-project-id": "bench" }
 
-const generate = async (base: string, stream: boolean): Promise<{ ms: number; ttfcMs: number }> => {
+/** What one request of a scenario sends. */
+interface Target {
+  readonly path: string
+  readonly headers: Readonly<Record<string, string>>
+  readonly body: (stream: boolean) => string
+}
+
+const ollamaGenerate: Target = {
+  path: "/api/generate",
+  headers,
+  body: (stream) => JSON.stringify({ model: "gemma3:4b", prompt: "why is the alert firing?", stream })
+}
+
+const chatBody = JSON.stringify({ model: "gemma3:4b", messages: [{ role: "user", content: "why is the alert firing?" }] })
+/** The OpenAI route, non-streaming: what each path is asked (Portkey also needs its provider headers). */
+const openAiChat = (extra: Readonly<Record<string, string>> = {}): Target => ({
+  path: "/v1/chat/completions",
+  headers: { ...headers, ...extra },
+  body: () => chatBody
+})
+
+const generate = async (base: string, stream: boolean, target: Target): Promise<{ ms: number; ttfcMs: number }> => {
   const t0 = performance.now()
-  const res = await request(`${base}/api/generate`, {
+  const res = await request(`${base}${target.path}`, {
     method: "POST",
     dispatcher: agent,
-    headers,
-    body: JSON.stringify({ model: "gemma3:4b", prompt: "why is the alert firing?", stream })
+    headers: target.headers,
+    body: target.body(stream)
   })
   let ttfc = -1
   for await (const chunk of res.body) {
@@ -107,7 +138,7 @@ const generate = async (base: string, stream: boolean): Promise<{ ms: number; tt
   return { ms: performance.now() - t0, ttfcMs: ttfc }
 }
 
-const run = async (base: string, total: number, concurrency: number, stream: boolean) => {
+const run = async (base: string, total: number, concurrency: number, stream: boolean, target: Target = ollamaGenerate) => {
   const latencies: Array<number> = []
   const ttfcs: Array<number> = []
   let next = 0
@@ -115,7 +146,7 @@ const run = async (base: string, total: number, concurrency: number, stream: boo
   await Promise.all(Array.from({ length: concurrency }, async () => {
     while (next < total) {
       next++
-      const r = await generate(base, stream)
+      const r = await generate(base, stream, target)
       latencies.push(r.ms)
       ttfcs.push(r.ttfcMs)
     }
@@ -166,13 +197,32 @@ lanes:
     queue: { capacity: 1024 }
 server: { pollInterval: "60s" }
 `)
-  const gateway = await startProcess(["src/main.ts"], { DATABASE_URL: dbUrl, AWOOOP_CONFIG: configFile, PORT: "0" }, /Listening on (http:\/\/[0-9.:]+)/)
+  // The production process: the compiled gateway (npm start's `node dist/main.js`), built first if stale.
+  const build = spawnSync(process.execPath, ["scripts/build.mjs"], { cwd: root, stdio: "inherit" })
+  if (build.status !== 0) throw new Error("npm run build failed")
+  const gateway = await startProcess(["dist/main.js"], { DATABASE_URL: dbUrl, AWOOOP_CONFIG: configFile, PORT: "0" }, /Listening on (http:\/\/[0-9.:]+)/, ["--enable-source-maps"])
   const gatewayUrl = gateway.match[1]!
   const bare = await startProcess(["bench/bare-proxy.ts", fakeUrl], {}, /READY (\d+)/)
   const bareUrl = `http://127.0.0.1:${bare.match[1]}`
+  // Portkey's OSS gateway (@portkey-ai/gateway, a devDependency) as its README runs it (`npx
+  // @portkey-ai/gateway`: build/start-server.js, Hono on @hono/node-server), headless and with
+  // NODE_ENV=production (no console UI, no log stream), bound to loopback, reaching the fake through its
+  // `ollama` provider and `x-portkey-custom-host` (loopback hosts are trusted by default). Its `ollama`
+  // provider calls the host's OpenAI-compatible /v1/chat/completions.
+  const portkeyPort = await freePort()
+  const portkey = await startProcess(
+    [path.join(root, "node_modules/@portkey-ai/gateway/build/start-server.js"), `--port=${portkeyPort}`, "--headless"],
+    { NODE_ENV: "production" },
+    /Ready for connections/,
+    ["--import", path.join(root, "bench/portkey-loopback.mjs")]
+  )
+  const portkeyUrl = `http://127.0.0.1:${portkeyPort}`
+  const viaPortkey = openAiChat({ "x-portkey-provider": "ollama", "x-portkey-custom-host": fakeUrl })
   type Run = Awaited<ReturnType<typeof run>>
   const results: Array<{ name: string; direct: Run; bare: Run; gateway: Run; cpu: { direct: CpuShare; bare: CpuShare; gateway: CpuShare } }> = []
   let sent = 0
+  interface OpenAiResult { name: string; paths: Record<string, { run: Run; cpu: CpuShare }> }
+  const openAiResults: Array<OpenAiResult> = []
   // Single runs on a shared 2-core VM vary by ±10%: each scenario runs BENCH_RUNS times (default 3)
   // and every figure reported is the median of its runs.
   const repeats = Math.max(1, Number(process.env.BENCH_RUNS ?? 3))
@@ -193,7 +243,33 @@ server: { pollInterval: "60s" }
   await scenario("generate, non-streaming, concurrency 1", 2000, 1, false)
   await scenario("generate, non-streaming, concurrency 32", 10000, 32, false)
   await scenario("generate, streaming (8 chunks), concurrency 1", 2000, 1, true)
+  // /v1/chat/completions on all four paths: direct (the host's own OpenAI-compatible route), the bare
+  // proxy, Portkey, and the gateway (which turns it into the lane's /api/chat and the answer back).
+  const openAi = async (name: string, total: number, concurrency: number) => {
+    const paths: Array<[string, string, Target, number | undefined]> = [
+      ["direct", fakeUrl, openAiChat(), undefined],
+      ["bare proxy", bareUrl, openAiChat(), bare.child.pid],
+      ["Portkey", portkeyUrl, viaPortkey, portkey.child.pid],
+      ["gateway", gatewayUrl, openAiChat(), gateway.child.pid]
+    ]
+    for (const [, url, target] of paths) await run(url, Math.min(500, total), concurrency, false, target)
+    sent += Math.min(500, total)
+    const samples: Array<OpenAiResult> = []
+    for (let i = 0; i < repeats; i++) {
+      const sample: OpenAiResult = { name, paths: {} }
+      for (const [label, url, target, pid] of paths) {
+        const [r, cpu] = await measured(total, { fake: fake.child.pid, proxy: pid }, () => run(url, total, concurrency, false, target))
+        sample.paths[label] = { run: r, cpu }
+      }
+      sent += total
+      samples.push(sample)
+    }
+    openAiResults.push(medianOf(samples))
+  }
+  await openAi("/v1/chat/completions, non-streaming, concurrency 10", 5000, 10)
+  await openAi("/v1/chat/completions, non-streaming, concurrency 32", 5000, 32)
   await stop(bare.child)
+  await stop(portkey.child)
   await stop(gateway.child) // SIGTERM: drains and flushes the journal
   await stop(fake.child)
   const db = new pg.Client({ connectionString: dbUrl })
@@ -229,6 +305,21 @@ server: { pollInterval: "60s" }
     for (const [path, c] of [["direct", r.cpu.direct], ["bare proxy", r.cpu.bare], ["gateway", r.cpu.gateway]] as const) {
       lines.push(`| ${r.name} | ${path} | ${u(c.loadGenerator)} | ${u(c.fake)} | ${u(c.proxy)} | ${u(c.postgres)} | ${u(c.loadGenerator + c.fake + c.proxy + c.postgres)} |`)
     }
+  }
+  lines.push(
+    "",
+    "`/v1/chat/completions` (non-streaming) on the same fake host: directly (the host's OpenAI-compatible route), through the bare proxy, through Portkey's OSS gateway (`ollama` provider, `x-portkey-custom-host`) and through the gateway (journal on):",
+    "",
+    "| scenario | path | req/s | of direct | p50 ms | p99 ms | proxy / gateway CPU µs/req | Postgres CPU µs/req |",
+    "|---|---|---|---|---|---|---|---|"
+  )
+  for (const r of openAiResults) {
+    const direct = r.paths.direct!.run
+    for (const [label, { run: x, cpu }] of Object.entries(r.paths)) {
+      lines.push(`| ${r.name} | ${label} | ${x.rps.toFixed(0)} | ${pct(x.rps, direct.rps)} | ${f(x.p50)} | ${f(x.p99)} | ${u(cpu.proxy)} | ${u(cpu.postgres)} |`)
+    }
+    const g = r.paths.gateway!.run.rps
+    lines.push(`| ${r.name} | gateway ÷ Portkey | ${(g / r.paths.Portkey!.run.rps).toFixed(2)}× | | | | gateway ÷ bare proxy CPU: ${(r.paths.gateway!.cpu.proxy / r.paths["bare proxy"]!.cpu.proxy).toFixed(1)}× | |`)
   }
   lines.push("", `Journal audit: ${sent} requests through the gateway → expected ${sent * 5} run events (5 each), found ${rows}; RunCompleted ${runs}/${sent}. ${rows === sent * 5 && runs === sent ? "OK: none lost." : "MISMATCH"}`)
   return lines.join("\n")

@@ -1,9 +1,10 @@
 /** Launches the gateway: config → storage (migrated) → journal → actors → HTTP. */
 import { NodeRuntime } from "@effect/platform-node"
-import { Layer } from "effect"
+import { Effect, Layer } from "effect"
 import { GatewayConfigTag } from "./config/GatewayConfig.ts"
 import { Drain, HttpLive } from "./http/Server.ts"
 import { Journal, JournalConfigFromEnv } from "./journal/Journal.ts"
+import * as Logging from "./observability/Logging.ts"
 import * as Tracing from "./observability/Tracing.ts"
 import { Projector, ProjectorConfigFromEnv } from "./projections/Projector.ts"
 import { ReadModel } from "./projections/ReadModel.ts"
@@ -29,4 +30,26 @@ export const MainLive = HttpLive.pipe(
   Layer.provide(Tracing.layerFromEnv)
 )
 
-Layer.launch(MainLive).pipe(NodeRuntime.runMain)
+// runMain interrupts the service on the first SIGINT/SIGTERM (the layers' finalizers drain the HTTP
+// server, then flush the journal; the process exits when they are done) and then stops listening.
+// A second signal would then kill the process mid-drain with Node's default action — and one always
+// comes: Ctrl-C reaches every process of the terminal's group, and `npm start` forwards its own copy.
+// So keep a listener: later signals are logged and change nothing (drainTimeout bounds the stop;
+// SIGKILL forces it).
+let stopping = false
+const onSignal = (signal: NodeJS.Signals) => {
+  const message = stopping
+    ? `${signal} again: already stopping (in-flight requests drain, then the journal is flushed; SIGKILL forces)`
+    : `${signal}: stopping — new requests get 503, in-flight ones drain, then the journal is flushed`
+  stopping = true
+  Effect.runFork(Logging.withLoggingFromEnv(Effect.logInfo(message).pipe(Effect.annotateLogs({ event: "Stopping", signal }))))
+}
+process.on("SIGINT", onSignal)
+process.on("SIGTERM", onSignal)
+
+const service = Layer.launch(MainLive).pipe(
+  // After every finalizer: the drain, the listener's close, the journal's flush.
+  Effect.onInterrupt(() => Effect.logInfo("stopped: requests drained, journal flushed").pipe(Effect.annotateLogs({ event: "Stopped" })))
+)
+
+Logging.withLoggingFromEnv(service).pipe(NodeRuntime.runMain({ disablePrettyLogger: true, disableErrorReporting: true }))

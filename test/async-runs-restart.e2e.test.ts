@@ -5,7 +5,6 @@
  * finishes exactly once. A third start (after a graceful stop) runs nothing again.
  */
 import { type ChildProcess, spawn } from "node:child_process"
-import { randomUUID } from "node:crypto"
 import { mkdtemp, rm, writeFile } from "node:fs/promises"
 import { createServer } from "node:net"
 import { tmpdir } from "node:os"
@@ -14,11 +13,11 @@ import { fileURLToPath } from "node:url"
 import pg from "pg"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { type FakeOllama, startFakeOllama } from "./support/FakeOllama.ts"
-import { defaultTestDatabaseUrl } from "./support/TestDatabase.ts"
+import { defaultTestDatabaseUrl, testDatabaseName } from "./support/TestDatabase.ts"
 
 const root = fileURLToPath(new URL("..", import.meta.url))
 const adminUrl = process.env.TEST_DATABASE_URL ?? defaultTestDatabaseUrl
-const dbName = `awooop_t_${randomUUID().replaceAll("-", "").slice(0, 16)}`
+const dbName = testDatabaseName("t")
 const dbUrl = (() => {
   const u = new URL(adminUrl)
   u.pathname = `/${dbName}`

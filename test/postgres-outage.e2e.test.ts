@@ -20,6 +20,7 @@ import {
   auditOutcomes,
   type Call,
   type Child,
+  closedPortUrl,
   countEvents,
   drive,
   exited,
@@ -47,16 +48,6 @@ const ollamaCalls: ReadonlyArray<Call> = [
   { lane: "embedding", model: "bge-m3", operation: "embed", stream: false }
 ]
 const paidCall: Call = { lane: "alert-paid", model: "gemma3:4b", operation: "generate", stream: false }
-
-const closedPortUrl = async () => {
-  const net = await import("node:net")
-  return new Promise<string>((resolve) => {
-    const s = net.createServer().listen(0, "127.0.0.1", () => {
-      const port = (s.address() as { port: number }).port
-      s.close(() => resolve(`http://127.0.0.1:${port}`))
-    })
-  })
-}
 
 const expectAllAnswered = (outcomes: ReadonlyArray<Outcome>) => {
   const bad = outcomes.filter((o) => o.kind !== "answer")

@@ -94,6 +94,29 @@ describe("lane safety, in words", () => {
     expect(laneSafety("paid-emergency", paid, null, {}, { hardKillTripped: null }).summary).toContain("unreachable (fail closed)")
   })
 
+  it("a paid provider without its key is unavailable: a paid lane with none left is unsafe, with one left it is safe and says which is missing", () => {
+    const paidLane = lane({ paid: ["gemini", "claude"] })
+    const gone = { available: false, reason: "GEMINI_API_KEY is not set" }
+    const none = laneSafety("paid-emergency", paidLane, null, {}, {
+      hardKillTripped: false,
+      providers: { gemini: gone, claude: { available: false, reason: "ANTHROPIC_API_KEY is not set" } }
+    })
+    expect(none.safe).toBe(false)
+    expect(none.summary).toBe("paid-emergency: unsafe — no paid provider available: gemini unavailable (GEMINI_API_KEY is not set), claude unavailable (ANTHROPIC_API_KEY is not set)")
+    const one = laneSafety("paid-emergency", paidLane, null, {}, { hardKillTripped: false, providers: { gemini: gone, claude: { available: true, reason: null } } })
+    expect(one.safe).toBe(true)
+    expect(one.summary).toBe("paid-emergency: safe — paid providers claude behind the budget (hard kill not tripped); gemini unavailable (GEMINI_API_KEY is not set)")
+    // A lane whose paid fallback has no key left says so, and is judged by its Ollama route as before.
+    const withFallback = lane({ model: "gemma3:4b", route: [{ host: "gcp-a", timeout: "45s" }], paidFallback: ["gemini"] })
+    const downRoute = laneSafety("alert-fast", withFallback, decide("gemma3:4b", [step("gcp-a")], { "gcp-a": view({ health: "down" }) }), { "gcp-a": down }, {
+      hardKillTripped: false,
+      providers: { gemini: gone }
+    })
+    expect(downRoute.safe).toBe(false)
+    expect(downRoute.reasons).toContain("paid fallback gemini unavailable (GEMINI_API_KEY is not set)")
+    expect(downRoute.summary).not.toContain("would be asked")
+  })
+
   it("lists read like English", () => {
     expect(listWords(["a"])).toBe("a")
     expect(listWords(["a", "b"])).toBe("a and b")

@@ -13,6 +13,7 @@ import * as path from "node:path"
 import pg from "pg"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { type FakeOllama, startFakeOllama } from "./support/FakeOllama.ts"
+import { testDatabaseName } from "./support/TestDatabase.ts"
 import { newTraceId } from "./support/TestGateway.ts"
 
 const root = path.resolve(path.dirname(new URL(import.meta.url).pathname), "..")
@@ -79,7 +80,7 @@ let configFile: string
 
 beforeAll(async () => {
   fake = await startFakeOllama({ name: "gcp-a" })
-  dbName = `awooop_t_otlp_${Date.now()}`
+  dbName = testDatabaseName("otlp")
   const admin = new pg.Client({ connectionString: adminUrl })
   await admin.connect()
   await admin.query(`CREATE DATABASE ${dbName}`)

@@ -2,13 +2,14 @@
  * GET /awooop/health — the stage-1 health and residency view: per host what the poller last saw
  * (up/down, latency, version, resident and installed models), its breaker, its slots (in use, shared
  * and reserved per lane) and its maintenance window; per lane whether it is safe and why
- * (routing/Health.ts), plus the lane's mode (active | shadow) and whether it is async.
+ * (routing/Health.ts), plus the lane's mode (active | shadow) and whether it is async; per paid provider
+ * whether it is available (its API key's variable set).
  */
 import { HttpRouter } from "@effect/platform"
 import { Clock, Effect } from "effect"
 import { Journal } from "../journal/Journal.ts"
 import { Gateway } from "../routing/Gateway.ts"
-import { type HostFacts, type LaneSafety, laneSafety } from "../routing/Health.ts"
+import { type HostFacts, type LaneSafety, laneSafety, type ProviderFacts } from "../routing/Health.ts"
 import { jsonResponse } from "./ErrorResponse.ts"
 
 const iso = (ms: number | null) => (ms === null ? null : new Date(ms).toISOString())
@@ -74,11 +75,18 @@ export const healthView = Effect.gen(function*() {
       Effect.orElseSucceed(() => null)
     )
     : null
+  // A paid provider without its key cannot serve anything: unavailable, and said so.
+  const providers: Record<string, ProviderFacts & { readonly kind: string; readonly model: string }> = {}
+  for (const [name, p] of gateway.paid.providers) {
+    const env = gateway.config.providers[name]?.apiKeyEnv ?? "its API key variable"
+    providers[name] = { kind: p.kind, model: p.model, available: p.configured, reason: p.configured ? null : `${env} is not set` }
+  }
   const lanes: Record<string, Omit<LaneSafety, "lane">> = {}
   const summary: Array<string> = []
+  for (const [name, p] of Object.entries(providers)) if (!p.available) summary.push(`paid provider ${name}: unavailable — ${p.reason}`)
   for (const lane of gateway.lanes.values()) {
     const decision = lane.config.route.length > 0 ? (yield* lane.decide).plan : null
-    const safety = laneSafety(lane.name, lane.config, decision, facts, { hardKillTripped })
+    const safety = laneSafety(lane.name, lane.config, decision, facts, { hardKillTripped, providers })
     const { lane: _, ...rest } = safety
     lanes[lane.name] = rest
     summary.push(safety.summary)
@@ -87,7 +95,7 @@ export const healthView = Effect.gen(function*() {
   const j = yield* (yield* Journal).stats
   const journal = { status: j.degraded ? "degraded" : "ok", spilled: j.spilled, queued: j.queued, written: j.written }
   if (j.degraded) summary.push(`journal: degraded — Postgres is not taking writes; ${j.spilled} events spilled to local disk, to be written once it is back`)
-  return { checkedAt: iso(now), summary, hosts, lanes, journal, asyncRuns: { queuedOrRunning: yield* gateway.asyncRuns.pending } }
+  return { checkedAt: iso(now), summary, hosts, providers, lanes, journal, asyncRuns: { queuedOrRunning: yield* gateway.asyncRuns.pending } }
 })
 
 export const healthRoutes = HttpRouter.empty.pipe(

@@ -10,6 +10,7 @@ import { type CallerContext, HeaderNames, resolveCallerContext } from "../domain
 import { errorHeaderName, errorHeaderValue } from "../domain/ErrorWire.ts"
 import { BadRequest, BodyTooLarge, type GatewayError, retryAfterOf, ShuttingDown } from "../domain/Errors.ts"
 import { ChatRequest, EmbeddingsRequest, EmbedRequest, GenerateRequest, type Operation } from "../domain/OllamaApi.ts"
+import * as RequestLog from "../observability/RequestLog.ts"
 import * as Tracing from "../observability/Tracing.ts"
 import { abandon, type LaneResult } from "../routing/Lane.ts"
 import { drainTo } from "../routing/ChunkSource.ts"
@@ -187,6 +188,7 @@ const serve = (operation: Operation, path: string, req: IncomingMessage, res: Se
       const resolved = resolveCallerContext(headers, body.model as string, gateway.laneRules)
       if (!("traceId" in resolved)) return yield* Effect.fail(resolved)
       caller = resolved
+      yield* RequestLog.note({ caller: resolved })
       span = yield* Tracing.startServerSpan("POST", path, resolved)
       const lane = gateway.lanes.get(resolved.lane)!
       // Shadow decisions and async runs answer 202 at once instead of running here.
@@ -203,6 +205,7 @@ const serve = (operation: Operation, path: string, req: IncomingMessage, res: Se
       // A refusal before the lane is not a run (the lane counts its own): count it here.
       if (!reachedLane) gateway.metrics.request(caller === null ? "none" : (caller as CallerContext).lane, "none", outcome.left._tag)
       span ??= yield* Tracing.startServerSpan("POST", path, caller)
+      yield* RequestLog.note({ error: outcome.left._tag })
       writeError(res, outcome.left, caller)
       return yield* Tracing.endServerSpan(span, outcome.left.status, outcome.left)
     }
@@ -234,6 +237,8 @@ const serve = (operation: Operation, path: string, req: IncomingMessage, res: Se
 
 /** A request the fast path takes: how to serve it and how to refuse it in its own protocol. */
 export interface FastRoute {
+  /** The route's path, as the log line names it. */
+  readonly path: string
   readonly serve: Effect.Effect<void, never, Gateway>
   /** Writes a refusal (the gateway is draining) in the route's error shape. */
   readonly refuse: (error: GatewayError) => void
@@ -262,7 +267,11 @@ export const makeFastHandler = (match: (req: IncomingMessage, res: ServerRespons
         yield* Ref.update(drain.inFlight, (n) => n + 1)
         yield* route.serve.pipe(Effect.ensuring(Ref.update(drain.inFlight, (n) => n - 1)))
       })
-      const fiber = runFork(program)
+      // The status the caller got; nothing sent yet: 499 (it went away, or the drain cut it) or the 500 written below.
+      const status = (how: "done" | "failed" | "interrupted") =>
+        res.headersSent || how === "done" ? res.statusCode : how === "interrupted" ? 499 : 500
+      const fiber = runFork(RequestLog.logged(req.method ?? "POST", route.path, status, program))
+      drain.track(fiber)
       fiber.addObserver((exit) => {
         if (Exit.isFailure(exit) && !Exit.isInterrupted(exit)) {
           runFork(Effect.logError(`unhandled error on ${req.method} ${url}`, exit.cause))
@@ -289,5 +298,5 @@ export const makeInferenceHandler = makeFastHandler((req, res, path) => {
   if (req.method !== "POST") return undefined
   const operation = routes[path]
   if (operation === undefined) return undefined
-  return { serve: serve(operation, path, req, res), refuse: (error) => writeError(res, error, null), internalError }
+  return { path, serve: serve(operation, path, req, res), refuse: (error) => writeError(res, error, null), internalError }
 })

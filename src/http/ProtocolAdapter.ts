@@ -19,6 +19,7 @@ import { type CallerContext, resolveCallerContext } from "../domain/CallerContex
 import { BadRequest, type GatewayError } from "../domain/Errors.ts"
 import type { Operation } from "../domain/OllamaApi.ts"
 import type { Protocol } from "../domain/Protocol.ts"
+import * as RequestLog from "../observability/RequestLog.ts"
 import * as Tracing from "../observability/Tracing.ts"
 import { Gateway } from "../routing/Gateway.ts"
 import { abandon, type LaneResult } from "../routing/Lane.ts"
@@ -164,6 +165,7 @@ const serve = (adapter: ProtocolAdapter, path: string, req: IncomingMessage, res
       const resolved = resolveCallerContext(headers, translated.body.model as string, gateway.laneRules)
       if (!("traceId" in resolved)) return yield* Effect.fail(resolved)
       caller = resolved
+      yield* RequestLog.note({ caller: resolved })
       span = yield* Tracing.startServerSpan("POST", path, resolved)
       const lane = gateway.lanes.get(resolved.lane)!
       // A mirrored request, or a lane in shadow mode: decided and journaled, never executed (issue 5).
@@ -185,6 +187,7 @@ const serve = (adapter: ProtocolAdapter, path: string, req: IncomingMessage, res
       // A refusal before the lane is not a run (the lane counts its own): count it here.
       if (!reachedLane) gateway.metrics.request(caller === null ? "none" : (caller as CallerContext).lane, "none", outcome.left._tag)
       span ??= yield* Tracing.startServerSpan("POST", path, caller)
+      yield* RequestLog.note({ error: outcome.left._tag })
       writeError(res, adapter, outcome.left, caller)
       return yield* Tracing.endServerSpan(span, outcome.left.status, outcome.left)
     }
@@ -231,6 +234,7 @@ export const makeProtocolHandler = (routes: Readonly<Record<string, ProtocolAdap
     const adapter = routes[path]
     if (adapter === undefined) return undefined
     return {
+      path,
       serve: serve(adapter, path, req, res),
       refuse: (error) => writeError(res, adapter, error, null),
       internalError: JSON.stringify(adapter.errorBody("internal gateway error; the journal and logs have the details", 500))

@@ -4,10 +4,11 @@
  */
 import { HttpRouter, HttpServer, HttpServerRequest, HttpServerResponse } from "@effect/platform"
 import { NodeHttpServer } from "@effect/platform-node"
-import { Cause, Clock, Config, Context, Effect, Layer, Ref } from "effect"
+import { Cause, Clock, Config, Context, Effect, Fiber, Layer, Ref } from "effect"
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http"
 import { RouteNotFound, ShuttingDown } from "../domain/Errors.ts"
 import { GatewayConfigTag } from "../config/GatewayConfig.ts"
+import * as RequestLog from "../observability/RequestLog.ts"
 import { Gateway } from "../routing/Gateway.ts"
 import { Drain } from "./Drain.ts"
 export { Drain } from "./Drain.ts"
@@ -32,12 +33,21 @@ const withDrain = <E, R>(app: Effect.Effect<HttpServerResponse.HttpServerRespons
     const drain = yield* Drain
     if (yield* Ref.get(drain.draining)) return errorResponse(new ShuttingDown())
     yield* Ref.update(drain.inFlight, (n) => n + 1)
+    yield* Effect.withFiberRuntime<void>((fiber) => Effect.sync(() => drain.track(fiber)))
     return yield* Effect.ensuring(app, Ref.update(drain.inFlight, (n) => n - 1))
+  })
+
+/** The request's log line (RequestLog.ts), with the status of the response it got. */
+const withRequestLog = <E, R>(app: Effect.Effect<HttpServerResponse.HttpServerResponse, E, R>) =>
+  Effect.flatMap(HttpServerRequest.HttpServerRequest, (request) => {
+    let status = 500
+    return RequestLog.logged(request.method, request.url.split("?")[0] ?? request.url, (how) => how === "interrupted" ? 499 : status,
+      Effect.tap(app, (response) => { status = response.status }))
   })
 
 export const app = Effect.gen(function*() {
   const router = yield* HttpRouter.toHttpApp(HttpRouter.concatAll(ollamaRoutes, budgetAdminRoutes, runRoutes, healthRoutes, maintenanceRoutes, shadowRoutes, asyncRunRoutes, openAiRoutes, metricsRoutes, yield* makeConsoleRoutes))
-  return withDrain(router).pipe(
+  return withRequestLog(withDrain(router).pipe(
     Effect.catchTag("RouteNotFound", () =>
       Effect.flatMap(HttpServerRequest.HttpServerRequest, (request) =>
         Effect.succeed(errorResponse(new RouteNotFound({ method: request.method, path: request.url.split("?")[0] ?? request.url }))))),
@@ -47,7 +57,7 @@ export const app = Effect.gen(function*() {
         : Effect.logError("unhandled error in a request", cause).pipe(
           Effect.as(jsonResponse({ error: "internal gateway error; the journal and logs have the details" }, {}, 500))
         ))
-  )
+  ))
 })
 
 /** On shutdown: refuse new requests, wait (up to drainTimeout) for in-flight ones and open streams. */
@@ -69,6 +79,9 @@ const DrainOnShutdown = Layer.scopedDiscard(Effect.gen(function*() {
       while ((yield* busy) > 0) {
         if ((yield* Clock.currentTimeMillis) - started > gateway.config.server.drainTimeout) {
           yield* Effect.logWarning(`drain timeout: ${yield* busy} request(s) still in flight are cut off`)
+          // Cut them here, while the lanes and the journal still run: each run's interruption
+          // journals its terminal event, which the journal's close then flushes.
+          yield* Fiber.interruptAll([...drain.requests]).pipe(Effect.timeout("5 seconds"), Effect.ignore)
           break
         }
         yield* Effect.sleep(50)

@@ -15,6 +15,8 @@ import type { GatewayConfig, LaneConfig } from "../config/GatewayConfig.ts"
 import type { StreamWriter } from "../journal/StreamWriter.ts"
 import type { LaneRequest } from "../routing/Lane.ts"
 import type { GenAiLabels, MetricsRegistry } from "./Metrics.ts"
+import * as RequestLog from "./RequestLog.ts"
+import * as StateLog from "./StateLog.ts"
 import * as Tracing from "./Tracing.ts"
 
 type Data = Readonly<Record<string, unknown>>
@@ -60,7 +62,7 @@ const currentRun = FiberRef.unsafeMake<RunObservation | null>(null)
 const eventAt = (span: Tracer.Span, name: string, attributes: Record<string, unknown>) =>
   Effect.clockWith((clock) => Effect.sync(() => span.event(name, clock.unsafeCurrentTimeNanos(), attributes)))
 
-class RunObservation {
+class RunObservation implements RequestLog.RunFacts {
   route: ReadonlyArray<string> = []
   readonly misses: Array<Miss> = []
   paidReason: string | null = null
@@ -76,6 +78,19 @@ class RunObservation {
   ownServer = false
   attempt: Tracer.Span | null = null
   runId = ""
+  error: string | null = null
+  /** True when no HTTP request is current (an async run): the run writes its own log line. */
+  standalone = false
+
+  get caller() {
+    return this.request.caller
+  }
+  get endpoint(): string | null {
+    return this.answered ?? (this.attemptNo > 0 ? this.host : null)
+  }
+  get fallbackReason(): string | null {
+    return this.fallbackText()
+  }
 
   constructor(
     readonly metrics: MetricsRegistry,
@@ -96,7 +111,14 @@ class RunObservation {
   on(type: string, d: Data): Effect.Effect<void> {
     switch (type) {
       case "RunStarted":
-        return Effect.flatMap(Tracing.enabled, (on) => (on ? this.startTracing() : Effect.void))
+        return Effect.zipRight(
+          // The request's log line reads this run's facts when the request ends.
+          Effect.map(FiberRef.get(RequestLog.currentRequest), (request) => {
+            if (request === null) this.standalone = true
+            else request.run = this
+          }),
+          Effect.flatMap(Tracing.enabled, (on) => (on ? this.startTracing() : Effect.void))
+        )
       case "RouteDecided": {
         const input = (d.input ?? {}) as Data
         const plan = (d.plan ?? {}) as Data
@@ -168,9 +190,10 @@ class RunObservation {
         return eventAt(span, `awooop.${type.replace(/([a-z])([A-Z])/g, "$1_$2").toLowerCase()}`, attributes)
       }
       case "RunCompleted":
-        return this.completed(d)
+        return this.standalone ? Effect.zipRight(this.completed(d), RequestLog.runLine(this, 200, num(d.durationMs))) : this.completed(d)
       case "RunFailed":
-        return this.failed(d)
+        this.error = str(d.error) ?? "error"
+        return this.standalone ? Effect.zipRight(this.failed(d), RequestLog.runLine(this, num(d.status) ?? 500, num(d.durationMs))) : this.failed(d)
       default:
         return Effect.void
     }
@@ -343,9 +366,10 @@ export const make = (metrics: MetricsRegistry, config: GatewayConfig) => {
     /** Wraps a host's writer: breaker transitions are counted and become events on the current run's span. */
     host: (host: string) => (writer: StreamWriter): StreamWriter =>
       wrap(writer, (type, data) => {
-        if (!type.startsWith("Breaker")) return Effect.void
+        const logged = StateLog.hostEvent(host, type, data)
+        if (!type.startsWith("Breaker")) return logged
         metrics.breakerTransition(host, type)
-        return Effect.flatMap(FiberRef.get(currentRun), (run) => (run === null ? Effect.void : run.breaker(host, type, data)))
+        return Effect.zipRight(logged, Effect.flatMap(FiberRef.get(currentRun), (run) => (run === null ? Effect.void : run.breaker(host, type, data))))
       })
   }
 }

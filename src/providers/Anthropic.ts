@@ -10,7 +10,7 @@ import type * as AiError from "@effect/ai/AiError"
 import type { HttpClient } from "@effect/platform"
 import { Effect, Option, Redacted, type Scope, Stream } from "effect"
 import type { ProviderConfig } from "../config/GatewayConfig.ts"
-import { errorCode, isRefusedCode, kindOfStatus, type PaidProvider, ProviderFailure, scrubber } from "./PaidProvider.ts"
+import { errorCode, isRefusedCode, kindOfStatus, type PaidProvider, paidProvider, ProviderFailure, scrubber } from "./PaidProvider.ts"
 import {
   type DoneReason,
   imageMimeType,
@@ -147,14 +147,5 @@ export const make = (
           )
       })
 
-    return {
-      name,
-      kind: "anthropic",
-      model: config.model,
-      timeoutMs: config.timeout,
-      maxOutputTokens: config.maxOutputTokens,
-      configured: Option.isSome(apiKey),
-      generate,
-      stream
-    } satisfies PaidProvider
+    return paidProvider(name, "anthropic", config, Option.isSome(apiKey), { generate, stream })
   })

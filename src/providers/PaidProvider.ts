@@ -38,6 +38,15 @@ export interface PaidProvider {
   readonly stream: (request: PaidRequest) => Stream.Stream<ProviderEvent, ProviderFailure>
 }
 
+/** A provider from its config and its two calls (`configured`: its key's variable was set). */
+export const paidProvider = (
+  name: string,
+  kind: PaidProvider["kind"],
+  config: { readonly model: string; readonly timeout: number; readonly maxOutputTokens: number },
+  configured: boolean,
+  calls: Pick<PaidProvider, "generate" | "stream">
+): PaidProvider => ({ name, kind, model: config.model, timeoutMs: config.timeout, maxOutputTokens: config.maxOutputTokens, configured, ...calls })
+
 /** Replaces every occurrence of the secret in `text` (defence in depth: messages may quote requests). */
 export const scrubber = (secret: string | null) => (text: string): string =>
   secret === null || secret.length < 4 ? text : text.split(secret).join("[REDACTED]")

@@ -23,7 +23,7 @@ export class PaidProviders extends Effect.Service<PaidProviders>()("awooop/PaidP
       if (Option.isNone(key)) {
         yield* Effect.logWarning(`paid provider ${name}: environment variable ${provider.apiKeyEnv} is not set; ${name} will be skipped`)
       }
-      providers.set(name, provider.kind === "gemini" ? Gemini.make(name, provider, key) : yield* Anthropic.make(name, provider, key))
+      providers.set(name, provider.kind === "gemini" ? yield* Gemini.make(name, provider, key) : yield* Anthropic.make(name, provider, key))
     }
     return { get: (name: string): PaidProvider | undefined => providers.get(name), all: providers as ReadonlyMap<string, PaidProvider> } as const
   }),

@@ -17,11 +17,13 @@
  */
 import { NodeRuntime } from "@effect/platform-node"
 import * as SqlClient from "@effect/sql/SqlClient"
+import { SqlError } from "@effect/sql/SqlError"
 import { Console, Effect, Exit, Layer, Logger, LogLevel } from "effect"
 import { loadConfigFile } from "../config/GatewayConfig.ts"
 import { type Checkpoint, lag, readCheckpoint } from "../projections/Projector.ts"
 import { rebuildLive, verifyProjections } from "../projections/Rebuild.ts"
 import { DatabaseLive } from "../storage/Database.ts"
+import { StoreInUse } from "../storage/StoreLock.ts"
 import { MigrationsLive } from "../storage/Migrations.ts"
 import { archive } from "./Archive.ts"
 import { verifyDecisions } from "./Decisions.ts"
@@ -200,6 +202,11 @@ const CliLogger = Layer.merge(
 if (import.meta.url === `file://${process.argv[1]}`) {
   run(parseArgs(process.argv.slice(2))).pipe(
     Effect.provide(Storage),
+    // The embedded store held by a running gateway (StoreLock.ts): its message alone says what to do.
+    Effect.catchIf(
+      (e): e is SqlError => e instanceof SqlError && e.cause instanceof StoreInUse,
+      (e) => Effect.as(Console.error(`journal: ${e.message}`), ExitCode.failure)
+    ),
     Effect.provide(CliLogger),
     NodeRuntime.runMain({
       disablePrettyLogger: true,

@@ -9,7 +9,8 @@
  * A lane is safe when plan(), run against the live view, would attempt at least one host that was
  * seen up; a lane that keeps its model warm (`keepWarm`) is safe only when the model is resident on
  * one of those hosts (a cold load would blow the lane's latency budget). A `paid` lane is safe when
- * the budget hard kill is not tripped. `laneSafety` is pure; the HTTP route feeds it the live state.
+ * the budget hard kill is not tripped and at least one of its providers is available (its API key's
+ * variable is set). `laneSafety` is pure; the HTTP route feeds it the live state.
  */
 import type { LaneConfig } from "../config/GatewayConfig.ts"
 import { sameModel } from "./KeepWarm.ts"
@@ -53,12 +54,31 @@ export const skipWords = (skip: Skip): string => {
   }
 }
 
+/** A paid provider as health reports it: unavailable when its API key's variable is not set. */
+export interface ProviderFacts {
+  readonly available: boolean
+  /** Why not ("GEMINI_API_KEY is not set"); null when available. */
+  readonly reason: string | null
+}
+
+export interface PaidFacts {
+  readonly hardKillTripped: boolean | null
+  /** Per configured provider; a provider missing here is taken as available (pure callers, old tests). */
+  readonly providers?: Readonly<Record<string, ProviderFacts>>
+}
+
+const unavailableOf = (names: ReadonlyArray<string>, paid: PaidFacts): Array<string> =>
+  names.flatMap((name) => {
+    const p = paid.providers?.[name]
+    return p === undefined || p.available ? [] : [`${name} unavailable (${p.reason ?? "not configured"})`]
+  })
+
 export const laneSafety = (
   lane: string,
   config: LaneConfig,
   decision: Plan | null,
   hosts: Readonly<Record<string, HostFacts>>,
-  paid: { readonly hardKillTripped: boolean | null } = { hardKillTripped: null }
+  paid: PaidFacts = { hardKillTripped: null }
 ): LaneSafety => {
   const base = { lane, model: config.model === "" ? null : config.model, mode: config.mode, async: config.async }
   const verdict = (safe: boolean, reasons: ReadonlyArray<string>, planned: ReadonlyArray<string> = [], residentOn: ReadonlyArray<string> = []): LaneSafety => ({
@@ -72,9 +92,13 @@ export const laneSafety = (
 
   if (config.paid.length > 0) {
     const providers = `paid providers ${listWords(config.paid)}`
-    if (paid.hardKillTripped === true) return verdict(false, [`${providers}: the budget hard kill is tripped`])
-    if (paid.hardKillTripped === null) return verdict(false, [`${providers}: the budget ledger is unreachable (fail closed)`])
-    return verdict(true, [`${providers} behind the budget (hard kill not tripped)`])
+    const unavailable = unavailableOf(config.paid, paid)
+    // Every provider of the lane without its key: each request would be refused, whatever the budget says.
+    if (unavailable.length === config.paid.length) return verdict(false, [`no paid provider available: ${unavailable.join(", ")}`])
+    if (paid.hardKillTripped === true) return verdict(false, [`${providers}: the budget hard kill is tripped`, ...unavailable])
+    if (paid.hardKillTripped === null) return verdict(false, [`${providers}: the budget ledger is unreachable (fail closed)`, ...unavailable])
+    const usable = config.paid.filter((name) => paid.providers?.[name]?.available !== false)
+    return verdict(true, [`paid providers ${listWords(usable)} behind the budget (hard kill not tripped)`, ...unavailable])
   }
   if (decision === null) return verdict(false, ["no route"])
 
@@ -86,7 +110,13 @@ export const laneSafety = (
   const seenUp = primary.filter((h) => hosts[h]?.status === "up")
   const residentOn = seenUp.filter((h) => (hosts[h]?.resident ?? []).some((m) => sameModel(m, model)))
   const backups = decision.attempts.filter((a) => a.conditional).map((a) => a.host)
-  const fallback = config.paidFallback.length > 0 ? [`paid fallback ${listWords(config.paidFallback)} would be asked (budget permitting)`] : []
+  const usableFallback = config.paidFallback.filter((name) => paid.providers?.[name]?.available !== false)
+  const fallback = config.paidFallback.length === 0
+    ? []
+    : [
+      ...(usableFallback.length > 0 ? [`paid fallback ${listWords(usableFallback)} would be asked (budget permitting)`] : []),
+      ...unavailableOf(config.paidFallback, paid).map((u) => `paid fallback ${u}`)
+    ]
 
   if (planned.length === 0) return verdict(false, [...(skipped.length > 0 ? [skipped.join(", ")] : ["no host on the route"]), ...fallback])
   if (seenUp.length === 0) {

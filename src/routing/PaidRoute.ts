@@ -484,7 +484,7 @@ export class PaidRoute extends Effect.Service<PaidRoute>()("awooop/PaidRoute", {
       )
     }
 
-    return { run, budget } as const
+    return { run, budget, providers: registry.all } as const
   }),
   dependencies: [Budget.Default, PaidProviders.Default]
 }) {}

@@ -18,6 +18,7 @@ import { Config, Effect, Layer, Option, Redacted } from "effect"
 import type { ConfigError } from "effect"
 import { mkdir } from "node:fs/promises"
 import * as Path from "node:path"
+import * as StoreLock from "./StoreLock.ts"
 
 /** What `DatabaseLive` and friends provide. */
 export type Database = PgClient.PgClient | SqlClient.SqlClient
@@ -66,7 +67,8 @@ const pgliteError = (message: string) => (cause: unknown) => new SqlError.SqlErr
  * connection and size the pool to exactly one (kept open: `minConnections: 1`, so the pool never
  * closes and re-opens it and races the server's single slot). Consequences: statements are
  * serialised (fine for an embedded single-node setup), and `PgClient.listen` (which opens a
- * second connection) is not available on the embedded store.
+ * second connection) is not available on the embedded store. One process at a time: a lock file
+ * with its pid (StoreLock.ts) makes a second one refuse.
  */
 export const layerEmbedded = (dataDir: string): Layer.Layer<Database, SqlError.SqlError> =>
   Layer.unwrapScoped(
@@ -76,6 +78,8 @@ export const layerEmbedded = (dataDir: string): Layer.Layer<Database, SqlError.S
         try: () => mkdir(dir, { recursive: true }),
         catch: pgliteError(`Cannot create the PGlite data directory ${dir}`)
       })
+      // One process per store: refuse (naming the holder) while another one has it open.
+      yield* StoreLock.acquire(dir)
       const db = yield* Effect.acquireRelease(
         Effect.tryPromise({
           try: () => PGlite.create(dir),

@@ -22,6 +22,7 @@ import {
   auditOutcomes,
   type Call,
   type Child,
+  closedPortUrl,
   countEvents,
   drive,
   exited,
@@ -88,16 +89,6 @@ interface RowResult {
 const rows: Array<RowResult> = []
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
-
-const closedPortUrl = async () => {
-  const net = await import("node:net")
-  return new Promise<string>((resolve) => {
-    const s = net.createServer().listen(0, "127.0.0.1", () => {
-      const port = (s.address() as { port: number }).port
-      s.close(() => resolve(`http://127.0.0.1:${port}`))
-    })
-  })
-}
 
 describe("fault matrix", () => {
   let db: ProxiedDatabase

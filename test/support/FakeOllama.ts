@@ -278,7 +278,7 @@ interface Answer {
 }
 
 const isInference = (path: string): boolean =>
-  path === "/api/generate" || path === "/api/chat" || path === "/api/embed" || path === "/api/embeddings"
+  path === "/api/generate" || path === "/api/chat" || path === "/api/embed" || path === "/api/embeddings" || path === "/v1/chat/completions"
 
 // ---------------------------------------------------------------------------------------------
 
@@ -633,6 +633,34 @@ export const startFakeOllama = async (opts: FakeOllamaOptions = {}): Promise<Fak
     deliver(ctx, textAnswer(ctx, "chat", model, entry, stream, promptTokens, keepMs, optionOf(body, "num_predict")))
   }
 
+  /**
+   * Ollama's OpenAI-compatible chat (`/v1/chat/completions`), non-streaming: what OpenAI-speaking
+   * proxies (Portkey's `ollama` provider) call upstream. The same text and counters as /api/chat.
+   */
+  const openAiChat = (ctx: Ctx, body: Body): void => {
+    const entry = requireModel(ctx.res, body.model)
+    if (entry === undefined) return
+    if (body.stream === true) return sendJson(ctx.res, 400, JSON.stringify({ error: { message: "this fake answers /v1/chat/completions without streaming", type: "invalid_request_error" } }))
+    let text = ""
+    for (const m of Array.isArray(body.messages) ? body.messages : []) {
+      const c = m !== null && typeof m === "object" ? (m as Body).content : undefined
+      if (typeof c === "string") text += c
+    }
+    const promptTokens = Math.max(1, fakeTokenCount(text))
+    const n = ctx.chunks
+    const model = body.model as string
+    const content = fakeText(hostName, n)
+    deliver(ctx, jsonAnswer(() => JSON.stringify({
+      id: `chatcmpl-${Math.floor(Math.random() * 1000)}`,
+      object: "chat.completion",
+      created: Math.floor(Date.now() / 1000),
+      model,
+      system_fingerprint: "fp_ollama",
+      choices: [{ index: 0, message: { role: "assistant", content }, finish_reason: "stop" }],
+      usage: { prompt_tokens: promptTokens, completion_tokens: n, total_tokens: promptTokens + n }
+    }), () => load(entry, parseKeepAlive(body.keep_alive))))
+  }
+
   const embed = (ctx: Ctx, body: Body): void => {
     const entry = requireModel(ctx.res, body.model)
     if (entry === undefined) return
@@ -753,6 +781,8 @@ export const startFakeOllama = async (opts: FakeOllamaOptions = {}): Promise<Fak
         return embeddings(ctx!, body)
       case "/api/show":
         return show(res, body)
+      case "/v1/chat/completions":
+        return openAiChat(ctx!, body)
     }
   }
 

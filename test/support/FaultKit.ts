@@ -21,6 +21,7 @@ import { Agent, request } from "undici"
 import { layerFromUrl } from "../../src/storage/Database.ts"
 import { runMigrations } from "../../src/storage/Migrations.ts"
 import { fakeText } from "./FakeOllama.ts"
+import { testDatabaseName } from "./TestDatabase.ts"
 import { type PgProxy, startPgProxy } from "./PgProxy.ts"
 import type { TestDatabaseHandle } from "./TestGateway.ts"
 
@@ -51,7 +52,7 @@ const withDatabase = (url: string, database: string) => {
 
 /** A fresh, migrated database; the gateway's pool reaches it through a new PgProxy. */
 export const startProxiedDatabase = async (options: { readonly gatewayPool?: boolean } = {}): Promise<ProxiedDatabase> => {
-  const name = `awooop_f_${crypto.randomUUID().replaceAll("-", "").slice(0, 16)}`
+  const name = testDatabaseName("f")
   const admin = new pg.Client({ connectionString: adminUrl })
   await admin.connect()
   await admin.query(`CREATE DATABASE ${name}`)
@@ -423,13 +424,22 @@ export interface Child {
   readonly output: () => string
 }
 
+export interface SpawnOptions {
+  /** The command and its arguments (default `node --import tsx src/main.ts`). */
+  readonly command?: readonly [string, ...Array<string>]
+  /** Its own process group (its pid is the group id), as a terminal's foreground job is. */
+  readonly detached?: boolean
+}
+
 /** `node --import tsx src/main.ts` with PORT=0; resolves once it logs "Listening on http://…". */
-export const spawnGateway = (env: Record<string, string>, startTimeoutMs = 60_000): Promise<Child> =>
+export const spawnGateway = (env: Record<string, string>, startTimeoutMs = 60_000, options: SpawnOptions = {}): Promise<Child> =>
   new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ["--import", "tsx", "src/main.ts"], {
+    const [command, ...args] = options.command ?? [process.execPath, "--import", "tsx", "src/main.ts"]
+    const child = spawn(command, args, {
       cwd: root,
       env: { ...process.env, PORT: "0", HOST: "127.0.0.1", ...env },
-      stdio: ["ignore", "pipe", "pipe"]
+      stdio: ["ignore", "pipe", "pipe"],
+      detached: options.detached ?? false
     })
     let out = ""
     let url: string | null = null
@@ -452,6 +462,17 @@ export const spawnGateway = (env: Record<string, string>, startTimeoutMs = 60_00
       if (url === null) reject(new Error(`the gateway exited (${code ?? signal}) before listening:\n${out}`))
     })
   })
+
+/** The URL of a loopback port nothing listens on (a host that refuses connections). */
+export const closedPortUrl = async () => {
+  const net = await import("node:net")
+  return new Promise<string>((resolve) => {
+    const s = net.createServer().listen(0, "127.0.0.1", () => {
+      const port = (s.address() as { port: number }).port
+      s.close(() => resolve(`http://127.0.0.1:${port}`))
+    })
+  })
+}
 
 export const exited = (child: ChildProcess) =>
   new Promise<void>((resolve) => {

@@ -1,7 +1,7 @@
 /**
  * A fresh database on the local PostgreSQL for one test suite.
  *
- * `CREATE DATABASE awooop_t_<random>` through the admin URL (`TEST_DATABASE_URL`, default
+ * `CREATE DATABASE <TEST_DATABASE_PREFIX>t_<random>` (default prefix `awooop_`) through the admin URL (`TEST_DATABASE_URL`, default
  * `postgres://postgres@127.0.0.1:5432/postgres`), migrated, provided as `PgClient` / `SqlClient`,
  * and dropped `WITH (FORCE)` when the layer's scope closes.
  *
@@ -17,6 +17,19 @@ import { layerFromUrl } from "../../src/storage/Database.ts"
 import { runMigrations } from "../../src/storage/Migrations.ts"
 
 export const defaultTestDatabaseUrl = "postgres://postgres@127.0.0.1:5432/postgres"
+
+/**
+ * The prefix of every database the tests create (`TEST_DATABASE_PREFIX`, default `awooop_`), so
+ * several checkouts on one server can tell theirs apart (and clean up after a killed run):
+ * `<prefix><kind>_<random>`, kind `t` (a suite), `f` (the fault matrix), or a suite's own.
+ */
+export const testDatabaseName = (kind: string): string => {
+  const prefix = process.env.TEST_DATABASE_PREFIX ?? "awooop_"
+  if (!/^[a-z_][a-z0-9_]{0,39}$/.test(prefix)) {
+    throw new Error(`TEST_DATABASE_PREFIX must be 1-40 of a-z 0-9 _ (not starting with a digit): got ${JSON.stringify(prefix)}`)
+  }
+  return `${prefix}${kind}_${randomUUID().replaceAll("-", "").slice(0, 16)}`
+}
 
 export type TestDatabase = PgClient.PgClient | SqlClient.SqlClient
 
@@ -45,7 +58,7 @@ export const layerTestDatabase = (
   Layer.unwrapScoped(
     Effect.gen(function*() {
       const adminUrl = yield* Config.string("TEST_DATABASE_URL").pipe(Config.withDefault(defaultTestDatabaseUrl))
-      const name = `awooop_t_${randomUUID().replaceAll("-", "").slice(0, 16)}`
+      const name = testDatabaseName("t")
       yield* Effect.acquireRelease(
         admin(adminUrl, `CREATE DATABASE ${name}`),
         () => admin(adminUrl, `DROP DATABASE IF EXISTS ${name} WITH (FORCE)`).pipe(Effect.orDie)

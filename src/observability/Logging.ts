@@ -1,0 +1,107 @@
+/**
+ * The gateway's log output: every `Effect.log*` goes through the one logger chosen here.
+ *
+ * - `AWOOOP_LOG_FORMAT`: `json` (default: one JSON object per line, for a log shipper), `pretty`
+ *   (Effect's coloured multi-line logger, for a human at a terminal) or `logfmt`.
+ * - `AWOOOP_LOG_LEVEL`: `trace`, `debug`, `info` (default), `warning`, `error`, `fatal` or `none`.
+ *
+ * The JSON line is flat — `time`, `level`, `msg`, then the log annotations as top-level fields
+ * (`traceId`, `runId`, `lane`, …), `cause` and `spans` when present — rather than Effect's
+ * `Logger.json`, which nests the annotations under `annotations`: a shipper can index the fields as
+ * they are. Nothing here adds a prompt or a key; what a line holds is what its caller annotates
+ * (RequestLog.ts, StateLog in RunObserver.ts).
+ */
+import { Cause, Config, ConfigError, Effect, Either, HashMap, Layer, List, Logger, LogLevel } from "effect"
+
+export type LogFormat = "json" | "pretty" | "logfmt"
+
+const text = (message: unknown): string => {
+  if (typeof message === "string") return message
+  if (message instanceof Error) return message.message
+  try {
+    return JSON.stringify(message) ?? String(message)
+  } catch {
+    return String(message)
+  }
+}
+
+/** One flat JSON object per line (see the module comment). */
+export const flatJsonLogger = Logger.make<unknown, string>(({ annotations, cause, date, logLevel, message, spans }) => {
+  const messages = Array.isArray(message) ? message : [message]
+  const line: Record<string, unknown> = {
+    time: date.toISOString(),
+    level: logLevel.label.toLowerCase(),
+    msg: messages.map(text).join(" ")
+  }
+  // Sorted: the same fields in the same order on every line (annotations carry no order of their own).
+  for (const [key, value] of HashMap.toEntries(annotations).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))) {
+    if (!(key in line)) line[key] = value
+  }
+  if (!Cause.isEmpty(cause)) line.cause = Cause.pretty(cause, { renderErrorCause: true })
+  if (List.isCons(spans)) {
+    const now = date.getTime()
+    const out: Record<string, number> = {}
+    for (const span of spans) out[span.label] = now - span.startTime
+    line.spans = out
+  }
+  try {
+    return JSON.stringify(line)
+  } catch {
+    // An annotation that cannot be encoded (a cycle, a bigint) must not lose the line.
+    return JSON.stringify({ time: line.time, level: line.level, msg: line.msg, logError: "annotations not encodable" })
+  }
+})
+
+const loggerOf = (format: LogFormat): Logger.Logger<unknown, void> => {
+  switch (format) {
+    case "json": return Logger.withConsoleLog(flatJsonLogger)
+    case "logfmt": return Logger.withConsoleLog(Logger.logfmtLogger)
+    case "pretty": return Logger.prettyLogger()
+  }
+}
+
+const levels: Readonly<Record<string, LogLevel.LogLevel>> = {
+  all: LogLevel.All,
+  trace: LogLevel.Trace,
+  debug: LogLevel.Debug,
+  info: LogLevel.Info,
+  warning: LogLevel.Warning,
+  warn: LogLevel.Warning,
+  error: LogLevel.Error,
+  fatal: LogLevel.Fatal,
+  none: LogLevel.None
+}
+
+/** The logger for `format` at `level`, in place of Effect's default logger. */
+export const layer = (format: LogFormat, level: LogLevel.LogLevel): Layer.Layer<never> =>
+  Layer.merge(Logger.replace(Logger.defaultLogger, loggerOf(format)), Logger.minimumLogLevel(level))
+
+export const LoggingConfig = Config.all({
+  format: Config.literal("json", "pretty", "logfmt")("AWOOOP_LOG_FORMAT").pipe(Config.withDefault("json" as const)),
+  level: Config.string("AWOOOP_LOG_LEVEL").pipe(
+    Config.withDefault("info"),
+    Config.mapOrFail((s) => {
+      const level = levels[s.trim().toLowerCase()]
+      return level === undefined
+        ? Either.left(ConfigError.InvalidData(["AWOOOP_LOG_LEVEL"], `expected one of ${Object.keys(levels).join(", ")}, got ${JSON.stringify(s)}`))
+        : Either.right(level)
+    })
+  )
+})
+
+/**
+ * Runs `program` (the whole service) with the logger `AWOOOP_LOG_FORMAT` / `AWOOOP_LOG_LEVEL` ask
+ * for, and logs how it failed (not an interruption: that is a normal stop) through that logger. A bad
+ * setting is itself logged, as JSON, and fails.
+ */
+export const withLoggingFromEnv = <A, E, R>(program: Effect.Effect<A, E, R>): Effect.Effect<A, E | ConfigError.ConfigError, R> =>
+  Effect.flatMap(Effect.either(LoggingConfig), (config): Effect.Effect<A, E | ConfigError.ConfigError, R> =>
+    config._tag === "Left"
+      ? Effect.zipRight(
+        Effect.logFatal("bad logging settings", Cause.fail(config.left)).pipe(Effect.provide(layer("json", LogLevel.Info))),
+        Effect.fail(config.left)
+      )
+      : program.pipe(
+        Effect.tapErrorCause((cause) => Cause.isInterruptedOnly(cause) ? Effect.void : Effect.logFatal("the gateway stopped on an error", cause)),
+        Effect.provide(layer(config.right.format, config.right.level))
+      ))
