@@ -9,7 +9,7 @@
  * deleted since the last build leaves no stale module behind.
  */
 import { spawnSync } from "node:child_process"
-import { existsSync, readdirSync, rmSync, statSync, writeFileSync } from "node:fs"
+import { cpSync, existsSync, readdirSync, rmSync, statSync, writeFileSync } from "node:fs"
 import { createRequire } from "node:module"
 import { dirname, join } from "node:path"
 import { fileURLToPath } from "node:url"
@@ -52,4 +52,6 @@ if (result.status !== 0) {
   console.error("build: tsc failed; dist/ is incomplete")
   process.exit(result.status ?? 1)
 }
+// tsc copies no assets: the console's own script, styles and icon travel beside its compiled modules.
+cpSync(join(root, "src", "console", "assets"), join(dist, "console", "assets"), { recursive: true })
 writeFileSync(stamp, `${new Date().toISOString()}\n`)

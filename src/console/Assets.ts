@@ -6,7 +6,7 @@
  */
 import { HttpServerResponse } from "@effect/platform"
 import { createHash } from "node:crypto"
-import { existsSync, readFileSync } from "node:fs"
+import { readFileSync } from "node:fs"
 import { createRequire } from "node:module"
 import { dirname, join } from "node:path"
 import { fileURLToPath } from "node:url"
@@ -18,12 +18,8 @@ interface Asset {
   readonly etag: string
 }
 
-/** Our own files: next to this module, or (in a compiled build that did not copy them) in the source tree. */
-const ownDir = (): string => {
-  const here = join(dirname(fileURLToPath(import.meta.url)), "assets")
-  const source = join(process.cwd(), "src", "console", "assets")
-  return existsSync(here) ? here : source
-}
+/** Our own files, next to this module (scripts/build.mjs copies them into dist/console/assets). */
+const ownDir = (): string => join(dirname(fileURLToPath(import.meta.url)), "assets")
 
 const uplotDir = () => dirname(createRequire(import.meta.url).resolve("uplot/package.json"))
 
