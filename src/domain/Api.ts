@@ -23,6 +23,7 @@ import {
   BodyTooLarge,
   BudgetDenied,
   BudgetUnavailable,
+  CallerForbidden,
   LaneSaturated,
   ModelDenied,
   ModelNotFound,
@@ -309,6 +310,7 @@ export class GatewayApi extends HttpApi.make("awooop-gateway")
   .addError(UnknownLane, { status: 400 })
   .addError(Unauthorized, { status: 401 })
   .addError(ModelDenied, { status: 403 })
+  .addError(CallerForbidden, { status: 403 })
   .addError(ModelNotFound, { status: 404 })
   .addError(RouteNotFound, { status: 404 })
   .addError(AsyncOnlyLane, { status: 409 })

@@ -14,6 +14,7 @@ import {
   BodyTooLarge,
   BudgetDenied,
   BudgetUnavailable,
+  CallerForbidden,
   type GatewayError,
   LaneSaturated,
   ModelDenied,
@@ -49,6 +50,7 @@ export const GatewayErrorSchema = Schema.Union(
   BudgetUnavailable,
   PaidProvidersFailed,
   Unauthorized,
+  CallerForbidden,
   RunStoreUnavailable
 )
 

@@ -157,6 +157,15 @@ export class Unauthorized extends Schema.TaggedError<Unauthorized>()("Unauthoriz
   override get message() { return `unauthorized: ${this.reason}` }
 }
 
+/** A known caller asked for something its entry in `callers:` does not allow (a lane, another project). */
+export class CallerForbidden extends Schema.TaggedError<CallerForbidden>()("CallerForbidden", {
+  caller: Schema.String,
+  reason: Schema.String
+}) {
+  get status() { return 403 }
+  override get message() { return `caller ${this.caller} ${this.reason}` }
+}
+
 /** An async run could not be stored durably, so it is not accepted (nothing would survive a restart). */
 export class RunStoreUnavailable extends Schema.TaggedError<RunStoreUnavailable>()("RunStoreUnavailable", {
   lane: Schema.String,
@@ -185,6 +194,7 @@ export type GatewayError =
   | BudgetUnavailable
   | PaidProvidersFailed
   | Unauthorized
+  | CallerForbidden
 
 export const retryAfterOf = (error: GatewayError): number | undefined =>
   error._tag === "LaneSaturated" || error._tag === "AllHostsUnavailable" ? error.retryAfterSeconds : undefined

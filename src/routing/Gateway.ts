@@ -3,7 +3,7 @@
  * living as long as the service's scope (their pollers stop with it).
  */
 import * as SqlClient from "@effect/sql/SqlClient"
-import { Effect } from "effect"
+import { Config, Effect, Option, Redacted } from "effect"
 import { GatewayConfigTag } from "../config/GatewayConfig.ts"
 import type { LaneRules } from "../domain/CallerContext.ts"
 import { Journal } from "../journal/Journal.ts"
@@ -11,6 +11,7 @@ import { Metrics } from "../observability/Metrics.ts"
 import * as RunObserver from "../observability/RunObserver.ts"
 import { OllamaUpstream } from "../upstream/OllamaUpstream.ts"
 import * as AsyncRuns from "./AsyncRuns.ts"
+import { makeIdentify } from "./Callers.ts"
 import * as Host from "./Host.ts"
 import * as KeepWarm from "./KeepWarm.ts"
 import * as Lane from "./Lane.ts"
@@ -47,10 +48,19 @@ export class Gateway extends Effect.Service<Gateway>()("awooop/Gateway", {
     for (const [name, laneConfig] of Object.entries(config.lanes)) {
       lanes.set(name, yield* Lane.make(name, laneConfig, { journal, upstream, hosts, config, paid, observe: observers.run }))
     }
+    const adminToken = yield* Config.option(Config.redacted("AWOOOP_ADMIN_TOKEN")).pipe(
+      Effect.map(Option.match({ onNone: () => null, onSome: Redacted.value })),
+      Effect.orElseSucceed(() => null)
+    )
+    const identify = makeIdentify(config.callers, config.anonymous, adminToken, config.legacy.projectId)
+    if (identify === undefined) {
+      yield* Effect.logWarning("no `callers:` in the config: open mode, any caller may use every lane and spend the paid budget")
+    }
     const laneRules: LaneRules = {
       lanes: [...lanes.keys()],
       legacyProjectId: config.legacy.projectId,
-      legacyLanes: config.legacy.lanes
+      legacyLanes: config.legacy.lanes,
+      ...(identify === undefined ? {} : { identify })
     }
     // Operating the rollout: keep-warm keepers, shadow decisions, async-run workers (after the lanes).
     const sql = yield* SqlClient.SqlClient

@@ -10,6 +10,7 @@ import {
   AllAttemptsTimedOut,
   AllHostsUnavailable,
   AsyncOnlyLane,
+  CallerForbidden,
   type GatewayError,
   LaneSaturated,
   ModelDenied,
@@ -160,6 +161,14 @@ export const make = (name: string, config: LaneConfig, deps: Deps) =>
       const providers = direct ? config.paid : config.paidFallback
       const reason = direct ? directReason(name) : fallbackReason(misses, route.map((s) => s.host))
       if (deps.paid === undefined || providers.length === 0 || reason === null) return fail(at.run, error, at.startedAt)
+      const caller = at.request.caller
+      if (caller.mayPay === false) {
+        // The caller's entry (anonymous.paidFallback: false by default) never spends money.
+        const why = `caller ${caller.caller ?? "anonymous"} may not spend money on paid providers (paidFallback: false)`
+        return at.run.append("PaidFallbackSkipped", { reason: why, providers, fallbackReason: reason, caller: caller.caller ?? null }).pipe(
+          Effect.zipRight(fail(at.run, direct ? new CallerForbidden({ caller: caller.caller ?? "anonymous", reason: `may not use the paid lane ${name} (paidFallback: false)` }) : error, at.startedAt))
+        )
+      }
       return deps.paid.run({
         lane: name,
         run: at.run,
@@ -249,6 +258,7 @@ export const make = (name: string, config: LaneConfig, deps: Deps) =>
           requestedModel,
           assignedModel: config.model === "" ? null : config.model,
           intent: caller.intent,
+          caller: caller.caller ?? null,
           legacy: caller.legacy,
           traceMinted: caller.traceMinted,
           parentSpanId: caller.parentSpanId,

@@ -275,7 +275,9 @@ export class PaidRoute extends Effect.Service<PaidRoute>()("awooop/PaidRoute", {
             lane: ctx.lane,
             provider: name,
             model: provider.model,
-            amountUsd: worst.amountUsd
+            amountUsd: worst.amountUsd,
+            caller: ctx.caller.caller ?? null,
+            callerBudget: ctx.caller.caller == null ? undefined : config.callers?.[ctx.caller.caller]?.budget
           }).pipe(Effect.either)
           if (decision._tag === "Left") {
             yield* ctx.run.append("BudgetDenied", { provider: name, amountUsd: worst.amountUsd, failClosed: true, reason: decision.left.message })
@@ -293,7 +295,8 @@ export class PaidRoute extends Effect.Service<PaidRoute>()("awooop/PaidRoute", {
               operatorKill: d.operatorKill,
               reason: d.reason
             })
-            return yield* failRun(ctx, new BudgetDenied({ lane: ctx.lane, reason: d.reason, fallbackReason: ctx.reason }))
+            // The journal keeps the figures; the caller is told only which cap said no.
+            return yield* failRun(ctx, new BudgetDenied({ lane: ctx.lane, reason: d.publicReason, fallbackReason: ctx.reason }))
           }
           const reserved: Reserved = { reservationId, provider, amountUsd: worst.amountUsd, price }
           const durable = yield* ctx.run.appendDurable("BudgetReserved", {
