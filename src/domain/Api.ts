@@ -24,6 +24,7 @@ import {
   BudgetDenied,
   BudgetUnavailable,
   CallerForbidden,
+  InFlightBytesExceeded,
   LaneSaturated,
   ModelDenied,
   ModelNotFound,
@@ -319,6 +320,7 @@ export class GatewayApi extends HttpApi.make("awooop-gateway")
   .addError(LaneSaturated, { status: 503 })
   .addError(AllHostsUnavailable, { status: 503 })
   .addError(ShuttingDown, { status: 503 })
+  .addError(InFlightBytesExceeded, { status: 503 })
   .addError(BudgetDenied, { status: 503 })
   .addError(BudgetUnavailable, { status: 503 })
   .addError(PaidProvidersFailed, { status: 503 })

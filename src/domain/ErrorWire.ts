@@ -16,6 +16,7 @@ import {
   BudgetUnavailable,
   CallerForbidden,
   type GatewayError,
+  InFlightBytesExceeded,
   LaneSaturated,
   ModelDenied,
   ModelNotFound,
@@ -51,6 +52,7 @@ export const GatewayErrorSchema = Schema.Union(
   PaidProvidersFailed,
   Unauthorized,
   CallerForbidden,
+  InFlightBytesExceeded,
   RunStoreUnavailable
 )
 

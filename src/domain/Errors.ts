@@ -157,6 +157,19 @@ export class Unauthorized extends Schema.TaggedError<Unauthorized>()("Unauthoriz
   override get message() { return `unauthorized: ${this.reason}` }
 }
 
+/** Unfinished request bodies already hold the bytes the gateway allows (server.maxInFlightBodyBytes…). */
+export class InFlightBytesExceeded extends Schema.TaggedError<InFlightBytesExceeded>()("InFlightBytesExceeded", {
+  /** "server.maxInFlightBodyBytes" or "server.maxInFlightBodyBytesPerClient" */
+  limit: Schema.String,
+  bytes: Schema.Number
+}) {
+  get status() { return 503 }
+  get retryAfterSeconds() { return 1 }
+  override get message() {
+    return `the gateway is receiving too many request bodies at once (${this.limit} = ${this.bytes} bytes); retry shortly`
+  }
+}
+
 /** A known caller asked for something its entry in `callers:` does not allow (a lane, another project). */
 export class CallerForbidden extends Schema.TaggedError<CallerForbidden>()("CallerForbidden", {
   caller: Schema.String,
@@ -195,6 +208,7 @@ export type GatewayError =
   | PaidProvidersFailed
   | Unauthorized
   | CallerForbidden
+  | InFlightBytesExceeded
 
 export const retryAfterOf = (error: GatewayError): number | undefined =>
-  error._tag === "LaneSaturated" || error._tag === "AllHostsUnavailable" ? error.retryAfterSeconds : undefined
+  error._tag === "LaneSaturated" || error._tag === "AllHostsUnavailable" || error._tag === "InFlightBytesExceeded" ? error.retryAfterSeconds : undefined

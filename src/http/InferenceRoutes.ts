@@ -8,7 +8,7 @@ import { Effect, Exit, FiberId, Ref, Runtime, Schema, Stream, type Tracer } from
 import type { IncomingMessage, ServerResponse } from "node:http"
 import { type CallerContext, HeaderNames, resolveCallerContext } from "../domain/CallerContext.ts"
 import { errorHeaderName, errorHeaderValue } from "../domain/ErrorWire.ts"
-import { BadRequest, BodyTooLarge, type GatewayError, retryAfterOf, ShuttingDown } from "../domain/Errors.ts"
+import { type GatewayError, retryAfterOf, ShuttingDown } from "../domain/Errors.ts"
 import { ChatRequest, EmbeddingsRequest, EmbedRequest, GenerateRequest, type Operation } from "../domain/OllamaApi.ts"
 import * as Tracing from "../observability/Tracing.ts"
 import { abandon, type LaneResult } from "../routing/Lane.ts"
@@ -16,7 +16,7 @@ import { drainTo } from "../routing/ChunkSource.ts"
 import { Gateway } from "../routing/Gateway.ts"
 import { acceptInstead } from "./Accepted.ts"
 import { Drain } from "./Drain.ts"
-import { decodeBody, parseJsonObject } from "./RequestBody.ts"
+import { decodeBody, parseJsonObject, readBody } from "./RequestBody.ts"
 
 const schemas = {
   generate: GenerateRequest,
@@ -41,41 +41,7 @@ const promptOf = (operation: Operation, body: Record<string, unknown>): unknown 
   }
 }
 
-/** Reads the body up to `max` bytes; a larger one is refused without buffering it. */
-export const readBody = (req: IncomingMessage, max: number) =>
-  Effect.async<Uint8Array, BodyTooLarge | BadRequest>((resume) => {
-    const declared = Number(req.headers["content-length"])
-    if (Number.isFinite(declared) && declared > max) {
-      resume(Effect.fail(new BodyTooLarge({ limit: max })))
-      return
-    }
-    const chunks: Array<Buffer> = []
-    let size = 0
-    const cleanup = () => {
-      req.off("data", onData)
-      req.off("end", onEnd)
-      req.off("error", onError)
-    }
-    const onData = (chunk: Buffer) => {
-      size += chunk.length
-      if (size > max) {
-        cleanup()
-        resume(Effect.fail(new BodyTooLarge({ limit: max })))
-      } else chunks.push(chunk)
-    }
-    const onEnd = () => {
-      cleanup()
-      resume(Effect.succeed(chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, size)))
-    }
-    const onError = (e: Error) => {
-      cleanup()
-      resume(Effect.fail(new BadRequest({ message: `could not read the request body: ${e.message}` })))
-    }
-    req.on("data", onData)
-    req.on("end", onEnd)
-    req.on("error", onError)
-    return Effect.sync(cleanup)
-  })
+export { readBody } from "./RequestBody.ts"
 
 export const headerBag = (req: IncomingMessage): Record<string, string | undefined> => {
   const out: Record<string, string | undefined> = {}
@@ -180,8 +146,8 @@ const serve = (operation: Operation, path: string, req: IncomingMessage, res: Se
     let caller: CallerContext | null = null
     let reachedLane = false
     const outcome = yield* Effect.gen(function*() {
-      const bytes = yield* readBody(req, gateway.config.server.maxBodyBytes)
-      const raw = yield* parseJsonObject(bytes)
+      const bytes = yield* readBody(req, gateway.config.server.maxBodyBytes, { res, bodies: gateway.bodies })
+      const raw = yield* parseJsonObject(bytes, gateway.config.server)
       const body = yield* decodeBody(schemas[operation] as unknown as Schema.Schema<Record<string, unknown>, unknown>, raw)
       const headers = headerBag(req)
       const resolved = resolveCallerContext(headers, body.model as string, gateway.laneRules)

@@ -80,6 +80,9 @@ export interface CostQuery {
 export const defaultDays = 30
 
 const dayPattern = /^\d{4}-\d{2}-\d{2}$/
+/** Bounds of a cost query: no ledger is older, and no question needs more (absurd values → 400). */
+const earliestDay = "2000-01-01"
+const maxDays = 3660
 
 /** "2026-05-05" or an ISO timestamp → its UTC day; null when it is not a date. */
 const parseDay = (text: string): string | null => {
@@ -113,6 +116,10 @@ export const parseCostQuery = (
     : parseDay(raw.from!)
   if (from === null) return `from must be a date (YYYY-MM-DD or an ISO timestamp), got ${JSON.stringify(raw.from)}`
   if (from > to) return `from (${from}) is after to (${to})`
+  if (from < earliestDay) return `from must be ${earliestDay} or later, got ${JSON.stringify(raw.from)}`
+  if ((Date.parse(`${to}T00:00:00Z`) - Date.parse(`${from}T00:00:00Z`)) / 86_400_000 >= maxDays) {
+    return `from ${from} to ${to} spans more than ${maxDays} days; ask for a shorter range`
+  }
   const names = raw.groupBy === undefined ? ["project"] : raw.groupBy!.split(",").map((s) => s.trim())
   const allowed = Object.keys(groupColumns)
   for (const name of names) {

@@ -12,6 +12,7 @@ import * as RunObserver from "../observability/RunObserver.ts"
 import { OllamaUpstream } from "../upstream/OllamaUpstream.ts"
 import * as AsyncRuns from "./AsyncRuns.ts"
 import { makeIdentify } from "./Callers.ts"
+import { BodyBudget } from "../http/RequestLimits.ts"
 import * as Host from "./Host.ts"
 import * as KeepWarm from "./KeepWarm.ts"
 import * as Lane from "./Lane.ts"
@@ -67,7 +68,9 @@ export class Gateway extends Effect.Service<Gateway>()("awooop/Gateway", {
     yield* KeepWarm.start({ config, hosts, upstream })
     const shadow = Shadow.make({ config, journal, sql })
     const asyncRuns = yield* AsyncRuns.make({ config, journal, sql, lanes })
-    return { config, hosts, lanes, laneRules, upstream, paid, metrics, shadow, asyncRuns } as const
+    // Unfinished request bodies, all routes together (http/RequestLimits.ts).
+    const bodies = new BodyBudget(config.server)
+    return { config, hosts, lanes, laneRules, upstream, paid, metrics, shadow, asyncRuns, bodies } as const
   }),
   dependencies: [OllamaUpstream.Default, PaidRoute.Default, Metrics.Default]
 }) {}
