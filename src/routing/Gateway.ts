@@ -7,6 +7,7 @@ import { Config, Effect, Option, Redacted } from "effect"
 import { GatewayConfigTag } from "../config/GatewayConfig.ts"
 import type { LaneRules } from "../domain/CallerContext.ts"
 import { Journal } from "../journal/Journal.ts"
+import { EventLoopLag } from "../observability/EventLoopLag.ts"
 import { Metrics } from "../observability/Metrics.ts"
 import * as RunObserver from "../observability/RunObserver.ts"
 import { OllamaUpstream } from "../upstream/OllamaUpstream.ts"
@@ -28,6 +29,7 @@ export class Gateway extends Effect.Service<Gateway>()("awooop/Gateway", {
     // Live metrics and spans follow every run's and host's journal facts.
     const metrics = yield* Metrics
     const observers = RunObserver.make(metrics, config)
+    const lag = yield* EventLoopLag
 
     const hosts = new Map<string, Host.HostActor>()
     for (const [name, hostConfig] of Object.entries(config.hosts)) {
@@ -47,7 +49,7 @@ export class Gateway extends Effect.Service<Gateway>()("awooop/Gateway", {
     }
     const lanes = new Map<string, Lane.LaneActor>()
     for (const [name, laneConfig] of Object.entries(config.lanes)) {
-      lanes.set(name, yield* Lane.make(name, laneConfig, { journal, upstream, hosts, config, paid, observe: observers.run }))
+      lanes.set(name, yield* Lane.make(name, laneConfig, { journal, upstream, hosts, config, paid, lag, observe: observers.run }))
     }
     const adminToken = yield* Config.option(Config.redacted("AWOOOP_ADMIN_TOKEN")).pipe(
       Effect.map(Option.match({ onNone: () => null, onSome: Redacted.value })),
@@ -70,7 +72,7 @@ export class Gateway extends Effect.Service<Gateway>()("awooop/Gateway", {
     const asyncRuns = yield* AsyncRuns.make({ config, journal, sql, lanes })
     // Unfinished request bodies, all routes together (http/RequestLimits.ts).
     const bodies = new BodyBudget(config.server)
-    return { config, hosts, lanes, laneRules, upstream, paid, metrics, shadow, asyncRuns, bodies } as const
+    return { config, hosts, lanes, laneRules, upstream, paid, metrics, shadow, asyncRuns, bodies, lag } as const
   }),
-  dependencies: [OllamaUpstream.Default, PaidRoute.Default, Metrics.Default]
+  dependencies: [OllamaUpstream.Default, PaidRoute.Default, Metrics.Default, EventLoopLag.Default]
 }) {}

@@ -29,6 +29,7 @@ import type { HostActor } from "./Host.ts"
 import { costOf, directReason, fallbackReason, type PaidRoute } from "./PaidRoute.ts"
 import { describeSkip, type HostView, plan, type Plan, type PlanInput, type PlannedAttempt } from "./Plan.ts"
 import type { Permit } from "./Slots.ts"
+import { stalledByGateway } from "../observability/EventLoopLag.ts"
 
 export interface LaneRequest {
   readonly operation: Operation
@@ -87,6 +88,8 @@ interface Deps {
   readonly config: GatewayConfig
   /** Paid providers behind the budget (a lane's `paidFallback`, or a `paid` lane). */
   readonly paid?: PaidRoute
+  /** The gateway's own event-loop lag (observability/EventLoopLag.ts): a timeout it caused is not the host's. */
+  readonly lag?: { readonly stalledMs: () => number }
   /** Wraps each run's writer so metrics and spans follow the run's facts (observability/RunObserver.ts). */
   readonly observe?: (lane: string, config: LaneConfig) => (run: StreamWriter, request: LaneRequest) => StreamWriter
 }
@@ -185,10 +188,22 @@ export const make = (name: string, config: LaneConfig, deps: Deps) =>
       })
     }
 
-    const complete = (run: StreamWriter, host: string, usage: Usage | null, startedAt: number, attemptStartedAt: number, firstChunkAt: number | null) =>
+    const stalledMs = () => deps.lag?.stalledMs() ?? 0
+    /** The gateway's event-loop lag since `since` (a stalledMs reading), in whole ms. */
+    const lagSince = (since: number) => Math.round(stalledMs() - since)
+
+    const complete = (
+      run: StreamWriter,
+      host: string,
+      usage: Usage | null,
+      startedAt: number,
+      attemptStartedAt: number,
+      firstChunkAt: number | null,
+      eventLoopLagMs: number
+    ) =>
       Effect.gen(function*() {
         const now = yield* Clock.currentTimeMillis
-        yield* run.append("AttemptSucceeded", { host, durationMs: now - attemptStartedAt, firstChunkMs: firstChunkAt === null ? null : firstChunkAt - attemptStartedAt })
+        yield* run.append("AttemptSucceeded", { host, durationMs: now - attemptStartedAt, firstChunkMs: firstChunkAt === null ? null : firstChunkAt - attemptStartedAt, eventLoopLagMs })
         yield* run.append("RunCompleted", {
           endpoint: host,
           providerTier: "ollama",
@@ -211,13 +226,19 @@ export const make = (name: string, config: LaneConfig, deps: Deps) =>
       body: Uint8Array,
       request: LaneRequest,
       permit: Permit,
-      started: Effect.Effect<void>
+      started: Effect.Effect<void>,
+      lagAtStart: number
     ): Effect.Effect<AttemptAnswer, UpstreamFailure | BreakerOpen> => {
       const path = operationPath[request.operation]
+      // A timeout the gateway's own stall caused says nothing about the host (EventLoopLag.ts).
+      const judge = (exit: Exit.Exit<unknown, UpstreamFailure>): Outcome => {
+        const outcome = classify(exit)
+        return outcome === "timeout" && stalledByGateway(lagSince(lagAtStart), step.timeoutMs) ? "ignore" : outcome
+      }
       if (!request.stream) {
         return host.breaker.guard(
           Effect.zipRight(started, deps.upstream.unary(host.target, "POST", path, body, step.timeoutMs)),
-          classify
+          judge
         ).pipe(
           Effect.map((r) => ({ _tag: "Unary" as const, bytes: r.bytes, usage: usageOf(r.json) })),
           Effect.ensuring(permit.release)
@@ -225,7 +246,7 @@ export const make = (name: string, config: LaneConfig, deps: Deps) =>
       }
       return host.breaker.guard(
         Effect.zipRight(started, deps.upstream.openStream(host.target, path, body, step.timeoutMs)),
-        classify
+        judge
       ).pipe(
         Effect.map((open) => ({ _tag: "Stream" as const, open })),
         Effect.onError(() => permit.release)
@@ -330,8 +351,10 @@ export const make = (name: string, config: LaneConfig, deps: Deps) =>
               attemptNo++
               const attemptStartedAt = yield* Clock.currentTimeMillis
               const started = run.append("AttemptStarted", { attempt: attemptNo, host: step.host, timeoutMs: step.timeoutMs, slotPool: permit.pool })
-              const result = yield* Effect.either(attempt(host, step, body, request, permit, started))
+              const lagAtStart = stalledMs()
+              const result = yield* Effect.either(attempt(host, step, body, request, permit, started, lagAtStart))
               const now = yield* Clock.currentTimeMillis
+              const eventLoopLagMs = lagSince(lagAtStart)
               if (result._tag === "Left") {
                 const error = result.left
                 if (error instanceof BreakerOpen) {
@@ -340,8 +363,23 @@ export const make = (name: string, config: LaneConfig, deps: Deps) =>
                   misses.push({ host: step.host, kind: "circuit-open", message: `${step.host} circuit open` })
                   continue
                 }
-                yield* run.append("AttemptFailed", { attempt: attemptNo, host: step.host, kind: error.kind, status: error.status, message: error.message, durationMs: now - attemptStartedAt, afterFirstChunk: false })
-                misses.push({ host: step.host, kind: error.kind, message: `${step.host} ${error.kind === "timeout" ? "timed out" : "failed"}: ${error.message}` })
+                const stall = error.kind === "timeout" && stalledByGateway(eventLoopLagMs, step.timeoutMs)
+                yield* run.append("AttemptFailed", {
+                  attempt: attemptNo,
+                  host: step.host,
+                  kind: error.kind,
+                  status: error.status,
+                  message: stall ? `${error.message}, but the gateway's event loop was stalled ${eventLoopLagMs}ms of it: not counted against ${step.host}` : error.message,
+                  durationMs: now - attemptStartedAt,
+                  afterFirstChunk: false,
+                  eventLoopLagMs,
+                  ...(stall ? { gatewayStall: true } : {})
+                })
+                // A stall of ours is no host failure: not a timeout toward the breaker (see attempt),
+                // and no reason to pay a provider either (fallbackReason does not know the kind).
+                misses.push(stall
+                  ? { host: step.host, kind: "gateway-stall", message: `${step.host} timed out while the gateway stalled ${eventLoopLagMs}ms` }
+                  : { host: step.host, kind: error.kind, message: `${step.host} ${error.kind === "timeout" ? "timed out" : "failed"}: ${error.message}` })
                 if (error.kind === "refused") yield* host.reportRefused(error.message)
                 if (error.kind === "rejected") {
                   return yield* fail(run, new UpstreamRejected({ host: step.host, upstreamStatus: error.status ?? 400, upstreamError: error.message.replace(/^\d+: /, "") }), startedAt)
@@ -352,11 +390,11 @@ export const make = (name: string, config: LaneConfig, deps: Deps) =>
               const info: RunInfo = { runId, traceId: caller.traceId, lane: name, model: config.model, endpoint: step.host }
               const answer = result.right
               if (answer._tag === "Unary") {
-                yield* complete(run, step.host, answer.usage, startedAt, attemptStartedAt, null)
+                yield* complete(run, step.host, answer.usage, startedAt, attemptStartedAt, null, eventLoopLagMs)
                 return { _tag: "Unary", info, bytes: answer.bytes } satisfies LaneResult
               }
               handedOff = true
-              const source = relay(run, answer.open, step.host, attemptNo, startedAt, attemptStartedAt, now, Effect.zipRight(permit.release, leave))
+              const source = relay(run, answer.open, step.host, attemptNo, startedAt, attemptStartedAt, now, lagAtStart, Effect.zipRight(permit.release, leave))
               return { _tag: "Stream", info, source, stream: toStream(source) } satisfies LaneResult
             }
             if (saturated.length === 0) break
@@ -407,6 +445,7 @@ export const make = (name: string, config: LaneConfig, deps: Deps) =>
       startedAt: number,
       attemptStartedAt: number,
       firstChunkAt: number,
+      lagAtStart: number,
       release: Effect.Effect<void>
     ): ChunkSource => {
       let state: "head" | "rest" | "over" = "head"
@@ -434,7 +473,7 @@ export const make = (name: string, config: LaneConfig, deps: Deps) =>
               onSuccess: (chunk) => {
                 if (chunk !== null) return Effect.succeed(chunk)
                 state = "over"
-                return Effect.as(Effect.uninterruptible(complete(run, host, open.usage(), startedAt, attemptStartedAt, firstChunkAt)), null)
+                return Effect.as(Effect.uninterruptible(complete(run, host, open.usage(), startedAt, attemptStartedAt, firstChunkAt, lagSince(lagAtStart))), null)
               }
             })
         }
