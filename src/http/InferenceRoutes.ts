@@ -4,7 +4,7 @@
  * lane actor, without the platform router, keeps the gateway's added latency well under a
  * millisecond (see BENCHMARKS.md). Every other route goes through the @effect/platform router.
  */
-import { Effect, Exit, FiberId, Ref, Runtime, Schema, Stream, type Tracer } from "effect"
+import { Effect, Exit, FiberId, FiberRef, Ref, Runtime, Schema, Stream, type Tracer } from "effect"
 import type { IncomingMessage, ServerResponse } from "node:http"
 import { type CallerContext, HeaderNames, resolveCallerContext } from "../domain/CallerContext.ts"
 import { errorHeaderName, errorHeaderValue } from "../domain/ErrorWire.ts"
@@ -12,6 +12,7 @@ import { type GatewayError, retryAfterOf, ShuttingDown } from "../domain/Errors.
 import { ChatRequest, EmbeddingsRequest, EmbedRequest, GenerateRequest, type Operation } from "../domain/OllamaApi.ts"
 import * as Tracing from "../observability/Tracing.ts"
 import { abandon, type LaneResult } from "../routing/Lane.ts"
+import { abortReason, slowConsumer } from "../routing/AbortReason.ts"
 import { drainTo } from "../routing/ChunkSource.ts"
 import { Gateway } from "../routing/Gateway.ts"
 import { acceptInstead } from "./Accepted.ts"
@@ -97,43 +98,65 @@ const corker = (res: ServerResponse) => {
   }
 }
 
-/** One chunk with back-pressure: a slow caller slows the upstream read, nothing piles up. */
-const writeChunk = (res: ServerResponse, chunk: Uint8Array): Effect.Effect<void> =>
+/**
+ * One chunk with back-pressure: a slow caller slows the upstream read, nothing piles up. A caller
+ * that takes nothing for `idleTimeoutMs` is cut off (false): it would hold the host's slot forever.
+ */
+const writeChunk = (res: ServerResponse, chunk: Uint8Array, idleTimeoutMs: number): Effect.Effect<boolean> =>
   res.write(chunk)
-    ? Effect.void
-    : Effect.async<void>((resume) => {
+    ? Effect.succeed(true)
+    : Effect.async<boolean>((resume) => {
       const onDrain = () => {
+        cleanup()
+        resume(Effect.succeed(true))
+      }
+      const timer = setTimeout(() => {
+        cleanup()
+        resume(Effect.succeed(false))
+      }, idleTimeoutMs)
+      const cleanup = () => {
+        clearTimeout(timer)
+        res.off("drain", onDrain)
         res.off("close", onDrain)
-        resume(Effect.void)
       }
       res.once("drain", onDrain)
       res.once("close", onDrain)
-      return Effect.sync(() => {
-        res.off("drain", onDrain)
-        res.off("close", onDrain)
-      })
+      return Effect.sync(cleanup)
     })
 
+/** When the lane gives no step timeout for a stream (a canned answer): how long a caller may stall. */
+const defaultIdleTimeoutMs = 60_000
+
 /** Sends the headers, then every chunk `drive` writes, as it comes. */
-const sendChunks = (res: ServerResponse, drive: (write: (chunk: Uint8Array) => Effect.Effect<void>) => Effect.Effect<void>) =>
+const sendChunks = (
+  res: ServerResponse,
+  idleTimeoutMs: number,
+  drive: (write: (chunk: Uint8Array) => Effect.Effect<void>) => Effect.Effect<void>
+) =>
   Effect.suspend(() => {
     const cork = corker(res)
     cork()
     res.flushHeaders()
     return drive((chunk) => {
       cork()
-      return writeChunk(res, chunk)
+      return Effect.flatMap(writeChunk(res, chunk, idleTimeoutMs), (taken) =>
+        taken ? Effect.void : Effect.zipRight(
+          // The relay's finalizers (upstream closed, slot freed, RunFailed) run as for an abort, with this reason.
+          FiberRef.set(abortReason, slowConsumer(idleTimeoutMs)),
+          Effect.zipRight(Effect.sync(() => res.destroy()), Effect.interrupt)
+        ))
     }).pipe(Effect.ensuring(Effect.sync(cork)))
   })
 
 /** Sends the headers, then the stream's chunks as they come. */
-export const pipeStream = (res: ServerResponse, stream: Stream.Stream<Uint8Array>) =>
-  sendChunks(res, (write) => Stream.runForEach(stream, write))
+export const pipeStream = (res: ServerResponse, stream: Stream.Stream<Uint8Array>, idleTimeoutMs = defaultIdleTimeoutMs) =>
+  sendChunks(res, idleTimeoutMs, (write) => Stream.runForEach(stream, write))
 
 /** pipeStream for a lane's relay, pulled chunk by chunk without the Stream machinery. */
 export const pipeResult = (res: ServerResponse, result: Extract<LaneResult, { _tag: "Stream" }>) => {
   const source = result.source
-  return source === undefined ? pipeStream(res, result.stream) : sendChunks(res, (write) => drainTo(source, write))
+  const idle = result.idleTimeoutMs ?? defaultIdleTimeoutMs
+  return source === undefined ? pipeStream(res, result.stream, idle) : sendChunks(res, idle, (write) => drainTo(source, write))
 }
 
 const serve = (operation: Operation, path: string, req: IncomingMessage, res: ServerResponse) => {

@@ -371,7 +371,7 @@ const serve = (kind: Kind, path: string, req: IncomingMessage, res: ServerRespon
       return yield* Tracing.endServerSpan(span, 200, null)
     }
     res.writeHead(200, { ...resultHeaders(result, "text/event-stream; charset=utf-8"), "cache-control": "no-cache" })
-    yield* pipeStream(res, sseStream(kind === "chat" ? "chat" : "completion", result.stream, meta, translated.includeUsage))
+    yield* pipeStream(res, sseStream(kind === "chat" ? "chat" : "completion", result.stream, meta, translated.includeUsage), result.idleTimeoutMs)
     res.end()
     return yield* Tracing.endServerSpan(span, 200, null)
   }).pipe(

@@ -3,7 +3,7 @@
  * attempts down the lane's route with each host's slots, breaker and timeout. Every step is a
  * journal event on the run's stream.
  */
-import { Clock, Deferred, Effect, Exit, Fiber, Option, Ref, Stream } from "effect"
+import { Clock, Deferred, Effect, Exit, Fiber, FiberRef, Option, Ref, Stream } from "effect"
 import { type GatewayConfig, type LaneConfig, priceOf } from "../config/GatewayConfig.ts"
 import type { CallerContext } from "../domain/CallerContext.ts"
 import {
@@ -24,6 +24,7 @@ import { makeStreamWriter, type StreamWriter } from "../journal/StreamWriter.ts"
 import { encodeLine, joinLines } from "../upstream/Ndjson.ts"
 import { isUnavailableFailure, type OllamaUpstream, type OpenStream, UpstreamFailure, usageOf } from "../upstream/OllamaUpstream.ts"
 import { BreakerOpen, type Outcome } from "./Breaker.ts"
+import { abortReason } from "./AbortReason.ts"
 import { type ChunkSource, toStream } from "./ChunkSource.ts"
 import type { HostActor } from "./Host.ts"
 import { costOf, directReason, fallbackReason, type PaidRoute } from "./PaidRoute.ts"
@@ -58,6 +59,8 @@ export type LaneResult =
     readonly stream: Stream.Stream<Uint8Array>
     /** The same chunks as a pull (an Ollama relay), for a consumer that writes them as they are. */
     readonly source?: ChunkSource
+    /** The step's timeout: a caller that takes no chunk for this long is cut off (a slow consumer). */
+    readonly idleTimeoutMs?: number
   }
 
 export interface LaneActor {
@@ -395,7 +398,7 @@ export const make = (name: string, config: LaneConfig, deps: Deps) =>
               }
               handedOff = true
               const source = relay(run, answer.open, step.host, attemptNo, startedAt, attemptStartedAt, now, lagAtStart, Effect.zipRight(permit.release, leave))
-              return { _tag: "Stream", info, source, stream: toStream(source) } satisfies LaneResult
+              return { _tag: "Stream", info, source, stream: toStream(source), idleTimeoutMs: step.timeoutMs } satisfies LaneResult
             }
             if (saturated.length === 0) break
             // Every remaining host is busy: wait for a slot on one of them, within the lane's maxWait.
@@ -484,7 +487,8 @@ export const make = (name: string, config: LaneConfig, deps: Deps) =>
           if (interrupted && state !== "over") {
             state = "over"
             const now = yield* Clock.currentTimeMillis
-            yield* run.append("RunFailed", { status: 499, error: "ClientAborted", message: "the caller went away mid-stream", durationMs: now - startedAt })
+            const why = yield* FiberRef.get(abortReason)
+            yield* run.append("RunFailed", { status: why.status, error: why.error, message: why.message, durationMs: now - startedAt })
           }
           yield* open.close
           yield* release
