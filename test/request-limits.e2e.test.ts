@@ -106,8 +106,14 @@ describe("deep nesting and floods are a 400 before any run", () => {
     const messages = Array.from({ length: 1001 }, () => ({ role: "user", content: "x" }))
     const r = await fetch(`${gw.url}/api/chat`, { method: "POST", headers: headers(traceId), body: JSON.stringify({ model: "gemma3:4b", messages }) })
     expect(r.status).toBe(400)
-    expect(((await r.json()) as { error: string }).error).toBe("messages has 1001 entries; the limit is 1000 (server.maxMessages)")
+    expect(((await r.json()) as { error: string }).error).toBe("messages has more than 1000 entries; the limit is 1000 (server.maxMessages)")
     expect(await journaled(traceId)).toBe(0)
+  })
+
+  it("exactly server.maxMessages messages pass, commas and brackets inside them notwithstanding", async () => {
+    const messages = Array.from({ length: 1000 }, (_, i) => ({ role: "user", content: `a, [b], {c}, "d" ${i}`, images: ["aGk=", "aGk="] }))
+    const r = await fetch(`${gw.url}/api/chat`, { method: "POST", headers: headers(newTraceId()), body: JSON.stringify({ messages, model: "gemma3:4b", stream: false }) })
+    expect(r.status).toBe(200)
   })
 
   it("no run stream is left without its end", async () => {

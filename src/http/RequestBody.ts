@@ -8,7 +8,7 @@ import { Effect, Either, Option, ParseResult, Schema } from "effect"
 import type { IncomingMessage, ServerResponse } from "node:http"
 import { BadRequest, BodyTooLarge, InFlightBytesExceeded } from "../domain/Errors.ts"
 import { Gateway } from "../routing/Gateway.ts"
-import { type BodyBudget, defaultJsonLimits, type JsonLimits, nestsDeeperThan, shapeProblem, tooDeep } from "./RequestLimits.ts"
+import { type BodyBudget, defaultJsonLimits, type JsonLimits, scanJson, shapeProblem, tooDeep, tooManyMessages } from "./RequestLimits.ts"
 
 const decoder = new TextDecoder("utf-8", { fatal: true })
 
@@ -101,7 +101,9 @@ export const readBody = (
 export const parseJsonObject = (bytes: Uint8Array, limits: JsonLimits = defaultJsonLimits) =>
   Effect.gen(function*() {
     // Before JSON.parse: nothing recursive (stringify, the schema, error formatting) ever sees it.
-    if (nestsDeeperThan(bytes, limits.maxJsonDepth)) return yield* tooDeep(limits.maxJsonDepth)
+    const scan = scanJson(bytes, limits)
+    if (scan._tag === "TooDeep") return yield* tooDeep(limits.maxJsonDepth)
+    if (scan._tag === "TooManyMessages") return yield* tooManyMessages(`more than ${limits.maxMessages}`, limits.maxMessages)
     const text = yield* Effect.try({
       try: () => decoder.decode(bytes),
       catch: () => new BadRequest({ message: "request body is not valid UTF-8" })

@@ -22,31 +22,81 @@ const CLOSE_ARRAY = 0x5d
 const QUOTE = 0x22
 const BACKSLASH = 0x5c
 
-/** True when the JSON text nests objects/arrays deeper than `max`; one pass over the bytes, no recursion. */
-export const nestsDeeperThan = (bytes: Uint8Array, max: number): boolean => {
+const COMMA = 0x2c
+const COLON = 0x3a
+const MESSAGES = Array.from(new TextEncoder().encode("messages"))
+
+const isSpace = (b: number) => b === 0x20 || b === 0x0a || b === 0x0d || b === 0x09
+
+/** What one pass over the JSON bytes found against the limits (it stops at the first one passed). */
+export type ScanResult =
+  | { readonly _tag: "Ok" }
+  | { readonly _tag: "TooDeep" }
+  /** The root object's `messages` array has more entries than the limit (counted up to it + 1). */
+  | { readonly _tag: "TooManyMessages"; readonly atLeast: number }
+
+const ok: ScanResult = { _tag: "Ok" }
+
+/**
+ * One pass over the bytes, no recursion, before JSON.parse: nesting deeper than maxJsonDepth, and
+ * the root object's `messages` entries beyond maxMessages (a 7 MB flood of tiny messages is refused
+ * without building 450,000 objects). Invalid JSON is left for JSON.parse to name.
+ */
+export const scanJson = (bytes: Uint8Array, limits: JsonLimits): ScanResult => {
   let depth = 0
   let inString = false
+  let stringStart = -1
+  // After the root object's key "messages": waiting for its ':' then '['.
+  let sawMessagesKey = 0
+  let messagesDepth = -1
+  let messages = 0
   for (let i = 0; i < bytes.length; i++) {
     const b = bytes[i]!
     if (inString) {
       if (b === BACKSLASH) i++
-      else if (b === QUOTE) inString = false
-    } else if (b === QUOTE) inString = true
-    else if (b === OPEN_OBJECT || b === OPEN_ARRAY) {
-      if (++depth > max) return true
-    } else if (b === CLOSE_OBJECT || b === CLOSE_ARRAY) depth--
+      else if (b === QUOTE) {
+        inString = false
+        if (depth === 1 && i - stringStart - 1 === MESSAGES.length && MESSAGES.every((c, k) => bytes[stringStart + 1 + k] === c)) sawMessagesKey = 1
+      }
+      continue
+    }
+    if (isSpace(b)) continue
+    if (sawMessagesKey === 1) sawMessagesKey = b === COLON ? 2 : 0
+    else if (sawMessagesKey === 2) {
+      sawMessagesKey = 0
+      if (b === OPEN_ARRAY) {
+        messagesDepth = depth + 1
+        messages = 0
+      }
+    }
+    if (b === QUOTE) {
+      inString = true
+      stringStart = i
+      if (depth === messagesDepth && messages === 0) messages = 1
+    } else if (b === OPEN_OBJECT || b === OPEN_ARRAY) {
+      if (depth === messagesDepth && messages === 0) messages = 1
+      if (++depth > limits.maxJsonDepth) return { _tag: "TooDeep" }
+    } else if (b === CLOSE_OBJECT || b === CLOSE_ARRAY) {
+      if (depth === messagesDepth) messagesDepth = -1
+      depth--
+    } else if (b === COMMA && depth === messagesDepth) {
+      if (++messages > limits.maxMessages) return { _tag: "TooManyMessages", atLeast: messages }
+    } else if (depth === messagesDepth && messages === 0 && b !== COLON) messages = 1
   }
-  return false
+  return ok
 }
 
 export const tooDeep = (max: number) =>
   new BadRequest({ message: `request body nests objects or arrays more than ${max} levels deep (the limit is server.maxJsonDepth)` })
 
+export const tooManyMessages = (atLeast: number | string, max: number) =>
+  new BadRequest({ message: `messages has ${atLeast} entries; the limit is ${max} (server.maxMessages)` })
+
 /** The parsed body's shape limits, checked before any schema walks it. */
 export const shapeProblem = (body: Record<string, unknown>, limits: JsonLimits): BadRequest | null => {
   const messages = body.messages
   if (Array.isArray(messages) && messages.length > limits.maxMessages) {
-    return new BadRequest({ message: `messages has ${messages.length} entries; the limit is ${limits.maxMessages} (server.maxMessages)` })
+    return tooManyMessages(messages.length, limits.maxMessages)
   }
   return null
 }
