@@ -42,7 +42,7 @@ const ok: ScanResult = { _tag: "Ok" }
  * the root object's `messages` entries beyond maxMessages (a 7 MB flood of tiny messages is refused
  * without building 450,000 objects). Invalid JSON is left for JSON.parse to name.
  */
-export const scanJson = (bytes: Uint8Array, limits: JsonLimits): ScanResult => {
+export const scanJson = (bytes: Buffer | Uint8Array, limits: JsonLimits): ScanResult => {
   let depth = 0
   let inString = false
   let stringStart = -1
@@ -51,15 +51,22 @@ export const scanJson = (bytes: Uint8Array, limits: JsonLimits): ScanResult => {
   let messagesDepth = -1
   let messages = 0
   for (let i = 0; i < bytes.length; i++) {
-    const b = bytes[i]!
     if (inString) {
-      if (b === BACKSLASH) i++
-      else if (b === QUOTE) {
-        inString = false
-        if (depth === 1 && i - stringStart - 1 === MESSAGES.length && MESSAGES.every((c, k) => bytes[stringStart + 1 + k] === c)) sawMessagesKey = 1
+      // A string's end, found natively: the next quote not escaped by an odd run of backslashes.
+      let end = bytes.indexOf(QUOTE, i)
+      while (end > 0) {
+        let slashes = 0
+        while (bytes[end - 1 - slashes] === BACKSLASH) slashes++
+        if (slashes % 2 === 0) break
+        end = bytes.indexOf(QUOTE, end + 1)
       }
+      if (end < 0) return ok // unterminated: JSON.parse names it
+      i = end
+      inString = false
+      if (depth === 1 && i - stringStart - 1 === MESSAGES.length && MESSAGES.every((c, k) => bytes[stringStart + 1 + k] === c)) sawMessagesKey = 1
       continue
     }
+    const b = bytes[i]!
     if (isSpace(b)) continue
     if (sawMessagesKey === 1) sawMessagesKey = b === COLON ? 2 : 0
     else if (sawMessagesKey === 2) {
@@ -69,19 +76,21 @@ export const scanJson = (bytes: Uint8Array, limits: JsonLimits): ScanResult => {
         messages = 0
       }
     }
+    // The first byte of the array's first entry counts it.
+    if (depth === messagesDepth && messages === 0 && b !== CLOSE_ARRAY) {
+      if (++messages > limits.maxMessages) return { _tag: "TooManyMessages", atLeast: messages }
+    }
     if (b === QUOTE) {
       inString = true
       stringStart = i
-      if (depth === messagesDepth && messages === 0) messages = 1
     } else if (b === OPEN_OBJECT || b === OPEN_ARRAY) {
-      if (depth === messagesDepth && messages === 0) messages = 1
       if (++depth > limits.maxJsonDepth) return { _tag: "TooDeep" }
     } else if (b === CLOSE_OBJECT || b === CLOSE_ARRAY) {
       if (depth === messagesDepth) messagesDepth = -1
       depth--
     } else if (b === COMMA && depth === messagesDepth) {
       if (++messages > limits.maxMessages) return { _tag: "TooManyMessages", atLeast: messages }
-    } else if (depth === messagesDepth && messages === 0 && b !== COLON) messages = 1
+    }
   }
   return ok
 }
