@@ -5,7 +5,9 @@
  * read API scoped to the caller's own project. Fails on the gateway before callers existed: every
  * request below would have been served, and the anonymous one would have spent money.
  */
-import { LogLevel } from "effect"
+import { FetchHttpClient } from "@effect/platform"
+import { Effect, Either, LogLevel, Redacted } from "effect"
+import { GatewayClient } from "awooop-inference-gateway/client"
 import { createHash, randomUUID } from "node:crypto"
 import OpenAI from "openai"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
@@ -95,6 +97,19 @@ describe("who may call", () => {
     expect((refused as Error).message).toContain("caller other-team may not use lane paid-emergency")
     // Nothing was spent on any refusal.
     expect(gemini.requests.length).toBe(before)
+  })
+
+  it("the typed client sends its apiKey; without one, the refusal is the tagged Unauthorized", async () => {
+    const call = (apiKey: string | undefined) =>
+      Effect.runPromise(Effect.flatMap(GatewayClient, (c) => c.generate({ model: "qwen2.5-coder:7b", prompt: "review" }, { lane: "code-review" })).pipe(
+        Effect.provide(GatewayClient.layer({ baseUrl: gw.url, ...(apiKey === undefined ? {} : { apiKey: Redacted.make(apiKey) }) })),
+        Effect.provide(FetchHttpClient.layer),
+        Effect.either
+      ))
+    const ok = await call(OTHER_KEY)
+    expect(Either.isRight(ok) && ok.right.response).toContain("hello")
+    const refused = await call("made-up-key")
+    expect(Either.isLeft(refused) && refused.left._tag).toBe("Unauthorized")
   })
 
   it("an X-AwoooP-Project-ID other than the key's project → 403", async () => {
