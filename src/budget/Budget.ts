@@ -195,7 +195,7 @@ const make = Effect.gen(function*() {
           return {
             _tag: "Denied",
             reason: `the operator tripped the budget hard kill${state?.reason ? ` (${state.reason})` : ""}`,
-            publicReason: "the operator tripped the budget hard kill",
+            publicReason: `the operator tripped the budget hard kill${state?.reason ? ` (${state.reason})` : ""}`,
             operatorKill: true,
             periodStart: start,
             capUsd,
