@@ -14,7 +14,8 @@ beforeAll(async () => {
   gw = await startTestGateway({
     // ~7 MB of NDJSON per answer: far more than the socket buffers between a caller and the gateway.
     hosts: { "gcp-a": { slots: 4, protected: true, fake: { chunks: 60_000 } } },
-    lanes: { "alert-fast": { model: "gemma3:4b", route: [{ host: "gcp-a", timeout: "1s" }] } }
+    // 3 s: long enough for the fake (on this test's event loop) to build the answer on a loaded machine.
+    lanes: { "alert-fast": { model: "gemma3:4b", route: [{ host: "gcp-a", timeout: "3s" }] } }
   })
 }, 30_000)
 afterAll(async () => {
@@ -46,12 +47,12 @@ describe("a caller that stops reading", () => {
       const traceId = newTraceId()
       const socket = stalledCaller(path, traceId, body)
       try {
-        let deadline = Date.now() + 5_000
+        let deadline = Date.now() + 10_000
         while ((await health()).hosts["gcp-a"]!.slots.inUse === 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20))
         const heldAt = Date.now()
         expect((await health()).hosts["gcp-a"]!.slots.inUse).toBe(1)
-        // The step timeout is 1 s; the cut-off comes that long after the caller's buffers filled.
-        deadline = heldAt + 8_000
+        // The step timeout is 3 s; the cut-off comes that long after the caller's buffers filled.
+        deadline = heldAt + 10_000
         while ((await health()).hosts["gcp-a"]!.slots.inUse > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50))
         const h = await health()
         expect(h.hosts["gcp-a"]!.slots.inUse).toBe(0)

@@ -62,6 +62,10 @@ export const readScope = (identity: Identity): string | null | Unauthorized => {
   }
 }
 
+/** Open mode adds nothing to the context (as before callers existed). */
+const callerFields = (access: { readonly caller: string | null; readonly mayPay: boolean }) =>
+  access.caller === null ? {} : { caller: access.caller, mayPay: access.mayPay }
+
 /** The lane and project an identity may use; the caller fields of its context. */
 const authorize = (
   identity: Identity,
@@ -168,8 +172,7 @@ export const resolveCallerContext = (
     const access = authorize(identity, laneHeader, projectHeader)
     if (!("mayPay" in access)) return access
     return {
-      caller: access.caller,
-      mayPay: access.mayPay,
+      ...callerFields(access),
       projectId: access.projectId ?? rules.legacyProjectId,
       traceId,
       parentSpanId,
@@ -193,8 +196,7 @@ export const resolveCallerContext = (
   const access = authorize(identity, lane, projectHeader)
   if (!("mayPay" in access)) return access
   return {
-    caller: access.caller,
-    mayPay: access.mayPay,
+    ...callerFields(access),
     projectId: access.projectId ?? rules.legacyProjectId,
     traceId,
     parentSpanId,

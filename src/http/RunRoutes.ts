@@ -123,7 +123,7 @@ export const parseCostQuery = (
   const names = raw.groupBy === undefined ? ["project"] : raw.groupBy!.split(",").map((s) => s.trim())
   const allowed = Object.keys(groupColumns)
   for (const name of names) {
-    if (!allowed.includes(name)) return `groupBy must be project, lane, provider or caller (or model, day; comma-separated), got ${JSON.stringify(name)}`
+    if (!allowed.includes(name)) return `groupBy must be project, lane or provider (or model, day, caller; comma-separated), got ${JSON.stringify(name)}`
   }
   if (new Set(names).size !== names.length) return `groupBy names ${JSON.stringify(raw.groupBy)} a dimension twice`
   return { from, to, groupBy: names as Array<GroupBy> }
