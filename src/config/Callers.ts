@@ -28,13 +28,6 @@ const KeyDigest = Schema.String.pipe(Schema.filter((s) =>
     : "expected the key's sha256 as 64 lowercase hex digits (printf %s \"$KEY\" | sha256sum)")
 ))
 
-const oneOrMany = <A, I>(item: Schema.Schema<A, I>) =>
-  Schema.transform(Schema.Union(item, Schema.Array(item)), Schema.Array(Schema.typeSchema(item)), {
-    strict: true,
-    decode: (v) => (Array.isArray(v) ? v : [v]) as ReadonlyArray<A>,
-    encode: (v) => v as ReadonlyArray<A>
-  })
-
 const Usd = Schema.Number.pipe(Schema.finite(), Schema.greaterThanOrEqualTo(0))
 
 export const CallerBudget = Schema.Struct({
@@ -46,9 +39,9 @@ export type CallerBudget = typeof CallerBudget.Type
 
 export const CallerConfig = Schema.Struct({
   /** Environment variable(s) holding the bearer key (read at start-up; hashed, never kept). */
-  keyEnv: Schema.optionalWith(oneOrMany(EnvName), { default: () => [] }),
+  keyEnv: Schema.optionalWith(Schema.Array(EnvName), { default: () => [] }),
   /** sha256 (hex) of the key(s); keyEnv's keys are added here when the config is loaded. */
-  keySha256: Schema.optionalWith(oneOrMany(KeyDigest), { default: () => [] }),
+  keySha256: Schema.optionalWith(Schema.Array(KeyDigest), { default: () => [] }),
   project: Name,
   lanes: Schema.Array(Name),
   budget: Schema.optional(CallerBudget),
@@ -82,14 +75,20 @@ export const applyCallerKeys = (raw: unknown, env: Record<string, string | undef
       next[name] = caller
       continue
     }
+    // One key or a list: both read as a list (so an error names the entry, not the union).
     const c = caller as { keyEnv?: unknown; keySha256?: unknown }
-    const envNames = typeof c.keyEnv === "string" ? [c.keyEnv] : Array.isArray(c.keyEnv) ? c.keyEnv : []
+    const list = (v: unknown): Array<unknown> | undefined => (v === undefined ? undefined : Array.isArray(v) ? v : [v])
+    const envNames = list(c.keyEnv) ?? []
     const fromEnv = envNames.filter((n): n is string => typeof n === "string").map((n) => {
       const key = env[n]
       return key === undefined || key === "" ? `${unsetPrefix}${n}` : keyDigest(key)
     })
-    const given = c.keySha256 === undefined ? [] : Array.isArray(c.keySha256) ? c.keySha256 : [c.keySha256]
-    next[name] = fromEnv.length === 0 ? caller : { ...caller, keySha256: [...given, ...fromEnv] }
+    const given = list(c.keySha256)
+    next[name] = {
+      ...caller,
+      ...(c.keyEnv === undefined ? {} : { keyEnv: envNames }),
+      ...(given === undefined && fromEnv.length === 0 ? {} : { keySha256: [...(given ?? []), ...fromEnv] })
+    }
   }
   return { ...raw, callers: next }
 }
