@@ -81,8 +81,9 @@ const cancel = Effect.gen(function*() {
   // Only a run of the caller's own project can be cancelled; another's is "not found".
   const scope = yield* requestScope
   if (scope !== null) {
+    // Fail closed: a run whose project cannot be read now is not cancelled for a scoped caller.
     const view = yield* gateway.asyncRuns.view(runId).pipe(Effect.option)
-    if (Option.isSome(view) && view.value !== null && !visibleIn(scope, view.value.projectId)) return fail(404, `async run ${runId} not found`)
+    if (Option.isNone(view) || view.value === null || !visibleIn(scope, view.value.projectId)) return fail(404, `async run ${runId} not found`)
   }
   return yield* gateway.asyncRuns.cancel(runId).pipe(
     Effect.map((outcome) => {
