@@ -4,16 +4,21 @@
  * answer already waiting in the socket is read after it — a timeout the host did not cause.
  *
  * A sampler timer runs every SAMPLE_MS and adds how late it ran to a running total (`stalledMs`,
- * which also counts a delay still in progress, so a reading taken from a late timer includes it).
- * The lane reads the total before and after an attempt: the difference is the attempt's lag,
- * journaled on AttemptFailed / AttemptSucceeded (`eventLoopLagMs`). `monitorEventLoopDelay` gives
- * the delay distribution for /metrics. Wall-clock by nature (performance.now), not Clock: no
+ * which also counts a delay still in progress, so a reading taken from a late timer includes it),
+ * and remembers each single stall longer than STALL_MS. The lane marks an attempt's start: the total
+ * since is the attempt's lag (`eventLoopLagMs` on AttemptFailed / AttemptSucceeded), the longest
+ * single stall within it (`eventLoopStallMs`) decides whether a timeout was ours (`stalledByGateway`).
+ * Many small delays (a busy machine) add up in the total but are no stall. `monitorEventLoopDelay`
+ * gives the delay distribution for /metrics. Wall-clock by nature (performance.now), not Clock: no
  * TestClock can stall an event loop.
  */
 import { Effect } from "effect"
 import { monitorEventLoopDelay, performance } from "node:perf_hooks"
 
 const SAMPLE_MS = 20
+/** A tick later than this is remembered as one stall (the block of a parse, a GC pause). */
+const STALL_MS = 50
+const KEPT_STALLS = 256
 /** The histogram behind the quantiles covers about this long (it is reset when a window ends). */
 const WINDOW_MS = 60_000
 
@@ -27,11 +32,17 @@ export interface LagSnapshot {
 }
 
 /**
- * A timeout counts against the host only when the gateway's own lag during the attempt was less
- * than half the step's timeout: with at least half of it lost to the loop, the host had less than
- * half the time it was promised, and its answer may already have been waiting unread.
+ * A timeout counts against the host unless the gateway's loop was blocked, in one stretch, for half
+ * the step's timeout or more during the attempt: then the host had less than half the time it was
+ * promised, and its answer may already have been waiting unread when the late timer fired.
  */
-export const stalledByGateway = (lagMs: number, timeoutMs: number): boolean => lagMs >= timeoutMs / 2
+export const stalledByGateway = (longestStallMs: number, timeoutMs: number): boolean => longestStallMs >= timeoutMs / 2
+
+/** Where an attempt started, for `since`. */
+export interface LagMark {
+  readonly at: number
+  readonly stalled: number
+}
 
 export class EventLoopLag extends Effect.Service<EventLoopLag>()("awooop/EventLoopLag", {
   scoped: Effect.gen(function*() {
@@ -41,10 +52,15 @@ export class EventLoopLag extends Effect.Service<EventLoopLag>()("awooop/EventLo
     histogram.enable()
     let windowStart = last
     let previous = { p50: 0, p99: 0, max: 0 }
+    const stalls: Array<{ readonly end: number; readonly ms: number }> = []
     const tick = () => {
       const now = performance.now()
       const late = now - last - SAMPLE_MS
       if (late > 0) stalled += late
+      if (late > STALL_MS) {
+        stalls.push({ end: now, ms: late })
+        if (stalls.length > KEPT_STALLS) stalls.shift()
+      }
       last = now
       if (now - windowStart >= WINDOW_MS) {
         previous = { p50: histogram.percentile(50), p99: histogram.percentile(99), max: histogram.max }
@@ -61,8 +77,21 @@ export class EventLoopLag extends Effect.Service<EventLoopLag>()("awooop/EventLo
       })
     )
 
+    const pending = (now: number) => Math.max(0, now - last - SAMPLE_MS)
     /** Milliseconds the loop has been late since start, a delay in progress included. */
-    const stalledMs = (): number => stalled + Math.max(0, performance.now() - last - SAMPLE_MS)
+    const stalledMs = (): number => stalled + pending(performance.now())
+
+    const mark = (): LagMark => ({ at: performance.now(), stalled: stalledMs() })
+
+    /** Since `from`: the total lateness, and the longest single stall (clipped to the span), in whole ms. */
+    const since = (from: LagMark): { readonly lagMs: number; readonly longestStallMs: number } => {
+      const now = performance.now()
+      let longest = Math.min(pending(now), now - from.at)
+      for (let i = stalls.length - 1; i >= 0 && stalls[i]!.end > from.at; i--) {
+        longest = Math.max(longest, Math.min(stalls[i]!.ms, stalls[i]!.end - from.at))
+      }
+      return { lagMs: Math.round(stalledMs() - from.stalled), longestStallMs: Math.round(longest) }
+    }
 
     const snapshot = (): LagSnapshot => {
       const fresh = histogram.count > 0
@@ -74,6 +103,6 @@ export class EventLoopLag extends Effect.Service<EventLoopLag>()("awooop/EventLo
         stalledSeconds: stalledMs() / 1000
       }
     }
-    return { stalledMs, snapshot } as const
+    return { mark, since, snapshot } as const
   })
 }) {}

@@ -30,7 +30,7 @@ import type { HostActor } from "./Host.ts"
 import { costOf, directReason, fallbackReason, type PaidRoute } from "./PaidRoute.ts"
 import { describeSkip, type HostView, plan, type Plan, type PlanInput, type PlannedAttempt } from "./Plan.ts"
 import type { Permit } from "./Slots.ts"
-import { stalledByGateway } from "../observability/EventLoopLag.ts"
+import { type LagMark, stalledByGateway } from "../observability/EventLoopLag.ts"
 
 export interface LaneRequest {
   readonly operation: Operation
@@ -92,7 +92,10 @@ interface Deps {
   /** Paid providers behind the budget (a lane's `paidFallback`, or a `paid` lane). */
   readonly paid?: PaidRoute
   /** The gateway's own event-loop lag (observability/EventLoopLag.ts): a timeout it caused is not the host's. */
-  readonly lag?: { readonly stalledMs: () => number }
+  readonly lag?: {
+    readonly mark: () => LagMark
+    readonly since: (from: LagMark) => { readonly lagMs: number; readonly longestStallMs: number }
+  }
   /** Wraps each run's writer so metrics and spans follow the run's facts (observability/RunObserver.ts). */
   readonly observe?: (lane: string, config: LaneConfig) => (run: StreamWriter, request: LaneRequest) => StreamWriter
 }
@@ -191,9 +194,11 @@ export const make = (name: string, config: LaneConfig, deps: Deps) =>
       })
     }
 
-    const stalledMs = () => deps.lag?.stalledMs() ?? 0
-    /** The gateway's event-loop lag since `since` (a stalledMs reading), in whole ms. */
-    const lagSince = (since: number) => Math.round(stalledMs() - since)
+    const noMark: LagMark = { at: 0, stalled: 0 }
+    const markLag = () => deps.lag?.mark() ?? noMark
+    const noLag = { lagMs: 0, longestStallMs: 0 }
+    /** The gateway's own event-loop lag since an attempt's mark (EventLoopLag.ts). */
+    const lagSince = (from: LagMark) => deps.lag?.since(from) ?? noLag
 
     const complete = (
       run: StreamWriter,
@@ -202,11 +207,11 @@ export const make = (name: string, config: LaneConfig, deps: Deps) =>
       startedAt: number,
       attemptStartedAt: number,
       firstChunkAt: number | null,
-      eventLoopLagMs: number
+      lag: { readonly lagMs: number; readonly longestStallMs: number }
     ) =>
       Effect.gen(function*() {
         const now = yield* Clock.currentTimeMillis
-        yield* run.append("AttemptSucceeded", { host, durationMs: now - attemptStartedAt, firstChunkMs: firstChunkAt === null ? null : firstChunkAt - attemptStartedAt, eventLoopLagMs })
+        yield* run.append("AttemptSucceeded", { host, durationMs: now - attemptStartedAt, firstChunkMs: firstChunkAt === null ? null : firstChunkAt - attemptStartedAt, eventLoopLagMs: lag.lagMs, eventLoopStallMs: lag.longestStallMs })
         yield* run.append("RunCompleted", {
           endpoint: host,
           providerTier: "ollama",
@@ -230,13 +235,13 @@ export const make = (name: string, config: LaneConfig, deps: Deps) =>
       request: LaneRequest,
       permit: Permit,
       started: Effect.Effect<void>,
-      lagAtStart: number
+      lagAtStart: LagMark
     ): Effect.Effect<AttemptAnswer, UpstreamFailure | BreakerOpen> => {
       const path = operationPath[request.operation]
       // A timeout the gateway's own stall caused says nothing about the host (EventLoopLag.ts).
       const judge = (exit: Exit.Exit<unknown, UpstreamFailure>): Outcome => {
         const outcome = classify(exit)
-        return outcome === "timeout" && stalledByGateway(lagSince(lagAtStart), step.timeoutMs) ? "ignore" : outcome
+        return outcome === "timeout" && stalledByGateway(lagSince(lagAtStart).longestStallMs, step.timeoutMs) ? "ignore" : outcome
       }
       if (!request.stream) {
         return host.breaker.guard(
@@ -354,10 +359,10 @@ export const make = (name: string, config: LaneConfig, deps: Deps) =>
               attemptNo++
               const attemptStartedAt = yield* Clock.currentTimeMillis
               const started = run.append("AttemptStarted", { attempt: attemptNo, host: step.host, timeoutMs: step.timeoutMs, slotPool: permit.pool })
-              const lagAtStart = stalledMs()
+              const lagAtStart = markLag()
               const result = yield* Effect.either(attempt(host, step, body, request, permit, started, lagAtStart))
               const now = yield* Clock.currentTimeMillis
-              const eventLoopLagMs = lagSince(lagAtStart)
+              const lag = lagSince(lagAtStart)
               if (result._tag === "Left") {
                 const error = result.left
                 if (error instanceof BreakerOpen) {
@@ -366,22 +371,23 @@ export const make = (name: string, config: LaneConfig, deps: Deps) =>
                   misses.push({ host: step.host, kind: "circuit-open", message: `${step.host} circuit open` })
                   continue
                 }
-                const stall = error.kind === "timeout" && stalledByGateway(eventLoopLagMs, step.timeoutMs)
+                const stall = error.kind === "timeout" && stalledByGateway(lag.longestStallMs, step.timeoutMs)
                 yield* run.append("AttemptFailed", {
                   attempt: attemptNo,
                   host: step.host,
                   kind: error.kind,
                   status: error.status,
-                  message: stall ? `${error.message}, but the gateway's event loop was stalled ${eventLoopLagMs}ms of it: not counted against ${step.host}` : error.message,
+                  message: stall ? `${error.message}, but the gateway's event loop was blocked ${lag.longestStallMs}ms of it: not counted against ${step.host}` : error.message,
                   durationMs: now - attemptStartedAt,
                   afterFirstChunk: false,
-                  eventLoopLagMs,
+                  eventLoopLagMs: lag.lagMs,
+                  eventLoopStallMs: lag.longestStallMs,
                   ...(stall ? { gatewayStall: true } : {})
                 })
                 // A stall of ours is no host failure: not a timeout toward the breaker (see attempt),
                 // and no reason to pay a provider either (fallbackReason does not know the kind).
                 misses.push(stall
-                  ? { host: step.host, kind: "gateway-stall", message: `${step.host} timed out while the gateway stalled ${eventLoopLagMs}ms` }
+                  ? { host: step.host, kind: "gateway-stall", message: `${step.host} timed out while the gateway's event loop was blocked ${lag.longestStallMs}ms` }
                   : { host: step.host, kind: error.kind, message: `${step.host} ${error.kind === "timeout" ? "timed out" : "failed"}: ${error.message}` })
                 if (error.kind === "refused") yield* host.reportRefused(error.message)
                 if (error.kind === "rejected") {
@@ -393,7 +399,7 @@ export const make = (name: string, config: LaneConfig, deps: Deps) =>
               const info: RunInfo = { runId, traceId: caller.traceId, lane: name, model: config.model, endpoint: step.host }
               const answer = result.right
               if (answer._tag === "Unary") {
-                yield* complete(run, step.host, answer.usage, startedAt, attemptStartedAt, null, eventLoopLagMs)
+                yield* complete(run, step.host, answer.usage, startedAt, attemptStartedAt, null, lag)
                 return { _tag: "Unary", info, bytes: answer.bytes } satisfies LaneResult
               }
               handedOff = true
@@ -448,7 +454,7 @@ export const make = (name: string, config: LaneConfig, deps: Deps) =>
       startedAt: number,
       attemptStartedAt: number,
       firstChunkAt: number,
-      lagAtStart: number,
+      lagAtStart: LagMark,
       release: Effect.Effect<void>
     ): ChunkSource => {
       let state: "head" | "rest" | "over" = "head"
