@@ -244,6 +244,68 @@ describe("fuzzed input on the /v1 and /awooop routes", () => {
     )
   })
 
+  it("Responses and Messages routes: random and plausible items and blocks get an answer or a 4xx in the route's error shape, never a 5xx", async () => {
+    const part = fc.record({
+      type: fc.oneof(fc.constantFrom("input_text", "output_text", "input_image", "refusal", "text", "image", "tool_use", "tool_result", "thinking", "document"), jsonValue),
+      text: fc.oneof(fc.string({ maxLength: 40 }), jsonValue),
+      image_url: fc.oneof(fc.constantFrom("data:image/png;base64,iVBORw0KGgo=", "https://example.com/a.png", "data:,x"), jsonValue),
+      source: fc.oneof(fc.record({ type: fc.constantFrom("base64", "url"), media_type: fc.string({ maxLength: 10 }), data: fc.string({ maxLength: 20 }) }), jsonValue),
+      id: fc.oneof(fc.string({ maxLength: 10 }), jsonValue),
+      name: fc.oneof(fc.string({ maxLength: 10 }), jsonValue),
+      input: jsonValue,
+      tool_use_id: fc.oneof(fc.string({ maxLength: 10 }), jsonValue),
+      content: jsonValue,
+      is_error: jsonValue
+    }, { requiredKeys: [] })
+    const item = fc.record({
+      type: fc.oneof(fc.constantFrom("message", "function_call", "function_call_output", "reasoning", "item_reference"), jsonValue),
+      role: fc.constantFrom("user", "assistant", "system", "developer", "tool", "evil"),
+      content: fc.oneof(fc.string({ maxLength: 40 }), fc.array(part, { maxLength: 3 }), jsonValue),
+      call_id: fc.oneof(fc.string({ maxLength: 10 }), jsonValue),
+      name: fc.oneof(fc.string({ maxLength: 10 }), jsonValue),
+      arguments: fc.oneof(fc.constantFrom("{}", "{\"a\":1}", "[1]", "{oops"), jsonValue),
+      output: fc.oneof(fc.string({ maxLength: 20 }), fc.array(part, { maxLength: 2 }), jsonValue)
+    }, { requiredKeys: [] })
+    const tool = fc.record({
+      type: fc.oneof(fc.constantFrom("function", "custom", "web_search"), jsonValue),
+      name: fc.oneof(fc.constantFrom("get_weather", ""), jsonValue),
+      parameters: jsonValue,
+      input_schema: fc.oneof(fc.constant({ type: "object", properties: { city: { type: "string" } } }), jsonValue)
+    }, { requiredKeys: [] })
+    const body = fc.record({
+      model: fc.oneof(models, jsonValue),
+      input: fc.oneof(fc.string({ maxLength: 40 }), fc.array(item, { maxLength: 4 }), jsonValue),
+      messages: fc.oneof(fc.array(item, { maxLength: 4 }), jsonValue),
+      instructions: fc.oneof(fc.string({ maxLength: 40 }), jsonValue),
+      system: fc.oneof(fc.string({ maxLength: 40 }), fc.array(part, { maxLength: 2 }), jsonValue),
+      max_tokens: absurdNumber,
+      max_output_tokens: absurdNumber,
+      temperature: absurdNumber,
+      top_k: absurdNumber,
+      stop_sequences: jsonValue,
+      tools: fc.oneof(fc.array(tool, { maxLength: 2 }), jsonValue),
+      tool_choice: fc.oneof(fc.constantFrom("auto", "none", "required"), fc.record({ type: fc.constantFrom("auto", "any", "tool", "none", "function") }), jsonValue),
+      text: fc.oneof(fc.record({ format: fc.oneof(fc.record({ type: fc.constantFrom("text", "json_object", "json_schema"), schema: jsonValue }), jsonValue) }), jsonValue),
+      stream: fc.oneof(fc.boolean(), jsonValue),
+      store: jsonValue,
+      previous_response_id: jsonValue
+    }, { requiredKeys: [] })
+    await fc.assert(
+      fc.asyncProperty(
+        fc.constantFrom("/v1/responses", "/v1/messages"),
+        fc.oneof(jsonValue, body),
+        lanes,
+        async (route, body, lane) => {
+          const headers: Record<string, string> = lane === undefined || /[\r\n]/.test(lane) ? {} : { "x-awooop-lane": lane }
+          const answer = await raw("POST", route, Buffer.from(JSON.stringify(body) ?? "null"), headers)
+          wellFormedAnyShape(answer, `POST ${route}`)
+          if (route === "/v1/messages" && answer.status >= 400) expect((JSON.parse(answer.body) as { type?: unknown }).type).toBe("error")
+        }
+      ),
+      { numRuns: 150 }
+    )
+  })
+
   it("AwoooP POST routes (async runs, admin) with random bodies: a 4xx {error} or an answer, never a 5xx", async () => {
     await fc.assert(
       fc.asyncProperty(

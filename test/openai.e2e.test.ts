@@ -3,28 +3,18 @@
  * gateway (fast path, lanes, journal on PostgreSQL) with fake Ollama hosts behind it.
  */
 import OpenAI from "openai"
-import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest"
+import { describe, expect, it } from "vitest"
 import { fakeEmbedding, fakeText } from "./support/FakeOllama.ts"
-import { newTraceId, startTestGateway, type TestGateway, typesOf } from "./support/TestGateway.ts"
+import { sharedGateway } from "./support/SharedGateway.ts"
+import { newTraceId, type TestGateway, typesOf } from "./support/TestGateway.ts"
 
 let gw: TestGateway
 
 const client = (headers: Record<string, string> = {}) =>
   new OpenAI({ baseURL: `${gw.url}/v1`, apiKey: "unused-by-the-gateway", maxRetries: 0, defaultHeaders: headers })
 
-beforeAll(async () => {
-  gw = await startTestGateway()
-}, 30_000)
-
-afterAll(async () => {
-  await gw?.close()
-})
-
-beforeEach(() => {
-  for (const fake of Object.values(gw.fakes)) {
-    fake.setMode("ok")
-    fake.reset()
-  }
+sharedGateway({}, (started) => {
+  gw = started
 })
 
 describe("chat completions", () => {

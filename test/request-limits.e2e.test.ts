@@ -69,7 +69,11 @@ describe("deep nesting and floods are a 400 before any run", () => {
     ["/v1/chat/completions response_format", "/v1/chat/completions", (d) => `{"model":"gemma3:4b","messages":[{"role":"user","content":"hi"}],"response_format":${d}}`],
     ["/v1/chat/completions tools", "/v1/chat/completions", (d) => `{"model":"gemma3:4b","messages":[{"role":"user","content":"hi"}],"tools":${d}}`],
     ["/awooop/runs format", "/awooop/runs", (d) => `{"model":"gemma3:4b","operation":"chat","messages":[{"role":"user","content":"hi"}],"format":${d}}`],
-    ["/api/show model", "/api/show", (d) => `{"model":${d}}`]
+    ["/api/show model", "/api/show", (d) => `{"model":${d}}`],
+    ["/v1/responses tools", "/v1/responses", (d) => `{"model":"gemma3:4b","input":"hi","tools":${d}}`],
+    ["/v1/responses input", "/v1/responses", (d) => `{"model":"gemma3:4b","input":${d}}`],
+    ["/v1/messages tools", "/v1/messages", (d) => `{"model":"gemma3:4b","max_tokens":16,"messages":[{"role":"user","content":"hi"}],"tools":${d}}`],
+    ["/v1/messages content", "/v1/messages", (d) => `{"model":"gemma3:4b","max_tokens":16,"messages":[{"role":"user","content":${d}}]}`]
   ]
   for (const [name, path, body] of cases) {
     it(`${name}: 100,000 levels → 400 naming server.maxJsonDepth`, async () => {
@@ -129,7 +133,7 @@ describe("bodies: 413 with Connection: close, and the in-flight limits", () => {
     `POST ${path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\nX-AwoooP-Lane: alert-fast\r\n\r\n`
   const chunk = (size: number) => Buffer.concat([Buffer.from(`${size.toString(16)}\r\n`), Buffer.alloc(size, 0x20), Buffer.from("\r\n")])
 
-  for (const path of ["/api/chat", "/v1/chat/completions", "/awooop/runs", "/api/show"]) {
+  for (const path of ["/api/chat", "/v1/chat/completions", "/v1/responses", "/v1/messages", "/awooop/runs", "/api/show"]) {
     it(`${path}: a chunked body past server.maxBodyBytes → 413, Connection: close, the connection ends`, async () => {
       const r = await raw(chunked(path), Array.from({ length: 5 }, () => chunk(300_000)))
       expect(r.status).toBe(413)

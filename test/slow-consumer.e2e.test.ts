@@ -1,7 +1,7 @@
 /**
  * Slow consumers (issue 12 item 4): a caller that stops reading a stream is cut off once it has
  * taken no chunk for the step's timeout — the upstream is closed, the host slot freed, the run ends
- * `RunFailed` with error SlowConsumer (the caller's fault: the breaker never hears of it). On the
+ * `RunFailed` with error SlowConsumer (on /api/*, /v1/chat/completions and /v1/responses alike) (the caller's fault: the breaker never hears of it). On the
  * gateway before this, the slot stayed held for as long as the caller kept the connection open.
  */
 import * as net from "node:net"
@@ -41,7 +41,8 @@ const stalledCaller = (path: string, traceId: string, body: string) => {
 describe("a caller that stops reading", () => {
   for (const [path, body] of [
     ["/api/chat", JSON.stringify({ model: "gemma3:4b", messages: [{ role: "user", content: "hi" }] })],
-    ["/v1/chat/completions", JSON.stringify({ model: "gemma3:4b", stream: true, messages: [{ role: "user", content: "hi" }] })]
+    ["/v1/chat/completions", JSON.stringify({ model: "gemma3:4b", stream: true, messages: [{ role: "user", content: "hi" }] })],
+    ["/v1/responses", JSON.stringify({ model: "gemma3:4b", stream: true, input: "hi" })]
   ] as const) {
     it(`${path}: is cut off within the step's timeout; the slot is freed, the run ends SlowConsumer, the breaker is untouched`, async () => {
       const traceId = newTraceId()

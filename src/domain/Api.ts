@@ -226,6 +226,7 @@ export const ProjectedRunStatus = Schema.Struct({
   lane: NullableString,
   intent: NullableString,
   operation: NullableString,
+  protocol: Schema.optionalWith(NullableString, { default: () => null }),
   stream: Schema.NullOr(Schema.Boolean),
   requestedModel: NullableString,
   assignedModel: NullableString,

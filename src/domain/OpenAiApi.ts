@@ -102,7 +102,7 @@ export type EmbeddingRequest = typeof EmbeddingRequest.Type
 // ---------------------------------------------------------------------------------------------
 
 /** Sampling settings as Ollama `options`. */
-const optionsOf = (r: {
+export const optionsOf = (r: {
   readonly temperature?: number | null | undefined
   readonly top_p?: number | null | undefined
   readonly frequency_penalty?: number | null | undefined
@@ -123,19 +123,23 @@ const optionsOf = (r: {
 }
 
 /** A data: URL's base64 payload (Ollama takes images as base64); other URLs are refused. */
-const imageOf = (url: string): string | { readonly error: string } => {
+export const imageOf = (url: string, field = "image_url"): string | { readonly error: string } => {
   const match = /^data:[^;,]*;base64,(.*)$/s.exec(url)
-  return match === null ? { error: "only data: URLs (base64) are supported for image_url" } : match[1]!
+  return match === null ? { error: `only data: URLs (base64) are supported for ${field}` } : match[1]!
 }
 
-const parseArguments = (text: string): { readonly args: Record<string, unknown> } | { readonly error: string } => {
+/** A tool call's arguments (a JSON object in a string), or the message of a 400 naming `field`. */
+export const parseArguments = (
+  text: string,
+  field = "tool_calls[].function.arguments"
+): { readonly args: Record<string, unknown> } | { readonly error: string } => {
   try {
     const value: unknown = JSON.parse(text)
     return typeof value === "object" && value !== null && !Array.isArray(value)
       ? { args: value as Record<string, unknown> }
-      : { error: "tool_calls[].function.arguments must be a JSON object" }
+      : { error: `${field} must be a JSON object` }
   } catch {
-    return { error: "tool_calls[].function.arguments is not valid JSON" }
+    return { error: `${field} is not valid JSON` }
   }
 }
 

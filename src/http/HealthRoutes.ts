@@ -8,15 +8,41 @@ import { HttpRouter } from "@effect/platform"
 import { Clock, Effect } from "effect"
 import { Journal } from "../journal/Journal.ts"
 import { Gateway } from "../routing/Gateway.ts"
-import { type HostFacts, laneSafety } from "../routing/Health.ts"
+import { type HostFacts, type LaneSafety, laneSafety } from "../routing/Health.ts"
 import { jsonResponse } from "./ErrorResponse.ts"
 
 const iso = (ms: number | null) => (ms === null ? null : new Date(ms).toISOString())
 
+/** One host as the health view (and the console's board) shows it. */
+export interface HostHealthView {
+  readonly status: "up" | "down" | "unknown"
+  readonly protected: boolean
+  readonly lastCheckedAt: string | null
+  readonly lastLatencyMs: number | null
+  readonly lastError: string | null
+  readonly version: string | null
+  readonly breaker: {
+    readonly status: "closed" | "open" | "half-open"
+    readonly consecutiveTimeouts: number
+    readonly openedAt: string | null
+    readonly reopensAt: string | null
+    readonly probeInFlight: boolean
+  }
+  readonly slots: {
+    readonly total: number
+    readonly inUse: number
+    readonly shared: { readonly total: number; readonly inUse: number }
+    readonly reserved: Readonly<Record<string, { readonly total: number; readonly inUse: number }>>
+  }
+  readonly resident: ReadonlyArray<{ readonly name: string; readonly expiresAt: string | null; readonly sizeVram: number | null }> | null
+  readonly installed: ReadonlyArray<{ readonly name: string; readonly parameterSize: string | null }> | null
+  readonly maintenance: { readonly open: boolean; readonly reason: string | null; readonly until: string | null }
+}
+
 export const healthView = Effect.gen(function*() {
   const gateway = yield* Gateway
   const now = yield* Clock.currentTimeMillis
-  const hosts: Record<string, unknown> = {}
+  const hosts: Record<string, HostHealthView> = {}
   const facts: Record<string, HostFacts> = {}
   for (const host of gateway.hosts.values()) {
     const h = yield* host.health
@@ -48,7 +74,7 @@ export const healthView = Effect.gen(function*() {
       Effect.orElseSucceed(() => null)
     )
     : null
-  const lanes: Record<string, unknown> = {}
+  const lanes: Record<string, Omit<LaneSafety, "lane">> = {}
   const summary: Array<string> = []
   for (const lane of gateway.lanes.values()) {
     const decision = lane.config.route.length > 0 ? (yield* lane.decide).plan : null

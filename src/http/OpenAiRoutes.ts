@@ -14,15 +14,13 @@
  * that fails after it started ends with an `error` event and no `[DONE]`, so SDKs throw instead of
  * returning a silently truncated answer.
  *
- * The POST routes are on the node:http fast path (InferenceRoutes.makeFastHandler); the model list
- * goes through the platform router.
+ * The POST routes are adapters on the shared fast path of ProtocolAdapter.ts (with /v1/responses and
+ * /v1/messages); the model list goes through the platform router.
  */
 import { HttpRouter } from "@effect/platform"
-import { Clock, Effect, type Schema, Stream, type Tracer } from "effect"
-import type { IncomingMessage, ServerResponse } from "node:http"
-import { type CallerContext, resolveCallerContext } from "../domain/CallerContext.ts"
-import { BadRequest, type GatewayError } from "../domain/Errors.ts"
-import { ChatRequest, EmbedRequest, GenerateRequest, type Operation } from "../domain/OllamaApi.ts"
+import { Clock, Effect } from "effect"
+import { BadRequest } from "../domain/Errors.ts"
+import { ChatRequest, EmbedRequest, GenerateRequest } from "../domain/OllamaApi.ts"
 import {
   ChatCompletionRequest,
   CompletionRequest,
@@ -31,22 +29,10 @@ import {
   toOllamaEmbed,
   toOllamaGenerate
 } from "../domain/OpenAiApi.ts"
-import * as Tracing from "../observability/Tracing.ts"
 import { Gateway } from "../routing/Gateway.ts"
-import { abandon, type LaneResult } from "../routing/Lane.ts"
-import { LineSplitter, parseLine } from "../upstream/Ndjson.ts"
-import { shadowInstead } from "./Accepted.ts"
 import { jsonResponse } from "./ErrorResponse.ts"
-import { errorHeaders, headerBag, makeFastHandler, pipeStream, readBody, resultHeaders } from "./InferenceRoutes.ts"
-import { decodeBody, parseJsonObject } from "./RequestBody.ts"
-
-type Kind = "chat" | "completion" | "embedding"
-
-const routes: Readonly<Record<string, Kind>> = {
-  "/v1/chat/completions": "chat",
-  "/v1/completions": "completion",
-  "/v1/embeddings": "embedding"
-}
+import { count, type EventWriter, type Json, ollamaToolCalls, type ProtocolAdapter, type RunMeta, sse, str } from "./ProtocolAdapter.ts"
+import { decodeBody } from "./RequestBody.ts"
 
 // ---------------------------------------------------------------------------------------------
 // Errors
@@ -73,83 +59,9 @@ export const openAiError = (message: string, status: number) => ({
 
 const encoder = new TextEncoder()
 
-const writeError = (res: ServerResponse, error: GatewayError, caller: CallerContext | null) => {
-  if (res.headersSent) return
-  res.writeHead(error.status, errorHeaders(error, caller))
-  res.end(encoder.encode(JSON.stringify(openAiError(error.message, error.status))))
-}
-
-// ---------------------------------------------------------------------------------------------
-// Requests
-// ---------------------------------------------------------------------------------------------
-
-interface Translated {
-  readonly operation: Operation
-  readonly body: Record<string, unknown>
-  readonly stream: boolean
-  readonly includeUsage: boolean
-  readonly base64: boolean
-  /** What the journal keeps when it keeps prompts (the Ollama routes' shapes). */
-  readonly prompt: unknown
-}
-
-const decodeAs = <A, I>(schema: Schema.Schema<A, I>, value: unknown) => decodeBody(schema, value)
-
-/** The OpenAI body → the Ollama body the lane routes (validated by the Ollama schema too). */
-const translate = (kind: Kind, raw: Record<string, unknown>): Effect.Effect<Translated, BadRequest> =>
-  Effect.gen(function*() {
-    switch (kind) {
-      case "chat": {
-        const r = yield* decodeAs(ChatCompletionRequest, raw)
-        const stream = r.stream === true
-        const body = toOllamaChat(r, stream)
-        if ("error" in body && typeof body.error === "string") return yield* new BadRequest({ message: body.error })
-        const decoded = yield* decodeAs(ChatRequest, body)
-        return {
-          operation: "chat",
-          body: decoded,
-          stream,
-          includeUsage: r.stream_options?.include_usage === true,
-          base64: false,
-          prompt: { messages: decoded.messages }
-        } satisfies Translated
-      }
-      case "completion": {
-        const r = yield* decodeAs(CompletionRequest, raw)
-        const stream = r.stream === true
-        const decoded = yield* decodeAs(GenerateRequest, toOllamaGenerate(r, stream))
-        return {
-          operation: "generate",
-          body: decoded,
-          stream,
-          includeUsage: r.stream_options?.include_usage === true,
-          base64: false,
-          prompt: { system: null, prompt: decoded.prompt ?? null }
-        } satisfies Translated
-      }
-      case "embedding": {
-        const r = yield* decodeAs(EmbeddingRequest, raw)
-        const decoded = yield* decodeAs(EmbedRequest, toOllamaEmbed(r))
-        return {
-          operation: "embed",
-          body: decoded,
-          stream: false,
-          includeUsage: false,
-          base64: r.encoding_format === "base64",
-          prompt: { input: decoded.input }
-        } satisfies Translated
-      }
-    }
-  })
-
 // ---------------------------------------------------------------------------------------------
 // Answers
 // ---------------------------------------------------------------------------------------------
-
-type Json = Record<string, unknown>
-
-const str = (v: unknown): string => (typeof v === "string" ? v : "")
-const count = (v: unknown): number => (typeof v === "number" && Number.isFinite(v) ? v : 0)
 
 const usageOf = (chunk: Json) => {
   const prompt = count(chunk.prompt_eval_count)
@@ -162,30 +74,21 @@ const finishReason = (chunk: Json, toolCalls: boolean): string =>
 
 /** Ollama's tool calls (arguments as an object) → OpenAI's (arguments as a JSON string). */
 const toolCallsOf = (message: Json, runId: string, offset = 0): Array<Json> | undefined => {
-  const calls = message.tool_calls
-  if (!Array.isArray(calls) || calls.length === 0) return undefined
-  return calls.map((c: Json, i: number) => {
-    const fn = (c.function ?? {}) as Json
-    return {
-      index: offset + i,
-      id: `call_${runId.slice(0, 8)}_${offset + i}`,
-      type: "function",
-      function: { name: str(fn.name), arguments: JSON.stringify(fn.arguments ?? {}) }
-    }
-  })
+  const calls = ollamaToolCalls(message)
+  if (calls.length === 0) return undefined
+  return calls.map((c, i) => ({
+    index: offset + i,
+    id: `call_${runId.slice(0, 8)}_${offset + i}`,
+    type: "function",
+    function: { name: c.name, arguments: JSON.stringify(c.arguments) }
+  }))
 }
 
-interface Meta {
-  readonly id: string
-  readonly created: number
-  readonly runId: string
-}
-
-const chatCompletion = (answer: Json, meta: Meta) => {
+const chatCompletion = (answer: Json, meta: RunMeta) => {
   const message = (answer.message ?? {}) as Json
   const toolCalls = toolCallsOf(message, meta.runId)?.map(({ index: _index, ...call }) => call)
   return {
-    id: meta.id,
+    id: chatId(meta),
     object: "chat.completion",
     created: meta.created,
     model: str(answer.model),
@@ -204,8 +107,8 @@ const chatCompletion = (answer: Json, meta: Meta) => {
   }
 }
 
-const textCompletion = (answer: Json, meta: Meta) => ({
-  id: meta.id,
+const textCompletion = (answer: Json, meta: RunMeta) => ({
+  id: completionId(meta),
   object: "text_completion",
   created: meta.created,
   model: str(answer.model),
@@ -232,23 +135,22 @@ const embeddingList = (answer: Json, base64: boolean) => {
   }
 }
 
-const sse = (value: unknown) => encoder.encode(`data: ${JSON.stringify(value)}\n\n`)
+const chatId = (meta: RunMeta) => `chatcmpl-${meta.runId.replace(/-/g, "")}`
+const completionId = (meta: RunMeta) => `cmpl-${meta.runId.replace(/-/g, "")}`
+
 const done = encoder.encode("data: [DONE]\n\n")
-const errorEvent = (message: string) => encoder.encode(`event: error\ndata: ${JSON.stringify(openAiError(message, 500))}\n\n`)
 
 /**
- * Ollama NDJSON lines → SSE events. After the final chunk: the finish chunk, the usage chunk when
- * asked for, `[DONE]`. An `{"error"}` line (the lane's mid-stream failure) or a stream that ends
- * without its final chunk → an `error` event and nothing after it.
+ * Ollama chunks → SSE chunks. After the final chunk: the finish chunk, the usage chunk when asked
+ * for, `[DONE]`; a broken stream ends with an `error` event and no `[DONE]`.
  */
-const sseStream = (kind: "chat" | "completion", lines: Stream.Stream<Uint8Array>, meta: Meta, includeUsage: boolean) => {
-  const splitter = new LineSplitter()
+const sseWriter = (kind: "chat" | "completion", meta: RunMeta, includeUsage: boolean): EventWriter => {
+  const id = kind === "chat" ? chatId(meta) : completionId(meta)
   const object = kind === "chat" ? "chat.completion.chunk" : "text_completion"
-  let state: "open" | "finished" | "failed" = "open"
   let first = true
   let toolCalls = 0
   const chunk = (model: string, choice: Json) => ({
-    id: meta.id,
+    id,
     object,
     created: meta.created,
     model,
@@ -256,142 +158,108 @@ const sseStream = (kind: "chat" | "completion", lines: Stream.Stream<Uint8Array>
     choices: [choice],
     ...(includeUsage ? { usage: null } : {})
   })
-  const translateLine = (line: Uint8Array): Array<Uint8Array> => {
-    if (state !== "open") return []
-    const parsed = parseLine(line)
-    if (parsed._tag === "Blank") return []
-    if (parsed._tag === "Malformed") {
-      state = "failed"
-      return [errorEvent(`the upstream stream broke: ${parsed.message}`)]
-    }
-    const c = parsed.value
-    if (typeof c.error === "string") {
-      state = "failed"
-      return [errorEvent(c.error)]
-    }
-    const model = str(c.model)
-    const out: Array<Uint8Array> = []
-    if (kind === "chat") {
-      const message = (c.message ?? {}) as Json
-      const delta: Json = first ? { role: "assistant" } : {}
-      const content = str(message.content)
-      if (content !== "" || first) delta.content = content
-      if (typeof message.thinking === "string" && message.thinking !== "") delta.reasoning = message.thinking
-      const calls = toolCallsOf(message, meta.runId, toolCalls)
-      if (calls !== undefined) {
-        delta.tool_calls = calls
-        toolCalls += calls.length
+  return {
+    fail: (message) => [sse("error", openAiError(message, 500))],
+    chunk: (c) => {
+      const model = str(c.model)
+      const out: Array<Uint8Array> = []
+      if (kind === "chat") {
+        const message = (c.message ?? {}) as Json
+        const delta: Json = first ? { role: "assistant" } : {}
+        const content = str(message.content)
+        if (content !== "" || first) delta.content = content
+        if (typeof message.thinking === "string" && message.thinking !== "") delta.reasoning = message.thinking
+        const calls = toolCallsOf(message, meta.runId, toolCalls)
+        if (calls !== undefined) {
+          delta.tool_calls = calls
+          toolCalls += calls.length
+        }
+        first = false
+        out.push(sse(null, chunk(model, { index: 0, delta, finish_reason: c.done === true ? finishReason(c, toolCalls > 0) : null, logprobs: null })))
+      } else {
+        out.push(sse(null, chunk(model, { index: 0, text: str(c.response), logprobs: null, finish_reason: c.done === true ? finishReason(c, false) : null })))
       }
-      first = false
-      if (c.done !== true) out.push(sse(chunk(model, { index: 0, delta, finish_reason: null, logprobs: null })))
-      else out.push(sse(chunk(model, { index: 0, delta, finish_reason: finishReason(c, toolCalls > 0), logprobs: null })))
-    } else {
-      out.push(sse(chunk(model, { index: 0, text: str(c.response), logprobs: null, finish_reason: c.done === true ? finishReason(c, false) : null })))
-    }
-    if (c.done === true) {
-      state = "finished"
-      if (includeUsage) {
-        out.push(sse({ id: meta.id, object, created: meta.created, model, system_fingerprint: "fp_awooop", choices: [], usage: usageOf(c) }))
+      if (c.done === true) {
+        if (includeUsage) {
+          out.push(sse(null, { id, object, created: meta.created, model, system_fingerprint: "fp_awooop", choices: [], usage: usageOf(c) }))
+        }
+        out.push(done)
       }
-      out.push(done)
+      return out
     }
-    return out
   }
-  return lines.pipe(
-    Stream.mapConcat((bytes) => splitter.push(bytes).flatMap(translateLine)),
-    Stream.concat(Stream.suspend(() => {
-      const last = splitter.rest()
-      const tail = last === null ? [] : translateLine(last)
-      return Stream.fromIterable(state === "open" ? [...tail, errorEvent("the upstream stream ended without its final chunk")] : tail)
-    }))
-  )
 }
 
 // ---------------------------------------------------------------------------------------------
-// The handler
+// The adapters (served by ProtocolAdapter.ts on the fast path)
 // ---------------------------------------------------------------------------------------------
 
-const parseJson = (bytes: Uint8Array): Json => JSON.parse(new TextDecoder().decode(bytes)) as Json
-
-const serve = (kind: Kind, path: string, req: IncomingMessage, res: ServerResponse) => {
-  let span: Tracer.Span | null = null
-  // A stream the lane handed over: if the caller goes away before it runs, `abandon` still frees it.
-  let handedOver: LaneResult | null = null
-  return Effect.gen(function*() {
-    const gateway = yield* Gateway
-    let caller: CallerContext | null = null
-    let reachedLane = false
-    let request: Translated | null = null
-    const outcome = yield* Effect.gen(function*() {
-      const bytes = yield* readBody(req, gateway.config.server.maxBodyBytes, { res, bodies: gateway.bodies })
-      const raw = yield* parseJsonObject(bytes, gateway.config.server)
-      const translated = yield* translate(kind, raw)
-      request = translated
-      const resolved = resolveCallerContext(headerBag(req), translated.body.model as string, gateway.laneRules)
-      if (!("traceId" in resolved)) return yield* Effect.fail(resolved)
-      caller = resolved
-      span = yield* Tracing.startServerSpan("POST", path, resolved)
-      const lane = gateway.lanes.get(resolved.lane)!
-      // A mirrored request, or a lane in shadow mode: decided and journaled, never executed (issue 5).
-      const shadow = yield* shadowInstead(gateway, translated.operation, translated.body, resolved, lane, headerBag(req))
-      if (shadow !== null) return shadow
-      reachedLane = true
-      const handled = lane.handle({
-        operation: translated.operation,
-        body: translated.body,
-        stream: translated.stream,
-        caller: resolved,
-        prompt: translated.prompt
-      }).pipe(Effect.tap((r) => { handedOver = r }))
-      return yield* (span === null ? handled : Effect.withParentSpan(handled, span))
-    }).pipe(Effect.either)
-    if (outcome._tag === "Left") {
-      if (!reachedLane) gateway.metrics.request(caller === null ? "none" : (caller as CallerContext).lane, "none", outcome.left._tag)
-      span ??= yield* Tracing.startServerSpan("POST", path, caller)
-      writeError(res, outcome.left, caller)
-      return yield* Tracing.endServerSpan(span, outcome.left.status, outcome.left)
-    }
-    if (outcome.right._tag === "Accepted") {
-      res.writeHead(202, { "content-type": "application/json; charset=utf-8", ...outcome.right.headers })
-      res.end(encoder.encode(JSON.stringify(outcome.right.body)))
-      return yield* Tracing.endServerSpan(span, 202, null)
-    }
-    const result: LaneResult = outcome.right
-    const translated = request! as Translated
-    const meta: Meta = {
-      id: `${kind === "chat" ? "chatcmpl" : "cmpl"}-${result.info.runId.replace(/-/g, "")}`,
-      created: Math.floor((yield* Clock.currentTimeMillis) / 1000),
-      runId: result.info.runId
-    }
-    if (result._tag === "Unary") {
-      const answer = parseJson(result.bytes)
-      const body = kind === "chat" ? chatCompletion(answer, meta) : kind === "completion" ? textCompletion(answer, meta) : embeddingList(answer, translated.base64)
-      res.writeHead(200, resultHeaders(result, "application/json; charset=utf-8"))
-      res.end(encoder.encode(JSON.stringify(body)))
-      return yield* Tracing.endServerSpan(span, 200, null)
-    }
-    res.writeHead(200, { ...resultHeaders(result, "text/event-stream; charset=utf-8"), "cache-control": "no-cache" })
-    yield* pipeStream(res, sseStream(kind === "chat" ? "chat" : "completion", result.stream, meta, translated.includeUsage), result.idleTimeoutMs)
-    res.end()
-    return yield* Tracing.endServerSpan(span, 200, null)
-  }).pipe(
-    Effect.onInterrupt(() =>
-      Effect.zipRight(
-        handedOver === null ? Effect.void : abandon(handedOver),
-        span === null ? Effect.void : Tracing.endSpan(span, { type: "ClientAborted", message: "the caller went away" })
-      ))
-  )
+const chatAdapter: ProtocolAdapter = {
+  protocol: "openai-chat",
+  errorBody: openAiError,
+  translate: (raw) =>
+    Effect.gen(function*() {
+      const r = yield* decodeBody(ChatCompletionRequest, raw)
+      const stream = r.stream === true
+      const body = toOllamaChat(r, stream)
+      if ("error" in body && typeof body.error === "string") return yield* new BadRequest({ message: body.error })
+      const decoded = yield* decodeBody(ChatRequest, body)
+      const includeUsage = r.stream_options?.include_usage === true
+      return {
+        operation: "chat",
+        body: decoded,
+        stream,
+        prompt: { messages: decoded.messages },
+        answer: chatCompletion,
+        events: (meta) => sseWriter("chat", meta, includeUsage)
+      }
+    })
 }
 
-const internalError = JSON.stringify(openAiError("internal gateway error; the journal and logs have the details", 500))
+const completionAdapter: ProtocolAdapter = {
+  protocol: "openai-completions",
+  errorBody: openAiError,
+  translate: (raw) =>
+    Effect.gen(function*() {
+      const r = yield* decodeBody(CompletionRequest, raw)
+      const stream = r.stream === true
+      const decoded = yield* decodeBody(GenerateRequest, toOllamaGenerate(r, stream))
+      const includeUsage = r.stream_options?.include_usage === true
+      return {
+        operation: "generate",
+        body: decoded,
+        stream,
+        prompt: { system: null, prompt: decoded.prompt ?? null },
+        answer: textCompletion,
+        events: (meta) => sseWriter("completion", meta, includeUsage)
+      }
+    })
+}
 
-/** The OpenAI POST routes on the fast path. */
-export const makeOpenAiHandler = makeFastHandler((req, res, path) => {
-  if (req.method !== "POST") return undefined
-  const kind = routes[path]
-  if (kind === undefined) return undefined
-  return { serve: serve(kind, path, req, res), refuse: (error) => writeError(res, error, null), internalError }
-})
+const embeddingAdapter: ProtocolAdapter = {
+  protocol: "openai-embeddings",
+  errorBody: openAiError,
+  translate: (raw) =>
+    Effect.gen(function*() {
+      const r = yield* decodeBody(EmbeddingRequest, raw)
+      const decoded = yield* decodeBody(EmbedRequest, toOllamaEmbed(r))
+      const base64 = r.encoding_format === "base64"
+      return {
+        operation: "embed",
+        body: decoded,
+        stream: false,
+        prompt: { input: decoded.input },
+        answer: (answer) => embeddingList(answer, base64)
+      }
+    })
+}
+
+/** The OpenAI POST routes. */
+export const openAiAdapters: Readonly<Record<string, ProtocolAdapter>> = {
+  "/v1/chat/completions": chatAdapter,
+  "/v1/completions": completionAdapter,
+  "/v1/embeddings": embeddingAdapter
+}
 
 // ---------------------------------------------------------------------------------------------
 // GET /v1/models

@@ -121,12 +121,15 @@ export const parseJsonObject = (bytes: Uint8Array, limits: JsonLimits = defaultJ
     return value as Record<string, unknown>
   })
 
-/** Decodes with the schema; the error names the first field at fault, the way Ollama's do. */
-export const decodeBody = <A, I>(schema: Schema.Schema<A, I>, value: unknown) => {
+/**
+ * Decodes with the schema; the error names the first field at fault, the way Ollama's do. `at` is
+ * where `value` sits in the body (a part decoded on its own, e.g. `["input", 2]`).
+ */
+export const decodeBody = <A, I>(schema: Schema.Schema<A, I>, value: unknown, at: ReadonlyArray<PropertyKey> = []) => {
   const result = Schema.decodeUnknownEither(schema, { onExcessProperty: "ignore" })(value)
   if (Either.isRight(result)) return Effect.succeed(result.right)
   const [first] = ParseResult.ArrayFormatter.formatErrorSync(result.left)
-  const field = first?.path.join(".") ?? ""
+  const field = [...at, ...(first?.path ?? [])].map(String).join(".")
   const message = field === "model" && first?.message.includes("model is required")
     ? "model is required"
     : field === "model" && first?._tag === "Missing"

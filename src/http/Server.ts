@@ -20,8 +20,12 @@ import { asyncRunRoutes } from "./AsyncRunRoutes.ts"
 import { healthRoutes } from "./HealthRoutes.ts"
 import { maintenanceRoutes } from "./MaintenanceRoutes.ts"
 import { shadowRoutes } from "./ShadowRoutes.ts"
-import { makeOpenAiHandler, openAiRoutes } from "./OpenAiRoutes.ts"
+import { openAiAdapters, openAiRoutes } from "./OpenAiRoutes.ts"
+import { makeProtocolHandler } from "./ProtocolAdapter.ts"
+import { responsesAdapters } from "./ResponsesRoutes.ts"
+import { messagesAdapters } from "./MessagesRoutes.ts"
 import { metricsRoutes } from "./MetricsRoute.ts"
+import { makeConsoleRoutes } from "../console/ConsoleRoutes.ts"
 
 const withDrain = <E, R>(app: Effect.Effect<HttpServerResponse.HttpServerResponse, E, R>) =>
   Effect.gen(function*() {
@@ -32,7 +36,7 @@ const withDrain = <E, R>(app: Effect.Effect<HttpServerResponse.HttpServerRespons
   })
 
 export const app = Effect.gen(function*() {
-  const router = yield* HttpRouter.toHttpApp(HttpRouter.concatAll(ollamaRoutes, budgetAdminRoutes, runRoutes, healthRoutes, maintenanceRoutes, shadowRoutes, asyncRunRoutes, openAiRoutes, metricsRoutes))
+  const router = yield* HttpRouter.toHttpApp(HttpRouter.concatAll(ollamaRoutes, budgetAdminRoutes, runRoutes, healthRoutes, maintenanceRoutes, shadowRoutes, asyncRunRoutes, openAiRoutes, metricsRoutes, yield* makeConsoleRoutes))
   return withDrain(router).pipe(
     Effect.catchTag("RouteNotFound", () =>
       Effect.flatMap(HttpServerRequest.HttpServerRequest, (request) =>
@@ -99,9 +103,10 @@ const Serve = Layer.scopedDiscard(Effect.gen(function*() {
   const server = yield* NodeServer
   const platform = yield* NodeHttpServer.makeHandler(yield* app)
   const inference = yield* makeInferenceHandler
-  const openAi = yield* makeOpenAiHandler
+  // OpenAI's and Anthropic's protocols, translated onto the same lanes (ProtocolAdapter.ts).
+  const translated = yield* makeProtocolHandler({ ...openAiAdapters, ...responsesAdapters, ...messagesAdapters })
   const handler = (req: IncomingMessage, res: ServerResponse) => {
-    if (!inference(req, res) && !openAi(req, res)) platform(req, res)
+    if (!inference(req, res) && !translated(req, res)) platform(req, res)
   }
   server.on("request", handler)
   yield* Effect.addFinalizer(() => Effect.sync(() => server.off("request", handler)))

@@ -25,6 +25,7 @@ export const runView = (run: RunState.RunState, projected: boolean) => ({
   lane: run.lane,
   intent: run.intent,
   operation: run.operation,
+  protocol: run.protocol,
   stream: run.stream,
   requestedModel: run.requestedModel,
   assignedModel: run.assignedModel,

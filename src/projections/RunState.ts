@@ -35,6 +35,8 @@ export interface RunState {
   readonly lane: string | null
   readonly status: RunStatus
   readonly operation: string | null
+  /** The wire protocol the caller spoke (ollama, openai-chat, openai-responses, anthropic-messages, …). */
+  readonly protocol: string | null
   readonly stream: boolean | null
   readonly intent: string | null
   readonly requestedModel: string | null
@@ -82,6 +84,7 @@ export const initial = (event: ProjectionEvent): RunState => ({
   lane: event.lane,
   status: "running",
   operation: null,
+  protocol: null,
   stream: null,
   intent: null,
   requestedModel: null,
@@ -159,6 +162,7 @@ const step = (s: RunState, event: ProjectionEvent): Patch => {
       return {
         runId: str(d.runId) ?? s.runId,
         operation: str(d.operation),
+        protocol: str(d.protocol),
         stream: bool(d.stream),
         intent: str(d.intent),
         caller: str(d.caller),
@@ -303,6 +307,7 @@ interface Row {
   readonly lane: string | null
   readonly status: string
   readonly operation: string | null
+  readonly protocol: string | null
   readonly stream: boolean | null
   readonly intent: string | null
   readonly requestedModel: string | null
@@ -335,7 +340,7 @@ interface Row {
 
 const numberOrNull = (v: string | null): number | null => (v === null ? null : Number(v))
 
-const fromRow = (r: Row): RunState => ({
+export const fromRow = (r: Row): RunState => ({
   ...r,
   status: r.status as RunStatus,
   costUsd: numberOrNull(r.costUsd),
@@ -348,7 +353,7 @@ const ms = toMillis
 /** The SELECT list that reads a row back into a RunState (numbers exactly as stored). */
 export const selectList = [
   `stream_id AS "streamId"`, `run_id AS "runId"`, `trace_id AS "traceId"`, `project_id AS "projectId"`, `caller`, `lane`, `status`,
-  `operation`, `stream`, `intent`, `requested_model AS "requestedModel"`, `assigned_model AS "assignedModel"`, `model`,
+  `operation`, `protocol`, `stream`, `intent`, `requested_model AS "requestedModel"`, `assigned_model AS "assignedModel"`, `model`,
   `attempts`, `endpoint`, `provider_tier AS "providerTier"`, `provider`, `input_tokens::float8 AS "inputTokens"`,
   `output_tokens::float8 AS "outputTokens"`, `cost_usd::text AS "costUsd"`, `completed_cost_usd::text AS "completedCostUsd"`,
   `settled_cost_usd::text AS "settledCostUsd"`, `settlements`, `unknown_settlements AS "unknownSettlements"`, `fallback_reason AS "fallbackReason"`,
@@ -382,6 +387,7 @@ const columns: ReadonlyArray<Column<RunState>> = [
   { name: "lane", type: "text", value: (r) => r.lane },
   { name: "status", type: "text", value: (r) => r.status },
   { name: "operation", type: "text", value: (r) => r.operation },
+  { name: "protocol", type: "text", value: (r) => r.protocol },
   { name: "stream", type: "boolean", value: (r) => r.stream },
   { name: "intent", type: "text", value: (r) => r.intent },
   { name: "requested_model", type: "text", value: (r) => r.requestedModel },

@@ -115,7 +115,7 @@ export const describe = (e: HistoryEvent, openedAt: OpenedLookup = () => undefin
   switch (e.type) {
     case "RunStarted": {
       const parts = [
-        `request: ${str(d.operation) ?? "?"}${d.stream === true ? " (streaming)" : ""} on lane ${e.lane ?? "?"}`,
+        `request: ${str(d.operation) ?? "?"}${d.stream === true ? " (streaming)" : ""}${str(d.protocol) !== null && d.protocol !== "ollama" ? ` via ${str(d.protocol)}` : ""} on lane ${e.lane ?? "?"}`,
         `model ${str(d.requestedModel) ?? "(none)"} requested, ${str(d.assignedModel) ?? "?"} assigned`
       ]
       if (str(d.intent) !== null) parts.push(`intent ${str(d.intent)}`)
@@ -364,6 +364,7 @@ export const toJson = (x: Explanation) => ({
     projectId: r.run.projectId,
     intent: r.run.intent,
     status: r.run.status,
+    protocol: r.run.protocol,
     requestedModel: r.run.requestedModel,
     assignedModel: r.run.assignedModel,
     model: r.run.model,

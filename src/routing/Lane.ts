@@ -6,6 +6,7 @@
 import { Clock, Deferred, Effect, Exit, Fiber, FiberRef, Option, Ref, Stream } from "effect"
 import { type GatewayConfig, type LaneConfig, priceOf } from "../config/GatewayConfig.ts"
 import type { CallerContext } from "../domain/CallerContext.ts"
+import type { Protocol } from "../domain/Protocol.ts"
 import {
   AllAttemptsTimedOut,
   AllHostsUnavailable,
@@ -40,6 +41,8 @@ export interface LaneRequest {
   readonly caller: CallerContext
   /** Recorded only when the config asks for prompts to be journaled. */
   readonly prompt: unknown
+  /** The protocol the caller spoke (journaled on RunStarted); absent: Ollama's. */
+  readonly protocol?: Protocol
 }
 
 export interface RunInfo {
@@ -283,6 +286,7 @@ export const make = (name: string, config: LaneConfig, deps: Deps) =>
         if (as === undefined) yield* run.append("RunStarted", {
           runId,
           operation: request.operation,
+          protocol: request.protocol ?? "ollama",
           stream: request.stream,
           requestedModel,
           assignedModel: config.model === "" ? null : config.model,

@@ -214,7 +214,9 @@ server: { pollInterval: "500ms", probeTimeout: "3s", drainTimeout: "1s", maxInFl
       ["/v1/completions", `{"model":${d},"prompt":"hi"}`],
       ["/v1/embeddings", `{"model":"bge-m3","input":${d}}`],
       ["/awooop/runs", `{"model":"gemma3:4b","operation":"chat","messages":[{"role":"user","content":"hi"}],"format":${d}}`],
-      ["/api/show", `{"model":${d}}`]
+      ["/api/show", `{"model":${d}}`],
+      ["/v1/responses", `{"model":"gemma3:4b","input":"hi","tools":${d}}`],
+      ["/v1/messages", `{"model":"gemma3:4b","max_tokens":16,"messages":[{"role":"user","content":${d}}]}`]
     ]
     const [statuses, traffic] = await Promise.all([
       Promise.all(cases.map(([p, body]) =>
@@ -228,7 +230,7 @@ server: { pollInterval: "500ms", probeTimeout: "3s", drainTimeout: "1s", maxInFl
     const wrong = statuses.filter((s) => s.status !== 400 || !s.body.includes("server.maxJsonDepth"))
     const answered = traffic.filter((o) => o.kind === "answer").length
     rows.push({
-      fault: "deep nesting (100,000 levels, 12 routes × fields)",
+      fault: "deep nesting (100,000 levels, 14 routes × fields)",
       requests: statuses.length + traffic.length,
       expected: "400 naming server.maxJsonDepth; every run stream ends once",
       measured: `${statuses.length - wrong.length}/${statuses.length} → 400; ${audit.runs} runs, ${audit.problems.length} stream problems; ${answered}/${traffic.length} answered`,

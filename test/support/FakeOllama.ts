@@ -112,6 +112,14 @@ export const fakeEmbedding = (model: string, text: string, dims = 8): number[] =
   return v
 }
 
+/** The arguments the fake calls a tool with: `"fake-<name>"` for each string property of its parameters. */
+export const fakeToolArguments = (parameters: unknown): Record<string, string> => {
+  const properties = (parameters as { properties?: Record<string, { type?: unknown }> } | undefined)?.properties ?? {}
+  const args: Record<string, string> = {}
+  for (const [name, p] of Object.entries(properties)) if (p?.type === "string") args[name] = `fake-${name}`
+  return args
+}
+
 // ---------------------------------------------------------------------------------------------
 // Models
 
@@ -487,13 +495,17 @@ export const startFakeOllama = async (opts: FakeOllamaOptions = {}): Promise<Fak
     entry: ModelEntry,
     stream: boolean,
     promptTokens: number,
-    keepMs: number | undefined
+    keepMs: number | undefined,
+    numPredict: unknown
   ): Answer => {
-    const n = ctx.chunks
+    // options.num_predict below the answer's length cuts it short, as Ollama does (done_reason "length").
+    const cut = typeof numPredict === "number" && Number.isInteger(numPredict) && numPredict > 0 && numPredict < ctx.chunks
+    const n = cut ? numPredict : ctx.chunks
     const mj = JSON.stringify(model)
     const loadNs = loadNsFor(entry)
     const isGen = kind === "generate"
-    const tail = isGen ? `"done_reason":"stop","context":[1,2,3],` : `"done_reason":"stop",`
+    const reason = cut ? "length" : "stop"
+    const tail = isGen ? `"done_reason":"${reason}","context":[1,2,3],` : `"done_reason":"${reason}",`
     return {
       stream,
       n,
@@ -518,6 +530,36 @@ export const startFakeOllama = async (opts: FakeOllamaOptions = {}): Promise<Fak
     }
   }
 
+  /**
+   * A chat answer that calls `tool` (Ollama's shape: arguments as an object, `fakeToolArguments`),
+   * streamed as Ollama does: one chunk with the call, then the final chunk.
+   */
+  const toolCallAnswer = (
+    ctx: Ctx,
+    model: string,
+    entry: ModelEntry,
+    stream: boolean,
+    promptTokens: number,
+    keepMs: number | undefined,
+    tool: Record<string, unknown>
+  ): Answer => {
+    const mj = JSON.stringify(model)
+    const fn = (tool.function ?? {}) as Record<string, unknown>
+    const calls = JSON.stringify([{ function: { name: fn.name, arguments: fakeToolArguments(fn.parameters) } }])
+    const final = (extra: string) =>
+      `{"model":${mj},"created_at":"${new Date().toISOString()}","message":{"role":"assistant","content":""${extra}},"done":true,"done_reason":"stop",${counters(ctx, promptTokens, 1, loadNsFor(entry))}}`
+    return {
+      stream,
+      n: 1,
+      line: (i) =>
+        i === 0
+          ? `{"model":${mj},"created_at":"${new Date().toISOString()}","message":{"role":"assistant","content":"","tool_calls":${calls}},"done":false}\n`
+          : final("") + "\n",
+      whole: () => final(`,"tool_calls":${calls}`),
+      commit: () => load(entry, keepMs)
+    }
+  }
+
   const jsonAnswer = (body: () => string, commit: () => void): Answer => ({
     stream: false,
     n: 0,
@@ -529,6 +571,9 @@ export const startFakeOllama = async (opts: FakeOllamaOptions = {}): Promise<Fak
   // ---------------------------------------------------------------------- handlers
 
   type Body = Record<string, unknown>
+
+  const optionOf = (body: Body, name: string): unknown =>
+    typeof body.options === "object" && body.options !== null ? (body.options as Body)[name] : undefined
 
   /** Common checks: model present and installed. Returns the entry or undefined after answering. */
   const requireModel = (res: http.ServerResponse, model: unknown): ModelEntry | undefined => {
@@ -554,7 +599,7 @@ export const startFakeOllama = async (opts: FakeOllamaOptions = {}): Promise<Fak
     if (prompt === "") return deliver(ctx, loadAnswer("generate", model, entry, keepMs))
     const system = typeof body.system === "string" ? body.system : ""
     const stream = body.stream !== false
-    deliver(ctx, textAnswer(ctx, "generate", model, entry, stream, fakeTokenCount(system + prompt), keepMs))
+    deliver(ctx, textAnswer(ctx, "generate", model, entry, stream, fakeTokenCount(system + prompt), keepMs, optionOf(body, "num_predict")))
   }
 
   const chat = (ctx: Ctx, body: Body): void => {
@@ -578,7 +623,14 @@ export const startFakeOllama = async (opts: FakeOllamaOptions = {}): Promise<Fak
       if (typeof c === "string") text += c
     }
     const stream = body.stream !== false
-    deliver(ctx, textAnswer(ctx, "chat", model, entry, stream, Math.max(1, fakeTokenCount(text)), keepMs))
+    const promptTokens = Math.max(1, fakeTokenCount(text))
+    // Given tools and a user's turn, the fake calls the first tool (a real model would decide).
+    const last = messages[messages.length - 1] as Body | undefined
+    const tools = Array.isArray(body.tools) ? body.tools as Array<Body> : []
+    if (tools.length > 0 && last?.role === "user") {
+      return deliver(ctx, toolCallAnswer(ctx, model, entry, stream, promptTokens, keepMs, tools[0]!))
+    }
+    deliver(ctx, textAnswer(ctx, "chat", model, entry, stream, promptTokens, keepMs, optionOf(body, "num_predict")))
   }
 
   const embed = (ctx: Ctx, body: Body): void => {
