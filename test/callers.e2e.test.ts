@@ -9,6 +9,7 @@ import { FetchHttpClient } from "@effect/platform"
 import { Effect, Either, LogLevel, Redacted } from "effect"
 import { GatewayClient } from "awooop-inference-gateway/client"
 import { createHash, randomUUID } from "node:crypto"
+import Anthropic from "@anthropic-ai/sdk"
 import OpenAI from "openai"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { type FakeGemini, startFakeGemini } from "./support/FakeGemini.ts"
@@ -110,6 +111,14 @@ describe("who may call", () => {
     expect(Either.isRight(ok) && ok.right.response).toContain("hello")
     const refused = await call("made-up-key")
     expect(Either.isLeft(refused) && refused.left._tag).toBe("Unauthorized")
+  })
+
+  it("the anthropic client's apiKey (x-api-key) identifies the caller on /v1/messages", async () => {
+    const client = (apiKey: string) => new Anthropic({ baseURL: gw.url, apiKey, maxRetries: 0, defaultHeaders: lane("code-review") })
+    const ok = await client(OTHER_KEY).messages.create({ model: "qwen2.5-coder:7b", max_tokens: 64, messages: [{ role: "user", content: "review" }] })
+    expect(ok.content[0]?.type).toBe("text")
+    const refused = await client("made-up-key").messages.create({ model: "qwen2.5-coder:7b", max_tokens: 64, messages: [{ role: "user", content: "review" }] }).catch((e: unknown) => e)
+    expect(refused).toBeInstanceOf(Anthropic.AuthenticationError)
   })
 
   it("an X-AwoooP-Project-ID other than the key's project → 403", async () => {

@@ -1,6 +1,6 @@
 /**
  * Caller identity: which configured caller (config/Callers.ts) a request's `Authorization: Bearer
- * <key>` belongs to. The key is hashed (sha256) and compared with every configured digest by
+ * <key>` (or `x-api-key: <key>`, as Anthropic's SDKs send it) belongs to. The key is hashed (sha256) and compared with every configured digest by
  * `timingSafeEqual`, so neither the match nor its position leaks through timing; it is never kept,
  * logged, journaled or put in a span — only the caller's name travels on (CallerContext.caller).
  */
@@ -21,6 +21,8 @@ export const bearerOf = (authorization: string | undefined): string | null => {
   const match = /^Bearer\s+(\S.*)$/i.exec(authorization.trim())
   return match === null ? null : match[1]!.trim()
 }
+
+const nonEmpty = (v: string | undefined): string | null => (v === undefined || v.trim() === "" ? null : v.trim())
 
 const sha256 = (s: string) => createHash("sha256").update(s, "utf8").digest()
 
@@ -50,7 +52,8 @@ export const makeIdentify = (
   }
   const unknown: Identity = { _tag: "UnknownKey" }
   return (headers) => {
-    const token = bearerOf(headers["authorization"])
+    // Anthropic's SDKs send their apiKey as x-api-key (POST /v1/messages); every other client as a bearer token.
+    const token = bearerOf(headers["authorization"]) ?? nonEmpty(headers["x-api-key"])
     if (token === null) return keyless
     const digest = sha256(token)
     // Every entry is compared (no early exit), so the time does not say which one matched.
