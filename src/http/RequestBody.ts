@@ -63,6 +63,7 @@ export const readBody = (
       req.off("data", onData)
       req.off("end", onEnd)
       req.off("error", onError)
+      req.off("close", onClose)
       giveBack()
     }
     const onData = (chunk: Buffer) => {
@@ -91,9 +92,15 @@ export const readBody = (
       cleanup()
       resume(Effect.fail(new BadRequest({ message: `could not read the request body: ${e.message}` })))
     }
+    // A client gone before the end: its bytes go back to the in-flight budget whatever else happens.
+    const onClose = () => {
+      cleanup()
+      resume(Effect.fail(new BadRequest({ message: "the client closed the connection before the request body ended" })))
+    }
     req.on("data", onData)
     req.on("end", onEnd)
     req.on("error", onError)
+    req.on("close", onClose)
     return Effect.sync(cleanup)
   })
 
