@@ -162,6 +162,10 @@ describe("bodies: 413 with Connection: close, and the in-flight limits", () => {
     await new Promise((res) => setTimeout(res, 200))
     const after = await gw.ollama({ "x-awooop-lane": "alert-fast" }).chat({ model: "gemma3:4b", messages: [{ role: "user", content: "hi" }], stream: false })
     expect(after.message.content).toContain("hello")
+    // The hoarders' bytes are back: two 900 kB bodies at once fit the 2 MB again (1.8 MB would still be held otherwise).
+    const big = (n: number) => gw.ollama({ "x-awooop-lane": "alert-fast" }).chat({ model: "gemma3:4b", messages: [{ role: "user", content: "x".repeat(n) }], stream: false })
+    const both = await Promise.all([big(900_000), big(900_000)])
+    for (const b of both) expect(b.message.content).toContain("hello")
   })
 })
 
