@@ -264,10 +264,13 @@ server: { pollInterval: "500ms", probeTimeout: "3s", drainTimeout: "1s", maxInFl
       await waitFor("gcp-a's slots to be freed", async () => (await health(url())).hosts["gcp-a"]!.slots.inUse === 0, 10_000, 20)
       const freedMs = Date.now() - heldAt
       fakes["gcp-a"]!.setMode("ok", { chunks: 3 })
-      const ends = await db.query<{ error: string }>(
+      // The slot is freed as the RunFailed is queued; the journal commits it a moment later.
+      const endsOf = () => db.query<{ error: string }>(
         `SELECT data->>'error' AS error FROM step_journal WHERE type = 'RunFailed' AND trace_id = ANY($1::text[])`,
         [traceIds]
       )
+      await waitFor("the 4 runs' ends in the journal", async () => (await endsOf()).length >= 4, 10_000, 50).catch(() => {})
+      const ends = await endsOf()
       const opened = await breakersOpened(head)
       const after = await drive(url(), [alertGenerate], 4, 2, { timeoutMs: 15_000 })
       const left = await settled()
