@@ -52,6 +52,9 @@ export interface Reservation {
   readonly model: string
   /** The worst-case cost of the call. */
   readonly amountUsd: number
+  /** The caller's name (config `callers:`), and its own cap inside the global one. */
+  readonly caller?: string | null
+  readonly callerBudget?: { readonly hardKillUsd: number; readonly period: Period } | undefined
 }
 
 export type ReserveResult =
@@ -64,8 +67,10 @@ export type ReserveResult =
   }
   | {
     readonly _tag: "Denied"
-    /** Names the hard kill and the figures, for the journal and the caller's 503. */
+    /** Names the hard kill and the figures: for the journal and the operator only. */
     readonly reason: string
+    /** The same without any figure: what the caller's 503 says (spend is not the caller's to read). */
+    readonly publicReason: string
     readonly operatorKill: boolean
     readonly periodStart: string
     readonly capUsd: number
@@ -190,6 +195,7 @@ const make = Effect.gen(function*() {
           return {
             _tag: "Denied",
             reason: `the operator tripped the budget hard kill${state?.reason ? ` (${state.reason})` : ""}`,
+            publicReason: `the operator tripped the budget hard kill${state?.reason ? ` (${state.reason})` : ""}`,
             operatorKill: true,
             periodStart: start,
             capUsd,
@@ -201,16 +207,36 @@ const make = Effect.gen(function*() {
           return {
             _tag: "Denied",
             reason: `hardKillUsd ${formatUsd(capUsd)} per ${period} would be exceeded: ${formatUsd(committedUsd)} settled or reserved since ${start}, this call may cost up to ${formatUsd(r.amountUsd)}`,
+            publicReason: `the budget's hardKillUsd per ${period} would be exceeded`,
             operatorKill: false,
             periodStart: start,
             capUsd,
             committedUsd
           } satisfies ReserveResult
         }
+        const own = r.callerBudget
+        if (own !== undefined && r.caller != null) {
+          const ownStart = periodStart(now, own.period).toISOString()
+          const [mine] = yield* sql<{ readonly committed: number }>`
+            SELECT COALESCE(SUM(CASE WHEN status = 'settled' THEN settled_usd ELSE reserved_usd END), 0)::float8 AS committed
+            FROM budget_ledger WHERE caller = ${r.caller} AND created_at >= ${ownStart}::timestamptz AND status IN ('settled', 'reserved')`
+          const callerCommitted = mine?.committed ?? 0
+          if (callerCommitted + r.amountUsd > own.hardKillUsd + 1e-9) {
+            return {
+              _tag: "Denied",
+              reason: `caller ${r.caller}'s hardKillUsd ${formatUsd(own.hardKillUsd)} per ${own.period} would be exceeded: ${formatUsd(callerCommitted)} settled or reserved since ${ownStart}, this call may cost up to ${formatUsd(r.amountUsd)}`,
+              publicReason: `caller ${r.caller}'s budget per ${own.period} would be exceeded`,
+              operatorKill: false,
+              periodStart: ownStart,
+              capUsd: own.hardKillUsd,
+              committedUsd: callerCommitted
+            } satisfies ReserveResult
+          }
+        }
         yield* sql`
-          INSERT INTO budget_ledger (reservation_id, period_start, run_id, trace_id, project_id, lane, provider, model, reserved_usd, status, owner)
+          INSERT INTO budget_ledger (reservation_id, period_start, run_id, trace_id, project_id, lane, provider, model, reserved_usd, status, owner, caller)
           VALUES (${r.reservationId}, ${start}::timestamptz, ${r.runId}, ${r.traceId}, ${r.projectId}, ${r.lane}, ${r.provider}, ${r.model},
-                  ${r.amountUsd}, 'reserved', ${owner})`
+                  ${r.amountUsd}, 'reserved', ${owner}, ${r.caller ?? null})`
         return { _tag: "Reserved", periodStart: start, capUsd, committedUsd } satisfies ReserveResult
       })))
     }).pipe(Effect.mapError(ledgerError("reserve")), Effect.withSpan("Budget.reserve"))

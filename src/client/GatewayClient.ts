@@ -17,7 +17,7 @@
  *   (an `{"error"}` line) or ends without its final chunk fails with StreamFailed.
  */
 import { HttpApiClient, HttpClient, type HttpClientError, HttpClientRequest, HttpClientResponse } from "@effect/platform"
-import { Context, Effect, Either, Encoding, Layer, type ParseResult, Schema, Stream } from "effect"
+import { Context, Effect, Either, Encoding, Layer, type ParseResult, type Redacted, Schema, Stream } from "effect"
 import {
   type Accepted,
   AwooopHeaders,
@@ -52,6 +52,8 @@ export interface GatewayClientConfig {
   /** e.g. "http://127.0.0.1:11400" */
   readonly baseUrl: string
   readonly defaults?: CallOptions
+  /** The caller's key (config `callers:`), sent as `Authorization: Bearer <key>` on every call. */
+  readonly apiKey?: Redacted.Redacted<string>
 }
 
 /** Everything a call can fail with: the gateway's refusals, a broken stream, transport and decoding. */
@@ -120,6 +122,7 @@ export const make = (config: GatewayClientConfig) =>
   Effect.gen(function*() {
     const httpClient = (yield* HttpClient.HttpClient).pipe(
       HttpClient.mapRequest(HttpClientRequest.prependUrl(config.baseUrl)),
+      HttpClient.mapRequest((request) => config.apiKey === undefined ? request : HttpClientRequest.bearerToken(request, config.apiKey)),
       HttpClient.transformResponse(Effect.flatMap(retag))
     )
     /** The client HttpApiClient derives from the API, for calls this module does not wrap. */

@@ -9,6 +9,7 @@ import * as fs from "node:fs"
 import * as path from "node:path"
 import { fileURLToPath } from "node:url"
 import * as YAML from "yaml"
+import { AnonymousConfig, applyCallerKeys, CallerConfig, callerIssues } from "./Callers.ts"
 import { DurationMs } from "./Duration.ts"
 
 const PositiveInt = Schema.Int.pipe(Schema.greaterThanOrEqualTo(1))
@@ -79,6 +80,19 @@ export const LaneConfig = Schema.Struct({
 })
 export type LaneConfig = typeof LaneConfig.Type
 
+/** Bounds on the work one request (and all unfinished bodies together) can cause (http/RequestLimits.ts). */
+const RequestLimitFields = {
+  /** JSON nested deeper than this (objects and arrays) → 400, before the body is parsed. */
+  maxJsonDepth: Schema.optionalWith(PositiveInt, { default: () => 64 }),
+  /** A chat with more messages than this → 400, before the body is validated. */
+  maxMessages: Schema.optionalWith(PositiveInt, { default: () => 10_000 }),
+  /** Bytes of unfinished request bodies held at once, all connections together; beyond → 503. */
+  maxInFlightBodyBytes: Schema.optionalWith(PositiveInt, { default: () => 64 * 1024 * 1024 }),
+  /** The same for the connections of one client address. */
+  maxInFlightBodyBytesPerClient: Schema.optionalWith(PositiveInt, { default: () => 32 * 1024 * 1024 })
+}
+export const requestLimitDefaults = { maxJsonDepth: 64, maxMessages: 10_000, maxInFlightBodyBytes: 64 * 1024 * 1024, maxInFlightBodyBytesPerClient: 32 * 1024 * 1024 }
+
 export const ServerConfig = Schema.Struct({
   /** Request bodies above this many bytes are refused with 413. */
   maxBodyBytes: Schema.optionalWith(PositiveInt, { default: () => 8 * 1024 * 1024 }),
@@ -95,7 +109,8 @@ export const ServerConfig = Schema.Struct({
   /** Journal prompts and messages. Off by default: prompts may hold customer data. */
   journalPrompts: Schema.optionalWith(Schema.Boolean, { default: () => false }),
   /** keep_alive of keep-warm's load requests; they are repeated at half of it (see routing/KeepWarm.ts). */
-  keepWarmKeepAlive: Schema.optionalWith(DurationMs, { default: () => 600_000 })
+  keepWarmKeepAlive: Schema.optionalWith(DurationMs, { default: () => 600_000 }),
+  ...RequestLimitFields
 })
 
 /** Async runs (lanes with `async: true`, and POST /awooop/runs): their own workers, apart from the synchronous traffic. */
@@ -170,12 +185,15 @@ const GatewayConfigFields = Schema.Struct({
   legacy: Schema.optionalWith(LegacyConfig, { default: () => ({ projectId: "awoooi", lanes: {} }) }),
   lanes: Schema.Record({ key: Name, value: LaneConfig }),
   server: Schema.optionalWith(ServerConfig, {
-    default: () => ({ maxBodyBytes: 8 * 1024 * 1024, pollInterval: 5_000, probeTimeout: 2_000, drainTimeout: 30_000, headersTimeout: 10_000, requestTimeout: 60_000, journalPrompts: false, keepWarmKeepAlive: 600_000 })
+    default: () => ({ maxBodyBytes: 8 * 1024 * 1024, pollInterval: 5_000, probeTimeout: 2_000, drainTimeout: 30_000, headersTimeout: 10_000, requestTimeout: 60_000, journalPrompts: false, keepWarmKeepAlive: 600_000, ...requestLimitDefaults })
   }),
   providers: Schema.optionalWith(Schema.Record({ key: Name, value: ProviderConfig }), { default: () => ({}) }),
   prices: Schema.optionalWith(Schema.Record({ key: Schema.String, value: PriceEntry }), { default: () => ({}) }),
   budget: Schema.optional(BudgetConfig),
-  asyncRuns: Schema.optionalWith(AsyncRunsConfig, { default: () => ({ workers: 2 }) })
+  asyncRuns: Schema.optionalWith(AsyncRunsConfig, { default: () => ({ workers: 2 }) }),
+  /** Present: every request must be a known caller's (bearer key) or anonymous's (config/Callers.ts). */
+  callers: Schema.optional(Schema.Record({ key: Name, value: CallerConfig })),
+  anonymous: Schema.optional(AnonymousConfig)
 }, Schema.Record({ key: Schema.String, value: Schema.Unknown })) // later issues' keys pass through
 
 /** Cross-references: every host a lane names exists, and reservations fit in the host's slots. */
@@ -222,6 +240,7 @@ export const GatewayConfigSchema = GatewayConfigFields.pipe(Schema.filter((confi
       issues.push({ path: ["hosts", hostName, "slots"], message: `lanes reserve ${reserved} slots but the host has ${host.slots}` })
     }
   }
+  issues.push(...callerIssues(config))
   for (const [model, lane] of Object.entries(config.legacy.lanes)) {
     if (!(lane in config.lanes)) issues.push({ path: ["legacy", "lanes", model], message: `unknown lane ${JSON.stringify(lane)}` })
   }
@@ -258,7 +277,7 @@ export const parseConfig = (text: string, file: string, env: Record<string, stri
       try: () => YAML.parse(text) as unknown,
       catch: (e) => new ConfigLoadError({ path: file, message: `${file}: not valid YAML/JSON: ${(e as Error).message}` })
     })
-    const result = decode(applyEnvOverrides(raw, env))
+    const result = decode(applyCallerKeys(applyEnvOverrides(raw, env), env))
     if (Either.isLeft(result)) {
       const issues = ParseResult.ArrayFormatter.formatErrorSync(result.left)
       const at = (path: ReadonlyArray<PropertyKey>) => path.length ? path.join(".") : "(root)"

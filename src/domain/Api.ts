@@ -23,6 +23,8 @@ import {
   BodyTooLarge,
   BudgetDenied,
   BudgetUnavailable,
+  CallerForbidden,
+  InFlightBytesExceeded,
   LaneSaturated,
   ModelDenied,
   ModelNotFound,
@@ -310,6 +312,7 @@ export class GatewayApi extends HttpApi.make("awooop-gateway")
   .addError(UnknownLane, { status: 400 })
   .addError(Unauthorized, { status: 401 })
   .addError(ModelDenied, { status: 403 })
+  .addError(CallerForbidden, { status: 403 })
   .addError(ModelNotFound, { status: 404 })
   .addError(RouteNotFound, { status: 404 })
   .addError(AsyncOnlyLane, { status: 409 })
@@ -318,6 +321,7 @@ export class GatewayApi extends HttpApi.make("awooop-gateway")
   .addError(LaneSaturated, { status: 503 })
   .addError(AllHostsUnavailable, { status: 503 })
   .addError(ShuttingDown, { status: 503 })
+  .addError(InFlightBytesExceeded, { status: 503 })
   .addError(BudgetDenied, { status: 503 })
   .addError(BudgetUnavailable, { status: 503 })
   .addError(PaidProvidersFailed, { status: 503 })

@@ -2,7 +2,7 @@
  * Who is calling and on which lane: the AwoooP headers, or the legacy bootstrap rules (ADR-111)
  * for callers that send none.
  */
-import { BadRequest, UnknownLane } from "./Errors.ts"
+import { BadRequest, CallerForbidden, Unauthorized, UnknownLane } from "./Errors.ts"
 import { sameModel } from "./OllamaApi.ts"
 
 export const HeaderNames = {
@@ -25,6 +25,70 @@ export interface CallerContext {
   readonly legacy: boolean
   /** True when the gateway minted the trace id. */
   readonly traceMinted: boolean
+  /** The authenticated caller's name ("anonymous" for a keyless one); absent in open mode. Never the key. */
+  readonly caller?: string | null
+  /** May this request spend money on paid providers (absent: yes, open mode). */
+  readonly mayPay?: boolean
+}
+
+/**
+ * Who sent a request, from its `Authorization: Bearer <key>` (routing/Callers.ts decides it; keys
+ * are compared by digest, in constant time).
+ */
+export type Identity =
+  /** No `callers:` in the config: everyone may do anything, as before. */
+  | { readonly _tag: "Open" }
+  /** The operator's AWOOOP_ADMIN_TOKEN: reads every project; not a caller of the inference routes. */
+  | { readonly _tag: "Admin" }
+  | {
+    readonly _tag: "Caller" | "Anonymous"
+    /** The caller's name; "anonymous" for a keyless request. */
+    readonly name: string
+    readonly project: string
+    readonly lanes: ReadonlyArray<string>
+    readonly mayPay: boolean
+  }
+  /** A bearer key no caller has. */
+  | { readonly _tag: "UnknownKey" }
+
+/** The project a read API request may see: null = every project (open mode, admin), or a refusal. */
+export const readScope = (identity: Identity): string | null | Unauthorized => {
+  switch (identity._tag) {
+    case "Open":
+    case "Admin": return null
+    case "Caller":
+    case "Anonymous": return identity.project
+    case "UnknownKey": return new Unauthorized({ reason: "unknown API key" })
+  }
+}
+
+/** Open mode adds nothing to the context (as before callers existed). */
+const callerFields = (access: { readonly caller: string | null; readonly mayPay: boolean }) =>
+  access.caller === null ? {} : { caller: access.caller, mayPay: access.mayPay }
+
+/** The lane and project an identity may use; the caller fields of its context. */
+const authorize = (
+  identity: Identity,
+  lane: string,
+  projectHeader: string | undefined
+): { readonly projectId: string | undefined; readonly caller: string | null; readonly mayPay: boolean } | CallerForbidden | Unauthorized => {
+  switch (identity._tag) {
+    case "Open": return { projectId: projectHeader, caller: null, mayPay: true }
+    case "Admin": return new Unauthorized({ reason: "the admin token is for the admin and read routes; send a caller's key (callers: in the config)" })
+    case "UnknownKey": return new Unauthorized({ reason: "unknown API key" })
+    case "Anonymous":
+    case "Caller": {
+      if (!identity.lanes.includes(lane)) {
+        return identity._tag === "Anonymous"
+          ? new Unauthorized({ reason: `lane ${lane} needs an API key (Authorization: Bearer <key>); without one these lanes may be used: ${identity.lanes.join(", ") || "none"}` })
+          : new CallerForbidden({ caller: identity.name, reason: `may not use lane ${lane} (its lanes: ${identity.lanes.join(", ") || "none"})` })
+      }
+      if (projectHeader !== undefined && projectHeader !== identity.project) {
+        return new CallerForbidden({ caller: identity.name, reason: `belongs to project ${identity.project}, not ${projectHeader} (X-AwoooP-Project-ID)` })
+      }
+      return { projectId: identity.project, caller: identity.name, mayPay: identity.mayPay }
+    }
+  }
 }
 
 const traceIdPattern = /^[0-9a-f]{32}$/
@@ -50,6 +114,8 @@ export const mintTraceId = (): string => crypto.randomUUID().replace(/-/g, "")
 
 type HeaderBag = Readonly<Record<string, string | undefined>>
 
+const open: Identity = { _tag: "Open" }
+
 const single = (headers: HeaderBag, name: string): string | undefined => {
   const value = headers[name]
   return value === undefined ? undefined : value.trim()
@@ -59,6 +125,8 @@ export interface LaneRules {
   readonly lanes: ReadonlyArray<string>
   readonly legacyProjectId: string
   readonly legacyLanes: Readonly<Record<string, string>>
+  /** Who sent the request (absent: open mode, everyone may use every lane). */
+  readonly identify?: (headers: HeaderBag) => Identity
 }
 
 /**
@@ -69,7 +137,7 @@ export const resolveCallerContext = (
   headers: HeaderBag,
   model: string | undefined,
   rules: LaneRules
-): CallerContext | BadRequest | UnknownLane => {
+): CallerContext | BadRequest | UnknownLane | Unauthorized | CallerForbidden => {
   const laneHeader = single(headers, HeaderNames.lane)
   const projectHeader = single(headers, HeaderNames.projectId)
   const traceHeader = single(headers, HeaderNames.traceId)
@@ -98,10 +166,14 @@ export const resolveCallerContext = (
   const traceMinted = traceId === undefined
   traceId ??= mintTraceId()
 
+  const identity = rules.identify?.(headers) ?? open
   if (laneHeader !== undefined) {
     if (!rules.lanes.includes(laneHeader)) return new UnknownLane({ lane: laneHeader.slice(0, 80), known: [...rules.lanes] })
+    const access = authorize(identity, laneHeader, projectHeader)
+    if (!("mayPay" in access)) return access
     return {
-      projectId: projectHeader ?? rules.legacyProjectId,
+      ...callerFields(access),
+      projectId: access.projectId ?? rules.legacyProjectId,
       traceId,
       parentSpanId,
       lane: laneHeader,
@@ -121,8 +193,11 @@ export const resolveCallerContext = (
         : `no lane for model ${JSON.stringify(model)}: send X-AwoooP-Lane (lanes: ${rules.lanes.join(", ")})`
     })
   }
+  const access = authorize(identity, lane, projectHeader)
+  if (!("mayPay" in access)) return access
   return {
-    projectId: projectHeader ?? rules.legacyProjectId,
+    ...callerFields(access),
+    projectId: access.projectId ?? rules.legacyProjectId,
     traceId,
     parentSpanId,
     lane,

@@ -14,7 +14,9 @@ import {
   BodyTooLarge,
   BudgetDenied,
   BudgetUnavailable,
+  CallerForbidden,
   type GatewayError,
+  InFlightBytesExceeded,
   LaneSaturated,
   ModelDenied,
   ModelNotFound,
@@ -49,6 +51,8 @@ export const GatewayErrorSchema = Schema.Union(
   BudgetUnavailable,
   PaidProvidersFailed,
   Unauthorized,
+  CallerForbidden,
+  InFlightBytesExceeded,
   RunStoreUnavailable
 )
 

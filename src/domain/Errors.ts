@@ -157,6 +157,28 @@ export class Unauthorized extends Schema.TaggedError<Unauthorized>()("Unauthoriz
   override get message() { return `unauthorized: ${this.reason}` }
 }
 
+/** Unfinished request bodies already hold the bytes the gateway allows (server.maxInFlightBodyBytes…). */
+export class InFlightBytesExceeded extends Schema.TaggedError<InFlightBytesExceeded>()("InFlightBytesExceeded", {
+  /** "server.maxInFlightBodyBytes" or "server.maxInFlightBodyBytesPerClient" */
+  limit: Schema.String,
+  bytes: Schema.Number
+}) {
+  get status() { return 503 }
+  get retryAfterSeconds() { return 1 }
+  override get message() {
+    return `the gateway is receiving too many request bodies at once (${this.limit} = ${this.bytes} bytes); retry shortly`
+  }
+}
+
+/** A known caller asked for something its entry in `callers:` does not allow (a lane, another project). */
+export class CallerForbidden extends Schema.TaggedError<CallerForbidden>()("CallerForbidden", {
+  caller: Schema.String,
+  reason: Schema.String
+}) {
+  get status() { return 403 }
+  override get message() { return `caller ${this.caller} ${this.reason}` }
+}
+
 /** An async run could not be stored durably, so it is not accepted (nothing would survive a restart). */
 export class RunStoreUnavailable extends Schema.TaggedError<RunStoreUnavailable>()("RunStoreUnavailable", {
   lane: Schema.String,
@@ -185,6 +207,8 @@ export type GatewayError =
   | BudgetUnavailable
   | PaidProvidersFailed
   | Unauthorized
+  | CallerForbidden
+  | InFlightBytesExceeded
 
 export const retryAfterOf = (error: GatewayError): number | undefined =>
-  error._tag === "LaneSaturated" || error._tag === "AllHostsUnavailable" ? error.retryAfterSeconds : undefined
+  error._tag === "LaneSaturated" || error._tag === "AllHostsUnavailable" || error._tag === "InFlightBytesExceeded" ? error.retryAfterSeconds : undefined

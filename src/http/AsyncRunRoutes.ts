@@ -20,6 +20,7 @@ import { BadRequest, type GatewayError } from "../domain/Errors.ts"
 import { ChatRequest, GenerateRequest } from "../domain/OllamaApi.ts"
 import { Gateway } from "../routing/Gateway.ts"
 import { errorResponse, jsonResponse } from "./ErrorResponse.ts"
+import { requestScope, visibleIn } from "./ReadScope.ts"
 import { decodeBody, readJson } from "./RequestBody.ts"
 
 const fail = (status: number, error: string) => jsonResponse({ error }, {}, status)
@@ -36,13 +37,15 @@ export const runIdOf = (id: string | undefined): string | null => {
  * GET /awooop/runs/:id for an async run; none when the id is not an async run (the projection's run
  * view answers then). Needs no service beyond what the server already has.
  */
-export const asyncRunResponse = (id: string | undefined): Effect.Effect<Option.Option<HttpServerResponse.HttpServerResponse>> =>
+export const asyncRunResponse = (id: string | undefined, scope: string | null = null): Effect.Effect<Option.Option<HttpServerResponse.HttpServerResponse>> =>
   Effect.gen(function*() {
     const runId = runIdOf(id)
     const gateway = yield* Effect.serviceOption(Gateway)
     if (runId === null || Option.isNone(gateway)) return Option.none()
     return yield* gateway.value.asyncRuns.view(runId).pipe(
-      Effect.map((view) => (view === null ? Option.none() : Option.some(jsonResponse(view)))),
+      Effect.map((view) =>
+        view === null ? Option.none() : visibleIn(scope, view.projectId) ? Option.some(jsonResponse(view)) : Option.some(fail(404, `run ${runId} not found`))
+      ),
       Effect.catchAll((e) => Effect.succeed(Option.some(fail(503, `the run store did not answer: ${e instanceof Error ? e.message : String(e)}`))))
     )
   })
@@ -75,6 +78,13 @@ const cancel = Effect.gen(function*() {
   const { id } = yield* HttpRouter.params
   const runId = runIdOf(id)
   if (runId === null) return fail(400, `run id must be a UUID (or run-<uuid>), got ${JSON.stringify(id ?? "")}`)
+  // Only a run of the caller's own project can be cancelled; another's is "not found".
+  const scope = yield* requestScope
+  if (scope !== null) {
+    // Fail closed: a run whose project cannot be read now is not cancelled for a scoped caller.
+    const view = yield* gateway.asyncRuns.view(runId).pipe(Effect.option)
+    if (Option.isNone(view) || view.value === null || !visibleIn(scope, view.value.projectId)) return fail(404, `async run ${runId} not found`)
+  }
   return yield* gateway.asyncRuns.cancel(runId).pipe(
     Effect.map((outcome) => {
       switch (outcome._tag) {
@@ -85,7 +95,7 @@ const cancel = Effect.gen(function*() {
     }),
     Effect.catchAll((e) => Effect.succeed(fail(503, `the run store did not answer: ${e instanceof Error ? e.message : String(e)}`)))
   )
-})
+}).pipe(Effect.catchTag("Unauthorized", (e) => Effect.succeed(errorResponse(e))))
 
 export const asyncRunRoutes = HttpRouter.empty.pipe(
   HttpRouter.post("/awooop/runs", submit),

@@ -4,20 +4,21 @@
  * lane actor, without the platform router, keeps the gateway's added latency well under a
  * millisecond (see BENCHMARKS.md). Every other route goes through the @effect/platform router.
  */
-import { Effect, Exit, FiberId, Ref, Runtime, Schema, Stream, type Tracer } from "effect"
+import { Effect, Exit, FiberId, FiberRef, Ref, Runtime, Schema, Stream, type Tracer } from "effect"
 import type { IncomingMessage, ServerResponse } from "node:http"
 import { type CallerContext, HeaderNames, resolveCallerContext } from "../domain/CallerContext.ts"
 import { errorHeaderName, errorHeaderValue } from "../domain/ErrorWire.ts"
-import { BadRequest, BodyTooLarge, type GatewayError, retryAfterOf, ShuttingDown } from "../domain/Errors.ts"
+import { type GatewayError, retryAfterOf, ShuttingDown } from "../domain/Errors.ts"
 import { ChatRequest, EmbeddingsRequest, EmbedRequest, GenerateRequest, type Operation } from "../domain/OllamaApi.ts"
 import * as RequestLog from "../observability/RequestLog.ts"
 import * as Tracing from "../observability/Tracing.ts"
 import { abandon, type LaneResult } from "../routing/Lane.ts"
+import { abortReason, slowConsumer } from "../routing/AbortReason.ts"
 import { drainTo } from "../routing/ChunkSource.ts"
 import { Gateway } from "../routing/Gateway.ts"
 import { acceptInstead } from "./Accepted.ts"
 import { Drain } from "./Drain.ts"
-import { decodeBody, parseJsonObject } from "./RequestBody.ts"
+import { decodeBody, parseJsonObject, readBody } from "./RequestBody.ts"
 
 const schemas = {
   generate: GenerateRequest,
@@ -42,41 +43,7 @@ const promptOf = (operation: Operation, body: Record<string, unknown>): unknown 
   }
 }
 
-/** Reads the body up to `max` bytes; a larger one is refused without buffering it. */
-export const readBody = (req: IncomingMessage, max: number) =>
-  Effect.async<Uint8Array, BodyTooLarge | BadRequest>((resume) => {
-    const declared = Number(req.headers["content-length"])
-    if (Number.isFinite(declared) && declared > max) {
-      resume(Effect.fail(new BodyTooLarge({ limit: max })))
-      return
-    }
-    const chunks: Array<Buffer> = []
-    let size = 0
-    const cleanup = () => {
-      req.off("data", onData)
-      req.off("end", onEnd)
-      req.off("error", onError)
-    }
-    const onData = (chunk: Buffer) => {
-      size += chunk.length
-      if (size > max) {
-        cleanup()
-        resume(Effect.fail(new BodyTooLarge({ limit: max })))
-      } else chunks.push(chunk)
-    }
-    const onEnd = () => {
-      cleanup()
-      resume(Effect.succeed(chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, size)))
-    }
-    const onError = (e: Error) => {
-      cleanup()
-      resume(Effect.fail(new BadRequest({ message: `could not read the request body: ${e.message}` })))
-    }
-    req.on("data", onData)
-    req.on("end", onEnd)
-    req.on("error", onError)
-    return Effect.sync(cleanup)
-  })
+export { readBody } from "./RequestBody.ts"
 
 export const headerBag = (req: IncomingMessage): Record<string, string | undefined> => {
   const out: Record<string, string | undefined> = {}
@@ -132,43 +99,65 @@ const corker = (res: ServerResponse) => {
   }
 }
 
-/** One chunk with back-pressure: a slow caller slows the upstream read, nothing piles up. */
-const writeChunk = (res: ServerResponse, chunk: Uint8Array): Effect.Effect<void> =>
+/**
+ * One chunk with back-pressure: a slow caller slows the upstream read, nothing piles up. A caller
+ * that takes nothing for `idleTimeoutMs` is cut off (false): it would hold the host's slot forever.
+ */
+const writeChunk = (res: ServerResponse, chunk: Uint8Array, idleTimeoutMs: number): Effect.Effect<boolean> =>
   res.write(chunk)
-    ? Effect.void
-    : Effect.async<void>((resume) => {
+    ? Effect.succeed(true)
+    : Effect.async<boolean>((resume) => {
       const onDrain = () => {
+        cleanup()
+        resume(Effect.succeed(true))
+      }
+      const timer = setTimeout(() => {
+        cleanup()
+        resume(Effect.succeed(false))
+      }, idleTimeoutMs)
+      const cleanup = () => {
+        clearTimeout(timer)
+        res.off("drain", onDrain)
         res.off("close", onDrain)
-        resume(Effect.void)
       }
       res.once("drain", onDrain)
       res.once("close", onDrain)
-      return Effect.sync(() => {
-        res.off("drain", onDrain)
-        res.off("close", onDrain)
-      })
+      return Effect.sync(cleanup)
     })
 
+/** When the lane gives no step timeout for a stream (a canned answer): how long a caller may stall. */
+const defaultIdleTimeoutMs = 60_000
+
 /** Sends the headers, then every chunk `drive` writes, as it comes. */
-const sendChunks = (res: ServerResponse, drive: (write: (chunk: Uint8Array) => Effect.Effect<void>) => Effect.Effect<void>) =>
+const sendChunks = (
+  res: ServerResponse,
+  idleTimeoutMs: number,
+  drive: (write: (chunk: Uint8Array) => Effect.Effect<void>) => Effect.Effect<void>
+) =>
   Effect.suspend(() => {
     const cork = corker(res)
     cork()
     res.flushHeaders()
     return drive((chunk) => {
       cork()
-      return writeChunk(res, chunk)
+      return Effect.flatMap(writeChunk(res, chunk, idleTimeoutMs), (taken) =>
+        taken ? Effect.void : Effect.zipRight(
+          // The relay's finalizers (upstream closed, slot freed, RunFailed) run as for an abort, with this reason.
+          FiberRef.set(abortReason, slowConsumer(idleTimeoutMs)),
+          Effect.zipRight(Effect.sync(() => res.destroy()), Effect.interrupt)
+        ))
     }).pipe(Effect.ensuring(Effect.sync(cork)))
   })
 
 /** Sends the headers, then the stream's chunks as they come. */
-export const pipeStream = (res: ServerResponse, stream: Stream.Stream<Uint8Array>) =>
-  sendChunks(res, (write) => Stream.runForEach(stream, write))
+export const pipeStream = (res: ServerResponse, stream: Stream.Stream<Uint8Array>, idleTimeoutMs = defaultIdleTimeoutMs) =>
+  sendChunks(res, idleTimeoutMs, (write) => Stream.runForEach(stream, write))
 
 /** pipeStream for a lane's relay, pulled chunk by chunk without the Stream machinery. */
 export const pipeResult = (res: ServerResponse, result: Extract<LaneResult, { _tag: "Stream" }>) => {
   const source = result.source
-  return source === undefined ? pipeStream(res, result.stream) : sendChunks(res, (write) => drainTo(source, write))
+  const idle = result.idleTimeoutMs ?? defaultIdleTimeoutMs
+  return source === undefined ? pipeStream(res, result.stream, idle) : sendChunks(res, idle, (write) => drainTo(source, write))
 }
 
 const serve = (operation: Operation, path: string, req: IncomingMessage, res: ServerResponse) => {
@@ -181,8 +170,8 @@ const serve = (operation: Operation, path: string, req: IncomingMessage, res: Se
     let caller: CallerContext | null = null
     let reachedLane = false
     const outcome = yield* Effect.gen(function*() {
-      const bytes = yield* readBody(req, gateway.config.server.maxBodyBytes)
-      const raw = yield* parseJsonObject(bytes)
+      const bytes = yield* readBody(req, gateway.config.server.maxBodyBytes, { res, bodies: gateway.bodies })
+      const raw = yield* parseJsonObject(bytes, gateway.config.server)
       const body = yield* decodeBody(schemas[operation] as unknown as Schema.Schema<Record<string, unknown>, unknown>, raw)
       const headers = headerBag(req)
       const resolved = resolveCallerContext(headers, body.model as string, gateway.laneRules)

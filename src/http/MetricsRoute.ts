@@ -7,11 +7,26 @@
 import { HttpRouter, HttpServerResponse } from "@effect/platform"
 import { Effect, Option } from "effect"
 import { Journal } from "../journal/Journal.ts"
+import type { LagSnapshot } from "../observability/EventLoopLag.ts"
 import type { Gauge } from "../observability/Metrics.ts"
 import { Projector } from "../projections/Projector.ts"
 import { Gateway } from "../routing/Gateway.ts"
 
 const breakerStates = ["closed", "open", "half-open"] as const
+
+/** The gateway's own event-loop delay (observability/EventLoopLag.ts): a stall here is not a host's fault. */
+const lagGauges = (lag: LagSnapshot): Array<Gauge> => [
+  {
+    name: "awooop_event_loop_lag_seconds",
+    help: "The gateway's event-loop delay over the last minute (quantile 1 = the maximum).",
+    samples: [
+      { labels: { quantile: "0.5" }, value: lag.p50Seconds },
+      { labels: { quantile: "0.99" }, value: lag.p99Seconds },
+      { labels: { quantile: "1" }, value: lag.maxSeconds }
+    ]
+  },
+  { name: "awooop_event_loop_stalled_seconds_total", help: "Time the gateway's event loop ran late, in total.", type: "counter", samples: [{ labels: {}, value: lag.stalledSeconds }] }
+]
 
 const gauges = Effect.gen(function*() {
   const gateway = yield* Gateway
@@ -48,7 +63,8 @@ const gauges = Effect.gen(function*() {
     { name: "awooop_host_slots_reserved", help: "Slots reserved for a lane on a host (never lent to another lane).", samples: reserved },
     { name: "awooop_host_slots_reserved_in_use", help: "A lane's reserved slots in use on a host.", samples: reservedInUse },
     { name: "awooop_lane_admitted", help: "Requests admitted in the lane (running or waiting for a slot): the admission queue depth.", samples: admitted },
-    { name: "awooop_lane_admission_capacity", help: "The lane's admission queue capacity; beyond it requests get 503.", samples: capacity }
+    { name: "awooop_lane_admission_capacity", help: "The lane's admission queue capacity; beyond it requests get 503.", samples: capacity },
+    ...lagGauges(gateway.lag.snapshot())
   ]
 
   const journal = yield* Effect.serviceOption(Journal)

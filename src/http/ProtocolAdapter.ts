@@ -157,8 +157,8 @@ const serve = (adapter: ProtocolAdapter, path: string, req: IncomingMessage, res
     let reachedLane = false
     let request: Translation | null = null
     const outcome = yield* Effect.gen(function*() {
-      const bytes = yield* readBody(req, gateway.config.server.maxBodyBytes)
-      const raw = yield* parseJsonObject(bytes)
+      const bytes = yield* readBody(req, gateway.config.server.maxBodyBytes, { res, bodies: gateway.bodies })
+      const raw = yield* parseJsonObject(bytes, gateway.config.server)
       const translated = yield* adapter.translate(raw)
       request = translated
       const headers = headerBag(req)
@@ -214,7 +214,7 @@ const serve = (adapter: ProtocolAdapter, path: string, req: IncomingMessage, res
       return yield* Effect.dieMessage(`${adapter.protocol}: the lane streamed an answer to a request that never streams`)
     }
     res.writeHead(200, { ...resultHeaders(result, "text/event-stream; charset=utf-8"), "cache-control": "no-cache" })
-    yield* pipeStream(res, relayEvents(result.stream, translated.events(meta)))
+    yield* pipeStream(res, relayEvents(result.stream, translated.events(meta)), result.idleTimeoutMs)
     res.end()
     return yield* Tracing.endServerSpan(span, 200, null)
   }).pipe(

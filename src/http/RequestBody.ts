@@ -2,32 +2,115 @@
  * Reading a request body: a size limit (413), JSON that parses (400 naming the problem), and a
  * schema that names the field at fault.
  */
-import { HttpIncomingMessage, HttpServerRequest } from "@effect/platform"
+import { HttpServerRequest } from "@effect/platform"
+import { NodeHttpServerRequest } from "@effect/platform-node"
 import { Effect, Either, Option, ParseResult, Schema } from "effect"
-import { BadRequest, BodyTooLarge } from "../domain/Errors.ts"
+import type { IncomingMessage, ServerResponse } from "node:http"
+import { BadRequest, BodyTooLarge, InFlightBytesExceeded } from "../domain/Errors.ts"
+import { Gateway } from "../routing/Gateway.ts"
+import { type BodyBudget, defaultJsonLimits, type JsonLimits, scanJson, shapeProblem, tooDeep, tooManyMessages } from "./RequestLimits.ts"
 
 const decoder = new TextDecoder("utf-8", { fatal: true })
 
+/**
+ * The platform router's JSON body: read from the node request like the fast path's (so a too-large
+ * chunked body gets its 413 and `Connection: close`, not a reset), within the in-flight limits and
+ * the JSON limits of the gateway's config when there is one.
+ */
 export const readJson = (maxBytes: number) =>
   Effect.gen(function*() {
     const request = yield* HttpServerRequest.HttpServerRequest
-    const declared = Number(request.headers["content-length"] ?? "0")
-    if (Number.isFinite(declared) && declared > maxBytes) return yield* new BodyTooLarge({ limit: maxBytes })
-    const bytes = yield* request.arrayBuffer.pipe(
-      HttpIncomingMessage.withMaxBodySize(Option.some(maxBytes)),
-      Effect.mapError((e) =>
-        /max|size|large|limit/i.test(String((e.cause as Error | undefined)?.message ?? e.message))
-          ? new BodyTooLarge({ limit: maxBytes })
-          : new BadRequest({ message: `could not read the request body: ${e.message}` })
-      )
-    )
-    if (bytes.byteLength > maxBytes) return yield* new BodyTooLarge({ limit: maxBytes })
-    return yield* parseJsonObject(new Uint8Array(bytes))
+    const gateway = yield* Effect.serviceOption(Gateway)
+    const bytes = yield* readBody(NodeHttpServerRequest.toIncomingMessage(request), maxBytes, {
+      res: NodeHttpServerRequest.toServerResponse(request),
+      ...(Option.isSome(gateway) ? { bodies: gateway.value.bodies } : {})
+    })
+    return yield* parseJsonObject(bytes, Option.isSome(gateway) ? gateway.value.config.server : defaultJsonLimits)
+  })
+
+/**
+ * Reads the body up to `max` bytes; a larger one is refused without buffering it. With `bodies`, the
+ * bytes count against the in-flight limits while they arrive (503 beyond them). A refused body is
+ * not read further: `res` (when given) gets `Connection: close`, so the socket ends after the answer.
+ */
+export const readBody = (
+  req: IncomingMessage,
+  max: number,
+  options: { readonly res?: ServerResponse; readonly bodies?: BodyBudget } = {}
+) =>
+  Effect.async<Uint8Array, BodyTooLarge | BadRequest | InFlightBytesExceeded>((resume) => {
+    const refuse = (error: BodyTooLarge | InFlightBytesExceeded) => {
+      // Stop reading: the rest stays in the kernel's buffers until the connection closes.
+      req.pause()
+      if (!req.complete && options.res !== undefined && !options.res.headersSent) options.res.setHeader("connection", "close")
+      resume(Effect.fail(error))
+    }
+    const declared = Number(req.headers["content-length"])
+    if (Number.isFinite(declared) && declared > max) {
+      refuse(new BodyTooLarge({ limit: max }))
+      return
+    }
+    const bodies = options.bodies
+    const client = req.socket.remoteAddress ?? "unknown"
+    const chunks: Array<Buffer> = []
+    let size = 0
+    let held = 0
+    const giveBack = () => {
+      bodies?.give(client, held)
+      held = 0
+    }
+    const cleanup = () => {
+      req.off("data", onData)
+      req.off("end", onEnd)
+      req.off("error", onError)
+      req.off("close", onClose)
+      giveBack()
+    }
+    const onData = (chunk: Buffer) => {
+      size += chunk.length
+      if (size > max) {
+        cleanup()
+        return refuse(new BodyTooLarge({ limit: max }))
+      }
+      if (bodies !== undefined) {
+        if (!bodies.take(client, chunk.length)) {
+          cleanup()
+          const perClient = bodies.limits.maxInFlightBodyBytesPerClient
+          return refuse(bodies.inFlight + chunk.length > bodies.limits.maxInFlightBodyBytes
+            ? new InFlightBytesExceeded({ limit: "server.maxInFlightBodyBytes", bytes: bodies.limits.maxInFlightBodyBytes })
+            : new InFlightBytesExceeded({ limit: "server.maxInFlightBodyBytesPerClient", bytes: perClient }))
+        }
+        held += chunk.length
+      }
+      chunks.push(chunk)
+    }
+    const onEnd = () => {
+      cleanup()
+      resume(Effect.succeed(chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, size)))
+    }
+    const onError = (e: Error) => {
+      cleanup()
+      resume(Effect.fail(new BadRequest({ message: `could not read the request body: ${e.message}` })))
+    }
+    // A client gone before the end: its bytes go back to the in-flight budget whatever else happens.
+    const onClose = () => {
+      cleanup()
+      resume(Effect.fail(new BadRequest({ message: "the client closed the connection before the request body ended" })))
+    }
+    req.on("data", onData)
+    req.on("end", onEnd)
+    req.on("error", onError)
+    req.on("close", onClose)
+    return Effect.sync(cleanup)
   })
 
 /** A request body as a JSON object, or a BadRequest saying what is wrong with it. */
-export const parseJsonObject = (bytes: Uint8Array) =>
+export const parseJsonObject = (bytes: Uint8Array, limits: JsonLimits = defaultJsonLimits) =>
   Effect.gen(function*() {
+    // Before JSON.parse: nothing recursive (stringify, the schema, error formatting) ever sees it.
+    const scan = scanJson(bytes, limits)
+    if (scan._tag === "TooDeep") return yield* tooDeep(limits.maxJsonDepth)
+    if (scan._tag === "TooManyMessages") return yield* tooManyMessages(`more than ${limits.maxMessages}`, limits.maxMessages)
     const text = yield* Effect.try({
       try: () => decoder.decode(bytes),
       catch: () => new BadRequest({ message: "request body is not valid UTF-8" })
@@ -40,6 +123,8 @@ export const parseJsonObject = (bytes: Uint8Array) =>
     if (typeof value !== "object" || value === null || Array.isArray(value)) {
       return yield* new BadRequest({ message: "request body must be a JSON object" })
     }
+    const problem = shapeProblem(value as Record<string, unknown>, limits)
+    if (problem !== null) return yield* problem
     return value as Record<string, unknown>
   })
 

@@ -15,7 +15,8 @@ import { type GroupBy, groupColumns } from "../projections/CostLedger.ts"
 import { ReadModel } from "../projections/ReadModel.ts"
 import { runStreamOf } from "../replay/Explain.ts"
 import { asyncRunResponse } from "./AsyncRunRoutes.ts"
-import { jsonResponse } from "./ErrorResponse.ts"
+import { errorResponse, jsonResponse } from "./ErrorResponse.ts"
+import { requestScope, visibleIn } from "./ReadScope.ts"
 
 const fail = (status: number, error: string) => jsonResponse({ error }, {}, status)
 
@@ -34,25 +35,36 @@ const traceIdPattern = /^[A-Za-z0-9._:-]{1,128}$/
 
 const getRun = Effect.gen(function*() {
   const { id } = yield* HttpRouter.params
+  const scope = yield* requestScope
   const stream = runStreamOf(id ?? "")
   if (stream === null) return fail(400, `run id must be a UUID (or run-<uuid>), got ${JSON.stringify(id ?? "")}`)
   // An async run (issue 5) answers with its queue status, attempts and result.
-  const asyncRun = yield* asyncRunResponse(id)
+  const asyncRun = yield* asyncRunResponse(id, scope)
   if (Option.isSome(asyncRun)) return asyncRun.value
   return yield* withReadModel((model) =>
-    Effect.map(model.run(stream), (run) => run === null ? fail(404, `run ${id} not found in the journal`) : jsonResponse(run))
+    Effect.map(model.run(stream), (run) =>
+      run === null || !visibleIn(scope, run.projectId) ? fail(404, `run ${id} not found in the journal`) : jsonResponse(run))
   )
-})
+}).pipe(Effect.catchTag("Unauthorized", (e) => Effect.succeed(errorResponse(e))))
 
 const getTrace = Effect.gen(function*() {
   const { traceId } = yield* HttpRouter.params
   if (traceId === undefined || !traceIdPattern.test(traceId)) {
     return fail(400, `trace id must be 1-128 letters, digits, '.', '_', ':' or '-', got ${JSON.stringify(traceId ?? "")}`)
   }
+  const scope = yield* requestScope
   return yield* withReadModel((model) =>
-    Effect.map(model.trace(traceId), (trace) => trace === null ? fail(404, `trace ${traceId} not found in the journal`) : jsonResponse(trace))
+    Effect.map(model.trace(traceId), (trace) => {
+      // A caller sees its own project's part of a trace, and nothing at all of another's.
+      const seen = trace === null ? null : scope === null ? trace : {
+        ...trace,
+        runs: trace.runs.filter((r) => visibleIn(scope, r.projectId)),
+        events: trace.events.filter((e) => visibleIn(scope, e.projectId))
+      }
+      return seen === null || seen.events.length === 0 ? fail(404, `trace ${traceId} not found in the journal`) : jsonResponse(seen)
+    })
   )
-})
+}).pipe(Effect.catchTag("Unauthorized", (e) => Effect.succeed(errorResponse(e))))
 
 // ---------------------------------------------------------------------------------------------
 // /awooop/cost parameters
@@ -68,6 +80,9 @@ export interface CostQuery {
 export const defaultDays = 30
 
 const dayPattern = /^\d{4}-\d{2}-\d{2}$/
+/** Bounds of a cost query: no ledger is older, and no question needs more (absurd values → 400). */
+const earliestDay = "2000-01-01"
+const maxDays = 3660
 
 /** "2026-05-05" or an ISO timestamp → its UTC day; null when it is not a date. */
 const parseDay = (text: string): string | null => {
@@ -101,10 +116,14 @@ export const parseCostQuery = (
     : parseDay(raw.from!)
   if (from === null) return `from must be a date (YYYY-MM-DD or an ISO timestamp), got ${JSON.stringify(raw.from)}`
   if (from > to) return `from (${from}) is after to (${to})`
+  if (from < earliestDay) return `from must be ${earliestDay} or later, got ${JSON.stringify(raw.from)}`
+  if ((Date.parse(`${to}T00:00:00Z`) - Date.parse(`${from}T00:00:00Z`)) / 86_400_000 >= maxDays) {
+    return `from ${from} to ${to} spans more than ${maxDays} days; ask for a shorter range`
+  }
   const names = raw.groupBy === undefined ? ["project"] : raw.groupBy!.split(",").map((s) => s.trim())
   const allowed = Object.keys(groupColumns)
   for (const name of names) {
-    if (!allowed.includes(name)) return `groupBy must be project, lane or provider (or model, day; comma-separated), got ${JSON.stringify(name)}`
+    if (!allowed.includes(name)) return `groupBy must be project, lane or provider (or model, day, caller; comma-separated), got ${JSON.stringify(name)}`
   }
   if (new Set(names).size !== names.length) return `groupBy names ${JSON.stringify(raw.groupBy)} a dimension twice`
   return { from, to, groupBy: names as Array<GroupBy> }
@@ -114,8 +133,10 @@ const getCost = Effect.gen(function*() {
   const params = yield* HttpServerRequest.ParsedSearchParams
   const query = parseCostQuery(params, yield* Clock.currentTimeMillis)
   if (typeof query === "string") return fail(400, query)
-  return yield* withReadModel((model) => Effect.map(model.cost(query), (cost) => jsonResponse(cost)))
-})
+  const scope = yield* requestScope
+  return yield* withReadModel((model) =>
+    Effect.map(model.cost({ ...query, projectId: scope ?? undefined }), (cost) => jsonResponse(scope === null ? cost : { ...cost, projectId: scope })))
+}).pipe(Effect.catchTag("Unauthorized", (e) => Effect.succeed(errorResponse(e))))
 
 export const runRoutes = HttpRouter.empty.pipe(
   HttpRouter.get("/awooop/runs/:id", getRun),

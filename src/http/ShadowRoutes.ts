@@ -15,6 +15,8 @@ const fail = (status: number, error: string) => jsonResponse({ error }, {}, stat
 
 const lanePattern = /^[A-Za-z0-9._:-]{1,64}$/
 const defaultSinceMs = 24 * 3_600_000
+/** No journal is older than this: an earlier `since` is a mistake, not a question. */
+const earliestMs = Date.UTC(2000, 0, 1)
 
 type Params = Readonly<Record<string, string | ReadonlyArray<string> | undefined>>
 
@@ -37,6 +39,11 @@ export const parseReportQuery = (params: Params, now: number): { readonly lane: 
     if (back !== undefined) sinceMs = now - back
     else if (Number.isFinite(at)) sinceMs = at
     else return `since must be an ISO time or a duration such as "24h", got ${JSON.stringify(since)}`
+  }
+  // A duration of a million hours, or the year 1: nothing to report, and no date the database takes.
+  // A little of the future is a caller's clock skew (an empty report); years of it are a mistake.
+  if (!Number.isFinite(sinceMs) || sinceMs < earliestMs || sinceMs > now + 86_400_000) {
+    return `since must lie between ${new Date(earliestMs).toISOString()} and a day from now, got ${JSON.stringify(since)}`
   }
   return { lane: lane ?? null, since: sinceMs }
 }

@@ -30,14 +30,8 @@ export interface RunFacts {
   readonly error: string | null
 }
 
-/**
- * The authenticated caller's name: CallerContext's `caller` (caller auth, issue 12, adds it:
- * "anonymous" for a keyless caller, never the key); null while the context has none (open mode).
- */
-export const callerNameOf = (caller: CallerContext | null): string | null => {
-  const name = (caller as { readonly caller?: unknown } | null)?.caller
-  return typeof name === "string" ? name : null
-}
+/** The authenticated caller's name ("anonymous" for a keyless caller, never the key); null in open mode. */
+export const callerNameOf = (caller: CallerContext | null): string | null => caller?.caller ?? null
 
 export class RequestFacts {
   caller: CallerContext | null = null

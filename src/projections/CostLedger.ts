@@ -20,6 +20,8 @@ export interface LedgerKey {
   readonly lane: string
   readonly provider: string
   readonly model: string
+  /** The caller's name (config `callers:`), "none" in open mode. */
+  readonly caller: string
 }
 
 export interface LedgerRow extends LedgerKey {
@@ -53,6 +55,7 @@ export const contribution = (run: RunState): LedgerRow | null => {
     lane: run.lane ?? none,
     provider: completed ? run.provider ?? none : none,
     model: (completed ? run.model : null) ?? run.assignedModel ?? none,
+    caller: run.caller ?? none,
     requests: 1,
     failed: completed ? 0 : 1,
     inputTokens: run.inputTokens ?? 0,
@@ -63,7 +66,7 @@ export const contribution = (run: RunState): LedgerRow | null => {
   }
 }
 
-const rowKey = (r: LedgerKey) => keyOf([r.day, r.projectId, r.lane, r.provider, r.model])
+const rowKey = (r: LedgerKey) => keyOf([r.day, r.projectId, r.lane, r.provider, r.model, r.caller])
 
 const sameRow = (a: LedgerRow | null, b: LedgerRow | null): boolean =>
   a === null || b === null
@@ -138,14 +141,14 @@ export const upsert = (sql: SqlClient.SqlClient, schema: string, delta: Iterable
   if (rows.length === 0) return Effect.void
   const t = sql(`${schema}.${table}`)
   return sql`
-    INSERT INTO ${t} AS t (day, project_id, lane, provider, model, requests, failed, input_tokens, output_tokens,
+    INSERT INTO ${t} AS t (day, project_id, lane, provider, model, caller, requests, failed, input_tokens, output_tokens,
       unknown_usage, cost_usd, unknown_cost)
-    SELECT day::date, "projectId", lane, provider, model, requests, failed, "inputTokens", "outputTokens",
+    SELECT day::date, "projectId", lane, provider, model, caller, requests, failed, "inputTokens", "outputTokens",
       "unknownUsage", "costPicoUsd"::numeric * 0.000000000001, "unknownCost"
     FROM jsonb_to_recordset(${JSON.stringify(rows)}::jsonb) AS r(day text, "projectId" text, lane text, provider text,
-      model text, requests bigint, failed bigint, "inputTokens" bigint, "outputTokens" bigint, "unknownUsage" bigint,
+      model text, caller text, requests bigint, failed bigint, "inputTokens" bigint, "outputTokens" bigint, "unknownUsage" bigint,
       "costPicoUsd" text, "unknownCost" bigint)
-    ON CONFLICT (day, project_id, lane, provider, model) DO UPDATE SET
+    ON CONFLICT (day, project_id, lane, provider, model, caller) DO UPDATE SET
       requests = t.requests + EXCLUDED.requests, failed = t.failed + EXCLUDED.failed,
       input_tokens = t.input_tokens + EXCLUDED.input_tokens, output_tokens = t.output_tokens + EXCLUDED.output_tokens,
       unknown_usage = t.unknown_usage + EXCLUDED.unknown_usage, cost_usd = t.cost_usd + EXCLUDED.cost_usd,
@@ -161,7 +164,8 @@ export const groupColumns = {
   project: "project_id",
   lane: "lane",
   provider: "provider",
-  model: "model"
+  model: "model",
+  caller: "caller"
 } as const
 
 export type GroupBy = keyof typeof groupColumns
@@ -186,6 +190,7 @@ interface SummaryRow {
   readonly g2: string | null
   readonly g3: string | null
   readonly g4: string | null
+  readonly g5: string | null
   readonly requests: number
   readonly failed: number
   readonly inputTokens: number
@@ -199,10 +204,16 @@ interface SummaryRow {
 export const summarize = (
   sql: SqlClient.SqlClient,
   schema: string,
-  options: { readonly from: string; readonly to: string; readonly groupBy: ReadonlyArray<GroupBy> }
+  options: {
+    readonly from: string
+    readonly to: string
+    readonly groupBy: ReadonlyArray<GroupBy>
+    /** Only this project's rows (a caller reading its own cost); absent: every project. */
+    readonly projectId?: string | undefined
+  }
 ): Effect.Effect<ReadonlyArray<CostGroup>, SqlError> => {
   const dims = options.groupBy.map((g) => (g === "day" ? `to_char(day, 'YYYY-MM-DD')` : groupColumns[g]))
-  const select = [0, 1, 2, 3, 4].map((i) => `${dims[i] ?? "NULL::text"} AS g${i}`).join(", ")
+  const select = [0, 1, 2, 3, 4, 5].map((i) => `${dims[i] ?? "NULL::text"} AS g${i}`).join(", ")
   const groupBy = dims.length === 0 ? "" : `GROUP BY ${dims.join(", ")}`
   return sql<SummaryRow>`
     SELECT ${sql.literal(select)},
@@ -212,12 +223,13 @@ export const summarize = (
       COALESCE(SUM(unknown_cost), 0)::float8 AS "unknownCost"
     FROM ${sql(`${schema}.${table}`)}
     WHERE day BETWEEN ${options.from}::date AND ${options.to}::date
+      ${options.projectId === undefined ? sql.literal("") : sql`AND project_id = ${options.projectId}`}
     ${sql.literal(groupBy)}
     ORDER BY SUM(cost_usd) DESC NULLS LAST, SUM(requests) DESC, 1`.pipe(
     Effect.map((rows) =>
       rows.map((r) => {
         const group: Partial<Record<GroupBy, string>> = {}
-        const values = [r.g0, r.g1, r.g2, r.g3, r.g4]
+        const values = [r.g0, r.g1, r.g2, r.g3, r.g4, r.g5]
         options.groupBy.forEach((g, i) => {
           group[g] = values[i] ?? none
         })

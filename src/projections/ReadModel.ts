@@ -21,6 +21,7 @@ export const runView = (run: RunState.RunState, projected: boolean) => ({
   status: run.status,
   traceId: run.traceId,
   projectId: run.projectId,
+  caller: run.caller,
   lane: run.lane,
   intent: run.intent,
   operation: run.operation,
@@ -90,7 +91,12 @@ export class ReadModel extends Effect.Service<ReadModel>()("awooop/ReadModel", {
         }
       })
 
-    const cost = (options: { readonly from: string; readonly to: string; readonly groupBy: ReadonlyArray<CostLedger.GroupBy> }) =>
+    const cost = (options: {
+      readonly from: string
+      readonly to: string
+      readonly groupBy: ReadonlyArray<CostLedger.GroupBy>
+      readonly projectId?: string | undefined
+    }) =>
       Effect.gen(function*() {
         const rows = yield* CostLedger.summarize(sql, liveSchema, options)
         const [total] = yield* CostLedger.summarize(sql, liveSchema, { ...options, groupBy: [] })

@@ -30,6 +30,8 @@ export interface RunState {
   readonly runId: string
   readonly traceId: string | null
   readonly projectId: string | null
+  /** The authenticated caller's name (config `callers:`); null in open mode. */
+  readonly caller: string | null
   readonly lane: string | null
   readonly status: RunStatus
   readonly operation: string | null
@@ -78,6 +80,7 @@ export const initial = (event: ProjectionEvent): RunState => ({
   runId: event.streamId.startsWith(runStreamPrefix) ? event.streamId.slice(runStreamPrefix.length) : event.streamId,
   traceId: event.traceId,
   projectId: event.projectId,
+  caller: null,
   lane: event.lane,
   status: "running",
   operation: null,
@@ -162,6 +165,7 @@ const step = (s: RunState, event: ProjectionEvent): Patch => {
         protocol: str(d.protocol),
         stream: bool(d.stream),
         intent: str(d.intent),
+        caller: str(d.caller),
         requestedModel: str(d.requestedModel),
         assignedModel: str(d.assignedModel) ?? s.assignedModel,
         startedAt: event.occurredAt
@@ -299,6 +303,7 @@ interface Row {
   readonly runId: string
   readonly traceId: string | null
   readonly projectId: string | null
+  readonly caller: string | null
   readonly lane: string | null
   readonly status: string
   readonly operation: string | null
@@ -347,7 +352,7 @@ const ms = toMillis
 
 /** The SELECT list that reads a row back into a RunState (numbers exactly as stored). */
 export const selectList = [
-  `stream_id AS "streamId"`, `run_id AS "runId"`, `trace_id AS "traceId"`, `project_id AS "projectId"`, `lane`, `status`,
+  `stream_id AS "streamId"`, `run_id AS "runId"`, `trace_id AS "traceId"`, `project_id AS "projectId"`, `caller`, `lane`, `status`,
   `operation`, `protocol`, `stream`, `intent`, `requested_model AS "requestedModel"`, `assigned_model AS "assignedModel"`, `model`,
   `attempts`, `endpoint`, `provider_tier AS "providerTier"`, `provider`, `input_tokens::float8 AS "inputTokens"`,
   `output_tokens::float8 AS "outputTokens"`, `cost_usd::text AS "costUsd"`, `completed_cost_usd::text AS "completedCostUsd"`,
@@ -378,6 +383,7 @@ const columns: ReadonlyArray<Column<RunState>> = [
   { name: "run_id", type: "text", value: (r) => r.runId },
   { name: "trace_id", type: "text", value: (r) => r.traceId },
   { name: "project_id", type: "text", value: (r) => r.projectId },
+  { name: "caller", type: "text", value: (r) => r.caller },
   { name: "lane", type: "text", value: (r) => r.lane },
   { name: "status", type: "text", value: (r) => r.status },
   { name: "operation", type: "text", value: (r) => r.operation },

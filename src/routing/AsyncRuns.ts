@@ -387,6 +387,7 @@ export const make = (deps: {
           requestedModel: typeof input.body.model === "string" ? input.body.model : null,
           assignedModel: config.model === "" ? null : config.model,
           intent: caller.intent,
+          caller: caller.caller ?? null,
           legacy: caller.legacy,
           traceMinted: caller.traceMinted,
           parentSpanId: caller.parentSpanId,

@@ -3,14 +3,17 @@
  * living as long as the service's scope (their pollers stop with it).
  */
 import * as SqlClient from "@effect/sql/SqlClient"
-import { Effect } from "effect"
+import { Config, Effect, Option, Redacted } from "effect"
 import { GatewayConfigTag } from "../config/GatewayConfig.ts"
 import type { LaneRules } from "../domain/CallerContext.ts"
 import { Journal } from "../journal/Journal.ts"
+import { EventLoopLag } from "../observability/EventLoopLag.ts"
 import { Metrics } from "../observability/Metrics.ts"
 import * as RunObserver from "../observability/RunObserver.ts"
 import { OllamaUpstream } from "../upstream/OllamaUpstream.ts"
 import * as AsyncRuns from "./AsyncRuns.ts"
+import { makeIdentify } from "./Callers.ts"
+import { BodyBudget } from "../http/RequestLimits.ts"
 import * as Host from "./Host.ts"
 import * as KeepWarm from "./KeepWarm.ts"
 import * as Lane from "./Lane.ts"
@@ -26,6 +29,7 @@ export class Gateway extends Effect.Service<Gateway>()("awooop/Gateway", {
     // Live metrics and spans follow every run's and host's journal facts.
     const metrics = yield* Metrics
     const observers = RunObserver.make(metrics, config)
+    const lag = yield* EventLoopLag
 
     const hosts = new Map<string, Host.HostActor>()
     for (const [name, hostConfig] of Object.entries(config.hosts)) {
@@ -45,19 +49,30 @@ export class Gateway extends Effect.Service<Gateway>()("awooop/Gateway", {
     }
     const lanes = new Map<string, Lane.LaneActor>()
     for (const [name, laneConfig] of Object.entries(config.lanes)) {
-      lanes.set(name, yield* Lane.make(name, laneConfig, { journal, upstream, hosts, config, paid, observe: observers.run }))
+      lanes.set(name, yield* Lane.make(name, laneConfig, { journal, upstream, hosts, config, paid, lag, observe: observers.run }))
+    }
+    const adminToken = yield* Config.option(Config.redacted("AWOOOP_ADMIN_TOKEN")).pipe(
+      Effect.map(Option.match({ onNone: () => null, onSome: Redacted.value })),
+      Effect.orElseSucceed(() => null)
+    )
+    const identify = makeIdentify(config.callers, config.anonymous, adminToken, config.legacy.projectId)
+    if (identify === undefined) {
+      yield* Effect.logWarning("no `callers:` in the config: open mode, any caller may use every lane and spend the paid budget")
     }
     const laneRules: LaneRules = {
       lanes: [...lanes.keys()],
       legacyProjectId: config.legacy.projectId,
-      legacyLanes: config.legacy.lanes
+      legacyLanes: config.legacy.lanes,
+      ...(identify === undefined ? {} : { identify })
     }
     // Operating the rollout: keep-warm keepers, shadow decisions, async-run workers (after the lanes).
     const sql = yield* SqlClient.SqlClient
     yield* KeepWarm.start({ config, hosts, upstream })
     const shadow = Shadow.make({ config, journal, sql })
     const asyncRuns = yield* AsyncRuns.make({ config, journal, sql, lanes })
-    return { config, hosts, lanes, laneRules, upstream, paid, metrics, shadow, asyncRuns } as const
+    // Unfinished request bodies, all routes together (http/RequestLimits.ts).
+    const bodies = new BodyBudget(config.server)
+    return { config, hosts, lanes, laneRules, upstream, paid, metrics, shadow, asyncRuns, bodies, lag } as const
   }),
-  dependencies: [OllamaUpstream.Default, PaidRoute.Default, Metrics.Default]
+  dependencies: [OllamaUpstream.Default, PaidRoute.Default, Metrics.Default, EventLoopLag.Default]
 }) {}

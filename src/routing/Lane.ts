@@ -3,7 +3,7 @@
  * attempts down the lane's route with each host's slots, breaker and timeout. Every step is a
  * journal event on the run's stream.
  */
-import { Clock, Deferred, Effect, Exit, Fiber, Option, Ref, Stream } from "effect"
+import { Clock, Deferred, Effect, Exit, Fiber, FiberRef, Option, Ref, Stream } from "effect"
 import { type GatewayConfig, type LaneConfig, priceOf } from "../config/GatewayConfig.ts"
 import type { CallerContext } from "../domain/CallerContext.ts"
 import type { Protocol } from "../domain/Protocol.ts"
@@ -11,6 +11,7 @@ import {
   AllAttemptsTimedOut,
   AllHostsUnavailable,
   AsyncOnlyLane,
+  CallerForbidden,
   type GatewayError,
   LaneSaturated,
   ModelDenied,
@@ -24,11 +25,13 @@ import { makeStreamWriter, type StreamWriter } from "../journal/StreamWriter.ts"
 import { encodeLine, joinLines } from "../upstream/Ndjson.ts"
 import { isUnavailableFailure, type OllamaUpstream, type OpenStream, UpstreamFailure, usageOf } from "../upstream/OllamaUpstream.ts"
 import { BreakerOpen, type Outcome } from "./Breaker.ts"
+import { abortReason } from "./AbortReason.ts"
 import { type ChunkSource, toStream } from "./ChunkSource.ts"
 import type { HostActor } from "./Host.ts"
 import { costOf, directReason, fallbackReason, type PaidRoute } from "./PaidRoute.ts"
 import { describeSkip, type HostView, plan, type Plan, type PlanInput, type PlannedAttempt } from "./Plan.ts"
 import type { Permit } from "./Slots.ts"
+import { type LagMark, stalledByGateway } from "../observability/EventLoopLag.ts"
 
 export interface LaneRequest {
   readonly operation: Operation
@@ -59,6 +62,8 @@ export type LaneResult =
     readonly stream: Stream.Stream<Uint8Array>
     /** The same chunks as a pull (an Ollama relay), for a consumer that writes them as they are. */
     readonly source?: ChunkSource
+    /** The step's timeout: a caller that takes no chunk for this long is cut off (a slow consumer). */
+    readonly idleTimeoutMs?: number
   }
 
 export interface LaneActor {
@@ -89,6 +94,11 @@ interface Deps {
   readonly config: GatewayConfig
   /** Paid providers behind the budget (a lane's `paidFallback`, or a `paid` lane). */
   readonly paid?: PaidRoute
+  /** The gateway's own event-loop lag (observability/EventLoopLag.ts): a timeout it caused is not the host's. */
+  readonly lag?: {
+    readonly mark: () => LagMark
+    readonly since: (from: LagMark) => { readonly lagMs: number; readonly longestStallMs: number }
+  }
   /** Wraps each run's writer so metrics and spans follow the run's facts (observability/RunObserver.ts). */
   readonly observe?: (lane: string, config: LaneConfig) => (run: StreamWriter, request: LaneRequest) => StreamWriter
 }
@@ -163,6 +173,14 @@ export const make = (name: string, config: LaneConfig, deps: Deps) =>
       const providers = direct ? config.paid : config.paidFallback
       const reason = direct ? directReason(name) : fallbackReason(misses, route.map((s) => s.host))
       if (deps.paid === undefined || providers.length === 0 || reason === null) return fail(at.run, error, at.startedAt)
+      const caller = at.request.caller
+      if (caller.mayPay === false) {
+        // The caller's entry (anonymous.paidFallback: false by default) never spends money.
+        const why = `caller ${caller.caller ?? "anonymous"} may not spend money on paid providers (paidFallback: false)`
+        return at.run.append("PaidFallbackSkipped", { reason: why, providers, fallbackReason: reason, caller: caller.caller ?? null }).pipe(
+          Effect.zipRight(fail(at.run, direct ? new CallerForbidden({ caller: caller.caller ?? "anonymous", reason: `may not use the paid lane ${name} (paidFallback: false)` }) : error, at.startedAt))
+        )
+      }
       return deps.paid.run({
         lane: name,
         run: at.run,
@@ -179,10 +197,24 @@ export const make = (name: string, config: LaneConfig, deps: Deps) =>
       })
     }
 
-    const complete = (run: StreamWriter, host: string, usage: Usage | null, startedAt: number, attemptStartedAt: number, firstChunkAt: number | null) =>
+    const noMark: LagMark = { at: 0, stalled: 0 }
+    const markLag = () => deps.lag?.mark() ?? noMark
+    const noLag = { lagMs: 0, longestStallMs: 0 }
+    /** The gateway's own event-loop lag since an attempt's mark (EventLoopLag.ts). */
+    const lagSince = (from: LagMark) => deps.lag?.since(from) ?? noLag
+
+    const complete = (
+      run: StreamWriter,
+      host: string,
+      usage: Usage | null,
+      startedAt: number,
+      attemptStartedAt: number,
+      firstChunkAt: number | null,
+      lag: { readonly lagMs: number; readonly longestStallMs: number }
+    ) =>
       Effect.gen(function*() {
         const now = yield* Clock.currentTimeMillis
-        yield* run.append("AttemptSucceeded", { host, durationMs: now - attemptStartedAt, firstChunkMs: firstChunkAt === null ? null : firstChunkAt - attemptStartedAt })
+        yield* run.append("AttemptSucceeded", { host, durationMs: now - attemptStartedAt, firstChunkMs: firstChunkAt === null ? null : firstChunkAt - attemptStartedAt, eventLoopLagMs: lag.lagMs, eventLoopStallMs: lag.longestStallMs })
         yield* run.append("RunCompleted", {
           endpoint: host,
           providerTier: "ollama",
@@ -205,13 +237,19 @@ export const make = (name: string, config: LaneConfig, deps: Deps) =>
       body: Uint8Array,
       request: LaneRequest,
       permit: Permit,
-      started: Effect.Effect<void>
+      started: Effect.Effect<void>,
+      lagAtStart: LagMark
     ): Effect.Effect<AttemptAnswer, UpstreamFailure | BreakerOpen> => {
       const path = operationPath[request.operation]
+      // A timeout the gateway's own stall caused says nothing about the host (EventLoopLag.ts).
+      const judge = (exit: Exit.Exit<unknown, UpstreamFailure>): Outcome => {
+        const outcome = classify(exit)
+        return outcome === "timeout" && stalledByGateway(lagSince(lagAtStart).longestStallMs, step.timeoutMs) ? "ignore" : outcome
+      }
       if (!request.stream) {
         return host.breaker.guard(
           Effect.zipRight(started, deps.upstream.unary(host.target, "POST", path, body, step.timeoutMs)),
-          classify
+          judge
         ).pipe(
           Effect.map((r) => ({ _tag: "Unary" as const, bytes: r.bytes, usage: usageOf(r.json) })),
           Effect.ensuring(permit.release)
@@ -219,7 +257,7 @@ export const make = (name: string, config: LaneConfig, deps: Deps) =>
       }
       return host.breaker.guard(
         Effect.zipRight(started, deps.upstream.openStream(host.target, path, body, step.timeoutMs)),
-        classify
+        judge
       ).pipe(
         Effect.map((open) => ({ _tag: "Stream" as const, open })),
         Effect.onError(() => permit.release)
@@ -253,6 +291,7 @@ export const make = (name: string, config: LaneConfig, deps: Deps) =>
           requestedModel,
           assignedModel: config.model === "" ? null : config.model,
           intent: caller.intent,
+          caller: caller.caller ?? null,
           legacy: caller.legacy,
           traceMinted: caller.traceMinted,
           parentSpanId: caller.parentSpanId,
@@ -324,8 +363,10 @@ export const make = (name: string, config: LaneConfig, deps: Deps) =>
               attemptNo++
               const attemptStartedAt = yield* Clock.currentTimeMillis
               const started = run.append("AttemptStarted", { attempt: attemptNo, host: step.host, timeoutMs: step.timeoutMs, slotPool: permit.pool })
-              const result = yield* Effect.either(attempt(host, step, body, request, permit, started))
+              const lagAtStart = markLag()
+              const result = yield* Effect.either(attempt(host, step, body, request, permit, started, lagAtStart))
               const now = yield* Clock.currentTimeMillis
+              const lag = lagSince(lagAtStart)
               if (result._tag === "Left") {
                 const error = result.left
                 if (error instanceof BreakerOpen) {
@@ -334,8 +375,24 @@ export const make = (name: string, config: LaneConfig, deps: Deps) =>
                   misses.push({ host: step.host, kind: "circuit-open", message: `${step.host} circuit open` })
                   continue
                 }
-                yield* run.append("AttemptFailed", { attempt: attemptNo, host: step.host, kind: error.kind, status: error.status, message: error.message, durationMs: now - attemptStartedAt, afterFirstChunk: false })
-                misses.push({ host: step.host, kind: error.kind, message: `${step.host} ${error.kind === "timeout" ? "timed out" : "failed"}: ${error.message}` })
+                const stall = error.kind === "timeout" && stalledByGateway(lag.longestStallMs, step.timeoutMs)
+                yield* run.append("AttemptFailed", {
+                  attempt: attemptNo,
+                  host: step.host,
+                  kind: error.kind,
+                  status: error.status,
+                  message: stall ? `${error.message}, but the gateway's event loop was blocked ${lag.longestStallMs}ms of it: not counted against ${step.host}` : error.message,
+                  durationMs: now - attemptStartedAt,
+                  afterFirstChunk: false,
+                  eventLoopLagMs: lag.lagMs,
+                  eventLoopStallMs: lag.longestStallMs,
+                  ...(stall ? { gatewayStall: true } : {})
+                })
+                // A stall of ours is no host failure: not a timeout toward the breaker (see attempt),
+                // and no reason to pay a provider either (fallbackReason does not know the kind).
+                misses.push(stall
+                  ? { host: step.host, kind: "gateway-stall", message: `${step.host} timed out while the gateway's event loop was blocked ${lag.longestStallMs}ms` }
+                  : { host: step.host, kind: error.kind, message: `${step.host} ${error.kind === "timeout" ? "timed out" : "failed"}: ${error.message}` })
                 if (error.kind === "refused") yield* host.reportRefused(error.message)
                 if (error.kind === "rejected") {
                   return yield* fail(run, new UpstreamRejected({ host: step.host, upstreamStatus: error.status ?? 400, upstreamError: error.message.replace(/^\d+: /, "") }), startedAt)
@@ -346,12 +403,12 @@ export const make = (name: string, config: LaneConfig, deps: Deps) =>
               const info: RunInfo = { runId, traceId: caller.traceId, lane: name, model: config.model, endpoint: step.host }
               const answer = result.right
               if (answer._tag === "Unary") {
-                yield* complete(run, step.host, answer.usage, startedAt, attemptStartedAt, null)
+                yield* complete(run, step.host, answer.usage, startedAt, attemptStartedAt, null, lag)
                 return { _tag: "Unary", info, bytes: answer.bytes } satisfies LaneResult
               }
               handedOff = true
-              const source = relay(run, answer.open, step.host, attemptNo, startedAt, attemptStartedAt, now, Effect.zipRight(permit.release, leave))
-              return { _tag: "Stream", info, source, stream: toStream(source) } satisfies LaneResult
+              const source = relay(run, answer.open, step.host, attemptNo, startedAt, attemptStartedAt, now, lagAtStart, Effect.zipRight(permit.release, leave))
+              return { _tag: "Stream", info, source, stream: toStream(source), idleTimeoutMs: step.timeoutMs } satisfies LaneResult
             }
             if (saturated.length === 0) break
             // Every remaining host is busy: wait for a slot on one of them, within the lane's maxWait.
@@ -401,6 +458,7 @@ export const make = (name: string, config: LaneConfig, deps: Deps) =>
       startedAt: number,
       attemptStartedAt: number,
       firstChunkAt: number,
+      lagAtStart: LagMark,
       release: Effect.Effect<void>
     ): ChunkSource => {
       let state: "head" | "rest" | "over" = "head"
@@ -428,7 +486,7 @@ export const make = (name: string, config: LaneConfig, deps: Deps) =>
               onSuccess: (chunk) => {
                 if (chunk !== null) return Effect.succeed(chunk)
                 state = "over"
-                return Effect.as(Effect.uninterruptible(complete(run, host, open.usage(), startedAt, attemptStartedAt, firstChunkAt)), null)
+                return Effect.as(Effect.uninterruptible(complete(run, host, open.usage(), startedAt, attemptStartedAt, firstChunkAt, lagSince(lagAtStart))), null)
               }
             })
         }
@@ -439,7 +497,8 @@ export const make = (name: string, config: LaneConfig, deps: Deps) =>
           if (interrupted && state !== "over") {
             state = "over"
             const now = yield* Clock.currentTimeMillis
-            yield* run.append("RunFailed", { status: 499, error: "ClientAborted", message: "the caller went away mid-stream", durationMs: now - startedAt })
+            const why = yield* FiberRef.get(abortReason)
+            yield* run.append("RunFailed", { status: why.status, error: why.error, message: why.message, durationMs: now - startedAt })
           }
           yield* open.close
           yield* release

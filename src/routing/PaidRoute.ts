@@ -10,7 +10,7 @@
  * A provider that fails before its first token hands over to the next one; after the first token the
  * stream ends with an {"error"} line, like an Ollama host's.
  */
-import { Clock, Duration, Effect, Exit, Option, Scope, Stream } from "effect"
+import { Clock, Duration, Effect, Exit, FiberRef, Option, Scope, Stream } from "effect"
 import { GatewayConfigTag, type Price, priceOf } from "../config/GatewayConfig.ts"
 import type { CallerContext } from "../domain/CallerContext.ts"
 import { BadRequest, BudgetDenied, BudgetUnavailable, type GatewayError, PaidProvidersFailed } from "../domain/Errors.ts"
@@ -29,6 +29,7 @@ import {
   toPaidRequest
 } from "../providers/Translate.ts"
 import { encodeLine } from "../upstream/Ndjson.ts"
+import { abortReason } from "./AbortReason.ts"
 import { type LaneRequest, type LaneResult, once, type RunInfo } from "./Lane.ts"
 
 export interface PaidRunContext {
@@ -275,7 +276,9 @@ export class PaidRoute extends Effect.Service<PaidRoute>()("awooop/PaidRoute", {
             lane: ctx.lane,
             provider: name,
             model: provider.model,
-            amountUsd: worst.amountUsd
+            amountUsd: worst.amountUsd,
+            caller: ctx.caller.caller ?? null,
+            callerBudget: ctx.caller.caller == null ? undefined : config.callers?.[ctx.caller.caller]?.budget
           }).pipe(Effect.either)
           if (decision._tag === "Left") {
             yield* ctx.run.append("BudgetDenied", { provider: name, amountUsd: worst.amountUsd, failClosed: true, reason: decision.left.message })
@@ -293,7 +296,8 @@ export class PaidRoute extends Effect.Service<PaidRoute>()("awooop/PaidRoute", {
               operatorKill: d.operatorKill,
               reason: d.reason
             })
-            return yield* failRun(ctx, new BudgetDenied({ lane: ctx.lane, reason: d.reason, fallbackReason: ctx.reason }))
+            // The journal keeps the figures; the caller is told only which cap said no.
+            return yield* failRun(ctx, new BudgetDenied({ lane: ctx.lane, reason: d.publicReason, fallbackReason: ctx.reason }))
           }
           const reserved: Reserved = { reservationId, provider, amountUsd: worst.amountUsd, price }
           const durable = yield* ctx.run.appendDurable("BudgetReserved", {
@@ -372,7 +376,8 @@ export class PaidRoute extends Effect.Service<PaidRoute>()("awooop/PaidRoute", {
           return {
             _tag: "Stream",
             info,
-            stream: relay(ctx, reserved, attempt, opened.right, operation as "generate" | "chat", createdAt, attemptStartedAt, firstChunkAt)
+            stream: relay(ctx, reserved, attempt, opened.right, operation as "generate" | "chat", createdAt, attemptStartedAt, firstChunkAt),
+            idleTimeoutMs: provider.timeoutMs
           } satisfies LaneResult
         }
         return yield* failRun(ctx, new PaidProvidersFailed({ lane: ctx.lane, reasons: [ctx.reason, ...failures] }))
@@ -474,9 +479,10 @@ export class PaidRoute extends Effect.Service<PaidRoute>()("awooop/PaidRoute", {
             yield* open.close
             if (outcome === "open" && Exit.isInterrupted(exit)) {
               outcome = "failed"
-              yield* settle(ctx, r, null, "the caller went away mid-stream")
+              const why = yield* FiberRef.get(abortReason)
+              yield* settle(ctx, r, null, why.message)
               const now = yield* Clock.currentTimeMillis
-              yield* ctx.run.append("RunFailed", { status: 499, error: "ClientAborted", message: "the caller went away mid-stream", durationMs: now - ctx.startedAt })
+              yield* ctx.run.append("RunFailed", { status: why.status, error: why.error, message: why.message, durationMs: now - ctx.startedAt })
             }
             yield* ctx.onStreamEnd
           })
