@@ -215,6 +215,27 @@ describe("the read API answers for the caller's own project", () => {
     expect(theirs.every((x) => x.project === "other")).toBe(true)
   })
 
+  it("the console shows every project, so with callers configured each page needs the admin sign-in", async () => {
+    const pages = ["/console/", "/console/runs", "/console/runs/rows", "/console/cost", "/console/api/cost", "/console/shadow", "/console/board/fragment"]
+    for (const path of pages) {
+      const anonymous = await fetch(`${gw.url}${path}`)
+      expect(anonymous.status, path).toBe(401)
+      expect(await anonymous.text(), path).toContain("needs the admin sign-in")
+      // A caller's key is not the admin's: the console is not a read route scoped to a project.
+      expect((await fetch(`${gw.url}${path}`, { headers: bearer(ALERTS_KEY) })).status, path).toBe(401)
+    }
+    const origin = new URL(gw.url).origin
+    const login = await fetch(`${gw.url}/console/login`, {
+      method: "POST",
+      redirect: "manual",
+      headers: { "content-type": "application/x-www-form-urlencoded", origin },
+      body: new URLSearchParams({ token: ADMIN }).toString()
+    })
+    expect(login.status).toBe(303)
+    const cookie = login.headers.get("set-cookie")!.split(";")[0]!
+    for (const path of pages) expect((await fetch(`${gw.url}${path}`, { headers: { cookie } })).status, path).toBe(200)
+  })
+
   it("cancelling another project's async run: not found; its own caller cancels it", async () => {
     gw.fakes["gpu-node"]!.setMode("hang")
     try {

@@ -246,19 +246,31 @@ ${x.runs.map((r, i) => runStory(r, i, x.runs.length, r.run.runId === x.runId))}`
     return assetResponse(found, request.headers["if-none-match"])
   })
 
+  /**
+   * With `callers:` configured the gateway is a trust boundary: its read routes answer each caller for
+   * its own project only, and the console shows every project, so every page needs the admin sign-in.
+   * In open mode (no callers) the pages are as open as /awooop/health; only the controls need it.
+   */
+  const signedIn = <E, R>(handler: Effect.Effect<HttpServerResponse.HttpServerResponse, E, R>) =>
+    Effect.gen(function*() {
+      const gateway = yield* Gateway
+      if (gateway.config.callers === undefined || (yield* sessions.current) !== null) return yield* handler
+      return screen("controls", "Sign in", loginForm(notice("error", "callers are configured, so the console (every project's runs and spend) needs the admin sign-in")), 401)
+    })
+
   return HttpRouter.empty.pipe(
-    HttpRouter.get("/console/", board),
-    HttpRouter.get("/console/board/fragment", Effect.map(boardHtml, (b) => htmlResponse(b.html))),
-    HttpRouter.get("/console/board/events", boardEvents),
-    HttpRouter.get("/console/runs", runs),
-    HttpRouter.get("/console/runs/rows", rows),
-    HttpRouter.get("/console/runs/:id", Effect.flatMap(HttpRouter.params, (p) => story(p.id ?? ""))),
-    HttpRouter.get("/console/traces/:traceId", Effect.flatMap(HttpRouter.params, (p) => story(p.traceId ?? ""))),
-    HttpRouter.get("/console/find", find),
-    HttpRouter.get("/console/cost", cost),
-    HttpRouter.get("/console/api/cost", costApi.pipe(Effect.catchAll(jsonUnavailable))),
-    HttpRouter.get("/console/shadow", shadow),
-    HttpRouter.get("/console/api/shadow", shadowApi.pipe(Effect.catchAll(jsonUnavailable))),
+    HttpRouter.get("/console/", signedIn(board)),
+    HttpRouter.get("/console/board/fragment", signedIn(Effect.map(boardHtml, (b) => htmlResponse(b.html)))),
+    HttpRouter.get("/console/board/events", signedIn(boardEvents)),
+    HttpRouter.get("/console/runs", signedIn(runs)),
+    HttpRouter.get("/console/runs/rows", signedIn(rows)),
+    HttpRouter.get("/console/runs/:id", signedIn(Effect.flatMap(HttpRouter.params, (p) => story(p.id ?? "")))),
+    HttpRouter.get("/console/traces/:traceId", signedIn(Effect.flatMap(HttpRouter.params, (p) => story(p.traceId ?? "")))),
+    HttpRouter.get("/console/find", signedIn(find)),
+    HttpRouter.get("/console/cost", signedIn(cost)),
+    HttpRouter.get("/console/api/cost", signedIn(costApi.pipe(Effect.catchAll(jsonUnavailable)))),
+    HttpRouter.get("/console/shadow", signedIn(shadow)),
+    HttpRouter.get("/console/api/shadow", signedIn(shadowApi.pipe(Effect.catchAll(jsonUnavailable)))),
     HttpRouter.get("/console/controls", controls),
     HttpRouter.get("/console/controls/preview", previewAction),
     HttpRouter.post("/console/controls/maintenance", act("maintenance")),
