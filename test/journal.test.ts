@@ -25,7 +25,8 @@ const T0 = 1_750_000_000_000
 const event = (streamId: string, streamPosition: number, data: unknown = { n: streamPosition }): JournalEvent => ({
   streamId,
   streamPosition,
-  type: streamPosition === 0 ? "RunStarted" : "AttemptStarted",
+  // Not run events: a run stream the journal saw start would be ended by it at close (RunEnds.ts).
+  type: streamPosition === 0 ? "StreamOpened" : "StepRecorded",
   traceId: `trace-${streamId}`,
   projectId: "proj-1",
   lane: "alert-fast",
