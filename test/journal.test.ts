@@ -108,7 +108,7 @@ layer(TestDatabaseLive, { excludeTestServices: true })("Journal on PostgreSQL", 
       assert.strictEqual(stored.length, 100)
       assert.deepStrictEqual(stored.map((e) => e.streamPosition), Array.from({ length: 100 }, (_, i) => i))
       const first = stored[0]!
-      assert.strictEqual(first.type, "RunStarted")
+      assert.strictEqual(first.type, "StreamOpened")
       assert.strictEqual(first.traceId, `trace-${streams[3]}`)
       assert.strictEqual(first.lane, "alert-fast")
       assert.strictEqual(first.projectId, "proj-1")

@@ -488,7 +488,11 @@ const make = Effect.gen(function*() {
       })
       if (back) yield* Effect.logInfo("Journal: Postgres accepts writes again; every spilled event is now in step_journal")
     }
-  })
+  }).pipe(
+    // It must outlive anything a round can throw (an unreadable spill folder, say).
+    Effect.catchAllCause((cause) => Effect.zipRight(Effect.logError("Journal: the spill replayer failed; restarting it", cause), Effect.sleep(config.retryCap))),
+    Effect.forever
+  )
 
   const degradedError = new JournalError({ reason: "the journal is degraded (Postgres unavailable; events spill to local disk)" })
 

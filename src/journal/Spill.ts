@@ -66,7 +66,16 @@ export class Spill {
 
   /** Segment file names, oldest first. */
   segments(): Array<string> {
-    return fs.readdirSync(this.dir).filter((f) => f.startsWith(SEGMENT_PREFIX) && f.endsWith(".jsonl")).sort()
+    let names: Array<string>
+    try {
+      names = fs.readdirSync(this.dir)
+    } catch (error) {
+      // No folder (removed, or a file in its place): no segment to replay; writing one will fail.
+      const code = (error as { code?: unknown }).code
+      if (code === "ENOENT" || code === "ENOTDIR") return []
+      throw error
+    }
+    return names.filter((f) => f.startsWith(SEGMENT_PREFIX) && f.endsWith(".jsonl")).sort()
   }
 
   get pending(): boolean {
