@@ -21,6 +21,7 @@ import {
   NotManaged,
   PaidProvidersFailed,
   RouteNotFound,
+  JournalUnavailable,
   RunStoreUnavailable,
   ShuttingDown,
   Unauthorized,
@@ -49,7 +50,8 @@ export const GatewayErrorSchema = Schema.Union(
   BudgetUnavailable,
   PaidProvidersFailed,
   Unauthorized,
-  RunStoreUnavailable
+  RunStoreUnavailable,
+  JournalUnavailable
 )
 
 // A new member of GatewayError that is missing above (or the reverse) fails to compile here: add
