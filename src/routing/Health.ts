@@ -9,7 +9,8 @@
  * A lane is safe when plan(), run against the live view, would attempt at least one host that was
  * seen up; a lane that keeps its model warm (`keepWarm`) is safe only when the model is resident on
  * one of those hosts (a cold load would blow the lane's latency budget). A `paid` lane is safe when
- * the budget hard kill is not tripped. `laneSafety` is pure; the HTTP route feeds it the live state.
+ * the budget hard kill is not tripped. An `async` lane is unsafe while the run store cannot accept or
+ * record runs. `laneSafety` is pure; the HTTP route feeds it the live state.
  */
 import type { LaneConfig } from "../config/GatewayConfig.ts"
 import { sameModel } from "./KeepWarm.ts"
@@ -58,7 +59,9 @@ export const laneSafety = (
   config: LaneConfig,
   decision: Plan | null,
   hosts: Readonly<Record<string, HostFacts>>,
-  paid: { readonly hardKillTripped: boolean | null } = { hardKillTripped: null }
+  paid: { readonly hardKillTripped: boolean | null } = { hardKillTripped: null },
+  /** Why async runs cannot be accepted or recorded now (null: they can). */
+  runStoreProblem: string | null = null
 ): LaneSafety => {
   const base = { lane, model: config.model === "" ? null : config.model, mode: config.mode, async: config.async }
   const verdict = (safe: boolean, reasons: ReadonlyArray<string>, planned: ReadonlyArray<string> = [], residentOn: ReadonlyArray<string> = []): LaneSafety => ({
@@ -77,6 +80,7 @@ export const laneSafety = (
     return verdict(true, [`${providers} behind the budget (hard kill not tripped)`])
   }
   if (decision === null) return verdict(false, ["no route"])
+  if (config.async && runStoreProblem !== null) return verdict(false, [`async runs: ${runStoreProblem}`], decision.attempts.map((a) => a.host))
 
   const model = config.model
   const skipped = decision.skipped.filter((s) => s.reason.kind !== "only-when-unavailable").map(skipWords)

@@ -398,7 +398,7 @@ export const waitFor = async (what: string, check: () => Promise<boolean> | bool
 }
 
 export interface HealthJournal {
-  readonly status: "ok" | "degraded"
+  readonly status: "ok" | "degraded" | "unavailable"
   readonly spilled: number
   readonly queued: number
   readonly written: number
