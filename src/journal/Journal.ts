@@ -483,6 +483,7 @@ const make = Effect.gen(function*() {
         if (spill.pending) return false
         spilledRows = 0
         failing = false
+        spillFailing = false // the replayed segments are gone, and their room with them
         unavailableLatch.unsafeClose()
         return true
       })
