@@ -290,6 +290,8 @@ export const make = (deps: {
     const recording = new Set<string>()
     /** The last statement on async_runs that failed, until one succeeds. */
     let storeError: string | null = null
+    /** Runs this process ended or refused: the reconcile may only finish their rows, never run them. */
+    const settledHere = new Set<string>()
 
     /** A statement on async_runs: bounded, off the caller's path if it hangs, its outcome noted for the health view. */
     const store = <A, E>(statement: Effect.Effect<A, E>) =>
@@ -340,6 +342,7 @@ export const make = (deps: {
         }
         yield* journal.flush
         yield* store(sql`UPDATE async_runs SET request = NULL, finished_at = now() WHERE run_id = ${runId}`).pipe(Effect.retry(dbRetry))
+        settledHere.delete(runId)
       }).pipe(
         // Bounded: it runs uninterruptibly, and a database outage must not hold a shutdown forever.
         Effect.timeoutFail({ duration: FINISH_TIMEOUT_MS, onTimeout: () => new FinishTimeout({ ms: FINISH_TIMEOUT_MS }) }),
@@ -349,6 +352,7 @@ export const make = (deps: {
     const failRun = (entry: Pick<Entry, "writer" | "runId">, status: number, code: string, message: string, startedAt: number) =>
       Effect.gen(function*() {
         // A no-op if the run ended already (the lane ends its run on a defect, say).
+        settledHere.add(entry.runId)
         yield* endRun(entry.writer, { status, error: code, message }, startedAt)
         yield* finishRow(entry.runId, null)
       })
@@ -370,6 +374,7 @@ export const make = (deps: {
             yield* entry.writer.append("RunSuspended", { reason: "the gateway stopped before the run store took the answer; the run resumes at its next start" })
             return
           }
+          settledHere.add(entry.runId)
           yield* entry.writer.append("RunCompleted", completion.data ?? { endpoint: exit.value.info.endpoint })
           yield* finishRow(entry.runId, null)
           return
@@ -387,6 +392,7 @@ export const make = (deps: {
         const failure = Option.getOrUndefined(Exit.causeOption(exit).pipe(Option.flatMap((c) => c._tag === "Fail" ? Option.some(c.error) : Option.none())))
         if (failure !== undefined) {
           // The lane journaled RunFailed already.
+          settledHere.add(entry.runId)
           yield* finishRow(entry.runId, null)
           return
         }
@@ -475,7 +481,7 @@ export const make = (deps: {
           Effect.mapError((e) => (e instanceof RunStoreUnavailable ? e : unavailable("the journal did not commit"))),
           Effect.tapError((e) =>
             Effect.zipRight(
-              writer.append("RunFailed", { status: 503, error: "RunStoreUnavailable", message: e.message, refused: true, durationMs: 0 }),
+              Effect.zipRight(Effect.sync(() => settledHere.add(runId)), writer.append("RunFailed", { status: 503, error: "RunStoreUnavailable", message: e.message, refused: true, durationMs: 0 })),
               store(sql`DELETE FROM async_runs WHERE run_id = ${runId}`).pipe(Effect.ignore)
             )
           )
@@ -577,6 +583,8 @@ export const make = (deps: {
           yield* finishRow(row.run_id, null)
           continue
         }
+        // Ended (or refused) here, its end not in Postgres yet: wait for the journal, never run it again.
+        if (settledHere.has(row.run_id)) continue
         const now = yield* Clock.currentTimeMillis
         if (row.result !== null && row.result !== undefined) {
           // The answer was stored but its RunCompleted did not reach the journal before the stop.
@@ -632,7 +640,9 @@ export const make = (deps: {
     for (let i = 0; i < deps.config.asyncRuns.workers; i++) yield* Effect.forkScoped(worker)
     // Rows a failed write left open (a finished run whose end did not reach async_runs, a refused
     // submission whose INSERT committed late) are closed from the journal, while the gateway runs.
-    yield* recover.pipe(
+    // Only on a settled journal: while events are queued or spilled, Postgres shows streams short of their end.
+    const settledJournal = Effect.zipRight(journal.flush, Effect.map(journal.stats, (s) => !s.degraded && s.queued === 0 && s.spilled === 0))
+    yield* Effect.flatMap(settledJournal, (settled) => (settled ? recover : Effect.void)).pipe(
       Effect.catchAll((e) => Effect.logWarning("async runs: reconcile failed; trying again", e)),
       Effect.delay(RECONCILE_MS),
       Effect.forever,
