@@ -414,11 +414,15 @@ server: { pollInterval: "2s", probeTimeout: "3s", drainTimeout: "1s", durableRun
     const before = await snapshot(gw.url)
     for (const name of ["gcp-a", "gcp-b"]) fakes[name]!.setMode("drip", { delayMs: 250, chunks: 8 })
     const outcomes: Array<Outcome> = []
-    const traffic = drive(gw.url, calls, 60, 8, { chunks: 8, timeoutMs: 30_000 }).then((o) => outcomes.push(...o))
-    const inferences = () => ["gcp-a", "gcp-b"].reduce((n, h) => n + fakes[h]!.requests.filter((r) => r.path === "/api/generate" || r.path === "/api/chat").length, 0)
+    let killed = false
+    const traffic = Promise.all(Array.from({ length: 6 }, async (_, w) => {
+      for (let i = 0; !killed && i < 30; i++) outcomes.push(await send(gw.url, calls[(w + i) % calls.length]!, { chunks: 8, timeoutMs: 30_000 }))
+    }))
+    const answered = () => outcomes.filter((o) => o.kind === "answer").length
     await waitFor("some answers done and runs in flight", () =>
-      inferences() >= 12 && fakes["gcp-a"]!.inFlight() + fakes["gcp-b"]!.inFlight() >= 3, 60_000)
+      answered() >= 8 && fakes["gcp-a"]!.inFlight() + fakes["gcp-b"]!.inFlight() >= 3, 90_000)
     gw.process.kill("SIGKILL")
+    killed = true
     await exited(gw.process)
     children.splice(children.indexOf(gw), 1)
     await traffic
