@@ -151,6 +151,30 @@ server: { pollInterval: "2s", probeTimeout: "3s", drainTimeout: "1s", durableRun
     expect(row.found, `${row.fault}: events found vs expected`).toBe(row.expected)
   }
 
+  /** A row of the table: what the callers got, the events written/found, the problems found. */
+  const rowOf = (
+    fault: string,
+    t0: number,
+    callers: Pick<RowResult, "requests" | "answers" | "errors" | "wrong">,
+    events: { readonly before: { written: number; found: number }; readonly after: { written: number; found: number }; readonly expected?: number },
+    problems: ReadonlyArray<string>
+  ): RowResult => ({
+    fault,
+    ...callers,
+    expected: events.expected ?? events.after.written - events.before.written,
+    found: events.after.found - events.before.found,
+    journalProblems: problems.slice(0, 20),
+    afterwards: [],
+    seconds: (Date.now() - t0) / 1000
+  })
+
+  const asyncLaneSafe = async (url: string) =>
+    ((await health(url)) as unknown as { lanes: Record<string, { safe: boolean }> }).lanes["deep-rca"]?.safe === true
+
+  const noOpenAsyncRows = () =>
+    waitFor("no async_runs row left open", async () =>
+      (await db.query<{ n: number }>(`SELECT count(*)::int AS n FROM async_runs WHERE finished_at IS NULL`))[0]!.n === 0, 60_000, 250)
+
   /** An async submission on deep-rca: 202 with a run id, or the refusal. */
   const submit = async (url: string, prompt: string) => {
     const t0 = performance.now()
@@ -230,15 +254,8 @@ server: { pollInterval: "2s", probeTimeout: "3s", drainTimeout: "1s", durableRun
     const consistent = new Set([...audit.consistent, ...refused.map((o) => o.traceId)])
     const allowed = (o: Outcome) => o.kind === "answer" || (o.kind === "error" && o.status === 503 && o.errorTag === "JournalUnavailable")
     const { wrong, answers, errors } = classify(outcomes, allowed, consistent)
-    expectRow({
-      fault: `spill disk full (64 KiB tmpfs) with Postgres stopped; lost ${JSON.stringify(j.lost ?? {})}, recovered ${after0.written - before.written} events`,
-      requests: outcomes.length, answers, errors, wrong,
-      expected: after.written - before.written,
-      found: after.found - before.found,
-      journalProblems: problems.slice(0, 20),
-      afterwards: [],
-      seconds: (Date.now() - t0) / 1000
-    })
+    expectRow(rowOf(`spill disk full (64 KiB tmpfs) with Postgres stopped; lost ${JSON.stringify(j.lost ?? {})}, recovered ${after0.written - before.written} events`, t0,
+      { requests: outcomes.length, answers, errors, wrong }, { before, after }, problems))
     await stop(gw)
     execFileSync("umount", [small])
     small = null
@@ -271,12 +288,11 @@ server: { pollInterval: "2s", probeTimeout: "3s", drainTimeout: "1s", durableRun
           noticedMs = Date.now() - holeAt
         })()
       ])
-      const asyncUnsafe = (await health(gw.url) as unknown as { lanes: Record<string, { safe: boolean }> }).lanes["deep-rca"]?.safe === false
+      const asyncUnsafe = !(await asyncLaneSafe(gw.url))
       db.proxy.heal()
       const after = await snapshot(gw.url)
       // The refused submission's row (its INSERT may have committed late) is reconciled away; it never runs.
-      await waitFor("no async_runs row left open", async () =>
-        (await db.query<{ n: number }>(`SELECT count(*)::int AS n FROM async_runs WHERE finished_at IS NULL`))[0]!.n === 0, 60_000, 250)
+      await noOpenAsyncRows()
       const audit = await auditOutcomes(db.query, traffic)
       const all = await auditAllRuns(db.query)
       const problems = [...audit.problems, ...all.problems]
@@ -287,15 +303,8 @@ server: { pollInterval: "2s", probeTimeout: "3s", drainTimeout: "1s", durableRun
       if (!asyncUnsafe) problems.push("deep-rca was safe in /awooop/health while Postgres was black-holed")
       if (promptsAtRca().includes(refusedPrompt)) problems.push("the refused async submission ran")
       const { wrong, answers, errors } = classify(traffic, (o) => o.kind === "answer", audit.consistent)
-      expectRow({
-        fault: `Postgres black-holed (degraded after ${(noticedMs / 1000).toFixed(1)} s; async 503 after ${((s?.ms ?? 0) / 1000).toFixed(1)} s)`,
-        requests: traffic.length + 1, answers, errors: errors + (s?.status === 503 ? 1 : 0), wrong,
-        expected: after.written - before.written,
-        found: after.found - before.found,
-        journalProblems: problems.slice(0, 20),
-        afterwards: [],
-        seconds: (Date.now() - t0) / 1000
-      })
+      expectRow(rowOf(`Postgres black-holed (degraded after ${(noticedMs / 1000).toFixed(1)} s; async 503 after ${((s?.ms ?? 0) / 1000).toFixed(1)} s)`, t0,
+        { requests: traffic.length + 1, answers, errors: errors + (s?.status === 503 ? 1 : 0), wrong }, { before, after }, problems))
     }, 240_000)
 
     it("async run finishing during an outage: its answer is served after recovery", async () => {
@@ -308,8 +317,7 @@ server: { pollInterval: "2s", probeTimeout: "3s", drainTimeout: "1s", durableRun
       await waitFor("the run to reach its host", () => fakes["rca"]!.inFlight() === 1, 30_000)
       await db.proxy.stop()
       await waitFor("the run to finish at its host", () => fakes["rca"]!.inFlight() === 0, 30_000)
-      await waitFor("the async lane to be unsafe", async () =>
-        (await health(gw.url) as unknown as { lanes: Record<string, { safe: boolean }> }).lanes["deep-rca"]?.safe === false, 30_000)
+      await waitFor("the async lane to be unsafe", async () => !(await asyncLaneSafe(gw.url)), 30_000)
       await sleep(1_000) // the run's end is being attempted while Postgres is away
       await db.proxy.start()
       fakes["rca"]!.setMode("ok", { delayMs: 50 })
@@ -324,15 +332,8 @@ server: { pollInterval: "2s", probeTimeout: "3s", drainTimeout: "1s", durableRun
       if (stream.at(-1)?.type !== "RunCompleted") problems.push(`the run ends with ${stream.at(-1)?.type}`)
       const [row] = await db.query<{ result: unknown; finished: boolean }>(`SELECT result, finished_at IS NOT NULL AS finished FROM async_runs WHERE run_id = $1`, [accepted.runId])
       if (row?.result === null || row?.finished !== true) problems.push(`async_runs: ${JSON.stringify(row)}`)
-      expectRow({
-        fault: "async run finishing while Postgres is stopped",
-        requests: 1, answers: problems.length === 0 ? 1 : 0, errors: 0, wrong: [],
-        expected: after.written - before.written,
-        found: after.found - before.found,
-        journalProblems: problems.slice(0, 20),
-        afterwards: [],
-        seconds: (Date.now() - t0) / 1000
-      })
+      expectRow(rowOf("async run finishing while Postgres is stopped", t0,
+        { requests: 1, answers: problems.length === 0 ? 1 : 0, errors: 0, wrong: [] }, { before, after }, problems))
     }, 240_000)
 
     it("Postgres crash with async runs: each accepted run ends once, no refused one runs", async () => {
@@ -340,7 +341,6 @@ server: { pollInterval: "2s", probeTimeout: "3s", drainTimeout: "1s", durableRun
       const before = await snapshot(gw.url)
       fakes["rca"]!.setMode("slow", { delayMs: 400 })
       const submissions: Array<Awaited<ReturnType<typeof submit>>> = []
-      let stopAt = 0
       let crashed = false
       await Promise.all([
         (async () => {
@@ -352,7 +352,6 @@ server: { pollInterval: "2s", probeTimeout: "3s", drainTimeout: "1s", durableRun
         })(),
         (async () => {
           await sleep(2_500)
-          stopAt = Date.now()
           await db.proxy.stop() // an immediate stop: every connection cut, new ones refused
           await sleep(6_000)
           await db.proxy.start()
@@ -371,9 +370,7 @@ server: { pollInterval: "2s", probeTimeout: "3s", drainTimeout: "1s", durableRun
         }
         return accepted.every((s) => ["succeeded", "failed", "cancelled"].includes(views.get(s.runId!) ?? ""))
       }, 120_000, 500).catch((e: Error) => problems.push(e.message))
-      await waitFor("no async_runs row left open", async () =>
-        (await db.query<{ n: number }>(`SELECT count(*)::int AS n FROM async_runs WHERE finished_at IS NULL`))[0]!.n === 0, 60_000, 250)
-        .catch((e: Error) => problems.push(e.message))
+      await noOpenAsyncRows().catch((e: Error) => problems.push(e.message))
       fakes["rca"]!.setMode("ok", { delayMs: 50 })
       const after = await snapshot(gw.url)
       const asked = promptsAtRca()
@@ -391,15 +388,8 @@ server: { pollInterval: "2s", probeTimeout: "3s", drainTimeout: "1s", durableRun
       if (refused.length === 0) problems.push("no submission was refused: the crash missed the traffic")
       const all = await auditAllRuns(db.query)
       problems.push(...all.problems)
-      expectRow({
-        fault: `Postgres crash (stop ${((Date.now() - stopAt) / 1000).toFixed(0)} s ago, 6 s) with async runs: ${accepted.length} accepted, ${refused.length} refused`,
-        requests: submissions.length, answers: accepted.length, errors: refused.length, wrong: [],
-        expected: after.written - before.written,
-        found: after.found - before.found,
-        journalProblems: problems.slice(0, 20),
-        afterwards: [],
-        seconds: (Date.now() - t0) / 1000
-      })
+      expectRow(rowOf(`Postgres crash (stopped 6 s) with async runs: ${accepted.length} accepted, ${refused.length} refused`, t0,
+        { requests: submissions.length, answers: accepted.length, errors: refused.length, wrong: [] }, { before, after }, problems))
     }, 300_000)
 
     afterAll(async () => {
@@ -439,19 +429,15 @@ server: { pollInterval: "2s", probeTimeout: "3s", drainTimeout: "1s", durableRun
     for (const o of unjournaled) audit.consistent.add(o.traceId)
     const all = await auditAllRuns(db.query)
     const problems = [...audit.problems, ...all.problems]
-    const orphans = (await db.query<{ n: number }>(`SELECT count(*)::int AS n FROM step_journal WHERE type = 'RunFailed' AND data->>'orphaned' = 'true'`))[0]!.n
+    const orphans = (await db.query<{ n: number }>(
+      `SELECT count(*)::int AS n FROM step_journal WHERE type = 'RunFailed' AND data->>'orphaned' = 'true' AND trace_id = ANY($1::text[])`,
+      [outcomes.map((o) => o.traceId)]
+    ))[0]!.n
     if (orphans === 0) problems.push("no run was orphaned: the kill missed the traffic")
     const { wrong, answers, errors } = classify(outcomes, (o) => o.kind === "answer" || o.kind === "transport", audit.consistent)
-    expectRow({
-      fault: `gateway SIGKILL mid-traffic, durableRunEnd (${orphans} orphaned runs ended at restart, ${unjournaled.length} cut off before their RunStarted was written)`,
-      requests: outcomes.length, answers, errors, wrong,
-      // The killed process's queue is gone with it (by definition of SIGKILL: what it had committed
-      // is what it wrote); the new process must lose nothing, its orphan endings included.
-      expected: (afterKill - before.found) + (after.written - 0),
-      found: after.found - before.found,
-      journalProblems: problems.slice(0, 20),
-      afterwards: [],
-      seconds: (Date.now() - t0) / 1000
-    })
+    // The killed process's queue is gone with it (SIGKILL: what it had committed is what it wrote);
+    // the new process must lose nothing, its orphan endings included.
+    expectRow(rowOf(`gateway SIGKILL mid-traffic, durableRunEnd (${orphans} orphaned runs ended at restart, ${unjournaled.length} cut off before their RunStarted was written)`, t0,
+      { requests: outcomes.length, answers, errors, wrong }, { before, after, expected: (afterKill - before.found) + after.written }, problems))
   }, 240_000)
 })
