@@ -413,11 +413,15 @@ const make = Effect.gen(function*() {
     )
   })
 
-  const insertTimed = (rows: ReadonlyArray<Row>) =>
+  // The replayer is off the request path: its writes may take longer (a loaded database replaying a
+  // big spill), and a retry racing the cancel of its predecessor only adds load.
+  const replayTimeout = Duration.times(Duration.decode(config.writeTimeout), 3)
+
+  const insertTimed = (rows: ReadonlyArray<Row>, timeout: Duration.DurationInput = config.writeTimeout) =>
     insert(rows).pipe(
       // Off the writer's path: an interrupted query cancels through the pool, which a black hole holds.
       Effect.disconnect,
-      Effect.timeoutFail({ duration: config.writeTimeout, onTimeout: () => new JournalError({ reason: `write timed out after ${Duration.format(config.writeTimeout)}` }) }),
+      Effect.timeoutFail({ duration: timeout, onTimeout: () => new JournalError({ reason: `write timed out after ${Duration.format(timeout)}` }) }),
       Effect.catchAllDefect((defect) => Effect.fail(new JournalError({ reason: "unexpected defect while writing", cause: defect }))),
       Effect.either
     )
@@ -454,7 +458,7 @@ const make = Effect.gen(function*() {
       const read = spill.read(segment)
       const rows = read.rows.map((r): Row => ({ _tag: "Row", ...r }))
       for (let i = 0; i < rows.length; i += batchSize) {
-        const result = yield* insertTimed(rows.slice(i, i + batchSize))
+        const result = yield* insertTimed(rows.slice(i, i + batchSize), replayTimeout)
         if (result._tag === "Left") return false
       }
       yield* reportTorn(segment, read.torn)
