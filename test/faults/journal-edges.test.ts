@@ -75,7 +75,7 @@ lanes:
     route: [ { host: rca, timeout: "20s" } ]
 asyncRuns: { workers: 4 }
 # Probes are capped at 2/5 of the interval: 2 s keeps a loaded machine from marking hosts down.
-server: { pollInterval: "2s", probeTimeout: "3s", drainTimeout: "1s", durableRunEnd: ${durableRunEnd} }
+server: { pollInterval: "2s", probeTimeout: "3s", drainTimeout: "1s"${durableRunEnd ? ", durableRunEnd: true" : ""} }
 `
     fs.writeFileSync(path.join(dir, "gateway.yaml"), yaml(false))
     fs.writeFileSync(path.join(dir, "durable-end.yaml"), yaml(true))
