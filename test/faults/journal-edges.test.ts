@@ -214,6 +214,18 @@ server: { pollInterval: "2s", probeTimeout: "3s", drainTimeout: "1s"${durableRun
     fs.mkdirSync(small)
     execFileSync("mount", ["-t", "tmpfs", "-o", "size=64k", "tmpfs", small])
     const gw = await start({ AWOOOP_SPILL_DIR: small })
+    try {
+      await spillFull(gw)
+    } finally {
+      // Whatever happened, the rows after this one get Postgres back and a normal disk.
+      await db.proxy.start()
+      await stop(gw)
+      execFileSync("umount", [small])
+      small = null
+    }
+  }, 240_000)
+
+  const spillFull = async (gw: Child) => {
     const t0 = Date.now()
     const before = await snapshot(gw.url)
     await db.proxy.stop()
@@ -256,10 +268,7 @@ server: { pollInterval: "2s", probeTimeout: "3s", drainTimeout: "1s"${durableRun
     const { wrong, answers, errors } = classify(outcomes, allowed, consistent)
     expectRow(rowOf(`spill disk full (64 KiB tmpfs) with Postgres stopped; lost ${JSON.stringify(j.lost ?? {})}, recovered ${after0.written - before.written} events`, t0,
       { requests: outcomes.length, answers, errors, wrong }, { before, after }, problems))
-    await stop(gw)
-    execFileSync("umount", [small])
-    small = null
-  }, 240_000)
+  }
 
   describe("one gateway, production journal settings", () => {
     let gw: Child
