@@ -692,7 +692,10 @@ const make = Effect.gen(function*() {
   // --- the API ------------------------------------------------------------------------------
 
   const closedWarning = (n: number) =>
-    Effect.logWarning(`Journal: ${n} event(s) appended after the journal closed; NOT written`)
+    Effect.suspend(() => {
+      lost.shutdown += n
+      return Effect.logError(`Journal: ${n} event(s) appended after the journal closed; NOT written (${lost.shutdown} lost at shutdown)`)
+    })
 
   let lastDropLogAt = 0
   const drop = (n: number) =>
