@@ -2,17 +2,20 @@
  * The journal writer: every routing step goes through here into `step_journal`.
  *
  * - `append` / `appendAll` put events on a bounded in-memory queue. A full queue suspends the caller
- *   (back-pressure); nothing is ever dropped.
+ *   (back-pressure); nothing is dropped — unless Postgres and the spill both refuse writes, when a
+ *   full queue drops (counted in `lost`, logged at ERROR with the count) rather than hang requests.
  * - One writer fiber takes up to `batchSize` queued items at a time (waiting up to `linger` for a
  *   batch to fill) and commits them as ONE `INSERT … SELECT … FROM jsonb_to_recordset($1) ON
  *   CONFLICT (stream_id, stream_position) DO NOTHING` (group commit; re-delivering an event is a no-op).
  * - `appendDurable` / `flush` enqueue a marker behind the events and wait for the writer to pass it:
  *   since the queue is FIFO, everything enqueued before the marker is committed when it resolves.
  * - A failing (or too slow) database switches the writer to the local spill (Spill.ts): batches are
- *   fsync'd to segment files and replayed into Postgres, in order, once it takes writes again; a
- *   spill left by a killed process is replayed at start-up. Durable appends fail while degraded.
- * - Closing the service's scope drains the queue (bounded by `shutdownTimeout`); if that is not
- *   possible, it logs how many events were NOT written and fails the pending durable waits.
+ *   fsync'd to segment files and replayed into Postgres, in order, by a replayer fiber once it takes
+ *   writes again; a spill left by a killed process is replayed at start-up. Durable appends fail
+ *   while degraded; persisted appends (`appendPersisted`) are satisfied by the spill.
+ * - Closing the service's scope ends the synchronous runs still open (RunEnds.ts), then drains the
+ *   queue (bounded by `shutdownTimeout`); if that is not possible, it logs how many events were NOT
+ *   written and fails the pending durable waits.
  *
  * Events are serialised when they are appended (a snapshot: later mutation of `data` by the caller
  * has no effect). Input that could never be stored is a bug of the caller and is reported as a
