@@ -718,24 +718,34 @@ const make = Effect.gen(function*() {
 
   /**
    * Enqueues items (`events` of them rows); a full queue waits for room (back-pressure) unless, or
-   * until, the journal is unavailable: then they are dropped and counted rather than hang their
-   * request, and their markers fail.
+   * until, the journal is unavailable: then what did not fit is dropped and counted rather than hang
+   * its request, and its markers fail.
    */
   const enqueue = (items: ReadonlyArray<Item>, events: number): Effect.Effect<void> => {
-    const offer = Effect.map(Queue.offerAll(queue, items), () => {
-      offered += events
-    })
     // Room for all of them (the usual case): no waiting, no race.
-    if (Option.getOrElse(queue.unsafeSize(), () => capacity) + items.length <= capacity) return offer
-    return Effect.raceFirst(
-      offer,
-      Effect.zipRight(unavailableLatch.await, Effect.suspend(() => {
-        for (const item of items) {
-          if (item._tag === "Marker") Deferred.unsafeDone(item.done, Exit.fail(unavailableError))
+    if (Option.getOrElse(queue.unsafeSize(), () => capacity) + items.length <= capacity) {
+      return Effect.map(Queue.offerAll(queue, items), () => {
+        offered += events
+      })
+    }
+    // One at a time, so that what is dropped is exactly what was not enqueued.
+    return Effect.gen(function*() {
+      for (let i = 0; i < items.length; i++) {
+        const item = items[i]!
+        // Room now: in it goes (the latch may be open as well; room wins).
+        const put = Queue.unsafeOffer(queue, item) ||
+          (yield* Effect.raceFirst(Effect.as(Queue.offer(queue, item), true), Effect.as(unavailableLatch.await, false)))
+        if (put) {
+          if (item._tag === "Row") offered++
+          continue
         }
-        return drop(events)
-      }))
-    )
+        const rest = items.slice(i)
+        for (const left of rest) {
+          if (left._tag === "Marker") Deferred.unsafeDone(left.done, Exit.fail(unavailableError))
+        }
+        return yield* drop(rest.filter((left) => left._tag === "Row").length)
+      }
+    })
   }
 
   const append = (event: JournalEvent): Effect.Effect<void> =>
