@@ -562,9 +562,10 @@ export const make = (deps: {
 
     /** Picks up the runs an earlier process left open, each from its journal stream. */
     const recover = Effect.gen(function*() {
-      const open = yield* sql<RunRow>`
+      // Through `store`: this read, every 5 s, is also what tells the health view the store is back.
+      const open = yield* store(sql<RunRow>`
         SELECT run_id, lane, operation, request, caller, result FROM async_runs
-        WHERE finished_at IS NULL ORDER BY created_at`
+        WHERE finished_at IS NULL ORDER BY created_at`)
       let resumed = 0
       let reconciled = 0
       for (const row of open) {
