@@ -22,7 +22,7 @@ const config = await Effect.runPromise(parseConfig(JSON.stringify({
 }), "bench.json", {}))
 const lane = config.lanes["alert-fast"]!
 
-const discard: StreamWriter = { streamId: "run-bench", append: () => Effect.void, appendDurable: () => Effect.void, position: () => 0 }
+const discard: StreamWriter = { streamId: "run-bench", append: () => Effect.void, appendDurable: () => Effect.void, position: () => 0, progress: () => ({ ended: false, openAttempts: [] }) }
 
 const request: LaneRequest = {
   operation: "generate",

@@ -25,7 +25,8 @@ const T0 = 1_750_000_000_000
 const event = (streamId: string, streamPosition: number, data: unknown = { n: streamPosition }): JournalEvent => ({
   streamId,
   streamPosition,
-  type: streamPosition === 0 ? "RunStarted" : "AttemptStarted",
+  // Not run events: a run stream the journal saw start would be ended by it at close (RunEnds.ts).
+  type: streamPosition === 0 ? "StreamOpened" : "StepRecorded",
   traceId: `trace-${streamId}`,
   projectId: "proj-1",
   lane: "alert-fast",
@@ -107,7 +108,7 @@ layer(TestDatabaseLive, { excludeTestServices: true })("Journal on PostgreSQL", 
       assert.strictEqual(stored.length, 100)
       assert.deepStrictEqual(stored.map((e) => e.streamPosition), Array.from({ length: 100 }, (_, i) => i))
       const first = stored[0]!
-      assert.strictEqual(first.type, "RunStarted")
+      assert.strictEqual(first.type, "StreamOpened")
       assert.strictEqual(first.traceId, `trace-${streams[3]}`)
       assert.strictEqual(first.lane, "alert-fast")
       assert.strictEqual(first.projectId, "proj-1")

@@ -12,6 +12,7 @@ import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
 import { loadConfigFile } from "../src/config/GatewayConfig.ts"
+import { checkRunEnds } from "../src/journal/RunEnds.ts"
 import { catchUpFully, liveSchema } from "../src/projections/Projector.ts"
 import { rebuildLive, verifyProjections } from "../src/projections/Rebuild.ts"
 import { archive } from "../src/replay/Archive.ts"
@@ -221,8 +222,7 @@ layer(
       assert.isTrue((yield* verifyProjections(sql)).ok)
       assert.strictEqual(yield* cliQuiet(["verify"]), ExitCode.decisionsDiffer)
       yield* sql`UPDATE step_journal SET data = ${JSON.stringify(decision!.data)}::jsonb WHERE global_position = ${decision!.gp}`
-      assert.strictEqual(yield* cliQuiet(["verify"]), ExitCode.ok)
-    })), 60_000)
+      assert.strictEqual(yield* cliQuiet(["verify"]), ExitCode.ok)    })), 60_000)
 
   it.effect("what-if: the same decisions under a config that sends alert-fast to 111 first", () =>
     withGateway((gw) => Effect.gen(function*() {
@@ -268,4 +268,27 @@ layer(
       assert.isTrue((yield* verifyProjections(sql)).ok)
       assert.strictEqual((yield* verifyDecisions(sql)).checked, 3)
     })), 30_000)
+
+  // Last: it leaves broken run streams in the shared database on purpose.
+  it.effect("verify reports run streams without exactly one terminal event (exit 8)", () =>
+    withGateway(() => Effect.gen(function*() {
+      const sql = yield* SqlClient.SqlClient
+      yield* catchUpFully(sql, live)
+      assert.strictEqual(yield* cliQuiet(["verify"]), ExitCode.ok)
+
+      // A run stream left without its end, and one that ended twice: the run invariant (RunEnds.ts).
+      const open = `run-${crypto.randomUUID()}`
+      const twice = `run-${crypto.randomUUID()}`
+      yield* sql`INSERT INTO step_journal (stream_id, stream_position, trace_id, lane, type, data, occurred_at) VALUES
+        (${open}, 0, ${traceId}, 'alert-fast', 'RunStarted', '{}'::jsonb, now()),
+        (${open}, 1, ${traceId}, 'alert-fast', 'HostSkipped', '{}'::jsonb, now()),
+        (${twice}, 0, ${traceId}, 'alert-fast', 'RunStarted', '{}'::jsonb, now()),
+        (${twice}, 1, ${traceId}, 'alert-fast', 'RunFailed', '{"status":500}'::jsonb, now()),
+        (${twice}, 2, ${traceId}, 'alert-fast', 'RunCompleted', '{}'::jsonb, now())`
+      yield* catchUpFully(sql, live)
+      const ends = yield* checkRunEnds(sql)
+      assert.deepStrictEqual([ends.open, ends.multiple], [1, 1])
+      assert.deepStrictEqual(ends.violations.map((v) => [v.streamId, v.terminals, v.lastType]).sort(), [[open, 0, "HostSkipped"], [twice, 2, "RunCompleted"]].sort())
+      assert.strictEqual(yield* cliQuiet(["verify"]), ExitCode.runEndsBroken)
+    })), 60_000)
 })

@@ -117,6 +117,19 @@ describe("lane safety, in words", () => {
     expect(downRoute.summary).not.toContain("would be asked")
   })
 
+  it("an async lane is unsafe while the run store cannot take runs", () => {
+    const rca = lane({ model: "qwen2.5:14b", async: true, route: [{ host: "111", timeout: "1s" }] })
+    const decision = decide("qwen2.5:14b", [step("111")], { "111": view() })
+    expect(laneSafety("deep-rca", rca, decision, { "111": up(["qwen2.5:14b"]) }).safe).toBe(true)
+    const down = laneSafety("deep-rca", rca, decision, { "111": up(["qwen2.5:14b"]) }, { hardKillTripped: null }, "the journal cannot commit to PostgreSQL")
+    expect(down.safe).toBe(false)
+    expect(down.summary).toBe("deep-rca: unsafe — async runs: the journal cannot commit to PostgreSQL")
+    // A synchronous lane does not depend on the run store.
+    expect(laneSafety("alert-fast", alertFast, decide("gemma3:4b", alertRoute, { "gcp-a": view(), "gcp-b": view(), "111": view() }), {
+      "gcp-a": up(["gemma3:4b"]), "gcp-b": up(["gemma3:4b"]), "111": up()
+    }, { hardKillTripped: null }, "the journal cannot commit to PostgreSQL").safe).toBe(true)
+  })
+
   it("lists read like English", () => {
     expect(listWords(["a"])).toBe("a")
     expect(listWords(["a", "b"])).toBe("a and b")

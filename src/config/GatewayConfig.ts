@@ -110,7 +110,13 @@ export const ServerConfig = Schema.Struct({
   journalPrompts: Schema.optionalWith(Schema.Boolean, { default: () => false }),
   /** keep_alive of keep-warm's load requests; they are repeated at half of it (see routing/KeepWarm.ts). */
   keepWarmKeepAlive: Schema.optionalWith(DurationMs, { default: () => 600_000 }),
-  ...RequestLimitFields
+  ...RequestLimitFields,
+  /**
+   * Persist a run's terminal event (committed, or fsync'd to the journal's spill) before the last
+   * byte reaches the caller. Off by default: the end then sits in memory for up to the journal's
+   * linger plus one write (README "Reliability").
+   */
+  durableRunEnd: Schema.optionalWith(Schema.Boolean, { default: () => false })
 })
 
 /** Async runs (lanes with `async: true`, and POST /awooop/runs): their own workers, apart from the synchronous traffic. */
@@ -185,7 +191,7 @@ const GatewayConfigFields = Schema.Struct({
   legacy: Schema.optionalWith(LegacyConfig, { default: () => ({ projectId: "awoooi", lanes: {} }) }),
   lanes: Schema.Record({ key: Name, value: LaneConfig }),
   server: Schema.optionalWith(ServerConfig, {
-    default: () => ({ maxBodyBytes: 8 * 1024 * 1024, pollInterval: 5_000, probeTimeout: 2_000, drainTimeout: 30_000, headersTimeout: 10_000, requestTimeout: 60_000, journalPrompts: false, keepWarmKeepAlive: 600_000, ...requestLimitDefaults })
+    default: () => ({ maxBodyBytes: 8 * 1024 * 1024, pollInterval: 5_000, probeTimeout: 2_000, drainTimeout: 30_000, headersTimeout: 10_000, requestTimeout: 60_000, journalPrompts: false, keepWarmKeepAlive: 600_000, durableRunEnd: false, ...requestLimitDefaults })
   }),
   providers: Schema.optionalWith(Schema.Record({ key: Name, value: ProviderConfig }), { default: () => ({}) }),
   prices: Schema.optionalWith(Schema.Record({ key: Schema.String, value: PriceEntry }), { default: () => ({}) }),

@@ -31,6 +31,7 @@ import {
   NotManaged,
   PaidProvidersFailed,
   RouteNotFound,
+  JournalUnavailable,
   RunStoreUnavailable,
   ShuttingDown,
   Unauthorized,
@@ -326,6 +327,7 @@ export class GatewayApi extends HttpApi.make("awooop-gateway")
   .addError(BudgetUnavailable, { status: 503 })
   .addError(PaidProvidersFailed, { status: 503 })
   .addError(RunStoreUnavailable, { status: 503 })
+  .addError(JournalUnavailable, { status: 503 })
   .addError(AllAttemptsTimedOut, { status: 504 })
   // A host's own 4xx, passed on with its status.
   .addError(UpstreamRejected, { status: 400 })

@@ -23,6 +23,7 @@ import {
   NotManaged,
   PaidProvidersFailed,
   RouteNotFound,
+  JournalUnavailable,
   RunStoreUnavailable,
   ShuttingDown,
   Unauthorized,
@@ -53,7 +54,8 @@ export const GatewayErrorSchema = Schema.Union(
   Unauthorized,
   CallerForbidden,
   InFlightBytesExceeded,
-  RunStoreUnavailable
+  RunStoreUnavailable,
+  JournalUnavailable
 )
 
 // A new member of GatewayError that is missing above (or the reverse) fails to compile here: add

@@ -188,7 +188,18 @@ export class RunStoreUnavailable extends Schema.TaggedError<RunStoreUnavailable>
   override get message() { return `lane ${this.lane}: the async run was not accepted: the run store is unavailable (${this.reason})` }
 }
 
+/** Neither Postgres nor the journal's local spill takes writes: a run could not be recorded, so none starts. */
+export class JournalUnavailable extends Schema.TaggedError<JournalUnavailable>()("JournalUnavailable", {
+  lane: Schema.String
+}) {
+  get status() { return 503 }
+  override get message() {
+    return `lane ${this.lane}: the request was not run: the step journal is unavailable (neither PostgreSQL nor the local spill takes writes); retry shortly`
+  }
+}
+
 export type GatewayError =
+  | JournalUnavailable
   | RunStoreUnavailable
   | BadRequest
   | UnknownLane

@@ -84,18 +84,39 @@ export const healthView = Effect.gen(function*() {
   const lanes: Record<string, Omit<LaneSafety, "lane">> = {}
   const summary: Array<string> = []
   for (const [name, p] of Object.entries(providers)) if (!p.available) summary.push(`paid provider ${name}: unavailable — ${p.reason}`)
+  const runStoreProblem = yield* gateway.asyncRuns.storeProblem
   for (const lane of gateway.lanes.values()) {
     const decision = lane.config.route.length > 0 ? (yield* lane.decide).plan : null
-    const safety = laneSafety(lane.name, lane.config, decision, facts, { hardKillTripped, providers })
+    const safety = laneSafety(lane.name, lane.config, decision, facts, { hardKillTripped, providers }, runStoreProblem)
     const { lane: _, ...rest } = safety
     lanes[lane.name] = rest
     summary.push(safety.summary)
   }
-  // The journal: "degraded" while Postgres cannot take writes and events spill to local disk.
+  // The journal: "degraded" while Postgres cannot take writes and events spill to local disk;
+  // "unavailable" while the spill refuses too (new runs are refused with 503).
   const j = yield* (yield* Journal).stats
-  const journal = { status: j.degraded ? "degraded" : "ok", spilled: j.spilled, queued: j.queued, written: j.written }
-  if (j.degraded) summary.push(`journal: degraded — Postgres is not taking writes; ${j.spilled} events spilled to local disk, to be written once it is back`)
-  return { checkedAt: iso(now), summary, hosts, providers, lanes, journal, asyncRuns: { queuedOrRunning: yield* gateway.asyncRuns.pending } }
+  const journal = {
+    status: j.unavailable ? "unavailable" : j.degraded ? "degraded" : "ok",
+    spilled: j.spilled,
+    queued: j.queued,
+    written: j.written,
+    spillFailing: j.spillFailing,
+    lost: j.lost
+  }
+  if (j.unavailable) {
+    summary.push(`journal: UNAVAILABLE — neither Postgres nor the local spill takes writes; new runs are refused (503); ${j.queued} events held`)
+  } else if (j.degraded) summary.push(`journal: degraded — Postgres is not taking writes; ${j.spilled} events spilled to local disk, to be written once it is back`)
+  const lostTotal = j.lost.dropped + j.lost.torn + j.lost.shutdown
+  if (lostTotal > 0) summary.push(`journal: ${lostTotal} events lost since start (dropped ${j.lost.dropped}, torn ${j.lost.torn}); the log has an ERROR for each`)
+  return {
+    checkedAt: iso(now),
+    summary,
+    hosts,
+    providers,
+    lanes,
+    journal,
+    asyncRuns: { queuedOrRunning: yield* gateway.asyncRuns.pending, store: runStoreProblem === null ? "ok" : "unavailable", problem: runStoreProblem }
+  }
 })
 
 export const healthRoutes = HttpRouter.empty.pipe(

@@ -2,17 +2,20 @@
  * The journal writer: every routing step goes through here into `step_journal`.
  *
  * - `append` / `appendAll` put events on a bounded in-memory queue. A full queue suspends the caller
- *   (back-pressure); nothing is ever dropped.
+ *   (back-pressure); nothing is dropped — unless Postgres and the spill both refuse writes, when a
+ *   full queue drops (counted in `lost`, logged at ERROR with the count) rather than hang requests.
  * - One writer fiber takes up to `batchSize` queued items at a time (waiting up to `linger` for a
  *   batch to fill) and commits them as ONE `INSERT … SELECT … FROM jsonb_to_recordset($1) ON
  *   CONFLICT (stream_id, stream_position) DO NOTHING` (group commit; re-delivering an event is a no-op).
  * - `appendDurable` / `flush` enqueue a marker behind the events and wait for the writer to pass it:
  *   since the queue is FIFO, everything enqueued before the marker is committed when it resolves.
  * - A failing (or too slow) database switches the writer to the local spill (Spill.ts): batches are
- *   fsync'd to segment files and replayed into Postgres, in order, once it takes writes again; a
- *   spill left by a killed process is replayed at start-up. Durable appends fail while degraded.
- * - Closing the service's scope drains the queue (bounded by `shutdownTimeout`); if that is not
- *   possible, it logs how many events were NOT written and fails the pending durable waits.
+ *   fsync'd to segment files and replayed into Postgres, in order, by a replayer fiber once it takes
+ *   writes again; a spill left by a killed process is replayed at start-up. Durable appends fail
+ *   while degraded; persisted appends (`appendPersisted`) are satisfied by the spill.
+ * - Closing the service's scope ends the synchronous runs still open (RunEnds.ts), then drains the
+ *   queue (bounded by `shutdownTimeout`); if that is not possible, it logs how many events were NOT
+ *   written and fails the pending durable waits.
  *
  * Events are serialised when they are appended (a snapshot: later mutation of `data` by the caller
  * has no effect). Input that could never be stored is a bug of the caller and is reported as a
@@ -23,10 +26,11 @@
  */
 import * as SqlClient from "@effect/sql/SqlClient"
 import type { SqlError } from "@effect/sql/SqlError"
-import { Chunk, Clock, Config, Context, Data, Deferred, Duration, Effect, Exit, Fiber, Layer, Queue, Schedule } from "effect"
+import { Chunk, Clock, Config, Context, Data, Deferred, Duration, Effect, Exit, Fiber, Layer, Option, Queue } from "effect"
 import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
+import { type OpenRun, OpenRuns } from "./RunEnds.ts"
 import { Spill } from "./Spill.ts"
 
 // ---------------------------------------------------------------------------------------------
@@ -63,6 +67,14 @@ export interface JournalStats {
   readonly degraded: boolean
   /** events in the local spill, not yet in Postgres */
   readonly spilled: number
+  /** true while neither Postgres nor the spill takes writes: new runs are refused (503) */
+  readonly unavailable: boolean
+  /** true while writing the spill fails (a full disk, say) */
+  readonly spillFailing: boolean
+  /** events lost, by why: dropped (both stores refused, queue full), torn (a spill line cut by a crash), shutdown (not drained in time) */
+  readonly lost: { readonly dropped: number; readonly torn: number; readonly shutdown: number }
+  /** synchronous runs started and not ended, as this journal saw them */
+  readonly openRuns: number
 }
 
 export class JournalError extends Data.TaggedError("JournalError")<{
@@ -175,6 +187,8 @@ interface Row {
 interface Marker {
   readonly _tag: "Marker"
   readonly done: Deferred.Deferred<void, JournalError>
+  /** commit: resolved once committed to Postgres (fails while degraded); disk: committed or fsync'd to the spill. */
+  readonly level: "commit" | "disk"
 }
 
 /** Put on the queue by the finalizer: the writer stops after it. */
@@ -325,6 +339,8 @@ const make = Effect.gen(function*() {
   let retries = 0
   let failing = false
   let closed = false
+  const instance = crypto.randomUUID()
+  const openRuns = new OpenRuns()
   /** The batch currently being written (kept so a timed-out shutdown can count it). */
   let inFlight: ReadonlyArray<Item> = []
 
@@ -351,20 +367,64 @@ const make = Effect.gen(function*() {
 
   // --- Postgres or the spill ------------------------------------------------------------------
   //
-  // While Postgres takes writes, batches go straight in. The first failed (or too slow) write
-  // switches to spill mode: that batch and every later one is fsync'd to local segment files, so
-  // the request path never waits on a dead database and nothing is dropped. The writer keeps
-  // trying to replay the segments, oldest first; once they are all in, it writes directly again.
+  // While Postgres takes writes, batches go straight in. The first failed write — or one that takes
+  // longer than `writeTimeout` — switches to spill mode: that batch and every later one is fsync'd
+  // to local segment files, so the request path never waits on a dead or black-holed database and
+  // nothing is dropped. The timed-out write is left to finish (or be cancelled) in the background:
+  // @effect/sql-pg cancels through the same pool, with its own 5 s timeout, and the writer must not
+  // wait for that. A replayer fiber of its own (the writer keeps spilling meanwhile) puts the
+  // segments into Postgres, oldest first; once none is left, the writer writes directly again.
   // Per-stream order holds because nothing is written directly while segments are pending.
-  // Durable appends (money) fail while spilling: the ledger is in Postgres, so they fail closed.
+  //
+  // When the spill refuses too (a full disk), the writer holds the batch and keeps trying both
+  // stores — Postgres as soon as the spill is empty, the spill again after a pause — while the
+  // journal is `unavailable`: new runs are refused (503) instead of piling up behind it, and an
+  // append that finds the queue full drops its events with an ERROR naming how many (and counts
+  // them) rather than hang its request.
+  //
+  // Durable appends (money) need Postgres: they fail while spilling, so they fail closed.
+  // Persisted appends (a run's end, `server.durableRunEnd`) are satisfied by the fsync'd spill.
 
   const spill = new Spill(config.spillDir)
   let spilledRows = 0
-  let nextReplayAt = 0
+  let spillFailing = false
+  const unavailableLatch = yield* Effect.makeLatch(false)
+  const isUnavailable = () => failing && spillFailing
+  const lost = { dropped: 0, torn: 0, shutdown: 0 }
+  let droppedUnlogged = 0
 
-  const insertTimed = (rows: ReadonlyArray<Row>) =>
+  const setSpillFailing = (on: boolean) =>
+    Effect.sync(() => {
+      spillFailing = on
+      if (isUnavailable()) unavailableLatch.unsafeOpen()
+      else unavailableLatch.unsafeClose()
+    })
+  const setFailing = (on: boolean) =>
+    Effect.sync(() => {
+      failing = on
+      if (isUnavailable()) unavailableLatch.unsafeOpen()
+      else unavailableLatch.unsafeClose()
+    })
+
+  const logDropped = Effect.suspend(() => {
+    if (droppedUnlogged === 0) return Effect.void
+    const n = droppedUnlogged
+    droppedUnlogged = 0
+    return Effect.logError(
+      `Journal: ${n} event(s) DROPPED (${lost.dropped} since start): neither Postgres nor the spill in ${config.spillDir} ` +
+        `takes writes and the queue is full; awooop_journal_events_lost_total counts them`
+    )
+  })
+
+  // The replayer is off the request path: its writes may take longer (a loaded database replaying a
+  // big spill), and a retry racing the cancel of its predecessor only adds load.
+  const replayTimeout = Duration.times(Duration.decode(config.writeTimeout), 3)
+
+  const insertTimed = (rows: ReadonlyArray<Row>, timeout: Duration.DurationInput = config.writeTimeout) =>
     insert(rows).pipe(
-      Effect.timeoutFail({ duration: config.writeTimeout, onTimeout: () => new JournalError({ reason: "write timed out" }) }),
+      // Off the writer's path: an interrupted query cancels through the pool, which a black hole holds.
+      Effect.disconnect,
+      Effect.timeoutFail({ duration: timeout, onTimeout: () => new JournalError({ reason: `write timed out after ${Duration.format(timeout)}` }) }),
       Effect.catchAllDefect((defect) => Effect.fail(new JournalError({ reason: "unexpected defect while writing", cause: defect }))),
       Effect.either
     )
@@ -376,6 +436,18 @@ const make = Effect.gen(function*() {
         spilledRows += rows.length
       },
       catch: (cause) => new JournalError({ reason: `cannot write the spill in ${config.spillDir}`, cause })
+    }).pipe(Effect.either)
+
+  /** Lines of a segment that are not rows: a process killed mid-write. Reported and counted. */
+  const reportTorn = (segment: string, torn: ReturnType<Spill["read"]>["torn"]) =>
+    Effect.suspend(() => {
+      if (torn.length === 0) return Effect.void
+      lost.torn += torn.length
+      return Effect.logError(
+        `Journal: spill segment ${segment} has ${torn.length} torn line(s) (${
+          torn.map((t) => `line ${t.line}, ${t.bytes} bytes${t.last ? ", the last" : ""}`).join("; ")
+        }): ${torn.length} event(s) LOST (a process died while writing them); the rest is replayed`
+      )
     })
 
   /**
@@ -384,13 +456,15 @@ const make = Effect.gen(function*() {
    * were counted when spilled. Either way `queued` (offered − written − spilled) stays exact.
    */
   const replaySpill = (inherited: boolean): Effect.Effect<boolean> => Effect.gen(function*() {
+    spill.seal()
     for (const segment of spill.segments()) {
-      spill.seal()
-      const rows = spill.read(segment).map((r): Row => ({ _tag: "Row", ...r }))
+      const read = spill.read(segment)
+      const rows = read.rows.map((r): Row => ({ _tag: "Row", ...r }))
       for (let i = 0; i < rows.length; i += batchSize) {
-        const result = yield* insertTimed(rows.slice(i, i + batchSize))
+        const result = yield* insertTimed(rows.slice(i, i + batchSize), replayTimeout)
         if (result._tag === "Left") return false
       }
+      yield* reportTorn(segment, read.torn)
       spill.remove(segment)
       if (inherited) offered += rows.length
       else spilledRows = Math.max(0, spilledRows - rows.length)
@@ -400,19 +474,76 @@ const make = Effect.gen(function*() {
     return true
   })
 
-  const replayIfDue = Effect.gen(function*() {
-    const now = yield* Clock.currentTimeMillis
-    if (now < nextReplayAt) return
-    if (yield* replaySpill(false)) {
-      failing = false
-      spilledRows = 0
-      yield* Effect.logInfo("Journal: Postgres accepts writes again; every spilled event is now in step_journal")
-    } else {
-      nextReplayAt = now + Duration.toMillis(config.retryCap)
+  /** While degraded: replay, and once nothing is left, let the writer write directly again. */
+  const replayer = Effect.gen(function*() {
+    while (true) {
+      yield* Effect.sleep(failing ? config.retryBase : config.retryCap)
+      yield* logDropped
+      if (!failing) continue
+      if (!(yield* replaySpill(false))) {
+        yield* Effect.sleep(config.retryCap)
+        continue
+      }
+      // In one step with the check: the writer, which spills synchronously, cannot add a segment
+      // between the two (one it added during the replay is replayed in the next round).
+      const back = yield* Effect.sync(() => {
+        if (spill.pending) return false
+        spilledRows = 0
+        failing = false
+        spillFailing = false // the replayed segments are gone, and their room with them
+        unavailableLatch.unsafeClose()
+        return true
+      })
+      if (back) yield* Effect.logInfo("Journal: Postgres accepts writes again; every spilled event is now in step_journal")
     }
-  })
+  }).pipe(
+    // It must outlive anything a round can throw (an unreadable spill folder, say).
+    Effect.catchAllCause((cause) => Effect.zipRight(Effect.logError("Journal: the spill replayer failed; restarting it", cause), Effect.sleep(config.retryCap))),
+    Effect.forever
+  )
 
   const degradedError = new JournalError({ reason: "the journal is degraded (Postgres unavailable; events spill to local disk)" })
+
+  /**
+   * Puts rows in Postgres, or else in the spill: "committed" or "spilled". When neither takes them,
+   * keeps them and tries both again (with back-off) until one does.
+   */
+  const persist = (rows: ReadonlyArray<Row>): Effect.Effect<"committed" | "spilled"> =>
+    Effect.gen(function*() {
+      let pause = Duration.toMillis(config.retryBase)
+      while (true) {
+        if (!failing) {
+          const result = yield* insertTimed(rows)
+          if (result._tag === "Right") {
+            written += rows.length
+            batches++
+            return "committed"
+          }
+          retries++
+          yield* setFailing(true)
+          yield* Effect.logWarning(`Journal: writing ${rows.length} events failed; spilling to ${config.spillDir} until Postgres is back`, result.left)
+        }
+        const spilled = yield* spillRows(rows)
+        if (spilled._tag === "Right") {
+          if (spillFailing) {
+            yield* setSpillFailing(false)
+            yield* Effect.logWarning(`Journal: the spill in ${config.spillDir} takes writes again`)
+          }
+          return "spilled"
+        }
+        if (!spillFailing) {
+          yield* setSpillFailing(true)
+          yield* Effect.logError(
+            `Journal: UNAVAILABLE — Postgres and the spill in ${config.spillDir} both refuse writes; holding ${rows.length} events ` +
+              `and retrying both; new runs are refused (503) until one takes writes`,
+            spilled.left
+          )
+        }
+        retries++
+        yield* Effect.sleep(pause)
+        pause = Math.min(pause * 2, Duration.toMillis(config.retryCap))
+      }
+    })
 
   /** Write one batch of items; resolve its markers. Returns whether it contained `Stop`. */
   const processBatch = (items: ReadonlyArray<Item>): Effect.Effect<boolean> =>
@@ -420,35 +551,14 @@ const make = Effect.gen(function*() {
       inFlight = items
       const rows: Array<Row> = []
       for (const item of items) if (item._tag === "Row") rows.push(item)
-      let committed = true
-      if (rows.length > 0 && !failing) {
-        const result = yield* insertTimed(rows)
-        if (result._tag === "Left") {
-          retries++
-          failing = true
-          nextReplayAt = (yield* Clock.currentTimeMillis) + Duration.toMillis(config.retryBase)
-          yield* Effect.logWarning(`Journal: writing ${rows.length} events failed; spilling to ${config.spillDir} until Postgres is back`, result.left)
-        } else {
-          written += rows.length
-          batches++
-        }
-      }
-      if (failing) {
-        committed = false
-        const spilled = yield* spillRows(rows).pipe(Effect.either)
-        if (spilled._tag === "Left") {
-          // Neither Postgres nor the disk takes it: keep the batch and retry rather than drop it.
-          yield* Effect.logError("Journal: cannot spill either; retrying", spilled.left)
-          yield* Effect.sleep(config.retryCap)
-          return yield* processBatch(items)
-        }
-        yield* replayIfDue
-      }
+      const outcome = rows.length > 0 ? yield* persist(rows) : failing ? "spilled" : "committed"
       inFlight = []
       let stop = false
       for (const item of items) {
-        if (item._tag === "Marker") Deferred.unsafeDone(item.done, committed ? Exit.void : Exit.fail(degradedError))
-        else if (item._tag === "Stop") stop = true
+        if (item._tag === "Marker") {
+          const ok = outcome === "committed" || item.level === "disk"
+          Deferred.unsafeDone(item.done, ok ? Exit.void : Exit.fail(degradedError))
+        } else if (item._tag === "Stop") stop = true
       }
       return stop
     })
@@ -460,11 +570,7 @@ const make = Effect.gen(function*() {
     while (!(yield* replaySpill(true))) yield* Effect.sleep(config.retryCap)
   }
 
-  /** While degraded, keep trying to replay even when no new events arrive. */
-  const idleReplay = Effect.gen(function*() {
-    if (failing) yield* Queue.offer(queue, { _tag: "Marker", done: yield* Deferred.make<void, JournalError>() } satisfies Marker)
-  }).pipe(Effect.repeat(Schedule.spaced(config.retryCap)), Effect.forkScoped)
-  yield* idleReplay
+  yield* Effect.forkScoped(replayer)
 
   // A real timer, not the Effect Clock: batching is about wall-clock I/O, and a test's TestClock
   // must not hold the writer.
@@ -522,9 +628,30 @@ const make = Effect.gen(function*() {
     }
   })
 
+  /**
+   * The synchronous runs still open when the journal closes (what the lanes could not end: the
+   * process is going away) end here, so that no run stream of a stopped gateway stays open.
+   */
+  const endOpenRuns = Effect.gen(function*() {
+    const open = openRuns.drain()
+    if (open.length === 0) return
+    const now = yield* Clock.currentTimeMillis
+    const rows: Array<Row> = []
+    for (const run of open) {
+      for (const events of closingEvents(run, now, { status: 503, error: "ShuttingDown", message: "the gateway shut down before the run ended", shutdown: true })) {
+        const row = prepare(events)
+        if (row._tag === "Row") rows.push(row)
+      }
+    }
+    offered += rows.length
+    yield* Queue.offerAll(queue, rows)
+    yield* Effect.logWarning(`Journal: ${open.length} run(s) still open at shutdown ended with RunFailed (ShuttingDown)`)
+  })
+
   const shutdown = Effect.gen(function*() {
     closed = true
     const drain = Effect.gen(function*() {
+      yield* endOpenRuns
       yield* Queue.offer(queue, STOP)
       yield* waitedFor
       yield* Fiber.join(writer)
@@ -535,6 +662,7 @@ const make = Effect.gen(function*() {
       }
     })
     const drained = yield* drain.pipe(Effect.interruptible, Effect.timeout(config.shutdownTimeout), Effect.exit)
+    yield* logDropped
     if (Exit.isSuccess(drained)) {
       yield* Effect.logDebug(`Journal: closed; ${written} events written in total`)
       if (freshSpillDirs.delete(config.spillDir) && !spill.pending) {
@@ -554,6 +682,7 @@ const make = Effect.gen(function*() {
         if (item._tag === "Row") unwritten++
         else if (item._tag === "Marker") Deferred.unsafeDone(item.done, Exit.fail(failure))
       }
+      lost.shutdown += unwritten
       yield* Effect.logError(
         `Journal: shutdown could not drain the queue within ${Duration.format(config.shutdownTimeout)}: ` +
           `${unwritten} events were NOT written to step_journal`
@@ -566,21 +695,71 @@ const make = Effect.gen(function*() {
   // --- the API ------------------------------------------------------------------------------
 
   const closedWarning = (n: number) =>
-    Effect.logWarning(`Journal: ${n} event(s) appended after the journal closed; NOT written`)
+    Effect.suspend(() => {
+      lost.shutdown += n
+      return Effect.logError(`Journal: ${n} event(s) appended after the journal closed; NOT written (${lost.shutdown} lost at shutdown)`)
+    })
+
+  let lastDropLogAt = 0
+  const drop = (n: number) =>
+    Effect.suspend(() => {
+      lost.dropped += n
+      droppedUnlogged += n
+      // At most one line a second while it lasts (the replayer and the shutdown log what is left).
+      return Effect.flatMap(Clock.currentTimeMillis, (now) => {
+        if (now - lastDropLogAt < 1_000) return Effect.void
+        lastDropLogAt = now
+        return logDropped
+      })
+    })
+
+  const unavailableError = new JournalError({ reason: "the journal is unavailable (neither Postgres nor the spill takes writes)" })
+  const capacity = Math.max(1, Math.floor(config.capacity))
+
+  /**
+   * Enqueues items (`events` of them rows); a full queue waits for room (back-pressure) unless, or
+   * until, the journal is unavailable: then what did not fit is dropped and counted rather than hang
+   * its request, and its markers fail.
+   */
+  const enqueue = (items: ReadonlyArray<Item>, events: number): Effect.Effect<void> => {
+    // Room for all of them (the usual case): no waiting, no race.
+    if (Option.getOrElse(queue.unsafeSize(), () => capacity) + items.length <= capacity) {
+      return Effect.map(Queue.offerAll(queue, items), () => {
+        offered += events
+      })
+    }
+    // One at a time, so that what is dropped is exactly what was not enqueued.
+    return Effect.gen(function*() {
+      for (let i = 0; i < items.length; i++) {
+        const item = items[i]!
+        // Room now: in it goes (the latch may be open as well; room wins).
+        const put = Queue.unsafeOffer(queue, item) ||
+          (yield* Effect.raceFirst(Effect.as(Queue.offer(queue, item), true), Effect.as(unavailableLatch.await, false)))
+        if (put) {
+          if (item._tag === "Row") offered++
+          continue
+        }
+        const rest = items.slice(i)
+        for (const left of rest) {
+          if (left._tag === "Marker") Deferred.unsafeDone(left.done, Exit.fail(unavailableError))
+        }
+        return yield* drop(rest.filter((left) => left._tag === "Row").length)
+      }
+    })
+  }
 
   const append = (event: JournalEvent): Effect.Effect<void> =>
     Effect.suspend(() => {
       if (closed) return closedWarning(1)
       const row = prepare(event)
       if (row._tag !== "Row") return invalidEvent(row)
+      openRuns.note(event)
       // Room in the queue (the usual case): enqueued in this step. Full: wait for room (back-pressure).
       if (Queue.unsafeOffer(queue, row)) {
         offered++
         return Effect.void
       }
-      return Effect.map(Queue.offer(queue, row), () => {
-        offered++
-      })
+      return enqueue([row], 1)
     })
 
   const appendAll = (events: Iterable<JournalEvent>): Effect.Effect<void> =>
@@ -590,33 +769,33 @@ const make = Effect.gen(function*() {
       if (closed) return closedWarning(list.length)
       const rows = prepareAll(list)
       if (!Array.isArray(rows)) return invalidEvent(rows)
-      return Effect.map(Queue.offerAll(queue, rows), () => {
-        offered += rows.length
-      })
+      for (const event of list) openRuns.note(event)
+      return enqueue(rows, rows.length)
     })
 
   const closedError = () => new JournalError({ reason: "the journal is closed" })
 
-  const appendDurable = (events: JournalEvent | Iterable<JournalEvent>): Effect.Effect<void, JournalError> =>
+  const appendMarked = (events: JournalEvent | Iterable<JournalEvent>, level: Marker["level"]): Effect.Effect<void, JournalError> =>
     Effect.suspend(() => {
       const list: Array<JournalEvent> = isEvent(events) ? [events] : Array.from(events)
       if (closed) return Effect.fail(closedError())
       const rows = prepareAll(list)
       if (!Array.isArray(rows)) return invalidEvent(rows)
+      for (const event of list) openRuns.note(event)
       return Effect.flatMap(Deferred.make<void, JournalError>(), (done) =>
-        Queue.offerAll(queue, [...rows, { _tag: "Marker", done } satisfies Marker]).pipe(
-          Effect.tap(() => {
-            offered += rows.length
-          }),
+        enqueue([...rows, { _tag: "Marker", done, level } satisfies Marker], rows.length).pipe(
           Effect.zipRight(waitedFor),
           Effect.zipRight(Deferred.await(done))
         ))
     })
 
+  const appendDurable = (events: JournalEvent | Iterable<JournalEvent>) => appendMarked(events, "commit")
+  const appendPersisted = (events: JournalEvent | Iterable<JournalEvent>) => appendMarked(events, "disk")
+
   const flush: Effect.Effect<void> = Effect.suspend(() => {
     if (closed) return Effect.void
     return Effect.flatMap(Deferred.make<void, JournalError>(), (done) =>
-      Queue.offer(queue, { _tag: "Marker", done } satisfies Marker).pipe(
+      enqueue([{ _tag: "Marker", done, level: "commit" } satisfies Marker], 0).pipe(
         Effect.zipRight(waitedFor),
         Effect.zipRight(Deferred.await(done)),
         // Fails only when a shutdown timed out, which is logged with the count of lost events.
@@ -655,23 +834,52 @@ const make = Effect.gen(function*() {
   const stats: Effect.Effect<JournalStats> = Effect.sync(() => ({
     queued: Math.max(0, offered - written - spilledRows),
     degraded: failing,
+    unavailable: isUnavailable(),
+    spillFailing,
     spilled: spilledRows,
     written,
     batches,
-    retries
+    retries,
+    lost: { ...lost },
+    openRuns: openRuns.size
   }))
 
   return {
+    /** This journal's (this process's) instance id: recorded on RunStarted, see Orphans.ts. */
+    instance,
     append,
     appendAll,
     appendDurable,
+    appendPersisted,
     flush,
+    /** True while neither Postgres nor the spill takes writes: new runs are refused (503). */
+    unavailable: isUnavailable,
+    /** True while Postgres does not take writes (events spill). */
+    degraded: () => failing,
     streamHead: (streamId: string): Effect.Effect<number, JournalError> => streamHead(streamId),
     readStream: (streamId: string): Effect.Effect<ReadonlyArray<StoredEvent>, JournalError> => readStream(streamId),
     readTrace: (traceId: string): Effect.Effect<ReadonlyArray<StoredEvent>, JournalError> => readTrace(traceId),
     stats
   } as const
 })
+
+/** The events that end `run` (its unsettled attempts, then RunFailed with `fields`). */
+export const closingEvents = (run: OpenRun, now: number, fields: Readonly<Record<string, unknown>>): Array<JournalEvent> => {
+  const base = { streamId: run.streamId, traceId: run.traceId, projectId: run.projectId, lane: run.lane, occurredAt: now }
+  let position = run.next
+  const events: Array<JournalEvent> = []
+  for (const attempt of [...run.attempts].sort((a, b) => a - b)) {
+    events.push({ ...base, streamPosition: position++, type: "AttemptFailed", data: { attempt, kind: "interrupted", message: String(fields.message ?? ""), ...pick(fields, ["orphaned", "shutdown"]) } })
+  }
+  events.push({ ...base, streamPosition: position, type: "RunFailed", data: { ...fields, durationMs: Math.max(0, now - run.startedAt) } })
+  return events
+}
+
+const pick = (fields: Readonly<Record<string, unknown>>, keys: ReadonlyArray<string>): Record<string, unknown> => {
+  const out: Record<string, unknown> = {}
+  for (const k of keys) if (fields[k] !== undefined) out[k] = fields[k]
+  return out
+}
 
 const isEvent = (value: JournalEvent | Iterable<JournalEvent>): value is JournalEvent =>
   typeof (value as JournalEvent).streamId === "string" && !(Symbol.iterator in (value as object))

@@ -350,7 +350,8 @@ const wrap = (inner: StreamWriter, on: (type: string, data: Data) => Effect.Effe
   streamId: inner.streamId,
   append: (type, data) => Effect.flatMap(inner.append(type, data), () => on(type, (data ?? {}) as Data)),
   appendDurable: (type, data) => Effect.tap(inner.appendDurable(type, data), () => on(type, (data ?? {}) as Data)),
-  position: inner.position
+  position: inner.position,
+  progress: inner.progress
 })
 
 /** What the lanes and hosts are given (see Lane.ts / Host.ts deps). */

@@ -2,8 +2,9 @@
  * The audit CLI over the step journal: `npm run journal -- <command>`.
  *
  *   explain <trace-id | run-id> [--json]   the story of a trace (every attempt, skip, breaker, fallback, cost)
- *   verify [--json]                        plan() reproduces every recorded decision, and a rebuild of
- *                                          every projection equals the live tables
+ *   verify [--json]                        plan() reproduces every recorded decision, a rebuild of
+ *                                          every projection equals the live tables, and every run
+ *                                          stream ends in exactly one terminal event
  *   rebuild                                rebuild the projections from the journal and swap them in
  *   what-if --config <file> [--since <ISO>] [--json]   replay recorded decisions under another config
  *   archive --before <date> [--dry-run]    move old, already projected events to step_journal_archive
@@ -12,7 +13,8 @@
  * Storage as the gateway's: DATABASE_URL, or the embedded PGlite store (AWOOOP_DATA_DIR) when it is
  * unset — PGlite is single-process, so stop the gateway before pointing the CLI at its data dir.
  *
- * Exit codes: 0 ok; verify: 1 a decision differs, 2 a projection differs, 3 both; explain: 4 not
+ * Exit codes: 0 ok; verify: 1 a decision differs, 2 a projection differs, 8 a run stream without
+ * exactly one terminal event (or-ed together: 3, 9, 10, 11); explain: 4 not
  * found; archive: 5 refused (events not projected yet); 64 usage; 70 failure (database, ...).
  */
 import { NodeRuntime } from "@effect/platform-node"
@@ -20,6 +22,7 @@ import * as SqlClient from "@effect/sql/SqlClient"
 import { SqlError } from "@effect/sql/SqlError"
 import { Console, Effect, Exit, Layer, Logger, LogLevel } from "effect"
 import { loadConfigFile } from "../config/GatewayConfig.ts"
+import { checkRunEnds } from "../journal/RunEnds.ts"
 import { type Checkpoint, lag, readCheckpoint } from "../projections/Projector.ts"
 import { rebuildLive, verifyProjections } from "../projections/Rebuild.ts"
 import { DatabaseLive } from "../storage/Database.ts"
@@ -35,6 +38,7 @@ export const ExitCode = {
   decisionsDiffer: 1,
   projectionsDiffer: 2,
   notFound: 4,
+  runEndsBroken: 8,
   refused: 5,
   usage: 64,
   failure: 70
@@ -114,9 +118,11 @@ export const run = (args: Args): Effect.Effect<number, unknown, SqlClient.SqlCli
       case "verify": {
         const decisions = yield* verifyDecisions(sql, { batchSize: batchSizeOf(args) })
         const projections = yield* verifyProjections(sql, { batchSize: batchSizeOf(args) })
-        const code = (decisions.mismatches > 0 ? ExitCode.decisionsDiffer : 0) | (projections.ok ? 0 : ExitCode.projectionsDiffer)
+        const runEnds = yield* checkRunEnds(sql)
+        const code = (decisions.mismatches > 0 ? ExitCode.decisionsDiffer : 0) | (projections.ok ? 0 : ExitCode.projectionsDiffer) |
+          (runEnds.open + runEnds.multiple > 0 ? ExitCode.runEndsBroken : 0)
         if (json) {
-          yield* printJson({ decisions, projections, exitCode: code })
+          yield* printJson({ decisions, projections, runEnds, exitCode: code })
           return code
         }
         yield* Console.log(
@@ -143,6 +149,15 @@ export const run = (args: Args): Effect.Effect<number, unknown, SqlClient.SqlCli
           yield* Console.log(
             `  ${d.table}: ${d.onlyLive} live row(s) not in the rebuild, ${d.onlyRebuilt} rebuilt row(s) not live; e.g. ${d.samples.join(", ")}`
           )
+        }
+        yield* Console.log(
+          runEnds.open + runEnds.multiple === 0
+            ? `run ends: all ${runEnds.runs} run streams end in exactly one terminal event`
+            : `run ends: of ${runEnds.runs} run streams, ${runEnds.open} have NO terminal event and ${runEnds.multiple} have more than one ` +
+              `(runs in flight, and async runs waiting for a worker, count as open)`
+        )
+        for (const v of runEnds.violations) {
+          yield* Console.log(`  ${v.streamId} (trace ${v.traceId ?? "-"}, lane ${v.lane ?? "-"}${v.async ? ", async" : ""}): ${v.terminals} terminal events, last ${v.lastType}`)
         }
         return code
       }

@@ -26,7 +26,7 @@ import type { GatewayConfig } from "../config/GatewayConfig.ts"
 import type { CallerContext } from "../domain/CallerContext.ts"
 import { type GatewayError, RunStoreUnavailable } from "../domain/Errors.ts"
 import type { Journal, StoredEvent } from "../journal/Journal.ts"
-import { makeStreamWriter, type StreamWriter } from "../journal/StreamWriter.ts"
+import { endRun, makeStreamWriter, type StreamWriter } from "../journal/StreamWriter.ts"
 import type { LaneActor, LaneRequest, LaneResult } from "./Lane.ts"
 
 export type AsyncStatus = "queued" | "running" | "succeeded" | "failed" | "cancelled"
@@ -203,6 +203,8 @@ export interface AsyncRuns {
   readonly cancel: (runId: string) => Effect.Effect<CancelOutcome, unknown>
   /** Runs queued or running in this process. */
   readonly pending: Effect.Effect<number>
+  /** Why the run store cannot take runs now (null: it can): the health view's async lanes. */
+  readonly storeProblem: Effect.Effect<string | null>
 }
 
 interface Entry {
@@ -228,6 +230,13 @@ interface RunRow {
 
 const DURABLE_TIMEOUT_MS = 5_000
 const FINISH_TIMEOUT_MS = 10_000
+/** One statement on async_runs; longer counts as failed (a black-holed database must not hold a caller). */
+const STORE_TIMEOUT_MS = 5_000
+/** How often rows a failed write left open are reconciled with their journal streams. */
+const RECONCILE_MS = 5_000
+class StoreTimeout extends Data.TaggedError("StoreTimeout")<{ readonly ms: number }> {
+  override get message() { return `the run store did not answer within ${this.ms} ms` }
+}
 class FinishTimeout extends Data.TaggedError("FinishTimeout")<{ readonly ms: number }> {}
 
 /** A `\u0000` or lone-surrogate escape (PostgreSQL's jsonb refuses both): stored as U+FFFD, as the journal does. */
@@ -248,6 +257,23 @@ const decodeResult = (bytes: Uint8Array): unknown => {
   }
 }
 
+/** The RunCompleted a lane appended for an async run, held until the run store has its answer. */
+interface HeldCompletion {
+  data: unknown
+}
+
+/** The writer the lane gets: its RunCompleted is held (the worker appends it once the answer is stored). */
+const holdCompletion = (writer: StreamWriter, held: HeldCompletion): StreamWriter => ({
+  ...writer,
+  append: (type, data) =>
+    type === "RunCompleted"
+      ? Effect.sync(() => {
+        held.data = data
+      })
+      : writer.append(type, data),
+  progress: () => (held.data !== undefined ? { ...writer.progress(), ended: true } : writer.progress())
+})
+
 export const make = (deps: {
   readonly config: GatewayConfig
   readonly journal: Journal
@@ -258,6 +284,29 @@ export const make = (deps: {
     const { sql, journal } = deps
     const entries = new Map<string, Entry>()
     const queue = yield* Queue.unbounded<string>()
+    /** Submissions between their INSERT and their answer: the reconcile leaves them alone. */
+    const submitting = new Set<string>()
+    /** Runs that finished and wait for the run store to take their result. */
+    const recording = new Set<string>()
+    /** The last statement on async_runs that failed, until one succeeds. */
+    let storeError: string | null = null
+    /** Runs this process ended or refused: the reconcile may only finish their rows, never run them. */
+    const settledHere = new Set<string>()
+
+    /** A statement on async_runs: bounded, off the caller's path if it hangs, its outcome noted for the health view. */
+    const store = <A, E>(statement: Effect.Effect<A, E>) =>
+      statement.pipe(
+        Effect.disconnect,
+        Effect.timeoutFail({ duration: STORE_TIMEOUT_MS, onTimeout: () => new StoreTimeout({ ms: STORE_TIMEOUT_MS }) }),
+        Effect.tapBoth({
+          onFailure: (e) => Effect.sync(() => {
+            storeError = e instanceof Error ? e.message : String(e)
+          }),
+          onSuccess: () => Effect.sync(() => {
+            storeError = null
+          })
+        })
+      )
 
     const writerFor = (runId: string, caller: CallerContext, lane: string, head: number) =>
       makeStreamWriter(journal, { streamId: `run-${runId}`, traceId: caller.traceId, projectId: caller.projectId, lane }, head)
@@ -267,30 +316,49 @@ export const make = (deps: {
         runId, lane, request, writer, attemptsSoFar, phase: "queued", cancelRequested: false, fiber: null, done
       }))
 
+    /**
+     * Stores a finished run's answer. Its RunCompleted waits for this (the run stays open until the
+     * answer is recorded), so a run that finishes while Postgres is away keeps trying — until the
+     * store is back, or the gateway stops (then the next start runs it again; a paid one is not
+     * repeated, see `recover`). True once stored.
+     */
+    const recordResult = (runId: string, result: unknown) => {
+      const update = store(sql`UPDATE async_runs SET result = ${toJsonb(result)}::jsonb WHERE run_id = ${runId}`)
+      return Effect.gen(function*() {
+        recording.add(runId)
+        const first = yield* update.pipe(Effect.retry(dbRetry), Effect.either)
+        if (first._tag === "Right") return true
+        yield* Effect.logWarning(`async run ${runId}: finished, but the run store does not take its answer; retrying until it does`, first.left)
+        const later = yield* Effect.interruptible(update.pipe(Effect.retry(Schedule.spaced(1_000)))).pipe(Effect.exit)
+        return Exit.isSuccess(later)
+      }).pipe(Effect.ensuring(Effect.sync(() => recording.delete(runId))))
+    }
+
     /** Marks the row finished (and stores the result): after the journal has the terminal event. */
     const finishRow = (runId: string, result: unknown | null) =>
       Effect.gen(function*() {
         if (result !== null) {
-          yield* sql`UPDATE async_runs SET result = ${toJsonb(result)}::jsonb WHERE run_id = ${runId}`.pipe(Effect.retry(dbRetry))
+          yield* store(sql`UPDATE async_runs SET result = ${toJsonb(result)}::jsonb WHERE run_id = ${runId}`).pipe(Effect.retry(dbRetry))
         }
         yield* journal.flush
-        yield* sql`UPDATE async_runs SET request = NULL, finished_at = now() WHERE run_id = ${runId}`.pipe(Effect.retry(dbRetry))
+        yield* store(sql`UPDATE async_runs SET request = NULL, finished_at = now() WHERE run_id = ${runId}`).pipe(Effect.retry(dbRetry))
+        settledHere.delete(runId)
       }).pipe(
         // Bounded: it runs uninterruptibly, and a database outage must not hold a shutdown forever.
         Effect.timeoutFail({ duration: FINISH_TIMEOUT_MS, onTimeout: () => new FinishTimeout({ ms: FINISH_TIMEOUT_MS }) }),
         Effect.catchAll((error) => Effect.logError(`async run ${runId}: could not record its end in async_runs; the next start reconciles it from the journal`, error))
       )
 
-    const durationSince = (at: number) => Effect.map(Clock.currentTimeMillis, (now) => now - at)
-
     const failRun = (entry: Pick<Entry, "writer" | "runId">, status: number, code: string, message: string, startedAt: number) =>
       Effect.gen(function*() {
-        yield* entry.writer.append("RunFailed", { status, error: code, message, durationMs: yield* durationSince(startedAt) })
+        // A no-op if the run ended already (the lane ends its run on a defect, say).
+        settledHere.add(entry.runId)
+        yield* endRun(entry.writer, { status, error: code, message }, startedAt)
         yield* finishRow(entry.runId, null)
       })
 
     /** What happened to the lane fiber decides the run's end; runs uninterruptibly. */
-    const settle = (entry: Entry, exit: Exit.Exit<LaneResult, GatewayError>, shuttingDown: boolean, startedAt: number) =>
+    const settle = (entry: Entry, exit: Exit.Exit<LaneResult, GatewayError>, shuttingDown: boolean, startedAt: number, completion: HeldCompletion) =>
       Effect.gen(function*() {
         if (Exit.isSuccess(exit)) {
           const result = exit.value
@@ -302,7 +370,13 @@ export const make = (deps: {
               next.set(chunk, acc.length)
               return next
             })
-          yield* finishRow(entry.runId, decodeResult(bytes))
+          if (!(yield* recordResult(entry.runId, decodeResult(bytes)))) {
+            yield* entry.writer.append("RunSuspended", { reason: "the gateway stopped before the run store took the answer; the run resumes at its next start" })
+            return
+          }
+          settledHere.add(entry.runId)
+          yield* entry.writer.append("RunCompleted", completion.data ?? { endpoint: exit.value.info.endpoint })
+          yield* finishRow(entry.runId, null)
           return
         }
         if (Exit.isInterrupted(exit)) {
@@ -318,6 +392,7 @@ export const make = (deps: {
         const failure = Option.getOrUndefined(Exit.causeOption(exit).pipe(Option.flatMap((c) => c._tag === "Fail" ? Option.some(c.error) : Option.none())))
         if (failure !== undefined) {
           // The lane journaled RunFailed already.
+          settledHere.add(entry.runId)
           yield* finishRow(entry.runId, null)
           return
         }
@@ -337,8 +412,9 @@ export const make = (deps: {
             return
           }
           yield* entry.writer.append("RunDequeued", { attemptsSoFar: entry.attemptsSoFar })
+          const completion: HeldCompletion = { data: undefined }
           const fiber = yield* Effect.fork(Effect.interruptible(
-            lane.handle(entry.request, { runId: entry.runId, run: entry.writer, attemptsSoFar: entry.attemptsSoFar })
+            lane.handle(entry.request, { runId: entry.runId, run: holdCompletion(entry.writer, completion), attemptsSoFar: entry.attemptsSoFar })
           ))
           entry.fiber = fiber
           // A cancel that came between the pick-up and the fork.
@@ -347,7 +423,7 @@ export const make = (deps: {
           const shuttingDown = Exit.isFailure(awaited)
           const exit = Exit.isSuccess(awaited) ? awaited.value : yield* Fiber.interrupt(fiber)
           entry.fiber = null
-          yield* settle(entry, exit, shuttingDown, startedAt)
+          yield* settle(entry, exit, shuttingDown, startedAt, completion)
         }).pipe(
           Effect.ensuring(Effect.suspend(() => {
             entry.phase = "done"
@@ -364,14 +440,23 @@ export const make = (deps: {
       })
     )
 
+    /**
+     * A submission answered with an error never runs: a row whose INSERT committed after all has no
+     * RunStarted (the reconcile deletes it), and a RunStarted that may still commit is followed by
+     * RunFailed `refused` in the same ordered queue (the reconcile finishes the row).
+     */
     const submit: AsyncRuns["submit"] = (input) =>
       Effect.gen(function*() {
         const runId = crypto.randomUUID()
         const lane = input.lane.name
         const caller = input.caller
         const unavailable = (reason: string) => new RunStoreUnavailable({ lane, reason })
-        yield* sql`INSERT INTO async_runs (run_id, lane, operation, request, caller)
-          VALUES (${runId}, ${lane}, ${input.operation}, ${toJsonb(input.body)}::jsonb, ${toJsonb(caller)}::jsonb)`.pipe(
+        // RunStarted must commit before the 202: while the journal cannot commit, do not even try.
+        if (journal.degraded()) return yield* Effect.fail(unavailable("the journal cannot commit to PostgreSQL now"))
+        submitting.add(runId)
+        yield* Effect.addFinalizer(() => Effect.sync(() => submitting.delete(runId)))
+        yield* store(sql`INSERT INTO async_runs (run_id, lane, operation, request, caller)
+          VALUES (${runId}, ${lane}, ${input.operation}, ${toJsonb(input.body)}::jsonb, ${toJsonb(caller)}::jsonb)`).pipe(
           Effect.mapError((e) => unavailable(e.message))
         )
         const writer = writerFor(runId, caller, lane, 0)
@@ -395,14 +480,19 @@ export const make = (deps: {
         }).pipe(
           Effect.timeoutFail({ duration: DURABLE_TIMEOUT_MS, onTimeout: () => unavailable("the journal did not commit in time") }),
           Effect.mapError((e) => (e instanceof RunStoreUnavailable ? e : unavailable("the journal did not commit"))),
-          Effect.tapError(() => sql`DELETE FROM async_runs WHERE run_id = ${runId}`.pipe(Effect.ignore))
+          Effect.tapError((e) =>
+            Effect.zipRight(
+              Effect.zipRight(Effect.sync(() => settledHere.add(runId)), writer.append("RunFailed", { status: 503, error: "RunStoreUnavailable", message: e.message, refused: true, durationMs: 0 })),
+              store(sql`DELETE FROM async_runs WHERE run_id = ${runId}`).pipe(Effect.ignore)
+            )
+          )
         )
         const request: LaneRequest = { operation: input.operation, body: input.body, stream: false, caller, prompt: input.prompt }
         const entry = yield* newEntry(runId, lane, request, writer, 0)
         entries.set(runId, entry)
         yield* Queue.offer(queue, runId)
         return { runId, traceId: caller.traceId, lane, status: "queued", statusUrl: statusUrlOf(runId) } satisfies Submitted
-      })
+      }).pipe(Effect.scoped)
 
     const rowOf = (runId: string) =>
       Effect.map(
@@ -473,12 +563,15 @@ export const make = (deps: {
 
     /** Picks up the runs an earlier process left open, each from its journal stream. */
     const recover = Effect.gen(function*() {
-      const open = yield* sql<RunRow>`
+      // Through `store`: this read, every 5 s, is also what tells the health view the store is back.
+      const open = yield* store(sql<RunRow>`
         SELECT run_id, lane, operation, request, caller, result FROM async_runs
-        WHERE finished_at IS NULL ORDER BY created_at`
+        WHERE finished_at IS NULL ORDER BY created_at`)
       let resumed = 0
+      let reconciled = 0
       for (const row of open) {
-        if (entries.has(row.run_id)) continue
+        if (entries.has(row.run_id) || submitting.has(row.run_id)) continue
+        reconciled++
         const events = yield* journal.readStream(`run-${row.run_id}`)
         const state = fold(events)
         const head = events.reduce((max, e) => Math.max(max, e.streamPosition + 1), 0)
@@ -492,6 +585,8 @@ export const make = (deps: {
           yield* finishRow(row.run_id, null)
           continue
         }
+        // Ended (or refused) here, its end not in Postgres yet: wait for the journal, never run it again.
+        if (settledHere.has(row.run_id)) continue
         const now = yield* Clock.currentTimeMillis
         if (row.result !== null && row.result !== undefined) {
           // The answer was stored but its RunCompleted did not reach the journal before the stop.
@@ -533,7 +628,7 @@ export const make = (deps: {
         yield* Queue.offer(queue, row.run_id)
         resumed++
       }
-      if (open.length > 0) yield* Effect.logInfo(`async runs: ${open.length} left open by an earlier process, ${resumed} resumed`)
+      if (reconciled > 0) yield* Effect.logInfo(`async runs: ${reconciled} left open (by an earlier process or a failed write) reconciled with the journal, ${resumed} resumed`)
     })
 
     // Before the HTTP server listens (the Gateway is built first); retried in the background if the
@@ -545,11 +640,30 @@ export const make = (deps: {
       )
     )
     for (let i = 0; i < deps.config.asyncRuns.workers; i++) yield* Effect.forkScoped(worker)
+    // Rows a failed write left open (a finished run whose end did not reach async_runs, a refused
+    // submission whose INSERT committed late) are closed from the journal, while the gateway runs.
+    // Only on a settled journal: while events are queued or spilled, Postgres shows streams short of their end.
+    const settledJournal = Effect.zipRight(journal.flush, Effect.map(journal.stats, (s) => !s.degraded && s.queued === 0 && s.spilled === 0))
+    yield* Effect.flatMap(settledJournal, (settled) => (settled ? recover : Effect.void)).pipe(
+      Effect.catchAll((e) => Effect.logWarning("async runs: reconcile failed; trying again", e)),
+      Effect.delay(RECONCILE_MS),
+      Effect.forever,
+      Effect.forkScoped
+    )
 
     return {
       submit,
       view,
       cancel,
-      pending: Effect.sync(() => entries.size)
+      pending: Effect.sync(() => entries.size),
+      storeProblem: Effect.sync(() =>
+        journal.degraded()
+          ? "the journal cannot commit to PostgreSQL (runs cannot be accepted durably)"
+          : storeError !== null
+          ? `the run store (async_runs) fails: ${storeError}`
+          : recording.size > 0
+          ? `${recording.size} finished run(s) wait for the run store to take their answer`
+          : null
+      )
     } satisfies AsyncRuns
   })

@@ -3,10 +3,11 @@
  * living as long as the service's scope (their pollers stop with it).
  */
 import * as SqlClient from "@effect/sql/SqlClient"
-import { Config, Effect, Option, Redacted } from "effect"
+import { Config, Effect, Option, Redacted, Schedule } from "effect"
 import { GatewayConfigTag } from "../config/GatewayConfig.ts"
 import type { LaneRules } from "../domain/CallerContext.ts"
 import { Journal } from "../journal/Journal.ts"
+import { closeOrphanedRuns } from "../journal/Orphans.ts"
 import { EventLoopLag } from "../observability/EventLoopLag.ts"
 import { Metrics } from "../observability/Metrics.ts"
 import * as RunObserver from "../observability/RunObserver.ts"
@@ -19,6 +20,20 @@ import * as KeepWarm from "./KeepWarm.ts"
 import * as Lane from "./Lane.ts"
 import { PaidRoute } from "./PaidRoute.ts"
 import * as Shadow from "./Shadow.ts"
+
+/** One process per database: at start-up every run of another instance is an orphan. Retried while Postgres is away. */
+const startUpOrphans = (journal: Journal, sql: SqlClient.SqlClient) => {
+  const close = closeOrphanedRuns(journal, sql, (instance) => instance === journal.instance)
+  return close.pipe(
+    Effect.asVoid,
+    Effect.catchAll((error) =>
+      Effect.zipRight(
+        Effect.logError("Journal: closing orphaned runs failed; retrying in the background", error),
+        Effect.forkScoped(close.pipe(Effect.retry(Schedule.spaced("10 seconds")), Effect.ignore))
+      )
+    )
+  )
+}
 
 export class Gateway extends Effect.Service<Gateway>()("awooop/Gateway", {
   scoped: Effect.gen(function*() {
@@ -72,6 +87,8 @@ export class Gateway extends Effect.Service<Gateway>()("awooop/Gateway", {
     const asyncRuns = yield* AsyncRuns.make({ config, journal, sql, lanes })
     // Unfinished request bodies, all routes together (http/RequestLimits.ts).
     const bodies = new BodyBudget(config.server)
+    // Runs a killed process left open end now (after the budget's recovery, which may journal on them).
+    yield* startUpOrphans(journal, sql)
     return { config, hosts, lanes, laneRules, upstream, paid, metrics, shadow, asyncRuns, bodies, lag } as const
   }),
   dependencies: [OllamaUpstream.Default, PaidRoute.Default, Metrics.Default, EventLoopLag.Default]

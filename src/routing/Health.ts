@@ -10,7 +10,8 @@
  * seen up; a lane that keeps its model warm (`keepWarm`) is safe only when the model is resident on
  * one of those hosts (a cold load would blow the lane's latency budget). A `paid` lane is safe when
  * the budget hard kill is not tripped and at least one of its providers is available (its API key's
- * variable is set). `laneSafety` is pure; the HTTP route feeds it the live state.
+ * variable is set). An `async` lane is unsafe while the run store cannot accept or record runs.
+ * `laneSafety` is pure; the HTTP route feeds it the live state.
  */
 import type { LaneConfig } from "../config/GatewayConfig.ts"
 import { sameModel } from "./KeepWarm.ts"
@@ -78,7 +79,9 @@ export const laneSafety = (
   config: LaneConfig,
   decision: Plan | null,
   hosts: Readonly<Record<string, HostFacts>>,
-  paid: PaidFacts = { hardKillTripped: null }
+  paid: PaidFacts = { hardKillTripped: null },
+  /** Why async runs cannot be accepted or recorded now (null: they can). */
+  runStoreProblem: string | null = null
 ): LaneSafety => {
   const base = { lane, model: config.model === "" ? null : config.model, mode: config.mode, async: config.async }
   const verdict = (safe: boolean, reasons: ReadonlyArray<string>, planned: ReadonlyArray<string> = [], residentOn: ReadonlyArray<string> = []): LaneSafety => ({
@@ -101,6 +104,7 @@ export const laneSafety = (
     return verdict(true, [`paid providers ${listWords(usable)} behind the budget (hard kill not tripped)`, ...unavailable])
   }
   if (decision === null) return verdict(false, ["no route"])
+  if (config.async && runStoreProblem !== null) return verdict(false, [`async runs: ${runStoreProblem}`], decision.attempts.map((a) => a.host))
 
   const model = config.model
   const skipped = decision.skipped.filter((s) => s.reason.kind !== "only-when-unavailable").map(skipWords)

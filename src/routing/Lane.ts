@@ -3,7 +3,7 @@
  * attempts down the lane's route with each host's slots, breaker and timeout. Every step is a
  * journal event on the run's stream.
  */
-import { Clock, Deferred, Effect, Exit, Fiber, FiberRef, Option, Ref, Stream } from "effect"
+import { Cause, Clock, Deferred, Effect, Exit, Fiber, FiberRef, Option, Ref, Stream } from "effect"
 import { type GatewayConfig, type LaneConfig, priceOf } from "../config/GatewayConfig.ts"
 import type { CallerContext } from "../domain/CallerContext.ts"
 import type { Protocol } from "../domain/Protocol.ts"
@@ -13,6 +13,7 @@ import {
   AsyncOnlyLane,
   CallerForbidden,
   type GatewayError,
+  JournalUnavailable,
   LaneSaturated,
   ModelDenied,
   ModelNotFound,
@@ -21,7 +22,7 @@ import {
 import type { Operation, Usage } from "../domain/OllamaApi.ts"
 import { operationPath, sameModel } from "../domain/OllamaApi.ts"
 import type { Journal } from "../journal/Journal.ts"
-import { makeStreamWriter, type StreamWriter } from "../journal/StreamWriter.ts"
+import { endRun, makeStreamWriter, type StreamWriter } from "../journal/StreamWriter.ts"
 import { encodeLine, joinLines } from "../upstream/Ndjson.ts"
 import { isUnavailableFailure, type OllamaUpstream, type OpenStream, UpstreamFailure, usageOf } from "../upstream/OllamaUpstream.ts"
 import { BreakerOpen, type Outcome } from "./Breaker.ts"
@@ -124,6 +125,17 @@ const classify = (exit: Exit.Exit<unknown, UpstreamFailure>): Outcome => {
     case "rejected": return "ignore"
     default: return "failure"
   }
+}
+
+const failureOf = (cause: Cause.Cause<GatewayError>): Option.Option<GatewayError> => Cause.failureOption(cause)
+
+/** The RunFailed of a run that exits without having ended. */
+const endOf = (exit: Exit.Exit<unknown, GatewayError>) => {
+  const cause = Exit.isFailure(exit) ? exit.cause : Cause.empty
+  const failure = Option.getOrUndefined(failureOf(cause))
+  if (failure !== undefined) return { status: failure.status, error: failure._tag, message: failure.message }
+  if (Cause.isInterruptedOnly(cause)) return { status: 499, error: "ClientAborted", message: "the caller went away" }
+  return { status: 500, error: "InternalError", message: `the run failed inside the gateway: ${String(Cause.squash(cause)).slice(0, 300)}` }
 }
 
 export const make = (name: string, config: LaneConfig, deps: Deps) =>
@@ -276,15 +288,24 @@ export const make = (name: string, config: LaneConfig, deps: Deps) =>
       return { input, plan: plan(input) }
     })
 
-    const handle = (request: LaneRequest, as?: RunAs): Effect.Effect<LaneResult, GatewayError> =>
-      Effect.gen(function*() {
+    const handle = (request: LaneRequest, as?: RunAs): Effect.Effect<LaneResult, GatewayError> => {
+      /** Set once RunStarted is appended: from then on the run must end. */
+      let opened: { readonly run: StreamWriter; readonly startedAt: number } | null = null
+      return Effect.gen(function*() {
         const startedAt = yield* Clock.currentTimeMillis
         const runId = as?.runId ?? crypto.randomUUID()
         const caller = request.caller
-        const run = observe(as?.run ?? makeStreamWriter(deps.journal, { streamId: `run-${runId}`, traceId: caller.traceId, projectId: caller.projectId, lane: name }), request)
+        // Nothing could record the run (neither Postgres nor the spill takes writes): refuse it at once.
+        if (as === undefined && deps.journal.unavailable()) return yield* Effect.fail(new JournalUnavailable({ lane: name }))
+        const run = observe(
+          as?.run ?? makeStreamWriter(deps.journal, { streamId: `run-${runId}`, traceId: caller.traceId, projectId: caller.projectId, lane: name }, 0, { durableEnd: deps.config.server.durableRunEnd }),
+          request
+        )
         const requestedModel = typeof request.body.model === "string" ? request.body.model : null
         if (as === undefined) yield* run.append("RunStarted", {
           runId,
+          // The process that runs it: a run of a process that is gone is an orphan (journal/Orphans.ts).
+          instance: deps.journal.instance,
           operation: request.operation,
           protocol: request.protocol ?? "ollama",
           stream: request.stream,
@@ -297,6 +318,7 @@ export const make = (name: string, config: LaneConfig, deps: Deps) =>
           parentSpanId: caller.parentSpanId,
           ...(deps.config.server.journalPrompts ? { prompt: request.prompt } : {})
         })
+        opened = { run, startedAt }
         if (config.async && as === undefined) return yield* fail(run, new AsyncOnlyLane({ lane: name }), startedAt)
         if (!(yield* admit)) {
           return yield* fail(run, new LaneSaturated({ lane: name, reason: `admission queue full (${config.queue.capacity} requests in the lane)`, retryAfterSeconds }), startedAt)
@@ -437,13 +459,19 @@ export const make = (name: string, config: LaneConfig, deps: Deps) =>
           if (result._tag === "Stream") handedOff = true
           return result
         }).pipe(
-          Effect.onExit((exit) => handedOff && Exit.isSuccess(exit) ? Effect.void : leave),
-          Effect.onInterrupt(() =>
-            as !== undefined ? Effect.void :
-            Effect.flatMap(Clock.currentTimeMillis, (now) => run.append("RunFailed", { status: 499, error: "ClientAborted", message: "the caller went away", durationMs: now - startedAt }))
-          )
+          Effect.onExit((exit) => handedOff && Exit.isSuccess(exit) ? Effect.void : leave)
         )
-      })
+      }).pipe(
+        // The run invariant: whatever ended this (an error, a defect, an interruption), the run
+        // stream ends — once. A stream result ends it when the stream does (relay, PaidRoute).
+        Effect.onExit((exit) => {
+          if (opened === null || Exit.isSuccess(exit)) return Effect.void
+          // An async run's worker decides what an interruption means (a cancel, a suspension).
+          if (as !== undefined && Option.isNone(failureOf(exit.cause)) && Cause.isInterruptedOnly(exit.cause)) return Effect.void
+          return endRun(opened.run, endOf(exit), opened.startedAt)
+        })
+      )
+    }
 
     /**
      * The caller's stream: the head the upstream already sent, then the rest as it arrives. A failure

@@ -29,6 +29,8 @@ import {
   health,
   healthJournal,
   type Outcome,
+  printTable,
+  type RowResult,
   type ProxiedDatabase,
   send,
   spawnGateway,
@@ -71,19 +73,6 @@ interface Fault {
   readonly clear?: () => Promise<void>
   /** Per-call allowances that differ from `allowed` (paid calls during a database fault). */
   readonly allowedFor?: (o: Outcome) => Allowed | undefined
-}
-
-interface RowResult {
-  readonly fault: string
-  readonly requests: number
-  readonly answers: number
-  readonly errors: number
-  readonly wrong: Array<string>
-  readonly expected: number
-  readonly found: number
-  readonly journalProblems: Array<string>
-  readonly afterwards: Array<string>
-  readonly seconds: number
 }
 
 const rows: Array<RowResult> = []
@@ -159,7 +148,7 @@ server: { pollInterval: "500ms", probeTimeout: "3s", drainTimeout: "1s" }
     await gemini?.stop()
     await db?.close()
     if (dir) fs.rmSync(dir, { recursive: true, force: true })
-    printTable()
+    printTable("Fault matrix", rows)
   })
 
   /** (events the gateway wrote, rows in step_journal), read while the journal is idle and healthy. */
@@ -387,22 +376,3 @@ server: { pollInterval: "500ms", probeTimeout: "3s", drainTimeout: "1s" }
     expectRow(row)
   }, 120_000)
 })
-
-const printTable = () => {
-  const lines = [
-    "| fault | requests | correct answers | correct errors | wrong | events expected/found | afterwards | s |",
-    "|---|---|---|---|---|---|---|---|"
-  ]
-  for (const r of rows) {
-    lines.push(
-      `| ${r.fault} | ${r.requests} | ${r.answers} | ${r.errors} | ${r.wrong.length} | ${r.expected}/${r.found}${r.expected === r.found && r.journalProblems.length === 0 ? "" : " ✗"} | ${
-        r.afterwards.length === 0 ? "breakers closed, slots free" : r.afterwards.join("; ")
-      } | ${r.seconds.toFixed(1)} |`
-    )
-  }
-  console.log(`\nFault matrix\n\n${lines.join("\n")}\n`)
-  for (const r of rows) {
-    for (const w of r.wrong.slice(0, 5)) console.log(`  ${r.fault}: ${w}`)
-    for (const p of r.journalProblems.slice(0, 5)) console.log(`  ${r.fault}: ${p}`)
-  }
-}

@@ -399,10 +399,12 @@ export const waitFor = async (what: string, check: () => Promise<boolean> | bool
 }
 
 export interface HealthJournal {
-  readonly status: "ok" | "degraded"
+  readonly status: "ok" | "degraded" | "unavailable"
   readonly spilled: number
   readonly queued: number
   readonly written: number
+  /** Events lost since start, by why (dropped, torn, shutdown). */
+  readonly lost?: { readonly dropped: number; readonly torn: number; readonly shutdown: number }
 }
 
 export const healthJournal = async (baseUrl: string): Promise<HealthJournal> => {
@@ -492,3 +494,39 @@ export interface Health {
 }
 
 export const health = async (baseUrl: string): Promise<Health> => (await (await fetch(`${baseUrl}/awooop/health`)).json()) as Health
+
+// ---------------------------------------------------------------------------------------------
+// The fault table
+
+export interface RowResult {
+  readonly fault: string
+  readonly requests: number
+  readonly answers: number
+  readonly errors: number
+  readonly wrong: Array<string>
+  readonly expected: number
+  readonly found: number
+  readonly journalProblems: Array<string>
+  readonly afterwards: Array<string>
+  readonly seconds: number
+}
+
+/** The rows as a markdown table (and the first problems of each), on stdout. */
+export const printTable = (title: string, rows: ReadonlyArray<RowResult>) => {
+  const lines = [
+    "| fault | requests | correct answers | correct errors | wrong | events expected/found | afterwards | s |",
+    "|---|---|---|---|---|---|---|---|"
+  ]
+  for (const r of rows) {
+    lines.push(
+      `| ${r.fault} | ${r.requests} | ${r.answers} | ${r.errors} | ${r.wrong.length} | ${r.expected}/${r.found}${r.expected === r.found && r.journalProblems.length === 0 ? "" : " ✗"} | ${
+        r.afterwards.length === 0 ? "breakers closed, slots free" : r.afterwards.join("; ")
+      } | ${r.seconds.toFixed(1)} |`
+    )
+  }
+  console.log(`\n${title}\n\n${lines.join("\n")}\n`)
+  for (const r of rows) {
+    for (const w of r.wrong.slice(0, 5)) console.log(`  ${r.fault}: ${w}`)
+    for (const p of r.journalProblems.slice(0, 5)) console.log(`  ${r.fault}: ${p}`)
+  }
+}
