@@ -13,17 +13,10 @@ import type * as SqlClient from "@effect/sql/SqlClient"
 import type { SqlError } from "@effect/sql/SqlError"
 import { Effect } from "effect"
 import { bool, fields, firstNum, int, num, type ProjectionEvent, runStreamPrefix, str } from "./Event.ts"
+import type { Miss } from "../run/Miss.ts"
 import { type Column, fromMillis, jsonText, qualify, toMillis, upsertReplace } from "./Sql.ts"
 
 export type RunStatus = "running" | "completed" | "failed"
-
-/** A host (or provider) that did not answer, in the order it happened. */
-export interface Miss {
-  readonly host: string
-  /** circuit-open, host-down, timeout, refused, busy, heavy-model-denied, budget-denied, ... */
-  readonly kind: string
-  readonly text: string
-}
 
 export interface RunState {
   readonly streamId: string
