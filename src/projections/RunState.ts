@@ -14,6 +14,7 @@ import type { SqlError } from "@effect/sql/SqlError"
 import { Effect } from "effect"
 import { bool, fields, firstNum, int, num, type ProjectionEvent, runStreamPrefix, str } from "./Event.ts"
 import type { Miss } from "../run/Miss.ts"
+import { skipWords } from "../run/SkipReason.ts"
 import { type Column, fromMillis, jsonText, qualify, toMillis, upsertReplace } from "./Sql.ts"
 
 export type RunStatus = "running" | "completed" | "failed"
@@ -110,18 +111,6 @@ export const initial = (event: ProjectionEvent): RunState => ({
 
 const seconds = (ms: number | null): string => (ms === null ? "" : ` after ${(ms / 1000).toFixed(1)}s`)
 
-/** Short, stable texts: they end up in fallback_reason ("gcp-a timeout after 45.0s, gcp-b circuit open"). */
-export const skipText = (host: string, reason: Readonly<Record<string, unknown>>): string => {
-  switch (reason.kind) {
-    case "circuit-open": return `${host} circuit open`
-    case "probe-in-flight": return `${host} circuit half-open (probe in flight)`
-    case "host-down": return `${host} down`
-    case "heavy-model-denied": return `${host} denies heavy models (${num(reason.sizeB) ?? "?"}B >= ${num(reason.minParamsB) ?? "?"}B)`
-    case "model-not-installed": return `${host} lacks the model`
-    default: return `${host} skipped (${str(reason.kind) ?? "unknown"})`
-  }
-}
-
 export const failureText = (host: string, kind: string, durationMs: number | null): string => {
   switch (kind) {
     case "timeout": return `${host} timeout${seconds(durationMs)}`
@@ -173,7 +162,7 @@ const step = (s: RunState, event: ProjectionEvent): Patch => {
       const misses = (Array.isArray(plan.skipped) ? plan.skipped : []).flatMap((skip): Array<Miss> => {
         const host = str(fields(skip).host)
         const reason = fields(fields(skip).reason)
-        return host === null ? [] : [{ host, kind: str(reason.kind) ?? "skipped", text: skipText(host, reason) }]
+        return host === null ? [] : [{ host, kind: str(reason.kind) ?? "skipped", text: skipWords(host, { kind: str(reason.kind), until: num(reason.until), sizeB: num(reason.sizeB), minParamsB: num(reason.minParamsB) }, "record") }]
       })
       return { route, assignedModel: s.assignedModel ?? str(input.model), ...addMisses(s, misses) }
     }
@@ -187,7 +176,7 @@ const step = (s: RunState, event: ProjectionEvent): Patch => {
     case "HostSkipped": {
       const host = str(d.host) ?? str(d.provider) ?? "?"
       const kind = str(d.reason) ?? "skipped"
-      return addMisses(s, [{ host, kind, text: skipText(host, { kind }) }])
+      return addMisses(s, [{ host, kind, text: skipWords(host, { kind }, "record") }])
     }
     case "PaidFallbackRequested":
       return { paidFallbackReason: str(d.reason) ?? "paid fallback requested" }

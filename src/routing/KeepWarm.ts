@@ -24,7 +24,8 @@ import { Clock, Effect, Option, Queue } from "effect"
 import type { GatewayConfig, LaneConfig } from "../config/GatewayConfig.ts"
 import type { OllamaUpstream } from "../upstream/OllamaUpstream.ts"
 import type { HostActor, HostChange } from "./Host.ts"
-import { describeSkip, isUnavailability, plan } from "./Plan.ts"
+import { describeSkip, isUnavailability } from "../run/SkipReason.ts"
+import { plan } from "./Plan.ts"
 
 export interface KeepWarmDeps {
   readonly config: GatewayConfig

@@ -1,4 +1,5 @@
 /** A host (or provider) that did not answer, and why paid providers are asked. */
+import { isUnavailability, skipWords } from "./SkipReason.ts"
 
 /**
  * A failed or skipped step, in the order it happened: kept for the final error, the journal and
@@ -12,21 +13,24 @@ export interface Miss {
   readonly text: string
 }
 
-/** Every miss kind that says an Ollama endpoint failed or could not be used (a rule refusal does not). */
-const missLabels: Readonly<Record<string, string>> = {
+/** Failure kinds that say an Ollama endpoint failed (a skip says so when it is an unavailability). */
+const failureLabels: Readonly<Record<string, string>> = {
   timeout: "timeout",
-  "circuit-open": "circuit open",
-  "probe-in-flight": "circuit half-open",
   refused: "refused",
-  "host-down": "down",
   busy: "busy",
   "server-error": "error",
   reset: "connection reset",
   malformed: "malformed answer",
   truncated: "truncated answer",
   "not-found": "model not found",
-  "model-not-installed": "model not installed",
   saturated: "saturated"
+}
+
+/** "gcp-a timeout", "gcp-b circuit open"; undefined for a miss that is a rule's refusal, not a failure. */
+const failedPart = (m: Pick<Miss, "host" | "kind">): string | undefined => {
+  const label = failureLabels[m.kind]
+  if (label !== undefined) return `${m.host} ${label}`
+  return isUnavailability(m) ? skipWords(m.host, { kind: m.kind }, "fallback") : undefined
 }
 
 /**
@@ -40,14 +44,9 @@ export const fallbackReason = (misses: ReadonlyArray<Pick<Miss, "host" | "kind">
     return i < 0 ? route.length : i
   }
   const tried = misses.filter((m) => m.kind !== "only-when-unavailable").sort((a, b) => rank(a.host) - rank(b.host))
-  if (tried.some((m) => missLabels[m.kind] === undefined)) return null
-  const seen = new Set<string>()
-  const parts: Array<string> = []
-  for (const m of tried) {
-    const part = `${m.host} ${missLabels[m.kind]}`
-    if (!seen.has(part)) parts.push(part)
-    seen.add(part)
-  }
+  const failed = tried.map(failedPart)
+  if (failed.some((part) => part === undefined)) return null
+  const parts = [...new Set(failed)]
   return `all Ollama endpoints failed: ${parts.length > 0 ? parts.join(", ") : "the lane has no Ollama endpoint"}`
 }
 
