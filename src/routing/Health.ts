@@ -14,7 +14,7 @@
  * `laneSafety` is pure; the HTTP route feeds it the live state.
  */
 import type { LaneConfig } from "../config/GatewayConfig.ts"
-import { sameModel } from "./KeepWarm.ts"
+import { sameModel } from "../domain/OllamaApi.ts"
 import { skipWords } from "../run/SkipReason.ts"
 import type { Plan } from "./Plan.ts"
 
