@@ -204,17 +204,20 @@ export const make = (name: string, config: LaneConfig, deps: Deps) =>
       )
     }
 
-    const decide = Effect.gen(function*() {
-      const input: PlanInput = {
-        lane: name,
-        model: config.model,
-        route,
-        hosts: yield* snapshot,
-        policy: { heavyModelMinParamsB: deps.config.policy.heavyModelMinParamsB },
-        now: yield* Clock.currentTimeMillis
-      }
-      return { input, plan: plan(input) }
-    })
+    /** plan() against the live host view, at the time `now` gives (a run plans at its start). */
+    const decideAt = (now: Effect.Effect<number>) =>
+      Effect.gen(function*() {
+        const input: PlanInput = {
+          lane: name,
+          model: config.model,
+          route,
+          hosts: yield* snapshot,
+          policy: { heavyModelMinParamsB: deps.config.policy.heavyModelMinParamsB },
+          now: yield* now
+        }
+        return { input, plan: plan(input) }
+      })
+    const decide = decideAt(Clock.currentTimeMillis)
 
     const handle = (request: LaneRequest, as?: RunAs): Effect.Effect<LaneResult, GatewayError> => {
       /** Set once RunStarted is appended: from then on the run must end. */
@@ -254,15 +257,7 @@ export const make = (name: string, config: LaneConfig, deps: Deps) =>
         // From here the admission slot is held; it is returned when the answer (or stream) is done.
         let handedOff = false
         return yield* Effect.gen(function*() {
-          const input: PlanInput = {
-            lane: name,
-            model: config.model,
-            route,
-            hosts: yield* snapshot,
-            policy: { heavyModelMinParamsB: deps.config.policy.heavyModelMinParamsB },
-            now: startedAt
-          }
-          const decision = plan(input)
+          const { input, plan: decision } = yield* decideAt(Effect.succeed(startedAt))
           yield* run.append("RouteDecided", { input, plan: decision })
 
           const misses: Array<Miss> = decision.skipped.map((s) => ({ host: s.host, kind: s.reason.kind, text: describeSkip(s) }))
