@@ -162,7 +162,9 @@ const step = (s: RunState, event: ProjectionEvent): Patch => {
       const misses = (Array.isArray(plan.skipped) ? plan.skipped : []).flatMap((skip): Array<Miss> => {
         const host = str(fields(skip).host)
         const reason = fields(fields(skip).reason)
-        return host === null ? [] : [{ host, kind: str(reason.kind) ?? "skipped", text: skipWords(host, { kind: str(reason.kind), until: num(reason.until), sizeB: num(reason.sizeB), minParamsB: num(reason.minParamsB) }, "record") }]
+        if (host === null) return []
+        const text = skipWords(host, { kind: str(reason.kind), sizeB: num(reason.sizeB), minParamsB: num(reason.minParamsB) }, "record")
+        return [{ host, kind: str(reason.kind) ?? "skipped", text }]
       })
       return { route, assignedModel: s.assignedModel ?? str(input.model), ...addMisses(s, misses) }
     }
