@@ -14,7 +14,7 @@ import type { StreamWriter } from "../src/journal/StreamWriter.ts"
 import * as Metrics from "../src/observability/Metrics.ts"
 import * as RunObserver from "../src/observability/RunObserver.ts"
 import * as Tracing from "../src/observability/Tracing.ts"
-import type { LaneRequest } from "../src/routing/Lane.ts"
+import type { LaneRequest } from "../src/run/Run.ts"
 
 const config = await Effect.runPromise(parseConfig(JSON.stringify({
   hosts: { "gcp-a": { url: "http://127.0.0.1:11435", slots: 4 }, "gcp-b": { url: "http://127.0.0.1:11436", slots: 4 } },

@@ -7,7 +7,9 @@ import { describe, expect, it } from "vitest"
 import { parseConfig, priceOf } from "../src/config/GatewayConfig.ts"
 import { periodStart } from "../src/budget/Budget.ts"
 import { estimateInputTokens, toPaidRequest } from "../src/providers/Translate.ts"
-import { costOf, fallbackReason, worstCaseUsd } from "../src/routing/PaidRoute.ts"
+import { worstCaseUsd } from "../src/routing/PaidRoute.ts"
+import { costOf } from "../src/run/Cost.ts"
+import { fallbackReason } from "../src/run/Miss.ts"
 
 const base = `
 hosts:

@@ -1,6 +1,7 @@
 import { describe, expect, it } from "@effect/vitest"
 import * as fc from "fast-check"
-import { describeSkip, type HostView, isUnavailability, plan, type PlanInput, type PlanStep } from "../src/routing/Plan.ts"
+import { type HostView, plan, type PlanInput, type PlanStep } from "../src/routing/Plan.ts"
+import { describeSkip, isUnavailability } from "../src/run/SkipReason.ts"
 import { isHeavy, modelSizeB, parameterSizeFromTag, parseParameterSize } from "../src/routing/Policy.ts"
 
 const NOW = 1_750_000_000_000

@@ -9,7 +9,7 @@ import { Journal } from "../src/journal/Journal.ts"
 import { closeOrphanedRuns } from "../src/journal/Orphans.ts"
 import { checkRunEnds } from "../src/journal/RunEnds.ts"
 import { Gateway } from "../src/routing/Gateway.ts"
-import type { LaneRequest } from "../src/routing/Lane.ts"
+import type { LaneRequest } from "../src/run/Run.ts"
 import { newTraceId, startTestGateway, type TestGateway, typesOf } from "./support/TestGateway.ts"
 
 const request = (body: Record<string, unknown>): LaneRequest => ({

@@ -12,7 +12,7 @@ import { Clock, Effect } from "effect"
 import type { GatewayConfig } from "../config/GatewayConfig.ts"
 import { healthView, type HostHealthView } from "../http/HealthRoutes.ts"
 import { Gateway } from "../routing/Gateway.ts"
-import { sameModel } from "../routing/KeepWarm.ts"
+import { sameModel } from "../domain/OllamaApi.ts"
 import { clockTime, type Html, html, join } from "./Html.ts"
 
 export type BoardView = Effect.Effect.Success<typeof healthView>

@@ -12,7 +12,7 @@ import { type GatewayError, retryAfterOf, ShuttingDown } from "../domain/Errors.
 import { ChatRequest, EmbeddingsRequest, EmbedRequest, GenerateRequest, type Operation } from "../domain/OllamaApi.ts"
 import * as RequestLog from "../observability/RequestLog.ts"
 import * as Tracing from "../observability/Tracing.ts"
-import { abandon, type LaneResult } from "../routing/Lane.ts"
+import { abandon, type LaneResult } from "../run/Run.ts"
 import { abortReason, slowConsumer } from "../routing/AbortReason.ts"
 import { drainTo } from "../routing/ChunkSource.ts"
 import { Gateway } from "../routing/Gateway.ts"

@@ -13,7 +13,8 @@
 import { Context, Effect, FiberRef, Option, Tracer } from "effect"
 import type { GatewayConfig, LaneConfig } from "../config/GatewayConfig.ts"
 import type { StreamWriter } from "../journal/StreamWriter.ts"
-import type { LaneRequest } from "../routing/Lane.ts"
+import type { Miss } from "../run/Miss.ts"
+import type { LaneRequest } from "../run/Run.ts"
 import type { GenAiLabels, MetricsRegistry } from "./Metrics.ts"
 import * as RequestLog from "./RequestLog.ts"
 import * as StateLog from "./StateLog.ts"
@@ -51,11 +52,6 @@ export const topologyOf = (config: GatewayConfig): ReadonlyMap<string, Endpoint>
   return out
 }
 
-interface Miss {
-  readonly host: string
-  readonly kind: string
-}
-
 /** The run being observed in this fiber, for breaker transitions (journaled on the host's stream). */
 const currentRun = FiberRef.unsafeMake<RunObservation | null>(null)
 
@@ -64,7 +60,7 @@ const eventAt = (span: Tracer.Span, name: string, attributes: Record<string, unk
 
 class RunObservation implements RequestLog.RunFacts {
   route: ReadonlyArray<string> = []
-  readonly misses: Array<Miss> = []
+  readonly misses: Array<Pick<Miss, "host" | "kind">> = []
   paidReason: string | null = null
   /** The attempt in progress (or the last one). */
   host = "none"

@@ -13,17 +13,11 @@ import type * as SqlClient from "@effect/sql/SqlClient"
 import type { SqlError } from "@effect/sql/SqlError"
 import { Effect } from "effect"
 import { bool, fields, firstNum, int, num, type ProjectionEvent, runStreamPrefix, str } from "./Event.ts"
+import type { Miss } from "../run/Miss.ts"
+import { skipWords } from "../run/SkipReason.ts"
 import { type Column, fromMillis, jsonText, qualify, toMillis, upsertReplace } from "./Sql.ts"
 
 export type RunStatus = "running" | "completed" | "failed"
-
-/** A host (or provider) that did not answer, in the order it happened. */
-export interface Miss {
-  readonly host: string
-  /** circuit-open, host-down, timeout, refused, busy, heavy-model-denied, budget-denied, ... */
-  readonly kind: string
-  readonly text: string
-}
 
 export interface RunState {
   readonly streamId: string
@@ -117,18 +111,6 @@ export const initial = (event: ProjectionEvent): RunState => ({
 
 const seconds = (ms: number | null): string => (ms === null ? "" : ` after ${(ms / 1000).toFixed(1)}s`)
 
-/** Short, stable texts: they end up in fallback_reason ("gcp-a timeout after 45.0s, gcp-b circuit open"). */
-export const skipText = (host: string, reason: Readonly<Record<string, unknown>>): string => {
-  switch (reason.kind) {
-    case "circuit-open": return `${host} circuit open`
-    case "probe-in-flight": return `${host} circuit half-open (probe in flight)`
-    case "host-down": return `${host} down`
-    case "heavy-model-denied": return `${host} denies heavy models (${num(reason.sizeB) ?? "?"}B >= ${num(reason.minParamsB) ?? "?"}B)`
-    case "model-not-installed": return `${host} lacks the model`
-    default: return `${host} skipped (${str(reason.kind) ?? "unknown"})`
-  }
-}
-
 export const failureText = (host: string, kind: string, durationMs: number | null): string => {
   switch (kind) {
     case "timeout": return `${host} timeout${seconds(durationMs)}`
@@ -180,7 +162,9 @@ const step = (s: RunState, event: ProjectionEvent): Patch => {
       const misses = (Array.isArray(plan.skipped) ? plan.skipped : []).flatMap((skip): Array<Miss> => {
         const host = str(fields(skip).host)
         const reason = fields(fields(skip).reason)
-        return host === null ? [] : [{ host, kind: str(reason.kind) ?? "skipped", text: skipText(host, reason) }]
+        if (host === null) return []
+        const text = skipWords(host, { kind: str(reason.kind), sizeB: num(reason.sizeB), minParamsB: num(reason.minParamsB) }, "record")
+        return [{ host, kind: str(reason.kind) ?? "skipped", text }]
       })
       return { route, assignedModel: s.assignedModel ?? str(input.model), ...addMisses(s, misses) }
     }
@@ -194,7 +178,7 @@ const step = (s: RunState, event: ProjectionEvent): Patch => {
     case "HostSkipped": {
       const host = str(d.host) ?? str(d.provider) ?? "?"
       const kind = str(d.reason) ?? "skipped"
-      return addMisses(s, [{ host, kind, text: skipText(host, { kind }) }])
+      return addMisses(s, [{ host, kind, text: skipWords(host, { kind }, "record") }])
     }
     case "PaidFallbackRequested":
       return { paidFallbackReason: str(d.reason) ?? "paid fallback requested" }
@@ -298,44 +282,12 @@ export type Mutable<T> = { -readonly [K in keyof T]: T[K] }
 
 export const table = "run_state"
 
-interface Row {
-  readonly streamId: string
-  readonly runId: string
-  readonly traceId: string | null
-  readonly projectId: string | null
-  readonly caller: string | null
-  readonly lane: string | null
+/** A row as `selectList` reads it: numerics as text (exact), the status unchecked. */
+type Row = Omit<RunState, "status" | "costUsd" | "completedCostUsd" | "settledCostUsd"> & {
   readonly status: string
-  readonly operation: string | null
-  readonly protocol: string | null
-  readonly stream: boolean | null
-  readonly intent: string | null
-  readonly requestedModel: string | null
-  readonly assignedModel: string | null
-  readonly model: string | null
-  readonly attempts: number
-  readonly endpoint: string | null
-  readonly providerTier: string | null
-  readonly provider: string | null
-  readonly inputTokens: number | null
-  readonly outputTokens: number | null
   readonly costUsd: string | null
   readonly completedCostUsd: string | null
   readonly settledCostUsd: string
-  readonly settlements: number
-  readonly unknownSettlements: number
-  readonly fallbackReason: string | null
-  readonly paidFallbackReason: string | null
-  readonly error: string | null
-  readonly errorCode: string | null
-  readonly errorStatus: number | null
-  readonly startedAt: number | null
-  readonly finishedAt: number | null
-  readonly durationMs: number | null
-  readonly route: ReadonlyArray<string>
-  readonly misses: ReadonlyArray<Miss>
-  readonly lastPosition: number
-  readonly lastEventAt: number | null
 }
 
 const numberOrNull = (v: string | null): number | null => (v === null ? null : Number(v))
@@ -347,20 +299,6 @@ export const fromRow = (r: Row): RunState => ({
   completedCostUsd: numberOrNull(r.completedCostUsd),
   settledCostUsd: Number(r.settledCostUsd)
 })
-
-const ms = toMillis
-
-/** The SELECT list that reads a row back into a RunState (numbers exactly as stored). */
-export const selectList = [
-  `stream_id AS "streamId"`, `run_id AS "runId"`, `trace_id AS "traceId"`, `project_id AS "projectId"`, `caller`, `lane`, `status`,
-  `operation`, `protocol`, `stream`, `intent`, `requested_model AS "requestedModel"`, `assigned_model AS "assignedModel"`, `model`,
-  `attempts`, `endpoint`, `provider_tier AS "providerTier"`, `provider`, `input_tokens::float8 AS "inputTokens"`,
-  `output_tokens::float8 AS "outputTokens"`, `cost_usd::text AS "costUsd"`, `completed_cost_usd::text AS "completedCostUsd"`,
-  `settled_cost_usd::text AS "settledCostUsd"`, `settlements`, `unknown_settlements AS "unknownSettlements"`, `fallback_reason AS "fallbackReason"`,
-  `paid_fallback_reason AS "paidFallbackReason"`, `error`, `error_code AS "errorCode"`, `error_status AS "errorStatus"`,
-  `${ms("started_at")} AS "startedAt"`, `${ms("finished_at")} AS "finishedAt"`, `duration_ms::float8 AS "durationMs"`,
-  `route`, `misses`, `last_position AS "lastPosition"`, `${ms("last_event_at")} AS "lastEventAt"`
-].join(", ")
 
 export const load = (
   sql: SqlClient.SqlClient,
@@ -418,6 +356,15 @@ const columns: ReadonlyArray<Column<RunState>> = [
   { name: "last_position", type: "integer", value: (r) => r.lastPosition },
   { name: "last_event_at", type: "float8", value: (r) => r.lastEventAt, expr: fromMillis }
 ]
+
+const camel = (name: string) => name.replace(/_([a-z])/g, (_, c: string) => c.toUpperCase())
+
+/** How a column reads back into its field, numbers exactly as stored (bigint as float8, numeric as text). */
+const readBack = (c: Column<RunState>): string =>
+  c.expr === fromMillis ? toMillis(c.name) : c.type === "bigint" ? `${c.name}::float8` : c.type === "numeric" ? `${c.name}::text` : c.name
+
+/** The SELECT list that reads a row back into a RunState: derived from `columns`, so the two cannot drift. */
+export const selectList = columns.map((c) => `${readBack(c)} AS "${camel(c.name)}"`).join(", ")
 
 /** Writes whole states. */
 export const upsert = (

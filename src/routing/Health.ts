@@ -14,8 +14,9 @@
  * `laneSafety` is pure; the HTTP route feeds it the live state.
  */
 import type { LaneConfig } from "../config/GatewayConfig.ts"
-import { sameModel } from "./KeepWarm.ts"
-import type { Plan, Skip } from "./Plan.ts"
+import { sameModel } from "../domain/OllamaApi.ts"
+import { skipWords } from "../run/SkipReason.ts"
+import type { Plan } from "./Plan.ts"
 
 export interface LaneSafety {
   readonly lane: string
@@ -41,19 +42,6 @@ export interface HostFacts {
 /** "a", "a and b", "a, b and c". */
 export const listWords = (items: ReadonlyArray<string>, last = "and"): string =>
   items.length <= 1 ? (items[0] ?? "") : `${items.slice(0, -1).join(", ")} ${last} ${items[items.length - 1]}`
-
-/** Short skip texts, as an operator would say them. */
-export const skipWords = (skip: Skip): string => {
-  const r = skip.reason
-  switch (r.kind) {
-    case "circuit-open": return `${skip.host} circuit open`
-    case "probe-in-flight": return `${skip.host} circuit half-open (probe in flight)`
-    case "host-down": return `${skip.host} down`
-    case "heavy-model-denied": return `${skip.host} denies ${r.sizeB}B models (protected host, no maintenance window)`
-    case "model-not-installed": return `${skip.host} lacks the model`
-    case "only-when-unavailable": return `${skip.host} only when the hosts before it are unavailable`
-  }
-}
 
 /** A paid provider as health reports it: unavailable when its API key's variable is not set. */
 export interface ProviderFacts {
@@ -107,7 +95,7 @@ export const laneSafety = (
   if (config.async && runStoreProblem !== null) return verdict(false, [`async runs: ${runStoreProblem}`], decision.attempts.map((a) => a.host))
 
   const model = config.model
-  const skipped = decision.skipped.filter((s) => s.reason.kind !== "only-when-unavailable").map(skipWords)
+  const skipped = decision.skipped.filter((s) => s.reason.kind !== "only-when-unavailable").map((s) => skipWords(s.host, s.reason, "operator"))
   const planned = decision.attempts.map((a) => a.host)
   // Conditional steps (`when: unavailable` behind a planned host) are backups, described apart.
   const primary = decision.attempts.filter((a) => !a.conditional).map((a) => a.host)

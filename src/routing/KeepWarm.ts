@@ -22,19 +22,17 @@
  */
 import { Clock, Effect, Option, Queue } from "effect"
 import type { GatewayConfig, LaneConfig } from "../config/GatewayConfig.ts"
+import { sameModel } from "../domain/OllamaApi.ts"
 import type { OllamaUpstream } from "../upstream/OllamaUpstream.ts"
 import type { HostActor, HostChange } from "./Host.ts"
-import { describeSkip, isUnavailability, plan } from "./Plan.ts"
+import { describeSkip, isUnavailability } from "../run/SkipReason.ts"
+import { plan } from "./Plan.ts"
 
 export interface KeepWarmDeps {
   readonly config: GatewayConfig
   readonly hosts: ReadonlyMap<string, HostActor>
   readonly upstream: OllamaUpstream
 }
-
-/** Ollama lists an untagged model as "<name>:latest". */
-const withTag = (model: string) => (model.includes(":") ? model : `${model}:latest`)
-export const sameModel = (a: string, b: string) => withTag(a) === withTag(b)
 
 /** How long a load may take when the lane's route has no step on the host. */
 const defaultLoadTimeoutMs = 120_000

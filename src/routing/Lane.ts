@@ -3,10 +3,8 @@
  * attempts down the lane's route with each host's slots, breaker and timeout. Every step is a
  * journal event on the run's stream.
  */
-import { Cause, Clock, Deferred, Effect, Exit, Fiber, FiberRef, Option, Ref, Stream } from "effect"
+import { Cause, Clock, Deferred, Effect, Exit, FiberRef, Option, Ref } from "effect"
 import { type GatewayConfig, type LaneConfig, priceOf } from "../config/GatewayConfig.ts"
-import type { CallerContext } from "../domain/CallerContext.ts"
-import type { Protocol } from "../domain/Protocol.ts"
 import {
   AllAttemptsTimedOut,
   AllHostsUnavailable,
@@ -19,7 +17,7 @@ import {
   ModelNotFound,
   UpstreamRejected
 } from "../domain/Errors.ts"
-import type { Operation, Usage } from "../domain/OllamaApi.ts"
+import type { Usage } from "../domain/OllamaApi.ts"
 import { operationPath, sameModel } from "../domain/OllamaApi.ts"
 import type { Journal } from "../journal/Journal.ts"
 import { endRun, makeStreamWriter, type StreamWriter } from "../journal/StreamWriter.ts"
@@ -29,43 +27,15 @@ import { BreakerOpen, type Outcome } from "./Breaker.ts"
 import { abortReason } from "./AbortReason.ts"
 import { type ChunkSource, toStream } from "./ChunkSource.ts"
 import type { HostActor } from "./Host.ts"
-import { costOf, directReason, fallbackReason, type PaidRoute } from "./PaidRoute.ts"
-import { describeSkip, type HostView, plan, type Plan, type PlanInput, type PlannedAttempt } from "./Plan.ts"
+import type { PaidRoute } from "./PaidRoute.ts"
+import { type HostView, plan, type Plan, type PlanInput, type PlannedAttempt } from "./Plan.ts"
 import type { Permit } from "./Slots.ts"
 import { type LagMark, stalledByGateway } from "../observability/EventLoopLag.ts"
-
-export interface LaneRequest {
-  readonly operation: Operation
-  /** The validated request body; its `model` is replaced by the lane's. */
-  readonly body: Readonly<Record<string, unknown>>
-  readonly stream: boolean
-  readonly caller: CallerContext
-  /** Recorded only when the config asks for prompts to be journaled. */
-  readonly prompt: unknown
-  /** The protocol the caller spoke (journaled on RunStarted); absent: Ollama's. */
-  readonly protocol?: Protocol
-}
-
-export interface RunInfo {
-  readonly runId: string
-  readonly traceId: string
-  readonly lane: string
-  readonly model: string
-  /** The host that answered. */
-  readonly endpoint: string
-}
-
-export type LaneResult =
-  | { readonly _tag: "Unary"; readonly info: RunInfo; readonly bytes: Uint8Array }
-  | {
-    readonly _tag: "Stream"
-    readonly info: RunInfo
-    readonly stream: Stream.Stream<Uint8Array>
-    /** The same chunks as a pull (an Ollama relay), for a consumer that writes them as they are. */
-    readonly source?: ChunkSource
-    /** The step's timeout: a caller that takes no chunk for this long is cut off (a slow consumer). */
-    readonly idleTimeoutMs?: number
-  }
+import { costOf } from "../run/Cost.ts"
+import { directReason, fallbackReason, type Miss } from "../run/Miss.ts"
+import { describeSkip } from "../run/SkipReason.ts"
+import { type LaneRequest, type LaneResult, once, type RunAs, type RunInfo } from "../run/Run.ts"
+import { classify, endOf, failureOf } from "../run/Terminal.ts"
 
 export interface LaneActor {
   readonly name: string
@@ -74,18 +44,6 @@ export interface LaneActor {
   readonly inFlight: Effect.Effect<number>
   /** plan() against the live host view, without running anything (shadow mode, the health view). */
   readonly decide: Effect.Effect<{ readonly input: PlanInput; readonly plan: Plan }>
-}
-
-/**
- * An async run's worker (routing/AsyncRuns.ts) runs the lane under the run's own id and stream:
- * no RunStarted (the run journaled its own when it was queued), no async-only refusal, attempts
- * numbered after those an earlier process made, and an interruption (shutdown, cancel) journals
- * nothing here: the worker decides what it means.
- */
-export interface RunAs {
-  readonly runId: string
-  readonly run: StreamWriter
-  readonly attemptsSoFar: number
 }
 
 interface Deps {
@@ -104,39 +62,9 @@ interface Deps {
   readonly observe?: (lane: string, config: LaneConfig) => (run: StreamWriter, request: LaneRequest) => StreamWriter
 }
 
-/** A failed or skipped step, kept for the final error and the journal. */
-interface Miss {
-  readonly host: string
-  readonly kind: string
-  readonly message: string
-}
-
 type AttemptAnswer =
   | { readonly _tag: "Unary"; readonly bytes: Uint8Array; readonly usage: Usage }
   | { readonly _tag: "Stream"; readonly open: OpenStream }
-
-const classify = (exit: Exit.Exit<unknown, UpstreamFailure>): Outcome => {
-  if (Exit.isSuccess(exit)) return "success"
-  const failure = Option.getOrUndefined(Exit.causeOption(exit).pipe(Option.flatMap((c) => c._tag === "Fail" ? Option.some(c.error) : Option.none())))
-  if (failure === undefined) return "ignore"
-  switch (failure.kind) {
-    case "timeout": return "timeout"
-    case "not-found":
-    case "rejected": return "ignore"
-    default: return "failure"
-  }
-}
-
-const failureOf = (cause: Cause.Cause<GatewayError>): Option.Option<GatewayError> => Cause.failureOption(cause)
-
-/** The RunFailed of a run that exits without having ended. */
-const endOf = (exit: Exit.Exit<unknown, GatewayError>) => {
-  const cause = Exit.isFailure(exit) ? exit.cause : Cause.empty
-  const failure = Option.getOrUndefined(failureOf(cause))
-  if (failure !== undefined) return { status: failure.status, error: failure._tag, message: failure.message }
-  if (Cause.isInterruptedOnly(cause)) return { status: 499, error: "ClientAborted", message: "the caller went away" }
-  return { status: 500, error: "InternalError", message: `the run failed inside the gateway: ${String(Cause.squash(cause)).slice(0, 300)}` }
-}
 
 export const make = (name: string, config: LaneConfig, deps: Deps) =>
   Effect.gen(function*() {
@@ -276,17 +204,20 @@ export const make = (name: string, config: LaneConfig, deps: Deps) =>
       )
     }
 
-    const decide = Effect.gen(function*() {
-      const input: PlanInput = {
-        lane: name,
-        model: config.model,
-        route,
-        hosts: yield* snapshot,
-        policy: { heavyModelMinParamsB: deps.config.policy.heavyModelMinParamsB },
-        now: yield* Clock.currentTimeMillis
-      }
-      return { input, plan: plan(input) }
-    })
+    /** plan() against the live host view, at the time `now` gives (a run plans at its start). */
+    const decideAt = (now: Effect.Effect<number>) =>
+      Effect.gen(function*() {
+        const input: PlanInput = {
+          lane: name,
+          model: config.model,
+          route,
+          hosts: yield* snapshot,
+          policy: { heavyModelMinParamsB: deps.config.policy.heavyModelMinParamsB },
+          now: yield* now
+        }
+        return { input, plan: plan(input) }
+      })
+    const decide = decideAt(Clock.currentTimeMillis)
 
     const handle = (request: LaneRequest, as?: RunAs): Effect.Effect<LaneResult, GatewayError> => {
       /** Set once RunStarted is appended: from then on the run must end. */
@@ -326,18 +257,10 @@ export const make = (name: string, config: LaneConfig, deps: Deps) =>
         // From here the admission slot is held; it is returned when the answer (or stream) is done.
         let handedOff = false
         return yield* Effect.gen(function*() {
-          const input: PlanInput = {
-            lane: name,
-            model: config.model,
-            route,
-            hosts: yield* snapshot,
-            policy: { heavyModelMinParamsB: deps.config.policy.heavyModelMinParamsB },
-            now: startedAt
-          }
-          const decision = plan(input)
+          const { input, plan: decision } = yield* decideAt(Effect.succeed(startedAt))
           yield* run.append("RouteDecided", { input, plan: decision })
 
-          const misses: Array<Miss> = decision.skipped.map((s) => ({ host: s.host, kind: s.reason.kind, message: describeSkip(s) }))
+          const misses: Array<Miss> = decision.skipped.map((s) => ({ host: s.host, kind: s.reason.kind, text: describeSkip(s) }))
           if (decision.attempts.length === 0) {
             const kinds = new Set(decision.skipped.map((s) => s.reason.kind))
             const hosts = decision.skipped.map((s) => s.host)
@@ -345,7 +268,7 @@ export const make = (name: string, config: LaneConfig, deps: Deps) =>
               ? new ModelDenied({ lane: name, model: config.model, rule: `policy.heavyModelMinParamsB=${deps.config.policy.heavyModelMinParamsB} on protected hosts`, hosts })
               : kinds.size === 1 && kinds.has("model-not-installed")
               ? new ModelNotFound({ lane: name, model: config.model, hosts })
-              : new AllHostsUnavailable({ lane: name, reasons: misses.map((m) => m.message), retryAfterSeconds })
+              : new AllHostsUnavailable({ lane: name, reasons: misses.map((m) => m.text), retryAfterSeconds })
             const result = yield* exhausted({ run, runId, request, startedAt, attempts: as?.attemptsSoFar ?? 0 }, error, misses)
             if (result._tag === "Stream") handedOff = true
             return result
@@ -394,7 +317,7 @@ export const make = (name: string, config: LaneConfig, deps: Deps) =>
                 if (error instanceof BreakerOpen) {
                   attemptNo-- // never started
                   yield* run.append("HostSkipped", { host: step.host, reason: "circuit-open", until: error.until, probeInFlight: error.probeInFlight })
-                  misses.push({ host: step.host, kind: "circuit-open", message: `${step.host} circuit open` })
+                  misses.push({ host: step.host, kind: "circuit-open", text: `${step.host} circuit open` })
                   continue
                 }
                 const stall = error.kind === "timeout" && stalledByGateway(lag.longestStallMs, step.timeoutMs)
@@ -413,8 +336,8 @@ export const make = (name: string, config: LaneConfig, deps: Deps) =>
                 // A stall of ours is no host failure: not a timeout toward the breaker (see attempt),
                 // and no reason to pay a provider either (fallbackReason does not know the kind).
                 misses.push(stall
-                  ? { host: step.host, kind: "gateway-stall", message: `${step.host} timed out while the gateway's event loop was blocked ${lag.longestStallMs}ms` }
-                  : { host: step.host, kind: error.kind, message: `${step.host} ${error.kind === "timeout" ? "timed out" : "failed"}: ${error.message}` })
+                  ? { host: step.host, kind: "gateway-stall", text: `${step.host} timed out while the gateway's event loop was blocked ${lag.longestStallMs}ms` }
+                  : { host: step.host, kind: error.kind, text: `${step.host} ${error.kind === "timeout" ? "timed out" : "failed"}: ${error.message}` })
                 if (error.kind === "refused") yield* host.reportRefused(error.message)
                 if (error.kind === "rejected") {
                   return yield* fail(run, new UpstreamRejected({ host: step.host, upstreamStatus: error.status ?? 400, upstreamError: error.message.replace(/^\d+: /, "") }), startedAt)
@@ -436,12 +359,12 @@ export const make = (name: string, config: LaneConfig, deps: Deps) =>
             // Every remaining host is busy: wait for a slot on one of them, within the lane's maxWait.
             const now = yield* Clock.currentTimeMillis
             if (now >= deadline) {
-              for (const s of saturated) misses.push({ host: s.host, kind: "saturated", message: `${s.host} all slots busy` })
+              for (const s of saturated) misses.push({ host: s.host, kind: "saturated", text: `${s.host} all slots busy` })
               break
             }
             const freed = yield* Effect.raceAll(signals.map((d) => Deferred.await(d))).pipe(Effect.timeout(deadline - now), Effect.option)
             if (Option.isNone(freed)) {
-              for (const s of saturated) misses.push({ host: s.host, kind: "saturated", message: `${s.host} all slots busy for ${config.queue.maxWait / 1000}s` })
+              for (const s of saturated) misses.push({ host: s.host, kind: "saturated", text: `${s.host} all slots busy for ${config.queue.maxWait / 1000}s` })
               break
             }
             pending = pending.filter((s) => saturated.includes(s) || deferred.includes(s))
@@ -449,12 +372,12 @@ export const make = (name: string, config: LaneConfig, deps: Deps) =>
 
           const tried = misses.filter((m) => m.kind !== "only-when-unavailable")
           const error: GatewayError = tried.length > 0 && tried.every((m) => m.kind === "saturated")
-            ? new LaneSaturated({ lane: name, reason: tried.map((m) => m.message).join("; "), retryAfterSeconds })
+            ? new LaneSaturated({ lane: name, reason: tried.map((m) => m.text).join("; "), retryAfterSeconds })
             : tried.length > 0 && tried.every((m) => m.kind === "timeout")
-            ? new AllAttemptsTimedOut({ lane: name, reasons: tried.map((m) => m.message) })
+            ? new AllAttemptsTimedOut({ lane: name, reasons: tried.map((m) => m.text) })
             : tried.length > 0 && tried.every((m) => m.kind === "not-found" || m.kind === "model-not-installed")
             ? new ModelNotFound({ lane: name, model: config.model, hosts: tried.map((m) => m.host) })
-            : new AllHostsUnavailable({ lane: name, reasons: misses.map((m) => m.message), retryAfterSeconds })
+            : new AllHostsUnavailable({ lane: name, reasons: misses.map((m) => m.text), retryAfterSeconds })
           const result = yield* exhausted({ run, runId, request, startedAt, attempts: attemptNo }, error, misses)
           if (result._tag === "Stream") handedOff = true
           return result
@@ -537,30 +460,3 @@ export const make = (name: string, config: LaneConfig, deps: Deps) =>
 
     return { name, config, handle, inFlight: Ref.get(admitted), decide } satisfies LaneActor
   })
-
-/** A finalizer that acts once however many times it is called (a stream run, then `abandon`). */
-export const once = <A>(f: (a: A) => Effect.Effect<void>): ((a: A) => Effect.Effect<void>) => {
-  let done = false
-  return (a) => Effect.suspend(() => {
-    if (done) return Effect.void
-    done = true
-    return f(a)
-  })
-}
-
-/**
- * For a consumer interrupted between receiving a Stream result and running it (the caller hung up
- * in between): runs the stream just far enough to be interrupted, so its finalizers — slot and
- * admission release, upstream abort, budget settlement, the 499 in the journal — still happen.
- * Safe on a stream that already ran: every stream result's finalizer is wrapped in `once`.
- */
-export const abandon = (result: LaneResult): Effect.Effect<void> =>
-  result._tag !== "Stream"
-    ? Effect.void
-    : result.source !== undefined
-    ? result.source.close(true)
-    : Stream.runDrain(Stream.mapEffect(result.stream, () => Effect.interrupt)).pipe(
-      Effect.forkDaemon,
-      Effect.flatMap(Fiber.await),
-      Effect.asVoid
-    )

@@ -30,7 +30,8 @@ import {
 } from "../providers/Translate.ts"
 import { encodeLine } from "../upstream/Ndjson.ts"
 import { abortReason } from "./AbortReason.ts"
-import { type LaneRequest, type LaneResult, once, type RunInfo } from "./Lane.ts"
+import { costOf } from "../run/Cost.ts"
+import { type LaneRequest, type LaneResult, once, type RunInfo } from "../run/Run.ts"
 
 export interface PaidRunContext {
   readonly lane: string
@@ -53,61 +54,11 @@ export interface PaidRunContext {
   readonly onStreamEnd: Effect.Effect<void>
 }
 
-/** Every miss kind that says an Ollama endpoint failed or could not be used (a rule refusal does not). */
-const missLabels: Readonly<Record<string, string>> = {
-  timeout: "timeout",
-  "circuit-open": "circuit open",
-  "probe-in-flight": "circuit half-open",
-  refused: "refused",
-  "host-down": "down",
-  busy: "busy",
-  "server-error": "error",
-  reset: "connection reset",
-  malformed: "malformed answer",
-  truncated: "truncated answer",
-  "not-found": "model not found",
-  "model-not-installed": "model not installed",
-  saturated: "saturated"
-}
-
-export interface Miss {
-  readonly host: string
-  readonly kind: string
-}
-
-/**
- * The runbook's condition: paid providers only when every Ollama endpoint failed or is circuit-open.
- * Null when a rule (not a failure) turned a host away; otherwise the reason to journal.
- */
-export const fallbackReason = (misses: ReadonlyArray<Miss>, route: ReadonlyArray<string> = []): string | null => {
-  // In route order (a skip found by plan() is recorded before the attempts that failed).
-  const rank = (host: string) => {
-    const i = route.indexOf(host)
-    return i < 0 ? route.length : i
-  }
-  const tried = misses.filter((m) => m.kind !== "only-when-unavailable").sort((a, b) => rank(a.host) - rank(b.host))
-  if (tried.some((m) => missLabels[m.kind] === undefined)) return null
-  const seen = new Set<string>()
-  const parts: Array<string> = []
-  for (const m of tried) {
-    const part = `${m.host} ${missLabels[m.kind]}`
-    if (!seen.has(part)) parts.push(part)
-    seen.add(part)
-  }
-  return `all Ollama endpoints failed: ${parts.length > 0 ? parts.join(", ") : "the lane has no Ollama endpoint"}`
-}
-
 /** The worst-case cost of a call: every prompt token (bounded from above) and every output token allowed. */
 export const worstCaseUsd = (request: PaidRequest, price: Price) => {
   const inputTokens = estimateInputTokens(request)
   return { inputTokens, amountUsd: inputTokens * price.inputPerToken + request.maxOutputTokens * price.outputPerToken }
 }
-
-/** The real cost, or null (unknown) when the provider did not report both counts. */
-export const costOf = (usage: PaidUsage | null, price: Price): number | null =>
-  usage === null || usage.inputTokens === null || usage.outputTokens === null
-    ? null
-    : usage.inputTokens * price.inputPerToken + usage.outputTokens * price.outputPerToken
 
 /** How long a money event may wait to be durable before the call is refused (fail closed). */
 const DURABLE_TIMEOUT = Duration.seconds(5)
@@ -494,6 +445,3 @@ export class PaidRoute extends Effect.Service<PaidRoute>()("awooop/PaidRoute", {
   }),
   dependencies: [Budget.Default, PaidProviders.Default]
 }) {}
-
-/** For tests and the README: the reason a `paid` lane records. */
-export const directReason = (lane: string) => `lane ${lane} calls paid providers directly (no Ollama route)`

@@ -3,6 +3,7 @@
  * replay can run it again and prove the gateway decided what it says it decided.
  */
 import { sameModel } from "../domain/OllamaApi.ts"
+import { isUnavailability, type Skip, type SkipReason } from "../run/SkipReason.ts"
 import { isHeavy, modelSizeB } from "./Policy.ts"
 
 export interface InstalledModel {
@@ -41,20 +42,6 @@ export interface PlanInput {
   readonly now: number
 }
 
-export type SkipReason =
-  | { readonly kind: "circuit-open"; readonly until: number | null }
-  | { readonly kind: "probe-in-flight" }
-  | { readonly kind: "host-down" }
-  | { readonly kind: "heavy-model-denied"; readonly sizeB: number; readonly minParamsB: number }
-  | { readonly kind: "model-not-installed" }
-  /** A "when: unavailable" step after a step that a rule refused (not one that was unavailable). */
-  | { readonly kind: "only-when-unavailable" }
-
-export interface Skip {
-  readonly host: string
-  readonly reason: SkipReason
-}
-
 export interface PlannedAttempt {
   readonly host: string
   readonly timeoutMs: number
@@ -66,11 +53,6 @@ export interface Plan {
   readonly attempts: ReadonlyArray<PlannedAttempt>
   readonly skipped: ReadonlyArray<Skip>
 }
-
-/** Skips that mean "this host cannot take the request now", as opposed to a rule refusing it. */
-export const isUnavailability = (reason: SkipReason): boolean =>
-  reason.kind === "circuit-open" || reason.kind === "probe-in-flight" || reason.kind === "host-down" ||
-  reason.kind === "model-not-installed"
 
 const skipReason = (input: PlanInput, host: string): SkipReason | null => {
   const view = input.hosts[host]
@@ -115,16 +97,4 @@ export const plan = (input: PlanInput): Plan => {
     allUnavailableSoFar = false
   }
   return { attempts, skipped }
-}
-
-export const describeSkip = (skip: Skip): string => {
-  const r = skip.reason
-  switch (r.kind) {
-    case "circuit-open": return `${skip.host} circuit open${r.until !== null ? ` until ${new Date(r.until).toISOString()}` : ""}`
-    case "probe-in-flight": return `${skip.host} circuit half-open, probe in flight`
-    case "host-down": return `${skip.host} down`
-    case "heavy-model-denied": return `${skip.host} denies ${r.sizeB}B models (protected host, heavy >= ${r.minParamsB}B, no maintenance window)`
-    case "model-not-installed": return `${skip.host} does not have the model`
-    case "only-when-unavailable": return `${skip.host} is used only when the hosts before it are unavailable, and one was refused by a rule`
-  }
 }

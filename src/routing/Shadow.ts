@@ -21,9 +21,9 @@ import type { CallerContext } from "../domain/CallerContext.ts"
 import type { Operation } from "../domain/OllamaApi.ts"
 import type { Journal } from "../journal/Journal.ts"
 import { makeStreamWriter } from "../journal/StreamWriter.ts"
+import { skipWords } from "../run/SkipReason.ts"
 import type { LaneActor } from "./Lane.ts"
 import type { Plan, PlanInput } from "./Plan.ts"
-import { skipWords } from "./Health.ts"
 
 export const ShadowHeaders = {
   shadow: "x-awooop-shadow",
@@ -95,7 +95,7 @@ export const compare = (
   paid: ReadonlyArray<string> = []
 ): Pick<ShadowDecision, "gateway" | "legacy" | "agree" | "reasons"> => {
   const attempts = decision === null && paid.length > 0 ? [...paid] : decision?.attempts.map((a) => a.host) ?? []
-  const skipped = (decision?.skipped ?? []).map((s) => ({ host: s.host, kind: s.reason.kind, text: skipWords(s) }))
+  const skipped = (decision?.skipped ?? []).map((s) => ({ host: s.host, kind: s.reason.kind, text: skipWords(s.host, s.reason, "operator") }))
   const gateway = { host: attempts[0] ?? null, model: laneModel, attempts, skipped }
   const legacyHost = legacy.endpoint === null
     ? null

@@ -1,0 +1,82 @@
+/**
+ * A run as the lane and the paid route both see it: the request, the answer, who runs it. Both
+ * import these from here, so neither imports the other's values.
+ */
+import { Effect, Fiber, Stream } from "effect"
+import type { CallerContext } from "../domain/CallerContext.ts"
+import type { Operation } from "../domain/OllamaApi.ts"
+import type { Protocol } from "../domain/Protocol.ts"
+import type { StreamWriter } from "../journal/StreamWriter.ts"
+import type { ChunkSource } from "../routing/ChunkSource.ts"
+
+export interface LaneRequest {
+  readonly operation: Operation
+  /** The validated request body; its `model` is replaced by the lane's. */
+  readonly body: Readonly<Record<string, unknown>>
+  readonly stream: boolean
+  readonly caller: CallerContext
+  /** Recorded only when the config asks for prompts to be journaled. */
+  readonly prompt: unknown
+  /** The protocol the caller spoke (journaled on RunStarted); absent: Ollama's. */
+  readonly protocol?: Protocol
+}
+
+export interface RunInfo {
+  readonly runId: string
+  readonly traceId: string
+  readonly lane: string
+  readonly model: string
+  /** The host that answered. */
+  readonly endpoint: string
+}
+
+export type LaneResult =
+  | { readonly _tag: "Unary"; readonly info: RunInfo; readonly bytes: Uint8Array }
+  | {
+    readonly _tag: "Stream"
+    readonly info: RunInfo
+    readonly stream: Stream.Stream<Uint8Array>
+    /** The same chunks as a pull (an Ollama relay), for a consumer that writes them as they are. */
+    readonly source?: ChunkSource
+    /** The step's timeout: a caller that takes no chunk for this long is cut off (a slow consumer). */
+    readonly idleTimeoutMs?: number
+  }
+
+/**
+ * An async run's worker (routing/AsyncRuns.ts) runs the lane under the run's own id and stream:
+ * no RunStarted (the run journaled its own when it was queued), no async-only refusal, attempts
+ * numbered after those an earlier process made, and an interruption (shutdown, cancel) journals
+ * nothing here: the worker decides what it means.
+ */
+export interface RunAs {
+  readonly runId: string
+  readonly run: StreamWriter
+  readonly attemptsSoFar: number
+}
+
+/** A finalizer that acts once however many times it is called (a stream run, then `abandon`). */
+export const once = <A>(f: (a: A) => Effect.Effect<void>): ((a: A) => Effect.Effect<void>) => {
+  let done = false
+  return (a) => Effect.suspend(() => {
+    if (done) return Effect.void
+    done = true
+    return f(a)
+  })
+}
+
+/**
+ * For a consumer interrupted between receiving a Stream result and running it (the caller hung up
+ * in between): runs the stream just far enough to be interrupted, so its finalizers — slot and
+ * admission release, upstream abort, budget settlement, the 499 in the journal — still happen.
+ * Safe on a stream that already ran: every stream result's finalizer is wrapped in `once`.
+ */
+export const abandon = (result: LaneResult): Effect.Effect<void> =>
+  result._tag !== "Stream"
+    ? Effect.void
+    : result.source !== undefined
+    ? result.source.close(true)
+    : Stream.runDrain(Stream.mapEffect(result.stream, () => Effect.interrupt)).pipe(
+      Effect.forkDaemon,
+      Effect.flatMap(Fiber.await),
+      Effect.asVoid
+    )
