@@ -2,9 +2,9 @@
  * What the inference fast path answers with 202 at once instead of running the request:
  *
  * - a shadow decision (`X-AwoooP-Shadow: 1`, or a lane in `mode: shadow`): plan() against the live
- *   view, journaled as ShadowDecided, no upstream call (routing/Shadow.ts);
+ *   view, journaled as ShadowDecided, no upstream call (operations/Shadow.ts);
  * - an async run (a generate/chat on an `async: true` lane): stored, journaled, queued; the answer
- *   names the run and its status URL (routing/AsyncRuns.ts).
+ *   names the run and its status URL (operations/AsyncRuns.ts).
  * The OpenAI routes take shadow decisions too (a lane in shadow mode never executes, by any route);
  * an async lane stays 409 there, as OpenAI's API has no run to poll.
  */
@@ -14,7 +14,7 @@ import type { GatewayError } from "../domain/Errors.ts"
 import type { Operation } from "../domain/OllamaApi.ts"
 import type { Gateway } from "../routing/Gateway.ts"
 import type { LaneActor } from "../routing/Lane.ts"
-import { isShadowRequested, ShadowHeaders } from "../routing/Shadow.ts"
+import { isShadowRequested, ShadowHeaders } from "../operations/Shadow.ts"
 
 export interface Accepted {
   readonly _tag: "Accepted"

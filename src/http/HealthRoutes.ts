@@ -2,14 +2,14 @@
  * GET /awooop/health — the stage-1 health and residency view: per host what the poller last saw
  * (up/down, latency, version, resident and installed models), its breaker, its slots (in use, shared
  * and reserved per lane) and its maintenance window; per lane whether it is safe and why
- * (routing/Health.ts), plus the lane's mode (active | shadow) and whether it is async; per paid provider
+ * (operations/Health.ts), plus the lane's mode (active | shadow) and whether it is async; per paid provider
  * whether it is available (its API key's variable set).
  */
 import { HttpRouter } from "@effect/platform"
 import { Clock, Effect } from "effect"
 import { Journal } from "../journal/Journal.ts"
 import { Gateway } from "../routing/Gateway.ts"
-import { type HostFacts, type LaneSafety, laneSafety, type ProviderFacts } from "../routing/Health.ts"
+import { type HostFacts, type LaneSafety, laneSafety, type ProviderFacts } from "../operations/Health.ts"
 import { jsonResponse } from "./ErrorResponse.ts"
 
 const iso = (ms: number | null) => (ms === null ? null : new Date(ms).toISOString())

@@ -1,6 +1,6 @@
 /**
  * GET /awooop/shadow/report?lane=&since= — how often the gateway's shadow decisions agreed with the
- * legacy path, per lane, and the disagreements counted by reason (routing/Shadow.ts).
+ * legacy path, per lane, and the disagreements counted by reason (operations/Shadow.ts).
  *
  *   lane   optional: one lane (default: every lane with decisions)
  *   since  an ISO time, or a duration back from now ("30m", "24h"); default 24h

@@ -12,14 +12,14 @@ import { EventLoopLag } from "../observability/EventLoopLag.ts"
 import { Metrics } from "../observability/Metrics.ts"
 import * as RunObserver from "../observability/RunObserver.ts"
 import { OllamaUpstream } from "../upstream/OllamaUpstream.ts"
-import * as AsyncRuns from "./AsyncRuns.ts"
+import * as AsyncRuns from "../operations/AsyncRuns.ts"
 import { makeIdentify } from "./Callers.ts"
 import { BodyBudget } from "../http/RequestLimits.ts"
 import * as Host from "./Host.ts"
-import * as KeepWarm from "./KeepWarm.ts"
+import * as KeepWarm from "../operations/KeepWarm.ts"
 import * as Lane from "./Lane.ts"
 import { PaidRoute } from "./PaidRoute.ts"
-import * as Shadow from "./Shadow.ts"
+import * as Shadow from "../operations/Shadow.ts"
 
 /** One process per database: at start-up every run of another instance is an orphan. Retried while Postgres is away. */
 const startUpOrphans = (journal: Journal, sql: SqlClient.SqlClient) => {

@@ -22,8 +22,8 @@ import type { Operation } from "../domain/OllamaApi.ts"
 import type { Journal } from "../journal/Journal.ts"
 import { makeStreamWriter } from "../journal/StreamWriter.ts"
 import { skipWords } from "../run/SkipReason.ts"
-import type { LaneActor } from "./Lane.ts"
-import type { Plan, PlanInput } from "./Plan.ts"
+import type { LaneActor } from "../routing/Lane.ts"
+import type { Plan, PlanInput } from "../routing/Plan.ts"
 
 export const ShadowHeaders = {
   shadow: "x-awooop-shadow",

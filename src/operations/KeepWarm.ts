@@ -24,9 +24,9 @@ import { Clock, Effect, Option, Queue } from "effect"
 import type { GatewayConfig, LaneConfig } from "../config/GatewayConfig.ts"
 import { sameModel } from "../domain/OllamaApi.ts"
 import type { OllamaUpstream } from "../upstream/OllamaUpstream.ts"
-import type { HostActor, HostChange } from "./Host.ts"
+import type { HostActor, HostChange } from "../routing/Host.ts"
 import { describeSkip, isUnavailability } from "../run/SkipReason.ts"
-import { plan } from "./Plan.ts"
+import { plan } from "../routing/Plan.ts"
 
 export interface KeepWarmDeps {
   readonly config: GatewayConfig

@@ -28,7 +28,7 @@ import { type GatewayError, RunStoreUnavailable } from "../domain/Errors.ts"
 import type { Journal, StoredEvent } from "../journal/Journal.ts"
 import { endRun, makeStreamWriter, type StreamWriter } from "../journal/StreamWriter.ts"
 import type { LaneRequest, LaneResult } from "../run/Run.ts"
-import type { LaneActor } from "./Lane.ts"
+import type { LaneActor } from "../routing/Lane.ts"
 
 export type AsyncStatus = "queued" | "running" | "succeeded" | "failed" | "cancelled"
 export type AsyncOperation = "generate" | "chat"
