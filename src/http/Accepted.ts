@@ -4,7 +4,7 @@
  * - a shadow decision (`X-AwoooP-Shadow: 1`, or a lane in `mode: shadow`): plan() against the live
  *   view, journaled as ShadowDecided, no upstream call (operations/Shadow.ts);
  * - an async run (a generate/chat on an `async: true` lane): stored, journaled, queued; the answer
- *   names the run and its status URL (operations/AsyncRuns.ts).
+ *   names the run and its status URL (operations/async/AsyncRuns.ts).
  * The OpenAI routes take shadow decisions too (a lane in shadow mode never executes, by any route);
  * an async lane stays 409 there, as OpenAI's API has no run to poll.
  */

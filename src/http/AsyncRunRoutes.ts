@@ -1,5 +1,5 @@
 /**
- * Async runs over HTTP (operations/AsyncRuns.ts):
+ * Async runs over HTTP (operations/async/AsyncRuns.ts):
  *
  *   POST   /awooop/runs       submit a run: an Ollama generate or chat body, plus `"operation":
  *                             "generate" | "chat"` (default: chat when the body has `messages`);
