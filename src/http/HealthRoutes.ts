@@ -8,6 +8,7 @@
 import { HttpRouter } from "@effect/platform"
 import { Clock, Effect } from "effect"
 import { Journal } from "../journal/Journal.ts"
+import { AsyncRuns } from "../operations/async/AsyncRuns.ts"
 import { Gateway } from "../routing/Gateway.ts"
 import { type HostFacts, type LaneSafety, laneSafety, type ProviderFacts } from "../operations/Health.ts"
 import { jsonResponse } from "./ErrorResponse.ts"
@@ -84,7 +85,8 @@ export const healthView = Effect.gen(function*() {
   const lanes: Record<string, Omit<LaneSafety, "lane">> = {}
   const summary: Array<string> = []
   for (const [name, p] of Object.entries(providers)) if (!p.available) summary.push(`paid provider ${name}: unavailable — ${p.reason}`)
-  const runStoreProblem = yield* gateway.asyncRuns.storeProblem
+  const asyncRuns = yield* AsyncRuns
+  const runStoreProblem = yield* asyncRuns.storeProblem
   for (const lane of gateway.lanes.values()) {
     const decision = lane.config.route.length > 0 ? (yield* lane.decide).plan : null
     const safety = laneSafety(lane.name, lane.config, decision, facts, { hardKillTripped, providers }, runStoreProblem)
@@ -115,7 +117,7 @@ export const healthView = Effect.gen(function*() {
     providers,
     lanes,
     journal,
-    asyncRuns: { queuedOrRunning: yield* gateway.asyncRuns.pending, store: runStoreProblem === null ? "ok" : "unavailable", problem: runStoreProblem }
+    asyncRuns: { queuedOrRunning: yield* asyncRuns.pending, store: runStoreProblem === null ? "ok" : "unavailable", problem: runStoreProblem }
   }
 })
 

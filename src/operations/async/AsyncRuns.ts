@@ -20,13 +20,14 @@
  * with `PaidCallNotRepeated`, so no paid call is ever repeated. One gateway per database resumes runs
  * (several replicas would need a lease; see DESIGN.md "Scale").
  */
-import type * as SqlClient from "@effect/sql/SqlClient"
+import * as SqlClient from "@effect/sql/SqlClient"
 import { Clock, Data, Deferred, Effect, Exit, Fiber, Option, Queue, Schedule, Stream } from "effect"
 import type { GatewayConfig } from "../../config/GatewayConfig.ts"
 import type { CallerContext } from "../../domain/CallerContext.ts"
 import { type GatewayError, RunStoreUnavailable } from "../../domain/Errors.ts"
-import type { Journal } from "../../journal/Journal.ts"
+import { Journal } from "../../journal/Journal.ts"
 import { endRun, makeStreamWriter, type StreamWriter } from "../../journal/StreamWriter.ts"
+import { Gateway } from "../../routing/Gateway.ts"
 import type { LaneActor } from "../../routing/Lane.ts"
 import type { LaneRequest, LaneResult } from "../../run/Run.ts"
 import { type AsyncOperation, type AsyncRunView, decodeResult, fold, isTerminal, reconcile, statusUrlOf, viewOf } from "./AsyncRunState.ts"
@@ -45,7 +46,7 @@ export type CancelOutcome =
   | { readonly _tag: "AlreadyFinished"; readonly view: AsyncRunView }
   | { readonly _tag: "Cancelled"; readonly view: AsyncRunView }
 
-export interface AsyncRuns {
+export interface AsyncRunsApi {
   readonly submit: (input: {
     readonly lane: LaneActor
     readonly operation: AsyncOperation
@@ -252,7 +253,7 @@ export const make = (deps: {
      * RunStarted (the reconcile deletes it), and a RunStarted that may still commit is followed by
      * RunFailed `refused` in the same ordered queue (the reconcile finishes the row).
      */
-    const submit: AsyncRuns["submit"] = (input) =>
+    const submit: AsyncRunsApi["submit"] = (input) =>
       Effect.gen(function*() {
         const runId = crypto.randomUUID()
         const lane = input.lane.name
@@ -410,5 +411,13 @@ export const make = (deps: {
           ? `${recording.size} finished run(s) wait for the run store to take their answer`
           : null
       )
-    } satisfies AsyncRuns
+    } satisfies AsyncRunsApi
   })
+
+/** The async runs of the gateway's lanes: recovered before the HTTP server listens, workers for the layer's life. */
+export class AsyncRuns extends Effect.Service<AsyncRuns>()("awooop/AsyncRuns", {
+  scoped: Effect.gen(function*() {
+    const { config, lanes } = yield* Gateway
+    return yield* make({ config, journal: yield* Journal, sql: yield* SqlClient.SqlClient, lanes })
+  })
+}) {}
