@@ -1,4 +1,4 @@
-/** Launches the gateway: config → storage (migrated) → journal → actors → HTTP. */
+/** Launches the gateway: config → storage (migrated) → journal → actors → operations → HTTP. */
 import { NodeRuntime } from "@effect/platform-node"
 import { Effect, Layer } from "effect"
 import { GatewayConfigTag } from "./config/GatewayConfig.ts"
@@ -8,6 +8,7 @@ import * as Logging from "./observability/Logging.ts"
 import * as Tracing from "./observability/Tracing.ts"
 import { Projector, ProjectorConfigFromEnv } from "./projections/Projector.ts"
 import { ReadModel } from "./projections/ReadModel.ts"
+import { OperationsLive } from "./operations/Operations.ts"
 import { Gateway } from "./routing/Gateway.ts"
 import { DatabaseLive } from "./storage/Database.ts"
 import { MigrationsLive } from "./storage/Migrations.ts"
@@ -21,6 +22,8 @@ const ProjectionsLive = Layer.merge(Projector.Default.pipe(Layer.provide(Project
 
 export const MainLive = HttpLive.pipe(
   Layer.provide(Drain.Default),
+  // Keep-warm, shadow mode, async runs: built on the actors, closed before them.
+  Layer.provide(OperationsLive),
   Layer.provide(Gateway.Default),
   Layer.provide(ProjectionsLive),
   Layer.provide(JournalLive),

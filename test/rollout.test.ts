@@ -7,10 +7,11 @@ import { parseUntil } from "../src/http/MaintenanceRoutes.ts"
 import { parseReportQuery } from "../src/http/ShadowRoutes.ts"
 import { LaneConfig } from "../src/config/GatewayConfig.ts"
 import { Schema } from "effect"
-import { fold, toJsonb } from "../src/routing/AsyncRuns.ts"
-import { type HostFacts, laneSafety, listWords } from "../src/routing/Health.ts"
+import { fold } from "../src/operations/async/AsyncRunState.ts"
+import { toJsonb } from "../src/operations/async/AsyncRunStore.ts"
+import { type HostFacts, laneSafety, listWords } from "../src/operations/Health.ts"
 import { type HostView, plan, type PlanStep } from "../src/routing/Plan.ts"
-import { compare, legacyHostOf } from "../src/routing/Shadow.ts"
+import { compare, legacyHostOf } from "../src/operations/Shadow.ts"
 
 const lane = (raw: Record<string, unknown>) => Schema.decodeUnknownSync(LaneConfig)(raw)
 

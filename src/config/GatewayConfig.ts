@@ -108,7 +108,7 @@ export const ServerConfig = Schema.Struct({
   requestTimeout: Schema.optionalWith(DurationMs, { default: () => 60_000 }),
   /** Journal prompts and messages. Off by default: prompts may hold customer data. */
   journalPrompts: Schema.optionalWith(Schema.Boolean, { default: () => false }),
-  /** keep_alive of keep-warm's load requests; they are repeated at half of it (see routing/KeepWarm.ts). */
+  /** keep_alive of keep-warm's load requests; they are repeated at half of it (see operations/KeepWarm.ts). */
   keepWarmKeepAlive: Schema.optionalWith(DurationMs, { default: () => 600_000 }),
   ...RequestLimitFields,
   /**

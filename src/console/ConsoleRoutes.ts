@@ -23,6 +23,7 @@ import { Drain } from "../http/Drain.ts"
 import { Journal } from "../journal/Journal.ts"
 import { healthView } from "../http/HealthRoutes.ts"
 import { explain, runStreamOf } from "../replay/Explain.ts"
+import { AsyncRuns } from "../operations/async/AsyncRuns.ts"
 import { Gateway } from "../routing/Gateway.ts"
 import { assetResponse, loadAssets } from "./Assets.ts"
 import { keepWarmEvents, renderBoard } from "./Board.ts"
@@ -88,7 +89,7 @@ export const makeConsoleRoutes = Effect.sync(() => {
     screen("board", "Board", html`<h1 class="with-live">Live board <span id="live" class="live-state" role="status" aria-live="polite">connecting…</span></h1>${b.html}`))
 
   const boardEvents = Effect.gen(function*() {
-    const context = yield* Effect.context<Gateway | SqlClient.SqlClient | Journal>()
+    const context = yield* Effect.context<Gateway | AsyncRuns | SqlClient.SqlClient | Journal>()
     const drain = yield* Drain
     let lastKey = ""
     let lastSent = 0

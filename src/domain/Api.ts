@@ -167,7 +167,7 @@ export const RunSubmission = Schema.Union(
 )
 export type RunSubmission = typeof RunSubmission.Type
 
-/** 202 to a submission (routing/AsyncRuns.ts `Submitted`). */
+/** 202 to a submission (operations/async/AsyncRuns.ts `Submitted`). */
 export const RunAccepted = Schema.Struct({
   runId: Schema.String,
   traceId: Schema.String,
@@ -190,7 +190,7 @@ export type Accepted = typeof Accepted.Type
 const NullableString = Schema.NullOr(Schema.String)
 const NullableNumber = Schema.NullOr(Schema.Number)
 
-/** An async run's status (routing/AsyncRuns.ts `AsyncRunView`). */
+/** An async run's status (operations/async/AsyncRunState.ts `AsyncRunView`). */
 export const AsyncRunStatus = Schema.Struct({
   runId: Schema.String,
   lane: Schema.String,

@@ -2,9 +2,9 @@
  * What the inference fast path answers with 202 at once instead of running the request:
  *
  * - a shadow decision (`X-AwoooP-Shadow: 1`, or a lane in `mode: shadow`): plan() against the live
- *   view, journaled as ShadowDecided, no upstream call (routing/Shadow.ts);
+ *   view, journaled as ShadowDecided, no upstream call (operations/Shadow.ts);
  * - an async run (a generate/chat on an `async: true` lane): stored, journaled, queued; the answer
- *   names the run and its status URL (routing/AsyncRuns.ts).
+ *   names the run and its status URL (operations/async/AsyncRuns.ts).
  * The OpenAI routes take shadow decisions too (a lane in shadow mode never executes, by any route);
  * an async lane stays 409 there, as OpenAI's API has no run to poll.
  */
@@ -12,9 +12,12 @@ import { Effect } from "effect"
 import { type CallerContext, HeaderNames } from "../domain/CallerContext.ts"
 import type { GatewayError } from "../domain/Errors.ts"
 import type { Operation } from "../domain/OllamaApi.ts"
-import type { Gateway } from "../routing/Gateway.ts"
+import { AsyncRuns } from "../operations/async/AsyncRuns.ts"
+import { isShadowRequested, ShadowHeaders, ShadowMode } from "../operations/Shadow.ts"
 import type { LaneActor } from "../routing/Lane.ts"
-import { isShadowRequested, ShadowHeaders } from "../routing/Shadow.ts"
+
+/** The operations a request may be handed to instead of running (operations/). */
+export type AcceptServices = ShadowMode | AsyncRuns
 
 export interface Accepted {
   readonly _tag: "Accepted"
@@ -29,17 +32,16 @@ const header = (headers: Readonly<Record<string, string | undefined>>, name: str
 
 /** A shadow decision instead of running, when the request or its lane asks for one; null otherwise. */
 export const shadowInstead = (
-  gateway: Gateway,
   operation: Operation,
   body: Readonly<Record<string, unknown>>,
   caller: CallerContext,
   lane: LaneActor,
   headers: Readonly<Record<string, string | undefined>>
-): Effect.Effect<Accepted | null> => {
+): Effect.Effect<Accepted | null, never, ShadowMode> => {
   const viaHeader = isShadowRequested(headers[ShadowHeaders.shadow])
   if (!viaHeader && lane.config.mode !== "shadow") return Effect.succeed(null)
   return Effect.map(
-    gateway.shadow.decide({
+    Effect.flatMap(ShadowMode, (shadow) => shadow.decide({
       lane,
       operation,
       caller,
@@ -47,7 +49,7 @@ export const shadowInstead = (
       via: viaHeader ? "header" : "lane",
       legacyEndpoint: header(headers, ShadowHeaders.legacyEndpoint),
       legacyModel: header(headers, ShadowHeaders.legacyModel)
-    }),
+    })),
     (decision): Accepted => ({
       _tag: "Accepted",
       headers: { [HeaderNames.traceId]: caller.traceId, "x-awooop-lane": lane.name, [ShadowHeaders.shadow]: "1" },
@@ -58,19 +60,18 @@ export const shadowInstead = (
 
 /** A shadow decision or an async run instead of running inline; null: run the request as usual. */
 export const acceptInstead = (
-  gateway: Gateway,
   operation: Operation,
   body: Readonly<Record<string, unknown>>,
   caller: CallerContext,
   lane: LaneActor,
   headers: Readonly<Record<string, string | undefined>>,
   prompt: unknown
-): Effect.Effect<Accepted | null, GatewayError> =>
-  Effect.flatMap(shadowInstead(gateway, operation, body, caller, lane, headers), (shadow) => {
+): Effect.Effect<Accepted | null, GatewayError, AcceptServices> =>
+  Effect.flatMap(shadowInstead(operation, body, caller, lane, headers), (shadow) => {
     if (shadow !== null) return Effect.succeed(shadow)
     if (!lane.config.async || (operation !== "generate" && operation !== "chat")) return Effect.succeed(null)
     return Effect.map(
-      gateway.asyncRuns.submit({ lane, operation, body, caller, prompt, via: "inference" }),
+      Effect.flatMap(AsyncRuns, (asyncRuns) => asyncRuns.submit({ lane, operation, body, caller, prompt, via: "inference" })),
       (run): Accepted => ({
         _tag: "Accepted",
         headers: {

@@ -1,5 +1,5 @@
 /**
- * Async runs over HTTP (routing/AsyncRuns.ts):
+ * Async runs over HTTP (operations/async/AsyncRuns.ts):
  *
  *   POST   /awooop/runs       submit a run: an Ollama generate or chat body, plus `"operation":
  *                             "generate" | "chat"` (default: chat when the body has `messages`);
@@ -18,6 +18,7 @@ import { Effect, Option, Schema } from "effect"
 import { HeaderNames, resolveCallerContext } from "../domain/CallerContext.ts"
 import { BadRequest, type GatewayError } from "../domain/Errors.ts"
 import { ChatRequest, GenerateRequest } from "../domain/OllamaApi.ts"
+import { AsyncRuns } from "../operations/async/AsyncRuns.ts"
 import { Gateway } from "../routing/Gateway.ts"
 import { errorResponse, jsonResponse } from "./ErrorResponse.ts"
 import { requestScope, visibleIn } from "./ReadScope.ts"
@@ -40,9 +41,9 @@ export const runIdOf = (id: string | undefined): string | null => {
 export const asyncRunResponse = (id: string | undefined, scope: string | null = null): Effect.Effect<Option.Option<HttpServerResponse.HttpServerResponse>> =>
   Effect.gen(function*() {
     const runId = runIdOf(id)
-    const gateway = yield* Effect.serviceOption(Gateway)
-    if (runId === null || Option.isNone(gateway)) return Option.none()
-    return yield* gateway.value.asyncRuns.view(runId).pipe(
+    const asyncRuns = yield* Effect.serviceOption(AsyncRuns)
+    if (runId === null || Option.isNone(asyncRuns)) return Option.none()
+    return yield* asyncRuns.value.view(runId).pipe(
       Effect.map((view) =>
         view === null ? Option.none() : visibleIn(scope, view.projectId) ? Option.some(jsonResponse(view)) : Option.some(fail(404, `run ${runId} not found`))
       ),
@@ -52,6 +53,7 @@ export const asyncRunResponse = (id: string | undefined, scope: string | null = 
 
 const submit = Effect.gen(function*() {
   const gateway = yield* Gateway
+  const asyncRuns = yield* AsyncRuns
   const request = yield* HttpServerRequest.HttpServerRequest
   return yield* Effect.gen(function*() {
     const raw = yield* readJson(gateway.config.server.maxBodyBytes)
@@ -68,13 +70,13 @@ const submit = Effect.gen(function*() {
       return fail(409, `lane ${lane.name} is in shadow mode: its requests are decided and journaled, never executed (set mode: active to run them)`)
     }
     const prompt = operation === "chat" ? { messages: body.messages } : { system: body.system ?? null, prompt: body.prompt ?? null }
-    const run = yield* gateway.asyncRuns.submit({ lane, operation, body, caller, prompt, via: "api" })
+    const run = yield* asyncRuns.submit({ lane, operation, body, caller, prompt, via: "api" })
     return jsonResponse(run, { location: run.statusUrl, [HeaderNames.runId]: run.runId, [HeaderNames.traceId]: run.traceId }, 202)
   }).pipe(Effect.catchAll((error: GatewayError) => Effect.succeed(errorResponse(error))))
 })
 
 const cancel = Effect.gen(function*() {
-  const gateway = yield* Gateway
+  const asyncRuns = yield* AsyncRuns
   const { id } = yield* HttpRouter.params
   const runId = runIdOf(id)
   if (runId === null) return fail(400, `run id must be a UUID (or run-<uuid>), got ${JSON.stringify(id ?? "")}`)
@@ -82,10 +84,10 @@ const cancel = Effect.gen(function*() {
   const scope = yield* requestScope
   if (scope !== null) {
     // Fail closed: a run whose project cannot be read now is not cancelled for a scoped caller.
-    const view = yield* gateway.asyncRuns.view(runId).pipe(Effect.option)
+    const view = yield* asyncRuns.view(runId).pipe(Effect.option)
     if (Option.isNone(view) || view.value === null || !visibleIn(scope, view.value.projectId)) return fail(404, `async run ${runId} not found`)
   }
-  return yield* gateway.asyncRuns.cancel(runId).pipe(
+  return yield* asyncRuns.cancel(runId).pipe(
     Effect.map((outcome) => {
       switch (outcome._tag) {
         case "NotFound": return fail(404, `async run ${runId} not found`)

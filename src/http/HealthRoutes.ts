@@ -2,14 +2,15 @@
  * GET /awooop/health — the stage-1 health and residency view: per host what the poller last saw
  * (up/down, latency, version, resident and installed models), its breaker, its slots (in use, shared
  * and reserved per lane) and its maintenance window; per lane whether it is safe and why
- * (routing/Health.ts), plus the lane's mode (active | shadow) and whether it is async; per paid provider
+ * (operations/Health.ts), plus the lane's mode (active | shadow) and whether it is async; per paid provider
  * whether it is available (its API key's variable set).
  */
 import { HttpRouter } from "@effect/platform"
 import { Clock, Effect } from "effect"
 import { Journal } from "../journal/Journal.ts"
+import { AsyncRuns } from "../operations/async/AsyncRuns.ts"
 import { Gateway } from "../routing/Gateway.ts"
-import { type HostFacts, type LaneSafety, laneSafety, type ProviderFacts } from "../routing/Health.ts"
+import { type HostFacts, type LaneSafety, laneSafety, type ProviderFacts } from "../operations/Health.ts"
 import { jsonResponse } from "./ErrorResponse.ts"
 
 const iso = (ms: number | null) => (ms === null ? null : new Date(ms).toISOString())
@@ -84,7 +85,8 @@ export const healthView = Effect.gen(function*() {
   const lanes: Record<string, Omit<LaneSafety, "lane">> = {}
   const summary: Array<string> = []
   for (const [name, p] of Object.entries(providers)) if (!p.available) summary.push(`paid provider ${name}: unavailable — ${p.reason}`)
-  const runStoreProblem = yield* gateway.asyncRuns.storeProblem
+  const asyncRuns = yield* AsyncRuns
+  const runStoreProblem = yield* asyncRuns.storeProblem
   for (const lane of gateway.lanes.values()) {
     const decision = lane.config.route.length > 0 ? (yield* lane.decide).plan : null
     const safety = laneSafety(lane.name, lane.config, decision, facts, { hardKillTripped, providers }, runStoreProblem)
@@ -115,7 +117,7 @@ export const healthView = Effect.gen(function*() {
     providers,
     lanes,
     journal,
-    asyncRuns: { queuedOrRunning: yield* gateway.asyncRuns.pending, store: runStoreProblem === null ? "ok" : "unavailable", problem: runStoreProblem }
+    asyncRuns: { queuedOrRunning: yield* asyncRuns.pending, store: runStoreProblem === null ? "ok" : "unavailable", problem: runStoreProblem }
   }
 })
 

@@ -16,7 +16,7 @@ import { abandon, type LaneResult } from "../run/Run.ts"
 import { abortReason, slowConsumer } from "../routing/AbortReason.ts"
 import { drainTo } from "../routing/ChunkSource.ts"
 import { Gateway } from "../routing/Gateway.ts"
-import { acceptInstead } from "./Accepted.ts"
+import { acceptInstead, type AcceptServices } from "./Accepted.ts"
 import { Drain } from "./Drain.ts"
 import { decodeBody, parseJsonObject, readBody } from "./RequestBody.ts"
 
@@ -181,7 +181,7 @@ const serve = (operation: Operation, path: string, req: IncomingMessage, res: Se
       span = yield* Tracing.startServerSpan("POST", path, resolved)
       const lane = gateway.lanes.get(resolved.lane)!
       // Shadow decisions and async runs answer 202 at once instead of running here.
-      const accepted = yield* acceptInstead(gateway, operation, body, resolved, lane, headers, promptOf(operation, body))
+      const accepted = yield* acceptInstead(operation, body, resolved, lane, headers, promptOf(operation, body))
       if (accepted !== null) return accepted
       const stream = operation === "generate" || operation === "chat" ? (body.stream as boolean | undefined) ?? true : false
       reachedLane = true
@@ -228,7 +228,7 @@ const serve = (operation: Operation, path: string, req: IncomingMessage, res: Se
 export interface FastRoute {
   /** The route's path, as the log line names it. */
   readonly path: string
-  readonly serve: Effect.Effect<void, never, Gateway>
+  readonly serve: Effect.Effect<void, never, Gateway | AcceptServices>
   /** Writes a refusal (the gateway is draining) in the route's error shape. */
   readonly refuse: (error: GatewayError) => void
   /** The body of a 500 for an unexpected defect, in the route's error shape. */
@@ -243,7 +243,7 @@ export interface FastRoute {
  */
 export const makeFastHandler = (match: (req: IncomingMessage, res: ServerResponse, path: string) => FastRoute | undefined) =>
   Effect.gen(function*() {
-    const runtime = yield* Effect.runtime<Gateway | Drain>()
+    const runtime = yield* Effect.runtime<Gateway | Drain | AcceptServices>()
     const runFork = Runtime.runFork(runtime)
     const drain = yield* Drain
     return (req: IncomingMessage, res: ServerResponse): boolean => {

@@ -170,7 +170,7 @@ const serve = (adapter: ProtocolAdapter, path: string, req: IncomingMessage, res
       const lane = gateway.lanes.get(resolved.lane)!
       // A mirrored request, or a lane in shadow mode: decided and journaled, never executed (issue 5).
       // An async lane stays 409 here: these protocols have no run to poll.
-      const shadow = yield* shadowInstead(gateway, translated.operation, translated.body, resolved, lane, headers)
+      const shadow = yield* shadowInstead(translated.operation, translated.body, resolved, lane, headers)
       if (shadow !== null) return shadow
       reachedLane = true
       const handled = lane.handle({

@@ -1,6 +1,6 @@
 /**
  * GET /awooop/shadow/report?lane=&since= — how often the gateway's shadow decisions agreed with the
- * legacy path, per lane, and the disagreements counted by reason (routing/Shadow.ts).
+ * legacy path, per lane, and the disagreements counted by reason (operations/Shadow.ts).
  *
  *   lane   optional: one lane (default: every lane with decisions)
  *   since  an ISO time, or a duration back from now ("30m", "24h"); default 24h
@@ -8,7 +8,7 @@
 import { HttpRouter, HttpServerRequest } from "@effect/platform"
 import { Clock, Effect } from "effect"
 import { parseDurationMs } from "../config/Duration.ts"
-import { Gateway } from "../routing/Gateway.ts"
+import { ShadowMode } from "../operations/Shadow.ts"
 import { jsonResponse } from "./ErrorResponse.ts"
 
 const fail = (status: number, error: string) => jsonResponse({ error }, {}, status)
@@ -49,11 +49,11 @@ export const parseReportQuery = (params: Params, now: number): { readonly lane: 
 }
 
 const report = Effect.gen(function*() {
-  const gateway = yield* Gateway
+  const shadow = yield* ShadowMode
   const params = yield* HttpServerRequest.ParsedSearchParams
   const query = parseReportQuery(params, yield* Clock.currentTimeMillis)
   if (typeof query === "string") return fail(400, query)
-  return yield* gateway.shadow.report(query).pipe(
+  return yield* shadow.report(query).pipe(
     Effect.map((r) => jsonResponse(r)),
     Effect.catchAll((e) => Effect.succeed(fail(503, `the journal database did not answer: ${e.message}`)))
   )

@@ -1,6 +1,7 @@
 /**
  * The gateway's actors, built from the config: one host actor per host and one lane actor per lane,
- * living as long as the service's scope (their pollers stop with it).
+ * living as long as the service's scope (their pollers stop with it). The operations built on them
+ * (keep-warm, shadow mode, async runs) are their own layers: operations/Operations.ts.
  */
 import * as SqlClient from "@effect/sql/SqlClient"
 import { Config, Effect, Option, Redacted, Schedule } from "effect"
@@ -12,14 +13,11 @@ import { EventLoopLag } from "../observability/EventLoopLag.ts"
 import { Metrics } from "../observability/Metrics.ts"
 import * as RunObserver from "../observability/RunObserver.ts"
 import { OllamaUpstream } from "../upstream/OllamaUpstream.ts"
-import * as AsyncRuns from "./AsyncRuns.ts"
 import { makeIdentify } from "./Callers.ts"
 import { BodyBudget } from "../http/RequestLimits.ts"
 import * as Host from "./Host.ts"
-import * as KeepWarm from "./KeepWarm.ts"
 import * as Lane from "./Lane.ts"
 import { PaidRoute } from "./PaidRoute.ts"
-import * as Shadow from "./Shadow.ts"
 
 /** One process per database: at start-up every run of another instance is an orphan. Retried while Postgres is away. */
 const startUpOrphans = (journal: Journal, sql: SqlClient.SqlClient) => {
@@ -80,16 +78,12 @@ export class Gateway extends Effect.Service<Gateway>()("awooop/Gateway", {
       legacyLanes: config.legacy.lanes,
       ...(identify === undefined ? {} : { identify })
     }
-    // Operating the rollout: keep-warm keepers, shadow decisions, async-run workers (after the lanes).
     const sql = yield* SqlClient.SqlClient
-    yield* KeepWarm.start({ config, hosts, upstream })
-    const shadow = Shadow.make({ config, journal, sql })
-    const asyncRuns = yield* AsyncRuns.make({ config, journal, sql, lanes })
     // Unfinished request bodies, all routes together (http/RequestLimits.ts).
     const bodies = new BodyBudget(config.server)
     // Runs a killed process left open end now (after the budget's recovery, which may journal on them).
     yield* startUpOrphans(journal, sql)
-    return { config, hosts, lanes, laneRules, upstream, paid, metrics, shadow, asyncRuns, bodies, lag } as const
+    return { config, hosts, lanes, laneRules, upstream, paid, metrics, bodies, lag } as const
   }),
   dependencies: [OllamaUpstream.Default, PaidRoute.Default, Metrics.Default, EventLoopLag.Default]
 }) {}

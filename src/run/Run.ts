@@ -43,7 +43,7 @@ export type LaneResult =
   }
 
 /**
- * An async run's worker (routing/AsyncRuns.ts) runs the lane under the run's own id and stream:
+ * An async run's worker (operations/async/AsyncRuns.ts) runs the lane under the run's own id and stream:
  * no RunStarted (the run journaled its own when it was queued), no async-only refusal, attempts
  * numbered after those an earlier process made, and an interruption (shutdown, cancel) journals
  * nothing here: the worker decides what it means.

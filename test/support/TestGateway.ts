@@ -27,6 +27,7 @@ import { HttpTest } from "../../src/http/Server.ts"
 import { Journal, journalConfigLayer, type JournalConfigShape, type StoredEvent } from "../../src/journal/Journal.ts"
 import { Projector, projectorConfigLayer } from "../../src/projections/Projector.ts"
 import { ReadModel } from "../../src/projections/ReadModel.ts"
+import { OperationsLive } from "../../src/operations/Operations.ts"
 import { Gateway } from "../../src/routing/Gateway.ts"
 import { layerEmbedded } from "../../src/storage/Database.ts"
 import { MigrationsLive } from "../../src/storage/Migrations.ts"
@@ -229,6 +230,7 @@ export const make = (options: TestGatewayOptions = {}): Effect.Effect<TestGatewa
 
     const live = HttpTest.pipe(
       Layer.provideMerge(Drain.Default),
+      Layer.provideMerge(OperationsLive),
       Layer.provideMerge(Gateway.Default),
       Layer.provideMerge(
         options.projections === undefined

@@ -16,7 +16,7 @@
 import type { LaneConfig } from "../config/GatewayConfig.ts"
 import { sameModel } from "../domain/OllamaApi.ts"
 import { skipWords } from "../run/SkipReason.ts"
-import type { Plan } from "./Plan.ts"
+import type { Plan } from "../routing/Plan.ts"
 
 export interface LaneSafety {
   readonly lane: string

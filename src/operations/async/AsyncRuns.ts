@@ -11,153 +11,27 @@
  * Stream of a run: RunStarted(async) → RunDequeued → RouteDecided → AttemptStarted … →
  * RunCompleted | RunFailed (a cancel is RunFailed with error "RunCancelled"); after a restart
  * RunRequeued {attemptsSoFar} → RunDequeued → … with attempts numbered on; on a graceful shutdown
- * RunSuspended. Status (`fold`) is read from the journal: queued, running, succeeded, failed, cancelled.
+ * RunSuspended. Status (`fold`, AsyncRunState.ts) is read from the journal: queued, running, succeeded, failed, cancelled.
  *
- * Durability: the `async_runs` table (migrations/004) holds the request body until the run ends
+ * Durability: the `async_runs` table (AsyncRunStore.ts) holds the request body until the run ends
  * (prompts stay out of the journal) and the result; `finished_at IS NULL` lists what a restarted
  * gateway resumes, each from its journal stream. A run whose stream shows a paid call that was
  * settled — or reserved and never released, so it may have been billed — is not run again: it fails
  * with `PaidCallNotRepeated`, so no paid call is ever repeated. One gateway per database resumes runs
  * (several replicas would need a lease; see DESIGN.md "Scale").
  */
-import type * as SqlClient from "@effect/sql/SqlClient"
+import * as SqlClient from "@effect/sql/SqlClient"
 import { Clock, Data, Deferred, Effect, Exit, Fiber, Option, Queue, Schedule, Stream } from "effect"
-import type { GatewayConfig } from "../config/GatewayConfig.ts"
-import type { CallerContext } from "../domain/CallerContext.ts"
-import { type GatewayError, RunStoreUnavailable } from "../domain/Errors.ts"
-import type { Journal, StoredEvent } from "../journal/Journal.ts"
-import { endRun, makeStreamWriter, type StreamWriter } from "../journal/StreamWriter.ts"
-import type { LaneRequest, LaneResult } from "../run/Run.ts"
-import type { LaneActor } from "./Lane.ts"
-
-export type AsyncStatus = "queued" | "running" | "succeeded" | "failed" | "cancelled"
-export type AsyncOperation = "generate" | "chat"
-
-export interface AttemptRecord {
-  readonly attempt: number
-  readonly host: string
-  readonly tier: string
-  readonly startedAt: string
-  /** running: no outcome yet; interrupted: the gateway stopped during it. */
-  readonly outcome: "running" | "succeeded" | "failed" | "interrupted"
-  readonly kind: string | null
-  readonly message: string | null
-}
-
-export interface AsyncRunState {
-  readonly status: AsyncStatus
-  readonly attempts: number
-  readonly attemptLog: ReadonlyArray<AttemptRecord>
-  readonly queuedAt: number | null
-  readonly startedAt: number | null
-  readonly finishedAt: number | null
-  /** Times a worker picked the run up (more than one after a restart). */
-  readonly pickups: number
-  readonly error: { readonly status: number | null; readonly code: string | null; readonly message: string | null } | null
-  /** Reservations of paid calls: settled, and open (reserved, neither settled nor released). */
-  readonly paidSettled: ReadonlyArray<string>
-  readonly paidOpen: ReadonlyArray<string>
-}
-
-const fieldsOf = (v: unknown): Readonly<Record<string, unknown>> =>
-  typeof v === "object" && v !== null && !Array.isArray(v) ? (v as Record<string, unknown>) : {}
-const strOf = (v: unknown): string | null => (typeof v === "string" ? v : null)
-const numOf = (v: unknown): number | null => (typeof v === "number" && Number.isFinite(v) ? v : null)
-
-export const isTerminal = (status: AsyncStatus) => status === "succeeded" || status === "failed" || status === "cancelled"
-
-/** The run's state from its journal stream; null when the stream is not an async run. Pure. */
-export const fold = (events: ReadonlyArray<Pick<StoredEvent, "type" | "data" | "occurredAt">>): AsyncRunState | null => {
-  let s = null as AsyncRunState | null
-  const interruptRunning = (log: ReadonlyArray<AttemptRecord>) =>
-    log.map((a) => (a.outcome === "running" ? { ...a, outcome: "interrupted" as const } : a))
-  for (const e of events) {
-    const d = fieldsOf(e.data)
-    if (s === null) {
-      if (e.type !== "RunStarted" || d.async !== true) return null
-      s = {
-        status: "queued", attempts: 0, attemptLog: [], queuedAt: e.occurredAt, startedAt: null, finishedAt: null,
-        pickups: 0, error: null, paidSettled: [], paidOpen: []
-      }
-      continue
-    }
-    if (isTerminal(s.status)) break
-    switch (e.type) {
-      case "RunDequeued":
-        s = { ...s, status: "running", startedAt: s.startedAt ?? e.occurredAt, pickups: s.pickups + 1 }
-        break
-      case "RunRequeued":
-      case "RunSuspended":
-        s = { ...s, status: "queued", attemptLog: interruptRunning(s.attemptLog) }
-        break
-      case "AttemptStarted": {
-        const attempt: number = numOf(d.attempt) ?? s.attempts + 1
-        s = {
-          ...s,
-          attempts: Math.max(s.attempts, attempt),
-          attemptLog: [...interruptRunning(s.attemptLog), {
-            attempt,
-            host: strOf(d.host) ?? "?",
-            tier: strOf(d.tier) ?? "ollama",
-            startedAt: new Date(e.occurredAt).toISOString(),
-            outcome: "running",
-            kind: null,
-            message: null
-          }]
-        }
-        break
-      }
-      case "AttemptFailed":
-      case "AttemptSucceeded": {
-        const attempt = numOf(d.attempt)
-        const idx = attempt !== null ? s.attemptLog.findIndex((a) => a.attempt === attempt) : s.attemptLog.length - 1
-        if (idx >= 0) {
-          const log: Array<AttemptRecord> = [...s.attemptLog]
-          log[idx] = {
-            ...log[idx]!,
-            outcome: e.type === "AttemptSucceeded" ? "succeeded" : "failed",
-            kind: strOf(d.kind),
-            message: strOf(d.message)
-          }
-          s = { ...s, attemptLog: log }
-        }
-        break
-      }
-      case "BudgetReserved": {
-        const id = strOf(d.reservationId)
-        if (id !== null) s = { ...s, paidOpen: [...s.paidOpen, id] }
-        break
-      }
-      case "BudgetSettled": {
-        const id = strOf(d.reservationId)
-        if (id !== null) s = { ...s, paidOpen: s.paidOpen.filter((r) => r !== id), paidSettled: [...s.paidSettled, id] }
-        break
-      }
-      case "BudgetReleased": {
-        const id = strOf(d.reservationId)
-        if (id !== null) s = { ...s, paidOpen: s.paidOpen.filter((r) => r !== id) }
-        break
-      }
-      case "RunCompleted":
-        s = { ...s, status: "succeeded", finishedAt: e.occurredAt }
-        break
-      case "RunFailed": {
-        const code = strOf(d.error)
-        s = {
-          ...s,
-          status: code === "RunCancelled" ? "cancelled" : "failed",
-          finishedAt: e.occurredAt,
-          error: { status: numOf(d.status), code, message: strOf(d.message) },
-          attemptLog: interruptRunning(s.attemptLog)
-        }
-        break
-      }
-    }
-  }
-  return s
-}
-
-export const statusUrlOf = (runId: string) => `/awooop/runs/${runId}`
+import type { GatewayConfig } from "../../config/GatewayConfig.ts"
+import type { CallerContext } from "../../domain/CallerContext.ts"
+import { type GatewayError, RunStoreUnavailable } from "../../domain/Errors.ts"
+import { Journal } from "../../journal/Journal.ts"
+import { endRun, makeStreamWriter, type StreamWriter } from "../../journal/StreamWriter.ts"
+import { Gateway } from "../../routing/Gateway.ts"
+import type { LaneActor } from "../../routing/Lane.ts"
+import type { LaneRequest, LaneResult } from "../../run/Run.ts"
+import { type AsyncOperation, type AsyncRunView, decodeResult, fold, isTerminal, reconcile, statusUrlOf, viewOf } from "./AsyncRunState.ts"
+import { makeAsyncRunStore } from "./AsyncRunStore.ts"
 
 export interface Submitted {
   readonly runId: string
@@ -167,30 +41,12 @@ export interface Submitted {
   readonly statusUrl: string
 }
 
-export interface AsyncRunView {
-  readonly runId: string
-  readonly lane: string
-  readonly operation: string
-  readonly status: AsyncStatus
-  readonly attempts: number
-  readonly attemptLog: ReadonlyArray<AttemptRecord>
-  readonly traceId: string | null
-  readonly projectId: string | null
-  readonly queuedAt: string | null
-  readonly startedAt: string | null
-  readonly finishedAt: string | null
-  readonly error: AsyncRunState["error"]
-  /** The Ollama-shaped answer once succeeded. */
-  readonly result: unknown
-  readonly statusUrl: string
-}
-
 export type CancelOutcome =
   | { readonly _tag: "NotFound" }
   | { readonly _tag: "AlreadyFinished"; readonly view: AsyncRunView }
   | { readonly _tag: "Cancelled"; readonly view: AsyncRunView }
 
-export interface AsyncRuns {
+export interface AsyncRunsApi {
   readonly submit: (input: {
     readonly lane: LaneActor
     readonly operation: AsyncOperation
@@ -220,43 +76,13 @@ interface Entry {
   readonly done: Deferred.Deferred<void>
 }
 
-interface RunRow {
-  readonly run_id: string
-  readonly lane: string
-  readonly operation: string
-  readonly request: Record<string, unknown> | null
-  readonly caller: CallerContext
-  readonly result: unknown
-}
-
 const DURABLE_TIMEOUT_MS = 5_000
 const FINISH_TIMEOUT_MS = 10_000
-/** One statement on async_runs; longer counts as failed (a black-holed database must not hold a caller). */
-const STORE_TIMEOUT_MS = 5_000
 /** How often rows a failed write left open are reconciled with their journal streams. */
 const RECONCILE_MS = 5_000
-class StoreTimeout extends Data.TaggedError("StoreTimeout")<{ readonly ms: number }> {
-  override get message() { return `the run store did not answer within ${this.ms} ms` }
-}
 class FinishTimeout extends Data.TaggedError("FinishTimeout")<{ readonly ms: number }> {}
 
-/** A `\u0000` or lone-surrogate escape (PostgreSQL's jsonb refuses both): stored as U+FFFD, as the journal does. */
-const badJsonEscape = /(?<!\\)((?:\\\\)*)\\u(?:0000|d[89a-f][0-9a-f]{2})/gi
-export const toJsonb = (value: unknown): string => {
-  const json = JSON.stringify(value) ?? "null"
-  return json.includes("\\u") ? json.replace(badJsonEscape, "$1\\ufffd") : json
-}
 const dbRetry = Schedule.exponential(100).pipe(Schedule.intersect(Schedule.recurs(4)))
-
-const decodeResult = (bytes: Uint8Array): unknown => {
-  const text = new TextDecoder().decode(bytes).trim()
-  const last = text.split("\n").filter((l) => l.trim() !== "").at(-1) ?? ""
-  try {
-    return JSON.parse(last) as unknown
-  } catch {
-    return { raw: text }
-  }
-}
 
 /** The RunCompleted a lane appended for an async run, held until the run store has its answer. */
 interface HeldCompletion {
@@ -282,32 +108,16 @@ export const make = (deps: {
   readonly lanes: ReadonlyMap<string, LaneActor>
 }) =>
   Effect.gen(function*() {
-    const { sql, journal } = deps
+    const { journal } = deps
+    const store = makeAsyncRunStore(deps.sql)
     const entries = new Map<string, Entry>()
     const queue = yield* Queue.unbounded<string>()
     /** Submissions between their INSERT and their answer: the reconcile leaves them alone. */
     const submitting = new Set<string>()
     /** Runs that finished and wait for the run store to take their result. */
     const recording = new Set<string>()
-    /** The last statement on async_runs that failed, until one succeeds. */
-    let storeError: string | null = null
     /** Runs this process ended or refused: the reconcile may only finish their rows, never run them. */
     const settledHere = new Set<string>()
-
-    /** A statement on async_runs: bounded, off the caller's path if it hangs, its outcome noted for the health view. */
-    const store = <A, E>(statement: Effect.Effect<A, E>) =>
-      statement.pipe(
-        Effect.disconnect,
-        Effect.timeoutFail({ duration: STORE_TIMEOUT_MS, onTimeout: () => new StoreTimeout({ ms: STORE_TIMEOUT_MS }) }),
-        Effect.tapBoth({
-          onFailure: (e) => Effect.sync(() => {
-            storeError = e instanceof Error ? e.message : String(e)
-          }),
-          onSuccess: () => Effect.sync(() => {
-            storeError = null
-          })
-        })
-      )
 
     const writerFor = (runId: string, caller: CallerContext, lane: string, head: number) =>
       makeStreamWriter(journal, { streamId: `run-${runId}`, traceId: caller.traceId, projectId: caller.projectId, lane }, head)
@@ -324,7 +134,7 @@ export const make = (deps: {
      * repeated, see `recover`). True once stored.
      */
     const recordResult = (runId: string, result: unknown) => {
-      const update = store(sql`UPDATE async_runs SET result = ${toJsonb(result)}::jsonb WHERE run_id = ${runId}`)
+      const update = store.storeResult(runId, result)
       return Effect.gen(function*() {
         recording.add(runId)
         const first = yield* update.pipe(Effect.retry(dbRetry), Effect.either)
@@ -335,14 +145,11 @@ export const make = (deps: {
       }).pipe(Effect.ensuring(Effect.sync(() => recording.delete(runId))))
     }
 
-    /** Marks the row finished (and stores the result): after the journal has the terminal event. */
-    const finishRow = (runId: string, result: unknown | null) =>
+    /** Marks the row finished: after the journal has the terminal event. */
+    const finishRow = (runId: string) =>
       Effect.gen(function*() {
-        if (result !== null) {
-          yield* store(sql`UPDATE async_runs SET result = ${toJsonb(result)}::jsonb WHERE run_id = ${runId}`).pipe(Effect.retry(dbRetry))
-        }
         yield* journal.flush
-        yield* store(sql`UPDATE async_runs SET request = NULL, finished_at = now() WHERE run_id = ${runId}`).pipe(Effect.retry(dbRetry))
+        yield* store.finish(runId).pipe(Effect.retry(dbRetry))
         settledHere.delete(runId)
       }).pipe(
         // Bounded: it runs uninterruptibly, and a database outage must not hold a shutdown forever.
@@ -355,7 +162,7 @@ export const make = (deps: {
         // A no-op if the run ended already (the lane ends its run on a defect, say).
         settledHere.add(entry.runId)
         yield* endRun(entry.writer, { status, error: code, message }, startedAt)
-        yield* finishRow(entry.runId, null)
+        yield* finishRow(entry.runId)
       })
 
     /** What happened to the lane fiber decides the run's end; runs uninterruptibly. */
@@ -377,7 +184,7 @@ export const make = (deps: {
           }
           settledHere.add(entry.runId)
           yield* entry.writer.append("RunCompleted", completion.data ?? { endpoint: exit.value.info.endpoint })
-          yield* finishRow(entry.runId, null)
+          yield* finishRow(entry.runId)
           return
         }
         if (Exit.isInterrupted(exit)) {
@@ -394,7 +201,7 @@ export const make = (deps: {
         if (failure !== undefined) {
           // The lane journaled RunFailed already.
           settledHere.add(entry.runId)
-          yield* finishRow(entry.runId, null)
+          yield* finishRow(entry.runId)
           return
         }
         yield* Effect.logError(`async run ${entry.runId} died`, Exit.isFailure(exit) ? exit.cause : undefined)
@@ -446,7 +253,7 @@ export const make = (deps: {
      * RunStarted (the reconcile deletes it), and a RunStarted that may still commit is followed by
      * RunFailed `refused` in the same ordered queue (the reconcile finishes the row).
      */
-    const submit: AsyncRuns["submit"] = (input) =>
+    const submit: AsyncRunsApi["submit"] = (input) =>
       Effect.gen(function*() {
         const runId = crypto.randomUUID()
         const lane = input.lane.name
@@ -456,8 +263,7 @@ export const make = (deps: {
         if (journal.degraded()) return yield* Effect.fail(unavailable("the journal cannot commit to PostgreSQL now"))
         submitting.add(runId)
         yield* Effect.addFinalizer(() => Effect.sync(() => submitting.delete(runId)))
-        yield* store(sql`INSERT INTO async_runs (run_id, lane, operation, request, caller)
-          VALUES (${runId}, ${lane}, ${input.operation}, ${toJsonb(input.body)}::jsonb, ${toJsonb(caller)}::jsonb)`).pipe(
+        yield* store.insert({ runId, lane, operation: input.operation, body: input.body, caller }).pipe(
           Effect.mapError((e) => unavailable(e.message))
         )
         const writer = writerFor(runId, caller, lane, 0)
@@ -484,7 +290,7 @@ export const make = (deps: {
           Effect.tapError((e) =>
             Effect.zipRight(
               Effect.zipRight(Effect.sync(() => settledHere.add(runId)), writer.append("RunFailed", { status: 503, error: "RunStoreUnavailable", message: e.message, refused: true, durationMs: 0 })),
-              store(sql`DELETE FROM async_runs WHERE run_id = ${runId}`).pipe(Effect.ignore)
+              store.remove(runId).pipe(Effect.ignore)
             )
           )
         )
@@ -495,44 +301,14 @@ export const make = (deps: {
         return { runId, traceId: caller.traceId, lane, status: "queued", statusUrl: statusUrlOf(runId) } satisfies Submitted
       }).pipe(Effect.scoped)
 
-    const rowOf = (runId: string) =>
-      Effect.map(
-        sql<RunRow & { readonly created_at: Date; readonly finished_at: Date | null }>`
-          SELECT run_id, lane, operation, NULL::jsonb AS request, caller, result, created_at, finished_at
-          FROM async_runs WHERE run_id = ${runId}`,
-        (rows) => rows[0] ?? null
-      )
-
-    const iso = (ms: number | null) => (ms === null ? null : new Date(ms).toISOString())
-
     const view = (runId: string) =>
       Effect.gen(function*() {
-        const row = yield* rowOf(runId)
+        const row = yield* store.read(runId)
         if (row === null) return null
         yield* journal.flush
         const state = fold(yield* journal.readStream(`run-${runId}`))
-        if (state === null) return null
-        // The lane journals RunCompleted just before the worker stores the answer: until it is
-        // stored, the run is still running for the caller (a "succeeded" comes with its result).
-        const storing = state.status === "succeeded" && row.result === null && row.finished_at === null
-        return {
-          runId,
-          lane: row.lane,
-          operation: row.operation,
-          status: storing ? "running" : state.status,
-          attempts: state.attempts,
-          attemptLog: state.attemptLog,
-          traceId: row.caller.traceId ?? null,
-          projectId: row.caller.projectId ?? null,
-          queuedAt: iso(state.queuedAt),
-          startedAt: iso(state.startedAt),
-          finishedAt: storing ? null : iso(state.finishedAt),
-          error: state.error,
-          result: state.status === "succeeded" ? row.result ?? null : null,
-          statusUrl: statusUrlOf(runId)
-        } satisfies AsyncRunView
+        return state === null ? null : viewOf(runId, row, state)
       })
-
     const cancel = (runId: string) =>
       Effect.gen(function*() {
         const entry = entries.get(runId)
@@ -550,7 +326,7 @@ export const make = (deps: {
           const current = yield* view(runId)
           if (current === null) return { _tag: "NotFound" } satisfies CancelOutcome
           if (isTerminal(current.status)) return { _tag: "AlreadyFinished", view: current } satisfies CancelOutcome
-          const row = yield* rowOf(runId)
+          const row = yield* store.read(runId)
           const head = yield* journal.streamHead(`run-${runId}`)
           const writer = writerFor(runId, row!.caller, row!.lane, head)
           yield* failRun({ runId, writer }, 499, "RunCancelled", `run cancelled by DELETE ${statusUrlOf(runId)}`, yield* Clock.currentTimeMillis)
@@ -564,10 +340,7 @@ export const make = (deps: {
 
     /** Picks up the runs an earlier process left open, each from its journal stream. */
     const recover = Effect.gen(function*() {
-      // Through `store`: this read, every 5 s, is also what tells the health view the store is back.
-      const open = yield* store(sql<RunRow>`
-        SELECT run_id, lane, operation, request, caller, result FROM async_runs
-        WHERE finished_at IS NULL ORDER BY created_at`)
+      const open = yield* store.open
       let resumed = 0
       let reconciled = 0
       for (const row of open) {
@@ -577,55 +350,27 @@ export const make = (deps: {
         const state = fold(events)
         const head = events.reduce((max, e) => Math.max(max, e.streamPosition + 1), 0)
         const writer = writerFor(row.run_id, row.caller, row.lane, head)
-        if (state === null) {
-          // Its RunStarted never committed: the caller never got a 202 for it.
-          yield* sql`DELETE FROM async_runs WHERE run_id = ${row.run_id}`
-          continue
+        const decided = reconcile(row, state, settledHere.has(row.run_id), yield* Clock.currentTimeMillis)
+        switch (decided._tag) {
+          case "Forget":
+            yield* store.forget(row.run_id)
+            continue
+          case "Close":
+            yield* finishRow(row.run_id)
+            continue
+          case "Wait":
+            continue
+          case "Complete":
+            yield* writer.append("RunCompleted", decided.completed)
+            yield* finishRow(row.run_id)
+            continue
+          case "Fail":
+            yield* failRun({ runId: row.run_id, writer }, decided.status, decided.code, decided.message, decided.startedAt)
+            continue
         }
-        if (isTerminal(state.status)) {
-          yield* finishRow(row.run_id, null)
-          continue
-        }
-        // Ended (or refused) here, its end not in Postgres yet: wait for the journal, never run it again.
-        if (settledHere.has(row.run_id)) continue
-        const now = yield* Clock.currentTimeMillis
-        if (row.result !== null && row.result !== undefined) {
-          // The answer was stored but its RunCompleted did not reach the journal before the stop.
-          const r = fieldsOf(row.result)
-          yield* writer.append("RunCompleted", {
-            recovered: true,
-            endpoint: state.attemptLog.at(-1)?.host ?? null,
-            providerTier: state.attemptLog.at(-1)?.tier ?? null,
-            inputTokens: numOf(r.prompt_eval_count),
-            outputTokens: numOf(r.eval_count),
-            doneReason: strOf(r.done_reason),
-            durationMs: state.queuedAt === null ? null : now - state.queuedAt
-          })
-          yield* finishRow(row.run_id, null)
-          continue
-        }
-        if (state.paidSettled.length > 0 || state.paidOpen.length > 0) {
-          const which = [...state.paidSettled.map((r) => `${r} (settled)`), ...state.paidOpen.map((r) => `${r} (reserved, may have been billed)`)]
-          yield* failRun(
-            { runId: row.run_id, writer },
-            502,
-            "PaidCallNotRepeated",
-            `the gateway stopped after a paid call of this run (${which.join(", ")}); its answer was lost, and the call is not repeated so that it is not paid twice`,
-            state.queuedAt ?? now
-          )
-          continue
-        }
-        if (row.request === null) {
-          yield* failRun({ runId: row.run_id, writer }, 500, "RequestLost", "the run's request is no longer stored", state.queuedAt ?? now)
-          continue
-        }
-        yield* writer.append("RunRequeued", {
-          attemptsSoFar: state.attempts,
-          was: state.status,
-          reason: `the gateway restarted while the run was ${state.status}`
-        })
-        const request: LaneRequest = { operation: row.operation as AsyncOperation, body: row.request, stream: false, caller: row.caller, prompt: null }
-        entries.set(row.run_id, yield* newEntry(row.run_id, row.lane, request, writer, state.attempts))
+        yield* writer.append("RunRequeued", decided.requeued)
+        const request: LaneRequest = { operation: row.operation as AsyncOperation, body: decided.request, stream: false, caller: row.caller, prompt: null }
+        entries.set(row.run_id, yield* newEntry(row.run_id, row.lane, request, writer, decided.attemptsSoFar))
         yield* Queue.offer(queue, row.run_id)
         resumed++
       }
@@ -660,11 +405,19 @@ export const make = (deps: {
       storeProblem: Effect.sync(() =>
         journal.degraded()
           ? "the journal cannot commit to PostgreSQL (runs cannot be accepted durably)"
-          : storeError !== null
-          ? `the run store (async_runs) fails: ${storeError}`
+          : store.lastError() !== null
+          ? `the run store (async_runs) fails: ${store.lastError()}`
           : recording.size > 0
           ? `${recording.size} finished run(s) wait for the run store to take their answer`
           : null
       )
-    } satisfies AsyncRuns
+    } satisfies AsyncRunsApi
   })
+
+/** The async runs of the gateway's lanes: recovered before the HTTP server listens, workers for the layer's life. */
+export class AsyncRuns extends Effect.Service<AsyncRuns>()("awooop/AsyncRuns", {
+  scoped: Effect.gen(function*() {
+    const { config, lanes } = yield* Gateway
+    return yield* make({ config, journal: yield* Journal, sql: yield* SqlClient.SqlClient, lanes })
+  })
+}) {}

@@ -13,17 +13,17 @@
  * Disagreements carry reasons by kind: `endpoint`, `model`, `legacy-endpoint-unknown`, or the rule
  * that would have refused the request (`heavy-model-denied`, `host-down`, `circuit-open`, …).
  */
-import type * as SqlClient from "@effect/sql/SqlClient"
+import * as SqlClient from "@effect/sql/SqlClient"
 import type { SqlError } from "@effect/sql/SqlError"
 import { Effect } from "effect"
-import type { GatewayConfig } from "../config/GatewayConfig.ts"
+import { type GatewayConfig, GatewayConfigTag } from "../config/GatewayConfig.ts"
 import type { CallerContext } from "../domain/CallerContext.ts"
 import type { Operation } from "../domain/OllamaApi.ts"
-import type { Journal } from "../journal/Journal.ts"
+import { Journal } from "../journal/Journal.ts"
 import { makeStreamWriter } from "../journal/StreamWriter.ts"
 import { skipWords } from "../run/SkipReason.ts"
-import type { LaneActor } from "./Lane.ts"
-import type { Plan, PlanInput } from "./Plan.ts"
+import type { LaneActor } from "../routing/Lane.ts"
+import type { Plan, PlanInput } from "../routing/Plan.ts"
 
 export const ShadowHeaders = {
   shadow: "x-awooop-shadow",
@@ -223,3 +223,10 @@ export const make = (deps: { readonly config: GatewayConfig; readonly journal: J
 
   return { decide, report }
 }
+
+/** Shadow mode as a service: the shadow routes and the inference paths' shadow decisions. */
+export class ShadowMode extends Effect.Service<ShadowMode>()("awooop/ShadowMode", {
+  effect: Effect.gen(function*() {
+    return make({ config: yield* GatewayConfigTag, journal: yield* Journal, sql: yield* SqlClient.SqlClient })
+  })
+}) {}

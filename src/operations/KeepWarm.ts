@@ -20,13 +20,14 @@
  * A failed load is retried at the next change the poller sees or after half the keep-alive, whichever
  * comes first, not in a tight loop.
  */
-import { Clock, Effect, Option, Queue } from "effect"
+import { Clock, Effect, Layer, Option, Queue } from "effect"
 import type { GatewayConfig, LaneConfig } from "../config/GatewayConfig.ts"
 import { sameModel } from "../domain/OllamaApi.ts"
 import type { OllamaUpstream } from "../upstream/OllamaUpstream.ts"
-import type { HostActor, HostChange } from "./Host.ts"
+import { Gateway } from "../routing/Gateway.ts"
+import type { HostActor, HostChange } from "../routing/Host.ts"
 import { describeSkip, isUnavailability } from "../run/SkipReason.ts"
-import { plan } from "./Plan.ts"
+import { plan } from "../routing/Plan.ts"
 
 export interface KeepWarmDeps {
   readonly config: GatewayConfig
@@ -195,3 +196,8 @@ export const start = (deps: KeepWarmDeps) =>
       }
     }
   })
+
+/** The keepers of the gateway's hosts, living as long as the layer. */
+export const KeepWarmLive = Layer.scopedDiscard(
+  Effect.flatMap(Gateway, ({ config, hosts, upstream }) => start({ config, hosts, upstream }))
+)
