@@ -1,17 +1,43 @@
 import { configDefaults, defineConfig } from "vitest/config"
 
-export default defineConfig({
+// The TestClock suites need a fresh module scope: in a shared one their `TestClock.adjust` found a
+// live Clock (the @effect/vitest runner and the file then disagreed on the default services).
+const isolated = ["test/breaker.test.ts", "test/maintenance.test.ts"]
+
+const shared = {
   // The package's own exports (`awooop-inference-gateway/client`) resolve to src/ in tests, to dist/ elsewhere.
   // (Only that condition is added: Vite's "module" would pick ESM builds Node cannot load, e.g. @opentelemetry/api's.)
-  ssr: { resolve: { conditions: ["source", "node", "development|production"] } },
+  ssr: { resolve: { conditions: ["source", "node", "development|production"] } }
+}
+
+const common = {
+  testTimeout: 30_000,
+  hookTimeout: 60_000
+}
+
+export default defineConfig({
+  ...shared,
   test: {
-    include: ["test/**/*.test.ts"],
-    // The fault matrix has its own command (`npm run test:faults`, vitest.faults.config.ts).
-    exclude: [...configDefaults.exclude, "test/faults/**"],
-    testTimeout: 30_000,
-    hookTimeout: 60_000,
-    // Integration suites share the local Postgres; each uses its own schema, but
-    // running files one at a time keeps a 2-core machine predictable.
-    fileParallelism: false
+    // Two files at a time on a 2-core machine: most suites wait on sockets, Postgres and child
+    // processes, not the CPU. Each test makes its own random database, so neighbours don't collide.
+    // The slowest files (Chromium, the spawned gateways) start first (vitest orders by last duration).
+    maxWorkers: 2,
+    minWorkers: 1,
+    projects: [
+      {
+        ...shared,
+        test: {
+          ...common,
+          name: "shared",
+          include: ["test/**/*.test.ts"],
+          // The fault matrix has its own command (`npm run test:faults`, vitest.faults.config.ts).
+          exclude: [...configDefaults.exclude, "test/faults/**", ...isolated],
+          // One module graph per worker instead of one per file: collecting (evaluating Effect and
+          // the gateway again for each of ~40 files) took 41 s of a 237 s serial run.
+          isolate: false
+        }
+      },
+      { ...shared, test: { ...common, name: "isolated", include: isolated } }
+    ]
   }
 })
