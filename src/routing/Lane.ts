@@ -34,7 +34,7 @@ import { type LagMark, stalledByGateway } from "../observability/EventLoopLag.ts
 import { costOf } from "../run/Cost.ts"
 import { directReason, fallbackReason, type Miss } from "../run/Miss.ts"
 import { describeSkip } from "../run/SkipReason.ts"
-import { type LaneRequest, type LaneResult, once, type RunAs, type RunInfo } from "../run/Run.ts"
+import { callerFacts, type LaneRequest, type LaneResult, once, type RunAs, type RunInfo } from "../run/Run.ts"
 import { classify, endOf, failureOf } from "../run/Terminal.ts"
 
 export interface LaneActor {
@@ -242,11 +242,7 @@ export const make = (name: string, config: LaneConfig, deps: Deps) =>
           stream: request.stream,
           requestedModel,
           assignedModel: config.model === "" ? null : config.model,
-          intent: caller.intent,
-          caller: caller.caller ?? null,
-          legacy: caller.legacy,
-          traceMinted: caller.traceMinted,
-          parentSpanId: caller.parentSpanId,
+          ...callerFacts(caller),
           ...(deps.config.server.journalPrompts ? { prompt: request.prompt } : {})
         })
         opened = { run, startedAt }

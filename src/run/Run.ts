@@ -48,6 +48,15 @@ export type LaneResult =
  * numbered after those an earlier process made, and an interruption (shutdown, cancel) journals
  * nothing here: the worker decides what it means.
  */
+/** What RunStarted records of the caller, for synchronous and async runs alike (never the key). */
+export const callerFacts = (caller: CallerContext) => ({
+  intent: caller.intent,
+  caller: caller.caller ?? null,
+  legacy: caller.legacy,
+  traceMinted: caller.traceMinted,
+  parentSpanId: caller.parentSpanId
+})
+
 export interface RunAs {
   readonly runId: string
   readonly run: StreamWriter

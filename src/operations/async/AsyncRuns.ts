@@ -29,7 +29,7 @@ import { Journal } from "../../journal/Journal.ts"
 import { endRun, makeStreamWriter, type StreamWriter } from "../../journal/StreamWriter.ts"
 import { Gateway } from "../../routing/Gateway.ts"
 import type { LaneActor } from "../../routing/Lane.ts"
-import type { LaneRequest, LaneResult } from "../../run/Run.ts"
+import { callerFacts, type LaneRequest, type LaneResult } from "../../run/Run.ts"
 import { type AsyncOperation, type AsyncRunView, decodeResult, fold, isTerminal, reconcile, statusUrlOf, viewOf } from "./AsyncRunState.ts"
 import { makeAsyncRunStore } from "./AsyncRunStore.ts"
 
@@ -278,11 +278,7 @@ export const make = (deps: {
           requestedStream: input.body.stream ?? null,
           requestedModel: typeof input.body.model === "string" ? input.body.model : null,
           assignedModel: config.model === "" ? null : config.model,
-          intent: caller.intent,
-          caller: caller.caller ?? null,
-          legacy: caller.legacy,
-          traceMinted: caller.traceMinted,
-          parentSpanId: caller.parentSpanId,
+          ...callerFacts(caller),
           ...(deps.config.server.journalPrompts ? { prompt: input.prompt } : {})
         }).pipe(
           Effect.timeoutFail({ duration: DURABLE_TIMEOUT_MS, onTimeout: () => unavailable("the journal did not commit in time") }),
