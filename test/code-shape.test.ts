@@ -1,0 +1,32 @@
+/**
+ * The shape of the run path's code: no function in src/routing or src/run longer than 60 lines or
+ * nested deeper than 5 block levels (the team's guide). scripts/code-shape.mjs measures; its header
+ * says exactly what counts: a unit is a named function (an anonymous callback such as an
+ * `Effect.gen` body belongs to the function around it), its lines exclude the named functions
+ * inside it, and depth counts `{ … }` blocks and `case` clauses from the body (level 1) down.
+ */
+import { describe, expect, it } from "@effect/vitest"
+import { spawnSync } from "node:child_process"
+import * as path from "node:path"
+import { fileURLToPath } from "node:url"
+
+const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..")
+const script = path.join(root, "scripts", "code-shape.mjs")
+
+const shape = (...args: Array<string>) => {
+  const out = spawnSync(process.execPath, [script, "--json", ...args], { cwd: root, encoding: "utf8" })
+  expect(out.stderr).toBe("")
+  return JSON.parse(out.stdout) as Array<{ file: string; line: number; name: string; lines: number; depth: number }>
+}
+
+describe("code shape", () => {
+  it("no function in src/routing or src/run is over 60 lines or 5 levels deep", () => {
+    expect(shape("src/routing", "src/run").map((u) => `${u.file}:${u.line} ${u.name}: ${u.lines} lines, depth ${u.depth}`)).toEqual([])
+  }, 30_000)
+
+  it("the measure finds a long function and a deep one (so the check above can fail)", () => {
+    const found = shape("--max-lines", "20", "--max-depth", "3", "src/run")
+    expect(found.length).toBeGreaterThan(0)
+    expect(found.every((u) => u.lines > 20 || u.depth > 3)).toBe(true)
+  }, 30_000)
+})
