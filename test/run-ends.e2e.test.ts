@@ -30,7 +30,7 @@ describe("every run ends once", () => {
   const handle = (req: LaneRequest) =>
     gw.run(Effect.gen(function*() {
       const gateway = yield* Gateway
-      return yield* gateway.lanes.get("alert-fast")!.handle(req).pipe(Effect.exit)
+      return yield* gateway.lanes.get("alert-fast")!.handle(req).pipe(Effect.scoped, Effect.exit)
     }))
 
   it("a defect inside the run (a body the lane cannot serialise) ends it with RunFailed 500, once", async () => {
@@ -47,7 +47,7 @@ describe("every run ends once", () => {
     const req = request({})
     await gw.run(Effect.gen(function*() {
       const gateway = yield* Gateway
-      const fiber = yield* Effect.fork(gateway.lanes.get("alert-fast")!.handle(req))
+      const fiber = yield* Effect.fork(Effect.scoped(gateway.lanes.get("alert-fast")!.handle(req)))
       yield* Effect.promise(async () => {
         const deadline = Date.now() + 10_000
         while (gw.fakes["gcp-a"]!.inFlight() === 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20))

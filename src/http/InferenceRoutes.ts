@@ -4,7 +4,7 @@
  * lane actor, without the platform router, keeps the gateway's added latency well under a
  * millisecond (see BENCHMARKS.md). Every other route goes through the @effect/platform router.
  */
-import { Effect, Exit, FiberId, FiberRef, Ref, Runtime, Schema, Stream, type Tracer } from "effect"
+import { Effect, Exit, FiberId, FiberRef, Ref, Runtime, Schema, Scope, Stream, type Tracer } from "effect"
 import type { IncomingMessage, ServerResponse } from "node:http"
 import { type CallerContext, HeaderNames, resolveCallerContext } from "../domain/CallerContext.ts"
 import { errorHeaderName, errorHeaderValue } from "../domain/ErrorWire.ts"
@@ -12,7 +12,7 @@ import { type GatewayError, retryAfterOf, ShuttingDown } from "../domain/Errors.
 import { ChatRequest, EmbeddingsRequest, EmbedRequest, GenerateRequest, type Operation } from "../domain/OllamaApi.ts"
 import * as RequestLog from "../observability/RequestLog.ts"
 import * as Tracing from "../observability/Tracing.ts"
-import { abandon, type LaneResult } from "../run/Run.ts"
+import type { LaneResult } from "../run/Run.ts"
 import { abortReason, slowConsumer } from "../routing/AbortReason.ts"
 import { drainTo } from "../routing/ChunkSource.ts"
 import { Gateway } from "../routing/Gateway.ts"
@@ -160,12 +160,23 @@ export const pipeResult = (res: ServerResponse, result: Extract<LaneResult, { _t
   return source === undefined ? pipeStream(res, result.stream, idle) : sendChunks(res, idle, (write) => drainTo(source, write))
 }
 
+/**
+ * The request's scope: what the lane takes for the request (admission, slot, upstream body, budget
+ * reservation) is released when it closes — with the exit of the response (a stream's abort is
+ * journaled from it), or earlier by `done` once the answer is out (so the slot is free before the
+ * caller sees the end).
+ */
+export const requestScoped = <A, E, R>(serve: (done: Effect.Effect<void>) => Effect.Effect<A, E, R>) =>
+  Effect.acquireUseRelease(
+    Scope.make(),
+    (scope) => Scope.extend(serve(Scope.close(scope, Exit.void)), scope),
+    (scope, exit) => Scope.close(scope, exit)
+  )
+
 const serve = (operation: Operation, path: string, req: IncomingMessage, res: ServerResponse) => {
   // The request's server span (null with tracing off); the lane's attempt spans are its children.
   let span: Tracer.Span | null = null
-  // A stream the lane handed over: if the caller goes away before it runs, `abandon` still frees it.
-  let handedOver: LaneResult | null = null
-  return Effect.gen(function*() {
+  return requestScoped((done) => Effect.gen(function*() {
     const gateway = yield* Gateway
     let caller: CallerContext | null = null
     let reachedLane = false
@@ -185,11 +196,10 @@ const serve = (operation: Operation, path: string, req: IncomingMessage, res: Se
       if (accepted !== null) return accepted
       const stream = operation === "generate" || operation === "chat" ? (body.stream as boolean | undefined) ?? true : false
       reachedLane = true
-      const handled = lane.handle({ operation, body, stream, caller: resolved, prompt: promptOf(operation, body) }).pipe(
-        Effect.tap((r) => { handedOver = r })
-      )
+      const handled = lane.handle({ operation, body, stream, caller: resolved, prompt: promptOf(operation, body) })
       return yield* (span === null ? handled : Effect.withParentSpan(handled, span))
     }).pipe(Effect.either)
+    if (outcome._tag === "Left" || outcome.right._tag !== "Stream") yield* done
     if (outcome._tag === "Left") {
       // A refusal before the lane is not a run (the lane counts its own): count it here.
       if (!reachedLane) gateway.metrics.request(caller === null ? "none" : (caller as CallerContext).lane, "none", outcome.left._tag)
@@ -212,15 +222,12 @@ const serve = (operation: Operation, path: string, req: IncomingMessage, res: Se
     }
     res.writeHead(200, resultHeaders(result, "application/x-ndjson"))
     yield* pipeResult(res, result)
+    yield* done
     res.end()
     return yield* Tracing.endServerSpan(span, 200, null)
-  }).pipe(
+  })).pipe(
     // Interrupted (the caller went away): the span still ends, with the abort as its error.
-    Effect.onInterrupt(() =>
-      Effect.zipRight(
-        handedOver === null ? Effect.void : abandon(handedOver),
-        span === null ? Effect.void : Tracing.endSpan(span, { type: "ClientAborted", message: "the caller went away" })
-      ))
+    Effect.onInterrupt(() => span === null ? Effect.void : Tracing.endSpan(span, { type: "ClientAborted", message: "the caller went away" }))
   )
 }
 

@@ -22,10 +22,10 @@ import type { Protocol } from "../domain/Protocol.ts"
 import * as RequestLog from "../observability/RequestLog.ts"
 import * as Tracing from "../observability/Tracing.ts"
 import { Gateway } from "../routing/Gateway.ts"
-import { abandon, type LaneResult } from "../run/Run.ts"
+import type { LaneResult } from "../run/Run.ts"
 import { LineSplitter, parseLine } from "../upstream/Ndjson.ts"
 import { shadowInstead } from "./Accepted.ts"
-import { errorHeaders, headerBag, makeFastHandler, pipeStream, readBody, resultHeaders } from "./InferenceRoutes.ts"
+import { errorHeaders, headerBag, makeFastHandler, pipeStream, readBody, requestScoped, resultHeaders } from "./InferenceRoutes.ts"
 import { decodeBody, parseJsonObject } from "./RequestBody.ts"
 
 export type Json = Record<string, unknown>
@@ -149,9 +149,7 @@ const parseJson = (bytes: Uint8Array): Json => JSON.parse(new TextDecoder().deco
 
 const serve = (adapter: ProtocolAdapter, path: string, req: IncomingMessage, res: ServerResponse) => {
   let span: Tracer.Span | null = null
-  // A stream the lane handed over: if the caller goes away before it runs, `abandon` still frees it.
-  let handedOver: LaneResult | null = null
-  return Effect.gen(function*() {
+  return requestScoped((done) => Effect.gen(function*() {
     const gateway = yield* Gateway
     let caller: CallerContext | null = null
     let reachedLane = false
@@ -180,9 +178,10 @@ const serve = (adapter: ProtocolAdapter, path: string, req: IncomingMessage, res
         caller: resolved,
         prompt: translated.prompt,
         protocol: adapter.protocol
-      }).pipe(Effect.tap((r) => { handedOver = r }))
+      })
       return yield* (span === null ? handled : Effect.withParentSpan(handled, span))
     }).pipe(Effect.either)
+    if (outcome._tag === "Left" || outcome.right._tag !== "Stream") yield* done
     if (outcome._tag === "Left") {
       // A refusal before the lane is not a run (the lane counts its own): count it here.
       if (!reachedLane) gateway.metrics.request(caller === null ? "none" : (caller as CallerContext).lane, "none", outcome.left._tag)
@@ -210,20 +209,16 @@ const serve = (adapter: ProtocolAdapter, path: string, req: IncomingMessage, res
       return yield* Tracing.endServerSpan(span, 200, null)
     }
     if (translated.events === undefined) {
-      yield* abandon(result)
       return yield* Effect.dieMessage(`${adapter.protocol}: the lane streamed an answer to a request that never streams`)
     }
     res.writeHead(200, { ...resultHeaders(result, "text/event-stream; charset=utf-8"), "cache-control": "no-cache" })
     yield* pipeStream(res, relayEvents(result.stream, translated.events(meta)), result.idleTimeoutMs)
+    yield* done
     res.end()
     return yield* Tracing.endServerSpan(span, 200, null)
-  }).pipe(
+  })).pipe(
     // Interrupted (the caller went away): the span still ends, with the abort as its error.
-    Effect.onInterrupt(() =>
-      Effect.zipRight(
-        handedOver === null ? Effect.void : abandon(handedOver),
-        span === null ? Effect.void : Tracing.endSpan(span, { type: "ClientAborted", message: "the caller went away" })
-      ))
+    Effect.onInterrupt(() => span === null ? Effect.void : Tracing.endSpan(span, { type: "ClientAborted", message: "the caller went away" }))
   )
 }
 

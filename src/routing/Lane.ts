@@ -3,44 +3,31 @@
  * attempts down the lane's route with each host's slots, breaker and timeout. Every step is a
  * journal event on the run's stream.
  */
-import { Cause, Clock, Deferred, Effect, Exit, FiberRef, Option, Ref } from "effect"
+import { Cause, Clock, Deferred, Effect, ExecutionStrategy, Exit, Option, Ref, Scope } from "effect"
 import { type GatewayConfig, type LaneConfig, priceOf } from "../config/GatewayConfig.ts"
-import {
-  AllAttemptsTimedOut,
-  AllHostsUnavailable,
-  AsyncOnlyLane,
-  CallerForbidden,
-  type GatewayError,
-  JournalUnavailable,
-  LaneSaturated,
-  ModelDenied,
-  ModelNotFound,
-  UpstreamRejected
-} from "../domain/Errors.ts"
+import { AsyncOnlyLane, type GatewayError, JournalUnavailable, LaneSaturated } from "../domain/Errors.ts"
 import type { Usage } from "../domain/OllamaApi.ts"
 import { operationPath, sameModel } from "../domain/OllamaApi.ts"
 import type { Journal } from "../journal/Journal.ts"
 import { endRun, makeStreamWriter, type StreamWriter } from "../journal/StreamWriter.ts"
-import { encodeLine, joinLines } from "../upstream/Ndjson.ts"
-import { isUnavailableFailure, type OllamaUpstream, type OpenStream, UpstreamFailure, usageOf } from "../upstream/OllamaUpstream.ts"
+import { type OllamaUpstream, type OpenStream, UpstreamFailure, usageOf } from "../upstream/OllamaUpstream.ts"
 import { BreakerOpen, type Outcome } from "./Breaker.ts"
-import { abortReason } from "./AbortReason.ts"
-import { type ChunkSource, toStream } from "./ChunkSource.ts"
+import { toStream } from "./ChunkSource.ts"
 import type { HostActor } from "./Host.ts"
 import type { PaidRoute } from "./PaidRoute.ts"
 import { type HostView, plan, type Plan, type PlanInput, type PlannedAttempt } from "./Plan.ts"
-import type { Permit } from "./Slots.ts"
+import { relay } from "./Relay.ts"
 import { type LagMark, stalledByGateway } from "../observability/EventLoopLag.ts"
+import * as Attempts from "../run/Attempts.ts"
 import { costOf } from "../run/Cost.ts"
-import { directReason, fallbackReason, type Miss } from "../run/Miss.ts"
-import { describeSkip } from "../run/SkipReason.ts"
-import { callerFacts, type LaneRequest, type LaneResult, once, type RunAs, type RunInfo } from "../run/Run.ts"
+import { callerFacts, type LaneRequest, type LaneResult, type RunAs, type RunInfo } from "../run/Run.ts"
 import { classify, endOf, failureOf } from "../run/Terminal.ts"
 
 export interface LaneActor {
   readonly name: string
   readonly config: LaneConfig
-  readonly handle: (request: LaneRequest, as?: RunAs) => Effect.Effect<LaneResult, GatewayError>
+  /** Runs the request; what it holds (admission, slot, upstream body, budget) is the request scope's. */
+  readonly handle: (request: LaneRequest, as?: RunAs) => Effect.Effect<LaneResult, GatewayError, Scope.Scope>
   readonly inFlight: Effect.Effect<number>
   /** plan() against the live host view, without running anything (shadow mode, the health view). */
   readonly decide: Effect.Effect<{ readonly input: PlanInput; readonly plan: Plan }>
@@ -60,6 +47,23 @@ interface Deps {
   }
   /** Wraps each run's writer so metrics and spans follow the run's facts (observability/RunObserver.ts). */
   readonly observe?: (lane: string, config: LaneConfig) => (run: StreamWriter, request: LaneRequest) => StreamWriter
+}
+
+/** A started run, as the attempt loop sees it. */
+interface RunContext {
+  readonly run: StreamWriter
+  readonly runId: string
+  readonly request: LaneRequest
+  readonly startedAt: number
+  /** The body sent to every host (the caller's, with the lane's model and the stream flag). */
+  readonly body: Uint8Array
+}
+
+interface Timing {
+  readonly attemptStartedAt: number
+  readonly now: number
+  readonly lagAtStart: LagMark
+  readonly lag: { readonly lagMs: number; readonly longestStallMs: number }
 }
 
 type AttemptAnswer =
@@ -99,44 +103,6 @@ export const make = (name: string, config: LaneConfig, deps: Deps) =>
         return yield* Effect.fail(error)
       })
 
-    /**
-     * Every Ollama step failed (or the lane has none): the lane's paid providers when it has any and the
-     * failures allow it (runbook: every endpoint failed or is circuit-open; a rule's refusal never
-     * falls back to paying); otherwise the Ollama error as it is.
-     */
-    const exhausted = (
-      at: { readonly run: StreamWriter; readonly runId: string; readonly request: LaneRequest; readonly startedAt: number; readonly attempts: number },
-      error: GatewayError,
-      misses: ReadonlyArray<Miss>
-    ): Effect.Effect<LaneResult, GatewayError> => {
-      const direct = config.paid.length > 0
-      const providers = direct ? config.paid : config.paidFallback
-      const reason = direct ? directReason(name) : fallbackReason(misses, route.map((s) => s.host))
-      if (deps.paid === undefined || providers.length === 0 || reason === null) return fail(at.run, error, at.startedAt)
-      const caller = at.request.caller
-      if (caller.mayPay === false) {
-        // The caller's entry (anonymous.paidFallback: false by default) never spends money.
-        const why = `caller ${caller.caller ?? "anonymous"} may not spend money on paid providers (paidFallback: false)`
-        return at.run.append("PaidFallbackSkipped", { reason: why, providers, fallbackReason: reason, caller: caller.caller ?? null }).pipe(
-          Effect.zipRight(fail(at.run, direct ? new CallerForbidden({ caller: caller.caller ?? "anonymous", reason: `may not use the paid lane ${name} (paidFallback: false)` }) : error, at.startedAt))
-        )
-      }
-      return deps.paid.run({
-        lane: name,
-        run: at.run,
-        runId: at.runId,
-        caller: at.request.caller,
-        request: at.request,
-        providers,
-        reason,
-        direct,
-        startedAt: at.startedAt,
-        attemptsSoFar: at.attempts,
-        ollamaError: error,
-        onStreamEnd: leave
-      })
-    }
-
     const noMark: LagMark = { at: 0, stalled: 0 }
     const markLag = () => deps.lag?.mark() ?? noMark
     const noLag = { lagMs: 0, longestStallMs: 0 }
@@ -167,16 +133,15 @@ export const make = (name: string, config: LaneConfig, deps: Deps) =>
       })
 
     /**
-     * One attempt on one host: slot, breaker, timeout. Success hands back the answer with its permit
-     * still held. `started` (the AttemptStarted event) runs only once the breaker admitted the call,
-     * so a breaker that opened since plan() leaves a HostSkipped, not an attempt without an outcome.
+     * One attempt on one host: breaker, timeout (the slot is held by the attempt's scope). `started`
+     * (the AttemptStarted event) runs only once the breaker admitted the call, so a breaker that
+     * opened since plan() leaves a HostSkipped, not an attempt without an outcome.
      */
     const attempt = (
       host: HostActor,
       step: PlannedAttempt,
       body: Uint8Array,
       request: LaneRequest,
-      permit: Permit,
       started: Effect.Effect<void>,
       lagAtStart: LagMark
     ): Effect.Effect<AttemptAnswer, UpstreamFailure | BreakerOpen> => {
@@ -186,22 +151,10 @@ export const make = (name: string, config: LaneConfig, deps: Deps) =>
         const outcome = classify(exit)
         return outcome === "timeout" && stalledByGateway(lagSince(lagAtStart).longestStallMs, step.timeoutMs) ? "ignore" : outcome
       }
-      if (!request.stream) {
-        return host.breaker.guard(
-          Effect.zipRight(started, deps.upstream.unary(host.target, "POST", path, body, step.timeoutMs)),
-          judge
-        ).pipe(
-          Effect.map((r) => ({ _tag: "Unary" as const, bytes: r.bytes, usage: usageOf(r.json) })),
-          Effect.ensuring(permit.release)
-        )
-      }
-      return host.breaker.guard(
-        Effect.zipRight(started, deps.upstream.openStream(host.target, path, body, step.timeoutMs)),
-        judge
-      ).pipe(
-        Effect.map((open) => ({ _tag: "Stream" as const, open })),
-        Effect.onError(() => permit.release)
-      )
+      const call: Effect.Effect<AttemptAnswer, UpstreamFailure> = request.stream
+        ? Effect.map(deps.upstream.openStream(host.target, path, body, step.timeoutMs), (open) => ({ _tag: "Stream" as const, open }))
+        : Effect.map(deps.upstream.unary(host.target, "POST", path, body, step.timeoutMs), (r) => ({ _tag: "Unary" as const, bytes: r.bytes, usage: usageOf(r.json) }))
+      return host.breaker.guard(Effect.zipRight(started, call), judge)
     }
 
     /** plan() against the live host view, at the time `now` gives (a run plans at its start). */
@@ -219,240 +172,208 @@ export const make = (name: string, config: LaneConfig, deps: Deps) =>
       })
     const decide = decideAt(Clock.currentTimeMillis)
 
-    const handle = (request: LaneRequest, as?: RunAs): Effect.Effect<LaneResult, GatewayError> => {
-      /** Set once RunStarted is appended: from then on the run must end. */
-      let opened: { readonly run: StreamWriter; readonly startedAt: number } | null = null
-      return Effect.gen(function*() {
-        const startedAt = yield* Clock.currentTimeMillis
-        const runId = as?.runId ?? crypto.randomUUID()
+    const attemptsInput = (request: LaneRequest, as: RunAs | undefined): Attempts.AttemptsInput => {
+      const direct = config.paid.length > 0
+      return {
+        lane: name,
+        model: config.model,
+        routeHosts: route.map((s) => s.host),
+        heavyModelMinParamsB: deps.config.policy.heavyModelMinParamsB,
+        maxWaitMs: config.queue.maxWait,
+        retryAfterSeconds,
+        paid: { providers: deps.paid === undefined ? [] : direct ? config.paid : config.paidFallback, direct },
+        caller: request.caller,
+        attemptsSoFar: as?.attemptsSoFar ?? 0
+      }
+    }
+
+    /** What the decider said next, done; every outcome goes back to it until the run has its answer. */
+    const drive = (at: RunContext, state: Attempts.State, signals: ReadonlyArray<Deferred.Deferred<void>>): Effect.Effect<LaneResult, GatewayError, Scope.Scope> => {
+      const step = Attempts.next(state)
+      const again = (outcome: Attempts.Outcome, armed = signals) => Effect.suspend(() => drive(at, Attempts.evolve(state, outcome), armed))
+      switch (step._tag) {
+        case "Try": return tryHost(at, step, state, signals)
+        case "SkipConditional":
+          return Effect.zipRight(at.run.append("HostSkipped", { host: step.host, reason: "only-when-unavailable", message: step.message }), again({ _tag: "Skipped", host: step.host }))
+        case "WaitForSlot": return Effect.flatMap(waitForSlot(at, signals), (outcome) => again(outcome, []))
+        case "Fail": return fail(at.run, step.error, at.startedAt)
+        case "PaidRefused":
+          return Effect.zipRight(at.run.append("PaidFallbackSkipped", step.skipped), fail(at.run, step.error, at.startedAt))
+        case "Pay": return pay(at, step)
+        case "Done": return Effect.dieMessage(`lane ${name}: the attempt loop went on after ${step.host} answered`)
+      }
+    }
+
+    const pay = (at: RunContext, step: Extract<Attempts.Next, { _tag: "Pay" }>) =>
+      deps.paid!.run({
+        lane: name,
+        run: at.run,
+        runId: at.runId,
+        caller: at.request.caller,
+        request: at.request,
+        providers: step.providers,
+        reason: step.reason,
+        direct: step.direct,
+        startedAt: at.startedAt,
+        attemptsSoFar: step.attempts,
+        ollamaError: step.error
+      })
+
+    /** Every remaining host is busy: wait for a slot on one of them, within the lane's maxWait. */
+    const waitForSlot = (at: RunContext, signals: ReadonlyArray<Deferred.Deferred<void>>): Effect.Effect<Attempts.Outcome> =>
+      Effect.flatMap(Clock.currentTimeMillis, (now) => {
+        const deadline = at.startedAt + config.queue.maxWait
+        if (now >= deadline) return Effect.succeed({ _tag: "WaitExpired", waited: false } as const)
+        return Effect.raceAll(signals.map((d) => Deferred.await(d))).pipe(
+          Effect.timeout(deadline - now),
+          Effect.option,
+          Effect.map((freed): Attempts.Outcome => Option.isSome(freed) ? { _tag: "SlotFreed" } : { _tag: "WaitExpired", waited: true })
+        )
+      })
+
+    /**
+     * A slot on the step's host, then the attempt in a scope of its own under the request's: it holds
+     * the slot and (for a stream) the upstream body and the relay, so a unary answer or a failure
+     * frees the slot at once and a stream frees it when the request's scope closes. A busy host hands
+     * back the signal of its next release, so a slot freed while this request tries later hosts still
+     * wakes it.
+     */
+    const tryHost = (at: RunContext, step: Extract<Attempts.Next, { _tag: "Try" }>, state: Attempts.State, signals: ReadonlyArray<Deferred.Deferred<void>>) =>
+      Effect.gen(function*() {
+        const host = deps.hosts.get(step.step.host)!
+        const taken = yield* Effect.uninterruptible(takeSlot(host))
+        if (taken._tag === "Busy") return yield* drive(at, Attempts.evolve(state, { _tag: "Busy", host: step.step.host }), [...signals, taken.signal])
+        const attemptStartedAt = yield* Clock.currentTimeMillis
+        const started = at.run.append("AttemptStarted", { attempt: step.attempt, host: step.step.host, timeoutMs: step.step.timeoutMs, slotPool: taken.pool })
+        const lagAtStart = markLag()
+        const result = yield* Effect.either(attempt(host, step.step, at.body, at.request, started, lagAtStart).pipe(
+          Effect.tap((answer) => answer._tag === "Stream" ? Scope.addFinalizer(taken.scope, answer.open.close) : Effect.void)
+        ))
+        const timing: Timing = { attemptStartedAt, now: yield* Clock.currentTimeMillis, lagAtStart, lag: lagSince(lagAtStart) }
+        if (result._tag === "Right") return yield* answered(at, step, result.right, taken.scope, timing)
+        yield* Scope.close(taken.scope, Exit.void)
+        return yield* drive(at, Attempts.evolve(state, yield* missed(at, host, step, result.left, timing)), signals)
+      })
+
+    /** The host's slot in a fresh attempt scope under the request's, or the signal of its next release. */
+    const takeSlot = (host: HostActor) =>
+      Effect.gen(function*() {
+        const permit = yield* host.slots.acquireOrSignal(name)
+        if (!("pool" in permit)) return { _tag: "Busy", signal: permit } as const
+        const scope = yield* Effect.flatMap(Effect.scope, (request) => Scope.fork(request, ExecutionStrategy.sequential))
+        yield* Scope.addFinalizer(scope, permit.release)
+        return { _tag: "Taken", pool: permit.pool, scope } as const
+      })
+
+    /** A failed attempt journaled, and what it tells the decider. */
+    const missed = (at: RunContext, host: HostActor, step: Extract<Attempts.Next, { _tag: "Try" }>, error: UpstreamFailure | BreakerOpen, timing: Timing) =>
+      Effect.gen(function*() {
+        const h = step.step.host
+        if (error instanceof BreakerOpen) {
+          yield* at.run.append("HostSkipped", { host: h, reason: "circuit-open", until: error.until, probeInFlight: error.probeInFlight })
+          return { _tag: "BreakerOpen", host: h } satisfies Attempts.Outcome
+        }
+        // A stall of ours is no host failure: not a timeout toward the breaker (see attempt), and no reason to pay a provider.
+        const stall = error.kind === "timeout" && stalledByGateway(timing.lag.longestStallMs, step.step.timeoutMs)
+        yield* at.run.append("AttemptFailed", {
+          attempt: step.attempt,
+          host: h,
+          kind: error.kind,
+          status: error.status,
+          message: stall ? `${error.message}, but the gateway's event loop was blocked ${timing.lag.longestStallMs}ms of it: not counted against ${h}` : error.message,
+          durationMs: timing.now - timing.attemptStartedAt,
+          afterFirstChunk: false,
+          eventLoopLagMs: timing.lag.lagMs,
+          eventLoopStallMs: timing.lag.longestStallMs,
+          ...(stall ? { gatewayStall: true } : {})
+        })
+        if (error.kind === "refused") yield* host.reportRefused(error.message)
+        return { _tag: "Failed", host: h, kind: error.kind, status: error.status, message: error.message, gatewayStallMs: stall ? timing.lag.longestStallMs : null } satisfies Attempts.Outcome
+      })
+
+    /** The host answered: a unary answer completes the run; a stream is relayed from the attempt's scope. */
+    const answered = (at: RunContext, step: Extract<Attempts.Next, { _tag: "Try" }>, answer: AttemptAnswer, scope: Scope.CloseableScope, timing: Timing) =>
+      Effect.gen(function*() {
+        const host = step.step.host
+        const info: RunInfo = { runId: at.runId, traceId: at.request.caller.traceId, lane: name, model: config.model, endpoint: host }
+        if (answer._tag === "Unary") {
+          yield* Scope.close(scope, Exit.void)
+          yield* complete(at.run, host, answer.usage, at.startedAt, timing.attemptStartedAt, null, timing.lag)
+          return { _tag: "Unary", info, bytes: answer.bytes } satisfies LaneResult
+        }
+        const source = yield* relay({
+          lane: name,
+          run: at.run,
+          host,
+          attempt: step.attempt,
+          startedAt: at.startedAt,
+          attemptStartedAt: timing.attemptStartedAt,
+          firstChunkAt: timing.now,
+          complete: (usage, firstChunkAt) => complete(at.run, host, usage, at.startedAt, timing.attemptStartedAt, firstChunkAt, lagSince(timing.lagAtStart))
+        }, answer.open, scope)
+        return { _tag: "Stream", info, source, stream: toStream(source), idleTimeoutMs: step.step.timeoutMs } satisfies LaneResult
+      })
+
+    /** RunStarted (unless an async run journaled its own), in the writer observe() wraps. */
+    const start = (request: LaneRequest, as: RunAs | undefined, runId: string) =>
+      Effect.gen(function*() {
         const caller = request.caller
-        // Nothing could record the run (neither Postgres nor the spill takes writes): refuse it at once.
-        if (as === undefined && deps.journal.unavailable()) return yield* Effect.fail(new JournalUnavailable({ lane: name }))
         const run = observe(
           as?.run ?? makeStreamWriter(deps.journal, { streamId: `run-${runId}`, traceId: caller.traceId, projectId: caller.projectId, lane: name }, 0, { durableEnd: deps.config.server.durableRunEnd }),
           request
         )
-        const requestedModel = typeof request.body.model === "string" ? request.body.model : null
-        if (as === undefined) yield* run.append("RunStarted", {
+        if (as !== undefined) return run
+        yield* run.append("RunStarted", {
           runId,
           // The process that runs it: a run of a process that is gone is an orphan (journal/Orphans.ts).
           instance: deps.journal.instance,
           operation: request.operation,
           protocol: request.protocol ?? "ollama",
           stream: request.stream,
-          requestedModel,
+          requestedModel: typeof request.body.model === "string" ? request.body.model : null,
           assignedModel: config.model === "" ? null : config.model,
           ...callerFacts(caller),
           ...(deps.config.server.journalPrompts ? { prompt: request.prompt } : {})
         })
-        opened = { run, startedAt }
+        return run
+      })
+
+    /** Admission, plan, then the attempts; the admission slot is the request scope's until it closes. */
+    const admitAndRoute = (request: LaneRequest, as: RunAs | undefined, runId: string, run: StreamWriter, startedAt: number) =>
+      Effect.gen(function*() {
         if (config.async && as === undefined) return yield* fail(run, new AsyncOnlyLane({ lane: name }), startedAt)
-        if (!(yield* admit)) {
+        const admitted = yield* Effect.acquireRelease(admit, (ok) => ok ? leave : Effect.void)
+        if (!admitted) {
           return yield* fail(run, new LaneSaturated({ lane: name, reason: `admission queue full (${config.queue.capacity} requests in the lane)`, retryAfterSeconds }), startedAt)
         }
-        // From here the admission slot is held; it is returned when the answer (or stream) is done.
-        let handedOff = false
-        return yield* Effect.gen(function*() {
-          const { input, plan: decision } = yield* decideAt(Effect.succeed(startedAt))
-          yield* run.append("RouteDecided", { input, plan: decision })
-
-          const misses: Array<Miss> = decision.skipped.map((s) => ({ host: s.host, kind: s.reason.kind, text: describeSkip(s) }))
-          if (decision.attempts.length === 0) {
-            const kinds = new Set(decision.skipped.map((s) => s.reason.kind))
-            const hosts = decision.skipped.map((s) => s.host)
-            const error: GatewayError = kinds.size === 1 && kinds.has("heavy-model-denied")
-              ? new ModelDenied({ lane: name, model: config.model, rule: `policy.heavyModelMinParamsB=${deps.config.policy.heavyModelMinParamsB} on protected hosts`, hosts })
-              : kinds.size === 1 && kinds.has("model-not-installed")
-              ? new ModelNotFound({ lane: name, model: config.model, hosts })
-              : new AllHostsUnavailable({ lane: name, reasons: misses.map((m) => m.text), retryAfterSeconds })
-            const result = yield* exhausted({ run, runId, request, startedAt, attempts: as?.attemptsSoFar ?? 0 }, error, misses)
-            if (result._tag === "Stream") handedOff = true
-            return result
-          }
-
-          const body = Buffer.from(JSON.stringify({ ...request.body, model: config.model, stream: request.stream }))
-          const deadline = startedAt + config.queue.maxWait
-          // True while every attempt so far failed because its host could not take the request.
-          let onlyUnavailable = decision.skipped.every((s) => s.reason.kind !== "heavy-model-denied")
-          let pending: ReadonlyArray<PlannedAttempt> = decision.attempts
-          let attemptNo = as?.attemptsSoFar ?? 0
-
-          while (pending.length > 0) {
-            const saturated: Array<PlannedAttempt> = []
-            // Conditional steps behind a host that is merely busy: busy is not unavailable (a
-            // code-review flood on 111 must not spill onto gcp-b), so they wait with it.
-            const deferred: Array<PlannedAttempt> = []
-            const signals: Array<Deferred.Deferred<void>> = []
-            for (const step of pending) {
-              const host = deps.hosts.get(step.host)!
-              if (step.conditional && !onlyUnavailable) {
-                yield* run.append("HostSkipped", { host: step.host, reason: "only-when-unavailable", message: `${step.host} is used only when the hosts before it are unavailable` })
-                continue
-              }
-              if (step.conditional && saturated.length > 0) {
-                deferred.push(step)
-                continue
-              }
-              // A busy host hands back the signal of its next release with the refusal, so a slot
-              // freed while this request is busy on later hosts still wakes it.
-              const permit = yield* host.slots.acquireOrSignal(name)
-              if (!("pool" in permit)) {
-                saturated.push(step)
-                signals.push(permit)
-                continue
-              }
-              attemptNo++
-              const attemptStartedAt = yield* Clock.currentTimeMillis
-              const started = run.append("AttemptStarted", { attempt: attemptNo, host: step.host, timeoutMs: step.timeoutMs, slotPool: permit.pool })
-              const lagAtStart = markLag()
-              const result = yield* Effect.either(attempt(host, step, body, request, permit, started, lagAtStart))
-              const now = yield* Clock.currentTimeMillis
-              const lag = lagSince(lagAtStart)
-              if (result._tag === "Left") {
-                const error = result.left
-                if (error instanceof BreakerOpen) {
-                  attemptNo-- // never started
-                  yield* run.append("HostSkipped", { host: step.host, reason: "circuit-open", until: error.until, probeInFlight: error.probeInFlight })
-                  misses.push({ host: step.host, kind: "circuit-open", text: `${step.host} circuit open` })
-                  continue
-                }
-                const stall = error.kind === "timeout" && stalledByGateway(lag.longestStallMs, step.timeoutMs)
-                yield* run.append("AttemptFailed", {
-                  attempt: attemptNo,
-                  host: step.host,
-                  kind: error.kind,
-                  status: error.status,
-                  message: stall ? `${error.message}, but the gateway's event loop was blocked ${lag.longestStallMs}ms of it: not counted against ${step.host}` : error.message,
-                  durationMs: now - attemptStartedAt,
-                  afterFirstChunk: false,
-                  eventLoopLagMs: lag.lagMs,
-                  eventLoopStallMs: lag.longestStallMs,
-                  ...(stall ? { gatewayStall: true } : {})
-                })
-                // A stall of ours is no host failure: not a timeout toward the breaker (see attempt),
-                // and no reason to pay a provider either (fallbackReason does not know the kind).
-                misses.push(stall
-                  ? { host: step.host, kind: "gateway-stall", text: `${step.host} timed out while the gateway's event loop was blocked ${lag.longestStallMs}ms` }
-                  : { host: step.host, kind: error.kind, text: `${step.host} ${error.kind === "timeout" ? "timed out" : "failed"}: ${error.message}` })
-                if (error.kind === "refused") yield* host.reportRefused(error.message)
-                if (error.kind === "rejected") {
-                  return yield* fail(run, new UpstreamRejected({ host: step.host, upstreamStatus: error.status ?? 400, upstreamError: error.message.replace(/^\d+: /, "") }), startedAt)
-                }
-                if (!isUnavailableFailure(error) && error.kind !== "not-found") onlyUnavailable = false
-                continue
-              }
-              const info: RunInfo = { runId, traceId: caller.traceId, lane: name, model: config.model, endpoint: step.host }
-              const answer = result.right
-              if (answer._tag === "Unary") {
-                yield* complete(run, step.host, answer.usage, startedAt, attemptStartedAt, null, lag)
-                return { _tag: "Unary", info, bytes: answer.bytes } satisfies LaneResult
-              }
-              handedOff = true
-              const source = relay(run, answer.open, step.host, attemptNo, startedAt, attemptStartedAt, now, lagAtStart, Effect.zipRight(permit.release, leave))
-              return { _tag: "Stream", info, source, stream: toStream(source), idleTimeoutMs: step.timeoutMs } satisfies LaneResult
-            }
-            if (saturated.length === 0) break
-            // Every remaining host is busy: wait for a slot on one of them, within the lane's maxWait.
-            const now = yield* Clock.currentTimeMillis
-            if (now >= deadline) {
-              for (const s of saturated) misses.push({ host: s.host, kind: "saturated", text: `${s.host} all slots busy` })
-              break
-            }
-            const freed = yield* Effect.raceAll(signals.map((d) => Deferred.await(d))).pipe(Effect.timeout(deadline - now), Effect.option)
-            if (Option.isNone(freed)) {
-              for (const s of saturated) misses.push({ host: s.host, kind: "saturated", text: `${s.host} all slots busy for ${config.queue.maxWait / 1000}s` })
-              break
-            }
-            pending = pending.filter((s) => saturated.includes(s) || deferred.includes(s))
-          }
-
-          const tried = misses.filter((m) => m.kind !== "only-when-unavailable")
-          const error: GatewayError = tried.length > 0 && tried.every((m) => m.kind === "saturated")
-            ? new LaneSaturated({ lane: name, reason: tried.map((m) => m.text).join("; "), retryAfterSeconds })
-            : tried.length > 0 && tried.every((m) => m.kind === "timeout")
-            ? new AllAttemptsTimedOut({ lane: name, reasons: tried.map((m) => m.text) })
-            : tried.length > 0 && tried.every((m) => m.kind === "not-found" || m.kind === "model-not-installed")
-            ? new ModelNotFound({ lane: name, model: config.model, hosts: tried.map((m) => m.host) })
-            : new AllHostsUnavailable({ lane: name, reasons: misses.map((m) => m.text), retryAfterSeconds })
-          const result = yield* exhausted({ run, runId, request, startedAt, attempts: attemptNo }, error, misses)
-          if (result._tag === "Stream") handedOff = true
-          return result
-        }).pipe(
-          Effect.onExit((exit) => handedOff && Exit.isSuccess(exit) ? Effect.void : leave)
-        )
-      }).pipe(
-        // The run invariant: whatever ended this (an error, a defect, an interruption), the run
-        // stream ends — once. A stream result ends it when the stream does (relay, PaidRoute).
-        Effect.onExit((exit) => {
-          if (opened === null || Exit.isSuccess(exit)) return Effect.void
-          // An async run's worker decides what an interruption means (a cancel, a suspension).
-          if (as !== undefined && Option.isNone(failureOf(exit.cause)) && Cause.isInterruptedOnly(exit.cause)) return Effect.void
-          return endRun(opened.run, endOf(exit), opened.startedAt)
-        })
-      )
-    }
+        const { input, plan: decision } = yield* decideAt(Effect.succeed(startedAt))
+        yield* run.append("RouteDecided", { input, plan: decision })
+        const body = decision.attempts.length === 0 ? new Uint8Array(0) : Buffer.from(JSON.stringify({ ...request.body, model: config.model, stream: request.stream }))
+        const at: RunContext = { run, runId, request, startedAt, body }
+        return yield* drive(at, Attempts.initial(attemptsInput(request, as), decision), [])
+      })
 
     /**
-     * The caller's stream: the head the upstream already sent, then the rest as it arrives. A failure
-     * after the first chunk cannot fail over (the caller has tokens); it ends with an {"error"} line,
-     * never a fake done, and the journal says so.
+     * The run invariant: whatever ends a started run (an error, a defect, an interruption), its
+     * stream ends — once. A stream result ends it when the stream does, or when the request's scope
+     * closes first (Relay.ts, PaidRoute).
      */
-    const relay = (
-      run: StreamWriter,
-      open: OpenStream,
-      host: string,
-      attemptNo: number,
-      startedAt: number,
-      attemptStartedAt: number,
-      firstChunkAt: number,
-      lagAtStart: LagMark,
-      release: Effect.Effect<void>
-    ): ChunkSource => {
-      let state: "head" | "rest" | "over" = "head"
-      // The answer's last facts are journaled whole, even if the caller goes away meanwhile.
-      const failed = (failure: UpstreamFailure) =>
-        Effect.uninterruptible(Effect.gen(function*() {
-          const now = yield* Clock.currentTimeMillis
-          yield* run.append("AttemptFailed", { attempt: attemptNo, host, kind: failure.kind, status: failure.status, message: failure.message, durationMs: now - attemptStartedAt, afterFirstChunk: true })
-          yield* run.append("RunFailed", { status: 502, error: "StreamBroken", message: `host ${host}: ${failure.message}`, durationMs: now - startedAt })
-          return encodeLine({ error: `lane ${name}: host ${host} failed mid-stream: ${failure.message}` })
-        }))
-      const next: Effect.Effect<Uint8Array | null> = Effect.suspend(() => {
-        switch (state) {
-          case "head":
-            state = "rest"
-            return Effect.succeed(joinLines(open.head))
-          case "over":
-            return Effect.succeed(null)
-          case "rest":
-            return Effect.matchEffect(open.pull, {
-              onFailure: (failure) => {
-                state = "over"
-                return failed(failure)
-              },
-              onSuccess: (chunk) => {
-                if (chunk !== null) return Effect.succeed(chunk)
-                state = "over"
-                return Effect.as(Effect.uninterruptible(complete(run, host, open.usage(), startedAt, attemptStartedAt, firstChunkAt, lagSince(lagAtStart))), null)
-              }
-            })
-        }
+    const handle = (request: LaneRequest, as?: RunAs): Effect.Effect<LaneResult, GatewayError, Scope.Scope> =>
+      Effect.gen(function*() {
+        const startedAt = yield* Clock.currentTimeMillis
+        const runId = as?.runId ?? crypto.randomUUID()
+        // Nothing could record the run (neither Postgres nor the spill takes writes): refuse it at once.
+        if (as === undefined && deps.journal.unavailable()) return yield* Effect.fail(new JournalUnavailable({ lane: name }))
+        const run = yield* start(request, as, runId)
+        return yield* admitAndRoute(request, as, runId, run, startedAt).pipe(
+          Effect.onExit((exit) => {
+            if (Exit.isSuccess(exit)) return Effect.void
+            // An async run's worker decides what an interruption means (a cancel, a suspension).
+            if (as !== undefined && Option.isNone(failureOf(exit.cause)) && Cause.isInterruptedOnly(exit.cause)) return Effect.void
+            return endRun(run, endOf(exit), startedAt)
+          })
+        )
       })
-      const close = once((interrupted: boolean) =>
-        Effect.gen(function*() {
-          // An answer that already ended (completed, or its error line sent) was not cut short.
-          if (interrupted && state !== "over") {
-            state = "over"
-            const now = yield* Clock.currentTimeMillis
-            const why = yield* FiberRef.get(abortReason)
-            yield* run.append("RunFailed", { status: why.status, error: why.error, message: why.message, durationMs: now - startedAt })
-          }
-          yield* open.close
-          yield* release
-        })
-      )
-      return { next, close }
-    }
 
     return { name, config, handle, inFlight: Ref.get(admitted), decide } satisfies LaneActor
   })

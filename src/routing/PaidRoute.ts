@@ -30,8 +30,9 @@ import {
 } from "../providers/Translate.ts"
 import { encodeLine } from "../upstream/Ndjson.ts"
 import { abortReason } from "./AbortReason.ts"
+import { endOf } from "../run/Terminal.ts"
 import { costOf } from "../run/Cost.ts"
-import { type LaneRequest, type LaneResult, once, type RunInfo } from "../run/Run.ts"
+import { type LaneRequest, type LaneResult, type RunInfo } from "../run/Run.ts"
 
 export interface PaidRunContext {
   readonly lane: string
@@ -50,8 +51,6 @@ export interface PaidRunContext {
   readonly attemptsSoFar: number
   /** The Ollama outcome, returned as it is when the request cannot go to a paid provider. */
   readonly ollamaError: GatewayError
-  /** Runs once the caller's stream is over (the lane's admission slot). */
-  readonly onStreamEnd: Effect.Effect<void>
 }
 
 /** The worst-case cost of a call: every prompt token (bounded from above) and every output token allowed. */
@@ -188,7 +187,7 @@ export class PaidRoute extends Effect.Service<PaidRoute>()("awooop/PaidRoute", {
         return { head, rest, close }
       })
 
-    const run = (ctx: PaidRunContext): Effect.Effect<LaneResult, GatewayError> =>
+    const run = (ctx: PaidRunContext): Effect.Effect<LaneResult, GatewayError, Scope.Scope> =>
       Effect.gen(function*() {
         const operation = ctx.request.operation
         const first = toPaidRequest(operation, ctx.request.body, 1)
@@ -327,7 +326,7 @@ export class PaidRoute extends Effect.Service<PaidRoute>()("awooop/PaidRoute", {
           return {
             _tag: "Stream",
             info,
-            stream: relay(ctx, reserved, attempt, opened.right, operation as "generate" | "chat", createdAt, attemptStartedAt, firstChunkAt),
+            stream: yield* relay(ctx, reserved, attempt, opened.right, operation as "generate" | "chat", createdAt, attemptStartedAt, firstChunkAt),
             idleTimeoutMs: provider.timeoutMs
           } satisfies LaneResult
         }
@@ -359,7 +358,7 @@ export class PaidRoute extends Effect.Service<PaidRoute>()("awooop/PaidRoute", {
         const info: RunInfo = { runId: ctx.runId, traceId: ctx.caller.traceId, lane: ctx.lane, model: String(ctx.request.body.model), endpoint: "none" }
         const bytes = new TextEncoder().encode(JSON.stringify(body) + (ctx.request.stream ? "\n" : ""))
         return ctx.request.stream
-          ? { _tag: "Stream", info, stream: Stream.make(bytes).pipe(Stream.ensuringWith(once(() => ctx.onStreamEnd))) } satisfies LaneResult
+          ? { _tag: "Stream", info, stream: Stream.make(bytes) } satisfies LaneResult
           : { _tag: "Unary", info, bytes } satisfies LaneResult
       })
 
@@ -376,7 +375,7 @@ export class PaidRoute extends Effect.Service<PaidRoute>()("awooop/PaidRoute", {
       createdAt: string,
       attemptStartedAt: number,
       firstChunkAt: number
-    ): Stream.Stream<Uint8Array> => {
+    ): Effect.Effect<Stream.Stream<Uint8Array>, never, Scope.Scope> => {
       const model = r.provider.model
       let usage: PaidUsage | null = null
       let finish: DoneReason | null = null
@@ -403,7 +402,7 @@ export class PaidRoute extends Effect.Service<PaidRoute>()("awooop/PaidRoute", {
         const now = yield* Clock.currentTimeMillis
         return Stream.make(encodeLine(ollamaFinal(operation, model, createdAt, "", finish, usage ?? { inputTokens: null, outputTokens: null }, now - attemptStartedAt)))
       })))
-      return Stream.fromIterable(open.head).pipe(
+      const stream = Stream.fromIterable(open.head).pipe(
         Stream.concat(open.rest),
         Stream.mapConcat(lines),
         Stream.concat(final),
@@ -424,21 +423,21 @@ export class PaidRoute extends Effect.Service<PaidRoute>()("awooop/PaidRoute", {
             })
             return encodeLine({ error: `lane ${ctx.lane}: provider ${r.provider.name} failed mid-stream: ${failure.message}` })
           })))
-        ),
-        Stream.ensuringWith(once((exit) =>
-          Effect.gen(function*() {
-            yield* open.close
-            if (outcome === "open" && Exit.isInterrupted(exit)) {
-              outcome = "failed"
-              const why = yield* FiberRef.get(abortReason)
-              yield* settle(ctx, r, null, why.message)
-              const now = yield* Clock.currentTimeMillis
-              yield* ctx.run.append("RunFailed", { status: why.status, error: why.error, message: why.message, durationMs: now - ctx.startedAt })
-            }
-            yield* ctx.onStreamEnd
-          })
-        ))
+        )
       )
+      // The settlement of a stream cut short (the caller left, the request's scope closed before the
+      // end) is the request scope's: it runs whether or not the stream was ever run.
+      const close = (exit: Exit.Exit<unknown, unknown>) =>
+        Effect.gen(function*() {
+          yield* open.close
+          if (outcome !== "open") return
+          outcome = "failed"
+          const why = Exit.isFailure(exit) && !Exit.isInterrupted(exit) ? endOf(exit as Exit.Exit<unknown, never>) : yield* FiberRef.get(abortReason)
+          yield* settle(ctx, r, null, why.message)
+          const now = yield* Clock.currentTimeMillis
+          yield* ctx.run.append("RunFailed", { status: why.status, error: why.error, message: why.message, durationMs: now - ctx.startedAt })
+        })
+      return Effect.as(Effect.flatMap(Effect.scope, (scope) => Scope.addFinalizerExit(scope, close)), stream)
     }
 
     return { run, budget, providers: registry.all } as const

@@ -2,7 +2,7 @@
  * A run as the lane and the paid route both see it: the request, the answer, who runs it. Both
  * import these from here, so neither imports the other's values.
  */
-import { Effect, Fiber, Stream } from "effect"
+import type { Stream } from "effect"
 import type { CallerContext } from "../domain/CallerContext.ts"
 import type { Operation } from "../domain/OllamaApi.ts"
 import type { Protocol } from "../domain/Protocol.ts"
@@ -62,30 +62,3 @@ export interface RunAs {
   readonly run: StreamWriter
   readonly attemptsSoFar: number
 }
-
-/** A finalizer that acts once however many times it is called (a stream run, then `abandon`). */
-export const once = <A>(f: (a: A) => Effect.Effect<void>): ((a: A) => Effect.Effect<void>) => {
-  let done = false
-  return (a) => Effect.suspend(() => {
-    if (done) return Effect.void
-    done = true
-    return f(a)
-  })
-}
-
-/**
- * For a consumer interrupted between receiving a Stream result and running it (the caller hung up
- * in between): runs the stream just far enough to be interrupted, so its finalizers — slot and
- * admission release, upstream abort, budget settlement, the 499 in the journal — still happen.
- * Safe on a stream that already ran: every stream result's finalizer is wrapped in `once`.
- */
-export const abandon = (result: LaneResult): Effect.Effect<void> =>
-  result._tag !== "Stream"
-    ? Effect.void
-    : result.source !== undefined
-    ? result.source.close(true)
-    : Stream.runDrain(Stream.mapEffect(result.stream, () => Effect.interrupt)).pipe(
-      Effect.forkDaemon,
-      Effect.flatMap(Fiber.await),
-      Effect.asVoid
-    )

@@ -221,6 +221,7 @@ export const make = (deps: {
           }
           yield* entry.writer.append("RunDequeued", { attemptsSoFar: entry.attemptsSoFar })
           const completion: HeldCompletion = { data: undefined }
+          // The lane takes what the run holds (admission, slot, budget) in the run's scope: closed once the run is settled (Effect.scoped below).
           const fiber = yield* Effect.fork(Effect.interruptible(
             lane.handle(entry.request, { runId: entry.runId, run: holdCompletion(entry.writer, completion), attemptsSoFar: entry.attemptsSoFar })
           ))
@@ -233,6 +234,7 @@ export const make = (deps: {
           entry.fiber = null
           yield* settle(entry, exit, shuttingDown, startedAt, completion)
         }).pipe(
+          Effect.scoped,
           Effect.ensuring(Effect.suspend(() => {
             entry.phase = "done"
             entries.delete(entry.runId)
