@@ -189,8 +189,7 @@ export class PaidRoute extends Effect.Service<PaidRoute>()("awooop/PaidRoute", {
 
     const run = (ctx: PaidRunContext): Effect.Effect<LaneResult, GatewayError, Scope.Scope> =>
       Effect.gen(function*() {
-        const operation = ctx.request.operation
-        const first = toPaidRequest(operation, ctx.request.body, 1)
+        const first = toPaidRequest(ctx.request.operation, ctx.request.body, 1)
         if ("unsupported" in first) {
           yield* ctx.run.append("PaidFallbackSkipped", { reason: first.unsupported, providers: ctx.providers, fallbackReason: ctx.reason })
           if (!ctx.direct) return yield* failRun(ctx, ctx.ollamaError)
@@ -198,139 +197,187 @@ export class PaidRoute extends Effect.Service<PaidRoute>()("awooop/PaidRoute", {
           return yield* failRun(ctx, new BadRequest({ message: `lane ${ctx.lane}: ${first.unsupported}` }))
         }
         yield* ctx.run.append("PaidFallbackRequested", { reason: ctx.reason, providers: ctx.providers, direct: ctx.direct })
+        return yield* tryProviders(ctx, ctx.providers, ctx.attemptsSoFar, [])
+      })
 
-        const failures: Array<string> = []
-        let attempt = ctx.attemptsSoFar
-        for (const name of ctx.providers) {
-          const provider = registry.get(name)
-          if (provider === undefined || !provider.configured) {
-            const why = provider === undefined ? `${name} is not a configured provider` : `${name} skipped: its API key environment variable is not set`
-            yield* ctx.run.append("PaidProviderSkipped", { provider: name, reason: why })
-            failures.push(why)
-            continue
-          }
-          const request = toPaidRequest(operation, ctx.request.body, provider.maxOutputTokens) as PaidRequest
-          const price = priceOf(config.prices, provider.model, provider.kind)
-          if (price === undefined) {
-            // The config check makes this unreachable; without a price no worst case can be reserved.
-            failures.push(`${name} has no price for ${provider.model}`)
-            continue
-          }
-          const worst = worstCaseUsd(request, price)
-          const reservationId = crypto.randomUUID()
-          const decision = yield* budget.reserve({
-            reservationId,
-            runId: ctx.runId,
-            traceId: ctx.caller.traceId,
-            projectId: ctx.caller.projectId,
-            lane: ctx.lane,
-            provider: name,
-            model: provider.model,
-            amountUsd: worst.amountUsd,
-            caller: ctx.caller.caller ?? null,
-            callerBudget: ctx.caller.caller == null ? undefined : config.callers?.[ctx.caller.caller]?.budget
-          }).pipe(Effect.either)
-          if (decision._tag === "Left") {
-            yield* ctx.run.append("BudgetDenied", { provider: name, amountUsd: worst.amountUsd, failClosed: true, reason: decision.left.message })
-            yield* Effect.logError(`lane ${ctx.lane}: paid call refused, the budget ledger is unreachable`, decision.left)
-            return yield* failRun(ctx, new BudgetUnavailable({ lane: ctx.lane, fallbackReason: ctx.reason }))
-          }
-          if (decision.right._tag === "Denied") {
-            const d = decision.right
-            yield* ctx.run.append("BudgetDenied", {
-              provider: name,
-              amountUsd: worst.amountUsd,
-              capUsd: d.capUsd,
-              committedUsd: d.committedUsd,
-              periodStart: d.periodStart,
-              operatorKill: d.operatorKill,
-              reason: d.reason
-            })
-            // The journal keeps the figures; the caller is told only which cap said no.
-            return yield* failRun(ctx, new BudgetDenied({ lane: ctx.lane, reason: d.publicReason, fallbackReason: ctx.reason }))
-          }
-          const reserved: Reserved = { reservationId, provider, amountUsd: worst.amountUsd, price }
-          const durable = yield* ctx.run.appendDurable("BudgetReserved", {
-            reservationId,
-            provider: name,
-            model: provider.model,
-            amountUsd: worst.amountUsd,
-            inputTokensEstimate: worst.inputTokens,
-            maxOutputTokens: request.maxOutputTokens,
-            inputUsdPerMillion: price.inputPerToken * 1e6,
-            outputUsdPerMillion: price.outputPerToken * 1e6,
-            capUsd: decision.right.capUsd,
-            committedUsd: decision.right.committedUsd,
-            periodStart: decision.right.periodStart
-          }).pipe(
-            Effect.timeout(DURABLE_TIMEOUT),
-            Effect.either,
-            Effect.onInterrupt(() => release(ctx, reserved, "the caller went away before the call"))
-          )
-          if (durable._tag === "Left") {
-            // Not confirmed durable (the journal is degraded): no call is made. The release goes on the
-            // run's stream before RunFailed (spilled in order if need be), so a restart finds the
-            // reservation already released instead of appending to a finished run.
-            const why = "the reservation could not be journaled durably; no call was made"
-            yield* ctx.run.append("BudgetReleased", { reservationId, provider: name, reservedUsd: worst.amountUsd, reason: why })
-            yield* budget.release(reservationId, why).pipe(Effect.ignore)
-            return yield* failRun(ctx, new BudgetUnavailable({ lane: ctx.lane, fallbackReason: ctx.reason }))
-          }
+    /** The providers in the lane's order: each failure before any output hands over to the next one. */
+    const tryProviders = (
+      ctx: PaidRunContext,
+      names: ReadonlyArray<string>,
+      attempt: number,
+      failures: ReadonlyArray<string>
+    ): Effect.Effect<LaneResult, GatewayError, Scope.Scope> => {
+      const [name, ...rest] = names
+      if (name === undefined) return failRun(ctx, new PaidProvidersFailed({ lane: ctx.lane, reasons: [ctx.reason, ...failures] }))
+      return Effect.flatMap(tryProvider(ctx, name, attempt), (outcome) =>
+        outcome._tag === "Answered"
+          ? Effect.succeed(outcome.result)
+          : tryProviders(ctx, rest, outcome.attempted ? attempt + 1 : attempt, [...failures, outcome.why]))
+    }
 
-          attempt++
-          const attemptStartedAt = yield* Clock.currentTimeMillis
-          yield* ctx.run.append("AttemptStarted", {
-            attempt,
-            host: name,
-            provider: name,
-            tier: "paid",
-            model: provider.model,
-            timeoutMs: provider.timeoutMs,
-            reservationId
-          })
-          const info: RunInfo = { runId: ctx.runId, traceId: ctx.caller.traceId, lane: ctx.lane, model: provider.model, endpoint: name }
-          const createdAt = new Date(attemptStartedAt).toISOString()
+    type ProviderOutcome =
+      | { readonly _tag: "Answered"; readonly result: LaneResult }
+      | { readonly _tag: "Next"; readonly why: string; readonly attempted: boolean }
 
-          if (!ctx.request.stream) {
-            const answer = yield* provider.generate(request).pipe(
-              Effect.timeoutFail({ duration: provider.timeoutMs, onTimeout: () => timeoutFailure(provider, "answer") }),
-              Effect.either,
-              // The caller left while the call was in flight: it may have been billed, so charge the worst case.
-              Effect.onInterrupt(() => settle(ctx, reserved, null, "the caller went away during the call"))
-            )
-            if (answer._tag === "Left") {
-              yield* attemptFailed(ctx, attempt, reserved, answer.left, attemptStartedAt, false)
-              yield* release(ctx, reserved, `${name} failed before answering: ${answer.left.message}`)
-              failures.push(`${name} ${answer.left.kind}: ${answer.left.message}`)
-              continue
-            }
-            const a = answer.right
-            const costUsd = yield* settle(ctx, reserved, a.usage, "answered")
-            const now = yield* Clock.currentTimeMillis
-            yield* complete(ctx, reserved, attemptStartedAt, null, a.usage, a.doneReason, costUsd)
-            const body = ollamaFinal(operation as "generate" | "chat", provider.model, createdAt, a.text, a.doneReason, a.usage, now - attemptStartedAt)
-            return { _tag: "Unary", info, bytes: new TextEncoder().encode(JSON.stringify(body)) } satisfies LaneResult
-          }
-
-          const opened = yield* openStream(provider, request).pipe(
-            Effect.either,
-            Effect.onInterrupt(() => settle(ctx, reserved, null, "the caller went away during the call"))
-          )
-          if (opened._tag === "Left") {
-            yield* attemptFailed(ctx, attempt, reserved, opened.left, attemptStartedAt, false)
-            yield* release(ctx, reserved, `${name} failed before its first token: ${opened.left.message}`)
-            failures.push(`${name} ${opened.left.kind}: ${opened.left.message}`)
-            continue
-          }
-          const firstChunkAt = yield* Clock.currentTimeMillis
-          return {
-            _tag: "Stream",
-            info,
-            stream: yield* relay(ctx, reserved, attempt, opened.right, operation as "generate" | "chat", createdAt, attemptStartedAt, firstChunkAt),
-            idleTimeoutMs: provider.timeoutMs
-          } satisfies LaneResult
+    const tryProvider = (ctx: PaidRunContext, name: string, attemptsSoFar: number): Effect.Effect<ProviderOutcome, GatewayError, Scope.Scope> =>
+      Effect.gen(function*() {
+        const provider = registry.get(name)
+        if (provider === undefined || !provider.configured) {
+          const why = provider === undefined ? `${name} is not a configured provider` : `${name} skipped: its API key environment variable is not set`
+          yield* ctx.run.append("PaidProviderSkipped", { provider: name, reason: why })
+          return { _tag: "Next", why, attempted: false } as const
         }
-        return yield* failRun(ctx, new PaidProvidersFailed({ lane: ctx.lane, reasons: [ctx.reason, ...failures] }))
+        const request = toPaidRequest(ctx.request.operation, ctx.request.body, provider.maxOutputTokens) as PaidRequest
+        const price = priceOf(config.prices, provider.model, provider.kind)
+        // The config check makes this unreachable; without a price no worst case can be reserved.
+        if (price === undefined) return { _tag: "Next", why: `${name} has no price for ${provider.model}`, attempted: false } as const
+        const reserved = yield* reserve(ctx, provider, request, price)
+        const attempt = attemptsSoFar + 1
+        const attemptStartedAt = yield* Clock.currentTimeMillis
+        yield* ctx.run.append("AttemptStarted", {
+          attempt,
+          host: name,
+          provider: name,
+          tier: "paid",
+          model: provider.model,
+          timeoutMs: provider.timeoutMs,
+          reservationId: reserved.reservationId
+        })
+        const call: ProviderCall = { ctx, reserved, request, attempt, attemptStartedAt }
+        return yield* (ctx.request.stream ? callStream(call) : callUnary(call))
+      })
+
+    /** The worst case reserved in the ledger and journaled durably, or the run fails (fail closed). */
+    const reserve = (ctx: PaidRunContext, provider: PaidProvider, request: PaidRequest, price: Price) =>
+      Effect.gen(function*() {
+        const worst = worstCaseUsd(request, price)
+        const reservationId = crypto.randomUUID()
+        const decision = yield* budget.reserve({
+          reservationId,
+          runId: ctx.runId,
+          traceId: ctx.caller.traceId,
+          projectId: ctx.caller.projectId,
+          lane: ctx.lane,
+          provider: provider.name,
+          model: provider.model,
+          amountUsd: worst.amountUsd,
+          caller: ctx.caller.caller ?? null,
+          callerBudget: ctx.caller.caller == null ? undefined : config.callers?.[ctx.caller.caller]?.budget
+        }).pipe(Effect.either)
+        if (decision._tag === "Left") {
+          yield* ctx.run.append("BudgetDenied", { provider: provider.name, amountUsd: worst.amountUsd, failClosed: true, reason: decision.left.message })
+          yield* Effect.logError(`lane ${ctx.lane}: paid call refused, the budget ledger is unreachable`, decision.left)
+          return yield* failRun(ctx, new BudgetUnavailable({ lane: ctx.lane, fallbackReason: ctx.reason }))
+        }
+        const d = decision.right
+        if (d._tag === "Denied") {
+          yield* ctx.run.append("BudgetDenied", {
+            provider: provider.name,
+            amountUsd: worst.amountUsd,
+            capUsd: d.capUsd,
+            committedUsd: d.committedUsd,
+            periodStart: d.periodStart,
+            operatorKill: d.operatorKill,
+            reason: d.reason
+          })
+          // The journal keeps the figures; the caller is told only which cap said no.
+          return yield* failRun(ctx, new BudgetDenied({ lane: ctx.lane, reason: d.publicReason, fallbackReason: ctx.reason }))
+        }
+        const reserved: Reserved = { reservationId, provider, amountUsd: worst.amountUsd, price }
+        yield* journalReserved(ctx, reserved, worst.inputTokens, request.maxOutputTokens, d)
+        return reserved
+      })
+
+    /**
+     * BudgetReserved, durably, before any call. Not confirmed durable (the journal is degraded): no
+     * call is made. The release goes on the run's stream before RunFailed (spilled in order if need
+     * be), so a restart finds the reservation already released instead of appending to a finished run.
+     */
+    const journalReserved = (
+      ctx: PaidRunContext,
+      r: Reserved,
+      inputTokensEstimate: number,
+      maxOutputTokens: number,
+      cap: { readonly capUsd: number; readonly committedUsd: number; readonly periodStart: unknown }
+    ) =>
+      Effect.gen(function*() {
+        const durable = yield* ctx.run.appendDurable("BudgetReserved", {
+          reservationId: r.reservationId,
+          provider: r.provider.name,
+          model: r.provider.model,
+          amountUsd: r.amountUsd,
+          inputTokensEstimate,
+          maxOutputTokens,
+          inputUsdPerMillion: r.price.inputPerToken * 1e6,
+          outputUsdPerMillion: r.price.outputPerToken * 1e6,
+          capUsd: cap.capUsd,
+          committedUsd: cap.committedUsd,
+          periodStart: cap.periodStart
+        }).pipe(
+          Effect.timeout(DURABLE_TIMEOUT),
+          Effect.either,
+          Effect.onInterrupt(() => release(ctx, r, "the caller went away before the call"))
+        )
+        if (durable._tag === "Right") return
+        const why = "the reservation could not be journaled durably; no call was made"
+        yield* ctx.run.append("BudgetReleased", { reservationId: r.reservationId, provider: r.provider.name, reservedUsd: r.amountUsd, reason: why })
+        yield* budget.release(r.reservationId, why).pipe(Effect.ignore)
+        return yield* failRun(ctx, new BudgetUnavailable({ lane: ctx.lane, fallbackReason: ctx.reason }))
+      })
+
+    interface ProviderCall {
+      readonly ctx: PaidRunContext
+      readonly reserved: Reserved
+      readonly request: PaidRequest
+      readonly attempt: number
+      readonly attemptStartedAt: number
+    }
+
+    const infoOf = (c: ProviderCall): RunInfo =>
+      ({ runId: c.ctx.runId, traceId: c.ctx.caller.traceId, lane: c.ctx.lane, model: c.reserved.provider.model, endpoint: c.reserved.provider.name })
+
+    /** A call that failed before any output: journaled, its reservation released, the next provider's turn. */
+    const failedBefore = (c: ProviderCall, failure: ProviderFailure, before: string) =>
+      Effect.gen(function*() {
+        const name = c.reserved.provider.name
+        yield* attemptFailed(c.ctx, c.attempt, c.reserved, failure, c.attemptStartedAt, false)
+        yield* release(c.ctx, c.reserved, `${name} failed before ${before}: ${failure.message}`)
+        return { _tag: "Next", why: `${name} ${failure.kind}: ${failure.message}`, attempted: true } as const
+      })
+
+    const callUnary = (c: ProviderCall): Effect.Effect<ProviderOutcome> =>
+      Effect.gen(function*() {
+        const provider = c.reserved.provider
+        const answer = yield* provider.generate(c.request).pipe(
+          Effect.timeoutFail({ duration: provider.timeoutMs, onTimeout: () => timeoutFailure(provider, "answer") }),
+          Effect.either,
+          // The caller left while the call was in flight: it may have been billed, so charge the worst case.
+          Effect.onInterrupt(() => settle(c.ctx, c.reserved, null, "the caller went away during the call"))
+        )
+        if (answer._tag === "Left") return yield* failedBefore(c, answer.left, "answering")
+        const a = answer.right
+        const costUsd = yield* settle(c.ctx, c.reserved, a.usage, "answered")
+        const now = yield* Clock.currentTimeMillis
+        yield* complete(c.ctx, c.reserved, c.attemptStartedAt, null, a.usage, a.doneReason, costUsd)
+        const createdAt = new Date(c.attemptStartedAt).toISOString()
+        const body = ollamaFinal(c.ctx.request.operation as "generate" | "chat", provider.model, createdAt, a.text, a.doneReason, a.usage, now - c.attemptStartedAt)
+        const result: LaneResult = { _tag: "Unary", info: infoOf(c), bytes: new TextEncoder().encode(JSON.stringify(body)) }
+        return { _tag: "Answered", result } as const
+      })
+
+    const callStream = (c: ProviderCall): Effect.Effect<ProviderOutcome, never, Scope.Scope> =>
+      Effect.gen(function*() {
+        const provider = c.reserved.provider
+        const opened = yield* openStream(provider, c.request).pipe(
+          Effect.either,
+          Effect.onInterrupt(() => settle(c.ctx, c.reserved, null, "the caller went away during the call"))
+        )
+        if (opened._tag === "Left") return yield* failedBefore(c, opened.left, "its first token")
+        const firstChunkAt = yield* Clock.currentTimeMillis
+        const createdAt = new Date(c.attemptStartedAt).toISOString()
+        const stream = yield* relay(c.ctx, c.reserved, c.attempt, opened.right, c.ctx.request.operation as "generate" | "chat", createdAt, c.attemptStartedAt, firstChunkAt)
+        const result: LaneResult = { _tag: "Stream", info: infoOf(c), stream, idleTimeoutMs: provider.timeoutMs }
+        return { _tag: "Answered", result } as const
       })
 
     /** A `paid` lane asked to load a model: nothing to load, nothing to pay; answer like Ollama does. */
