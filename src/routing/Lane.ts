@@ -70,6 +70,9 @@ type AttemptAnswer =
   | { readonly _tag: "Unary"; readonly bytes: Uint8Array; readonly usage: Usage }
   | { readonly _tag: "Stream"; readonly open: OpenStream }
 
+const noMark: LagMark = { at: 0, stalled: 0 }
+const noLag = { lagMs: 0, longestStallMs: 0 }
+
 export const make = (name: string, config: LaneConfig, deps: Deps) =>
   Effect.gen(function*() {
     const admitted = yield* Ref.make(0)
@@ -84,7 +87,8 @@ export const make = (name: string, config: LaneConfig, deps: Deps) =>
     const admit = Ref.modify(admitted, (n): [boolean, number] => n < config.queue.capacity ? [true, n + 1] : [false, n])
     const leave = Ref.update(admitted, (n) => n - 1)
 
-    const snapshot = Effect.gen(function*() {
+    /** The live view of the route's hosts, as plan() reads it. */
+    const snapshot = () => Effect.gen(function*() {
       const hosts: Record<string, HostView> = {}
       for (const step of route) {
         const host = deps.hosts.get(step.host)
@@ -103,9 +107,7 @@ export const make = (name: string, config: LaneConfig, deps: Deps) =>
         return yield* Effect.fail(error)
       })
 
-    const noMark: LagMark = { at: 0, stalled: 0 }
     const markLag = () => deps.lag?.mark() ?? noMark
-    const noLag = { lagMs: 0, longestStallMs: 0 }
     /** The gateway's own event-loop lag since an attempt's mark (EventLoopLag.ts). */
     const lagSince = (from: LagMark) => deps.lag?.since(from) ?? noLag
 
@@ -164,7 +166,7 @@ export const make = (name: string, config: LaneConfig, deps: Deps) =>
           lane: name,
           model: config.model,
           route,
-          hosts: yield* snapshot,
+          hosts: yield* snapshot(),
           policy: { heavyModelMinParamsB: deps.config.policy.heavyModelMinParamsB },
           now: yield* now
         }
