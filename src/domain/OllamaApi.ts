@@ -94,6 +94,16 @@ export const sameModel = (a: string, b: string): boolean => a === b || canonical
 
 /** The operations the gateway routes; each is one Ollama endpoint. */
 export type Operation = "generate" | "chat" | "embed" | "embeddings"
+
+/**
+ * A decoded Ollama request, by operation: what a lane runs (decoded once, where its body is parsed:
+ * the Ollama routes, the protocol adapters, the async-run routes).
+ */
+export type OllamaRequest =
+  | { readonly operation: "generate"; readonly body: GenerateRequest }
+  | { readonly operation: "chat"; readonly body: ChatRequest }
+  | { readonly operation: "embed"; readonly body: EmbedRequest }
+  | { readonly operation: "embeddings"; readonly body: EmbeddingsRequest }
 export const operationPath: Record<Operation, string> = {
   generate: "/api/generate",
   chat: "/api/chat",

@@ -11,7 +11,7 @@
 import { Effect } from "effect"
 import { type CallerContext, HeaderNames } from "../domain/CallerContext.ts"
 import type { GatewayError } from "../domain/Errors.ts"
-import type { Operation } from "../domain/OllamaApi.ts"
+import type { OllamaRequest } from "../domain/OllamaApi.ts"
 import { AsyncRuns } from "../operations/async/AsyncRuns.ts"
 import { isShadowRequested, ShadowHeaders, ShadowMode } from "../operations/Shadow.ts"
 import type { LaneActor } from "../routing/Lane.ts"
@@ -32,8 +32,7 @@ const header = (headers: Readonly<Record<string, string | undefined>>, name: str
 
 /** A shadow decision instead of running, when the request or its lane asks for one; null otherwise. */
 export const shadowInstead = (
-  operation: Operation,
-  body: Readonly<Record<string, unknown>>,
+  request: OllamaRequest,
   caller: CallerContext,
   lane: LaneActor,
   headers: Readonly<Record<string, string | undefined>>
@@ -43,9 +42,9 @@ export const shadowInstead = (
   return Effect.map(
     Effect.flatMap(ShadowMode, (shadow) => shadow.decide({
       lane,
-      operation,
+      operation: request.operation,
       caller,
-      requestedModel: typeof body.model === "string" ? body.model : null,
+      requestedModel: request.body.model,
       via: viaHeader ? "header" : "lane",
       legacyEndpoint: header(headers, ShadowHeaders.legacyEndpoint),
       legacyModel: header(headers, ShadowHeaders.legacyModel)
@@ -60,18 +59,17 @@ export const shadowInstead = (
 
 /** A shadow decision or an async run instead of running inline; null: run the request as usual. */
 export const acceptInstead = (
-  operation: Operation,
-  body: Readonly<Record<string, unknown>>,
+  request: OllamaRequest,
   caller: CallerContext,
   lane: LaneActor,
   headers: Readonly<Record<string, string | undefined>>,
   prompt: unknown
 ): Effect.Effect<Accepted | null, GatewayError, AcceptServices> =>
-  Effect.flatMap(shadowInstead(operation, body, caller, lane, headers), (shadow) => {
+  Effect.flatMap(shadowInstead(request, caller, lane, headers), (shadow) => {
     if (shadow !== null) return Effect.succeed(shadow)
-    if (!lane.config.async || (operation !== "generate" && operation !== "chat")) return Effect.succeed(null)
+    if (!lane.config.async || (request.operation !== "generate" && request.operation !== "chat")) return Effect.succeed(null)
     return Effect.map(
-      Effect.flatMap(AsyncRuns, (asyncRuns) => asyncRuns.submit({ lane, operation, body, caller, prompt, via: "inference" })),
+      Effect.flatMap(AsyncRuns, (asyncRuns) => asyncRuns.submit({ lane, request, caller, prompt, via: "inference" })),
       (run): Accepted => ({
         _tag: "Accepted",
         headers: {

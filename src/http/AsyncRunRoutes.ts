@@ -14,11 +14,11 @@
  * requests are only decided, never executed.
  */
 import { HttpRouter, HttpServerRequest, type HttpServerResponse } from "@effect/platform"
-import { Effect, Option, Schema } from "effect"
+import { Effect, Option } from "effect"
 import { HeaderNames, resolveCallerContext } from "../domain/CallerContext.ts"
 import { BadRequest, type GatewayError } from "../domain/Errors.ts"
 import { ChatRequest, GenerateRequest } from "../domain/OllamaApi.ts"
-import { AsyncRuns } from "../operations/async/AsyncRuns.ts"
+import { type AsyncRequest, AsyncRuns } from "../operations/async/AsyncRuns.ts"
 import { Gateway } from "../routing/Gateway.ts"
 import { errorResponse, jsonResponse } from "./ErrorResponse.ts"
 import { requestScope, visibleIn } from "./ReadScope.ts"
@@ -61,16 +61,17 @@ const submit = Effect.gen(function*() {
     if (operation !== "generate" && operation !== "chat") {
       return yield* new BadRequest({ message: `operation must be "generate" or "chat", got ${JSON.stringify(operation)}` })
     }
-    const schema = (operation === "chat" ? ChatRequest : GenerateRequest) as unknown as Schema.Schema<Record<string, unknown>, unknown>
-    const body = yield* decodeBody(schema, raw)
-    const caller = resolveCallerContext(request.headers, body.model as string, gateway.laneRules)
+    const decoded: AsyncRequest = operation === "chat"
+      ? { operation, body: yield* decodeBody(ChatRequest, raw) }
+      : { operation, body: yield* decodeBody(GenerateRequest, raw) }
+    const caller = resolveCallerContext(request.headers, decoded.body.model, gateway.laneRules)
     if (!("traceId" in caller)) return yield* Effect.fail(caller)
     const lane = gateway.lanes.get(caller.lane)!
     if (lane.config.mode === "shadow") {
       return fail(409, `lane ${lane.name} is in shadow mode: its requests are decided and journaled, never executed (set mode: active to run them)`)
     }
-    const prompt = operation === "chat" ? { messages: body.messages } : { system: body.system ?? null, prompt: body.prompt ?? null }
-    const run = yield* asyncRuns.submit({ lane, operation, body, caller, prompt, via: "api" })
+    const prompt = decoded.operation === "chat" ? { messages: decoded.body.messages } : { system: decoded.body.system ?? null, prompt: decoded.body.prompt ?? null }
+    const run = yield* asyncRuns.submit({ lane, request: decoded, caller, prompt, via: "api" })
     return jsonResponse(run, { location: run.statusUrl, [HeaderNames.runId]: run.runId, [HeaderNames.traceId]: run.traceId }, 202)
   }).pipe(Effect.catchAll((error: GatewayError) => Effect.succeed(errorResponse(error))))
 })

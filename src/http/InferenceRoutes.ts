@@ -4,12 +4,12 @@
  * lane actor, without the platform router, keeps the gateway's added latency well under a
  * millisecond (see BENCHMARKS.md). Every other route goes through the @effect/platform router.
  */
-import { Effect, Exit, FiberId, FiberRef, Ref, Runtime, Schema, Scope, Stream, type Tracer } from "effect"
+import { Effect, Exit, FiberId, FiberRef, Ref, Runtime, Scope, Stream, type Tracer } from "effect"
 import type { IncomingMessage, ServerResponse } from "node:http"
 import { type CallerContext, HeaderNames, resolveCallerContext } from "../domain/CallerContext.ts"
 import { errorHeaderName, errorHeaderValue } from "../domain/ErrorWire.ts"
-import { type GatewayError, retryAfterOf, ShuttingDown } from "../domain/Errors.ts"
-import { ChatRequest, EmbeddingsRequest, EmbedRequest, GenerateRequest, type Operation } from "../domain/OllamaApi.ts"
+import { type BadRequest, type GatewayError, retryAfterOf, ShuttingDown } from "../domain/Errors.ts"
+import { ChatRequest, EmbeddingsRequest, EmbedRequest, GenerateRequest, type OllamaRequest, type Operation } from "../domain/OllamaApi.ts"
 import * as RequestLog from "../observability/RequestLog.ts"
 import * as Tracing from "../observability/Tracing.ts"
 import type { LaneResult } from "../run/Run.ts"
@@ -20,12 +20,15 @@ import { acceptInstead, type AcceptServices } from "./Accepted.ts"
 import { Drain } from "./Drain.ts"
 import { decodeBody, parseJsonObject, readBody } from "./RequestBody.ts"
 
-const schemas = {
-  generate: GenerateRequest,
-  chat: ChatRequest,
-  embed: EmbedRequest,
-  embeddings: EmbeddingsRequest
-} as const
+/** The route's body decoded by its operation's schema (unknown fields dropped, known ones checked). */
+const decodeRequest = (operation: Operation, raw: unknown): Effect.Effect<OllamaRequest, BadRequest> => {
+  switch (operation) {
+    case "generate": return Effect.map(decodeBody(GenerateRequest, raw), (body) => ({ operation, body }))
+    case "chat": return Effect.map(decodeBody(ChatRequest, raw), (body) => ({ operation, body }))
+    case "embed": return Effect.map(decodeBody(EmbedRequest, raw), (body) => ({ operation, body }))
+    case "embeddings": return Effect.map(decodeBody(EmbeddingsRequest, raw), (body) => ({ operation, body }))
+  }
+}
 
 const routes: Readonly<Record<string, Operation>> = {
   "/api/generate": "generate",
@@ -34,12 +37,12 @@ const routes: Readonly<Record<string, Operation>> = {
   "/api/embeddings": "embeddings"
 }
 
-const promptOf = (operation: Operation, body: Record<string, unknown>): unknown => {
-  switch (operation) {
-    case "generate": return { system: body.system ?? null, prompt: body.prompt ?? null }
-    case "chat": return { messages: body.messages }
-    case "embed": return { input: body.input }
-    case "embeddings": return { prompt: body.prompt }
+const promptOf = (request: OllamaRequest): unknown => {
+  switch (request.operation) {
+    case "generate": return { system: request.body.system ?? null, prompt: request.body.prompt ?? null }
+    case "chat": return { messages: request.body.messages }
+    case "embed": return { input: request.body.input }
+    case "embeddings": return { prompt: request.body.prompt }
   }
 }
 
@@ -183,20 +186,22 @@ const serve = (operation: Operation, path: string, req: IncomingMessage, res: Se
     const outcome = yield* Effect.gen(function*() {
       const bytes = yield* readBody(req, gateway.config.server.maxBodyBytes, { res, bodies: gateway.bodies })
       const raw = yield* parseJsonObject(bytes, gateway.config.server)
-      const body = yield* decodeBody(schemas[operation] as unknown as Schema.Schema<Record<string, unknown>, unknown>, raw)
+      const decoded = yield* decodeRequest(operation, raw)
+      const body = decoded.body
       const headers = headerBag(req)
-      const resolved = resolveCallerContext(headers, body.model as string, gateway.laneRules)
+      const resolved = resolveCallerContext(headers, body.model, gateway.laneRules)
       if (!("traceId" in resolved)) return yield* Effect.fail(resolved)
       caller = resolved
       yield* RequestLog.note({ caller: resolved })
       span = yield* Tracing.startServerSpan("POST", path, resolved)
       const lane = gateway.lanes.get(resolved.lane)!
       // Shadow decisions and async runs answer 202 at once instead of running here.
-      const accepted = yield* acceptInstead(operation, body, resolved, lane, headers, promptOf(operation, body))
+      const prompt = promptOf(decoded)
+      const accepted = yield* acceptInstead(decoded, resolved, lane, headers, prompt)
       if (accepted !== null) return accepted
-      const stream = operation === "generate" || operation === "chat" ? (body.stream as boolean | undefined) ?? true : false
+      const stream = decoded.operation === "generate" || decoded.operation === "chat" ? decoded.body.stream ?? true : false
       reachedLane = true
-      const handled = lane.handle({ operation, body, stream, caller: resolved, prompt: promptOf(operation, body) })
+      const handled = lane.handle({ ...decoded, stream, caller: resolved, prompt })
       return yield* (span === null ? handled : Effect.withParentSpan(handled, span))
     }).pipe(Effect.either)
     if (outcome._tag === "Left" || outcome.right._tag !== "Stream") yield* done

@@ -17,7 +17,7 @@ import { Clock, Effect, type Schema, Stream, type Tracer } from "effect"
 import type { IncomingMessage, ServerResponse } from "node:http"
 import { type CallerContext, resolveCallerContext } from "../domain/CallerContext.ts"
 import { BadRequest, type GatewayError } from "../domain/Errors.ts"
-import type { Operation } from "../domain/OllamaApi.ts"
+import type { OllamaRequest } from "../domain/OllamaApi.ts"
 import type { Protocol } from "../domain/Protocol.ts"
 import * as RequestLog from "../observability/RequestLog.ts"
 import * as Tracing from "../observability/Tracing.ts"
@@ -47,11 +47,10 @@ export interface EventWriter {
   readonly fail: (message: string) => ReadonlyArray<Uint8Array>
 }
 
-/** A request of the protocol, translated: what the lane runs, and how its answer is rendered. */
-export interface Translation {
-  readonly operation: Operation
-  /** The Ollama body (already decoded by the Ollama schema). */
-  readonly body: Json
+/** A request of the protocol, translated: what the lane runs (decoded by the Ollama schema), and how its answer is rendered. */
+export type Translation = OllamaRequest & TranslationFacts
+
+export interface TranslationFacts {
   readonly stream: boolean
   /** What the journal keeps when it keeps prompts (the Ollama routes' shapes). */
   readonly prompt: unknown
@@ -160,7 +159,7 @@ const serve = (adapter: ProtocolAdapter, path: string, req: IncomingMessage, res
       const translated = yield* adapter.translate(raw)
       request = translated
       const headers = headerBag(req)
-      const resolved = resolveCallerContext(headers, translated.body.model as string, gateway.laneRules)
+      const resolved = resolveCallerContext(headers, translated.body.model, gateway.laneRules)
       if (!("traceId" in resolved)) return yield* Effect.fail(resolved)
       caller = resolved
       yield* RequestLog.note({ caller: resolved })
@@ -168,17 +167,10 @@ const serve = (adapter: ProtocolAdapter, path: string, req: IncomingMessage, res
       const lane = gateway.lanes.get(resolved.lane)!
       // A mirrored request, or a lane in shadow mode: decided and journaled, never executed (issue 5).
       // An async lane stays 409 here: these protocols have no run to poll.
-      const shadow = yield* shadowInstead(translated.operation, translated.body, resolved, lane, headers)
+      const shadow = yield* shadowInstead(translated, resolved, lane, headers)
       if (shadow !== null) return shadow
       reachedLane = true
-      const handled = lane.handle({
-        operation: translated.operation,
-        body: translated.body,
-        stream: translated.stream,
-        caller: resolved,
-        prompt: translated.prompt,
-        protocol: adapter.protocol
-      })
+      const handled = lane.handle({ ...translated, caller: resolved, protocol: adapter.protocol })
       return yield* (span === null ? handled : Effect.withParentSpan(handled, span))
     }).pipe(Effect.either)
     if (outcome._tag === "Left" || outcome.right._tag !== "Stream") yield* done

@@ -332,7 +332,7 @@ export const make = (name: string, config: LaneConfig, deps: Deps) =>
           operation: request.operation,
           protocol: request.protocol ?? "ollama",
           stream: request.stream,
-          requestedModel: typeof request.body.model === "string" ? request.body.model : null,
+          requestedModel: request.body.model,
           assignedModel: config.model === "" ? null : config.model,
           ...callerFacts(caller),
           ...(deps.config.server.journalPrompts ? { prompt: request.prompt } : {})

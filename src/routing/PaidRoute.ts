@@ -402,7 +402,7 @@ export class PaidRoute extends Effect.Service<PaidRoute>()("awooop/PaidRoute", {
           fallbackReason: ctx.reason,
           durationMs: now - ctx.startedAt
         })
-        const info: RunInfo = { runId: ctx.runId, traceId: ctx.caller.traceId, lane: ctx.lane, model: String(ctx.request.body.model), endpoint: "none" }
+        const info: RunInfo = { runId: ctx.runId, traceId: ctx.caller.traceId, lane: ctx.lane, model: ctx.request.body.model, endpoint: "none" }
         const bytes = new TextEncoder().encode(JSON.stringify(body) + (ctx.request.stream ? "\n" : ""))
         return ctx.request.stream
           ? { _tag: "Stream", info, stream: Stream.make(bytes) } satisfies LaneResult

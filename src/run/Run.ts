@@ -4,15 +4,18 @@
  */
 import type { Stream } from "effect"
 import type { CallerContext } from "../domain/CallerContext.ts"
-import type { Operation } from "../domain/OllamaApi.ts"
+import type { OllamaRequest } from "../domain/OllamaApi.ts"
 import type { Protocol } from "../domain/Protocol.ts"
 import type { StreamWriter } from "../journal/StreamWriter.ts"
 import type { ChunkSource } from "../routing/ChunkSource.ts"
 
-export interface LaneRequest {
-  readonly operation: Operation
-  /** The validated request body; its `model` is replaced by the lane's. */
-  readonly body: Readonly<Record<string, unknown>>
+/**
+ * What a lane runs: the decoded Ollama request (its `model` is replaced by the lane's; fields the
+ * schema does not know were dropped when it was decoded) and how the caller asked for it.
+ */
+export type LaneRequest = OllamaRequest & LaneRequestFacts
+
+export interface LaneRequestFacts {
   readonly stream: boolean
   readonly caller: CallerContext
   /** Recorded only when the config asks for prompts to be journaled. */

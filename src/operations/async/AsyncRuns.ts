@@ -29,6 +29,7 @@ import { Journal } from "../../journal/Journal.ts"
 import { endRun, makeStreamWriter, type StreamWriter } from "../../journal/StreamWriter.ts"
 import { Gateway } from "../../routing/Gateway.ts"
 import type { LaneActor } from "../../routing/Lane.ts"
+import type { ChatRequest, GenerateRequest, OllamaRequest } from "../../domain/OllamaApi.ts"
 import { callerFacts, type LaneRequest, type LaneResult } from "../../run/Run.ts"
 import { type AsyncOperation, type AsyncRunView, decodeResult, fold, isTerminal, reconcile, statusUrlOf, viewOf } from "./AsyncRunState.ts"
 import { makeAsyncRunStore } from "./AsyncRunStore.ts"
@@ -46,11 +47,17 @@ export type CancelOutcome =
   | { readonly _tag: "AlreadyFinished"; readonly view: AsyncRunView }
   | { readonly _tag: "Cancelled"; readonly view: AsyncRunView }
 
+/** What an async run runs: a decoded generate or chat. */
+export type AsyncRequest = Extract<OllamaRequest, { readonly operation: AsyncOperation }>
+
+/** A run's body as the run store kept it: what submit() stored, decoded then (so no decode again). */
+const storedRequest = (operation: AsyncOperation, body: unknown): AsyncRequest =>
+  operation === "chat" ? { operation, body: body as ChatRequest } : { operation, body: body as GenerateRequest }
+
 export interface AsyncRunsApi {
   readonly submit: (input: {
     readonly lane: LaneActor
-    readonly operation: AsyncOperation
-    readonly body: Readonly<Record<string, unknown>>
+    readonly request: AsyncRequest
     readonly caller: CallerContext
     readonly prompt: unknown
     readonly via: "inference" | "api"
@@ -265,7 +272,8 @@ export const make = (deps: {
         if (journal.degraded()) return yield* Effect.fail(unavailable("the journal cannot commit to PostgreSQL now"))
         submitting.add(runId)
         yield* Effect.addFinalizer(() => Effect.sync(() => submitting.delete(runId)))
-        yield* store.insert({ runId, lane, operation: input.operation, body: input.body, caller }).pipe(
+        const { operation, body } = input.request
+        yield* store.insert({ runId, lane, operation, body, caller }).pipe(
           Effect.mapError((e) => unavailable(e.message))
         )
         const writer = writerFor(runId, caller, lane, 0)
@@ -275,10 +283,10 @@ export const make = (deps: {
           runId,
           async: true,
           via: input.via,
-          operation: input.operation,
+          operation,
           stream: false,
-          requestedStream: input.body.stream ?? null,
-          requestedModel: typeof input.body.model === "string" ? input.body.model : null,
+          requestedStream: body.stream ?? null,
+          requestedModel: body.model,
           assignedModel: config.model === "" ? null : config.model,
           ...callerFacts(caller),
           ...(deps.config.server.journalPrompts ? { prompt: input.prompt } : {})
@@ -292,7 +300,7 @@ export const make = (deps: {
             )
           )
         )
-        const request: LaneRequest = { operation: input.operation, body: input.body, stream: false, caller, prompt: input.prompt }
+        const request: LaneRequest = { ...input.request, stream: false, caller, prompt: input.prompt }
         const entry = yield* newEntry(runId, lane, request, writer, 0)
         entries.set(runId, entry)
         yield* Queue.offer(queue, runId)
@@ -367,7 +375,7 @@ export const make = (deps: {
             continue
         }
         yield* writer.append("RunRequeued", decided.requeued)
-        const request: LaneRequest = { operation: row.operation as AsyncOperation, body: decided.request, stream: false, caller: row.caller, prompt: null }
+        const request: LaneRequest = { ...storedRequest(row.operation as AsyncOperation, decided.request), stream: false, caller: row.caller, prompt: null }
         entries.set(row.run_id, yield* newEntry(row.run_id, row.lane, request, writer, decided.attemptsSoFar))
         yield* Queue.offer(queue, row.run_id)
         resumed++
