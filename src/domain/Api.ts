@@ -4,7 +4,7 @@
  * one changes the client's types: a caller that no longer fits fails to compile. Responses are
  * described here as callers receive them (the Ollama shapes plus the gateway's `awooop_*` fields).
  *
- * Errors: every gateway error (Errors.ts) at its status. The body stays Ollama's `{"error"}`; the
+ * Errors: every gateway error (Errors.ts) at the status its class declares. The body stays Ollama's `{"error"}`; the
  * tagged error travels in the `X-AwoooP-Error` header (ErrorWire.ts), which the client turns back into
  * the class. A refusal without that header (a 500 from a defect, a route that answers a plain
  * `{"error"}`) is a `GatewayResponseError` with its status and message.
@@ -15,29 +15,8 @@
 import { HttpApi, HttpApiEndpoint, HttpApiGroup } from "@effect/platform"
 import { Schema } from "effect"
 import { HeaderNames } from "./CallerContext.ts"
-import {
-  AllAttemptsTimedOut,
-  AllHostsUnavailable,
-  AsyncOnlyLane,
-  BadRequest,
-  BodyTooLarge,
-  BudgetDenied,
-  BudgetUnavailable,
-  CallerForbidden,
-  InFlightBytesExceeded,
-  LaneSaturated,
-  ModelDenied,
-  ModelNotFound,
-  NotManaged,
-  PaidProvidersFailed,
-  RouteNotFound,
-  JournalUnavailable,
-  RunStoreUnavailable,
-  ShuttingDown,
-  Unauthorized,
-  UnknownLane,
-  UpstreamRejected
-} from "./Errors.ts"
+import { UpstreamRejected } from "./Errors.ts"
+import { GatewayErrorSchema } from "./ErrorWire.ts"
 import { ChatRequest, EmbedRequest, GenerateRequest } from "./OllamaApi.ts"
 
 // ---------------------------------------------------------------------------------------------
@@ -61,7 +40,11 @@ export type AwooopHeaders = typeof AwooopHeaders.Type
 // Responses
 // ---------------------------------------------------------------------------------------------
 
-const Counters = {
+/** What every generate/chat chunk has: the model, the time, `done`, and the final chunk's counters. */
+const Chunk = {
+  model: Schema.String,
+  created_at: Schema.String,
+  done: Schema.Boolean,
   done_reason: Schema.optional(Schema.String),
   total_duration: Schema.optional(Schema.Number),
   load_duration: Schema.optional(Schema.Number),
@@ -73,13 +56,10 @@ const Counters = {
 
 /** One /api/generate answer, or one chunk of its stream (the final one has `done: true` and the counters). */
 export const GenerateChunk = Schema.Struct({
-  model: Schema.String,
-  created_at: Schema.String,
+  ...Chunk,
   response: Schema.String,
   thinking: Schema.optional(Schema.String),
-  done: Schema.Boolean,
-  context: Schema.optional(Schema.Array(Schema.Number)),
-  ...Counters
+  context: Schema.optional(Schema.Array(Schema.Number))
 })
 export type GenerateChunk = typeof GenerateChunk.Type
 export const GenerateResponse = GenerateChunk
@@ -94,13 +74,7 @@ export const ChatResponseMessage = Schema.Struct({
 })
 
 /** One /api/chat answer, or one chunk of its stream. */
-export const ChatChunk = Schema.Struct({
-  model: Schema.String,
-  created_at: Schema.String,
-  message: ChatResponseMessage,
-  done: Schema.Boolean,
-  ...Counters
-})
+export const ChatChunk = Schema.Struct({ ...Chunk, message: ChatResponseMessage })
 export type ChatChunk = typeof ChatChunk.Type
 export const ChatResponse = ChatChunk
 export type ChatResponse = ChatChunk
@@ -123,15 +97,20 @@ export const ModelDetails = Schema.Struct({
   quantization_level: Schema.optional(Schema.String)
 })
 
+/** What /api/tags and /api/ps say of any model. */
+const ModelEntry = {
+  name: Schema.String,
+  model: Schema.String,
+  size: Schema.optional(Schema.Number),
+  digest: Schema.optional(Schema.String),
+  details: Schema.optional(ModelDetails)
+}
+
 /** GET /api/tags: every model installed on any host, once, with the hosts that have it. */
 export const TagsResponse = Schema.Struct({
   models: Schema.Array(Schema.Struct({
-    name: Schema.String,
-    model: Schema.String,
+    ...ModelEntry,
     modified_at: Schema.optional(Schema.String),
-    size: Schema.optional(Schema.Number),
-    digest: Schema.optional(Schema.String),
-    details: Schema.optional(ModelDetails),
     capabilities: Schema.optional(Schema.Array(Schema.String)),
     awooop_hosts: Schema.Array(Schema.String)
   }))
@@ -141,11 +120,7 @@ export type TagsResponse = typeof TagsResponse.Type
 /** GET /api/ps: every resident model, one entry per host. */
 export const PsResponse = Schema.Struct({
   models: Schema.Array(Schema.Struct({
-    name: Schema.String,
-    model: Schema.String,
-    size: Schema.optional(Schema.Number),
-    digest: Schema.optional(Schema.String),
-    details: Schema.optional(ModelDetails),
+    ...ModelEntry,
     expires_at: Schema.optional(Schema.String),
     size_vram: Schema.optional(Schema.Number),
     context_length: Schema.optional(Schema.Number),
@@ -309,26 +284,8 @@ export class RunsGroup extends HttpApiGroup.make("runs")
 export class GatewayApi extends HttpApi.make("awooop-gateway")
   .add(OllamaGroup)
   .add(RunsGroup)
-  .addError(BadRequest, { status: 400 })
-  .addError(UnknownLane, { status: 400 })
-  .addError(Unauthorized, { status: 401 })
-  .addError(ModelDenied, { status: 403 })
-  .addError(CallerForbidden, { status: 403 })
-  .addError(ModelNotFound, { status: 404 })
-  .addError(RouteNotFound, { status: 404 })
-  .addError(AsyncOnlyLane, { status: 409 })
-  .addError(BodyTooLarge, { status: 413 })
-  .addError(NotManaged, { status: 501 })
-  .addError(LaneSaturated, { status: 503 })
-  .addError(AllHostsUnavailable, { status: 503 })
-  .addError(ShuttingDown, { status: 503 })
-  .addError(InFlightBytesExceeded, { status: 503 })
-  .addError(BudgetDenied, { status: 503 })
-  .addError(BudgetUnavailable, { status: 503 })
-  .addError(PaidProvidersFailed, { status: 503 })
-  .addError(RunStoreUnavailable, { status: 503 })
-  .addError(JournalUnavailable, { status: 503 })
-  .addError(AllAttemptsTimedOut, { status: 504 })
+  // Every gateway error at the status its class declares (Errors.ts).
+  .addError(GatewayErrorSchema)
   // A host's own 4xx, passed on with its status.
   .addError(UpstreamRejected, { status: 400 })
   .addError(UpstreamRejected, { status: 401 })

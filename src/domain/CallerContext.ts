@@ -140,7 +140,6 @@ export const resolveCallerContext = (
 ): CallerContext | BadRequest | UnknownLane | Unauthorized | CallerForbidden => {
   const laneHeader = single(headers, HeaderNames.lane)
   const projectHeader = single(headers, HeaderNames.projectId)
-  const traceHeader = single(headers, HeaderNames.traceId)
   const intentHeader = single(headers, HeaderNames.intent)
 
   if (projectHeader !== undefined && !tokenPattern.test(projectHeader)) {
@@ -149,6 +148,7 @@ export const resolveCallerContext = (
   if (intentHeader !== undefined && !tokenPattern.test(intentHeader)) {
     return new BadRequest({ message: `malformed X-AwoooP-Intent ${JSON.stringify(intentHeader.slice(0, 80))}: expected 1-64 of A-Z a-z 0-9 . _ : -` })
   }
+  const traceHeader = single(headers, HeaderNames.traceId)
   let traceId: string | undefined
   let parentSpanId: string | null = null
   if (traceHeader !== undefined) {
@@ -167,32 +167,8 @@ export const resolveCallerContext = (
   traceId ??= mintTraceId()
 
   const identity = rules.identify?.(headers) ?? open
-  if (laneHeader !== undefined) {
-    if (!rules.lanes.includes(laneHeader)) return new UnknownLane({ lane: laneHeader.slice(0, 80), known: [...rules.lanes] })
-    const access = authorize(identity, laneHeader, projectHeader)
-    if (!("mayPay" in access)) return access
-    return {
-      ...callerFields(access),
-      projectId: access.projectId ?? rules.legacyProjectId,
-      traceId,
-      parentSpanId,
-      lane: laneHeader,
-      intent: intentHeader ?? null,
-      legacy: false,
-      traceMinted
-    }
-  }
-  // Legacy caller: the bootstrap rules assign the project and pick the lane from the model.
-  const lane = model === undefined
-    ? undefined
-    : rules.legacyLanes[model] ?? Object.entries(rules.legacyLanes).find(([m]) => sameModel(m, model))?.[1]
-  if (lane === undefined) {
-    return new BadRequest({
-      message: model === undefined
-        ? "model is required"
-        : `no lane for model ${JSON.stringify(model)}: send X-AwoooP-Lane (lanes: ${rules.lanes.join(", ")})`
-    })
-  }
+  const lane = laneOf(laneHeader, model, rules)
+  if (typeof lane !== "string") return lane
   const access = authorize(identity, lane, projectHeader)
   if (!("mayPay" in access)) return access
   return {
@@ -202,7 +178,23 @@ export const resolveCallerContext = (
     parentSpanId,
     lane,
     intent: intentHeader ?? null,
-    legacy: true,
+    legacy: laneHeader === undefined,
     traceMinted
   }
+}
+
+/** X-AwoooP-Lane; without it (a legacy caller) the bootstrap rules pick the lane from the model. */
+const laneOf = (laneHeader: string | undefined, model: string | undefined, rules: LaneRules): string | BadRequest | UnknownLane => {
+  if (laneHeader !== undefined) {
+    return rules.lanes.includes(laneHeader) ? laneHeader : new UnknownLane({ lane: laneHeader.slice(0, 80), known: [...rules.lanes] })
+  }
+  const lane = model === undefined
+    ? undefined
+    : rules.legacyLanes[model] ?? Object.entries(rules.legacyLanes).find(([m]) => sameModel(m, model))?.[1]
+  if (lane !== undefined) return lane
+  return new BadRequest({
+    message: model === undefined
+      ? "model is required"
+      : `no lane for model ${JSON.stringify(model)}: send X-AwoooP-Lane (lanes: ${rules.lanes.join(", ")})`
+  })
 }

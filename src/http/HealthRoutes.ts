@@ -10,6 +10,7 @@ import { Clock, Effect } from "effect"
 import { Journal } from "../journal/Journal.ts"
 import { AsyncRuns } from "../operations/async/AsyncRuns.ts"
 import { Gateway } from "../routing/Gateway.ts"
+import type { HostActor } from "../routing/Host.ts"
 import { type HostFacts, type LaneSafety, laneSafety, type ProviderFacts } from "../operations/Health.ts"
 import { jsonResponse } from "./ErrorResponse.ts"
 
@@ -41,18 +42,15 @@ export interface HostHealthView {
   readonly maintenance: { readonly open: boolean; readonly reason: string | null; readonly until: string | null }
 }
 
-export const healthView = Effect.gen(function*() {
-  const gateway = yield* Gateway
-  const now = yield* Clock.currentTimeMillis
-  const hosts: Record<string, HostHealthView> = {}
-  const facts: Record<string, HostFacts> = {}
-  for (const host of gateway.hosts.values()) {
+/** One host: what the routing facts need of it, and its health view. */
+const hostHealth = (host: HostActor) =>
+  Effect.gen(function*() {
     const h = yield* host.health
     const b = yield* host.breaker.snapshot
     const s = yield* host.slots.snapshot
     const m = yield* host.maintenance
-    facts[host.name] = { status: h.status, resident: h.resident?.map((r) => r.name) ?? null }
-    hosts[host.name] = {
+    const facts: HostFacts = { status: h.status, resident: h.resident?.map((r) => r.name) ?? null }
+    const view: HostHealthView = {
       status: h.status,
       protected: host.config.protected,
       lastCheckedAt: iso(h.lastCheckedAt),
@@ -65,23 +63,64 @@ export const healthView = Effect.gen(function*() {
       installed: h.installed?.map((i) => ({ name: i.name, parameterSize: i.parameterSize })) ?? null,
       maintenance: { open: m.open, reason: m.reason, until: iso(m.until) }
     }
-  }
-  const needsBudget = [...gateway.lanes.values()].some((l) => l.config.paid.length > 0)
-  const hardKillTripped = needsBudget
-    ? yield* gateway.paid.budget.status.pipe(
-      Effect.map((s) => s.hardKill.tripped),
+    return { facts, view }
+  })
+
+/**
+ * The journal: "degraded" while Postgres cannot take writes and events spill to local disk;
+ * "unavailable" while the spill refuses too (new runs are refused with 503). Adds its lines to `summary`.
+ */
+const journalHealth = (summary: Array<string>) =>
+  Effect.map(Effect.flatMap(Journal, (journal) => journal.stats), (j) => {
+    if (j.unavailable) {
+      summary.push(`journal: UNAVAILABLE — neither Postgres nor the local spill takes writes; new runs are refused (503); ${j.queued} events held`)
+    } else if (j.degraded) summary.push(`journal: degraded — Postgres is not taking writes; ${j.spilled} events spilled to local disk, to be written once it is back`)
+    const lostTotal = j.lost.dropped + j.lost.torn + j.lost.shutdown
+    if (lostTotal > 0) summary.push(`journal: ${lostTotal} events lost since start (dropped ${j.lost.dropped}, torn ${j.lost.torn}); the log has an ERROR for each`)
+    return {
+      status: j.unavailable ? "unavailable" : j.degraded ? "degraded" : "ok",
+      spilled: j.spilled,
+      queued: j.queued,
+      written: j.written,
+      spillFailing: j.spillFailing,
+      lost: j.lost
+    }
+  })
+
+/** Whether the budget's hard kill is tripped; null when no lane pays, or the ledger does not answer. */
+const hardKillOf = (gateway: Gateway) =>
+  [...gateway.lanes.values()].some((l) => l.config.paid.length > 0)
+    ? gateway.paid.budget.status.pipe(
+      Effect.map((s): boolean | null => s.hardKill.tripped),
       // A black-holed database must not hang the health view: unknown → fail closed (null).
       Effect.disconnect,
       Effect.timeout("1 second"),
       Effect.orElseSucceed(() => null)
     )
-    : null
-  // A paid provider without its key cannot serve anything: unavailable, and said so.
+    : Effect.succeed(null)
+
+/** A paid provider without its key cannot serve anything: unavailable, and said so. */
+const providersOf = (gateway: Gateway) => {
   const providers: Record<string, ProviderFacts & { readonly kind: string; readonly model: string }> = {}
   for (const [name, p] of gateway.paid.providers) {
     const env = gateway.config.providers[name]?.apiKeyEnv ?? "its API key variable"
     providers[name] = { kind: p.kind, model: p.model, available: p.configured, reason: p.configured ? null : `${env} is not set` }
   }
+  return providers
+}
+
+export const healthView = Effect.gen(function*() {
+  const gateway = yield* Gateway
+  const now = yield* Clock.currentTimeMillis
+  const hosts: Record<string, HostHealthView> = {}
+  const facts: Record<string, HostFacts> = {}
+  for (const host of gateway.hosts.values()) {
+    const one = yield* hostHealth(host)
+    facts[host.name] = one.facts
+    hosts[host.name] = one.view
+  }
+  const hardKillTripped = yield* hardKillOf(gateway)
+  const providers = providersOf(gateway)
   const lanes: Record<string, Omit<LaneSafety, "lane">> = {}
   const summary: Array<string> = []
   for (const [name, p] of Object.entries(providers)) if (!p.available) summary.push(`paid provider ${name}: unavailable — ${p.reason}`)
@@ -89,27 +128,11 @@ export const healthView = Effect.gen(function*() {
   const runStoreProblem = yield* asyncRuns.storeProblem
   for (const lane of gateway.lanes.values()) {
     const decision = lane.config.route.length > 0 ? (yield* lane.decide).plan : null
-    const safety = laneSafety(lane.name, lane.config, decision, facts, { hardKillTripped, providers }, runStoreProblem)
-    const { lane: _, ...rest } = safety
+    const { lane: _, ...rest } = laneSafety(lane.name, lane.config, decision, facts, { hardKillTripped, providers }, runStoreProblem)
     lanes[lane.name] = rest
-    summary.push(safety.summary)
+    summary.push(rest.summary)
   }
-  // The journal: "degraded" while Postgres cannot take writes and events spill to local disk;
-  // "unavailable" while the spill refuses too (new runs are refused with 503).
-  const j = yield* (yield* Journal).stats
-  const journal = {
-    status: j.unavailable ? "unavailable" : j.degraded ? "degraded" : "ok",
-    spilled: j.spilled,
-    queued: j.queued,
-    written: j.written,
-    spillFailing: j.spillFailing,
-    lost: j.lost
-  }
-  if (j.unavailable) {
-    summary.push(`journal: UNAVAILABLE — neither Postgres nor the local spill takes writes; new runs are refused (503); ${j.queued} events held`)
-  } else if (j.degraded) summary.push(`journal: degraded — Postgres is not taking writes; ${j.spilled} events spilled to local disk, to be written once it is back`)
-  const lostTotal = j.lost.dropped + j.lost.torn + j.lost.shutdown
-  if (lostTotal > 0) summary.push(`journal: ${lostTotal} events lost since start (dropped ${j.lost.dropped}, torn ${j.lost.torn}); the log has an ERROR for each`)
+  const journal = yield* journalHealth(summary)
   return {
     checkedAt: iso(now),
     summary,

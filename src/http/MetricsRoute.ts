@@ -28,6 +28,25 @@ const lagGauges = (lag: LagSnapshot): Array<Gauge> => [
   { name: "awooop_event_loop_stalled_seconds_total", help: "Time the gateway's event loop ran late, in total.", type: "counter", samples: [{ labels: {}, value: lag.stalledSeconds }] }
 ]
 
+type JournalStats = Effect.Effect.Success<Journal["stats"]>
+
+/** The journal's writer: queue, commits, retries, degraded or unavailable, spill and losses. */
+const journalGauges = (stats: JournalStats): Array<Gauge> => [
+  { name: "awooop_journal_queue_depth", help: "Journal events queued and not yet committed.", samples: [{ labels: {}, value: stats.queued }] },
+  { name: "awooop_journal_events_written_total", help: "Journal events committed.", type: "counter", samples: [{ labels: {}, value: stats.written }] },
+  { name: "awooop_journal_batches_total", help: "Journal INSERT statements committed (events written / batches = the group-commit size).", type: "counter", samples: [{ labels: {}, value: stats.batches }] },
+  { name: "awooop_journal_write_retries_total", help: "Journal INSERTs that failed and were retried.", type: "counter", samples: [{ labels: {}, value: stats.retries }] },
+  { name: "awooop_journal_degraded", help: "1 while Postgres does not take journal writes (events spill to local disk).", samples: [{ labels: {}, value: stats.degraded ? 1 : 0 }] },
+  { name: "awooop_journal_unavailable", help: "1 while neither Postgres nor the spill takes journal writes (new runs are refused with 503).", samples: [{ labels: {}, value: stats.unavailable ? 1 : 0 }] },
+  { name: "awooop_journal_spilled_events", help: "Journal events in the local spill, not yet in Postgres.", samples: [{ labels: {}, value: stats.spilled }] },
+  {
+    name: "awooop_journal_events_lost_total",
+    help: "Journal events lost, by reason: dropped (both stores refused, queue full), torn (a spill line cut by a crash), shutdown (not drained in time).",
+    type: "counter",
+    samples: (["dropped", "torn", "shutdown"] as const).map((reason) => ({ labels: { reason }, value: stats.lost[reason] }))
+  }
+]
+
 const gauges = Effect.gen(function*() {
   const gateway = yield* Gateway
   const breaker: Array<Gauge["samples"][number]> = []
@@ -68,24 +87,7 @@ const gauges = Effect.gen(function*() {
   ]
 
   const journal = yield* Effect.serviceOption(Journal)
-  if (Option.isSome(journal)) {
-    const stats = yield* journal.value.stats
-    out.push(
-      { name: "awooop_journal_queue_depth", help: "Journal events queued and not yet committed.", samples: [{ labels: {}, value: stats.queued }] },
-      { name: "awooop_journal_events_written_total", help: "Journal events committed.", type: "counter", samples: [{ labels: {}, value: stats.written }] },
-      { name: "awooop_journal_batches_total", help: "Journal INSERT statements committed (events written / batches = the group-commit size).", type: "counter", samples: [{ labels: {}, value: stats.batches }] },
-      { name: "awooop_journal_write_retries_total", help: "Journal INSERTs that failed and were retried.", type: "counter", samples: [{ labels: {}, value: stats.retries }] },
-      { name: "awooop_journal_degraded", help: "1 while Postgres does not take journal writes (events spill to local disk).", samples: [{ labels: {}, value: stats.degraded ? 1 : 0 }] },
-      { name: "awooop_journal_unavailable", help: "1 while neither Postgres nor the spill takes journal writes (new runs are refused with 503).", samples: [{ labels: {}, value: stats.unavailable ? 1 : 0 }] },
-      { name: "awooop_journal_spilled_events", help: "Journal events in the local spill, not yet in Postgres.", samples: [{ labels: {}, value: stats.spilled }] },
-      {
-        name: "awooop_journal_events_lost_total",
-        help: "Journal events lost, by reason: dropped (both stores refused, queue full), torn (a spill line cut by a crash), shutdown (not drained in time).",
-        type: "counter",
-        samples: (["dropped", "torn", "shutdown"] as const).map((reason) => ({ labels: { reason }, value: stats.lost[reason] }))
-      }
-    )
-  }
+  if (Option.isSome(journal)) out.push(...journalGauges(yield* journal.value.stats))
   // The projector runs in the gateway process only when it is wired in; its lag is then one query.
   const projector = yield* Effect.serviceOption(Projector)
   if (Option.isSome(projector)) {

@@ -1,34 +1,29 @@
 /**
- * One serve path for every protocol that is translated onto a lane: OpenAI's chat completions,
- * completions and embeddings (OpenAiRoutes.ts), OpenAI's Responses (ResponsesRoutes.ts) and
- * Anthropic's Messages (MessagesRoutes.ts). An adapter says how its protocol's request becomes a
- * lane request (an Ollama body) and how the lane's Ollama answer, stream and refusals look in the
- * protocol; everything between — body limit, caller context and lane (headers or the legacy
- * model rules), shadow decisions, the lane's admission, plan, breakers, paid fallback and journal,
- * spans, metrics, the caller going away — is the same code for all of them, and the same as
- * /api/chat's.
+ * The protocols translated onto a lane: OpenAI's chat completions, completions and embeddings
+ * (OpenAiRoutes.ts), OpenAI's Responses (ResponsesRoutes.ts) and Anthropic's Messages
+ * (MessagesRoutes.ts). An adapter says how its protocol's request becomes a lane request (an Ollama
+ * body) and how the lane's Ollama answer, stream and refusals look in the protocol; `onEdge` puts
+ * it on the one edge (Edge.ts), where body limits, caller context and lane, shadow decisions,
+ * spans, metrics and the caller going away are the same code as /api/chat's.
  *
  * Streams: the lane's NDJSON is fed chunk by chunk to the adapter's EventWriter. A lane's
  * `{"error"}` line (a failure after the first chunk), a malformed line or a stream that ends without
  * its final chunk become the writer's `fail` events and nothing after them — never a fake
  * completion, so each protocol's SDK throws.
  */
-import { Clock, Effect, type Schema, Stream, type Tracer } from "effect"
-import type { IncomingMessage, ServerResponse } from "node:http"
-import { type CallerContext, resolveCallerContext } from "../domain/CallerContext.ts"
+import { Clock, Effect, type Schema, Stream } from "effect"
+import type { ServerResponse } from "node:http"
 import { BadRequest, type GatewayError } from "../domain/Errors.ts"
-import type { OllamaRequest } from "../domain/OllamaApi.ts"
 import type { Protocol } from "../domain/Protocol.ts"
-import * as RequestLog from "../observability/RequestLog.ts"
-import * as Tracing from "../observability/Tracing.ts"
-import { Gateway } from "../routing/Gateway.ts"
 import type { LaneResult } from "../run/Run.ts"
 import { LineSplitter, parseLine } from "../upstream/Ndjson.ts"
 import { shadowInstead } from "./Accepted.ts"
-import { errorHeaders, headerBag, makeFastHandler, pipeStream, readBody, requestScoped, resultHeaders } from "./InferenceRoutes.ts"
-import { decodeBody, parseJsonObject } from "./RequestBody.ts"
+import type { EdgeAdapter, Json, LaneCall } from "./Edge.ts"
+import type { ErrorShape } from "./ErrorResponse.ts"
+import { decodeBody } from "./RequestBody.ts"
+import { jsonType, pipeStream, resultHeaders, writeWhole } from "./Respond.ts"
 
-export type Json = Record<string, unknown>
+export type { Json } from "./Edge.ts"
 
 /** Facts of the run an answer is rendered with. */
 export interface RunMeta {
@@ -47,13 +42,10 @@ export interface EventWriter {
   readonly fail: (message: string) => ReadonlyArray<Uint8Array>
 }
 
-/** A request of the protocol, translated: what the lane runs (decoded by the Ollama schema), and how its answer is rendered. */
-export type Translation = OllamaRequest & TranslationFacts
+/** A request of the protocol, translated: what the lane runs, and how its answer is rendered. */
+export type Translation = LaneCall & TranslationRendering
 
-export interface TranslationFacts {
-  readonly stream: boolean
-  /** What the journal keeps when it keeps prompts (the Ollama routes' shapes). */
-  readonly prompt: unknown
+export interface TranslationRendering {
   /** The lane's one Ollama answer → the protocol's answer. */
   readonly answer: (ollama: Json, meta: RunMeta) => unknown
   /** How a streamed answer is written; absent for a request that never streams (embeddings). */
@@ -65,7 +57,7 @@ export interface ProtocolAdapter {
   /** Decodes the protocol's body; a BadRequest names the field at fault. */
   readonly translate: (raw: Json) => Effect.Effect<Translation, GatewayError>
   /** The protocol's refusal body. */
-  readonly errorBody: (message: string, status: number) => unknown
+  readonly errorBody: ErrorShape
 }
 
 const encoder = new TextEncoder()
@@ -137,93 +129,37 @@ export const relayEvents = (lines: Stream.Stream<Uint8Array>, writer: EventWrite
   )
 }
 
-const writeError = (res: ServerResponse, adapter: ProtocolAdapter, error: GatewayError, caller: CallerContext | null) => {
-  if (res.headersSent) return
-  const body = encoder.encode(JSON.stringify(adapter.errorBody(error.message, error.status)))
-  res.writeHead(error.status, { ...errorHeaders(error, caller), "content-length": String(body.byteLength) })
-  res.end(body)
-}
-
 const parseJson = (bytes: Uint8Array): Json => JSON.parse(new TextDecoder().decode(bytes)) as Json
 
-const serve = (adapter: ProtocolAdapter, path: string, req: IncomingMessage, res: ServerResponse) => {
-  let span: Tracer.Span | null = null
-  return requestScoped((done) => Effect.gen(function*() {
-    const gateway = yield* Gateway
-    let caller: CallerContext | null = null
-    let reachedLane = false
-    let request: Translation | null = null
-    const outcome = yield* Effect.gen(function*() {
-      const bytes = yield* readBody(req, gateway.config.server.maxBodyBytes, { res, bodies: gateway.bodies })
-      const raw = yield* parseJsonObject(bytes, gateway.config.server)
-      const translated = yield* adapter.translate(raw)
-      request = translated
-      const headers = headerBag(req)
-      const resolved = resolveCallerContext(headers, translated.body.model, gateway.laneRules)
-      if (!("traceId" in resolved)) return yield* Effect.fail(resolved)
-      caller = resolved
-      yield* RequestLog.note({ caller: resolved })
-      span = yield* Tracing.startServerSpan("POST", path, resolved)
-      const lane = gateway.lanes.get(resolved.lane)!
-      // A mirrored request, or a lane in shadow mode: decided and journaled, never executed (issue 5).
-      // An async lane stays 409 here: these protocols have no run to poll.
-      const shadow = yield* shadowInstead(translated, resolved, lane, headers)
-      if (shadow !== null) return shadow
-      reachedLane = true
-      const handled = lane.handle({ ...translated, caller: resolved, protocol: adapter.protocol })
-      return yield* (span === null ? handled : Effect.withParentSpan(handled, span))
-    }).pipe(Effect.either)
-    if (outcome._tag === "Left" || outcome.right._tag !== "Stream") yield* done
-    if (outcome._tag === "Left") {
-      // A refusal before the lane is not a run (the lane counts its own): count it here.
-      if (!reachedLane) gateway.metrics.request(caller === null ? "none" : (caller as CallerContext).lane, "none", outcome.left._tag)
-      span ??= yield* Tracing.startServerSpan("POST", path, caller)
-      yield* RequestLog.note({ error: outcome.left._tag })
-      writeError(res, adapter, outcome.left, caller)
-      return yield* Tracing.endServerSpan(span, outcome.left.status, outcome.left)
-    }
-    if (outcome.right._tag === "Accepted") {
-      res.writeHead(202, { "content-type": "application/json; charset=utf-8", ...outcome.right.headers })
-      res.end(encoder.encode(JSON.stringify(outcome.right.body)))
-      return yield* Tracing.endServerSpan(span, 202, null)
-    }
-    const result: LaneResult = outcome.right
-    const translated = request! as Translation
-    const meta: RunMeta = {
-      runId: result.info.runId,
-      created: Math.floor((yield* Clock.currentTimeMillis) / 1000),
-      model: result.info.model
-    }
+/** The lane's Ollama answer, translated: one JSON answer, or the protocol's server-sent events. */
+const respond = (protocol: Protocol) => (res: ServerResponse, result: LaneResult, translated: Translation, done: Effect.Effect<void>) =>
+  Effect.flatMap(Clock.currentTimeMillis, (now) => {
+    const meta: RunMeta = { runId: result.info.runId, created: Math.floor(now / 1000), model: result.info.model }
     if (result._tag === "Unary") {
       const body = encoder.encode(JSON.stringify(translated.answer(parseJson(result.bytes), meta)))
-      res.writeHead(200, { ...resultHeaders(result, "application/json; charset=utf-8"), "content-length": String(body.byteLength) })
-      res.end(body)
-      return yield* Tracing.endServerSpan(span, 200, null)
+      writeWhole(res, 200, resultHeaders(result, jsonType), body)
+      return Effect.void
     }
-    if (translated.events === undefined) {
-      return yield* Effect.dieMessage(`${adapter.protocol}: the lane streamed an answer to a request that never streams`)
-    }
+    // (The request's scope frees the stream's slot on this defect.)
+    if (translated.events === undefined) return Effect.dieMessage(`${protocol}: the lane streamed an answer to a request that never streams`)
     res.writeHead(200, { ...resultHeaders(result, "text/event-stream; charset=utf-8"), "cache-control": "no-cache" })
-    yield* pipeStream(res, relayEvents(result.stream, translated.events(meta)), result.idleTimeoutMs)
-    yield* done
-    res.end()
-    return yield* Tracing.endServerSpan(span, 200, null)
-  })).pipe(
-    // Interrupted (the caller went away): the span still ends, with the abort as its error.
-    Effect.onInterrupt(() => span === null ? Effect.void : Tracing.endSpan(span, { type: "ClientAborted", message: "the caller went away" }))
-  )
-}
-
-/** The fast-path handler for POST routes served by these adapters. */
-export const makeProtocolHandler = (routes: Readonly<Record<string, ProtocolAdapter>>) =>
-  makeFastHandler((req, res, path) => {
-    if (req.method !== "POST") return undefined
-    const adapter = routes[path]
-    if (adapter === undefined) return undefined
-    return {
-      path,
-      serve: serve(adapter, path, req, res),
-      refuse: (error) => writeError(res, adapter, error, null),
-      internalError: JSON.stringify(adapter.errorBody("internal gateway error; the journal and logs have the details", 500))
-    }
+    const relayed = pipeStream(res, relayEvents(result.stream, translated.events(meta)), result.idleTimeoutMs)
+    return Effect.zipRight(Effect.zipRight(relayed, done), Effect.sync(() => res.end()))
   })
+
+/**
+ * A translated protocol on the edge (Edge.ts): a mirrored request or a lane in shadow mode is
+ * decided and journaled, never executed (issue 5); an async lane stays 409 here, as these protocols
+ * have no run to poll.
+ */
+export const onEdge = (adapter: ProtocolAdapter): EdgeAdapter<Translation> => ({
+  protocol: adapter.protocol,
+  translate: adapter.translate,
+  errorBody: adapter.errorBody,
+  instead: (call, caller, lane, headers) => shadowInstead(call, caller, lane, headers),
+  respond: respond(adapter.protocol)
+})
+
+/** The edge's table for these adapters' POST routes. */
+export const onEdgeAll = (routes: Readonly<Record<string, ProtocolAdapter>>): Record<string, EdgeAdapter<Translation>> =>
+  Object.fromEntries(Object.entries(routes).map(([path, adapter]) => [path, onEdge(adapter)]))

@@ -28,57 +28,58 @@ export const readJson = (maxBytes: number) =>
     return yield* parseJsonObject(bytes, Option.isSome(gateway) ? gateway.value.config.server : defaultJsonLimits)
   })
 
+type BodyRefusal = BodyTooLarge | InFlightBytesExceeded
+
+/** Which in-flight limit a chunk the budget would not take passes. */
+const inFlightRefusal = (bodies: BodyBudget, n: number): InFlightBytesExceeded =>
+  bodies.inFlight + n > bodies.limits.maxInFlightBodyBytes
+    ? new InFlightBytesExceeded({ limit: "server.maxInFlightBodyBytes", bytes: bodies.limits.maxInFlightBodyBytes })
+    : new InFlightBytesExceeded({ limit: "server.maxInFlightBodyBytesPerClient", bytes: bodies.limits.maxInFlightBodyBytesPerClient })
+
 /**
- * Reads the body up to `max` bytes; a larger one is refused without buffering it. With `bodies`, the
- * bytes count against the in-flight limits while they arrive (503 beyond them). A refused body is
- * not read further: `res` (when given) gets `Connection: close`, so the socket ends after the answer.
+ * Reads the body up to `max` bytes; a larger one is refused (BodyTooLarge) without buffering it.
+ * With `bodies`, the bytes count against the in-flight limits while they arrive (503 beyond them).
+ * A refused body is not read further: `res` (when given) gets `Connection: close`, so the socket
+ * ends after the answer.
  */
 export const readBody = (
   req: IncomingMessage,
   max: number,
   options: { readonly res?: ServerResponse; readonly bodies?: BodyBudget } = {}
 ) =>
-  Effect.async<Uint8Array, BodyTooLarge | BadRequest | InFlightBytesExceeded>((resume) => {
-    const refuse = (error: BodyTooLarge | InFlightBytesExceeded) => {
+  Effect.async<Uint8Array, BodyRefusal | BadRequest>((resume) => {
+    const refuse = (error: BodyRefusal) => {
       // Stop reading: the rest stays in the kernel's buffers until the connection closes.
       req.pause()
       if (!req.complete && options.res !== undefined && !options.res.headersSent) options.res.setHeader("connection", "close")
       resume(Effect.fail(error))
     }
     const declared = Number(req.headers["content-length"])
-    if (Number.isFinite(declared) && declared > max) {
-      refuse(new BodyTooLarge({ limit: max }))
-      return
-    }
+    if (Number.isFinite(declared) && declared > max) return refuse(new BodyTooLarge({ limit: max }))
     const bodies = options.bodies
     const client = req.socket.remoteAddress ?? "unknown"
     const chunks: Array<Buffer> = []
     let size = 0
     let held = 0
-    const giveBack = () => {
-      bodies?.give(client, held)
-      held = 0
-    }
     const cleanup = () => {
       req.off("data", onData)
       req.off("end", onEnd)
       req.off("error", onError)
       req.off("close", onClose)
-      giveBack()
+      bodies?.give(client, held)
+      held = 0
+    }
+    const stop = (error: BodyRefusal | BadRequest) => {
+      cleanup()
+      return error._tag === "BadRequest" ? resume(Effect.fail(error)) : refuse(error)
     }
     const onData = (chunk: Buffer) => {
       size += chunk.length
-      if (size > max) {
-        cleanup()
-        return refuse(new BodyTooLarge({ limit: max }))
-      }
+      if (size > max) return stop(new BodyTooLarge({ limit: max }))
       if (bodies !== undefined) {
         if (!bodies.take(client, chunk.length)) {
-          cleanup()
-          const perClient = bodies.limits.maxInFlightBodyBytesPerClient
-          return refuse(bodies.inFlight + chunk.length > bodies.limits.maxInFlightBodyBytes
-            ? new InFlightBytesExceeded({ limit: "server.maxInFlightBodyBytes", bytes: bodies.limits.maxInFlightBodyBytes })
-            : new InFlightBytesExceeded({ limit: "server.maxInFlightBodyBytesPerClient", bytes: perClient }))
+          cleanup() // first: the limit named is the one passed with this body's own bytes given back
+          return refuse(inFlightRefusal(bodies, chunk.length))
         }
         held += chunk.length
       }
@@ -88,15 +89,9 @@ export const readBody = (
       cleanup()
       resume(Effect.succeed(chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, size)))
     }
-    const onError = (e: Error) => {
-      cleanup()
-      resume(Effect.fail(new BadRequest({ message: `could not read the request body: ${e.message}` })))
-    }
+    const onError = (e: Error) => stop(new BadRequest({ message: `could not read the request body: ${e.message}` }))
     // A client gone before the end: its bytes go back to the in-flight budget whatever else happens.
-    const onClose = () => {
-      cleanup()
-      resume(Effect.fail(new BadRequest({ message: "the client closed the connection before the request body ended" })))
-    }
+    const onClose = () => stop(new BadRequest({ message: "the client closed the connection before the request body ended" }))
     req.on("data", onData)
     req.on("end", onEnd)
     req.on("error", onError)

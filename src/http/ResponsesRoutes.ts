@@ -144,89 +144,109 @@ const unary = (r: ResponsesRequest, tools: ReadonlyArray<FunctionTool>) => (answ
   return responseObject(r, tools, meta, str(answer.model) || meta.model, status, output, usageOf(answer))
 }
 
-/** Ollama chunks → the Responses API's typed events (see the header). */
-const writer = (r: ResponsesRequest, tools: ReadonlyArray<FunctionTool>, meta: RunMeta): EventWriter => {
-  let sequence = 0
-  let started = false
-  let model = meta.model
-  const output: Array<Json> = []
-  // The message item being written, if one is open.
-  let open: { readonly id: string; readonly index: number; text: string } | null = null
-  let calls = 0
-  const event = (type: string, data: Json) => sse(type, { type, sequence_number: sequence++, ...data })
-  const response = (status: Status, usage: Json | null, error: Json | null = null) =>
-    responseObject(r, tools, meta, model, status, output, usage, error)
-  const start = (): Array<Uint8Array> => {
-    if (started) return []
-    started = true
-    return [event("response.created", { response: response("in_progress", null) }), event("response.in_progress", { response: response("in_progress", null) })]
+/** Ollama chunks → the Responses API's typed events (see the header), one writer per stream. */
+class ResponsesEvents implements EventWriter {
+  private sequence = 0
+  private started = false
+  private model: string
+  private readonly output: Array<Json> = []
+  /** The message item being written, if one is open. */
+  private open: { readonly id: string; readonly index: number; text: string } | null = null
+  private calls = 0
+  constructor(private readonly r: ResponsesRequest, private readonly tools: ReadonlyArray<FunctionTool>, private readonly meta: RunMeta) {
+    this.model = meta.model
   }
-  const openMessage = (): Array<Uint8Array> => {
-    if (open !== null) return []
-    const index = output.length
-    open = { id: `msg_${hex(meta)}${index === 0 ? "" : `_${index}`}`, index, text: "" }
-    output.push(messageItem(open.id, "", "in_progress"))
+
+  private event(type: string, data: Json) {
+    return sse(type, { type, sequence_number: this.sequence++, ...data })
+  }
+
+  private response(status: Status, usage: Json | null, error: Json | null = null) {
+    return responseObject(this.r, this.tools, this.meta, this.model, status, this.output, usage, error)
+  }
+
+  private start(): Array<Uint8Array> {
+    if (this.started) return []
+    this.started = true
+    return [this.event("response.created", { response: this.response("in_progress", null) }), this.event("response.in_progress", { response: this.response("in_progress", null) })]
+  }
+
+  private openMessage(): Array<Uint8Array> {
+    if (this.open !== null) return []
+    const index = this.output.length
+    const id = `msg_${hex(this.meta)}${index === 0 ? "" : `_${index}`}`
+    this.open = { id, index, text: "" }
+    this.output.push(messageItem(id, "", "in_progress"))
     return [
-      event("response.output_item.added", { output_index: index, item: { ...messageItem(open.id, "", "in_progress"), content: [] } }),
-      event("response.content_part.added", { item_id: open.id, output_index: index, content_index: 0, part: { type: "output_text", text: "", annotations: [], logprobs: [] } })
+      this.event("response.output_item.added", { output_index: index, item: { ...messageItem(id, "", "in_progress"), content: [] } }),
+      this.event("response.content_part.added", { item_id: id, output_index: index, content_index: 0, part: { type: "output_text", text: "", annotations: [], logprobs: [] } })
     ]
   }
-  const closeMessage = (status: Status): Array<Uint8Array> => {
-    if (open === null) return []
-    const { id, index, text } = open
-    open = null
+
+  private closeMessage(status: Status): Array<Uint8Array> {
+    if (this.open === null) return []
+    const { id, index, text } = this.open
+    this.open = null
     const item = messageItem(id, text, status)
-    output[index] = item
+    this.output[index] = item
     return [
-      event("response.output_text.done", { item_id: id, output_index: index, content_index: 0, text, logprobs: [] }),
-      event("response.content_part.done", { item_id: id, output_index: index, content_index: 0, part: item.content[0] }),
-      event("response.output_item.done", { output_index: index, item })
+      this.event("response.output_text.done", { item_id: id, output_index: index, content_index: 0, text, logprobs: [] }),
+      this.event("response.content_part.done", { item_id: id, output_index: index, content_index: 0, part: item.content[0] }),
+      this.event("response.output_item.done", { output_index: index, item })
     ]
   }
-  return {
-    chunk: (c) => {
-      if (typeof c.model === "string" && c.model !== "") model = c.model
-      const out = start()
-      const message = (c.message ?? {}) as Json
-      const text = str(message.content)
-      if (text !== "") {
-        out.push(...openMessage())
-        open!.text += text
-        out.push(event("response.output_text.delta", { item_id: open!.id, output_index: open!.index, content_index: 0, delta: text, logprobs: [] }))
-      }
-      const toolCalls = ollamaToolCalls(message)
-      if (toolCalls.length > 0) out.push(...closeMessage("completed"))
-      for (const call of toolCalls) {
-        const index = output.length
-        const args = JSON.stringify(call.arguments)
-        const item = callItem(meta, calls++, call.name, args, "completed")
-        output.push(item)
-        out.push(
-          event("response.output_item.added", { output_index: index, item: { ...item, arguments: "", status: "in_progress" } }),
-          event("response.function_call_arguments.delta", { item_id: item.id, output_index: index, delta: args }),
-          event("response.function_call_arguments.done", { item_id: item.id, output_index: index, name: call.name, arguments: args }),
-          event("response.output_item.done", { output_index: index, item })
-        )
-      }
-      if (c.done !== true) return out
-      const status = finalStatus(c)
-      // An answer with neither text nor calls is still one (empty) message, as unary() gives it.
-      if (output.length === 0) out.push(...openMessage())
-      out.push(...closeMessage(status))
-      out.push(event(status === "completed" ? "response.completed" : "response.incomplete", { response: response(status, usageOf(c)) }))
-      return out
-    },
-    fail: (message) => {
-      const error = { code: "server_error", message }
-      return [
-        ...start(),
-        event("response.failed", { response: response("failed", null, error) }),
-        // Documented: code/message/param at the top; OpenAI also sends them as `error`, which the SDKs throw on.
-        event("error", { code: "server_error", message, param: null, error: { type: "server_error", ...error, param: null } })
-      ]
-    }
+
+  private text(text: string): Array<Uint8Array> {
+    const out = this.openMessage()
+    const open = this.open!
+    open.text += text
+    out.push(this.event("response.output_text.delta", { item_id: open.id, output_index: open.index, content_index: 0, delta: text, logprobs: [] }))
+    return out
+  }
+
+  private toolCall(call: { readonly name: string; readonly arguments: Json }): Array<Uint8Array> {
+    const index = this.output.length
+    const args = JSON.stringify(call.arguments)
+    const item = callItem(this.meta, this.calls++, call.name, args, "completed")
+    this.output.push(item)
+    return [
+      this.event("response.output_item.added", { output_index: index, item: { ...item, arguments: "", status: "in_progress" } }),
+      this.event("response.function_call_arguments.delta", { item_id: item.id, output_index: index, delta: args }),
+      this.event("response.function_call_arguments.done", { item_id: item.id, output_index: index, name: call.name, arguments: args }),
+      this.event("response.output_item.done", { output_index: index, item })
+    ]
+  }
+
+  chunk(c: Json): ReadonlyArray<Uint8Array> {
+    if (typeof c.model === "string" && c.model !== "") this.model = c.model
+    const out = this.start()
+    const message = (c.message ?? {}) as Json
+    const text = str(message.content)
+    if (text !== "") out.push(...this.text(text))
+    const toolCalls = ollamaToolCalls(message)
+    if (toolCalls.length > 0) out.push(...this.closeMessage("completed"))
+    for (const call of toolCalls) out.push(...this.toolCall(call))
+    if (c.done !== true) return out
+    const status = finalStatus(c)
+    // An answer with neither text nor calls is still one (empty) message, as unary() gives it.
+    if (this.output.length === 0) out.push(...this.openMessage())
+    out.push(...this.closeMessage(status))
+    out.push(this.event(status === "completed" ? "response.completed" : "response.incomplete", { response: this.response(status, usageOf(c)) }))
+    return out
+  }
+
+  fail(message: string): ReadonlyArray<Uint8Array> {
+    const error = { code: "server_error", message }
+    return [
+      ...this.start(),
+      this.event("response.failed", { response: this.response("failed", null, error) }),
+      // Documented: code/message/param at the top; OpenAI also sends them as `error`, which the SDKs throw on.
+      this.event("error", { code: "server_error", message, param: null, error: { type: "server_error", ...error, param: null } })
+    ]
   }
 }
+
+const writer = (r: ResponsesRequest, tools: ReadonlyArray<FunctionTool>, meta: RunMeta): EventWriter => new ResponsesEvents(r, tools, meta)
 
 // ---------------------------------------------------------------------------------------------
 // The adapter

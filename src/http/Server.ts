@@ -12,8 +12,9 @@ import * as RequestLog from "../observability/RequestLog.ts"
 import { Gateway } from "../routing/Gateway.ts"
 import { Drain } from "./Drain.ts"
 export { Drain } from "./Drain.ts"
-import { makeInferenceHandler } from "./InferenceRoutes.ts"
-import { errorResponse, jsonResponse } from "./ErrorResponse.ts"
+import { makeEdgeHandler } from "./Edge.ts"
+import { ollamaAdapters } from "./InferenceRoutes.ts"
+import { errorResponse, internalErrorMessage, jsonResponse, ollamaError } from "./ErrorResponse.ts"
 import { ollamaRoutes } from "./OllamaRoutes.ts"
 import { budgetAdminRoutes } from "./BudgetAdminRoutes.ts"
 import { runRoutes } from "./RunRoutes.ts"
@@ -22,20 +23,18 @@ import { healthRoutes } from "./HealthRoutes.ts"
 import { maintenanceRoutes } from "./MaintenanceRoutes.ts"
 import { shadowRoutes } from "./ShadowRoutes.ts"
 import { openAiAdapters, openAiRoutes } from "./OpenAiRoutes.ts"
-import { makeProtocolHandler } from "./ProtocolAdapter.ts"
+import { onEdgeAll } from "./ProtocolAdapter.ts"
 import { responsesAdapters } from "./ResponsesRoutes.ts"
 import { messagesAdapters } from "./MessagesRoutes.ts"
 import { metricsRoutes } from "./MetricsRoute.ts"
 import { makeConsoleRoutes } from "../console/ConsoleRoutes.ts"
 
 const withDrain = <E, R>(app: Effect.Effect<HttpServerResponse.HttpServerResponse, E, R>) =>
-  Effect.gen(function*() {
-    const drain = yield* Drain
-    if (yield* Ref.get(drain.draining)) return errorResponse(new ShuttingDown())
-    yield* Ref.update(drain.inFlight, (n) => n + 1)
-    yield* Effect.withFiberRuntime<void>((fiber) => Effect.sync(() => drain.track(fiber)))
-    return yield* Effect.ensuring(app, Ref.update(drain.inFlight, (n) => n - 1))
-  })
+  Effect.flatMap(Drain, (drain) =>
+    Effect.withFiberRuntime<HttpServerResponse.HttpServerResponse, E, R>((fiber) => {
+      drain.track(fiber)
+      return drain.admit(Effect.sync(() => errorResponse(new ShuttingDown())), app)
+    }))
 
 /** The request's log line (RequestLog.ts), with the status of the response it got. */
 const withRequestLog = <E, R>(app: Effect.Effect<HttpServerResponse.HttpServerResponse, E, R>) =>
@@ -55,7 +54,7 @@ export const app = Effect.gen(function*() {
       Cause.isInterruptedOnly(cause)
         ? Effect.failCause(cause)
         : Effect.logError("unhandled error in a request", cause).pipe(
-          Effect.as(jsonResponse({ error: "internal gateway error; the journal and logs have the details" }, {}, 500))
+          Effect.as(jsonResponse(ollamaError(internalErrorMessage, 500), {}, 500))
         ))
   ))
 })
@@ -111,15 +110,14 @@ export const nodeServerLayer = (options: { port: number; host: string }) =>
     return Layer.merge(NodeHttpServer.layer(() => server, options), Layer.succeed(NodeServer, server))
   }))
 
-/** One request listener: the inference fast path first, the platform router for everything else. */
+/** One request listener: the edge for every route that runs on a lane, the platform router for everything else. */
 const Serve = Layer.scopedDiscard(Effect.gen(function*() {
   const server = yield* NodeServer
   const platform = yield* NodeHttpServer.makeHandler(yield* app)
-  const inference = yield* makeInferenceHandler
-  // OpenAI's and Anthropic's protocols, translated onto the same lanes (ProtocolAdapter.ts).
-  const translated = yield* makeProtocolHandler({ ...openAiAdapters, ...responsesAdapters, ...messagesAdapters })
+  // Ollama's inference routes, and OpenAI's and Anthropic's protocols translated onto the same lanes.
+  const edge = yield* makeEdgeHandler({ ...ollamaAdapters, ...onEdgeAll({ ...openAiAdapters, ...responsesAdapters, ...messagesAdapters }) })
   const handler = (req: IncomingMessage, res: ServerResponse) => {
-    if (!inference(req, res) && !translated(req, res)) platform(req, res)
+    if (!edge(req, res)) platform(req, res)
   }
   server.on("request", handler)
   yield* Effect.addFinalizer(() => Effect.sync(() => server.off("request", handler)))
