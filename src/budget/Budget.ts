@@ -16,6 +16,7 @@
 import * as SqlClient from "@effect/sql/SqlClient"
 import { Cause, Clock, Data, Duration, Effect, Exit, Fiber, Option, Schedule } from "effect"
 import { GatewayConfigTag } from "../config/GatewayConfig.ts"
+import type { BudgetEvent } from "../domain/Events.ts"
 import { Journal } from "../journal/Journal.ts"
 import { makeStreamWriter } from "../journal/StreamWriter.ts"
 
@@ -155,7 +156,7 @@ const make = Effect.gen(function*() {
   const capUsd = budget?.hardKillUsd ?? 0
   /** This process: reservations it did not make and that are still open at its start are orphans. */
   const owner = crypto.randomUUID()
-  const budgetStream = makeStreamWriter(
+  const budgetStream = makeStreamWriter<BudgetEvent>(
     journal,
     { streamId: "budget", traceId: null, projectId: null, lane: null },
     yield* journal.streamHead("budget").pipe(Effect.orDie)
@@ -278,7 +279,8 @@ const make = Effect.gen(function*() {
   const setHardKill = (tripped: boolean, reason: string | null, by: string): Effect.Effect<HardKillState, LedgerError> =>
     adminLock.withPermits(1)(Effect.gen(function*() {
       const [before] = yield* readState
-      yield* budgetStream.appendDurable(tripped ? "HardKillTripped" : "HardKillReset", {
+      yield* budgetStream.appendDurable({
+        _tag: tripped ? "HardKillTripped" : "HardKillReset",
         tripped,
         reason,
         by,
@@ -326,7 +328,8 @@ const make = Effect.gen(function*() {
         : "orphaned: the gateway process stopped before the paid call settled; released at restart"
       if (releasedEvent === undefined) {
         const run = makeStreamWriter(journal, { streamId, traceId: row.traceId, projectId: row.projectId, lane: row.lane }, yield* journal.streamHead(streamId))
-        yield* run.appendDurable("BudgetReleased", {
+        yield* run.appendDurable({
+          _tag: "BudgetReleased",
           reservationId: row.reservationId,
           provider: row.provider,
           reservedUsd: row.reservedUsd,
@@ -338,7 +341,7 @@ const make = Effect.gen(function*() {
       released++
     }
     if (released > 0) {
-      yield* budgetStream.append("OrphanedReservationsReleased", { count: released, reservationIds: open.map((r) => r.reservationId) })
+      yield* budgetStream.append({ _tag: "OrphanedReservationsReleased", count: released, reservationIds: open.map((r) => r.reservationId) })
       yield* Effect.logWarning(`Budget: released ${released} reservation(s) left open by a previous gateway process`)
     }
   })

@@ -95,7 +95,7 @@ export const make = (name: string, config: LaneConfig, deps: Deps) =>
     const fail = (run: StreamWriter, error: GatewayError, startedAt: number) =>
       Effect.gen(function*() {
         const now = yield* Clock.currentTimeMillis
-        yield* run.append("RunFailed", { status: error.status, error: error._tag, message: error.message, durationMs: now - startedAt })
+        yield* run.append({ _tag: "RunFailed", status: error.status, error: error._tag, message: error.message, durationMs: now - startedAt })
         return yield* Effect.fail(error)
       })
 
@@ -117,7 +117,7 @@ export const make = (name: string, config: LaneConfig, deps: Deps) =>
       if (caller.mayPay === false) {
         // The caller's entry (anonymous.paidFallback: false by default) never spends money.
         const why = `caller ${caller.caller ?? "anonymous"} may not spend money on paid providers (paidFallback: false)`
-        return at.run.append("PaidFallbackSkipped", { reason: why, providers, fallbackReason: reason, caller: caller.caller ?? null }).pipe(
+        return at.run.append({ _tag: "PaidFallbackSkipped", reason: why, providers, fallbackReason: reason, caller: caller.caller ?? null }).pipe(
           Effect.zipRight(fail(at.run, direct ? new CallerForbidden({ caller: caller.caller ?? "anonymous", reason: `may not use the paid lane ${name} (paidFallback: false)` }) : error, at.startedAt))
         )
       }
@@ -154,8 +154,9 @@ export const make = (name: string, config: LaneConfig, deps: Deps) =>
     ) =>
       Effect.gen(function*() {
         const now = yield* Clock.currentTimeMillis
-        yield* run.append("AttemptSucceeded", { host, durationMs: now - attemptStartedAt, firstChunkMs: firstChunkAt === null ? null : firstChunkAt - attemptStartedAt, eventLoopLagMs: lag.lagMs, eventLoopStallMs: lag.longestStallMs })
-        yield* run.append("RunCompleted", {
+        yield* run.append({ _tag: "AttemptSucceeded", host, durationMs: now - attemptStartedAt, firstChunkMs: firstChunkAt === null ? null : firstChunkAt - attemptStartedAt, eventLoopLagMs: lag.lagMs, eventLoopStallMs: lag.longestStallMs })
+        yield* run.append({
+          _tag: "RunCompleted",
           endpoint: host,
           providerTier: "ollama",
           inputTokens: usage?.inputTokens ?? null,
@@ -233,7 +234,8 @@ export const make = (name: string, config: LaneConfig, deps: Deps) =>
           request
         )
         const requestedModel = typeof request.body.model === "string" ? request.body.model : null
-        if (as === undefined) yield* run.append("RunStarted", {
+        if (as === undefined) yield* run.append({
+          _tag: "RunStarted",
           runId,
           // The process that runs it: a run of a process that is gone is an orphan (journal/Orphans.ts).
           instance: deps.journal.instance,
@@ -254,7 +256,7 @@ export const make = (name: string, config: LaneConfig, deps: Deps) =>
         let handedOff = false
         return yield* Effect.gen(function*() {
           const { input, plan: decision } = yield* decideAt(Effect.succeed(startedAt))
-          yield* run.append("RouteDecided", { input, plan: decision })
+          yield* run.append({ _tag: "RouteDecided", input, plan: decision })
 
           const misses: Array<Miss> = decision.skipped.map((s) => ({ host: s.host, kind: s.reason.kind, text: describeSkip(s) }))
           if (decision.attempts.length === 0) {
@@ -286,7 +288,7 @@ export const make = (name: string, config: LaneConfig, deps: Deps) =>
             for (const step of pending) {
               const host = deps.hosts.get(step.host)!
               if (step.conditional && !onlyUnavailable) {
-                yield* run.append("HostSkipped", { host: step.host, reason: "only-when-unavailable", message: `${step.host} is used only when the hosts before it are unavailable` })
+                yield* run.append({ _tag: "HostSkipped", host: step.host, reason: "only-when-unavailable", message: `${step.host} is used only when the hosts before it are unavailable` })
                 continue
               }
               if (step.conditional && saturated.length > 0) {
@@ -303,7 +305,7 @@ export const make = (name: string, config: LaneConfig, deps: Deps) =>
               }
               attemptNo++
               const attemptStartedAt = yield* Clock.currentTimeMillis
-              const started = run.append("AttemptStarted", { attempt: attemptNo, host: step.host, timeoutMs: step.timeoutMs, slotPool: permit.pool })
+              const started = run.append({ _tag: "AttemptStarted", attempt: attemptNo, host: step.host, timeoutMs: step.timeoutMs, slotPool: permit.pool })
               const lagAtStart = markLag()
               const result = yield* Effect.either(attempt(host, step, body, request, permit, started, lagAtStart))
               const now = yield* Clock.currentTimeMillis
@@ -312,12 +314,13 @@ export const make = (name: string, config: LaneConfig, deps: Deps) =>
                 const error = result.left
                 if (error instanceof BreakerOpen) {
                   attemptNo-- // never started
-                  yield* run.append("HostSkipped", { host: step.host, reason: "circuit-open", until: error.until, probeInFlight: error.probeInFlight })
+                  yield* run.append({ _tag: "HostSkipped", host: step.host, reason: "circuit-open", until: error.until, probeInFlight: error.probeInFlight })
                   misses.push({ host: step.host, kind: "circuit-open", text: `${step.host} circuit open` })
                   continue
                 }
                 const stall = error.kind === "timeout" && stalledByGateway(lag.longestStallMs, step.timeoutMs)
-                yield* run.append("AttemptFailed", {
+                yield* run.append({
+                  _tag: "AttemptFailed",
                   attempt: attemptNo,
                   host: step.host,
                   kind: error.kind,
@@ -413,8 +416,8 @@ export const make = (name: string, config: LaneConfig, deps: Deps) =>
       const failed = (failure: UpstreamFailure) =>
         Effect.uninterruptible(Effect.gen(function*() {
           const now = yield* Clock.currentTimeMillis
-          yield* run.append("AttemptFailed", { attempt: attemptNo, host, kind: failure.kind, status: failure.status, message: failure.message, durationMs: now - attemptStartedAt, afterFirstChunk: true })
-          yield* run.append("RunFailed", { status: 502, error: "StreamBroken", message: `host ${host}: ${failure.message}`, durationMs: now - startedAt })
+          yield* run.append({ _tag: "AttemptFailed", attempt: attemptNo, host, kind: failure.kind, status: failure.status, message: failure.message, durationMs: now - attemptStartedAt, afterFirstChunk: true })
+          yield* run.append({ _tag: "RunFailed", status: 502, error: "StreamBroken", message: `host ${host}: ${failure.message}`, durationMs: now - startedAt })
           return encodeLine({ error: `lane ${name}: host ${host} failed mid-stream: ${failure.message}` })
         }))
       const next: Effect.Effect<Uint8Array | null> = Effect.suspend(() => {
@@ -445,7 +448,7 @@ export const make = (name: string, config: LaneConfig, deps: Deps) =>
             state = "over"
             const now = yield* Clock.currentTimeMillis
             const why = yield* FiberRef.get(abortReason)
-            yield* run.append("RunFailed", { status: why.status, error: why.error, message: why.message, durationMs: now - startedAt })
+            yield* run.append({ _tag: "RunFailed", status: why.status, error: why.error, message: why.message, durationMs: now - startedAt })
           }
           yield* open.close
           yield* release

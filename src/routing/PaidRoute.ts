@@ -79,7 +79,7 @@ export class PaidRoute extends Effect.Service<PaidRoute>()("awooop/PaidRoute", {
     const failRun = (ctx: PaidRunContext, error: GatewayError) =>
       Effect.gen(function*() {
         const now = yield* Clock.currentTimeMillis
-        yield* ctx.run.append("RunFailed", { status: error.status, error: error._tag, message: error.message, durationMs: now - ctx.startedAt, fallbackReason: ctx.reason })
+        yield* ctx.run.append({ _tag: "RunFailed", status: error.status, error: error._tag, message: error.message, durationMs: now - ctx.startedAt, fallbackReason: ctx.reason })
         return yield* Effect.fail(error)
       })
 
@@ -89,7 +89,8 @@ export class PaidRoute extends Effect.Service<PaidRoute>()("awooop/PaidRoute", {
         const costUsd = costOf(usage, r.price)
         // Unknown usage is charged at the reservation: the cap must hold even when a provider is silent.
         const chargedUsd = costUsd ?? r.amountUsd
-        yield* ctx.run.appendDurable("BudgetSettled", {
+        yield* ctx.run.appendDurable({
+          _tag: "BudgetSettled",
           reservationId: r.reservationId,
           provider: r.provider.name,
           model: r.provider.model,
@@ -112,7 +113,7 @@ export class PaidRoute extends Effect.Service<PaidRoute>()("awooop/PaidRoute", {
       )
 
     const release = (ctx: PaidRunContext, r: Reserved, reason: string) =>
-      ctx.run.appendDurable("BudgetReleased", { reservationId: r.reservationId, provider: r.provider.name, reservedUsd: r.amountUsd, reason }).pipe(
+      ctx.run.appendDurable({ _tag: "BudgetReleased", reservationId: r.reservationId, provider: r.provider.name, reservedUsd: r.amountUsd, reason }).pipe(
         Effect.timeout(DURABLE_TIMEOUT),
         Effect.zipRight(budget.release(r.reservationId, reason)),
         Effect.catchAll((error) =>
@@ -123,14 +124,16 @@ export class PaidRoute extends Effect.Service<PaidRoute>()("awooop/PaidRoute", {
     const complete = (ctx: PaidRunContext, r: Reserved, attemptStartedAt: number, firstChunkAt: number | null, usage: PaidUsage | null, doneReason: DoneReason, costUsd: number | null) =>
       Effect.gen(function*() {
         const now = yield* Clock.currentTimeMillis
-        yield* ctx.run.append("AttemptSucceeded", {
+        yield* ctx.run.append({
+          _tag: "AttemptSucceeded",
           host: r.provider.name,
           provider: r.provider.name,
           tier: "paid",
           durationMs: now - attemptStartedAt,
           firstChunkMs: firstChunkAt === null ? null : firstChunkAt - attemptStartedAt
         })
-        yield* ctx.run.append("RunCompleted", {
+        yield* ctx.run.append({
+          _tag: "RunCompleted",
           endpoint: r.provider.name,
           providerTier: "paid",
           model: r.provider.model,
@@ -146,7 +149,8 @@ export class PaidRoute extends Effect.Service<PaidRoute>()("awooop/PaidRoute", {
 
     const attemptFailed = (ctx: PaidRunContext, attempt: number, r: Reserved, failure: ProviderFailure, attemptStartedAt: number, afterFirstChunk: boolean) =>
       Effect.flatMap(Clock.currentTimeMillis, (now) =>
-        ctx.run.append("AttemptFailed", {
+        ctx.run.append({
+          _tag: "AttemptFailed",
           attempt,
           host: r.provider.name,
           provider: r.provider.name,
@@ -193,12 +197,12 @@ export class PaidRoute extends Effect.Service<PaidRoute>()("awooop/PaidRoute", {
         const operation = ctx.request.operation
         const first = toPaidRequest(operation, ctx.request.body, 1)
         if ("unsupported" in first) {
-          yield* ctx.run.append("PaidFallbackSkipped", { reason: first.unsupported, providers: ctx.providers, fallbackReason: ctx.reason })
+          yield* ctx.run.append({ _tag: "PaidFallbackSkipped", reason: first.unsupported, providers: ctx.providers, fallbackReason: ctx.reason })
           if (!ctx.direct) return yield* failRun(ctx, ctx.ollamaError)
           if (first.load === true) return yield* loadAnswer(ctx)
           return yield* failRun(ctx, new BadRequest({ message: `lane ${ctx.lane}: ${first.unsupported}` }))
         }
-        yield* ctx.run.append("PaidFallbackRequested", { reason: ctx.reason, providers: ctx.providers, direct: ctx.direct })
+        yield* ctx.run.append({ _tag: "PaidFallbackRequested", reason: ctx.reason, providers: ctx.providers, direct: ctx.direct })
 
         const failures: Array<string> = []
         let attempt = ctx.attemptsSoFar
@@ -206,7 +210,7 @@ export class PaidRoute extends Effect.Service<PaidRoute>()("awooop/PaidRoute", {
           const provider = registry.get(name)
           if (provider === undefined || !provider.configured) {
             const why = provider === undefined ? `${name} is not a configured provider` : `${name} skipped: its API key environment variable is not set`
-            yield* ctx.run.append("PaidProviderSkipped", { provider: name, reason: why })
+            yield* ctx.run.append({ _tag: "PaidProviderSkipped", provider: name, reason: why })
             failures.push(why)
             continue
           }
@@ -232,13 +236,14 @@ export class PaidRoute extends Effect.Service<PaidRoute>()("awooop/PaidRoute", {
             callerBudget: ctx.caller.caller == null ? undefined : config.callers?.[ctx.caller.caller]?.budget
           }).pipe(Effect.either)
           if (decision._tag === "Left") {
-            yield* ctx.run.append("BudgetDenied", { provider: name, amountUsd: worst.amountUsd, failClosed: true, reason: decision.left.message })
+            yield* ctx.run.append({ _tag: "BudgetDenied", provider: name, amountUsd: worst.amountUsd, failClosed: true, reason: decision.left.message })
             yield* Effect.logError(`lane ${ctx.lane}: paid call refused, the budget ledger is unreachable`, decision.left)
             return yield* failRun(ctx, new BudgetUnavailable({ lane: ctx.lane, fallbackReason: ctx.reason }))
           }
           if (decision.right._tag === "Denied") {
             const d = decision.right
-            yield* ctx.run.append("BudgetDenied", {
+            yield* ctx.run.append({
+              _tag: "BudgetDenied",
               provider: name,
               amountUsd: worst.amountUsd,
               capUsd: d.capUsd,
@@ -251,7 +256,8 @@ export class PaidRoute extends Effect.Service<PaidRoute>()("awooop/PaidRoute", {
             return yield* failRun(ctx, new BudgetDenied({ lane: ctx.lane, reason: d.publicReason, fallbackReason: ctx.reason }))
           }
           const reserved: Reserved = { reservationId, provider, amountUsd: worst.amountUsd, price }
-          const durable = yield* ctx.run.appendDurable("BudgetReserved", {
+          const durable = yield* ctx.run.appendDurable({
+            _tag: "BudgetReserved",
             reservationId,
             provider: name,
             model: provider.model,
@@ -273,14 +279,15 @@ export class PaidRoute extends Effect.Service<PaidRoute>()("awooop/PaidRoute", {
             // run's stream before RunFailed (spilled in order if need be), so a restart finds the
             // reservation already released instead of appending to a finished run.
             const why = "the reservation could not be journaled durably; no call was made"
-            yield* ctx.run.append("BudgetReleased", { reservationId, provider: name, reservedUsd: worst.amountUsd, reason: why })
+            yield* ctx.run.append({ _tag: "BudgetReleased", reservationId, provider: name, reservedUsd: worst.amountUsd, reason: why })
             yield* budget.release(reservationId, why).pipe(Effect.ignore)
             return yield* failRun(ctx, new BudgetUnavailable({ lane: ctx.lane, fallbackReason: ctx.reason }))
           }
 
           attempt++
           const attemptStartedAt = yield* Clock.currentTimeMillis
-          yield* ctx.run.append("AttemptStarted", {
+          yield* ctx.run.append({
+            _tag: "AttemptStarted",
             attempt,
             host: name,
             provider: name,
@@ -346,7 +353,8 @@ export class PaidRoute extends Effect.Service<PaidRoute>()("awooop/PaidRoute", {
           done: true,
           done_reason: "load"
         }
-        yield* ctx.run.append("RunCompleted", {
+        yield* ctx.run.append({
+          _tag: "RunCompleted",
           endpoint: null,
           providerTier: "paid",
           inputTokens: 0,
@@ -414,7 +422,8 @@ export class PaidRoute extends Effect.Service<PaidRoute>()("awooop/PaidRoute", {
             // Counts seen so far are not final (message_start's output_tokens is a placeholder): charge the worst case.
             const costUsd = yield* settle(ctx, r, null, `the stream broke after the first token: ${failure.message}`)
             const now = yield* Clock.currentTimeMillis
-            yield* ctx.run.append("RunFailed", {
+            yield* ctx.run.append({
+              _tag: "RunFailed",
               status: 502,
               error: "StreamBroken",
               message: `provider ${r.provider.name}: ${failure.message}`,
@@ -433,7 +442,7 @@ export class PaidRoute extends Effect.Service<PaidRoute>()("awooop/PaidRoute", {
               const why = yield* FiberRef.get(abortReason)
               yield* settle(ctx, r, null, why.message)
               const now = yield* Clock.currentTimeMillis
-              yield* ctx.run.append("RunFailed", { status: why.status, error: why.error, message: why.message, durationMs: now - ctx.startedAt })
+              yield* ctx.run.append({ _tag: "RunFailed", status: why.status, error: why.error, message: why.message, durationMs: now - ctx.startedAt })
             }
             yield* ctx.onStreamEnd
           })

@@ -4,6 +4,7 @@
  * row left open. Pure: no database, no journal, no clock.
  */
 import type { CallerContext } from "../../domain/CallerContext.ts"
+import type { EventOf } from "../../domain/Events.ts"
 import type { StoredEvent } from "../../journal/Journal.ts"
 
 export type AsyncStatus = "queued" | "running" | "succeeded" | "failed" | "cancelled"
@@ -212,7 +213,7 @@ export type Reconcile =
   /** Ended (or refused) here, its end not in Postgres yet: wait for the journal, never run it again. */
   | { readonly _tag: "Wait" }
   /** The answer was stored but its RunCompleted did not reach the journal before the stop. */
-  | { readonly _tag: "Complete"; readonly completed: Readonly<Record<string, unknown>> }
+  | { readonly _tag: "Complete"; readonly completed: EventOf<"RunCompleted"> }
   /** It cannot run again (a paid call would repeat, its request is gone): it fails. */
   | { readonly _tag: "Fail"; readonly status: number; readonly code: string; readonly message: string; readonly startedAt: number }
   /** It runs again, its attempts numbered on. */
@@ -220,7 +221,7 @@ export type Reconcile =
     readonly _tag: "Requeue"
     readonly request: Record<string, unknown>
     readonly attemptsSoFar: number
-    readonly requeued: Readonly<Record<string, unknown>>
+    readonly requeued: EventOf<"RunRequeued">
   }
 
 /**
@@ -241,6 +242,7 @@ export const reconcile = (
     return {
       _tag: "Complete",
       completed: {
+        _tag: "RunCompleted",
         recovered: true,
         endpoint: state.attemptLog.at(-1)?.host ?? null,
         providerTier: state.attemptLog.at(-1)?.tier ?? null,
@@ -269,6 +271,7 @@ export const reconcile = (
     request: row.request,
     attemptsSoFar: state.attempts,
     requeued: {
+      _tag: "RunRequeued",
       attemptsSoFar: state.attempts,
       was: state.status,
       reason: `the gateway restarted while the run was ${state.status}`
