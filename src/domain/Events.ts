@@ -393,6 +393,11 @@ export const decodeEvent = (type: string, data: unknown): DecodedEvent => {
 /** Every type in the catalogue. */
 export const eventTypes: ReadonlyArray<string> = [...decoders.keys()]
 
+const hostTags: ReadonlySet<string> = new Set(HostEvent.members.map(tagOf))
+
+/** An event of a host stream (the others are of runs, the budget or shadow decisions). */
+export const isHostEvent = (event: AnyEvent): event is HostEvent => hostTags.has(event._tag)
+
 /** The row's (type, data) of an event: the tag and the rest, without encoding (the value already has the encoded shape). */
 export const toRow = <E extends AnyEvent>(event: E): { readonly type: E["_tag"]; readonly data: DataOf<E> } => {
   const { _tag, ...data } = event
