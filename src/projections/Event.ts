@@ -46,27 +46,3 @@ export type Fields = Readonly<Record<string, unknown>>
 
 export const fields = (v: unknown): Fields =>
   typeof v === "object" && v !== null && !Array.isArray(v) ? (v as Fields) : {}
-
-export const str = (v: unknown): string | null => (typeof v === "string" ? v : null)
-
-export const num = (v: unknown): number | null => (typeof v === "number" && Number.isFinite(v) ? v : null)
-
-/** Integers only (tokens, milliseconds): anything else is null, fractions are rounded. */
-export const int = (v: unknown): number | null => {
-  const n = num(v)
-  return n === null ? null : Math.round(n)
-}
-
-export const bool = (v: unknown): boolean | null => (typeof v === "boolean" ? v : null)
-
-/** The first argument that is a finite number. */
-export const firstNum = (...vs: ReadonlyArray<unknown>): number | null => {
-  for (const v of vs) {
-    const n = num(v)
-    if (n !== null) return n
-  }
-  return null
-}
-
-export const strings = (v: unknown): Array<string> =>
-  Array.isArray(v) ? v.filter((x): x is string => typeof x === "string") : []
