@@ -14,6 +14,7 @@ import type { StreamWriter } from "../src/journal/StreamWriter.ts"
 import * as Metrics from "../src/observability/Metrics.ts"
 import * as RunObserver from "../src/observability/RunObserver.ts"
 import * as Tracing from "../src/observability/Tracing.ts"
+import type { PlanInput } from "../src/routing/Plan.ts"
 import type { LaneRequest } from "../src/run/Run.ts"
 
 const config = await Effect.runPromise(parseConfig(JSON.stringify({
@@ -32,13 +33,25 @@ const request: LaneRequest = {
   prompt: null
 }
 
+const planInput: PlanInput = {
+  lane: "alert-fast",
+  model: "gemma3:4b",
+  route: [{ host: "gcp-a", timeoutMs: 45_000, when: "always" }, { host: "gcp-b", timeoutMs: 45_000, when: "always" }],
+  hosts: {},
+  policy: { heavyModelMinParamsB: 14 },
+  now: 0
+}
+
 const facts = (run: StreamWriter) =>
   Effect.gen(function*() {
-    yield* run.append("RunStarted", { runId: "r", operation: "generate", stream: false, requestedModel: "gemma3:4b", assignedModel: "gemma3:4b" })
-    yield* run.append("RouteDecided", { input: { route: [{ host: "gcp-a" }, { host: "gcp-b" }] }, plan: { attempts: [{ host: "gcp-a" }, { host: "gcp-b" }], skipped: [] } })
-    yield* run.append("AttemptStarted", { attempt: 1, host: "gcp-a", timeoutMs: 45_000, slotPool: "reserved" })
-    yield* run.append("AttemptSucceeded", { host: "gcp-a", durationMs: 12, firstChunkMs: null })
-    yield* run.append("RunCompleted", { endpoint: "gcp-a", providerTier: "ollama", inputTokens: 12, outputTokens: 40, doneReason: "stop", costUsd: 0, durationMs: 13 })
+    yield* run.append({
+      _tag: "RunStarted", runId: "r", operation: "generate", stream: false, requestedModel: "gemma3:4b", assignedModel: "gemma3:4b",
+      intent: null, caller: null, legacy: false, traceMinted: false, parentSpanId: null
+    })
+    yield* run.append({ _tag: "RouteDecided", input: planInput, plan: { attempts: [{ host: "gcp-a", timeoutMs: 45_000, conditional: false }, { host: "gcp-b", timeoutMs: 45_000, conditional: false }], skipped: [] } })
+    yield* run.append({ _tag: "AttemptStarted", attempt: 1, host: "gcp-a", timeoutMs: 45_000, slotPool: "reserved" })
+    yield* run.append({ _tag: "AttemptSucceeded", host: "gcp-a", durationMs: 12, firstChunkMs: null })
+    yield* run.append({ _tag: "RunCompleted", endpoint: "gcp-a", providerTier: "ollama", inputTokens: 12, outputTokens: 40, doneReason: "stop", costUsd: 0, durationMs: 13 })
   })
 
 // Everything here is synchronous (the writer discards, the exporter keeps spans in memory), so CPU

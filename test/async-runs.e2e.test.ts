@@ -4,6 +4,7 @@
  * (test/async-runs-restart.e2e.test.ts kills a real gateway process mid-run.)
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
+import * as Events from "../src/domain/Events.ts"
 import {
   newTraceId,
   startTestDatabase,
@@ -225,22 +226,31 @@ describe("async runs: recovery from the journal (given its events, when a gatewa
     const storedRun = crypto.randomUUID()
     const traceId = newTraceId()
     const caller = { projectId: "awoooi", traceId, parentSpanId: null, lane: "deep-rca", intent: null, legacy: false, traceMinted: false }
-    const given: Record<string, Array<[string, Record<string, unknown>]>> = {
+    const facts = { intent: null, caller: null, legacy: false, traceMinted: false, parentSpanId: null }
+    const started = (runId: string) =>
+      Events.RunStarted.make({ runId, async: true, via: "inference", operation: "generate", stream: false, requestedModel: "qwen2.5:14b", assignedModel: "qwen2.5:14b", ...facts })
+    const given: Record<string, Array<Events.RunEvent>> = {
       [paidRun]: [
-        ["RunStarted", { runId: paidRun, async: true, operation: "generate" }],
-        ["RunDequeued", { attemptsSoFar: 0 }],
-        ["AttemptStarted", { attempt: 1, host: "111" }],
-        ["AttemptFailed", { attempt: 1, host: "111", kind: "timeout" }],
-        ["PaidFallbackRequested", { reason: "all Ollama endpoints failed: 111 timeout" }],
-        ["BudgetReserved", { reservationId: "res-1", provider: "gemini", amountUsd: 0.01 }],
-        ["AttemptStarted", { attempt: 2, host: "gemini", provider: "gemini", tier: "paid" }],
-        ["BudgetSettled", { reservationId: "res-1", provider: "gemini", costUsd: 0.002 }]
+        started(paidRun),
+        Events.RunDequeued.make({ attemptsSoFar: 0 }),
+        Events.AttemptStarted.make({ attempt: 1, host: "111", timeoutMs: 2_000 }),
+        Events.AttemptFailed.make({ attempt: 1, host: "111", kind: "timeout", message: "no answer" }),
+        Events.PaidFallbackRequested.make({ reason: "all Ollama endpoints failed: 111 timeout", providers: ["gemini"], direct: false }),
+        Events.BudgetReserved.make({
+          reservationId: "res-1", provider: "gemini", model: "gemini-2.5-flash", amountUsd: 0.01, inputTokensEstimate: 3, maxOutputTokens: 256,
+          inputUsdPerMillion: 0.3, outputUsdPerMillion: 2.5, capUsd: 5, committedUsd: 0, periodStart: new Date().toISOString()
+        }),
+        Events.AttemptStarted.make({ attempt: 2, host: "gemini", provider: "gemini", tier: "paid", timeoutMs: 2_000 }),
+        Events.BudgetSettled.make({
+          reservationId: "res-1", provider: "gemini", model: "gemini-2.5-flash", reservedUsd: 0.01, costUsd: 0.002, chargedUsd: 0.002,
+          inputTokens: 3, outputTokens: 2, usageKnown: true, note: "answered"
+        })
       ],
       [storedRun]: [
-        ["RunStarted", { runId: storedRun, async: true, operation: "generate" }],
-        ["RunDequeued", { attemptsSoFar: 0 }],
-        ["AttemptStarted", { attempt: 1, host: "111" }],
-        ["AttemptSucceeded", { host: "111" }]
+        started(storedRun),
+        Events.RunDequeued.make({ attemptsSoFar: 0 }),
+        Events.AttemptStarted.make({ attempt: 1, host: "111", timeoutMs: 2_000 }),
+        Events.AttemptSucceeded.make({ host: "111", durationMs: 5, firstChunkMs: null })
       ]
     }
     for (const [runId, events] of Object.entries(given)) {
@@ -253,7 +263,7 @@ describe("async runs: recovery from the journal (given its events, when a gatewa
           runId === storedRun ? JSON.stringify({ model: "qwen2.5:14b", response: "stored answer", done: true, prompt_eval_count: 3, eval_count: 2 }) : null
         ]
       )
-      for (const [i, [type, data]] of events.entries()) {
+      for (const [i, { data, type }] of events.map(Events.toRow).entries()) {
         await seeder.query(
           "INSERT INTO step_journal (stream_id, stream_position, trace_id, project_id, lane, type, data, occurred_at) VALUES ($1, $2, $3, 'awoooi', 'deep-rca', $4, $5::jsonb, now())",
           [`run-${runId}`, i, traceId, type, JSON.stringify(data)]

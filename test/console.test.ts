@@ -8,6 +8,7 @@ import { contentSecurityPolicy, html, join, securityHeaders } from "../src/conso
 import { parseFilters, queryString, timeOf } from "../src/console/Runs.ts"
 import { axisOf } from "../src/console/Series.ts"
 import { attemptBars } from "../src/console/Story.ts"
+import * as Events from "../src/domain/Events.ts"
 import type { Step } from "../src/replay/Explain.ts"
 
 describe("console html", () => {
@@ -55,17 +56,20 @@ describe("chart axis", () => {
 })
 
 describe("story attempts", () => {
-  const step = (offsetMs: number, type: string, data: Record<string, unknown>, host: string | null = null): Step =>
-    ({ at: 1_000 + offsetMs, offsetMs, streamId: host === null ? "run-x" : `host-${host}`, host, type, text: type, data })
+  const step = (offsetMs: number, event: Events.AnyEvent, host: string | null = null): Step =>
+    ({ at: 1_000 + offsetMs, offsetMs, streamId: host === null ? "run-x" : `host-${host}`, host, ...Events.toRow(event), text: event._tag })
 
   it("pairs each attempt with its end, in order; host events do not count", () => {
     const bars = attemptBars([
-      step(0, "RunStarted", {}),
-      step(1, "AttemptStarted", { attempt: 1, host: "gcp-a" }),
-      step(300, "BreakerOpened", { host: "gcp-a" }, "gcp-a"),
-      step(301, "AttemptFailed", { attempt: 1, host: "gcp-a", kind: "timeout" }),
-      step(302, "AttemptStarted", { attempt: 2, host: "gcp-b" }),
-      step(330, "AttemptSucceeded", { host: "gcp-b" })
+      step(0, Events.RunStarted.make({
+        runId: "x", operation: "generate", stream: false, requestedModel: "gemma3:4b", assignedModel: "gemma3:4b",
+        intent: null, caller: null, legacy: false, traceMinted: false, parentSpanId: null
+      })),
+      step(1, Events.AttemptStarted.make({ attempt: 1, host: "gcp-a", timeoutMs: 300 })),
+      step(300, Events.BreakerOpened.make({ host: "gcp-a", at: 1_300, consecutiveTimeouts: 2, until: 31_300, reason: "2 consecutive timeouts" }), "gcp-a"),
+      step(301, Events.AttemptFailed.make({ attempt: 1, host: "gcp-a", kind: "timeout", message: "no answer" })),
+      step(302, Events.AttemptStarted.make({ attempt: 2, host: "gcp-b", timeoutMs: 300 })),
+      step(330, Events.AttemptSucceeded.make({ host: "gcp-b", durationMs: 28, firstChunkMs: null }))
     ])
     expect(bars.map((b) => [b.attempt, b.host, b.start, b.end, b.outcome, b.label])).toEqual([
       [1, "gcp-a", 1, 301, "failed", "timeout"],

@@ -7,6 +7,7 @@ import * as SqlClient from "@effect/sql/SqlClient"
 import { assert, describe, it, layer } from "@effect/vitest"
 import { Deferred, Effect, Fiber, HashMap } from "effect"
 import fc from "fast-check"
+import * as Events from "../src/domain/Events.ts"
 import type { Change } from "../src/projections/Change.ts"
 import * as CostLedger from "../src/projections/CostLedger.ts"
 import type { ProjectionEvent } from "../src/projections/Event.ts"
@@ -16,13 +17,24 @@ import { fold } from "../src/projections/Projections.ts"
 import { catchUp, catchUpFully, type Checkpoint, lag, liveSchema, readCheckpoint, writeCheckpoint } from "../src/projections/Projector.ts"
 import { verifyProjections } from "../src/projections/Rebuild.ts"
 import { archive } from "../src/replay/Archive.ts"
+import type { PlanStep } from "../src/routing/Plan.ts"
+import type { SkipReason } from "../src/run/SkipReason.ts"
 import * as RunState from "../src/projections/RunState.ts"
 import { insertRows, resetJournal, type Row } from "./support/JournalRows.ts"
 import { TestDatabaseLive } from "./support/TestDatabase.ts"
 
 const T0 = Date.parse("2026-05-05T23:59:58.000Z") // runs straddle midnight: two ledger days
 
-const at = (streamId: string, streamPosition: number, type: string, data: unknown, occurredAt: number): ProjectionEvent => ({
+/** A row of a type the catalogue does not hold (a later gateway's, say). */
+interface Raw {
+  readonly type: string
+  readonly data: unknown
+}
+
+/** The row a writer journals for `event` (or a raw row). */
+const rowOf = (event: Events.AnyEvent | Raw): Raw => ("_tag" in event ? Events.toRow(event) : event)
+
+const at = (streamId: string, streamPosition: number, event: Events.AnyEvent | Raw, occurredAt: number): ProjectionEvent => ({
   globalPosition: streamPosition + 1,
   transactionId: "1",
   streamId,
@@ -30,30 +42,49 @@ const at = (streamId: string, streamPosition: number, type: string, data: unknow
   traceId: "4bf92f3577b34da6a3ce929d0e0e4736",
   projectId: "awoooi",
   lane: "alert-fast",
-  type,
-  data,
+  ...rowOf(event),
   occurredAt
 })
 
-const route = [
+const caller = { intent: null, caller: null, legacy: false, traceMinted: false, parentSpanId: null }
+
+const route: ReadonlyArray<PlanStep> = [
   { host: "gcp-a", timeoutMs: 45_000, when: "always" },
   { host: "gcp-b", timeoutMs: 45_000, when: "always" },
   { host: "111", timeoutMs: 60_000, when: "always" }
 ]
 
+const runStarted = (streamId: string, intent: string | null) =>
+  Events.RunStarted.make({ runId: streamId.slice(4), operation: "generate", stream: false, requestedModel: "gemma3:4b", assignedModel: "gemma3:4b", ...caller, intent })
+
+const decided = (lane: string, t: number, skipped: ReadonlyArray<{ readonly host: string; readonly reason: SkipReason }> = [], attempts = route) =>
+  Events.RouteDecided.make({
+    input: { lane, model: "gemma3:4b", route, hosts: {}, policy: { heavyModelMinParamsB: 14 }, now: t },
+    plan: { attempts: attempts.map((r) => ({ host: r.host, timeoutMs: r.timeoutMs, conditional: false })), skipped }
+  })
+
 /** What routing/Lane.ts journals for "gcp-a times out, gcp-b answers". */
 const incidentRun = (streamId: string, t: number): Array<ProjectionEvent> => [
-  at(streamId, 0, "RunStarted", { runId: streamId.slice(4), operation: "generate", stream: false, requestedModel: "gemma3:4b", assignedModel: "gemma3:4b", intent: "DIAGNOSE", legacy: false }, t),
-  at(streamId, 1, "RouteDecided", {
-    input: { lane: "alert-fast", model: "gemma3:4b", route, hosts: {}, policy: { heavyModelMinParamsB: 14 }, now: t },
-    plan: { attempts: route.map((r) => ({ host: r.host, timeoutMs: r.timeoutMs, conditional: false })), skipped: [] }
-  }, t),
-  at(streamId, 2, "AttemptStarted", { attempt: 1, host: "gcp-a", timeoutMs: 45_000, slotPool: "reserved" }, t),
-  at(streamId, 3, "AttemptFailed", { attempt: 1, host: "gcp-a", kind: "timeout", status: null, message: "no answer within 45s", durationMs: 45_000, afterFirstChunk: false }, t + 45_000),
-  at(streamId, 4, "AttemptStarted", { attempt: 2, host: "gcp-b", timeoutMs: 45_000, slotPool: "reserved" }, t + 45_000),
-  at(streamId, 5, "AttemptSucceeded", { host: "gcp-b", durationMs: 2_000, firstChunkMs: null }, t + 47_000),
-  at(streamId, 6, "RunCompleted", { endpoint: "gcp-b", providerTier: "ollama", inputTokens: 12, outputTokens: 40, doneReason: "stop", costUsd: 0, durationMs: 47_000 }, t + 47_000)
+  at(streamId, 0, runStarted(streamId, "DIAGNOSE"), t),
+  at(streamId, 1, decided("alert-fast", t), t),
+  at(streamId, 2, Events.AttemptStarted.make({ attempt: 1, host: "gcp-a", timeoutMs: 45_000, slotPool: "reserved" }), t),
+  at(streamId, 3, Events.AttemptFailed.make({ attempt: 1, host: "gcp-a", kind: "timeout", status: null, message: "no answer within 45s", durationMs: 45_000, afterFirstChunk: false }), t + 45_000),
+  at(streamId, 4, Events.AttemptStarted.make({ attempt: 2, host: "gcp-b", timeoutMs: 45_000, slotPool: "reserved" }), t + 45_000),
+  at(streamId, 5, Events.AttemptSucceeded.make({ host: "gcp-b", durationMs: 2_000, firstChunkMs: null }), t + 47_000),
+  at(streamId, 6, Events.RunCompleted.make({ endpoint: "gcp-b", providerTier: "ollama", inputTokens: 12, outputTokens: 40, doneReason: "stop", costUsd: 0, durationMs: 47_000 }), t + 47_000)
 ]
+
+const reserved = (reservationId: string, amountUsd: number) =>
+  Events.BudgetReserved.make({
+    reservationId, provider: "gemini", model: "gemini-2.5-flash", amountUsd, inputTokensEstimate: 100, maxOutputTokens: 256,
+    inputUsdPerMillion: 0.3, outputUsdPerMillion: 2.5, capUsd: 5, committedUsd: 0, periodStart: "2026-05-05T00:00:00.000Z"
+  })
+
+const settled = (reservationId: string, costUsd: number | null, chargedUsd: number) =>
+  Events.BudgetSettled.make({
+    reservationId, provider: "gemini", model: "gemini-2.5-flash", reservedUsd: 0.01, costUsd, chargedUsd,
+    inputTokens: costUsd === null ? null : 100, outputTokens: costUsd === null ? null : 200, usageKnown: costUsd !== null, note: "answered"
+  })
 
 const foldRun = (events: ReadonlyArray<ProjectionEvent>) => events.reduce<RunState.RunState | null>(RunState.evolve, null)!
 
@@ -110,9 +141,9 @@ describe("RunState.evolve (given events, then state)", () => {
     const events = incidentRun("run-00000000-0000-4000-8000-000000000002", T0)
     const run = foldRun(events)
     assert.strictEqual(RunState.evolve(run, events[3]!), run)
-    const later = RunState.evolve(run, at(run.streamId, 7, "SomethingFromIssue9", { whatever: [1, 2] }, T0 + 50_000))
+    const later = RunState.evolve(run, at(run.streamId, 7, { type: "SomethingFromIssue9", data: { whatever: [1, 2] } }, T0 + 50_000))
     assert.deepStrictEqual({ ...later, lastPosition: run.lastPosition, lastEventAt: run.lastEventAt }, run)
-    const failedLate = RunState.evolve(later, at(run.streamId, 8, "RunFailed", { status: 499, error: "ClientAborted", message: "gone" }, T0 + 51_000))
+    const failedLate = RunState.evolve(later, at(run.streamId, 8, Events.RunFailed.make({ status: 499, error: "ClientAborted", message: "gone", durationMs: 51_000 }), T0 + 51_000))
     assert.strictEqual(failedLate.status, "completed")
     assert.strictEqual(failedLate.error, null)
   })
@@ -123,12 +154,12 @@ describe("RunState.evolve (given events, then state)", () => {
     const base = incidentRun(s, T0).slice(0, 4)
     const paid = [
       ...base,
-      at(s, 4, "PaidFallbackRequested", { reason, providers: ["gemini", "claude"], direct: false }, T0 + 45_001),
-      at(s, 5, "BudgetReserved", { reservationId: "r1", provider: "gemini", amountUsd: 0.01 }, T0 + 45_002),
-      at(s, 6, "AttemptStarted", { attempt: 2, host: "gemini", provider: "gemini", tier: "paid" }, T0 + 45_002),
-      at(s, 7, "AttemptSucceeded", { host: "gemini", provider: "gemini", tier: "paid", durationMs: 900 }, T0 + 45_902),
-      at(s, 8, "RunCompleted", { endpoint: "gemini", providerTier: "paid", model: "gemini-2.5-flash", inputTokens: 100, outputTokens: 200, costUsd: 0.00053, fallbackReason: reason, durationMs: 45_902 }, T0 + 45_902),
-      at(s, 9, "BudgetSettled", { reservationId: "r1", provider: "gemini", costUsd: 0.00053, chargedUsd: 0.00053 }, T0 + 45_903)
+      at(s, 4, Events.PaidFallbackRequested.make({ reason, providers: ["gemini", "claude"], direct: false }), T0 + 45_001),
+      at(s, 5, reserved("r1", 0.01), T0 + 45_002),
+      at(s, 6, Events.AttemptStarted.make({ attempt: 2, host: "gemini", provider: "gemini", tier: "paid", model: "gemini-2.5-flash", timeoutMs: 30_000, reservationId: "r1" }), T0 + 45_002),
+      at(s, 7, Events.AttemptSucceeded.make({ host: "gemini", provider: "gemini", tier: "paid", durationMs: 900, firstChunkMs: null }), T0 + 45_902),
+      at(s, 8, Events.RunCompleted.make({ endpoint: "gemini", providerTier: "paid", model: "gemini-2.5-flash", inputTokens: 100, outputTokens: 200, doneReason: "stop", costUsd: 0.00053, fallbackReason: reason, reservationId: "r1", durationMs: 45_902 }), T0 + 45_902),
+      at(s, 9, settled("r1", 0.00053, 0.00053), T0 + 45_903)
     ]
     const run = foldRun(paid)
     assert.strictEqual(run.provider, "gemini")
@@ -141,8 +172,8 @@ describe("RunState.evolve (given events, then state)", () => {
 
     const unknown = foldRun([
       ...paid.slice(0, 8),
-      at(s, 8, "RunFailed", { status: 502, error: "StreamBroken", message: "gemini broke mid-stream", durationMs: 46_000 }, T0 + 46_000),
-      at(s, 9, "BudgetSettled", { reservationId: "r1", provider: "gemini", costUsd: null, chargedUsd: 0.01 }, T0 + 46_001)
+      at(s, 8, Events.RunFailed.make({ status: 502, error: "StreamBroken", message: "gemini broke mid-stream", durationMs: 46_000 }), T0 + 46_000),
+      at(s, 9, settled("r1", null, 0.01), T0 + 46_001)
     ])
     assert.strictEqual(unknown.status, "failed")
     assert.strictEqual(unknown.costUsd, null)
@@ -153,8 +184,8 @@ describe("RunState.evolve (given events, then state)", () => {
     const s = "run-00000000-0000-4000-8000-000000000004"
     const events = [
       ...incidentRun(s, T0).slice(0, 6),
-      at(s, 6, "RunCompleted", { endpoint: "gemini", providerTier: "paid", inputTokens: 1, outputTokens: 1, costUsd: null, durationMs: 10 }, T0 + 10),
-      at(s, 7, "BudgetSettled", { costUsd: 0.25 }, T0 + 11)
+      at(s, 6, Events.RunCompleted.make({ endpoint: "gemini", providerTier: "paid", inputTokens: 1, outputTokens: 1, doneReason: "stop", costUsd: null, durationMs: 10 }), T0 + 10),
+      at(s, 7, settled("r2", 0.25, 0.25), T0 + 11)
     ]
     const rows = ledgerOf(events)
     assert.strictEqual(rows.length, 1)
@@ -166,17 +197,17 @@ describe("HostState.evolve", () => {
   it("follows health, breaker, residency and maintenance; ignores unknown events", () => {
     const h = "host-gcp-a"
     const events = [
-      at(h, 0, "HostUp", { host: "gcp-a", latencyMs: 3 }, T0),
-      at(h, 1, "ResidencyChanged", { host: "gcp-a", resident: ["gemma3:4b"], loaded: ["gemma3:4b"], evicted: [] }, T0),
-      at(h, 2, "BreakerOpened", { host: "gcp-a", at: T0 + 5, consecutiveTimeouts: 2, until: T0 + 30_005, reason: "2 consecutive timeouts" }, T0 + 5),
-      at(h, 3, "KeepWarmFailed", { host: "gcp-a" }, T0 + 6)
+      at(h, 0, Events.HostUp.make({ host: "gcp-a", latencyMs: 3 }), T0),
+      at(h, 1, Events.ResidencyChanged.make({ host: "gcp-a", resident: ["gemma3:4b"], loaded: ["gemma3:4b"], evicted: [] }), T0),
+      at(h, 2, Events.BreakerOpened.make({ host: "gcp-a", at: T0 + 5, consecutiveTimeouts: 2, until: T0 + 30_005, reason: "2 consecutive timeouts" }), T0 + 5),
+      at(h, 3, Events.KeepWarmFailed.make({ host: "gcp-a", lane: "alert-fast", model: "gemma3:4b", reason: "start", kind: "timeout", status: null, message: "no answer", durationMs: 5 }), T0 + 6)
     ]
     const state = events.reduce<HostState.HostState | null>(HostState.evolve, null)!
     assert.deepStrictEqual(
       [state.host, state.health, state.breaker, state.breakerUntil, state.resident, state.lastPosition],
       ["gcp-a", "up", "open", T0 + 30_005, ["gemma3:4b"], 3]
     )
-    const closed = HostState.evolve(state, at(h, 4, "BreakerClosed", { host: "gcp-a" }, T0 + 40_000))
+    const closed = HostState.evolve(state, at(h, 4, Events.BreakerClosed.make({ host: "gcp-a", at: T0 + 40_000 }), T0 + 40_000))
     assert.strictEqual(closed.breaker, "closed")
     assert.strictEqual(closed.breakerUntil, null)
   })
@@ -185,7 +216,7 @@ describe("HostState.evolve", () => {
 describe("Metrics.evolve", () => {
   it("counts attempts, durations in the GenAI buckets, fallbacks and breaker transitions", () => {
     const run = incidentRun("run-00000000-0000-4000-8000-000000000005", T0)
-    const host = at("host-gcp-a", 0, "BreakerOpened", { host: "gcp-a", consecutiveTimeouts: 2 }, T0 + 45_000)
+    const host = at("host-gcp-a", 0, Events.BreakerOpened.make({ host: "gcp-a", at: T0 + 45_000, consecutiveTimeouts: 2, until: T0 + 75_000, reason: "2 consecutive timeouts" }), T0 + 45_000)
     const metrics = metricsOf([...run, host])
     const get = (name: string, endpoint: string, outcome: string) =>
       metrics.find((m) => m.name === name && m.endpoint === endpoint && m.outcome === outcome)
@@ -206,29 +237,31 @@ describe("Metrics.evolve", () => {
 
 const hosts = ["gcp-a", "gcp-b", "111"] as const
 
-const arbSkipReason = fc.oneof(
-  fc.record({ kind: fc.constant("circuit-open"), until: fc.option(fc.integer({ min: 0, max: 1e6 }).map((n) => T0 + n)) }),
-  fc.constant({ kind: "host-down" }),
-  fc.constant({ kind: "heavy-model-denied", sizeB: 14.8, minParamsB: 14 }),
-  fc.constant({ kind: "only-when-unavailable" })
+const arbSkipReason: fc.Arbitrary<SkipReason> = fc.oneof(
+  fc.record({ kind: fc.constant("circuit-open" as const), until: fc.option(fc.integer({ min: 0, max: 1e6 }).map((n) => T0 + n)) }),
+  fc.constant({ kind: "host-down" as const }),
+  fc.constant({ kind: "heavy-model-denied" as const, sizeB: 14.8, minParamsB: 14 }),
+  fc.constant({ kind: "only-when-unavailable" as const })
 )
 
-/** One step of a run after RouteDecided, as [type, data]; includes types no projection knows. */
-const arbRunStep: fc.Arbitrary<[string, unknown]> = fc.oneof(
-  fc.constantFrom(...hosts).map((host): [string, unknown] => ["AttemptStarted", { attempt: 1, host, timeoutMs: 300 }]),
+type Step = Events.AnyEvent | Raw
+
+/** One step of a run after RouteDecided; includes types no projection knows. */
+const arbRunStep: fc.Arbitrary<Step> = fc.oneof(
+  fc.constantFrom(...hosts).map((host): Step => Events.AttemptStarted.make({ attempt: 1, host, timeoutMs: 300 })),
   fc.tuple(fc.constantFrom(...hosts), fc.constantFrom("timeout", "refused", "busy", "server-error"), fc.integer({ min: 0, max: 90_000 }))
-    .map(([host, kind, durationMs]): [string, unknown] => ["AttemptFailed", { host, kind, durationMs, message: "x" }]),
+    .map(([host, kind, durationMs]): Step => Events.AttemptFailed.make({ attempt: 1, host, kind, durationMs, message: "x" })),
   fc.tuple(fc.constantFrom(...hosts), fc.constantFrom("circuit-open", "only-when-unavailable"))
-    .map(([host, reason]): [string, unknown] => ["HostSkipped", { host, reason }]),
+    .map(([host, reason]): Step => Events.HostSkipped.make({ host, reason })),
   fc.tuple(fc.constantFrom(...hosts), fc.integer({ min: 0, max: 200_000 }))
-    .map(([host, durationMs]): [string, unknown] => ["AttemptSucceeded", { host, durationMs }]),
-  fc.string({ maxLength: 12 }).map((reason): [string, unknown] => ["PaidFallbackRequested", { reason }]),
-  fc.option(fc.double({ min: 0, max: 3, noNaN: true })).map((costUsd): [string, unknown] => ["BudgetSettled", { costUsd }]),
-  fc.record({ x: fc.integer() }).map((d): [string, unknown] => ["PaidProviderSkipped", { provider: "claude", reason: String(d.x) }]),
-  fc.anything({ maxDepth: 1 }).map((d): [string, unknown] => ["FromALaterIssue", d])
+    .map(([host, durationMs]): Step => Events.AttemptSucceeded.make({ host, durationMs, firstChunkMs: null })),
+  fc.string({ maxLength: 12 }).map((reason): Step => Events.PaidFallbackRequested.make({ reason, providers: ["gemini"], direct: false })),
+  fc.option(fc.double({ min: 0, max: 3, noNaN: true })).map((costUsd): Step => settled("r", costUsd, costUsd ?? 0.01)),
+  fc.record({ x: fc.integer() }).map((d): Step => Events.PaidProviderSkipped.make({ provider: "claude", reason: String(d.x) })),
+  fc.anything({ maxDepth: 1 }).map((data): Step => ({ type: "FromALaterIssue", data }))
 )
 
-const arbTerminal: fc.Arbitrary<[string, unknown]> = fc.oneof(
+const arbTerminal: fc.Arbitrary<Step> = fc.oneof(
   fc.record({
     endpoint: fc.constantFrom("gcp-a", "gcp-b", "111", "gemini"),
     providerTier: fc.constantFrom("ollama", "paid"),
@@ -236,13 +269,13 @@ const arbTerminal: fc.Arbitrary<[string, unknown]> = fc.oneof(
     outputTokens: fc.option(fc.integer({ min: 0, max: 100_000 })),
     costUsd: fc.option(fc.double({ min: 0, max: 2, noNaN: true })),
     durationMs: fc.integer({ min: 0, max: 200_000 })
-  }).map((d): [string, unknown] => ["RunCompleted", d]),
+  }).map((d): Step => Events.RunCompleted.make({ ...d, doneReason: "stop" })),
   fc.record({
     status: fc.constantFrom(503, 504, 499, 502),
     error: fc.constantFrom("AllHostsUnavailable", "AllAttemptsTimedOut", "ClientAborted", "StreamBroken"),
     message: fc.string({ maxLength: 20 }),
     durationMs: fc.integer({ min: 0, max: 200_000 })
-  }).map((d): [string, unknown] => ["RunFailed", d])
+  }).map((d): Step => Events.RunFailed.make(d))
 )
 
 interface Script {
@@ -262,39 +295,37 @@ const arbRun = (i: number): fc.Arbitrary<Script> =>
     dts: fc.array(fc.integer({ min: 0, max: 3_000 }), { minLength: 12, maxLength: 12 })
   }).map((r) => {
     const streamId = `run-00000000-0000-4000-8000-${String(i).padStart(12, "0")}`
-    const steps: Array<[string, unknown]> = [
-      ["RunStarted", { runId: streamId.slice(4), operation: "generate", stream: false, requestedModel: "gemma3:4b", assignedModel: "gemma3:4b", intent: null }],
-      ["RouteDecided", {
-        input: { lane: r.lane, model: "gemma3:4b", route, hosts: {}, policy: { heavyModelMinParamsB: 14 }, now: T0 },
-        plan: { attempts: [], skipped: r.skipped.map(([host, reason]) => ({ host, reason })) }
-      }],
+    const steps: Array<Step> = [
+      runStarted(streamId, null),
+      decided(r.lane, T0, r.skipped.map(([host, reason]) => ({ host, reason })), []),
       ...r.steps,
       ...(r.terminal === null ? [] : [r.terminal]),
       ...r.late
     ]
     return {
       streamId,
-      steps: steps.map(([type, data], k) => ({ type, data, dt: r.dts[k % r.dts.length]! })),
+      steps: steps.map((step, k) => ({ ...rowOf(step), dt: r.dts[k % r.dts.length]! })),
       meta: { lane: r.lane, project: r.project, trace: `trace-${i % 3}` }
     }
   })
 
-const arbHostStep: fc.Arbitrary<[string, unknown]> = fc.oneof(
-  fc.constant<[string, unknown]>(["HostUp", { latencyMs: 2 }]),
-  fc.constant<[string, unknown]>(["HostDown", { error: "connection refused" }]),
-  fc.integer({ min: 0, max: 60_000 }).map((n): [string, unknown] => ["BreakerOpened", { consecutiveTimeouts: 2, at: T0 + n, until: T0 + n + 30_000, reason: "timeouts" }]),
-  fc.constant<[string, unknown]>(["BreakerHalfOpened", {}]),
-  fc.constant<[string, unknown]>(["BreakerClosed", {}]),
-  fc.array(fc.constantFrom("gemma3:4b", "qwen2.5:14b"), { maxLength: 2 }).map((resident): [string, unknown] => ["ResidencyChanged", { resident }]),
-  fc.constant<[string, unknown]>(["MaintenanceOpened", { open: true, reason: "upgrade", until: T0 + 3_600_000 }]),
-  fc.constant<[string, unknown]>(["MaintenanceClosed", { open: false }]),
-  fc.constant<[string, unknown]>(["FromALaterIssue", { x: 1 }])
+const arbHostStep = (host: string): fc.Arbitrary<Step> => fc.oneof(
+  fc.constant<Step>(Events.HostUp.make({ host, latencyMs: 2 })),
+  fc.constant<Step>(Events.HostDown.make({ host, error: "connection refused" })),
+  fc.integer({ min: 0, max: 60_000 }).map((n): Step => Events.BreakerOpened.make({ host, consecutiveTimeouts: 2, at: T0 + n, until: T0 + n + 30_000, reason: "timeouts" })),
+  fc.constant<Step>(Events.BreakerHalfOpened.make({ host, at: T0 })),
+  fc.constant<Step>(Events.BreakerClosed.make({ host, at: T0 })),
+  fc.array(fc.constantFrom("gemma3:4b", "qwen2.5:14b"), { maxLength: 2 })
+    .map((resident): Step => Events.ResidencyChanged.make({ host, resident, loaded: resident, evicted: [] })),
+  fc.constant<Step>(Events.MaintenanceOpened.make({ host, open: true, reason: "upgrade", until: T0 + 3_600_000 })),
+  fc.constant<Step>(Events.MaintenanceClosed.make({ host, reason: "done", expired: false, openReason: "upgrade", until: T0 + 3_600_000 })),
+  fc.constant<Step>({ type: "FromALaterIssue", data: { host, x: 1 } })
 )
 
 const arbHost = (host: string): fc.Arbitrary<Script> =>
-  fc.array(fc.tuple(arbHostStep, fc.integer({ min: 0, max: 5_000 })), { maxLength: 6 }).map((steps) => ({
+  fc.array(fc.tuple(arbHostStep(host), fc.integer({ min: 0, max: 5_000 })), { maxLength: 6 }).map((steps) => ({
     streamId: `host-${host}`,
-    steps: steps.map(([[type, data], dt]) => ({ type, data: { host, ...(data as object) }, dt })),
+    steps: steps.map(([step, dt]) => ({ ...rowOf(step), dt })),
     meta: { lane: "", project: "", trace: "" }
   }))
 
@@ -459,8 +490,7 @@ layer(TestDatabaseLive, { excludeTestServices: true })("projector on PostgreSQL"
       const started = (streamId: string, t: number): Row => ({
         streamId,
         streamPosition: 0,
-        type: "RunStarted",
-        data: { operation: "generate" },
+        ...rowOf(runStarted(streamId, null)),
         occurredAt: t,
         traceId: "late-commit",
         projectId: "awoooi",

@@ -6,6 +6,7 @@ import { describe, expect, it } from "vitest"
 import { parseUntil } from "../src/http/MaintenanceRoutes.ts"
 import { parseReportQuery } from "../src/http/ShadowRoutes.ts"
 import { LaneConfig } from "../src/config/GatewayConfig.ts"
+import * as Events from "../src/domain/Events.ts"
 import { Schema } from "effect"
 import { fold } from "../src/operations/async/AsyncRunState.ts"
 import { toJsonb } from "../src/operations/async/AsyncRunStore.ts"
@@ -171,21 +172,33 @@ describe("shadow comparison", () => {
 
 describe("async run state from its journal stream", () => {
   const at = (i: number) => 1_000 + i
-  const ev = (type: string, data: Record<string, unknown> = {}) => ({ type, data, occurredAt: 0 })
+  const ev = (event: Events.AnyEvent) => ({ ...Events.toRow(event), occurredAt: 0 })
   const events = (...es: Array<ReturnType<typeof ev>>) => es.map((e, i) => ({ ...e, occurredAt: at(i) }))
+  const caller = { intent: null, caller: null, legacy: false, traceMinted: false, parentSpanId: null }
+  const started = (async: boolean) =>
+    ev(Events.RunStarted.make({ runId: "r", ...(async ? { async: true } : {}), operation: "generate", stream: false, requestedModel: "m", assignedModel: "m", ...caller }))
+  const dequeued = ev(Events.RunDequeued.make({ attemptsSoFar: 0 }))
+  const attempt = (n: number, host: string) => ev(Events.AttemptStarted.make({ attempt: n, host, timeoutMs: 2_000 }))
+  const completed = ev(Events.RunCompleted.make({ endpoint: "gpu-node", providerTier: "ollama", inputTokens: 1, outputTokens: 1, doneReason: "stop", costUsd: 0, durationMs: 9 }))
+  const failed = (status: number, error: string, message: string) => ev(Events.RunFailed.make({ status, error, message, durationMs: 1 }))
+  const reserved = (reservationId: string) =>
+    ev(Events.BudgetReserved.make({
+      reservationId, provider: "gemini", model: "gemini-2.5-flash", amountUsd: 0.01, inputTokensEstimate: 1, maxOutputTokens: 256,
+      inputUsdPerMillion: 0.3, outputUsdPerMillion: 2.5, capUsd: 5, committedUsd: 0, periodStart: "2026-05-05T00:00:00.000Z"
+    }))
 
   it("queued → running → succeeded, attempts counted across a restart", () => {
     const s = fold(events(
-      ev("RunStarted", { async: true }),
-      ev("RunDequeued"),
-      ev("AttemptStarted", { attempt: 1, host: "111" }),
-      ev("RunRequeued", { attemptsSoFar: 1 }),
-      ev("RunDequeued"),
-      ev("AttemptStarted", { attempt: 2, host: "111" }),
-      ev("AttemptFailed", { attempt: 2, host: "111", kind: "timeout" }),
-      ev("AttemptStarted", { attempt: 3, host: "gpu-node" }),
-      ev("AttemptSucceeded", { host: "gpu-node" }),
-      ev("RunCompleted")
+      started(true),
+      dequeued,
+      attempt(1, "111"),
+      ev(Events.RunRequeued.make({ attemptsSoFar: 1, was: "running", reason: "restart" })),
+      dequeued,
+      attempt(2, "111"),
+      ev(Events.AttemptFailed.make({ attempt: 2, host: "111", kind: "timeout", message: "x" })),
+      attempt(3, "gpu-node"),
+      ev(Events.AttemptSucceeded.make({ host: "gpu-node", durationMs: 5, firstChunkMs: null })),
+      completed
     ))!
     expect(s.status).toBe("succeeded")
     expect(s.attempts).toBe(3)
@@ -195,25 +208,27 @@ describe("async run state from its journal stream", () => {
   })
 
   it("statuses at each point; a cancel is RunFailed(RunCancelled); a synchronous run is not an async run", () => {
-    const started = ev("RunStarted", { async: true })
-    expect(fold(events(started))!.status).toBe("queued")
-    expect(fold(events(started, ev("RunDequeued")))!.status).toBe("running")
-    expect(fold(events(started, ev("RunDequeued"), ev("RunSuspended")))!.status).toBe("queued")
-    expect(fold(events(started, ev("RunFailed", { status: 499, error: "RunCancelled", message: "x" })))!.status).toBe("cancelled")
-    expect(fold(events(started, ev("RunFailed", { status: 503, error: "AllHostsUnavailable", message: "y" })))).toMatchObject({ status: "failed", error: { status: 503, code: "AllHostsUnavailable" } })
-    expect(fold(events(ev("RunStarted", { operation: "generate" })))).toBeNull()
+    expect(fold(events(started(true)))!.status).toBe("queued")
+    expect(fold(events(started(true), dequeued))!.status).toBe("running")
+    expect(fold(events(started(true), dequeued, ev(Events.RunSuspended.make({ reason: "stop" }))))!.status).toBe("queued")
+    expect(fold(events(started(true), failed(499, "RunCancelled", "x")))!.status).toBe("cancelled")
+    expect(fold(events(started(true), failed(503, "AllHostsUnavailable", "y")))).toMatchObject({ status: "failed", error: { status: 503, code: "AllHostsUnavailable" } })
+    expect(fold(events(started(false)))).toBeNull()
     // Events after the end change nothing.
-    expect(fold(events(started, ev("RunCompleted"), ev("RunFailed", { error: "Late" })))!.status).toBe("succeeded")
+    expect(fold(events(started(true), completed, failed(500, "Late", "z")))!.status).toBe("succeeded")
   })
 
   it("paid calls: settled and still-open reservations are known, released ones are not", () => {
     const s = fold(events(
-      ev("RunStarted", { async: true }),
-      ev("BudgetReserved", { reservationId: "r1" }),
-      ev("BudgetReleased", { reservationId: "r1" }),
-      ev("BudgetReserved", { reservationId: "r2" }),
-      ev("BudgetSettled", { reservationId: "r2" }),
-      ev("BudgetReserved", { reservationId: "r3" })
+      started(true),
+      reserved("r1"),
+      ev(Events.BudgetReleased.make({ reservationId: "r1", provider: "gemini", reservedUsd: 0.01, reason: "x" })),
+      reserved("r2"),
+      ev(Events.BudgetSettled.make({
+        reservationId: "r2", provider: "gemini", model: "gemini-2.5-flash", reservedUsd: 0.01, costUsd: 0.001, chargedUsd: 0.001,
+        inputTokens: 1, outputTokens: 1, usageKnown: true, note: "answered"
+      })),
+      reserved("r3")
     ))!
     expect(s.paidSettled).toEqual(["r2"])
     expect(s.paidOpen).toEqual(["r3"])

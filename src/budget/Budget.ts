@@ -16,6 +16,7 @@
 import * as SqlClient from "@effect/sql/SqlClient"
 import { Cause, Clock, Data, Duration, Effect, Exit, Fiber, Option, Schedule } from "effect"
 import { GatewayConfigTag } from "../config/GatewayConfig.ts"
+import { type BudgetEvent, decodeEvent } from "../domain/Events.ts"
 import { Journal } from "../journal/Journal.ts"
 import { makeStreamWriter } from "../journal/StreamWriter.ts"
 
@@ -155,7 +156,7 @@ const make = Effect.gen(function*() {
   const capUsd = budget?.hardKillUsd ?? 0
   /** This process: reservations it did not make and that are still open at its start are orphans. */
   const owner = crypto.randomUUID()
-  const budgetStream = makeStreamWriter(
+  const budgetStream = makeStreamWriter<BudgetEvent>(
     journal,
     { streamId: "budget", traceId: null, projectId: null, lane: null },
     yield* journal.streamHead("budget").pipe(Effect.orDie)
@@ -278,7 +279,8 @@ const make = Effect.gen(function*() {
   const setHardKill = (tripped: boolean, reason: string | null, by: string): Effect.Effect<HardKillState, LedgerError> =>
     adminLock.withPermits(1)(Effect.gen(function*() {
       const [before] = yield* readState
-      yield* budgetStream.appendDurable(tripped ? "HardKillTripped" : "HardKillReset", {
+      yield* budgetStream.appendDurable({
+        _tag: tripped ? "HardKillTripped" : "HardKillReset",
         tripped,
         reason,
         by,
@@ -293,13 +295,12 @@ const make = Effect.gen(function*() {
 
   const reconcileHardKill = Effect.gen(function*() {
     const events = yield* journal.readStream("budget")
-    const last = [...events].reverse().find((e) => e.type === "HardKillTripped" || e.type === "HardKillReset")
-    if (last === undefined) return
-    const data = last.data as { readonly reason?: string | null }
-    const tripped = last.type === "HardKillTripped"
+    const last = events.map((e) => decodeEvent(e.type, e.data)).reverse().find((e) => e._tag === "HardKillTripped" || e._tag === "HardKillReset")
+    if (last?._tag !== "HardKillTripped" && last?._tag !== "HardKillReset") return
+    const tripped = last._tag === "HardKillTripped"
     const [state] = yield* readState
     if (state?.tripped !== tripped) {
-      yield* applyHardKill(tripped, data.reason ?? null)
+      yield* applyHardKill(tripped, last.reason)
       yield* Effect.logWarning(`Budget: hard kill restored from the journal (${tripped ? "tripped" : "reset"})`)
     }
   })
@@ -312,21 +313,20 @@ const make = Effect.gen(function*() {
     let released = 0
     for (const row of open) {
       const streamId = `run-${row.runId}`
-      const events = yield* journal.readStream(streamId)
-      const mine = (type: string) => events.find((e) => e.type === type && (e.data as { reservationId?: unknown }).reservationId === row.reservationId)
-      const settled = mine("BudgetSettled")
-      if (settled !== undefined) {
-        const d = settled.data as { readonly chargedUsd: number; readonly costUsd: number | null }
-        yield* settle(row.reservationId, d.chargedUsd, d.costUsd)
+      const events = (yield* journal.readStream(streamId)).map((e) => decodeEvent(e.type, e.data))
+      const settled = events.find((e) => e._tag === "BudgetSettled" && e.reservationId === row.reservationId)
+      if (settled?._tag === "BudgetSettled") {
+        yield* settle(row.reservationId, settled.chargedUsd, settled.costUsd)
         continue
       }
-      const releasedEvent = mine("BudgetReleased")
-      const reason = releasedEvent !== undefined
-        ? String((releasedEvent.data as { reason?: unknown }).reason ?? "released")
+      const releasedEvent = events.find((e) => e._tag === "BudgetReleased" && e.reservationId === row.reservationId)
+      const reason = releasedEvent?._tag === "BudgetReleased"
+        ? releasedEvent.reason
         : "orphaned: the gateway process stopped before the paid call settled; released at restart"
       if (releasedEvent === undefined) {
         const run = makeStreamWriter(journal, { streamId, traceId: row.traceId, projectId: row.projectId, lane: row.lane }, yield* journal.streamHead(streamId))
-        yield* run.appendDurable("BudgetReleased", {
+        yield* run.appendDurable({
+          _tag: "BudgetReleased",
           reservationId: row.reservationId,
           provider: row.provider,
           reservedUsd: row.reservedUsd,
@@ -338,7 +338,7 @@ const make = Effect.gen(function*() {
       released++
     }
     if (released > 0) {
-      yield* budgetStream.append("OrphanedReservationsReleased", { count: released, reservationIds: open.map((r) => r.reservationId) })
+      yield* budgetStream.append({ _tag: "OrphanedReservationsReleased", count: released, reservationIds: open.map((r) => r.reservationId) })
       yield* Effect.logWarning(`Budget: released ${released} reservation(s) left open by a previous gateway process`)
     }
   })

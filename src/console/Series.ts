@@ -13,7 +13,7 @@ import * as SqlClient from "@effect/sql/SqlClient"
 import { Effect } from "effect"
 import { periodStart } from "../budget/Budget.ts"
 import type { GatewayConfig } from "../config/GatewayConfig.ts"
-import { fields, str } from "../projections/Event.ts"
+import { decodeEvent } from "../domain/Events.ts"
 import * as History from "../projections/History.ts"
 import { liveSchema } from "../projections/Projector.ts"
 import { qualify } from "../projections/Sql.ts"
@@ -81,14 +81,14 @@ const marksOf = (sql: SqlClient.SqlClient, config: GatewayConfig, axis: Axis, no
     const trips: Array<Mark> = []
     const bands: Array<Band> = []
     const open = new Map<string, { from: number; text: string }>()
-    for (const e of events) {
-      const host = e.streamId.slice("host-".length)
-      const d = fields(e.data)
-      if (e.type === "BreakerOpened") trips.push({ t: e.occurredAt / 1000, host, text: `${host} breaker opened` })
-      if (e.type === "MaintenanceOpened") open.set(host, { from: e.occurredAt, text: `${host} maintenance: ${str(d.reason) ?? ""}` })
-      if (e.type === "MaintenanceClosed") {
-        const o = open.get(host) ?? { from: axis.from, text: `${host} maintenance: ${str(d.openReason) ?? ""}` }
-        bands.push({ from: o.from / 1000, to: e.occurredAt / 1000, host, text: o.text })
+    for (const row of events) {
+      const host = row.streamId.slice("host-".length)
+      const e = decodeEvent(row.type, row.data)
+      if (e._tag === "BreakerOpened") trips.push({ t: row.occurredAt / 1000, host, text: `${host} breaker opened` })
+      if (e._tag === "MaintenanceOpened") open.set(host, { from: row.occurredAt, text: `${host} maintenance: ${e.reason}` })
+      if (e._tag === "MaintenanceClosed") {
+        const o = open.get(host) ?? { from: axis.from, text: `${host} maintenance: ${e.openReason ?? ""}` }
+        bands.push({ from: o.from / 1000, to: row.occurredAt / 1000, host, text: o.text })
         open.delete(host)
       }
     }
@@ -133,7 +133,11 @@ const burnDown = (sql: SqlClient.SqlClient, config: GatewayConfig, now: number) 
     remaining.push(Math.max(0, hardKillUsd - spent))
     const kills = (yield* History.streamEvents(sql, "budget"))
       .filter((e) => e.occurredAt >= start.getTime())
-      .map((e) => ({ t: e.occurredAt / 1000, host: "budget", text: `${e.type === "HardKillTripped" ? "hard kill tripped" : "hard kill reset"}: ${str(fields(e.data).reason) ?? ""}` }))
+      .map((row) => {
+        const e = decodeEvent(row.type, row.data)
+        const reason = e._tag === "HardKillTripped" || e._tag === "HardKillReset" ? e.reason ?? "" : ""
+        return { t: row.occurredAt / 1000, host: "budget", text: `${row.type === "HardKillTripped" ? "hard kill tripped" : "hard kill reset"}: ${reason}` }
+      })
     return { capUsd: hardKillUsd, period, from: start.getTime() / 1000, to: end / 1000, t, remaining, spentUsd: spent, kills }
   })
 
@@ -210,19 +214,17 @@ export const shadowSeries = (config: GatewayConfig, window: string, now: number)
       FROM step_journal
       WHERE type = 'ShadowDecided' AND occurred_at >= to_timestamp(${axis.from} / 1000.0) AND data->'agree' = 'false'::jsonb
       ORDER BY occurred_at DESC LIMIT 100`
-    const disagreements = recent.map((r): Disagreement => {
-      const d = fields(r.data)
-      const g = fields(d.gateway)
-      const l = fields(d.legacy)
-      const reasons = Array.isArray(d.reasons) ? d.reasons.map((x) => str(fields(x).text) ?? str(fields(x).kind) ?? "?") : []
-      return {
+    const disagreements = recent.flatMap((r): Array<Disagreement> => {
+      const d = decodeEvent("ShadowDecided", r.data)
+      if (d._tag !== "ShadowDecided") return []
+      return [{
         at: r.at,
         lane: r.lane,
         traceId: r.traceId,
-        gateway: `${str(g.host) ?? "no host"} · ${str(g.model) ?? "?"}`,
-        legacy: `${str(l.host) ?? str(l.endpoint) ?? "unknown"} · ${str(l.model) ?? "?"}`,
-        reasons
-      }
+        gateway: `${d.gateway.host ?? "no host"} · ${d.gateway.model ?? "?"}`,
+        legacy: `${d.legacy.host ?? d.legacy.endpoint ?? "unknown"} · ${d.legacy.model ?? "?"}`,
+        reasons: d.reasons.map((x) => x.text)
+      }]
     })
     return { window, axis, agreement, compared: compared.get(), disagreements, marks: yield* marksOf(sql, config, axis, now), lanes: Object.keys(config.lanes) }
   })

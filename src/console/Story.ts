@@ -4,7 +4,7 @@
  * the host snapshot plan() was given, then every event. Reachable by run id and by trace id; a
  * trace shows each of its runs in turn.
  */
-import { fields, num, str } from "../projections/Event.ts"
+import { decodeEvent, type EventOf } from "../domain/Events.ts"
 import type { RunExplanation, Step } from "../replay/Explain.ts"
 import { clockTime, type Html, html, isoTime, seconds, usd } from "./Html.ts"
 
@@ -22,16 +22,16 @@ export const attemptBars = (steps: ReadonlyArray<Step>): ReadonlyArray<Bar> => {
   const bars: Array<Bar> = []
   for (const s of steps) {
     if (s.host !== null) continue
-    const d = fields(s.data)
-    const host = str(d.host) ?? str(d.provider) ?? "?"
-    if (s.type === "AttemptStarted") {
-      bars.push({ attempt: num(d.attempt) ?? bars.length + 1, host, start: s.offsetMs, end: null, outcome: "open", label: "running" })
-    } else if (s.type === "AttemptFailed" || s.type === "AttemptSucceeded") {
+    const e = decodeEvent(s.type, s.data)
+    if (e._tag === "AttemptStarted") {
+      bars.push({ attempt: e.attempt, host: e.host, start: s.offsetMs, end: null, outcome: "open", label: "running" })
+    } else if (e._tag === "AttemptFailed" || e._tag === "AttemptSucceeded") {
+      const host = e.host ?? e.provider ?? "?"
       const bar = [...bars].reverse().find((b) => b.host === host && b.end === null)
       if (bar === undefined) continue
       bar.end = s.offsetMs
-      bar.outcome = s.type === "AttemptSucceeded" ? "ok" : "failed"
-      bar.label = s.type === "AttemptSucceeded" ? "answered" : str(d.kind) ?? "failed"
+      bar.outcome = e._tag === "AttemptSucceeded" ? "ok" : "failed"
+      bar.label = e._tag === "AttemptSucceeded" ? "answered" : e.kind
     }
   }
   return bars
@@ -89,29 +89,22 @@ ${marks.map((m) => html`<line class="mark" x1="${x(m.offsetMs)}" x2="${x(m.offse
 </svg>`
 }
 
-const bool = (v: unknown) => (v === true ? "yes" : v === false ? "no" : "—")
+const bool = (v: boolean) => (v ? "yes" : "no")
 
 /** The host snapshot a RouteDecided was made on (its plan() input), and what plan() made of it. */
-const decision = (s: Step): Html => {
-  const d = fields(s.data)
-  const input = fields(d.input)
-  const plan = fields(d.plan)
-  const hosts = fields(input.hosts)
-  const attempts = (Array.isArray(plan.attempts) ? plan.attempts : []).map((a) => str(fields(a).host) ?? "?")
-  const skipped = new Map((Array.isArray(plan.skipped) ? plan.skipped : []).map((k) => [str(fields(k).host) ?? "?", str(fields(fields(k).reason).kind) ?? "?"]))
+const decision = (s: Step, d: EventOf<"RouteDecided">): Html => {
+  const attempts = d.plan.attempts.map((a) => a.host)
+  const skipped = new Map(d.plan.skipped.map((k) => [k.host, k.reason.kind]))
   return html`<table class="grid snapshot">
 <caption>Decided at ${clockTime(s.at)} (+${seconds(s.offsetMs)}) on this snapshot: try ${attempts.length === 0 ? "nothing" : attempts.join(" → ")}</caption>
 <thead><tr><th scope="col">host</th><th scope="col">health</th><th scope="col">breaker</th><th scope="col">slots in use / total (free for lane)</th><th scope="col">maintenance</th><th scope="col">protected</th><th scope="col">plan</th></tr></thead>
 <tbody>${
-    Object.entries(hosts).map(([name, raw]) => {
-      const h = fields(raw)
-      const b = fields(h.breaker)
-      const sl = fields(h.slots)
-      const m = fields(h.maintenance)
-      const reopens = num(b.reopensAt)
+    Object.entries(d.input.hosts).map(([name, h]) => {
+      const b = h.breaker
+      const sl = h.slots
       const outcome = attempts.includes(name) ? `attempt ${attempts.indexOf(name) + 1}` : skipped.has(name) ? `skipped: ${skipped.get(name)}` : "not on route"
-      return html`<tr><th scope="row">${name}</th><td>${str(h.health) ?? "?"}</td><td>${str(b.status) ?? "?"}${reopens !== null ? ` until ${clockTime(reopens)}` : ""}${b.probeInFlight === true ? " (probe in flight)" : ""}</td>
-<td class="num">${num(sl.inUse) ?? "?"} / ${num(sl.total) ?? "?"} (${num(sl.freeForLane) ?? "?"})</td><td>${bool(m.open)}</td><td>${bool(h.protected)}</td><td>${outcome}</td></tr>`
+      return html`<tr><th scope="row">${name}</th><td>${h.health}</td><td>${b.status}${b.reopensAt !== null ? ` until ${clockTime(b.reopensAt)}` : ""}${b.probeInFlight ? " (probe in flight)" : ""}</td>
+<td class="num">${sl.inUse} / ${sl.total} (${sl.freeForLane})</td><td>${bool(h.maintenance.open)}</td><td>${bool(h.protected)}</td><td>${outcome}</td></tr>`
     })
   }</tbody>
 </table>`
@@ -146,7 +139,7 @@ export const runStory = (r: RunExplanation, index: number, total: number, asked:
 <h3>Attempts</h3>
 ${timeline(r.steps)}
 <h3>Decisions and the host snapshot each was made on</h3>
-${r.steps.filter((s) => s.type === "RouteDecided").map(decision)}
+${r.steps.map((s) => [s, decodeEvent(s.type, s.data)] as const).flatMap(([s, e]) => (e._tag === "RouteDecided" ? [decision(s, e)] : []))}
 <h3>Every event</h3>
 <table class="grid events">
 <caption>${r.steps.length} events of the run and of its hosts while it ran</caption>

@@ -30,6 +30,7 @@ import { Chunk, Clock, Config, Context, Data, Deferred, Duration, Effect, Exit, 
 import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
+import type { EventOf } from "../domain/Events.ts"
 import { type OpenRun, OpenRuns } from "./RunEnds.ts"
 import { Spill } from "./Spill.ts"
 
@@ -863,22 +864,22 @@ const make = Effect.gen(function*() {
   } as const
 })
 
-/** The events that end `run` (its unsettled attempts, then RunFailed with `fields`). */
-export const closingEvents = (run: OpenRun, now: number, fields: Readonly<Record<string, unknown>>): Array<JournalEvent> => {
+/** What ends a run from outside it: RunFailed's fields but its duration. */
+export type ClosingFields = Pick<EventOf<"RunFailed">, "status" | "error" | "message" | "orphaned" | "instance" | "shutdown">
+
+/** The events that end `run` (its unsettled attempts, then RunFailed with `fields`), as the catalogue has them. */
+export const closingEvents = (run: OpenRun, now: number, fields: ClosingFields): Array<JournalEvent> => {
   const base = { streamId: run.streamId, traceId: run.traceId, projectId: run.projectId, lane: run.lane, occurredAt: now }
   let position = run.next
   const events: Array<JournalEvent> = []
+  const why = { ...(fields.orphaned !== undefined ? { orphaned: fields.orphaned } : {}), ...(fields.shutdown !== undefined ? { shutdown: fields.shutdown } : {}) }
   for (const attempt of [...run.attempts].sort((a, b) => a - b)) {
-    events.push({ ...base, streamPosition: position++, type: "AttemptFailed", data: { attempt, kind: "interrupted", message: String(fields.message ?? ""), ...pick(fields, ["orphaned", "shutdown"]) } })
+    const { _tag, ...data }: EventOf<"AttemptFailed"> = { _tag: "AttemptFailed", attempt, kind: "interrupted", message: fields.message, ...why }
+    events.push({ ...base, streamPosition: position++, type: _tag, data })
   }
-  events.push({ ...base, streamPosition: position, type: "RunFailed", data: { ...fields, durationMs: Math.max(0, now - run.startedAt) } })
+  const { _tag, ...data }: EventOf<"RunFailed"> = { _tag: "RunFailed", ...fields, durationMs: Math.max(0, now - run.startedAt) }
+  events.push({ ...base, streamPosition: position, type: _tag, data })
   return events
-}
-
-const pick = (fields: Readonly<Record<string, unknown>>, keys: ReadonlyArray<string>): Record<string, unknown> => {
-  const out: Record<string, unknown> = {}
-  for (const k of keys) if (fields[k] !== undefined) out[k] = fields[k]
-  return out
 }
 
 const isEvent = (value: JournalEvent | Iterable<JournalEvent>): value is JournalEvent =>

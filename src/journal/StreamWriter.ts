@@ -9,6 +9,7 @@
  * before the append returns, so before the caller's last byte.
  */
 import { Clock, Effect } from "effect"
+import type { AnyEvent, EventOf, RunEvent } from "../domain/Events.ts"
 import { Journal, type JournalEvent } from "./Journal.ts"
 import { isTerminalRunEvent } from "./RunEnds.ts"
 
@@ -26,12 +27,13 @@ export interface RunProgress {
   readonly openAttempts: ReadonlyArray<number>
 }
 
-export interface StreamWriter {
+/** A writer of one stream; `E` is its stream kind's events (domain/Events.ts): a run's by default. */
+export interface StreamWriter<E extends AnyEvent = RunEvent> {
   readonly streamId: string
   /** Queue an event for the group commit (off the request path). */
-  readonly append: (type: string, data: unknown) => Effect.Effect<void>
+  readonly append: (event: E) => Effect.Effect<void>
   /** Append and wait until it is committed (before money is spent, say). */
-  readonly appendDurable: (type: string, data: unknown) => Effect.Effect<void, unknown>
+  readonly appendDurable: (event: E) => Effect.Effect<void, unknown>
   /** The next position this writer will use. */
   readonly position: () => number
   /** Where the run stands (for `endRun`). */
@@ -43,14 +45,20 @@ export interface StreamWriterOptions {
   readonly durableEnd?: boolean
 }
 
-export const makeStreamWriter = (journal: Journal, base: StreamBase, startPosition = 0, options: StreamWriterOptions = {}): StreamWriter => {
+export const makeStreamWriter = <E extends AnyEvent = RunEvent>(
+  journal: Journal,
+  base: StreamBase,
+  startPosition = 0,
+  options: StreamWriterOptions = {}
+): StreamWriter<E> => {
   let next = startPosition
   let ended = false
   const openAttempts: Array<number> = []
-  const event = (type: string, data: unknown, occurredAt: number): JournalEvent => ({
+  // The row's data is the event without its tag: the value already has the encoded shape (no Schema encode here).
+  const row = ({ _tag, ...data }: E, occurredAt: number): JournalEvent => ({
     streamId: base.streamId,
     streamPosition: next++,
-    type,
+    type: _tag,
     traceId: base.traceId,
     projectId: base.projectId,
     lane: base.lane,
@@ -58,13 +66,14 @@ export const makeStreamWriter = (journal: Journal, base: StreamBase, startPositi
     occurredAt
   })
   /** False for a second terminal event, which is not written. */
-  const track = (type: string, data: unknown): boolean => {
+  const track = (event: E): boolean => {
+    const type = event._tag
     if (isTerminalRunEvent(type)) {
       if (ended) return false
       ended = true
       return true
     }
-    const attempt = typeof data === "object" && data !== null ? (data as { attempt?: unknown }).attempt : undefined
+    const attempt = (event as { readonly attempt?: unknown }).attempt
     if (typeof attempt === "number") {
       if (type === "AttemptStarted") openAttempts.push(attempt)
       else if (type === "AttemptSucceeded" || type === "AttemptFailed") {
@@ -78,21 +87,21 @@ export const makeStreamWriter = (journal: Journal, base: StreamBase, startPositi
     Effect.logError(`Journal: ${base.streamId} already ended; a second terminal event (${type}) was NOT written`)
   return {
     streamId: base.streamId,
-    append: (type, data) =>
+    append: (event) =>
       Effect.suspend(() => {
-        if (!track(type, data)) return second(type)
+        if (!track(event)) return second(event._tag)
         return Effect.clockWith((clock) => {
-          const e = event(type, data, clock.unsafeCurrentTimeMillis())
-          if (!(options.durableEnd === true && isTerminalRunEvent(type))) return journal.append(e)
+          const e = row(event, clock.unsafeCurrentTimeMillis())
+          if (!(options.durableEnd === true && isTerminalRunEvent(e.type))) return journal.append(e)
           return journal.appendPersisted(e).pipe(
             Effect.catchAll((error) => Effect.logWarning(`Journal: the end of ${base.streamId} could not be persisted before the answer`, error))
           )
         })
       }),
-    appendDurable: (type, data) =>
+    appendDurable: (event) =>
       Effect.suspend(() => {
-        if (!track(type, data)) return second(type)
-        return Effect.clockWith((clock) => journal.appendDurable(event(type, data, clock.unsafeCurrentTimeMillis())))
+        if (!track(event)) return second(event._tag)
+        return Effect.clockWith((clock) => journal.appendDurable(row(event, clock.unsafeCurrentTimeMillis())))
       }),
     position: () => next,
     progress: () => ({ ended, openAttempts: [...openAttempts] })
@@ -103,15 +112,15 @@ export const makeStreamWriter = (journal: Journal, base: StreamBase, startPositi
  * Ends the run if nothing has yet: each unsettled attempt `AttemptFailed` (kind `interrupted`), then
  * `RunFailed` with `fields`. A no-op on a run that ended.
  */
-export const endRun = (run: StreamWriter, fields: { readonly status: number; readonly error: string; readonly message: string } & Readonly<Record<string, unknown>>, startedAt: number) =>
+export const endRun = (run: StreamWriter, fields: Pick<EventOf<"RunFailed">, "status" | "error" | "message">, startedAt: number) =>
   Effect.suspend(() => {
     const progress = run.progress()
     if (progress.ended) return Effect.void
     return Effect.gen(function*() {
       const now = yield* Clock.currentTimeMillis
       for (const attempt of progress.openAttempts) {
-        yield* run.append("AttemptFailed", { attempt, kind: "interrupted", status: null, message: fields.message, afterFirstChunk: null })
+        yield* run.append({ _tag: "AttemptFailed", attempt, kind: "interrupted", status: null, message: fields.message, afterFirstChunk: null })
       }
-      yield* run.append("RunFailed", { ...fields, durationMs: now - startedAt })
+      yield* run.append({ _tag: "RunFailed", status: fields.status, error: fields.error, message: fields.message, durationMs: now - startedAt })
     })
   })

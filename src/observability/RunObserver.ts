@@ -12,6 +12,7 @@
  */
 import { Context, Effect, FiberRef, Option, Tracer } from "effect"
 import type { GatewayConfig, LaneConfig } from "../config/GatewayConfig.ts"
+import type { AnyEvent, EventOf, HostEvent, RunEvent } from "../domain/Events.ts"
 import type { StreamWriter } from "../journal/StreamWriter.ts"
 import type { Miss } from "../run/Miss.ts"
 import type { LaneRequest } from "../run/Run.ts"
@@ -21,9 +22,6 @@ import * as StateLog from "./StateLog.ts"
 import * as Tracing from "./Tracing.ts"
 
 type Data = Readonly<Record<string, unknown>>
-
-const str = (v: unknown): string | null => (typeof v === "string" ? v : null)
-const num = (v: unknown): number | null => (typeof v === "number" && Number.isFinite(v) ? v : null)
 
 /** gen_ai.operation.name for a lane operation. */
 export const operationName = (operation: string): string =>
@@ -104,8 +102,8 @@ class RunObservation implements RequestLog.RunFacts {
     return this.misses.length === 0 ? null : this.misses.map((m) => `${m.host} ${m.kind}`).join(", ")
   }
 
-  on(type: string, d: Data): Effect.Effect<void> {
-    switch (type) {
+  on(e: RunEvent): Effect.Effect<void> {
+    switch (e._tag) {
       case "RunStarted":
         return Effect.zipRight(
           // The request's log line reads this run's facts when the request ends.
@@ -116,11 +114,8 @@ class RunObservation implements RequestLog.RunFacts {
           Effect.flatMap(Tracing.enabled, (on) => (on ? this.startTracing() : Effect.void))
         )
       case "RouteDecided": {
-        const input = (d.input ?? {}) as Data
-        const plan = (d.plan ?? {}) as Data
-        this.route = Array.isArray(input.route) ? input.route.map((r: Data) => String(r.host)) : []
-        const skipped = Array.isArray(plan.skipped) ? plan.skipped as ReadonlyArray<Data> : []
-        for (const s of skipped) this.misses.push({ host: String(s.host), kind: String(((s.reason ?? {}) as Data).kind ?? "skipped") })
+        this.route = e.input.route.map((r) => r.host)
+        for (const s of e.plan.skipped) this.misses.push({ host: s.host, kind: s.reason.kind })
         if (this.server === null) return Effect.void
         return eventAt(this.server, "awooop.route_decided", {
           "awooop.route": this.route.join(", "),
@@ -128,46 +123,42 @@ class RunObservation implements RequestLog.RunFacts {
         })
       }
       case "HostSkipped": {
-        const kind = str(d.reason) ?? "skipped"
-        if (kind !== "only-when-unavailable") this.misses.push({ host: str(d.host) ?? "?", kind })
-        return this.server === null ? Effect.void : eventAt(this.server, "awooop.host_skipped", { "awooop.host": str(d.host) ?? "?", "awooop.reason": kind })
+        if (e.reason !== "only-when-unavailable") this.misses.push({ host: e.host, kind: e.reason })
+        return this.server === null ? Effect.void : eventAt(this.server, "awooop.host_skipped", { "awooop.host": e.host, "awooop.reason": e.reason })
       }
       case "AttemptStarted": {
-        this.host = str(d.host) ?? "?"
-        this.tier = str(d.tier) ?? "ollama"
-        this.attemptNo = num(d.attempt) ?? this.attemptNo + 1
+        this.host = e.host
+        this.tier = e.tier ?? "ollama"
+        this.attemptNo = e.attempt
         const provider = this.topology.get(this.host)?.provider ?? (this.tier === "ollama" ? "ollama" : this.host)
-        this.g = { operation: this.g.operation, provider, model: str(d.model) ?? this.model, lane: this.lane }
+        this.g = { operation: this.g.operation, provider, model: e.model ?? this.model, lane: this.lane }
         return this.server === null ? Effect.void : this.startAttempt()
       }
       case "AttemptFailed": {
-        const host = str(d.host) ?? this.host
-        const kind = str(d.kind) ?? "failure"
-        const afterFirstChunk = d.afterFirstChunk === true
+        const host = e.host ?? this.host
+        const afterFirstChunk = e.afterFirstChunk === true
         if (afterFirstChunk) this.answered = host
-        else this.misses.push({ host, kind })
-        this.metrics.attempt(this.g, host, kind, (num(d.durationMs) ?? 0) / 1000)
+        else this.misses.push({ host, kind: e.kind })
+        this.metrics.attempt(this.g, host, e.kind, (e.durationMs ?? 0) / 1000)
         const span = this.attempt
         if (span === null) return Effect.void
         this.attempt = null
         span.attribute("awooop.after_first_chunk", afterFirstChunk)
-        return Tracing.endSpan(span, { type: kind, message: str(d.message) ?? kind })
+        return Tracing.endSpan(span, { type: e.kind, message: e.message })
       }
       case "AttemptSucceeded": {
-        const host = str(d.host) ?? this.host
-        this.answered = host
-        this.metrics.attempt(this.g, host, null, (num(d.durationMs) ?? 0) / 1000)
-        const firstChunkMs = num(d.firstChunkMs)
-        if (firstChunkMs !== null) this.metrics.firstChunk(this.g, host, firstChunkMs / 1000)
+        this.answered = e.host
+        this.metrics.attempt(this.g, e.host, null, e.durationMs / 1000)
+        if (e.firstChunkMs !== null) this.metrics.firstChunk(this.g, e.host, e.firstChunkMs / 1000)
         // The span stays open until RunCompleted brings the usage and cost.
         return Effect.void
       }
       case "PaidFallbackRequested": {
-        if (d.direct !== true) this.paidReason = str(d.reason)
+        if (!e.direct) this.paidReason = e.reason
         if (this.server === null) return Effect.void
-        return eventAt(this.server, d.direct === true ? "awooop.paid_direct" : "awooop.paid_fallback", {
-          "awooop.fallback_reason": str(d.reason) ?? "",
-          "awooop.providers": Array.isArray(d.providers) ? d.providers.map(String).join(", ") : ""
+        return eventAt(this.server, e.direct ? "awooop.paid_direct" : "awooop.paid_fallback", {
+          "awooop.fallback_reason": e.reason,
+          "awooop.providers": e.providers.join(", ")
         })
       }
       case "BudgetReserved":
@@ -178,18 +169,19 @@ class RunObservation implements RequestLog.RunFacts {
       case "PaidFallbackSkipped": {
         const span = this.attempt ?? this.server
         if (span === null) return Effect.void
+        const d: Data = e
         const attributes: Record<string, unknown> = {}
         for (const key of ["provider", "reason", "amountUsd", "costUsd", "chargedUsd", "reservedUsd", "capUsd", "committedUsd"]) {
           const v = d[key]
           if (typeof v === "string" || typeof v === "number" || typeof v === "boolean") attributes[`awooop.${key}`] = v
         }
-        return eventAt(span, `awooop.${type.replace(/([a-z])([A-Z])/g, "$1_$2").toLowerCase()}`, attributes)
+        return eventAt(span, `awooop.${e._tag.replace(/([a-z])([A-Z])/g, "$1_$2").toLowerCase()}`, attributes)
       }
       case "RunCompleted":
-        return this.standalone ? Effect.zipRight(this.completed(d), RequestLog.runLine(this, 200, num(d.durationMs))) : this.completed(d)
+        return this.standalone ? Effect.zipRight(this.completed(e), RequestLog.runLine(this, 200, e.durationMs)) : this.completed(e)
       case "RunFailed":
-        this.error = str(d.error) ?? "error"
-        return this.standalone ? Effect.zipRight(this.failed(d), RequestLog.runLine(this, num(d.status) ?? 500, num(d.durationMs))) : this.failed(d)
+        this.error = e.error
+        return this.standalone ? Effect.zipRight(this.failed(e), RequestLog.runLine(this, e.status, e.durationMs)) : this.failed(e)
       default:
         return Effect.void
     }
@@ -257,13 +249,13 @@ class RunObservation implements RequestLog.RunFacts {
     })
   }
 
-  private completed(d: Data): Effect.Effect<void> {
-    const endpoint = str(d.endpoint) ?? "none"
-    const tier = str(d.providerTier) ?? this.tier
-    const inputTokens = num(d.inputTokens)
-    const outputTokens = num(d.outputTokens)
-    const costUsd = num(d.costUsd)
-    const responseModel = str(d.model) ?? this.g.model
+  private completed(d: EventOf<"RunCompleted">): Effect.Effect<void> {
+    const endpoint = d.endpoint ?? "none"
+    const tier = d.providerTier ?? this.tier
+    const inputTokens = d.inputTokens
+    const outputTokens = d.outputTokens
+    const costUsd = d.costUsd ?? null
+    const responseModel = d.model ?? this.g.model
     this.metrics.request(this.lane, endpoint, "success")
     if (inputTokens !== null || outputTokens !== null) this.metrics.tokens(this.g, inputTokens, outputTokens)
     if (costUsd !== null) this.metrics.cost(this.lane, tier, endpoint, costUsd)
@@ -272,7 +264,7 @@ class RunObservation implements RequestLog.RunFacts {
     if (fallback !== null) this.metrics.fallback(this.lane, endpoint, fallback)
     if (this.server === null) return Effect.void
 
-    const doneReason = str(d.doneReason)
+    const doneReason = d.doneReason
     const usage: Record<string, unknown> = {
       "gen_ai.response.model": responseModel,
       ...(inputTokens === null ? {} : { "gen_ai.usage.input_tokens": inputTokens }),
@@ -293,11 +285,11 @@ class RunObservation implements RequestLog.RunFacts {
     return Effect.zipRight(span === null ? Effect.void : Tracing.endSpan(span, null), this.finish(null))
   }
 
-  private failed(d: Data): Effect.Effect<void> {
-    const error = str(d.error) ?? "error"
-    const message = str(d.message) ?? error
+  private failed(d: EventOf<"RunFailed">): Effect.Effect<void> {
+    const error = d.error
+    const message = d.message
     this.metrics.request(this.lane, "none", error)
-    const costUsd = num(d.costUsd)
+    const costUsd = d.costUsd ?? null
     if (costUsd !== null) this.metrics.cost(this.lane, this.tier, this.answered ?? this.host, costUsd)
     if (this.server === null) return Effect.void
     const server = this.server
@@ -330,22 +322,23 @@ class RunObservation implements RequestLog.RunFacts {
   }
 
   /** A breaker transition on a host's stream, seen in this run's fiber: an event on the attempt that caused it. */
-  breaker(host: string, type: string, d: Data): Effect.Effect<void> {
+  breaker(host: string, e: EventOf<"BreakerOpened" | "BreakerHalfOpened" | "BreakerClosed">): Effect.Effect<void> {
     const span = this.attempt ?? this.server
     if (span === null) return Effect.void
     const attributes: Record<string, unknown> = { "awooop.host": host }
-    for (const key of ["reason", "consecutiveTimeouts", "until"]) {
-      const v = d[key]
-      if (typeof v === "string" || typeof v === "number") attributes[`awooop.breaker.${key}`] = v
+    if (e._tag === "BreakerOpened") {
+      attributes["awooop.breaker.reason"] = e.reason
+      attributes["awooop.breaker.consecutiveTimeouts"] = e.consecutiveTimeouts
+      attributes["awooop.breaker.until"] = e.until
     }
-    return eventAt(span, `awooop.breaker.${type === "BreakerOpened" ? "opened" : type === "BreakerClosed" ? "closed" : "half_opened"}`, attributes)
+    return eventAt(span, `awooop.breaker.${e._tag === "BreakerOpened" ? "opened" : e._tag === "BreakerClosed" ? "closed" : "half_opened"}`, attributes)
   }
 }
 
-const wrap = (inner: StreamWriter, on: (type: string, data: Data) => Effect.Effect<void>): StreamWriter => ({
+const wrap = <E extends AnyEvent>(inner: StreamWriter<E>, on: (event: E) => Effect.Effect<void>): StreamWriter<E> => ({
   streamId: inner.streamId,
-  append: (type, data) => Effect.flatMap(inner.append(type, data), () => on(type, (data ?? {}) as Data)),
-  appendDurable: (type, data) => Effect.tap(inner.appendDurable(type, data), () => on(type, (data ?? {}) as Data)),
+  append: (event) => Effect.flatMap(inner.append(event), () => on(event)),
+  appendDurable: (event) => Effect.tap(inner.appendDurable(event), () => on(event)),
   position: inner.position,
   progress: inner.progress
 })
@@ -358,15 +351,15 @@ export const make = (metrics: MetricsRegistry, config: GatewayConfig) => {
     run: (lane: string, laneConfig: LaneConfig) => (writer: StreamWriter, request: LaneRequest): StreamWriter => {
       const observation = new RunObservation(metrics, topology, lane, laneConfig.model, request)
       observation.runId = writer.streamId.startsWith("run-") ? writer.streamId.slice(4) : writer.streamId
-      return wrap(writer, (type, data) => observation.on(type, data))
+      return wrap(writer, (event) => observation.on(event))
     },
     /** Wraps a host's writer: breaker transitions are counted and become events on the current run's span. */
-    host: (host: string) => (writer: StreamWriter): StreamWriter =>
-      wrap(writer, (type, data) => {
-        const logged = StateLog.hostEvent(host, type, data)
-        if (!type.startsWith("Breaker")) return logged
-        metrics.breakerTransition(host, type)
-        return Effect.zipRight(logged, Effect.flatMap(FiberRef.get(currentRun), (run) => (run === null ? Effect.void : run.breaker(host, type, data))))
+    host: (host: string) => (writer: StreamWriter<HostEvent>): StreamWriter<HostEvent> =>
+      wrap(writer, (event) => {
+        const logged = StateLog.hostEvent(host, event)
+        if (event._tag !== "BreakerOpened" && event._tag !== "BreakerHalfOpened" && event._tag !== "BreakerClosed") return logged
+        metrics.breakerTransition(host, event._tag)
+        return Effect.zipRight(logged, Effect.flatMap(FiberRef.get(currentRun), (run) => (run === null ? Effect.void : run.breaker(host, event))))
       })
   }
 }

@@ -8,10 +8,9 @@
  * say why; a keep-warm failure's message is the host's error text (no prompt: keep-warm loads send none).
  */
 import { Effect, LogLevel } from "effect"
+import type { HostEvent } from "../domain/Events.ts"
 
-type Data = Readonly<Record<string, unknown>>
-
-const iso = (v: unknown): unknown => (typeof v === "number" && Number.isFinite(v) ? new Date(v).toISOString() : v ?? null)
+const iso = (v: number | null): string | null => (v === null ? null : new Date(v).toISOString())
 
 interface Line {
   readonly level: LogLevel.LogLevel
@@ -19,17 +18,17 @@ interface Line {
   readonly fields: Readonly<Record<string, unknown>>
 }
 
-const lineOf = (host: string, type: string, d: Data): Line | null => {
-  switch (type) {
+const lineOf = (host: string, d: HostEvent): Line | null => {
+  switch (d._tag) {
     case "HostDown":
-      return { level: LogLevel.Warning, message: `host ${host} down: ${String(d.error ?? "unknown error")}`, fields: { error: d.error ?? null } }
+      return { level: LogLevel.Warning, message: `host ${host} down: ${d.error}`, fields: { error: d.error } }
     case "HostUp":
-      return { level: LogLevel.Info, message: `host ${host} up`, fields: { latencyMs: d.latencyMs ?? null } }
+      return { level: LogLevel.Info, message: `host ${host} up`, fields: { latencyMs: d.latencyMs } }
     case "BreakerOpened":
       return {
         level: LogLevel.Warning,
-        message: `host ${host} circuit breaker opened after ${String(d.consecutiveTimeouts)} consecutive timeouts, until ${String(iso(d.until))}`,
-        fields: { consecutiveTimeouts: d.consecutiveTimeouts ?? null, until: iso(d.until), reason: d.reason ?? null }
+        message: `host ${host} circuit breaker opened after ${d.consecutiveTimeouts} consecutive timeouts, until ${iso(d.until)}`,
+        fields: { consecutiveTimeouts: d.consecutiveTimeouts, until: iso(d.until), reason: d.reason }
       }
     case "BreakerHalfOpened":
       return { level: LogLevel.Info, message: `host ${host} circuit breaker half-open: one probe request is let through`, fields: {} }
@@ -38,40 +37,41 @@ const lineOf = (host: string, type: string, d: Data): Line | null => {
     case "MaintenanceOpened":
       return {
         level: LogLevel.Info,
-        message: `host ${host} maintenance opened until ${String(iso(d.until))}: ${String(d.reason ?? "")}`,
-        fields: { reason: d.reason ?? null, until: iso(d.until) }
+        message: `host ${host} maintenance opened until ${String(iso(d.until))}: ${d.reason}`,
+        fields: { reason: d.reason, until: iso(d.until) }
       }
     case "MaintenanceClosed":
       return {
         level: LogLevel.Info,
-        message: `host ${host} maintenance closed${d.expired === true ? " (expired)" : ""}: ${String(d.reason ?? "")}`,
-        fields: { reason: d.reason ?? null, expired: d.expired === true }
+        message: `host ${host} maintenance closed${d.expired ? " (expired)" : ""}: ${d.reason}`,
+        fields: { reason: d.reason, expired: d.expired }
       }
     case "KeepWarmFailed":
       return {
         level: LogLevel.Warning,
-        message: `keep-warm of ${String(d.model)} on ${host} (lane ${String(d.lane)}) failed: ${String(d.message ?? d.kind ?? "")}`,
-        fields: { lane: d.lane ?? null, model: d.model ?? null, kind: d.kind ?? null, status: d.status ?? null, message: d.message ?? null }
+        message: `keep-warm of ${d.model} on ${host} (lane ${d.lane}) failed: ${d.message}`,
+        fields: { lane: d.lane, model: d.model, kind: d.kind, status: d.status, message: d.message }
       }
     case "ModelEvicted":
       return {
         level: LogLevel.Info,
-        message: `${String(d.model)} evicted from ${host} (lane ${String(d.lane)}); keep-warm reloads it`,
-        fields: { lane: d.lane ?? null, model: d.model ?? null, replacedBy: d.replacedBy ?? null }
+        message: `${d.model} evicted from ${host} (lane ${d.lane}); keep-warm reloads it`,
+        fields: { lane: d.lane, model: d.model, replacedBy: d.replacedBy }
       }
     case "ResidencyChanged":
+      return { level: LogLevel.Debug, message: `host ${host}: ${d._tag}`, fields: { lane: null, model: null, reason: null } }
     case "KeepWarmLoaded":
     case "KeepWarmSkipped":
-      return { level: LogLevel.Debug, message: `host ${host}: ${type}`, fields: { lane: d.lane ?? null, model: d.model ?? null, reason: d.reason ?? null } }
+      return { level: LogLevel.Debug, message: `host ${host}: ${d._tag}`, fields: { lane: d.lane, model: d.model, reason: d.reason } }
     default:
       return null
   }
 }
 
 /** The log line of a fact journaled on `host`'s stream (nothing for facts that are not state changes). */
-export const hostEvent = (host: string, type: string, data: Data): Effect.Effect<void> => {
-  const line = lineOf(host, type, data)
+export const hostEvent = (host: string, event: HostEvent): Effect.Effect<void> => {
+  const line = lineOf(host, event)
   return line === null
     ? Effect.void
-    : Effect.logWithLevel(line.level, line.message).pipe(Effect.annotateLogs({ event: type, host, ...line.fields }))
+    : Effect.logWithLevel(line.level, line.message).pipe(Effect.annotateLogs({ event: event._tag, host, ...line.fields }))
 }

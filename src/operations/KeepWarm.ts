@@ -95,7 +95,7 @@ const keeper = (deps: KeepWarmDeps, laneName: string, lane: LaneConfig, host: Ho
         // Down or circuit-open is already on the host's stream; a rule refusal is worth saying once.
         if (!isUnavailability(skip.reason) || skip.reason.kind === "model-not-installed") {
           if (lastSkip !== skip.reason.kind) {
-            yield* host.record("KeepWarmSkipped", { lane: laneName, model, reason: skip.reason.kind, message: describeSkip(skip) })
+            yield* host.record({ _tag: "KeepWarmSkipped", lane: laneName, model, reason: skip.reason.kind, message: describeSkip(skip) })
           }
         }
         lastSkip = skip.reason.kind
@@ -130,7 +130,8 @@ const keeper = (deps: KeepWarmDeps, laneName: string, lane: LaneConfig, host: Ho
       if (outcome.result._tag === "Left") {
         const failure = outcome.result.left
         retryAt = after + refreshMs
-        yield* host.record("KeepWarmFailed", {
+        yield* host.record({
+          _tag: "KeepWarmFailed",
           lane: laneName,
           model,
           reason,
@@ -144,7 +145,7 @@ const keeper = (deps: KeepWarmDeps, laneName: string, lane: LaneConfig, host: Ho
       lastLoadAt = after
       retryAt = 0
       evictedPending = false
-      yield* host.record("KeepWarmLoaded", { lane: laneName, model, reason, keepAliveSeconds, via: operation, durationMs: after - now })
+      yield* host.record({ _tag: "KeepWarmLoaded", lane: laneName, model, reason, keepAliveSeconds, via: operation, durationMs: after - now })
       // See the model resident now rather than at the next scheduled poll.
       yield* host.poll
     })
@@ -155,7 +156,8 @@ const keeper = (deps: KeepWarmDeps, laneName: string, lane: LaneConfig, host: Ho
         const gone = change.evicted.find((m) => sameModel(m, model))
         if (gone !== undefined) {
           evictedPending = true
-          yield* host.record("ModelEvicted", {
+          yield* host.record({
+            _tag: "ModelEvicted",
             lane: laneName,
             model: gone,
             // Models that appeared in the same poll are the likely replacement; none visible → [].

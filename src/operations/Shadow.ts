@@ -18,6 +18,7 @@ import type { SqlError } from "@effect/sql/SqlError"
 import { Effect } from "effect"
 import { type GatewayConfig, GatewayConfigTag } from "../config/GatewayConfig.ts"
 import type { CallerContext } from "../domain/CallerContext.ts"
+import type { ShadowEvent } from "../domain/Events.ts"
 import type { Operation } from "../domain/OllamaApi.ts"
 import { Journal } from "../journal/Journal.ts"
 import { makeStreamWriter } from "../journal/StreamWriter.ts"
@@ -167,13 +168,14 @@ export const make = (deps: { readonly config: GatewayConfig; readonly journal: J
       const laneModel = lane.config.model === "" ? null : lane.config.model
       const result = compare(lane.name, laneModel, decided?.plan ?? null, { endpoint: request.legacyEndpoint, model: legacyModel }, deps.config.hosts, lane.config.paid)
       const decision: ShadowDecision = { shadowId, lane: lane.name, via: request.via, ...result }
-      const writer = makeStreamWriter(deps.journal, {
+      const writer = makeStreamWriter<ShadowEvent>(deps.journal, {
         streamId: `shadow-${shadowId}`,
         traceId: request.caller.traceId,
         projectId: request.caller.projectId,
         lane: lane.name
       })
-      yield* writer.append("ShadowDecided", {
+      yield* writer.append({
+        _tag: "ShadowDecided",
         ...decision,
         operation: request.operation,
         requestedModel: request.requestedModel,

@@ -1,8 +1,10 @@
 /**
- * What the projections fold over: journal events as the projector reads them, and the small,
- * tolerant readers they use on event data. Event data is whatever a writer journaled, possibly by
- * a newer gateway: a missing or mistyped field reads as null, never as a failure.
+ * What the projections fold over: journal events as the projector reads them, and their decoding
+ * with the journal's catalogue (domain/Events.ts). Event data is whatever a writer journaled,
+ * possibly by an older or newer gateway: a type the catalogue does not know, or data that does not
+ * match it, decodes to `UnknownEvent`, which every fold skips (never a failure).
  */
+import { type DecodedEvent, decodeEvent } from "../domain/Events.ts"
 
 export interface ProjectionEvent {
   readonly globalPosition: number
@@ -26,31 +28,21 @@ export const hostStreamPrefix = "host-"
 export const isRunStream = (streamId: string): boolean => streamId.startsWith(runStreamPrefix)
 export const isHostStream = (streamId: string): boolean => streamId.startsWith(hostStreamPrefix)
 
+// The projector folds each event through several projections (run or host state, the ledger, the
+// metrics): each asks for the decoded event, and it is decoded once.
+const decodedRows = new WeakMap<ProjectionEvent, DecodedEvent>()
+
+/** The row as a catalogue event (decoded once per row object). */
+export const decoded = (event: ProjectionEvent): DecodedEvent => {
+  let e = decodedRows.get(event)
+  if (e === undefined) {
+    e = decodeEvent(event.type, event.data)
+    decodedRows.set(event, e)
+  }
+  return e
+}
+
 export type Fields = Readonly<Record<string, unknown>>
 
 export const fields = (v: unknown): Fields =>
   typeof v === "object" && v !== null && !Array.isArray(v) ? (v as Fields) : {}
-
-export const str = (v: unknown): string | null => (typeof v === "string" ? v : null)
-
-export const num = (v: unknown): number | null => (typeof v === "number" && Number.isFinite(v) ? v : null)
-
-/** Integers only (tokens, milliseconds): anything else is null, fractions are rounded. */
-export const int = (v: unknown): number | null => {
-  const n = num(v)
-  return n === null ? null : Math.round(n)
-}
-
-export const bool = (v: unknown): boolean | null => (typeof v === "boolean" ? v : null)
-
-/** The first argument that is a finite number. */
-export const firstNum = (...vs: ReadonlyArray<unknown>): number | null => {
-  for (const v of vs) {
-    const n = num(v)
-    if (n !== null) return n
-  }
-  return null
-}
-
-export const strings = (v: unknown): Array<string> =>
-  Array.isArray(v) ? v.filter((x): x is string => typeof x === "string") : []

@@ -1,12 +1,12 @@
 /**
  * host_state: one row per host stream — health, breaker, resident models, maintenance — as the
  * host actor journaled them (routing/Host.ts, routing/Breaker.ts). A pure fold like RunState: a
- * re-delivered event changes nothing, an unknown event type only advances `lastPosition`.
+ * re-delivered event changes nothing, an event the catalogue does not hold only advances `lastPosition`.
  */
 import type * as SqlClient from "@effect/sql/SqlClient"
 import type { SqlError } from "@effect/sql/SqlError"
 import { Effect } from "effect"
-import { fields, hostStreamPrefix, num, type ProjectionEvent, str, strings } from "./Event.ts"
+import { decoded, hostStreamPrefix, type ProjectionEvent } from "./Event.ts"
 import { type Column, fromMillis, jsonText, qualify, toMillis, upsertReplace } from "./Sql.ts"
 
 export interface HostState {
@@ -44,34 +44,32 @@ export const initial = (event: ProjectionEvent): HostState => ({
 })
 
 /** Epoch ms of a date in years 1..9999 (what the journal itself accepts), else null. */
-const time = (v: unknown): number | null => {
-  const n = num(v)
-  return n === null || n < -62_135_596_800_000 || n > 253_402_300_799_999 ? null : Math.round(n)
-}
+const time = (n: number | null): number | null =>
+  n === null || n < -62_135_596_800_000 || n > 253_402_300_799_999 ? null : Math.round(n)
 
 const step = (s: HostState, event: ProjectionEvent): HostState => {
-  const d = fields(event.data)
-  switch (event.type) {
+  const e = decoded(event)
+  switch (e._tag) {
     case "HostUp":
       return { ...s, health: "up", lastError: null }
     case "HostDown":
-      return { ...s, health: "down", lastError: str(d.error) }
+      return { ...s, health: "down", lastError: e.error }
     case "ResidencyChanged":
-      return { ...s, resident: strings(d.resident) }
+      return { ...s, resident: e.resident }
     case "BreakerOpened":
       return {
         ...s,
         breaker: "open",
-        breakerOpenedAt: time(d.at) ?? event.occurredAt,
-        breakerUntil: time(d.until),
-        breakerReason: str(d.reason)
+        breakerOpenedAt: time(e.at) ?? event.occurredAt,
+        breakerUntil: time(e.until),
+        breakerReason: e.reason
       }
     case "BreakerHalfOpened":
       return { ...s, breaker: "half-open" }
     case "BreakerClosed":
       return { ...s, breaker: "closed", breakerOpenedAt: null, breakerUntil: null, breakerReason: null }
     case "MaintenanceOpened":
-      return { ...s, maintenance: true, maintenanceUntil: time(d.until), maintenanceReason: str(d.reason) }
+      return { ...s, maintenance: true, maintenanceUntil: time(e.until), maintenanceReason: e.reason }
     case "MaintenanceClosed":
       return { ...s, maintenance: false, maintenanceUntil: null, maintenanceReason: null }
     default:

@@ -18,7 +18,7 @@ import type * as SqlClient from "@effect/sql/SqlClient"
 import type { SqlError } from "@effect/sql/SqlError"
 import { Effect, HashMap } from "effect"
 import { type Change, keyOf } from "./Change.ts"
-import { fields, int, str } from "./Event.ts"
+import { decoded } from "./Event.ts"
 import type { RunState } from "./RunState.ts"
 
 /** OpenTelemetry GenAI `gen_ai.client.operation.duration` buckets (0.01 s … 81.92 s, doubling), in ms. */
@@ -100,31 +100,24 @@ const noRows: ReadonlyArray<MetricRow> = []
 
 /** Rows an event adds by itself (attempts, skips, breaker transitions), once, when it is applied. */
 const eventRows = (change: Change): ReadonlyArray<MetricRow> => {
-  const e = change.event
+  if (change.run === null && change.host === null) return noRows
+  const e = decoded(change.event)
   if (change.run !== null) {
-    switch (e.type) {
+    const lane = change.run.after.lane
+    switch (e._tag) {
       case "AttemptSucceeded":
-      case "AttemptFailed": {
-        const d = fields(e.data)
-        const host = str(d.host) ?? str(d.provider) ?? none
-        const outcome = e.type === "AttemptSucceeded" ? "success" : str(d.kind) ?? "failure"
-        return [observation("attempt_duration_ms", change.run.after.lane, host, outcome, Math.max(0, int(d.durationMs) ?? 0))]
-      }
-      case "HostSkipped": {
-        const d = fields(e.data)
-        return [counter("host_skipped", change.run.after.lane, str(d.host) ?? none, str(d.reason) ?? "skipped")]
-      }
-      case "RouteDecided": {
-        const skipped = fields(fields(e.data).plan).skipped
-        return (Array.isArray(skipped) ? skipped : []).map((s) =>
-          counter("host_skipped", change.run!.after.lane, str(fields(s).host) ?? none, str(fields(fields(s).reason).kind) ?? "skipped")
-        )
-      }
+        return [observation("attempt_duration_ms", lane, e.host, "success", Math.max(0, Math.round(e.durationMs)))]
+      case "AttemptFailed":
+        return [observation("attempt_duration_ms", lane, e.host ?? e.provider ?? none, e.kind, Math.max(0, Math.round(e.durationMs ?? 0)))]
+      case "HostSkipped":
+        return [counter("host_skipped", lane, e.host, e.reason)]
+      case "RouteDecided":
+        return e.plan.skipped.map((s) => counter("host_skipped", lane, s.host, s.reason.kind))
     }
     return noRows
   }
-  if (change.host !== null && e.type.startsWith("Breaker")) {
-    return [counter("breaker_transition", null, change.host.after.host, e.type)]
+  if (e._tag === "BreakerOpened" || e._tag === "BreakerHalfOpened" || e._tag === "BreakerClosed") {
+    return [counter("breaker_transition", null, change.host!.after.host, e._tag)]
   }
   return noRows
 }

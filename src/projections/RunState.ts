@@ -6,13 +6,14 @@
  * run stream. Rules that keep it safe on any input:
  * - an event at or below `lastPosition` is a re-delivery: the state comes back unchanged (same object);
  * - the first terminal event (RunCompleted / RunFailed) decides the outcome; later ones are ignored;
- * - event types it does not know (those of later issues, say) only advance `lastPosition`.
- * To project a new event type, add a case to `step`.
+ * - events the catalogue does not hold (domain/Events.ts: an unknown type, or data that does not
+ *   match it) only advance `lastPosition`.
+ * To project a new event type, add it to the catalogue and a case to `step`.
  */
 import type * as SqlClient from "@effect/sql/SqlClient"
 import type { SqlError } from "@effect/sql/SqlError"
 import { Effect } from "effect"
-import { bool, fields, firstNum, int, num, type ProjectionEvent, runStreamPrefix, str } from "./Event.ts"
+import { decoded, type ProjectionEvent, runStreamPrefix } from "./Event.ts"
 import type { Miss } from "../run/Miss.ts"
 import { skipWords } from "../run/SkipReason.ts"
 import { type Column, fromMillis, jsonText, qualify, toMillis, upsertReplace } from "./Sql.ts"
@@ -136,94 +137,72 @@ const finish = (s: RunState, event: ProjectionEvent, durationMs: number | null):
   durationMs: durationMs ?? (s.startedAt === null ? null : event.occurredAt - s.startedAt)
 })
 
+const round = (n: number | null | undefined): number | null => (n === null || n === undefined ? null : Math.round(n))
+
 /** One event's effect, as the fields it changes (the derived fields are recomputed after). */
 const step = (s: RunState, event: ProjectionEvent): Patch => {
-  const d = fields(event.data)
-  switch (event.type) {
+  const e = decoded(event)
+  switch (e._tag) {
     case "RunStarted":
       return {
-        runId: str(d.runId) ?? s.runId,
-        operation: str(d.operation),
-        protocol: str(d.protocol),
-        stream: bool(d.stream),
-        intent: str(d.intent),
-        caller: str(d.caller),
-        requestedModel: str(d.requestedModel),
-        assignedModel: str(d.assignedModel) ?? s.assignedModel,
+        runId: e.runId,
+        operation: e.operation,
+        protocol: e.protocol ?? null,
+        stream: e.stream,
+        intent: e.intent,
+        caller: e.caller,
+        requestedModel: e.requestedModel,
+        assignedModel: e.assignedModel ?? s.assignedModel,
         startedAt: event.occurredAt
       }
     case "RouteDecided": {
-      const input = fields(d.input)
-      const plan = fields(d.plan)
-      const route = (Array.isArray(input.route) ? input.route : []).flatMap((r) => {
-        const host = str(fields(r).host)
-        return host === null ? [] : [host]
-      })
-      const misses = (Array.isArray(plan.skipped) ? plan.skipped : []).flatMap((skip): Array<Miss> => {
-        const host = str(fields(skip).host)
-        const reason = fields(fields(skip).reason)
-        if (host === null) return []
-        const text = skipWords(host, { kind: str(reason.kind), sizeB: num(reason.sizeB), minParamsB: num(reason.minParamsB) }, "record")
-        return [{ host, kind: str(reason.kind) ?? "skipped", text }]
-      })
-      return { route, assignedModel: s.assignedModel ?? str(input.model), ...addMisses(s, misses) }
+      const misses = e.plan.skipped.map((skip): Miss => ({ host: skip.host, kind: skip.reason.kind, text: skipWords(skip.host, skip.reason, "record") }))
+      return { route: e.input.route.map((r) => r.host), assignedModel: s.assignedModel ?? e.input.model, ...addMisses(s, misses) }
     }
     case "AttemptStarted":
       return { attempts: s.attempts + 1 }
     case "AttemptFailed": {
-      const host = str(d.host) ?? str(d.provider) ?? "?"
-      const kind = str(d.kind) ?? "failure"
-      return addMisses(s, [{ host, kind, text: failureText(host, kind, int(d.durationMs)) }])
+      const host = e.host ?? e.provider ?? "?"
+      return addMisses(s, [{ host, kind: e.kind, text: failureText(host, e.kind, round(e.durationMs)) }])
     }
-    case "HostSkipped": {
-      const host = str(d.host) ?? str(d.provider) ?? "?"
-      const kind = str(d.reason) ?? "skipped"
-      return addMisses(s, [{ host, kind, text: skipWords(host, { kind }, "record") }])
-    }
+    case "HostSkipped":
+      return addMisses(s, [{ host: e.host, kind: e.reason, text: skipWords(e.host, { kind: e.reason }, "record") }])
     case "PaidFallbackRequested":
-      return { paidFallbackReason: str(d.reason) ?? "paid fallback requested" }
-    case "BudgetDenied": {
-      const host = str(d.provider) ?? "budget"
-      const why = str(d.reason) ?? str(d.message)
-      return addMisses(s, [{ host, kind: "budget-denied", text: `${host} budget denied${why === null ? "" : ` (${why})`}` }])
-    }
-    case "BudgetSettled": {
+      return { paidFallbackReason: e.reason }
+    case "BudgetDenied":
+      return addMisses(s, [{ host: e.provider, kind: "budget-denied", text: `${e.provider} budget denied (${e.reason})` }])
+    case "BudgetSettled":
       // costUsd null: the provider did not report usage; what the budget charged is not the cost.
-      const cost = firstNum(d.costUsd, d.actualUsd)
-      return cost === null
+      return e.costUsd === null
         ? { unknownSettlements: s.unknownSettlements + 1 }
-        : { settledCostUsd: s.settledCostUsd + cost, settlements: s.settlements + 1 }
-    }
-    case "PaidProviderSkipped": {
-      const host = str(d.provider) ?? "?"
-      return addMisses(s, [{ host, kind: "provider-skipped", text: `${host} skipped${str(d.reason) === null ? "" : ` (${str(d.reason)})`}` }])
-    }
+        : { settledCostUsd: s.settledCostUsd + e.costUsd, settlements: s.settlements + 1 }
+    case "PaidProviderSkipped":
+      return addMisses(s, [{ host: e.provider, kind: "provider-skipped", text: `${e.provider} skipped (${e.reason})` }])
     case "RunCompleted": {
       if (s.status !== "running") return null
-      const endpoint = str(d.endpoint) ?? s.endpoint
-      const providerTier = str(d.providerTier)
+      const endpoint = e.endpoint ?? s.endpoint
       return {
         status: "completed",
         endpoint,
-        providerTier,
-        provider: str(d.provider) ?? (providerTier === null || providerTier === "ollama" ? "ollama" : endpoint ?? providerTier),
-        model: str(d.model) ?? s.assignedModel,
-        inputTokens: int(d.inputTokens),
-        outputTokens: int(d.outputTokens),
-        completedCostUsd: num(d.costUsd),
-        paidFallbackReason: s.paidFallbackReason ?? str(d.fallbackReason),
-        ...finish(s, event, int(d.durationMs))
+        providerTier: e.providerTier,
+        provider: e.providerTier === null || e.providerTier === "ollama" ? "ollama" : endpoint ?? e.providerTier,
+        model: e.model ?? s.assignedModel,
+        inputTokens: round(e.inputTokens),
+        outputTokens: round(e.outputTokens),
+        completedCostUsd: e.costUsd ?? null,
+        paidFallbackReason: s.paidFallbackReason ?? e.fallbackReason ?? null,
+        ...finish(s, event, round(e.durationMs))
       }
     }
     case "RunFailed":
       if (s.status !== "running") return null
       return {
         status: "failed",
-        error: str(d.message),
-        errorCode: str(d.error),
-        errorStatus: int(d.status),
-        paidFallbackReason: s.paidFallbackReason ?? str(d.fallbackReason),
-        ...finish(s, event, int(d.durationMs))
+        error: e.message,
+        errorCode: e.error,
+        errorStatus: Math.round(e.status),
+        paidFallbackReason: s.paidFallbackReason ?? e.fallbackReason ?? null,
+        ...finish(s, event, Math.round(e.durationMs))
       }
     default:
       return null

@@ -5,9 +5,9 @@
  */
 import type * as SqlClient from "@effect/sql/SqlClient"
 import type { SqlError } from "@effect/sql/SqlError"
-import { Effect, Either } from "effect"
+import { Effect, Either, Option, Schema } from "effect"
 import { fields } from "../projections/Event.ts"
-import { type Plan, plan, type PlanInput } from "../routing/Plan.ts"
+import { type Plan, plan, PlanInput } from "../routing/Plan.ts"
 
 export interface RecordedDecision {
   readonly globalPosition: number
@@ -64,15 +64,10 @@ export const scanDecisions = <E>(
     return total
   })
 
+const decodeInput = Schema.decodeUnknownOption(PlanInput)
+
 /** The recorded input, if it has plan()'s shape (a tampered or truncated event may not). */
-export const inputOf = (data: unknown): PlanInput | null => {
-  const input = fields(fields(data).input)
-  const policy = fields(input.policy)
-  const ok = typeof input.lane === "string" && typeof input.model === "string" && Array.isArray(input.route) &&
-    typeof input.hosts === "object" && input.hosts !== null && typeof policy.heavyModelMinParamsB === "number" &&
-    typeof input.now === "number"
-  return ok ? (input as unknown as PlanInput) : null
-}
+export const inputOf = (data: unknown): PlanInput | null => Option.getOrNull(decodeInput(fields(data).input))
 
 /** plan() on a recorded input; a recorded input it cannot even read is reported, not thrown. */
 export const replay = (input: PlanInput): Either.Either<Plan, string> =>

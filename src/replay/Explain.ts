@@ -9,7 +9,8 @@
 import type * as SqlClient from "@effect/sql/SqlClient"
 import type { SqlError } from "@effect/sql/SqlError"
 import { Data, Effect } from "effect"
-import { fields, hostStreamPrefix, int, isRunStream, num, str } from "../projections/Event.ts"
+import { type AnyEvent, decodeEvent, type EventOf, type HostEvent, isHostEvent } from "../domain/Events.ts"
+import { hostStreamPrefix, isRunStream } from "../projections/Event.ts"
 import * as History from "../projections/History.ts"
 import type { HistoryEvent } from "../projections/History.ts"
 import * as RunState from "../projections/RunState.ts"
@@ -74,124 +75,125 @@ const compact = (data: unknown): string => {
 /** When the breaker of `host` last opened at or before `at`, if the journal says. */
 export type OpenedLookup = (host: string, at: number) => HistoryEvent | undefined
 
-const skipDetail = (host: string, reason: Readonly<Record<string, unknown>>, at: number, openedAt: OpenedLookup): string => {
+const skipDetail = (host: string, reason: { readonly kind: string; readonly until?: number | null; readonly sizeB?: number; readonly minParamsB?: number }, at: number, openedAt: OpenedLookup): string => {
   switch (reason.kind) {
     case "circuit-open": {
       const opened = openedAt(host, at)
-      const od = opened === undefined ? null : fields(opened.data)
+      const od = opened === undefined ? null : decodeEvent(opened.type, opened.data)
       const since = opened === undefined
         ? ""
-        : ` since ${time(opened.occurredAt)}${num(od?.consecutiveTimeouts) !== null ? ` (after ${num(od?.consecutiveTimeouts)} consecutive timeouts)` : ""}`
-      const until = num(reason.until)
+        : ` since ${time(opened.occurredAt)}${od?._tag === "BreakerOpened" ? ` (after ${od.consecutiveTimeouts} consecutive timeouts)` : ""}`
+      const until = reason.until ?? null
       return `${host} skipped: circuit open${since}${until !== null ? `, until ${time(until)}` : ""}`
     }
     case "probe-in-flight": return `${host} skipped: circuit half-open and its one probe is in flight`
     case "host-down": return `${host} skipped: host down`
     case "heavy-model-denied":
-      return `${host} skipped: denied by rule policy.heavyModelMinParamsB (a ${num(reason.sizeB) ?? "?"}B model on a protected host, limit ${num(reason.minParamsB) ?? "?"}B, no maintenance window)`
+      return `${host} skipped: denied by rule policy.heavyModelMinParamsB (a ${reason.sizeB ?? "?"}B model on a protected host, limit ${reason.minParamsB ?? "?"}B, no maintenance window)`
     case "model-not-installed": return `${host} skipped: the model is not installed there`
     case "only-when-unavailable": return `${host} skipped: used only when the hosts before it are unavailable, and one was refused by a rule`
-    default: return `${host} skipped: ${str(reason.kind) ?? "unknown reason"}`
+    default: return `${host} skipped: ${reason.kind}`
   }
 }
 
-const failure = (d: Readonly<Record<string, unknown>>): string => {
-  const kind = str(d.kind) ?? "failure"
-  const ms = int(d.durationMs)
-  const message = str(d.message)
+const failure = (d: EventOf<"AttemptFailed">): string => {
+  const kind = d.kind
   const what = kind === "timeout"
-    ? `timed out after ${secs(ms)}`
+    ? `timed out after ${secs(round(d.durationMs))}`
     : kind === "refused"
     ? "connection refused (host down)"
-    : `${kind}${int(d.status) !== null ? ` (${int(d.status)})` : ""}`
-  const detail = message !== null && kind !== "timeout" ? `: ${message}` : ""
+    : `${kind}${d.status != null ? ` (${Math.round(d.status)})` : ""}`
+  const detail = kind !== "timeout" ? `: ${d.message}` : ""
   return `${what}${detail}${d.afterFirstChunk === true ? " — after the first chunk reached the caller, so no failover" : ""}`
 }
 
-/** One line for one event. */
-export const describe = (e: HistoryEvent, openedAt: OpenedLookup = () => undefined): string => {
-  const d = fields(e.data)
-  const host = str(d.host) ?? str(d.provider) ?? "?"
-  switch (e.type) {
+const round = (n: number | null | undefined): number | null => (n === null || n === undefined ? null : Math.round(n))
+const list = (v: ReadonlyArray<string>) => (v.length > 0 ? v.join(", ") : "none")
+
+/** One line for one run event. */
+const describeRun = (e: Exclude<AnyEvent, HostEvent>, row: HistoryEvent, openedAt: OpenedLookup): string => {
+  switch (e._tag) {
     case "RunStarted": {
       const parts = [
-        `request: ${str(d.operation) ?? "?"}${d.stream === true ? " (streaming)" : ""}${str(d.protocol) !== null && d.protocol !== "ollama" ? ` via ${str(d.protocol)}` : ""} on lane ${e.lane ?? "?"}`,
-        `model ${str(d.requestedModel) ?? "(none)"} requested, ${str(d.assignedModel) ?? "?"} assigned`
+        `request: ${e.operation}${e.stream ? " (streaming)" : ""}${e.protocol !== undefined && e.protocol !== "ollama" ? ` via ${e.protocol}` : ""} on lane ${row.lane ?? "?"}`,
+        `model ${e.requestedModel ?? "(none)"} requested, ${e.assignedModel ?? "?"} assigned`
       ]
-      if (str(d.intent) !== null) parts.push(`intent ${str(d.intent)}`)
-      if (e.projectId !== null) parts.push(`project ${e.projectId}${d.legacy === true ? " (legacy caller, bootstrap rules)" : ""}`)
+      if (e.intent !== null) parts.push(`intent ${e.intent}`)
+      if (row.projectId !== null) parts.push(`project ${row.projectId}${e.legacy ? " (legacy caller, bootstrap rules)" : ""}`)
       return parts.join(", ")
     }
     case "RouteDecided": {
-      const plan = fields(d.plan)
-      const attempts = (Array.isArray(plan.attempts) ? plan.attempts : []).map((a) => {
-        const f = fields(a)
-        return `${str(f.host) ?? "?"} (${secs(num(f.timeoutMs))}${f.conditional === true ? ", only if the ones before are unavailable" : ""})`
-      })
-      const skipped = (Array.isArray(plan.skipped) ? plan.skipped : []).map((s) =>
-        skipDetail(str(fields(s).host) ?? "?", fields(fields(s).reason), e.occurredAt, openedAt)
-      )
+      const attempts = e.plan.attempts.map((a) => `${a.host} (${secs(a.timeoutMs)}${a.conditional ? ", only if the ones before are unavailable" : ""})`)
+      const skipped = e.plan.skipped.map((s) => skipDetail(s.host, s.reason, row.occurredAt, openedAt))
       const head = attempts.length === 0 ? "route decided: no host to try" : `route decided: try ${attempts.join(" → ")}`
       return skipped.length === 0 ? head : `${head}; ${skipped.join("; ")}`
     }
     case "AttemptStarted":
-      return `attempt ${int(d.attempt) ?? "?"}: ${host} (timeout ${secs(num(d.timeoutMs))}${str(d.slotPool) !== null ? `, ${str(d.slotPool)} slot` : ""})`
+      return `attempt ${Math.round(e.attempt)}: ${e.host} (timeout ${secs(e.timeoutMs)}${e.slotPool !== undefined ? `, ${e.slotPool} slot` : ""})`
     case "AttemptFailed":
-      return `attempt ${int(d.attempt) ?? "?"} on ${host} failed: ${failure(d)}`
+      return `attempt ${Math.round(e.attempt)} on ${e.host ?? e.provider ?? "?"} failed: ${failure(e)}`
     case "AttemptSucceeded": {
-      const first = int(d.firstChunkMs)
-      return `${host} answered in ${secs(int(d.durationMs))}${first !== null ? ` (first chunk after ${secs(first)})` : ""}`
+      const first = round(e.firstChunkMs)
+      return `${e.host} answered in ${secs(Math.round(e.durationMs))}${first !== null ? ` (first chunk after ${secs(first)})` : ""}`
     }
     case "HostSkipped":
-      return skipDetail(host, { kind: d.reason, until: d.until }, e.occurredAt, openedAt) +
-        (d.probeInFlight === true ? " (a probe is in flight)" : "")
+      return skipDetail(e.host, { kind: e.reason, until: e.until ?? null }, row.occurredAt, openedAt) + (e.probeInFlight === true ? " (a probe is in flight)" : "")
     case "PaidFallbackRequested":
-      return `paid fallback requested${str(d.provider) !== null ? ` (${str(d.provider)})` : ""}: ${str(d.reason) ?? "no reason recorded"}`
+      return `paid fallback requested: ${e.reason}`
     case "BudgetReserved":
-      return `budget reserved: ${usd(num(d.amountUsd) ?? num(d.reservedUsd) ?? num(d.costUsd))}${str(d.provider) !== null ? ` for ${str(d.provider)}` : ""}`
-    case "BudgetSettled": {
-      const cost = num(d.costUsd) ?? num(d.actualUsd)
-      const charged = num(d.chargedUsd)
-      return cost === null
-        ? `budget settled: cost unknown (the provider reported no usage)${charged !== null ? `, charged ${usd(charged)}` : ""}`
-        : `budget settled: ${usd(cost)}`
-    }
+      return `budget reserved: ${usd(e.amountUsd)} for ${e.provider}`
+    case "BudgetSettled":
+      return e.costUsd === null
+        ? `budget settled: cost unknown (the provider reported no usage), charged ${usd(e.chargedUsd)}`
+        : `budget settled: ${usd(e.costUsd)}`
     case "PaidFallbackSkipped":
-      return `paid fallback not attempted: ${str(d.reason) ?? "no reason recorded"}`
+      return `paid fallback not attempted: ${e.reason}`
     case "PaidProviderSkipped":
-      return `${str(d.provider) ?? "?"} skipped: ${str(d.reason) ?? "no reason recorded"}`
+      return `${e.provider} skipped: ${e.reason}`
     case "BudgetReleased":
-      return `budget reservation released${str(d.reason) !== null ? `: ${str(d.reason)}` : ""}`
+      return `budget reservation released: ${e.reason}`
     case "BudgetDenied":
-      return `paid fallback denied by the budget${str(d.reason) !== null ? `: ${str(d.reason)}` : ""}`
+      return `paid fallback denied by the budget: ${e.reason}`
     case "RunCompleted":
-      return `completed by ${str(d.endpoint) ?? "?"} (${str(d.providerTier) ?? "?"}) in ${secs(int(d.durationMs))}` +
-        ` · tokens ${tokens(int(d.inputTokens))} in / ${tokens(int(d.outputTokens))} out · cost ${usd(num(d.costUsd))}`
+      return `completed by ${e.endpoint ?? "?"} (${e.providerTier ?? "?"}) in ${secs(round(e.durationMs))}` +
+        ` · tokens ${tokens(round(e.inputTokens))} in / ${tokens(round(e.outputTokens))} out · cost ${usd(e.costUsd ?? null)}`
     case "RunFailed":
-      return `failed: ${int(d.status) ?? "?"} ${str(d.error) ?? "?"} after ${secs(int(d.durationMs))}: ${str(d.message) ?? ""}`
+      return `failed: ${Math.round(e.status)} ${e.error} after ${secs(Math.round(e.durationMs))}: ${e.message}`
+    default:
+      return `${row.type} ${compact(row.data)}`
+  }
+}
+
+/** One line for one host event. */
+const describeHost = (e: HostEvent, row: HistoryEvent): string => {
+  const host = e.host
+  switch (e._tag) {
     case "BreakerOpened":
-      return `[host ${host}] circuit breaker OPENED${num(d.consecutiveTimeouts) !== null ? ` after ${num(d.consecutiveTimeouts)} consecutive timeouts` : ""}` +
-        `${num(d.until) !== null ? `, until ${time(num(d.until))}` : ""}` +
-        `${str(d.reason) !== null && num(d.consecutiveTimeouts) === null ? ` (${str(d.reason)})` : ""}`
+      return `[host ${host}] circuit breaker OPENED after ${e.consecutiveTimeouts} consecutive timeouts, until ${time(e.until)}`
     case "BreakerHalfOpened":
       return `[host ${host}] circuit breaker half-open: one probe admitted`
     case "BreakerClosed":
       return `[host ${host}] circuit breaker closed`
     case "HostDown":
-      return `[host ${host}] marked down${str(d.error) !== null ? `: ${str(d.error)}` : ""}`
+      return `[host ${host}] marked down: ${e.error}`
     case "HostUp":
       return `[host ${host}] up again`
-    case "ResidencyChanged": {
-      const list = (v: unknown) => (Array.isArray(v) && v.length > 0 ? v.join(", ") : "none")
-      return `[host ${host}] resident models: ${list(d.resident)} (loaded ${list(d.loaded)}, evicted ${list(d.evicted)})`
-    }
+    case "ResidencyChanged":
+      return `[host ${host}] resident models: ${list(e.resident)} (loaded ${list(e.loaded)}, evicted ${list(e.evicted)})`
     case "MaintenanceOpened":
-      return `[host ${host}] maintenance opened${str(d.reason) !== null ? `: ${str(d.reason)}` : ""}${num(d.until) !== null ? ` until ${time(num(d.until))}` : ""}`
+      return `[host ${host}] maintenance opened: ${e.reason}${e.until !== null ? ` until ${time(e.until)}` : ""}`
     case "MaintenanceClosed":
       return `[host ${host}] maintenance closed`
     default:
-      return `${e.type} ${compact(e.data)}`
+      return `${row.type} ${compact(row.data)}`
   }
+}
+
+/** One line for one event. */
+export const describe = (row: HistoryEvent, openedAt: OpenedLookup = () => undefined): string => {
+  const e = decodeEvent(row.type, row.data)
+  if (e._tag === "UnknownEvent") return `${row.type} ${compact(row.data)}`
+  return isHostEvent(e) ? describeHost(e, row) : describeRun(e, row, openedAt)
 }
 
 const summaryOf = (run: RunState.RunState): string => {
@@ -221,30 +223,21 @@ const afterRunMs = 0
 /** Hosts a run's events name (route, plan, attempts, skips). */
 const hostsOf = (events: ReadonlyArray<HistoryEvent>): Set<string> => {
   const hosts = new Set<string>()
-  for (const e of events) {
-    const d = fields(e.data)
-    if (str(d.host) !== null) hosts.add(str(d.host)!)
-    if (e.type === "RouteDecided") {
-      const route = fields(d.input).route
-      for (const step of Array.isArray(route) ? route : []) {
-        const h = str(fields(step).host)
-        if (h !== null) hosts.add(h)
-      }
-    }
+  for (const row of events) {
+    const e = decodeEvent(row.type, row.data)
+    if ("host" in e && typeof e.host === "string") hosts.add(e.host)
+    if (e._tag === "RouteDecided") for (const step of e.input.route) hosts.add(step.host)
   }
   return hosts
 }
 
 const circuitOpenSkips = (events: ReadonlyArray<HistoryEvent>): Set<string> => {
   const hosts = new Set<string>()
-  for (const e of events) {
-    const d = fields(e.data)
-    if (e.type === "HostSkipped" && d.reason === "circuit-open" && str(d.host) !== null) hosts.add(str(d.host)!)
-    if (e.type === "RouteDecided") {
-      const skipped = fields(d.plan).skipped
-      for (const s of Array.isArray(skipped) ? skipped : []) {
-        if (fields(fields(s).reason).kind === "circuit-open" && str(fields(s).host) !== null) hosts.add(str(fields(s).host)!)
-      }
+  for (const row of events) {
+    const e = decodeEvent(row.type, row.data)
+    if (e._tag === "HostSkipped" && e.reason === "circuit-open") hosts.add(e.host)
+    if (e._tag === "RouteDecided") {
+      for (const s of e.plan.skipped) if (s.reason.kind === "circuit-open") hosts.add(s.host)
     }
   }
   return hosts

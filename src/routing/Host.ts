@@ -5,6 +5,7 @@
  */
 import { Clock, Effect, FiberHandle, PubSub, type Queue, Ref, Schedule, type Scope } from "effect"
 import type { HostConfig } from "../config/GatewayConfig.ts"
+import type { HostEvent } from "../domain/Events.ts"
 import type { Journal } from "../journal/Journal.ts"
 import { makeStreamWriter, type StreamWriter } from "../journal/StreamWriter.ts"
 import type { OllamaUpstream } from "../upstream/OllamaUpstream.ts"
@@ -57,8 +58,8 @@ export interface HostActor {
   readonly closeMaintenance: (reason: string) => Effect.Effect<boolean>
   /** Health and residency changes as the poller sees them (a subscription lives as long as its scope). */
   readonly changes: Effect.Effect<Queue.Dequeue<HostChange>, never, Scope.Scope>
-  /** Appends an event to the host's own stream (keep-warm's loads and evictions). */
-  readonly record: (type: string, data: Record<string, unknown>) => Effect.Effect<void>
+  /** Appends an event to the host's own stream (keep-warm's loads and evictions); the host's name is added. */
+  readonly record: (event: HostRecord) => Effect.Effect<void>
   /** What plan() sees of this host for a lane. */
   readonly view: (lane: string) => Effect.Effect<HostView>
   /** A refused connection during routing marks the host down at once; the poller brings it back. */
@@ -74,8 +75,11 @@ export interface HostDeps {
   readonly pollIntervalMs: number
   readonly probeTimeoutMs: number
   /** Wraps the host stream's writer (breaker transitions feed metrics and spans; observability/RunObserver.ts). */
-  readonly observe?: (writer: StreamWriter) => StreamWriter
+  readonly observe?: (writer: StreamWriter<HostEvent>) => StreamWriter<HostEvent>
 }
+
+/** A host event as another actor records it: without the host, which the host adds. */
+export type HostRecord = HostEvent extends infer E ? E extends HostEvent ? Omit<E, "host"> : never : never
 
 const asString = (v: unknown): string | null => (typeof v === "string" ? v : null)
 
@@ -112,13 +116,13 @@ export const make = (
   Effect.gen(function*() {
     const target = { name, url: config.url }
     const streamId = `host-${name}`
-    const baseWriter = makeStreamWriter(deps.journal, { streamId, traceId: null, projectId: null, lane: null }, yield* deps.journal.streamHead(streamId).pipe(Effect.orDie))
+    const baseWriter = makeStreamWriter<HostEvent>(deps.journal, { streamId, traceId: null, projectId: null, lane: null }, yield* deps.journal.streamHead(streamId).pipe(Effect.orDie))
     const writer = deps.observe?.(baseWriter) ?? baseWriter
     const slots = yield* Slots.make(config.slots, reservations)
     const breaker = yield* Breaker.make(
       name,
       { consecutiveTimeouts: deps.breaker.consecutiveTimeouts, cooldown: deps.breaker.cooldownMs },
-      (t) => writer.append(t._tag, { host: name, ...t })
+      (t) => writer.append({ host: name, ...t })
     )
     // Health and maintenance are read on every request (plan()'s view): plain values replaced in
     // single synchronous steps, read with one Effect.sync, rather than Refs read one by one.
@@ -141,7 +145,7 @@ export const make = (
         (changed) =>
           changed
             ? Effect.zipRight(
-              writer.append("HostDown", { host: name, error }),
+              writer.append({ _tag: "HostDown", host: name, error }),
               Effect.suspend(() =>
                 PubSub.publish(hostChanges, { status: "down", resident: (health.resident ?? []).map((m) => m.name), loaded: [], evicted: [] }))
             )
@@ -180,7 +184,7 @@ export const make = (
         resident: resident ?? before.resident,
         version: version._tag === "Right" ? asString(version.right.json.version) : before.version
       }
-      if (before.status !== "up") yield* writer.append("HostUp", { host: name, latencyMs: now - started })
+      if (before.status !== "up") yield* writer.append({ _tag: "HostUp", host: name, latencyMs: now - started })
       let change: HostChange | null = before.status !== "up"
         ? { status: "up", resident: (resident ?? before.resident ?? []).map((m) => m.name), loaded: [], evicted: [] }
         : null
@@ -190,7 +194,7 @@ export const make = (
         const loaded = [...is].filter((m) => !was.has(m))
         const evicted = [...was].filter((m) => !is.has(m))
         if (before.resident === null || loaded.length > 0 || evicted.length > 0) {
-          yield* writer.append("ResidencyChanged", { host: name, resident: [...is], loaded, evicted })
+          yield* writer.append({ _tag: "ResidencyChanged", host: name, resident: [...is], loaded, evicted })
           change = { status: "up", resident: [...is], loaded, evicted }
         }
       }
@@ -211,7 +215,7 @@ export const make = (
         const was = maintenance
         if (was.open) maintenance = { open: false, reason: null, until: null }
         if (!was.open) return false
-        yield* writer.append("MaintenanceClosed", { host: name, reason, expired, openReason: was.reason, until: was.until })
+        yield* writer.append({ _tag: "MaintenanceClosed", host: name, reason, expired, openReason: was.reason, until: was.until })
         return true
       }).pipe(Effect.uninterruptible)
 
@@ -220,7 +224,7 @@ export const make = (
         const id = yield* Ref.updateAndGet(windowId, (n) => n + 1)
         const m: Maintenance = { open: true, reason, until }
         maintenance = m
-        yield* writer.append("MaintenanceOpened", { host: name, open: true, reason, until })
+        yield* writer.append({ _tag: "MaintenanceOpened", host: name, open: true, reason, until })
         // Closes the window at `until` even when nobody reads it, so the journal says when it ended.
         if (until === null) yield* FiberHandle.clear(closer)
         else {
@@ -270,7 +274,7 @@ export const make = (
       openMaintenance,
       closeMaintenance,
       changes: PubSub.subscribe(hostChanges),
-      record: (type, data) => writer.append(type, { host: name, ...data }),
+      record: (event) => writer.append({ ...event, host: name } as HostEvent),
       view,
       reportRefused: (error) => Effect.flatMap(Clock.currentTimeMillis, (now) => markDown(error, now)),
       poll: Effect.catchAllCause(poll, (cause) => Effect.logWarning(`poll of host ${name} failed`, cause))

@@ -103,7 +103,7 @@ export const make = (name: string, config: LaneConfig, deps: Deps) =>
     const fail = (run: StreamWriter, error: GatewayError, startedAt: number) =>
       Effect.gen(function*() {
         const now = yield* Clock.currentTimeMillis
-        yield* run.append("RunFailed", { status: error.status, error: error._tag, message: error.message, durationMs: now - startedAt })
+        yield* run.append({ _tag: "RunFailed", status: error.status, error: error._tag, message: error.message, durationMs: now - startedAt })
         return yield* Effect.fail(error)
       })
 
@@ -122,8 +122,9 @@ export const make = (name: string, config: LaneConfig, deps: Deps) =>
     ) =>
       Effect.gen(function*() {
         const now = yield* Clock.currentTimeMillis
-        yield* run.append("AttemptSucceeded", { host, durationMs: now - attemptStartedAt, firstChunkMs: firstChunkAt === null ? null : firstChunkAt - attemptStartedAt, eventLoopLagMs: lag.lagMs, eventLoopStallMs: lag.longestStallMs })
-        yield* run.append("RunCompleted", {
+        yield* run.append({ _tag: "AttemptSucceeded", host, durationMs: now - attemptStartedAt, firstChunkMs: firstChunkAt === null ? null : firstChunkAt - attemptStartedAt, eventLoopLagMs: lag.lagMs, eventLoopStallMs: lag.longestStallMs })
+        yield* run.append({
+          _tag: "RunCompleted",
           endpoint: host,
           providerTier: "ollama",
           inputTokens: usage?.inputTokens ?? null,
@@ -196,11 +197,11 @@ export const make = (name: string, config: LaneConfig, deps: Deps) =>
       switch (step._tag) {
         case "Try": return tryHost(at, step, state, signals)
         case "SkipConditional":
-          return Effect.zipRight(at.run.append("HostSkipped", { host: step.host, reason: "only-when-unavailable", message: step.message }), again({ _tag: "Skipped", host: step.host }))
+          return Effect.zipRight(at.run.append({ _tag: "HostSkipped", host: step.host, reason: "only-when-unavailable", message: step.message }), again({ _tag: "Skipped", host: step.host }))
         case "WaitForSlot": return Effect.flatMap(waitForSlot(at, signals), (outcome) => again(outcome, []))
         case "Fail": return fail(at.run, step.error, at.startedAt)
         case "PaidRefused":
-          return Effect.zipRight(at.run.append("PaidFallbackSkipped", step.skipped), fail(at.run, step.error, at.startedAt))
+          return Effect.zipRight(at.run.append({ _tag: "PaidFallbackSkipped", ...step.skipped }), fail(at.run, step.error, at.startedAt))
         case "Pay": return pay(at, step)
         case "Done": return Effect.dieMessage(`lane ${name}: the attempt loop went on after ${step.host} answered`)
       }
@@ -246,7 +247,7 @@ export const make = (name: string, config: LaneConfig, deps: Deps) =>
         const taken = yield* Effect.uninterruptible(takeSlot(host))
         if (taken._tag === "Busy") return yield* drive(at, Attempts.evolve(state, { _tag: "Busy", host: step.step.host }), [...signals, taken.signal])
         const attemptStartedAt = yield* Clock.currentTimeMillis
-        const started = at.run.append("AttemptStarted", { attempt: step.attempt, host: step.step.host, timeoutMs: step.step.timeoutMs, slotPool: taken.pool })
+        const started = at.run.append({ _tag: "AttemptStarted", attempt: step.attempt, host: step.step.host, timeoutMs: step.step.timeoutMs, slotPool: taken.pool })
         const lagAtStart = markLag()
         const result = yield* Effect.either(attempt(host, step.step, at.body, at.request, started, lagAtStart).pipe(
           Effect.tap((answer) => answer._tag === "Stream" ? Scope.addFinalizer(taken.scope, answer.open.close) : Effect.void)
@@ -272,12 +273,13 @@ export const make = (name: string, config: LaneConfig, deps: Deps) =>
       Effect.gen(function*() {
         const h = step.step.host
         if (error instanceof BreakerOpen) {
-          yield* at.run.append("HostSkipped", { host: h, reason: "circuit-open", until: error.until, probeInFlight: error.probeInFlight })
+          yield* at.run.append({ _tag: "HostSkipped", host: h, reason: "circuit-open", until: error.until, probeInFlight: error.probeInFlight })
           return { _tag: "BreakerOpen", host: h } satisfies Attempts.Outcome
         }
         // A stall of ours is no host failure: not a timeout toward the breaker (see attempt), and no reason to pay a provider.
         const stall = error.kind === "timeout" && stalledByGateway(timing.lag.longestStallMs, step.step.timeoutMs)
-        yield* at.run.append("AttemptFailed", {
+        yield* at.run.append({
+          _tag: "AttemptFailed",
           attempt: step.attempt,
           host: h,
           kind: error.kind,
@@ -325,7 +327,8 @@ export const make = (name: string, config: LaneConfig, deps: Deps) =>
           request
         )
         if (as !== undefined) return run
-        yield* run.append("RunStarted", {
+        yield* run.append({
+          _tag: "RunStarted",
           runId,
           // The process that runs it: a run of a process that is gone is an orphan (journal/Orphans.ts).
           instance: deps.journal.instance,
@@ -349,7 +352,7 @@ export const make = (name: string, config: LaneConfig, deps: Deps) =>
           return yield* fail(run, new LaneSaturated({ lane: name, reason: `admission queue full (${config.queue.capacity} requests in the lane)`, retryAfterSeconds }), startedAt)
         }
         const { input, plan: decision } = yield* decideAt(Effect.succeed(startedAt))
-        yield* run.append("RouteDecided", { input, plan: decision })
+        yield* run.append({ _tag: "RouteDecided", input, plan: decision })
         const body = decision.attempts.length === 0 ? new Uint8Array(0) : Buffer.from(JSON.stringify({ ...request.body, model: config.model, stream: request.stream }))
         const at: RunContext = { run, runId, request, startedAt, body }
         return yield* drive(at, Attempts.initial(attemptsInput(request, as), decision), [])

@@ -78,7 +78,7 @@ export class PaidRoute extends Effect.Service<PaidRoute>()("awooop/PaidRoute", {
     const failRun = (ctx: PaidRunContext, error: GatewayError) =>
       Effect.gen(function*() {
         const now = yield* Clock.currentTimeMillis
-        yield* ctx.run.append("RunFailed", { status: error.status, error: error._tag, message: error.message, durationMs: now - ctx.startedAt, fallbackReason: ctx.reason })
+        yield* ctx.run.append({ _tag: "RunFailed", status: error.status, error: error._tag, message: error.message, durationMs: now - ctx.startedAt, fallbackReason: ctx.reason })
         return yield* Effect.fail(error)
       })
 
@@ -88,7 +88,8 @@ export class PaidRoute extends Effect.Service<PaidRoute>()("awooop/PaidRoute", {
         const costUsd = costOf(usage, r.price)
         // Unknown usage is charged at the reservation: the cap must hold even when a provider is silent.
         const chargedUsd = costUsd ?? r.amountUsd
-        yield* ctx.run.appendDurable("BudgetSettled", {
+        yield* ctx.run.appendDurable({
+          _tag: "BudgetSettled",
           reservationId: r.reservationId,
           provider: r.provider.name,
           model: r.provider.model,
@@ -111,7 +112,7 @@ export class PaidRoute extends Effect.Service<PaidRoute>()("awooop/PaidRoute", {
       )
 
     const release = (ctx: PaidRunContext, r: Reserved, reason: string) =>
-      ctx.run.appendDurable("BudgetReleased", { reservationId: r.reservationId, provider: r.provider.name, reservedUsd: r.amountUsd, reason }).pipe(
+      ctx.run.appendDurable({ _tag: "BudgetReleased", reservationId: r.reservationId, provider: r.provider.name, reservedUsd: r.amountUsd, reason }).pipe(
         Effect.timeout(DURABLE_TIMEOUT),
         Effect.zipRight(budget.release(r.reservationId, reason)),
         Effect.catchAll((error) =>
@@ -122,14 +123,16 @@ export class PaidRoute extends Effect.Service<PaidRoute>()("awooop/PaidRoute", {
     const complete = (ctx: PaidRunContext, r: Reserved, attemptStartedAt: number, firstChunkAt: number | null, usage: PaidUsage | null, doneReason: DoneReason, costUsd: number | null) =>
       Effect.gen(function*() {
         const now = yield* Clock.currentTimeMillis
-        yield* ctx.run.append("AttemptSucceeded", {
+        yield* ctx.run.append({
+          _tag: "AttemptSucceeded",
           host: r.provider.name,
           provider: r.provider.name,
           tier: "paid",
           durationMs: now - attemptStartedAt,
           firstChunkMs: firstChunkAt === null ? null : firstChunkAt - attemptStartedAt
         })
-        yield* ctx.run.append("RunCompleted", {
+        yield* ctx.run.append({
+          _tag: "RunCompleted",
           endpoint: r.provider.name,
           providerTier: "paid",
           model: r.provider.model,
@@ -145,7 +148,8 @@ export class PaidRoute extends Effect.Service<PaidRoute>()("awooop/PaidRoute", {
 
     const attemptFailed = (ctx: PaidRunContext, attempt: number, r: Reserved, failure: ProviderFailure, attemptStartedAt: number, afterFirstChunk: boolean) =>
       Effect.flatMap(Clock.currentTimeMillis, (now) =>
-        ctx.run.append("AttemptFailed", {
+        ctx.run.append({
+          _tag: "AttemptFailed",
           attempt,
           host: r.provider.name,
           provider: r.provider.name,
@@ -191,12 +195,12 @@ export class PaidRoute extends Effect.Service<PaidRoute>()("awooop/PaidRoute", {
       Effect.gen(function*() {
         const first = toPaidRequest(ctx.request.operation, ctx.request.body, 1)
         if ("unsupported" in first) {
-          yield* ctx.run.append("PaidFallbackSkipped", { reason: first.unsupported, providers: ctx.providers, fallbackReason: ctx.reason })
+          yield* ctx.run.append({ _tag: "PaidFallbackSkipped", reason: first.unsupported, providers: ctx.providers, fallbackReason: ctx.reason })
           if (!ctx.direct) return yield* failRun(ctx, ctx.ollamaError)
           if (first.load === true) return yield* loadAnswer(ctx)
           return yield* failRun(ctx, new BadRequest({ message: `lane ${ctx.lane}: ${first.unsupported}` }))
         }
-        yield* ctx.run.append("PaidFallbackRequested", { reason: ctx.reason, providers: ctx.providers, direct: ctx.direct })
+        yield* ctx.run.append({ _tag: "PaidFallbackRequested", reason: ctx.reason, providers: ctx.providers, direct: ctx.direct })
         return yield* tryProviders(ctx, ctx.providers, ctx.attemptsSoFar, [])
       })
 
@@ -224,7 +228,7 @@ export class PaidRoute extends Effect.Service<PaidRoute>()("awooop/PaidRoute", {
         const provider = registry.get(name)
         if (provider === undefined || !provider.configured) {
           const why = provider === undefined ? `${name} is not a configured provider` : `${name} skipped: its API key environment variable is not set`
-          yield* ctx.run.append("PaidProviderSkipped", { provider: name, reason: why })
+          yield* ctx.run.append({ _tag: "PaidProviderSkipped", provider: name, reason: why })
           return { _tag: "Next", why, attempted: false } as const
         }
         const request = toPaidRequest(ctx.request.operation, ctx.request.body, provider.maxOutputTokens) as PaidRequest
@@ -234,7 +238,8 @@ export class PaidRoute extends Effect.Service<PaidRoute>()("awooop/PaidRoute", {
         const reserved = yield* reserve(ctx, provider, request, price)
         const attempt = attemptsSoFar + 1
         const attemptStartedAt = yield* Clock.currentTimeMillis
-        yield* ctx.run.append("AttemptStarted", {
+        yield* ctx.run.append({
+          _tag: "AttemptStarted",
           attempt,
           host: name,
           provider: name,
@@ -265,13 +270,14 @@ export class PaidRoute extends Effect.Service<PaidRoute>()("awooop/PaidRoute", {
           callerBudget: ctx.caller.caller == null ? undefined : config.callers?.[ctx.caller.caller]?.budget
         }).pipe(Effect.either)
         if (decision._tag === "Left") {
-          yield* ctx.run.append("BudgetDenied", { provider: provider.name, amountUsd: worst.amountUsd, failClosed: true, reason: decision.left.message })
+          yield* ctx.run.append({ _tag: "BudgetDenied", provider: provider.name, amountUsd: worst.amountUsd, failClosed: true, reason: decision.left.message })
           yield* Effect.logError(`lane ${ctx.lane}: paid call refused, the budget ledger is unreachable`, decision.left)
           return yield* failRun(ctx, new BudgetUnavailable({ lane: ctx.lane, fallbackReason: ctx.reason }))
         }
         const d = decision.right
         if (d._tag === "Denied") {
-          yield* ctx.run.append("BudgetDenied", {
+          yield* ctx.run.append({
+            _tag: "BudgetDenied",
             provider: provider.name,
             amountUsd: worst.amountUsd,
             capUsd: d.capUsd,
@@ -298,10 +304,11 @@ export class PaidRoute extends Effect.Service<PaidRoute>()("awooop/PaidRoute", {
       r: Reserved,
       inputTokensEstimate: number,
       maxOutputTokens: number,
-      cap: { readonly capUsd: number; readonly committedUsd: number; readonly periodStart: unknown }
+      cap: { readonly capUsd: number; readonly committedUsd: number; readonly periodStart: string }
     ) =>
       Effect.gen(function*() {
-        const durable = yield* ctx.run.appendDurable("BudgetReserved", {
+        const durable = yield* ctx.run.appendDurable({
+          _tag: "BudgetReserved",
           reservationId: r.reservationId,
           provider: r.provider.name,
           model: r.provider.model,
@@ -320,7 +327,7 @@ export class PaidRoute extends Effect.Service<PaidRoute>()("awooop/PaidRoute", {
         )
         if (durable._tag === "Right") return
         const why = "the reservation could not be journaled durably; no call was made"
-        yield* ctx.run.append("BudgetReleased", { reservationId: r.reservationId, provider: r.provider.name, reservedUsd: r.amountUsd, reason: why })
+        yield* ctx.run.append({ _tag: "BudgetReleased", reservationId: r.reservationId, provider: r.provider.name, reservedUsd: r.amountUsd, reason: why })
         yield* budget.release(r.reservationId, why).pipe(Effect.ignore)
         return yield* failRun(ctx, new BudgetUnavailable({ lane: ctx.lane, fallbackReason: ctx.reason }))
       })
@@ -392,7 +399,8 @@ export class PaidRoute extends Effect.Service<PaidRoute>()("awooop/PaidRoute", {
           done: true,
           done_reason: "load"
         }
-        yield* ctx.run.append("RunCompleted", {
+        yield* ctx.run.append({
+          _tag: "RunCompleted",
           endpoint: null,
           providerTier: "paid",
           inputTokens: 0,
@@ -460,7 +468,8 @@ export class PaidRoute extends Effect.Service<PaidRoute>()("awooop/PaidRoute", {
             // Counts seen so far are not final (message_start's output_tokens is a placeholder): charge the worst case.
             const costUsd = yield* settle(ctx, r, null, `the stream broke after the first token: ${failure.message}`)
             const now = yield* Clock.currentTimeMillis
-            yield* ctx.run.append("RunFailed", {
+            yield* ctx.run.append({
+              _tag: "RunFailed",
               status: 502,
               error: "StreamBroken",
               message: `provider ${r.provider.name}: ${failure.message}`,
@@ -482,7 +491,7 @@ export class PaidRoute extends Effect.Service<PaidRoute>()("awooop/PaidRoute", {
           const why = Exit.isFailure(exit) && !Exit.isInterrupted(exit) ? endOf(exit as Exit.Exit<unknown, never>) : yield* FiberRef.get(abortReason)
           yield* settle(ctx, r, null, why.message)
           const now = yield* Clock.currentTimeMillis
-          yield* ctx.run.append("RunFailed", { status: why.status, error: why.error, message: why.message, durationMs: now - ctx.startedAt })
+          yield* ctx.run.append({ _tag: "RunFailed", status: why.status, error: why.error, message: why.message, durationMs: now - ctx.startedAt })
         })
       return Effect.as(Effect.flatMap(Effect.scope, (scope) => Scope.addFinalizerExit(scope, close)), stream)
     }

@@ -2,57 +2,59 @@
  * plan(): the routing decision as a pure function. Its whole input is journaled in RouteDecided, so
  * replay can run it again and prove the gateway decided what it says it decided.
  */
+import { Schema } from "effect"
 import { sameModel } from "../domain/OllamaApi.ts"
-import { isUnavailability, type Skip, type SkipReason } from "../run/SkipReason.ts"
+import { isUnavailability, Skip, type SkipReason } from "../run/SkipReason.ts"
 import { isHeavy, modelSizeB } from "./Policy.ts"
 
-export interface InstalledModel {
-  readonly name: string
-  readonly parameterSize: string | null
-}
+/** plan()'s input and output are journaled (RouteDecided): Schemas, so the journal's catalogue decodes them. */
+export const InstalledModel = Schema.Struct({ name: Schema.String, parameterSize: Schema.NullOr(Schema.String) })
+export type InstalledModel = typeof InstalledModel.Type
 
-export interface HostView {
-  readonly protected: boolean
+export const HostView = Schema.Struct({
+  protected: Schema.Boolean,
   /** "unknown" until the first poll answers; treated as up. */
-  readonly health: "up" | "down" | "unknown"
-  readonly breaker: {
-    readonly status: "closed" | "open" | "half-open"
-    readonly reopensAt: number | null
-    readonly probeInFlight: boolean
-  }
-  readonly maintenance: { readonly open: boolean; readonly until: number | null }
+  health: Schema.Literal("up", "down", "unknown"),
+  breaker: Schema.Struct({
+    status: Schema.Literal("closed", "open", "half-open"),
+    reopensAt: Schema.NullOr(Schema.Number),
+    probeInFlight: Schema.Boolean
+  }),
+  maintenance: Schema.Struct({ open: Schema.Boolean, until: Schema.NullOr(Schema.Number) }),
   /** Models installed (from /api/tags); null when never polled, so nothing can be ruled out. */
-  readonly installed: ReadonlyArray<InstalledModel> | null
+  installed: Schema.NullOr(Schema.Array(InstalledModel)),
   /** Recorded for the audit; slots are taken at attempt time, not planned. */
-  readonly slots: { readonly total: number; readonly inUse: number; readonly freeForLane: number }
-}
+  slots: Schema.Struct({ total: Schema.Number, inUse: Schema.Number, freeForLane: Schema.Number })
+})
+export type HostView = typeof HostView.Type
 
-export interface PlanStep {
-  readonly host: string
-  readonly timeoutMs: number
-  readonly when: "always" | "unavailable"
-}
+export const PlanStep = Schema.Struct({
+  host: Schema.String,
+  timeoutMs: Schema.Number,
+  when: Schema.Literal("always", "unavailable")
+})
+export type PlanStep = typeof PlanStep.Type
 
-export interface PlanInput {
-  readonly lane: string
-  readonly model: string
-  readonly route: ReadonlyArray<PlanStep>
-  readonly hosts: Readonly<Record<string, HostView>>
-  readonly policy: { readonly heavyModelMinParamsB: number }
-  readonly now: number
-}
+export const PlanInput = Schema.Struct({
+  lane: Schema.String,
+  model: Schema.String,
+  route: Schema.Array(PlanStep),
+  hosts: Schema.Record({ key: Schema.String, value: HostView }),
+  policy: Schema.Struct({ heavyModelMinParamsB: Schema.Number }),
+  now: Schema.Number
+})
+export type PlanInput = typeof PlanInput.Type
 
-export interface PlannedAttempt {
-  readonly host: string
-  readonly timeoutMs: number
+export const PlannedAttempt = Schema.Struct({
+  host: Schema.String,
+  timeoutMs: Schema.Number,
   /** Conditional attempts run only if every attempt before them failed for unavailability. */
-  readonly conditional: boolean
-}
+  conditional: Schema.Boolean
+})
+export type PlannedAttempt = typeof PlannedAttempt.Type
 
-export interface Plan {
-  readonly attempts: ReadonlyArray<PlannedAttempt>
-  readonly skipped: ReadonlyArray<Skip>
-}
+export const Plan = Schema.Struct({ attempts: Schema.Array(PlannedAttempt), skipped: Schema.Array(Skip) })
+export type Plan = typeof Plan.Type
 
 const skipReason = (input: PlanInput, host: string): SkipReason | null => {
   const view = input.hosts[host]

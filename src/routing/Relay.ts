@@ -37,8 +37,8 @@ export const relay = (ctx: RelayContext, open: OpenStream, scope: Scope.Scope): 
   const failed = (failure: UpstreamFailure) =>
     Effect.uninterruptible(Effect.gen(function*() {
       const now = yield* Clock.currentTimeMillis
-      yield* ctx.run.append("AttemptFailed", { attempt: ctx.attempt, host: ctx.host, kind: failure.kind, status: failure.status, message: failure.message, durationMs: now - ctx.attemptStartedAt, afterFirstChunk: true })
-      yield* ctx.run.append("RunFailed", { status: 502, error: "StreamBroken", message: `host ${ctx.host}: ${failure.message}`, durationMs: now - ctx.startedAt })
+      yield* ctx.run.append({ _tag: "AttemptFailed", attempt: ctx.attempt, host: ctx.host, kind: failure.kind, status: failure.status, message: failure.message, durationMs: now - ctx.attemptStartedAt, afterFirstChunk: true })
+      yield* ctx.run.append({ _tag: "RunFailed", status: 502, error: "StreamBroken", message: `host ${ctx.host}: ${failure.message}`, durationMs: now - ctx.startedAt })
       return encodeLine({ error: `lane ${ctx.lane}: host ${ctx.host} failed mid-stream: ${failure.message}` })
     }))
   const pulled = Effect.matchEffect(open.pull, {
@@ -65,7 +65,7 @@ export const relay = (ctx: RelayContext, open: OpenStream, scope: Scope.Scope): 
       phase = "over"
       const now = yield* Clock.currentTimeMillis
       const why = Exit.isFailure(exit) && !Exit.isInterrupted(exit) ? endOf(exit as Exit.Exit<unknown, never>) : yield* FiberRef.get(abortReason)
-      yield* ctx.run.append("RunFailed", { status: why.status, error: why.error, message: why.message, durationMs: now - ctx.startedAt })
+      yield* ctx.run.append({ _tag: "RunFailed", status: why.status, error: why.error, message: why.message, durationMs: now - ctx.startedAt })
     })
   return Effect.as(Scope.addFinalizerExit(scope, close), { next })
 }

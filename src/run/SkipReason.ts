@@ -4,19 +4,22 @@
  * fallback's reason), so they are variants of one switch rather than four copies.
  */
 
-export type SkipReason =
-  | { readonly kind: "circuit-open"; readonly until: number | null }
-  | { readonly kind: "probe-in-flight" }
-  | { readonly kind: "host-down" }
-  | { readonly kind: "heavy-model-denied"; readonly sizeB: number; readonly minParamsB: number }
-  | { readonly kind: "model-not-installed" }
-  /** A "when: unavailable" step after a step that a rule refused (not one that was unavailable). */
-  | { readonly kind: "only-when-unavailable" }
+import { Schema } from "effect"
 
-export interface Skip {
-  readonly host: string
-  readonly reason: SkipReason
-}
+/** Why a host was left out (journaled in RouteDecided's plan, so a Schema: the journal's catalogue decodes it). */
+export const SkipReason = Schema.Union(
+  Schema.Struct({ kind: Schema.Literal("circuit-open"), until: Schema.NullOr(Schema.Number) }),
+  Schema.Struct({ kind: Schema.Literal("probe-in-flight") }),
+  Schema.Struct({ kind: Schema.Literal("host-down") }),
+  Schema.Struct({ kind: Schema.Literal("heavy-model-denied"), sizeB: Schema.Number, minParamsB: Schema.Number }),
+  Schema.Struct({ kind: Schema.Literal("model-not-installed") }),
+  /** A "when: unavailable" step after a step that a rule refused (not one that was unavailable). */
+  Schema.Struct({ kind: Schema.Literal("only-when-unavailable") })
+)
+export type SkipReason = typeof SkipReason.Type
+
+export const Skip = Schema.Struct({ host: Schema.String, reason: SkipReason })
+export type Skip = typeof Skip.Type
 
 /** A skip reason read back from a journal: an old or foreign one may lack fields or have another kind. */
 export interface RecordedSkipReason {

@@ -4,6 +4,7 @@
  * row left open. Pure: no database, no journal, no clock.
  */
 import type { CallerContext } from "../../domain/CallerContext.ts"
+import { decodeEvent, type EventOf } from "../../domain/Events.ts"
 import type { StoredEvent } from "../../journal/Journal.ts"
 
 export type AsyncStatus = "queued" | "running" | "succeeded" | "failed" | "cancelled"
@@ -47,35 +48,35 @@ export const fold = (events: ReadonlyArray<Pick<StoredEvent, "type" | "data" | "
   let s = null as AsyncRunState | null
   const interruptRunning = (log: ReadonlyArray<AttemptRecord>) =>
     log.map((a) => (a.outcome === "running" ? { ...a, outcome: "interrupted" as const } : a))
-  for (const e of events) {
-    const d = fieldsOf(e.data)
+  for (const row of events) {
+    const e = decodeEvent(row.type, row.data)
     if (s === null) {
-      if (e.type !== "RunStarted" || d.async !== true) return null
+      if (e._tag !== "RunStarted" || e.async !== true) return null
       s = {
-        status: "queued", attempts: 0, attemptLog: [], queuedAt: e.occurredAt, startedAt: null, finishedAt: null,
+        status: "queued", attempts: 0, attemptLog: [], queuedAt: row.occurredAt, startedAt: null, finishedAt: null,
         pickups: 0, error: null, paidSettled: [], paidOpen: []
       }
       continue
     }
     if (isTerminal(s.status)) break
-    switch (e.type) {
+    switch (e._tag) {
       case "RunDequeued":
-        s = { ...s, status: "running", startedAt: s.startedAt ?? e.occurredAt, pickups: s.pickups + 1 }
+        s = { ...s, status: "running", startedAt: s.startedAt ?? row.occurredAt, pickups: s.pickups + 1 }
         break
       case "RunRequeued":
       case "RunSuspended":
         s = { ...s, status: "queued", attemptLog: interruptRunning(s.attemptLog) }
         break
       case "AttemptStarted": {
-        const attempt: number = numOf(d.attempt) ?? s.attempts + 1
+        const attempt = e.attempt
         s = {
           ...s,
           attempts: Math.max(s.attempts, attempt),
           attemptLog: [...interruptRunning(s.attemptLog), {
             attempt,
-            host: strOf(d.host) ?? "?",
-            tier: strOf(d.tier) ?? "ollama",
-            startedAt: new Date(e.occurredAt).toISOString(),
+            host: e.host,
+            tier: e.tier ?? "ollama",
+            startedAt: new Date(row.occurredAt).toISOString(),
             outcome: "running",
             kind: null,
             message: null
@@ -85,45 +86,38 @@ export const fold = (events: ReadonlyArray<Pick<StoredEvent, "type" | "data" | "
       }
       case "AttemptFailed":
       case "AttemptSucceeded": {
-        const attempt = numOf(d.attempt)
-        const idx = attempt !== null ? s.attemptLog.findIndex((a) => a.attempt === attempt) : s.attemptLog.length - 1
+        // AttemptSucceeded carries no number: it settles the attempt in progress.
+        const idx = e._tag === "AttemptFailed" ? s.attemptLog.findIndex((a) => a.attempt === e.attempt) : s.attemptLog.length - 1
         if (idx >= 0) {
           const log: Array<AttemptRecord> = [...s.attemptLog]
           log[idx] = {
             ...log[idx]!,
-            outcome: e.type === "AttemptSucceeded" ? "succeeded" : "failed",
-            kind: strOf(d.kind),
-            message: strOf(d.message)
+            outcome: e._tag === "AttemptSucceeded" ? "succeeded" : "failed",
+            kind: e._tag === "AttemptFailed" ? e.kind : null,
+            message: e._tag === "AttemptFailed" ? e.message : null
           }
           s = { ...s, attemptLog: log }
         }
         break
       }
-      case "BudgetReserved": {
-        const id = strOf(d.reservationId)
-        if (id !== null) s = { ...s, paidOpen: [...s.paidOpen, id] }
+      case "BudgetReserved":
+        s = { ...s, paidOpen: [...s.paidOpen, e.reservationId] }
         break
-      }
-      case "BudgetSettled": {
-        const id = strOf(d.reservationId)
-        if (id !== null) s = { ...s, paidOpen: s.paidOpen.filter((r) => r !== id), paidSettled: [...s.paidSettled, id] }
+      case "BudgetSettled":
+        s = { ...s, paidOpen: s.paidOpen.filter((r) => r !== e.reservationId), paidSettled: [...s.paidSettled, e.reservationId] }
         break
-      }
-      case "BudgetReleased": {
-        const id = strOf(d.reservationId)
-        if (id !== null) s = { ...s, paidOpen: s.paidOpen.filter((r) => r !== id) }
+      case "BudgetReleased":
+        s = { ...s, paidOpen: s.paidOpen.filter((r) => r !== e.reservationId) }
         break
-      }
       case "RunCompleted":
-        s = { ...s, status: "succeeded", finishedAt: e.occurredAt }
+        s = { ...s, status: "succeeded", finishedAt: row.occurredAt }
         break
       case "RunFailed": {
-        const code = strOf(d.error)
         s = {
           ...s,
-          status: code === "RunCancelled" ? "cancelled" : "failed",
-          finishedAt: e.occurredAt,
-          error: { status: numOf(d.status), code, message: strOf(d.message) },
+          status: e.error === "RunCancelled" ? "cancelled" : "failed",
+          finishedAt: row.occurredAt,
+          error: { status: e.status, code: e.error, message: e.message },
           attemptLog: interruptRunning(s.attemptLog)
         }
         break
@@ -212,7 +206,7 @@ export type Reconcile =
   /** Ended (or refused) here, its end not in Postgres yet: wait for the journal, never run it again. */
   | { readonly _tag: "Wait" }
   /** The answer was stored but its RunCompleted did not reach the journal before the stop. */
-  | { readonly _tag: "Complete"; readonly completed: Readonly<Record<string, unknown>> }
+  | { readonly _tag: "Complete"; readonly completed: EventOf<"RunCompleted"> }
   /** It cannot run again (a paid call would repeat, its request is gone): it fails. */
   | { readonly _tag: "Fail"; readonly status: number; readonly code: string; readonly message: string; readonly startedAt: number }
   /** It runs again, its attempts numbered on. */
@@ -220,7 +214,7 @@ export type Reconcile =
     readonly _tag: "Requeue"
     readonly request: Record<string, unknown>
     readonly attemptsSoFar: number
-    readonly requeued: Readonly<Record<string, unknown>>
+    readonly requeued: EventOf<"RunRequeued">
   }
 
 /**
@@ -241,6 +235,7 @@ export const reconcile = (
     return {
       _tag: "Complete",
       completed: {
+        _tag: "RunCompleted",
         recovered: true,
         endpoint: state.attemptLog.at(-1)?.host ?? null,
         providerTier: state.attemptLog.at(-1)?.tier ?? null,
@@ -269,6 +264,7 @@ export const reconcile = (
     request: row.request,
     attemptsSoFar: state.attempts,
     requeued: {
+      _tag: "RunRequeued",
       attemptsSoFar: state.attempts,
       was: state.status,
       reason: `the gateway restarted while the run was ${state.status}`

@@ -26,6 +26,7 @@ import type { GatewayConfig } from "../../config/GatewayConfig.ts"
 import type { CallerContext } from "../../domain/CallerContext.ts"
 import { type GatewayError, RunStoreUnavailable } from "../../domain/Errors.ts"
 import { Journal } from "../../journal/Journal.ts"
+import type { EventOf } from "../../domain/Events.ts"
 import { endRun, makeStreamWriter, type StreamWriter } from "../../journal/StreamWriter.ts"
 import { Gateway } from "../../routing/Gateway.ts"
 import type { LaneActor } from "../../routing/Lane.ts"
@@ -93,19 +94,24 @@ const dbRetry = Schedule.exponential(100).pipe(Schedule.intersect(Schedule.recur
 
 /** The RunCompleted a lane appended for an async run, held until the run store has its answer. */
 interface HeldCompletion {
-  data: unknown
+  data: EventOf<"RunCompleted"> | undefined
 }
 
 /** The writer the lane gets: its RunCompleted is held (the worker appends it once the answer is stored). */
 const holdCompletion = (writer: StreamWriter, held: HeldCompletion): StreamWriter => ({
   ...writer,
-  append: (type, data) =>
-    type === "RunCompleted"
+  append: (event) =>
+    event._tag === "RunCompleted"
       ? Effect.sync(() => {
-        held.data = data
+        held.data = event
       })
-      : writer.append(type, data),
+      : writer.append(event),
   progress: () => (held.data !== undefined ? { ...writer.progress(), ended: true } : writer.progress())
+})
+
+/** A lane that answered without journaling its RunCompleted (none does): the run still ends. */
+const unrecordedCompletion = (endpoint: string): EventOf<"RunCompleted"> => ({
+  _tag: "RunCompleted", endpoint, providerTier: null, inputTokens: null, outputTokens: null, doneReason: null, durationMs: null
 })
 
 export const make = (deps: {
@@ -186,11 +192,11 @@ export const make = (deps: {
               return next
             })
           if (!(yield* recordResult(entry.runId, decodeResult(bytes)))) {
-            yield* entry.writer.append("RunSuspended", { reason: "the gateway stopped before the run store took the answer; the run resumes at its next start" })
+            yield* entry.writer.append({ _tag: "RunSuspended", reason: "the gateway stopped before the run store took the answer; the run resumes at its next start" })
             return
           }
           settledHere.add(entry.runId)
-          yield* entry.writer.append("RunCompleted", completion.data ?? { endpoint: exit.value.info.endpoint })
+          yield* entry.writer.append(completion.data ?? unrecordedCompletion(exit.value.info.endpoint))
           yield* finishRow(entry.runId)
           return
         }
@@ -200,7 +206,7 @@ export const make = (deps: {
           }
           if (shuttingDown) {
             // Not an end: the run resumes at the next start (its row stays open).
-            yield* entry.writer.append("RunSuspended", { reason: "the gateway is shutting down; the run resumes at its next start" })
+            yield* entry.writer.append({ _tag: "RunSuspended", reason: "the gateway is shutting down; the run resumes at its next start" })
             return
           }
         }
@@ -226,7 +232,7 @@ export const make = (deps: {
             yield* failRun(entry, 400, "UnknownLane", `lane ${entry.lane} is no longer in the config`, startedAt)
             return
           }
-          yield* entry.writer.append("RunDequeued", { attemptsSoFar: entry.attemptsSoFar })
+          yield* entry.writer.append({ _tag: "RunDequeued", attemptsSoFar: entry.attemptsSoFar })
           const completion: HeldCompletion = { data: undefined }
           // The lane takes what the run holds (admission, slot, budget) in the run's scope: closed once the run is settled (Effect.scoped below).
           const fiber = yield* Effect.fork(Effect.interruptible(
@@ -279,7 +285,8 @@ export const make = (deps: {
         const writer = writerFor(runId, caller, lane, 0)
         const config = input.lane.config
         // Durable before the 202: an accepted run survives a crash.
-        yield* writer.appendDurable("RunStarted", {
+        yield* writer.appendDurable({
+          _tag: "RunStarted",
           runId,
           async: true,
           via: input.via,
@@ -295,7 +302,7 @@ export const make = (deps: {
           Effect.mapError((e) => (e instanceof RunStoreUnavailable ? e : unavailable("the journal did not commit"))),
           Effect.tapError((e) =>
             Effect.zipRight(
-              Effect.zipRight(Effect.sync(() => settledHere.add(runId)), writer.append("RunFailed", { status: 503, error: "RunStoreUnavailable", message: e.message, refused: true, durationMs: 0 })),
+              Effect.zipRight(Effect.sync(() => settledHere.add(runId)), writer.append({ _tag: "RunFailed", status: 503, error: "RunStoreUnavailable", message: e.message, refused: true, durationMs: 0 })),
               store.remove(runId).pipe(Effect.ignore)
             )
           )
@@ -367,14 +374,14 @@ export const make = (deps: {
           case "Wait":
             continue
           case "Complete":
-            yield* writer.append("RunCompleted", decided.completed)
+            yield* writer.append(decided.completed)
             yield* finishRow(row.run_id)
             continue
           case "Fail":
             yield* failRun({ runId: row.run_id, writer }, decided.status, decided.code, decided.message, decided.startedAt)
             continue
         }
-        yield* writer.append("RunRequeued", decided.requeued)
+        yield* writer.append(decided.requeued)
         const request: LaneRequest = { ...storedRequest(row.operation as AsyncOperation, decided.request), stream: false, caller: row.caller, prompt: null }
         entries.set(row.run_id, yield* newEntry(row.run_id, row.lane, request, writer, decided.attemptsSoFar))
         yield* Queue.offer(queue, row.run_id)
