@@ -11,6 +11,7 @@ const shared = {
 }
 
 const common = {
+  setupFiles: ["test/support/setup.ts"],
   testTimeout: 30_000,
   hookTimeout: 60_000
 }
@@ -23,6 +24,8 @@ export default defineConfig({
     // The slowest files (Chromium, the spawned gateways) start first (vitest orders by last duration).
     maxWorkers: 2,
     minWorkers: 1,
+    // One migrated template database per run; every test database is a copy of it (TestDatabase.ts).
+    globalSetup: ["test/support/globalSetup.ts"],
     projects: [
       {
         ...shared,
