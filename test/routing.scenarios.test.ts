@@ -6,13 +6,14 @@
  * routing.e2e.test.ts and the protocol suites.
  */
 import { describe, expect, it } from "@effect/vitest"
-import { Effect } from "effect"
+import { Clock, Effect, Fiber } from "effect"
 import type { StoredEvent } from "../src/journal/Journal.ts"
 import { type Answer, makeScriptedGateway, type ScriptedGateway } from "./support/ScriptedGateway.ts"
 import { typesOf } from "./support/TestGateway.ts"
 
 const ofType = (events: ReadonlyArray<StoredEvent>, type: string) => events.filter((e) => e.type === type)
 const dataOf = (e: StoredEvent | undefined) => (e?.data ?? {}) as Record<string, unknown>
+const inferenceCount = (gw: ScriptedGateway, host: string) => gw.host(host).requests().length
 
 /** An error answer: the status the edge renders and every name its message must carry. */
 const expectError = (answer: Answer, status: number, ...mentions: Array<string>) => {
@@ -90,6 +91,107 @@ describe("alert-fast walks gcp-a → gcp-b → 111 (TestClock)", () => {
       expectError(a, 504, "alert-fast", "gcp-a", "gcp-b", "111")
       expect(a.ms).toBeGreaterThanOrEqual(900)
       expect(typesOf(yield* gw.runEvents(a.traceId)).at(-1)).toBe("RunFailed")
+      expectRunsWellFormed(gw)
+    }))
+})
+
+describe("per-host circuit breaker (TestClock)", () => {
+  const breakerGateway = makeScriptedGateway({
+    breaker: { consecutiveTimeouts: 2, cooldown: "1s" },
+    lanes: { "b-only": { model: "gemma3:4b", route: [{ host: "gcp-b", timeout: "150ms" }] } }
+  })
+
+  it.scoped("opens after two consecutive timeouts, is skipped without waiting, admits one probe after the cooldown and closes on its success", () =>
+    Effect.gen(function*() {
+      const gw = yield* breakerGateway
+      const gcpA = gw.host("gcp-a")
+      gcpA.script({ _tag: "Hang" })
+      const first = yield* gw.generate("alert-fast")
+      expect(first.endpoint).toBe("gcp-b")
+      expect(typesOf(yield* gw.streamEvents("host-gcp-a"))).not.toContain("BreakerOpened")
+
+      const second = yield* gw.generate("alert-fast")
+      expect(second.endpoint).toBe("gcp-b")
+      const opened = ofType(yield* gw.streamEvents("host-gcp-a"), "BreakerOpened")
+      expect(opened).toHaveLength(1)
+      expect(dataOf(opened[0])).toMatchObject({ host: "gcp-a", consecutiveTimeouts: 2 })
+      const openedAt = opened[0]!.occurredAt
+
+      // Open: gcp-a is skipped up front, nothing is sent to it, and the answer does not wait for a timeout.
+      const before = inferenceCount(gw, "gcp-a")
+      const third = yield* gw.generate("alert-fast")
+      expect(third.error).toBeNull()
+      expect(third.endpoint).toBe("gcp-b")
+      expect(third.ms).toBeLessThan(300)
+      expect(inferenceCount(gw, "gcp-a")).toBe(before)
+      const decided = dataOf(ofType(yield* gw.runEvents(third.traceId), "RouteDecided")[0])
+      expect((decided.plan as { skipped: Array<{ host: string; reason: { kind: string } }> }).skipped)
+        .toEqual([{ host: "gcp-a", reason: expect.objectContaining({ kind: "circuit-open" }) }])
+      const hosts = (decided.input as { hosts: Record<string, { breaker: { status: string } }> }).hosts
+      expect(hosts["gcp-a"]!.breaker.status).toBe("open")
+
+      // After the cooldown: one probe goes to gcp-a (healthy again) and closes the breaker.
+      gcpA.script({ _tag: "Answer" })
+      yield* gw.settle(Effect.sleep(Math.max(0, openedAt + 1_000 - (yield* Clock.currentTimeMillis))))
+      const probe = yield* gw.generate("alert-fast")
+      expect(probe.endpoint).toBe("gcp-a")
+      const hostTypes = typesOf(yield* gw.streamEvents("host-gcp-a")).filter((t) => t.startsWith("Breaker"))
+      expect(hostTypes).toEqual(["BreakerOpened", "BreakerHalfOpened", "BreakerClosed"])
+      const after = yield* gw.generate("alert-fast")
+      expect(after.endpoint).toBe("gcp-a")
+      expectRunsWellFormed(gw)
+    }))
+
+  it.scoped("a breaker that opens while a request is on an earlier host: that host is skipped, and every started attempt has an outcome", () =>
+    Effect.gen(function*() {
+      const gw = yield* breakerGateway
+      gw.host("gcp-a").script({ _tag: "Hang" })
+      gw.host("gcp-b").script({ _tag: "Hang" })
+      // R plans while gcp-b is closed, then spends 300 ms on gcp-a; meanwhile b-only's two timeouts open gcp-b.
+      const r = yield* Effect.fork(gw.send("alert-fast"))
+      yield* gw.until("R is on gcp-a", () => gw.host("gcp-a").inFlight() === 1)
+      const opening = yield* gw.settle(Effect.all([gw.send("b-only"), gw.send("b-only")], { concurrency: 2 }))
+      expect(opening.map((o) => o.error?.status)).toEqual([504, 504])
+      const answer = yield* gw.settle(Fiber.join(r))
+      expect(answer.error).toBeNull()
+      expect(answer.endpoint).toBe("111")
+      const events = yield* gw.runEvents(answer.traceId)
+      const decided = events.find((e) => e.type === "RouteDecided")!.data as { plan: { attempts: Array<{ host: string }> } }
+      expect(decided.plan.attempts.map((a) => a.host)).toEqual(["gcp-a", "gcp-b", "111"]) // gcp-b was closed at plan time
+      expect(ofType(events, "HostSkipped").map((e) => dataOf(e))).toEqual([expect.objectContaining({ host: "gcp-b", reason: "circuit-open" })])
+      const started = ofType(events, "AttemptStarted").map((e) => dataOf(e).attempt)
+      const ended = [...ofType(events, "AttemptFailed"), ...ofType(events, "AttemptSucceeded")].map((e) => dataOf(e).attempt ?? dataOf(e).host)
+      expect(started).toEqual([1, 2])
+      expect(ofType(events, "AttemptStarted").map((e) => dataOf(e).host)).toEqual(["gcp-a", "111"])
+      expect(ended).toHaveLength(started.length)
+      expectRunsWellFormed(gw)
+    }))
+})
+
+describe("code-review: gcp-b only when 111 is unavailable (TestClock)", () => {
+  it.scoped("111 timing out: gcp-b is NOT used → 504; a second timeout opens 111's breaker, and then gcp-b is used", () =>
+    Effect.gen(function*() {
+      const gw = yield* makeScriptedGateway({ breaker: { consecutiveTimeouts: 2, cooldown: "30s" } })
+      const review = () => gw.generate("code-review", { body: { model: "qwen2.5-coder:7b" } })
+      const host111 = gw.host("111")
+      host111.script({ _tag: "Hang" })
+      const gcpBBefore = inferenceCount(gw, "gcp-b")
+      const a = yield* review()
+      expectError(a, 504, "code-review", "111")
+      expect(inferenceCount(gw, "gcp-b")).toBe(gcpBBefore)
+      const events = yield* gw.runEvents(a.traceId)
+      expect(ofType(events, "HostSkipped").map((e) => dataOf(e))).toEqual([expect.objectContaining({ host: "gcp-b", reason: "only-when-unavailable" })])
+      expect(typesOf(events).at(-1)).toBe("RunFailed")
+
+      const b = yield* review()
+      expect(b.error?.status).toBe(504)
+      expect(typesOf(yield* gw.streamEvents("host-111"))).toContain("BreakerOpened")
+
+      const c = yield* review()
+      expect(c.error, c.error?.message).toBeNull()
+      expect(c.endpoint).toBe("gcp-b")
+      const skipped = (dataOf(ofType(yield* gw.runEvents(c.traceId), "RouteDecided")[0]).plan as { skipped: unknown }).skipped
+      expect(skipped).toEqual([{ host: "111", reason: { kind: "circuit-open", until: expect.any(Number) } }]) // no wait on 111
       expectRunsWellFormed(gw)
     }))
 })

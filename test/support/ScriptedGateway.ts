@@ -90,32 +90,33 @@ export const makeScriptedGateway = (options: TestGatewayOptions = {}): Effect.Ef
         } satisfies Answer
       })
 
-    /**
-     * One step of the TestClock: once every fiber that can run has run, on to the earliest pending
-     * sleep (a reply, a step timeout, a cooldown, a poll), so each wakes at its exact time.
-     */
-    const tick = Effect.gen(function*() {
-      yield* Effect.repeatN(Effect.yieldNow(), 8)
+    /** Lets every fiber that can run, run (before the clock moves, so nothing is skipped over). */
+    const runReady = Effect.repeatN(Effect.yieldNow(), 8)
+    /** Moves the TestClock to the earliest pending sleep (a reply, a step timeout, a cooldown, a poll): each wakes at its exact time. */
+    const advance = Effect.gen(function*() {
       const next = Chunk.reduce(yield* TestClock.sleeps(), Infinity, (a, b) => Math.min(a, b))
       const now = yield* TestClock.currentTimeMillis
       if (next !== Infinity) yield* TestClock.adjust(Math.max(0, next - now))
-      return next === Infinity ? 0 : Math.max(0, next - now)
+      return next === Infinity ? 1 : Math.max(1, next - now)
     })
+
+    /** Moves the TestClock on until `check` holds (checked whenever every runnable fiber has run). */
+    const waitFor = (what: string, check: Effect.Effect<boolean>, limitMs: number): Effect.Effect<void> =>
+      Effect.gen(function*() {
+        for (let waited = 0; ; waited += yield* advance) {
+          yield* runReady
+          if (yield* check) return
+          if (waited > limitMs) return yield* Effect.dieMessage(`never happened: ${what}`)
+        }
+      })
+    const until = (what: string, check: () => boolean, limitMs = 120_000) => waitFor(what, Effect.sync(check), limitMs)
 
     /** Runs `effect` in a fiber and moves the TestClock on until it is done. */
     const settle = <A, E>(effect: Effect.Effect<A, E>, limitMs = 120_000): Effect.Effect<A, E> =>
       Effect.gen(function*() {
         const fiber = yield* Effect.fork(effect)
-        for (let waited = 0; waited <= limitMs && Option.isNone(yield* Fiber.poll(fiber));) waited += Math.max(1, yield* tick)
+        yield* waitFor("the effect to end", Effect.map(Fiber.poll(fiber), Option.isSome), limitMs)
         return yield* Fiber.join(fiber)
-      })
-
-    /** Moves the TestClock on until `check` holds. */
-    const until = (what: string, check: () => boolean, limitMs = 60_000): Effect.Effect<void> =>
-      Effect.gen(function*() {
-        for (let waited = 0; !check(); waited += Math.max(1, yield* tick)) {
-          if (waited > limitMs) return yield* Effect.dieMessage(`never happened: ${what}`)
-        }
       })
 
     const readAll = (read: Effect.Effect<ReadonlyArray<StoredEvent>, unknown>) => Effect.orDie(read)
