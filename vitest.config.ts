@@ -2,7 +2,7 @@ import { configDefaults, defineConfig } from "vitest/config"
 
 // The TestClock suites need a fresh module scope: in a shared one their `TestClock.adjust` found a
 // live Clock (the @effect/vitest runner and the file then disagreed on the default services).
-const isolated = ["test/breaker.test.ts", "test/maintenance.test.ts"]
+const isolated = ["test/breaker.test.ts", "test/maintenance.test.ts", "test/routing.scenarios.test.ts"]
 
 const shared = {
   // The package's own exports (`awooop-inference-gateway/client`) resolve to src/ in tests, to dist/ elsewhere.
@@ -11,6 +11,7 @@ const shared = {
 }
 
 const common = {
+  setupFiles: ["test/support/setup.ts"],
   testTimeout: 30_000,
   hookTimeout: 60_000
 }
@@ -23,6 +24,8 @@ export default defineConfig({
     // The slowest files (Chromium, the spawned gateways) start first (vitest orders by last duration).
     maxWorkers: 2,
     minWorkers: 1,
+    // One migrated template database per run; every test database is a copy of it (TestDatabase.ts).
+    globalSetup: ["test/support/globalSetup.ts"],
     projects: [
       {
         ...shared,

@@ -1,5 +1,5 @@
 /**
- * Durable async runs across a crash: a real gateway process (`node --import tsx src/main.ts`, a temp
+ * Durable async runs across a crash: a real gateway process (`node dist/main.js`, a temp
  * config, DATABASE_URL of a fresh test database) is killed with SIGKILL while a run's attempt hangs
  * on its host; a new process picks the run up from the journal with its attempt count, and the run
  * finishes exactly once. A third start (after a graceful stop) runs nothing again.
@@ -12,6 +12,7 @@ import * as Path from "node:path"
 import { fileURLToPath } from "node:url"
 import pg from "pg"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
+import { ensureDist, gatewayCommand } from "./support/Dist.ts"
 import { type FakeOllama, startFakeOllama } from "./support/FakeOllama.ts"
 import { defaultTestDatabaseUrl, testDatabaseName } from "./support/TestDatabase.ts"
 
@@ -72,7 +73,8 @@ const children: Array<ChildProcess> = []
 const logs: Array<string> = []
 
 const startGateway = async () => {
-  const child = spawn(process.execPath, ["--import", "tsx", "src/main.ts"], {
+  await ensureDist()
+  const child = spawn(gatewayCommand[0], gatewayCommand.slice(1), {
     cwd: root,
     env: { ...process.env, DATABASE_URL: dbUrl, AWOOOP_CONFIG: configPath, PORT: String(port), HOST: "127.0.0.1" },
     stdio: ["ignore", "pipe", "pipe"]
@@ -81,7 +83,6 @@ const startGateway = async () => {
   child.stdout!.on("data", (d: Buffer) => logs.push(d.toString()))
   child.stderr!.on("data", (d: Buffer) => logs.push(d.toString()))
   const started = Date.now()
-  // tsx compiles the sources at start: slow on a busy machine.
   const ready = await until("the gateway to listen", async () =>
     child.exitCode !== null ? "exited" : (await fetch(`http://127.0.0.1:${port}/`)).ok && "listening", 90_000)
   if (ready === "exited") throw new Error(`the gateway exited at start (code ${child.exitCode}):\n${logs.join("")}`)

@@ -1,6 +1,6 @@
 /**
  * Crash safety of the budget, with the real entry point: the gateway runs as a child process
- * (`npx tsx src/main.ts`, config file in a temp dir, PostgreSQL test database), a fallback reserves
+ * (`node dist/main.js`, config file in a temp dir, PostgreSQL test database), a fallback reserves
  * its worst case and the fake Gemini hangs, and the process is SIGKILLed between reservation and
  * settlement (with the operator's hard kill tripped meanwhile). On restart the orphaned reservation is
  * released (journal and ledger), the hard kill still holds, and no API key or admin token reaches any
@@ -16,6 +16,7 @@ import { tmpdir } from "node:os"
 import * as path from "node:path"
 import { fileURLToPath } from "node:url"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
+import { ensureDist, gatewayCommand } from "./support/Dist.ts"
 import { defaultTestDatabaseUrl } from "./support/TestDatabase.ts"
 import { type FakeGemini, startFakeGemini } from "./support/FakeGemini.ts"
 import { newTraceId, startTestDatabase, type TestDatabaseHandle } from "./support/TestGateway.ts"
@@ -51,9 +52,10 @@ interface Gateway {
   readonly exited: Promise<void>
 }
 
-/** `npx tsx src/main.ts` in its own process group (npx → tsx → node), so a kill reaches the whole tree. */
+/** `node dist/main.js` in its own process group, so a kill reaches the whole tree. */
 const startGateway = async (): Promise<Gateway> => {
-  const child = spawn("npx", ["tsx", "src/main.ts"], {
+  await ensureDist()
+  const child = spawn(gatewayCommand[0], gatewayCommand.slice(1), {
     cwd: ROOT,
     detached: true,
     stdio: ["ignore", "pipe", "pipe"],

@@ -14,6 +14,7 @@ import * as os from "node:os"
 import * as path from "node:path"
 import { fileURLToPath } from "node:url"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
+import { ensureDist } from "./support/Dist.ts"
 import { type FakeOllama, fakeText, startFakeOllama } from "./support/FakeOllama.ts"
 import { type Child, closedPortUrl, exited, type ProxiedDatabase, spawnGateway, startProxiedDatabase, waitFor } from "./support/FaultKit.ts"
 import { newTraceId } from "./support/TestGateway.ts"
@@ -134,9 +135,9 @@ const expectRefused = async (url: string) => {
 }
 
 beforeAll(async () => {
-  // What `npm start` does first (prestart): compile src/ to dist/ unless it is up to date.
-  const build = spawnSync(process.execPath, ["scripts/build.mjs"], { cwd: root, encoding: "utf8" })
-  if (build.status !== 0) throw new Error(`build failed:\n${build.stdout}\n${build.stderr}`)
+  // What `npm start` does first (prestart): compile src/ to dist/ unless it is up to date (under the
+  // tests' build lock: another suite may be building it right now).
+  await ensureDist()
   db = await startProxiedDatabase({ gatewayPool: false })
   fake = await startFakeOllama({ name: "gcp-a", mode: "drip", delayMs: 250, chunks: CHUNKS })
   dir = fs.mkdtempSync(path.join(os.tmpdir(), "awooop-process-"))

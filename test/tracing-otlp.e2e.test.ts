@@ -1,5 +1,5 @@
 /**
- * The production wiring of tracing: `src/main.ts` started as a process with OTEL_EXPORTER_OTLP_ENDPOINT
+ * The production wiring of tracing: the gateway (`node dist/main.js`) started as a process with OTEL_EXPORTER_OTLP_ENDPOINT
  * pointing at a fake OTLP/HTTP collector on loopback. A request's spans arrive there (after the
  * graceful shutdown flushes them) on the journal's trace id; without the variable the gateway answers
  * just the same and exports nothing.
@@ -12,6 +12,7 @@ import * as os from "node:os"
 import * as path from "node:path"
 import pg from "pg"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
+import { ensureDist, gatewayCommand } from "./support/Dist.ts"
 import { type FakeOllama, startFakeOllama } from "./support/FakeOllama.ts"
 import { testDatabaseName } from "./support/TestDatabase.ts"
 import { newTraceId } from "./support/TestGateway.ts"
@@ -49,12 +50,13 @@ const startCollector = async () => {
   return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, spans, paths, close: () => new Promise<void>((r) => server.close(() => r())) }
 }
 
-const startGateway = (env: Record<string, string>): Promise<{ child: ChildProcess; url: string }> =>
-  new Promise((resolve, reject) => {
+const startGateway = async (env: Record<string, string>): Promise<{ child: ChildProcess; url: string }> => {
+  await ensureDist()
+  return new Promise((resolve, reject) => {
     const clean = { ...process.env }
     delete clean.OTEL_EXPORTER_OTLP_ENDPOINT
     delete clean.OTEL_EXPORTER_OTLP_TRACES_ENDPOINT
-    const child = spawn(process.execPath, ["--import", "tsx", "src/main.ts"], { cwd: root, env: { ...clean, ...env }, stdio: ["ignore", "pipe", "pipe"] })
+    const child = spawn(gatewayCommand[0], gatewayCommand.slice(1), { cwd: root, env: { ...clean, ...env }, stdio: ["ignore", "pipe", "pipe"] })
     let out = ""
     const onData = (d: Buffer) => {
       out += d.toString()
@@ -65,6 +67,7 @@ const startGateway = (env: Record<string, string>): Promise<{ child: ChildProces
     child.stderr!.on("data", onData)
     child.on("exit", (code) => reject(new Error(`gateway exited ${code}:\n${out}`)))
   })
+}
 
 const stop = (child: ChildProcess) =>
   new Promise<void>((resolve) => {

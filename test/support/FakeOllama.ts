@@ -123,7 +123,7 @@ export const fakeToolArguments = (parameters: unknown): Record<string, string> =
 // ---------------------------------------------------------------------------------------------
 // Models
 
-const DEFAULT_MODELS: ReadonlyArray<{ name: string; parameterSize: string; family: string }> = [
+export const DEFAULT_MODELS: ReadonlyArray<{ name: string; parameterSize: string; family: string }> = [
   { name: "gemma3:4b", parameterSize: "4.3B", family: "gemma3" },
   { name: "qwen2.5-coder:7b", parameterSize: "7.6B", family: "qwen2" },
   { name: "bge-m3", parameterSize: "567M", family: "bert" },

@@ -15,13 +15,13 @@
  */
 import { Effect, Exit, Layer, Redacted, Scope } from "effect"
 import { type ChildProcess, spawn } from "node:child_process"
-import * as path from "node:path"
 import pg from "pg"
 import { Agent, request } from "undici"
 import { layerFromUrl } from "../../src/storage/Database.ts"
 import { runMigrations } from "../../src/storage/Migrations.ts"
 import { fakeText } from "./FakeOllama.ts"
-import { testDatabaseName } from "./TestDatabase.ts"
+import { ensureDist, gatewayCommand, root } from "./Dist.ts"
+import { templateDatabase, testDatabaseName } from "./TestDatabase.ts"
 import { type PgProxy, startPgProxy } from "./PgProxy.ts"
 import type { TestDatabaseHandle } from "./TestGateway.ts"
 
@@ -53,15 +53,16 @@ const withDatabase = (url: string, database: string) => {
 /** A fresh, migrated database; the gateway's pool reaches it through a new PgProxy. */
 export const startProxiedDatabase = async (options: { readonly gatewayPool?: boolean } = {}): Promise<ProxiedDatabase> => {
   const name = testDatabaseName("f")
+  const template = templateDatabase()
   const admin = new pg.Client({ connectionString: adminUrl })
   await admin.connect()
-  await admin.query(`CREATE DATABASE ${name}`)
+  await admin.query(template === undefined ? `CREATE DATABASE ${name}` : `CREATE DATABASE ${name} TEMPLATE ${template}`)
   await admin.end()
   const directUrl = withDatabase(adminUrl, name)
   const proxy = await startPgProxy({ targetHost: new URL(adminUrl).hostname, targetPort: Number(new URL(adminUrl).port || 5432) })
   const proxiedUrl = proxy.url(directUrl)
-  // Migrations go straight to the database; only the gateway's own pool uses the proxy.
-  await Effect.runPromise(Effect.scoped(Effect.provide(runMigrations, layerFromUrl(Redacted.make(directUrl), { maxConnections: 1 }))))
+  // Migrations (unless the template had them) go straight to the database; only the gateway's own pool uses the proxy.
+  if (template === undefined) await Effect.runPromise(Effect.scoped(Effect.provide(runMigrations, layerFromUrl(Redacted.make(directUrl), { maxConnections: 1 }))))
   const scope = Effect.runSync(Scope.make())
   const context = options.gatewayPool === false
     ? null
@@ -415,9 +416,7 @@ export const healthJournal = async (baseUrl: string): Promise<HealthJournal> => 
 }
 
 // ---------------------------------------------------------------------------------------------
-// The gateway as its own process (src/main.ts), for SIGKILL and for the soak
-
-const root = path.resolve(path.dirname(new URL(import.meta.url).pathname), "../..")
+// The gateway as its own process (dist/main.js), for SIGKILL and for the soak
 
 export interface Child {
   readonly process: ChildProcess
@@ -427,21 +426,26 @@ export interface Child {
 }
 
 export interface SpawnOptions {
-  /** The command and its arguments (default `node --import tsx src/main.ts`). */
+  /** The command and its arguments (default `node --enable-source-maps dist/main.js`, built first if stale). */
   readonly command?: readonly [string, ...Array<string>]
   /** Its own process group (its pid is the group id), as a terminal's foreground job is. */
   readonly detached?: boolean
 }
 
-/** `node --import tsx src/main.ts` with PORT=0; resolves once it logs "Listening on http://…". */
-export const spawnGateway = (env: Record<string, string>, startTimeoutMs = 60_000, options: SpawnOptions = {}): Promise<Child> =>
+/** The compiled gateway (test/support/Dist.ts) with PORT=0; resolves once it logs "Listening on http://…". */
+export const spawnGateway = async (env: Record<string, string>, startTimeoutMs = 60_000, options: SpawnOptions = {}): Promise<Child> => {
+  await ensureDist()
+  return spawnStarted(env, startTimeoutMs, options.command ?? gatewayCommand, options.detached ?? false)
+}
+
+const spawnStarted = (env: Record<string, string>, startTimeoutMs: number, commandLine: readonly [string, ...Array<string>], detached: boolean): Promise<Child> =>
   new Promise((resolve, reject) => {
-    const [command, ...args] = options.command ?? [process.execPath, "--import", "tsx", "src/main.ts"]
+    const [command, ...args] = commandLine
     const child = spawn(command, args, {
       cwd: root,
       env: { ...process.env, PORT: "0", HOST: "127.0.0.1", ...env },
       stdio: ["ignore", "pipe", "pipe"],
-      detached: options.detached ?? false
+      detached
     })
     let out = ""
     let url: string | null = null

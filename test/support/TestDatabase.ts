@@ -5,12 +5,15 @@
  * `postgres://postgres@127.0.0.1:5432/postgres`), migrated, provided as `PgClient` / `SqlClient`,
  * and dropped `WITH (FORCE)` when the layer's scope closes.
  *
+ * Under `npm test` the migrations ran once, on a template database (test/support/globalSetup.ts,
+ * named in `TEST_DATABASE_TEMPLATE`): a copy of it takes ~0.5 s where creating and migrating took ~3 s.
+ *
  *   layer(TestDatabaseLive, { excludeTestServices: true })((it) => { ... })
  */
 import type * as SqlClient from "@effect/sql/SqlClient"
 import type { SqlError } from "@effect/sql/SqlError"
 import * as PgClient from "@effect/sql-pg/PgClient"
-import { Config, Effect, Layer, Redacted } from "effect"
+import { Config, Effect, Layer, Logger, LogLevel, Redacted } from "effect"
 import type { ConfigError } from "effect"
 import { randomUUID } from "node:crypto"
 import { layerFromUrl } from "../../src/storage/Database.ts"
@@ -52,6 +55,27 @@ export interface TestDatabaseOptions {
   readonly migrate?: boolean
 }
 
+/** The migrated template database of this run (test/support/globalSetup.ts), if there is one. */
+export const templateDatabase = (): string | undefined => {
+  const name = process.env.TEST_DATABASE_TEMPLATE
+  return name === undefined || name === "" ? undefined : name
+}
+
+/**
+ * Creates a database with every migration applied, to be copied with `CREATE DATABASE … TEMPLATE`.
+ * Nothing may stay connected to it (PostgreSQL refuses to copy a database in use): the pool used
+ * to migrate it is closed before this returns.
+ */
+export const createTemplateDatabase = (adminUrl: string = process.env.TEST_DATABASE_URL ?? defaultTestDatabaseUrl): Promise<{ readonly name: string; readonly drop: () => Promise<void> }> => {
+  const name = testDatabaseName("tpl")
+  const drop = () => Effect.runPromise(admin(adminUrl, `DROP DATABASE IF EXISTS ${name} WITH (FORCE)`))
+  const migrate = Effect.zipRight(
+    admin(adminUrl, `CREATE DATABASE ${name}`),
+    Effect.provide(runMigrations, layerFromUrl(withDatabase(adminUrl, name), { maxConnections: 1, applicationName: "awooop-test-template" }))
+  )
+  return Effect.runPromise(migrate.pipe(Logger.withMinimumLogLevel(LogLevel.Warning))).then(() => ({ name, drop }))
+}
+
 export const layerTestDatabase = (
   options?: TestDatabaseOptions
 ): Layer.Layer<TestDatabase, SqlError | ConfigError.ConfigError> =>
@@ -59,12 +83,14 @@ export const layerTestDatabase = (
     Effect.gen(function*() {
       const adminUrl = yield* Config.string("TEST_DATABASE_URL").pipe(Config.withDefault(defaultTestDatabaseUrl))
       const name = testDatabaseName("t")
+      const migrate = options?.migrate !== false
+      const template = migrate ? templateDatabase() : undefined
       yield* Effect.acquireRelease(
-        admin(adminUrl, `CREATE DATABASE ${name}`),
+        admin(adminUrl, template === undefined ? `CREATE DATABASE ${name}` : `CREATE DATABASE ${name} TEMPLATE ${template}`),
         () => admin(adminUrl, `DROP DATABASE IF EXISTS ${name} WITH (FORCE)`).pipe(Effect.orDie)
       )
       const client = layerFromUrl(withDatabase(adminUrl, name), { applicationName: "awooop-test" })
-      return options?.migrate === false
+      return !migrate || template !== undefined
         ? client
         : Layer.provideMerge(Layer.effectDiscard(runMigrations), client)
     })

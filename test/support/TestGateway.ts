@@ -120,7 +120,7 @@ export interface TestGatewayOptions {
   readonly projections?: { readonly intervalMs?: number }
 }
 
-const buildRawConfig = (options: TestGatewayOptions, urls: Record<string, string>): RawConfig => {
+export const buildRawConfig = (options: TestGatewayOptions, urls: Record<string, string>): RawConfig => {
   const hosts: Record<string, RawConfig> = {}
   for (const [name, spec] of Object.entries(mergeHosts(options))) {
     hosts[name] = { url: urls[name]!, slots: spec.slots ?? 2, protected: spec.protected ?? false }
@@ -144,7 +144,7 @@ const buildRawConfig = (options: TestGatewayOptions, urls: Record<string, string
   }
 }
 
-const mergeHosts = (options: TestGatewayOptions): Record<string, TestHostSpec> => {
+export const mergeHosts = (options: TestGatewayOptions): Record<string, TestHostSpec> => {
   const out: Record<string, TestHostSpec> = {}
   for (const [name, spec] of Object.entries({ ...defaultHosts, ...options.hosts })) {
     if (spec !== null && spec !== undefined) out[name] = spec
