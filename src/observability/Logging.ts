@@ -80,6 +80,8 @@ const stdout = () => {
   if (stdoutLines === null) {
     const buffer = makeLineBuffer((text) => process.stdout.write(text))
     process.on("exit", buffer.flush)
+    // As console.log does: a reader that went away (EPIPE) must not stop the gateway.
+    process.stdout.on("error", () => {})
     stdoutLines = buffer
   }
   return stdoutLines
