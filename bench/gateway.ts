@@ -48,6 +48,20 @@ const freePort = () =>
     })
   })
 
+/** Resolves once `url` answers GET / (the gateway is listening); fails if `child` exits first. */
+const answering = async (url: string, child: ChildProcess) => {
+  for (let i = 0; i < 1200; i++) {
+    if (child.exitCode !== null) throw new Error(`the gateway exited ${child.exitCode} before it listened`)
+    try {
+      const res = await request(`${url}/`, { dispatcher: agent })
+      await res.body.dump()
+      if (res.statusCode === 200) return
+    } catch { /* not listening yet */ }
+    await new Promise((resolve) => setTimeout(resolve, 100))
+  }
+  throw new Error(`${url} did not answer within 2 minutes`)
+}
+
 const percentile = (sorted: Array<number>, p: number) => sorted[Math.min(sorted.length - 1, Math.floor(p * sorted.length))]!
 
 // CPU seconds of a process (Linux /proc; utime + stime in clock ticks of 1/100 s), and of every
@@ -200,8 +214,12 @@ server: { pollInterval: "60s" }
   // The production process: the compiled gateway (npm start's `node dist/main.js`), built first if stale.
   const build = spawnSync(process.execPath, ["scripts/build.mjs"], { cwd: root, stdio: "inherit" })
   if (build.status !== 0) throw new Error("npm run build failed")
-  const gateway = await startProcess(["dist/main.js"], { DATABASE_URL: dbUrl, AWOOOP_CONFIG: configFile, PORT: "0" }, /Listening on (http:\/\/[0-9.:]+)/, ["--enable-source-maps"])
-  const gatewayUrl = gateway.match[1]!
+  // Ready when it answers on its port, not when it logs "Listening" (no such line below info level).
+  const gatewayPort = await freePort()
+  const gatewayUrl = `http://127.0.0.1:${gatewayPort}`
+  const gateway = { child: spawn(process.execPath, ["--enable-source-maps", "dist/main.js"], { cwd: root, env: { ...process.env, DATABASE_URL: dbUrl, AWOOOP_CONFIG: configFile, PORT: String(gatewayPort) }, stdio: ["ignore", "pipe", "inherit"] }) }
+  gateway.child.stdout!.resume() // its log lines (a pipe, as under a supervisor), read and dropped
+  await answering(gatewayUrl, gateway.child)
   const bare = await startProcess(["bench/bare-proxy.ts", fakeUrl], {}, /READY (\d+)/)
   const bareUrl = `http://127.0.0.1:${bare.match[1]}`
   // Portkey's OSS gateway (@portkey-ai/gateway, a devDependency) as its README runs it (`npx

@@ -6,7 +6,9 @@
  *   full queue drops (counted in `lost`, logged at ERROR with the count) rather than hang requests.
  * - One writer fiber takes up to `batchSize` queued items at a time (waiting up to `linger` for a
  *   batch to fill) and commits them as ONE `INSERT … SELECT … FROM jsonb_to_recordset($1) ON
- *   CONFLICT (stream_id, stream_position) DO NOTHING` (group commit; re-delivering an event is a no-op).
+ *   CONFLICT (stream_id, stream_position) DO NOTHING` (group commit; re-delivering an event is a no-op),
+ *   through the `step_journal_append` function (migrations/008: planned once per connection, and
+ *   without the ON CONFLICT's per-row cost unless the batch does hold an event already stored).
  * - `appendDurable` / `flush` enqueue a marker behind the events and wait for the writer to pass it:
  *   since the queue is FIFO, everything enqueued before the marker is committed when it resolves.
  * - A failing (or too slow) database switches the writer to the local spill (Spill.ts): batches are
@@ -289,6 +291,10 @@ const prepareAll = (events: ReadonlyArray<JournalEvent>): Array<Row> | Invalid =
   return rows
 }
 
+/** PostgreSQL's unique_violation: a batch with an event already stored (step_journal_stream_unique). */
+const isUniqueViolation = (error: SqlError): boolean =>
+  typeof error.cause === "object" && error.cause !== null && (error.cause as { readonly code?: unknown }).code === "23505"
+
 const invalidEvent = (invalid: Invalid) => Effect.dieMessage(`Journal: cannot store event ${invalid.error}`)
 
 // ---------------------------------------------------------------------------------------------
@@ -351,7 +357,7 @@ const make = Effect.gen(function*() {
    * text[] / jsonb[] array literals would quote and escape every element (measured: ~4 µs per row
    * less in the gateway, the same Postgres CPU).
    */
-  const insert = (rows: ReadonlyArray<Row>) => {
+  const insert = (rows: ReadonlyArray<Row>, redelivery: boolean) => {
     const parts = new Array<string>(rows.length)
     for (let i = 0; i < rows.length; i++) {
       const row = rows[i]!
@@ -359,11 +365,14 @@ const make = Effect.gen(function*() {
         jsonNullable(row.projectId)
       },"l":${jsonNullable(row.lane)},"y":${jsonString(row.type)},"o":"${row.occurredAt}","d":${row.data}}`
     }
-    return sql`INSERT INTO step_journal
-        (stream_id, stream_position, trace_id, project_id, lane, type, data, occurred_at)
-      SELECT s, p, t, j, l, y, d, o FROM jsonb_to_recordset(${`[${parts.join(",")}]`}::jsonb)
-        AS r(s text, p int, t text, j text, l text, y text, d jsonb, o timestamptz)
-      ON CONFLICT (stream_id, stream_position) DO NOTHING`
+    // migrations/008: INSERT … SELECT FROM jsonb_to_recordset, planned once per connection; without
+    // ON CONFLICT unless the batch holds an event already stored (then that one is a no-op).
+    const batch = `[${parts.join(",")}]`
+    const idempotent = sql`SELECT step_journal_append(${batch}::jsonb, true)`
+    if (redelivery) return idempotent
+    return sql`SELECT step_journal_append(${batch}::jsonb, false)`.pipe(
+      Effect.catchIf(isUniqueViolation, () => idempotent)
+    )
   }
 
   // --- Postgres or the spill ------------------------------------------------------------------
@@ -421,8 +430,8 @@ const make = Effect.gen(function*() {
   // big spill), and a retry racing the cancel of its predecessor only adds load.
   const replayTimeout = Duration.times(Duration.decode(config.writeTimeout), 3)
 
-  const insertTimed = (rows: ReadonlyArray<Row>, timeout: Duration.DurationInput = config.writeTimeout) =>
-    insert(rows).pipe(
+  const insertTimed = (rows: ReadonlyArray<Row>, timeout: Duration.DurationInput = config.writeTimeout, redelivery = false) =>
+    insert(rows, redelivery).pipe(
       // Off the writer's path: an interrupted query cancels through the pool, which a black hole holds.
       Effect.disconnect,
       Effect.timeoutFail({ duration: timeout, onTimeout: () => new JournalError({ reason: `write timed out after ${Duration.format(timeout)}` }) }),
@@ -462,7 +471,7 @@ const make = Effect.gen(function*() {
       const read = spill.read(segment)
       const rows = read.rows.map((r): Row => ({ _tag: "Row", ...r }))
       for (let i = 0; i < rows.length; i += batchSize) {
-        const result = yield* insertTimed(rows.slice(i, i + batchSize), replayTimeout)
+        const result = yield* insertTimed(rows.slice(i, i + batchSize), replayTimeout, true)
         if (result._tag === "Left") return false
       }
       yield* reportTorn(segment, read.torn)

@@ -52,10 +52,48 @@ export const flatJsonLogger = Logger.make<unknown, string>(({ annotations, cause
   }
 })
 
+/**
+ * Lines logged in one turn of the event loop leave stdout in one write: stdout to a pipe or a file
+ * is a synchronous syscall per write, and one per request line was a measurable share of the
+ * gateway's CPU at concurrency 32 (BENCHMARKS.md). What is pending is written when the turn ends, and
+ * on the way out of the process ('exit'), so the last lines of a stop are not lost.
+ */
+export const makeLineBuffer = (write: (text: string) => void) => {
+  let pending: Array<string> = []
+  const flush = () => {
+    if (pending.length === 0) return
+    const text = pending.join("\n") + "\n"
+    pending = []
+    write(text)
+  }
+  return {
+    line: (line: string): void => {
+      if (pending.push(line) === 1) setImmediate(flush)
+    },
+    flush
+  }
+}
+
+let stdoutLines: ReturnType<typeof makeLineBuffer> | null = null
+/** The process's one buffer for stdout (shared by every logger, so lines keep their order). */
+const stdout = () => {
+  if (stdoutLines === null) {
+    const buffer = makeLineBuffer((text) => process.stdout.write(text))
+    process.on("exit", buffer.flush)
+    // As console.log does: a reader that went away (EPIPE) must not stop the gateway.
+    process.stdout.on("error", () => {})
+    stdoutLines = buffer
+  }
+  return stdoutLines
+}
+
+const toStdout = (logger: Logger.Logger<unknown, string>): Logger.Logger<unknown, void> =>
+  Logger.make((options) => stdout().line(logger.log(options)))
+
 const loggerOf = (format: LogFormat): Logger.Logger<unknown, void> => {
   switch (format) {
-    case "json": return Logger.withConsoleLog(flatJsonLogger)
-    case "logfmt": return Logger.withConsoleLog(Logger.logfmtLogger)
+    case "json": return toStdout(flatJsonLogger)
+    case "logfmt": return toStdout(Logger.logfmtLogger)
     case "pretty": return Logger.prettyLogger()
   }
 }
