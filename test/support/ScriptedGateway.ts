@@ -88,7 +88,8 @@ export const makeScriptedGateway = (options: TestGatewayOptions = {}): Effect.Ef
           error: null,
           ms: (yield* Clock.currentTimeMillis) - started
         } satisfies Answer
-      })
+        // The request's scope (as the edge's): the lane's admission and slot are released when the answer is read.
+      }).pipe(Effect.scoped)
 
     /** Lets every fiber that can run, run (before the clock moves, so nothing is skipped over). */
     const runReady = Effect.repeatN(Effect.yieldNow(), 8)
