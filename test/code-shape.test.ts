@@ -32,11 +32,11 @@ describe("code shape", () => {
     const named = found.map((u) => `${u.file} ${u.name}`)
     expect(found.filter((u) => !owedElsewhere.includes(`${u.file} ${u.name}`)).map((u) => `${u.file}:${u.line} ${u.name}: ${u.lines} lines, depth ${u.depth}`)).toEqual([])
     expect(owedElsewhere.filter((o) => !named.includes(o)), "exemptions no longer needed: remove them").toEqual([])
-  }, 30_000)
+  }, 120_000)
 
   it("the measure finds a long function and a deep one (so the check above can fail)", () => {
     const found = shape("--max-lines", "20", "--max-depth", "3", "src/run")
     expect(found.length).toBeGreaterThan(0)
     expect(found.every((u) => u.lines > 20 || u.depth > 3)).toBe(true)
-  }, 30_000)
+  }, 120_000)
 })

@@ -312,8 +312,7 @@ export const make = (name: string, config: LaneConfig, deps: Deps) =>
           attempt: step.attempt,
           startedAt: at.startedAt,
           attemptStartedAt: timing.attemptStartedAt,
-          firstChunkAt: timing.now,
-          complete: (usage, firstChunkAt) => complete(at.run, host, usage, at.startedAt, timing.attemptStartedAt, firstChunkAt, lagSince(timing.lagAtStart))
+          complete: (usage) => complete(at.run, host, usage, at.startedAt, timing.attemptStartedAt, timing.now, lagSince(timing.lagAtStart))
         }, answer.open, scope)
         return { _tag: "Stream", info, source, stream: toStream(source), idleTimeoutMs: step.step.timeoutMs } satisfies LaneResult
       })

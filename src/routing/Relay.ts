@@ -24,8 +24,7 @@ export interface RelayContext {
   readonly startedAt: number
   readonly attemptStartedAt: number
   /** The AttemptSucceeded and RunCompleted of an answer that ended (the lane's `complete`). */
-  readonly complete: (usage: Usage | null, firstChunkAt: number) => Effect.Effect<void>
-  readonly firstChunkAt: number
+  readonly complete: (usage: Usage | null) => Effect.Effect<void>
 }
 
 /** Where the answer is: its head not yet sent, the rest streaming, or over (completed, failed, aborted). */
@@ -49,7 +48,7 @@ export const relay = (ctx: RelayContext, open: OpenStream, scope: Scope.Scope): 
     onSuccess: (chunk): Effect.Effect<Uint8Array | null> => {
       if (chunk !== null) return Effect.succeed(chunk)
       phase = "over"
-      return Effect.as(Effect.uninterruptible(ctx.complete(open.usage(), ctx.firstChunkAt)), null)
+      return Effect.as(Effect.uninterruptible(ctx.complete(open.usage())), null)
     }
   })
   const next: Effect.Effect<Uint8Array | null> = Effect.suspend(() => {

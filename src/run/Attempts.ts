@@ -220,6 +220,3 @@ export const next = (state: State): Next => {
 /** Given the plan and the outcomes so far: the next step (the lane keeps the state instead of replaying). */
 export const decide = (input: AttemptsInput, plan: Plan, outcomes: ReadonlyArray<Outcome>): Next =>
   next(outcomes.reduce(evolve, initial(input, plan)))
-
-/** The misses so far (the journal, the paid route's reason). */
-export const missesOf = (state: State): ReadonlyArray<Miss> => state.misses
