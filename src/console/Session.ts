@@ -9,10 +9,12 @@
  * opened with is checked again on each POST, so rotating AWOOOP_ADMIN_TOKEN ends old sessions.
  * Sessions live in the process (a restart logs everyone out) and last 8 hours.
  */
-import { HttpIncomingMessage, HttpServerRequest } from "@effect/platform"
-import { Clock, Data, Effect, Option, Redacted } from "effect"
+import { HttpServerRequest } from "@effect/platform"
+import { NodeHttpServerRequest } from "@effect/platform-node"
+import { Clock, Data, Effect, Redacted } from "effect"
 import { randomBytes } from "node:crypto"
 import { requireAdmin } from "../http/AdminAuth.ts"
+import { readBody } from "../http/RequestBody.ts"
 
 export const cookieName = "awooop_console"
 export const sessionTtlMs = 8 * 3_600_000
@@ -51,11 +53,14 @@ const checkToken = (token: Redacted.Redacted<string>) =>
 export const readForm = Effect.gen(function*() {
   const request = yield* HttpServerRequest.HttpServerRequest
   const limit = 16 * 1024
-  const text = yield* request.text.pipe(
-    HttpIncomingMessage.withMaxBodySize(Option.some(limit)),
-    Effect.mapError(() => new ConsoleRefused({ status: 413, reason: `the form is larger than ${limit} bytes or could not be read` }))
+  // The edge's one body reader: a typed BodyTooLarge is the 413; a body that could not be read, a 400.
+  const bytes = yield* readBody(NodeHttpServerRequest.toIncomingMessage(request), limit, { res: NodeHttpServerRequest.toServerResponse(request) }).pipe(
+    Effect.mapError((e) =>
+      e._tag === "BodyTooLarge"
+        ? new ConsoleRefused({ status: 413, reason: `the form is larger than ${limit} bytes` })
+        : new ConsoleRefused({ status: 400, reason: `the form could not be read: ${e.message}` }))
   )
-  return new URLSearchParams(text)
+  return new URLSearchParams(new TextDecoder().decode(bytes))
 })
 
 /** Same-origin POSTs only: Origin must name this host (or, without Origin, Sec-Fetch-Site must say same-origin). */
