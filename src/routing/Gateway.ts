@@ -12,6 +12,7 @@ import { closeOrphanedRuns } from "../journal/Orphans.ts"
 import { EventLoopLag } from "../observability/EventLoopLag.ts"
 import { Metrics } from "../observability/Metrics.ts"
 import * as RunObserver from "../observability/RunObserver.ts"
+import * as MaintenanceWindows from "../operations/MaintenanceWindows.ts"
 import { OllamaUpstream } from "../upstream/OllamaUpstream.ts"
 import { makeIdentify } from "./Callers.ts"
 import { BodyBudget } from "../http/RequestLimits.ts"
@@ -33,6 +34,9 @@ const startUpOrphans = (journal: Journal, sql: SqlClient.SqlClient) => {
   )
 }
 
+/** How soon a replica sees a window another one opened or closed. */
+const operatorStatePollMs = 1_000
+
 export class Gateway extends Effect.Service<Gateway>()("awooop/Gateway", {
   scoped: Effect.gen(function*() {
     const config = yield* GatewayConfigTag
@@ -43,6 +47,8 @@ export class Gateway extends Effect.Service<Gateway>()("awooop/Gateway", {
     const metrics = yield* Metrics
     const observers = RunObserver.make(metrics, config)
     const lag = yield* EventLoopLag
+    const sql = yield* SqlClient.SqlClient
+    const windows = MaintenanceWindows.makeStore(sql)
 
     const hosts = new Map<string, Host.HostActor>()
     for (const [name, hostConfig] of Object.entries(config.hosts)) {
@@ -57,9 +63,12 @@ export class Gateway extends Effect.Service<Gateway>()("awooop/Gateway", {
         breaker: { consecutiveTimeouts: config.breaker.consecutiveTimeouts, cooldownMs: config.breaker.cooldown },
         pollIntervalMs: config.server.pollInterval,
         probeTimeoutMs: config.server.probeTimeout,
-        observe: observers.host(name)
+        observe: observers.host(name),
+        windows
       }))
     }
+    // Windows opened before a restart or by another replica, before the first request is served.
+    yield* MaintenanceWindows.follow(sql, hosts, operatorStatePollMs)
     const lanes = new Map<string, Lane.LaneActor>()
     for (const [name, laneConfig] of Object.entries(config.lanes)) {
       lanes.set(name, yield* Lane.make(name, laneConfig, { journal, upstream, hosts, config, paid, lag, observe: observers.run }))
@@ -78,7 +87,6 @@ export class Gateway extends Effect.Service<Gateway>()("awooop/Gateway", {
       legacyLanes: config.legacy.lanes,
       ...(identify === undefined ? {} : { identify })
     }
-    const sql = yield* SqlClient.SqlClient
     // Unfinished request bodies, all routes together (http/RequestLimits.ts).
     const bodies = new BodyBudget(config.server)
     // Runs a killed process left open end now (after the budget's recovery, which may journal on them).

@@ -1,0 +1,21 @@
+-- Operator state that must outlive a restart and be seen by every replica (issue 13): open
+-- maintenance windows. A row is an open window; closing (by the operator, or at `until`) deletes it,
+-- and only the statement that deleted it journals MaintenanceClosed, so several replicas closing
+-- the same window at its end journal it once. `window_id` tells a window from a newer one on the
+-- same host.
+CREATE SEQUENCE IF NOT EXISTS maintenance_window_id;
+
+CREATE TABLE IF NOT EXISTS host_maintenance (
+  host       text PRIMARY KEY,
+  window_id  bigint NOT NULL,
+  reason     text NOT NULL,
+  until      timestamptz,
+  opened_at  timestamptz NOT NULL DEFAULT now()
+);
+
+-- The next position of a stream several replicas write (a host's stream, issue 13): a replica takes
+-- each position here, so two of them never claim the same one (the journal would drop the second).
+CREATE TABLE IF NOT EXISTS stream_positions (
+  stream_id  text PRIMARY KEY,
+  next       bigint NOT NULL
+);
