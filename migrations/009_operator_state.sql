@@ -19,3 +19,20 @@ CREATE TABLE IF NOT EXISTS stream_positions (
   stream_id  text PRIMARY KEY,
   next       bigint NOT NULL
 );
+
+-- Which runner of a cluster (issue 13) runs each singleton (the projector, orphan release, keep-warm,
+-- host health journaling) since when: shown on /awooop/health.
+CREATE TABLE IF NOT EXISTS cluster_singletons (
+  name    text PRIMARY KEY,
+  runner  text NOT NULL,
+  since   timestamptz NOT NULL DEFAULT now()
+);
+
+-- Each gateway process's journal instance (recorded on its RunStarted) and its latest heartbeat: a
+-- run of an instance whose heartbeat stopped is an orphan (journal/Orphans.ts) once the cluster's
+-- lock expiration has passed.
+CREATE TABLE IF NOT EXISTS gateway_instances (
+  instance   text PRIMARY KEY,
+  runner     text NOT NULL,
+  beat_at    timestamptz NOT NULL DEFAULT now()
+);

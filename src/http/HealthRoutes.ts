@@ -7,6 +7,7 @@
  */
 import { HttpRouter } from "@effect/platform"
 import { Clock, Effect } from "effect"
+import { ClusterRole } from "../cluster/ClusterRole.ts"
 import { Journal } from "../journal/Journal.ts"
 import { AsyncRuns } from "../operations/async/AsyncRuns.ts"
 import { Gateway } from "../routing/Gateway.ts"
@@ -97,6 +98,7 @@ export const healthView = Effect.gen(function*() {
   // The journal: "degraded" while Postgres cannot take writes and events spill to local disk;
   // "unavailable" while the spill refuses too (new runs are refused with 503).
   const j = yield* (yield* Journal).stats
+  const cluster = yield* (yield* ClusterRole).view
   const journal = {
     status: j.unavailable ? "unavailable" : j.degraded ? "degraded" : "ok",
     spilled: j.spilled,
@@ -117,7 +119,9 @@ export const healthView = Effect.gen(function*() {
     providers,
     lanes,
     journal,
-    asyncRuns: { queuedOrRunning: yield* asyncRuns.pending, store: runStoreProblem === null ? "ok" : "unavailable", problem: runStoreProblem }
+    asyncRuns: { queuedOrRunning: yield* asyncRuns.pending, store: runStoreProblem === null ? "ok" : "unavailable", problem: runStoreProblem },
+    // Only in a cluster: this runner, the cluster's runners, who runs each singleton ("host-health" journals the hosts' health).
+    ...(cluster === null ? {} : { cluster })
   }
 })
 

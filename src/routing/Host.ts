@@ -100,6 +100,11 @@ export interface HostDeps {
   readonly observe?: (writer: StreamWriter) => StreamWriter
   /** Durable, shared maintenance windows (see WindowStore). */
   readonly windows?: WindowStore
+  /**
+   * Whether this replica journals what its poller sees (HostUp/HostDown/ResidencyChanged). Every
+   * replica polls for its own routing view; in a cluster one of them journals (default: always).
+   */
+  readonly journalsHealth?: () => boolean
   /** The host stream's writer when several replicas write it (cluster/SharedStreamWriter.ts). */
   readonly sharedWriter?: (base: StreamBase) => StreamWriter
 }
@@ -158,6 +163,8 @@ export const make = (
     const windowId = yield* Ref.make(0)
     const closer = yield* FiberHandle.make<void, never>()
     const hostChanges = yield* PubSub.unbounded<HostChange>()
+    const journalsHealth = deps.journalsHealth ?? (() => true)
+    const healthEvent = (type: string, data: Record<string, unknown>) => journalsHealth() ? writer.append(type, data) : Effect.void
 
     const markDown = (error: string, now: number) =>
       Effect.flatMap(
@@ -169,7 +176,7 @@ export const make = (
         (changed) =>
           changed
             ? Effect.zipRight(
-              writer.append("HostDown", { host: name, error }),
+              healthEvent("HostDown", { host: name, error }),
               Effect.suspend(() =>
                 PubSub.publish(hostChanges, { status: "down", resident: (health.resident ?? []).map((m) => m.name), loaded: [], evicted: [] }))
             )
@@ -208,7 +215,7 @@ export const make = (
         resident: resident ?? before.resident,
         version: version._tag === "Right" ? asString(version.right.json.version) : before.version
       }
-      if (before.status !== "up") yield* writer.append("HostUp", { host: name, latencyMs: now - started })
+      if (before.status !== "up") yield* healthEvent("HostUp", { host: name, latencyMs: now - started })
       let change: HostChange | null = before.status !== "up"
         ? { status: "up", resident: (resident ?? before.resident ?? []).map((m) => m.name), loaded: [], evicted: [] }
         : null
@@ -218,7 +225,7 @@ export const make = (
         const loaded = [...is].filter((m) => !was.has(m))
         const evicted = [...was].filter((m) => !is.has(m))
         if (before.resident === null || loaded.length > 0 || evicted.length > 0) {
-          yield* writer.append("ResidencyChanged", { host: name, resident: [...is], loaded, evicted })
+          yield* healthEvent("ResidencyChanged", { host: name, resident: [...is], loaded, evicted })
           change = { status: "up", resident: [...is], loaded, evicted }
         }
       }
