@@ -36,3 +36,9 @@ CREATE TABLE IF NOT EXISTS gateway_instances (
   runner     text NOT NULL,
   beat_at    timestamptz NOT NULL DEFAULT now()
 );
+
+-- Async runs in a cluster (issue 13): the gateway process (journal instance) running an open run and
+-- until when its lease holds. It renews its leases while it lives; another replica takes a run over
+-- only once the lease has expired, so a run is never executed by two replicas at once.
+ALTER TABLE async_runs ADD COLUMN IF NOT EXISTS owner text;
+ALTER TABLE async_runs ADD COLUMN IF NOT EXISTS lease_until timestamptz;

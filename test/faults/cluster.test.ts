@@ -53,7 +53,7 @@ describe("three replicas on one Postgres", () => {
       AWOOOP_ADMIN_TOKEN: TOKEN,
       AWOOOP_RUNNER_HOST: "127.0.0.1",
       AWOOOP_RUNNER_PORT: String(port)
-    })
+    }, 240_000)
   }
 
   /** Singleton → the replicas (by index) that say it runs in them; every replica that answers. */
@@ -80,9 +80,10 @@ lanes:
     keepWarm: [gpu-1]
     route: [ { host: gpu-1, timeout: "30s" } ]
 server: { pollInterval: "500ms", probeTimeout: "3s", drainTimeout: "1s" }
+asyncRuns: { workers: 2 }   # with the stream, within the host's 4 slots: no run waits for a slot
 `)
-    for (let i = 0; i < 3; i++) replicas.push(await start(i))
-  }, 180_000)
+    replicas.push(...await Promise.all([0, 1, 2].map(start)))
+  }, 300_000)
 
   afterAll(async () => {
     for (const r of replicas) r.process.kill("SIGKILL")
@@ -112,7 +113,18 @@ server: { pollInterval: "500ms", probeTimeout: "3s", drainTimeout: "1s" }
 
     // A stream in flight on the replica that runs the projector, then SIGKILL.
     const victim = where["projector"]![0]!
-    fake.setMode("drip", { delayMs: 1_000, chunks: 60 })
+    fake.setMode("drip", { delayMs: 250, chunks: 20 })
+    // 20 async runs submitted to it: leased to it, taken over by the survivors once the lease expires.
+    const runIds: Array<string> = []
+    for (let i = 0; i < 20; i++) {
+      const submitted = await fetch(`${replicas[victim]!.url}/awooop/runs`, {
+        method: "POST",
+        headers: { "content-type": "application/json", "x-awooop-lane": "chat", "x-awooop-project-id": "faults" },
+        body: JSON.stringify({ model: "gemma3:4b", messages: [{ role: "user", content: `run ${i}` }], stream: false })
+      })
+      expect(submitted.status).toBe(202)
+      runIds.push(((await submitted.json()) as { runId: string }).runId)
+    }
     const streaming = fetch(`${replicas[victim]!.url}/api/chat`, {
       method: "POST",
       headers: { "content-type": "application/json", "x-awooop-lane": "chat", "x-awooop-project-id": "faults" },
@@ -141,6 +153,19 @@ server: { pollInterval: "500ms", probeTimeout: "3s", drainTimeout: "1s" }
     const after = await sample(alive)
     for (const s of SINGLETONS) expect(after[s], s).toHaveLength(1)
 
+    await waitFor("every async run ends", async () => {
+      const rows = await db.query<{ n: number }>(
+        `SELECT count(DISTINCT stream_id)::int AS n FROM step_journal WHERE type IN ('RunCompleted', 'RunFailed') AND stream_id = ANY($1)`,
+        [runIds.map((id) => (id.startsWith("run-") ? id : `run-${id}`))])
+      return rows[0]!.n === 20
+    }, 120_000, 1_000)
+    const ends = await db.query<{ type: string; n: number }>(
+      `SELECT type, count(*)::int AS n FROM step_journal WHERE type IN ('RunCompleted', 'RunFailed') AND stream_id = ANY($1) GROUP BY type`,
+      [runIds.map((id) => (id.startsWith("run-") ? id : `run-${id}`))])
+    const failed = await db.query<{ data: unknown }>(
+      `SELECT data FROM step_journal WHERE type = 'RunFailed' AND stream_id = ANY($1)`,
+      [runIds.map((id) => (id.startsWith("run-") ? id : `run-${id}`))])
+    expect(ends, JSON.stringify(failed)).toEqual([{ type: "RunCompleted", n: 20 }])
     fake.setMode("ok")
     await waitFor("the killed replica's run ends (orphaned)", async () => {
       const rows = await db.query<{ n: number }>(
@@ -150,5 +175,5 @@ server: { pollInterval: "500ms", probeTimeout: "3s", drainTimeout: "1s" }
     const audit = await auditAllRuns(db.query)
     expect(audit.problems).toEqual([])
     expect(audit.runs).toBeGreaterThanOrEqual(1)
-  }, 180_000)
+  }, 240_000)
 })
