@@ -20,7 +20,7 @@ import * as SqlMessageStorage from "@effect/cluster/SqlMessageStorage"
 import * as SqlRunnerStorage from "@effect/cluster/SqlRunnerStorage"
 import { layerClientProtocol, layerSocketServer } from "@effect/platform-node/NodeClusterSocket"
 import * as RpcSerialization from "@effect/rpc/RpcSerialization"
-import { Config, Duration, Effect, Layer, Option } from "effect"
+import { Config, Duration, Effect, Layer, Option, Schedule } from "effect"
 
 export interface RunnerConfig {
   /** The address other runners reach this one at. */
@@ -58,11 +58,16 @@ export const layer = (config: RunnerConfig) => {
     simulateRemoteSerialization: false,
     entityTerminationTimeout: Duration.seconds(5)
   })
+  // Replicas started together race on the library's CREATE TABLE IF NOT EXISTS (Postgres then
+  // reports a duplicate pg_type row): the loser tries again, finding the tables made.
+  const storage = Layer.merge(SqlMessageStorage.layer, SqlRunnerStorage.layer).pipe(
+    Layer.retry(Schedule.spaced("300 millis").pipe(Schedule.jittered, Schedule.intersect(Schedule.recurs(10)))),
+    Layer.orDie
+  )
   return SocketRunner.layer.pipe(
     Layer.provide([layerSocketServer, layerClientProtocol]),
     Layer.provide(RunnerHealth.layerPing.pipe(Layer.provide(Runners.layerRpc), Layer.provide(layerClientProtocol))),
-    Layer.provideMerge(Layer.orDie(SqlMessageStorage.layer)),
-    Layer.provide(Layer.orDie(SqlRunnerStorage.layer)),
+    Layer.provideMerge(storage),
     Layer.provideMerge(sharding),
     Layer.provide(RpcSerialization.layerMsgPack)
   )
