@@ -79,7 +79,7 @@ lanes:
     model: gemma3:4b
     keepWarm: [gpu-1]
     route: [ { host: gpu-1, timeout: "30s" } ]
-server: { pollInterval: "500ms", probeTimeout: "3s", drainTimeout: "1s" }
+server: { pollInterval: "3s", probeTimeout: "3s", drainTimeout: "1s" }   # a probe may take 1.2 s on a loaded machine
 asyncRuns: { workers: 2 }   # with the stream, within the host's 4 slots: no run waits for a slot
 `)
     replicas.push(...await Promise.all([0, 1, 2].map(start)))
