@@ -6,7 +6,9 @@ import { Drain, HttpLive } from "./http/Server.ts"
 import { Journal, JournalConfigFromEnv } from "./journal/Journal.ts"
 import * as Logging from "./observability/Logging.ts"
 import * as Tracing from "./observability/Tracing.ts"
-import { Projector, ProjectorConfigFromEnv } from "./projections/Projector.ts"
+import { ClusterLive } from "./cluster/ClusterRole.ts"
+import { ProjectorConfigLive, ProjectorSingletonLive } from "./cluster/ProjectorSingleton.ts"
+import { Projector } from "./projections/Projector.ts"
 import { ReadModel } from "./projections/ReadModel.ts"
 import { OperationsLive } from "./operations/Operations.ts"
 import { Gateway } from "./routing/Gateway.ts"
@@ -18,7 +20,10 @@ const Storage = Layer.provideMerge(MigrationsLive, DatabaseLive)
 const JournalLive = Journal.Default.pipe(Layer.provide(JournalConfigFromEnv), Layer.provide(Storage))
 
 // Keeps run_state, cost_ledger and metrics current from the journal; serves the run/trace/cost API.
-const ProjectionsLive = Layer.merge(Projector.Default.pipe(Layer.provide(ProjectorConfigFromEnv)), ReadModel.Default)
+// In a cluster the projecting loop is a singleton (cluster/ProjectorSingleton.ts).
+const ProjectionsLive = ProjectorSingletonLive.pipe(
+  Layer.provideMerge(Layer.merge(Projector.Default.pipe(Layer.provide(ProjectorConfigLive)), ReadModel.Default))
+)
 
 export const MainLive = HttpLive.pipe(
   Layer.provide(Drain.Default),
@@ -27,6 +32,8 @@ export const MainLive = HttpLive.pipe(
   Layer.provide(Gateway.Default),
   Layer.provide(ProjectionsLive),
   Layer.provide(JournalLive),
+  // With AWOOOP_RUNNER_PORT: this process as a runner of the cluster (cluster/ClusterRole.ts); built before and closed after the rest.
+  Layer.provide(ClusterLive),
   Layer.provide(Storage), // the budget ledger (paid providers) reads and locks its tables directly
   Layer.provide(GatewayConfigTag.fromEnv),
   // Built first and closed last: spans of the drained requests are flushed. Nothing without OTEL_EXPORTER_OTLP_ENDPOINT.

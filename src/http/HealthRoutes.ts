@@ -7,6 +7,7 @@
  */
 import { HttpRouter } from "@effect/platform"
 import { Clock, Effect } from "effect"
+import { ClusterRole } from "../cluster/ClusterRole.ts"
 import { Journal } from "../journal/Journal.ts"
 import { AsyncRuns } from "../operations/async/AsyncRuns.ts"
 import { Gateway } from "../routing/Gateway.ts"
@@ -133,6 +134,7 @@ export const healthView = Effect.gen(function*() {
     summary.push(rest.summary)
   }
   const journal = yield* journalHealth(summary)
+  const cluster = yield* (yield* ClusterRole).view
   return {
     checkedAt: iso(now),
     summary,
@@ -140,7 +142,9 @@ export const healthView = Effect.gen(function*() {
     providers,
     lanes,
     journal,
-    asyncRuns: { queuedOrRunning: yield* asyncRuns.pending, store: runStoreProblem === null ? "ok" : "unavailable", problem: runStoreProblem }
+    asyncRuns: { queuedOrRunning: yield* asyncRuns.pending, store: runStoreProblem === null ? "ok" : "unavailable", problem: runStoreProblem },
+    // Only in a cluster: this runner, the cluster's runners, who runs each singleton ("host-health" journals the hosts' health).
+    ...(cluster === null ? {} : { cluster })
   }
 })
 

@@ -6,6 +6,7 @@
  */
 import { HttpRouter, HttpServerResponse } from "@effect/platform"
 import { Effect, Option } from "effect"
+import { ClusterRole, clusterGauges } from "../cluster/ClusterRole.ts"
 import { Journal } from "../journal/Journal.ts"
 import type { LagSnapshot } from "../observability/EventLoopLag.ts"
 import type { Gauge } from "../observability/Metrics.ts"
@@ -83,7 +84,8 @@ const gauges = Effect.gen(function*() {
     { name: "awooop_host_slots_reserved_in_use", help: "A lane's reserved slots in use on a host.", samples: reservedInUse },
     { name: "awooop_lane_admitted", help: "Requests admitted in the lane (running or waiting for a slot): the admission queue depth.", samples: admitted },
     { name: "awooop_lane_admission_capacity", help: "The lane's admission queue capacity; beyond it requests get 503.", samples: capacity },
-    ...lagGauges(gateway.lag.snapshot())
+    ...lagGauges(gateway.lag.snapshot()),
+    ...clusterGauges(yield* (yield* ClusterRole).view)
   ]
 
   const journal = yield* Effect.serviceOption(Journal)

@@ -24,6 +24,7 @@ import { Clock, Effect, Layer, Option, Queue } from "effect"
 import type { GatewayConfig, LaneConfig } from "../config/GatewayConfig.ts"
 import { sameModel } from "../domain/OllamaApi.ts"
 import type { OllamaUpstream } from "../upstream/OllamaUpstream.ts"
+import { ClusterRole } from "../cluster/ClusterRole.ts"
 import { Gateway } from "../routing/Gateway.ts"
 import type { HostActor, HostChange } from "../routing/Host.ts"
 import { describeSkip, isUnavailability } from "../run/SkipReason.ts"
@@ -201,5 +202,11 @@ export const start = (deps: KeepWarmDeps) =>
 
 /** The keepers of the gateway's hosts, living as long as the layer. */
 export const KeepWarmLive = Layer.scopedDiscard(
-  Effect.flatMap(Gateway, ({ config, hosts, upstream }) => start({ config, hosts, upstream }))
+  Effect.gen(function*() {
+    const { config, hosts, upstream } = yield* Gateway
+    const role = yield* ClusterRole
+    // In a cluster, one replica keeps the models warm (its own hosts' views tell it what to load).
+    if (role.runner === null) yield* start({ config, hosts, upstream })
+    else yield* role.singleton("keep-warm", start({ config, hosts, upstream }))
+  })
 )

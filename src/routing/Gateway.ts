@@ -12,6 +12,11 @@ import { closeOrphanedRuns } from "../journal/Orphans.ts"
 import { EventLoopLag } from "../observability/EventLoopLag.ts"
 import { Metrics } from "../observability/Metrics.ts"
 import * as RunObserver from "../observability/RunObserver.ts"
+import { ClusterRole } from "../cluster/ClusterRole.ts"
+import * as Instances from "../cluster/Instances.ts"
+import { makeSharedStreamWriter } from "../cluster/SharedStreamWriter.ts"
+import type { StreamBase } from "../journal/StreamWriter.ts"
+import * as MaintenanceWindows from "../operations/MaintenanceWindows.ts"
 import { OllamaUpstream } from "../upstream/OllamaUpstream.ts"
 import { makeIdentify } from "./Callers.ts"
 import { BodyBudget } from "../http/RequestLimits.ts"
@@ -19,7 +24,7 @@ import * as Host from "./Host.ts"
 import * as Lane from "./Lane.ts"
 import { PaidRoute } from "./PaidRoute.ts"
 
-/** One process per database: at start-up every run of another instance is an orphan. Retried while Postgres is away. */
+/** A single runner: at start-up every run of another instance is an orphan. Retried while Postgres is away. */
 const startUpOrphans = (journal: Journal, sql: SqlClient.SqlClient) => {
   const close = closeOrphanedRuns(journal, sql, (instance) => instance === journal.instance)
   return close.pipe(
@@ -33,6 +38,9 @@ const startUpOrphans = (journal: Journal, sql: SqlClient.SqlClient) => {
   )
 }
 
+/** How soon a replica sees a window another one opened or closed. */
+const operatorStatePollMs = 1_000
+
 export class Gateway extends Effect.Service<Gateway>()("awooop/Gateway", {
   scoped: Effect.gen(function*() {
     const config = yield* GatewayConfigTag
@@ -43,6 +51,15 @@ export class Gateway extends Effect.Service<Gateway>()("awooop/Gateway", {
     const metrics = yield* Metrics
     const observers = RunObserver.make(metrics, config)
     const lag = yield* EventLoopLag
+    const sql = yield* SqlClient.SqlClient
+    const windows = MaintenanceWindows.makeStore(sql)
+    const role = yield* ClusterRole
+    const clustered = role.runner !== null
+    // In a cluster every replica polls the hosts for its own view; the holder of this singleton journals it.
+    let healthJournaler = !clustered
+    if (clustered) {
+      yield* role.singleton("host-health", Effect.acquireRelease(Effect.sync(() => { healthJournaler = true }), () => Effect.sync(() => { healthJournaler = false })))
+    }
 
     const hosts = new Map<string, Host.HostActor>()
     for (const [name, hostConfig] of Object.entries(config.hosts)) {
@@ -57,9 +74,14 @@ export class Gateway extends Effect.Service<Gateway>()("awooop/Gateway", {
         breaker: { consecutiveTimeouts: config.breaker.consecutiveTimeouts, cooldownMs: config.breaker.cooldown },
         pollIntervalMs: config.server.pollInterval,
         probeTimeoutMs: config.server.probeTimeout,
-        observe: observers.host(name)
+        observe: observers.host(name),
+        windows,
+        journalsHealth: () => healthJournaler,
+        ...(clustered ? { sharedWriter: (base: StreamBase) => makeSharedStreamWriter(journal, sql, base) } : {})
       }))
     }
+    // Windows opened before a restart or by another replica, before the first request is served.
+    yield* MaintenanceWindows.follow(sql, hosts, operatorStatePollMs)
     const lanes = new Map<string, Lane.LaneActor>()
     for (const [name, laneConfig] of Object.entries(config.lanes)) {
       lanes.set(name, yield* Lane.make(name, laneConfig, { journal, upstream, hosts, config, paid, lag, observe: observers.run }))
@@ -78,11 +100,15 @@ export class Gateway extends Effect.Service<Gateway>()("awooop/Gateway", {
       legacyLanes: config.legacy.lanes,
       ...(identify === undefined ? {} : { identify })
     }
-    const sql = yield* SqlClient.SqlClient
     // Unfinished request bodies, all routes together (http/RequestLimits.ts).
     const bodies = new BodyBudget(config.server)
     // Runs a killed process left open end now (after the budget's recovery, which may journal on them).
-    yield* startUpOrphans(journal, sql)
+    // In a cluster the other processes may be alive: their runs end once their heartbeat stops.
+    if (!clustered) yield* startUpOrphans(journal, sql)
+    else {
+      yield* Instances.heartbeat(sql, journal.instance, role.runner, Math.max(500, role.lockExpirationMs / 3))
+      yield* role.singleton("orphan-release", Instances.releaseOrphans(journal, sql, role.lockExpirationMs))
+    }
     return { config, hosts, lanes, laneRules, upstream, paid, metrics, bodies, lag } as const
   }),
   dependencies: [OllamaUpstream.Default, PaidRoute.Default, Metrics.Default, EventLoopLag.Default]

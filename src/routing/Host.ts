@@ -7,7 +7,7 @@ import { Clock, Effect, FiberHandle, PubSub, type Queue, Ref, Schedule, type Sco
 import type { HostConfig } from "../config/GatewayConfig.ts"
 import type { HostEvent } from "../domain/Events.ts"
 import type { Journal } from "../journal/Journal.ts"
-import { makeStreamWriter, type StreamWriter } from "../journal/StreamWriter.ts"
+import { makeStreamWriter, type StreamBase, type StreamWriter } from "../journal/StreamWriter.ts"
 import type { OllamaUpstream } from "../upstream/OllamaUpstream.ts"
 import * as Breaker from "./Breaker.ts"
 import type { HostView, InstalledModel } from "./Plan.ts"
@@ -35,6 +35,24 @@ export interface Maintenance {
   readonly until: number | null
 }
 
+/** An open window as stored (operations/MaintenanceWindows.ts): `id` tells it from a newer one. */
+export interface StoredWindow {
+  readonly id: number
+  readonly reason: string
+  readonly until: number | null
+}
+
+/**
+ * Where windows outlive the process and are shared by replicas. Without one (unit tests) windows
+ * live in memory only. A store that cannot be reached is a defect of the operator's call.
+ */
+export interface WindowStore {
+  /** Stores the host's window (replacing an open one); its id. */
+  readonly open: (host: string, reason: string, until: number | null) => Effect.Effect<number>
+  /** Deletes the host's window (only window `id` when given); true when this call deleted it. */
+  readonly close: (host: string, id: number | null) => Effect.Effect<boolean>
+}
+
 /** What a poll changed: the host's status and/or its resident models (keep-warm listens to these). */
 export interface HostChange {
   readonly status: "up" | "down"
@@ -56,6 +74,11 @@ export interface HostActor {
   readonly openMaintenance: (reason: string, until: number | null) => Effect.Effect<Maintenance>
   /** Closes the window now; false when none was open. */
   readonly closeMaintenance: (reason: string) => Effect.Effect<boolean>
+  /**
+   * Takes on the stored window (null: none) another replica opened or closed, or one loaded at
+   * start, without journaling (whoever changed it journaled it). It still closes by itself at `until`.
+   */
+  readonly adoptMaintenance: (window: StoredWindow | null) => Effect.Effect<void>
   /** Health and residency changes as the poller sees them (a subscription lives as long as its scope). */
   readonly changes: Effect.Effect<Queue.Dequeue<HostChange>, never, Scope.Scope>
   /** Appends an event to the host's own stream (keep-warm's loads and evictions); the host's name is added. */
@@ -76,6 +99,15 @@ export interface HostDeps {
   readonly probeTimeoutMs: number
   /** Wraps the host stream's writer (breaker transitions feed metrics and spans; observability/RunObserver.ts). */
   readonly observe?: (writer: StreamWriter<HostEvent>) => StreamWriter<HostEvent>
+  /** Durable, shared maintenance windows (see WindowStore). */
+  readonly windows?: WindowStore
+  /**
+   * Whether this replica journals what its poller sees (HostUp/HostDown/ResidencyChanged). Every
+   * replica polls for its own routing view; in a cluster one of them journals (default: always).
+   */
+  readonly journalsHealth?: () => boolean
+  /** The host stream's writer when several replicas write it (cluster/SharedStreamWriter.ts). */
+  readonly sharedWriter?: (base: StreamBase) => StreamWriter<HostEvent>
 }
 
 /** A host event as another actor records it: without the host, which the host adds. */
@@ -116,7 +148,8 @@ export const make = (
   Effect.gen(function*() {
     const target = { name, url: config.url }
     const streamId = `host-${name}`
-    const baseWriter = makeStreamWriter<HostEvent>(deps.journal, { streamId, traceId: null, projectId: null, lane: null }, yield* deps.journal.streamHead(streamId).pipe(Effect.orDie))
+    const base = { streamId, traceId: null, projectId: null, lane: null }
+    const baseWriter = deps.sharedWriter?.(base) ?? makeStreamWriter<HostEvent>(deps.journal, base, yield* deps.journal.streamHead(streamId).pipe(Effect.orDie))
     const writer = deps.observe?.(baseWriter) ?? baseWriter
     const slots = yield* Slots.make(config.slots, reservations)
     const breaker = yield* Breaker.make(
@@ -134,6 +167,8 @@ export const make = (
     const windowId = yield* Ref.make(0)
     const closer = yield* FiberHandle.make<void, never>()
     const hostChanges = yield* PubSub.unbounded<HostChange>()
+    const journalsHealth = deps.journalsHealth ?? (() => true)
+    const healthEvent = (event: HostEvent) => journalsHealth() ? writer.append(event) : Effect.void
 
     const markDown = (error: string, now: number) =>
       Effect.flatMap(
@@ -145,7 +180,7 @@ export const make = (
         (changed) =>
           changed
             ? Effect.zipRight(
-              writer.append({ _tag: "HostDown", host: name, error }),
+              healthEvent({ _tag: "HostDown", host: name, error }),
               Effect.suspend(() =>
                 PubSub.publish(hostChanges, { status: "down", resident: (health.resident ?? []).map((m) => m.name), loaded: [], evicted: [] }))
             )
@@ -184,7 +219,7 @@ export const make = (
         resident: resident ?? before.resident,
         version: version._tag === "Right" ? asString(version.right.json.version) : before.version
       }
-      if (before.status !== "up") yield* writer.append({ _tag: "HostUp", host: name, latencyMs: now - started })
+      if (before.status !== "up") yield* healthEvent({ _tag: "HostUp", host: name, latencyMs: now - started })
       let change: HostChange | null = before.status !== "up"
         ? { status: "up", resident: (resident ?? before.resident ?? []).map((m) => m.name), loaded: [], evicted: [] }
         : null
@@ -194,7 +229,7 @@ export const make = (
         const loaded = [...is].filter((m) => !was.has(m))
         const evicted = [...was].filter((m) => !is.has(m))
         if (before.resident === null || loaded.length > 0 || evicted.length > 0) {
-          yield* writer.append({ _tag: "ResidencyChanged", host: name, resident: [...is], loaded, evicted })
+          yield* healthEvent({ _tag: "ResidencyChanged", host: name, resident: [...is], loaded, evicted })
           change = { status: "up", resident: [...is], loaded, evicted }
         }
       }
@@ -207,37 +242,58 @@ export const make = (
       Effect.forkScoped
     )
 
-    /** Closes window `id` if it is still the open one; journaled once, whoever gets there first. */
+    /**
+     * Closes window `id` (null: whichever is open) if it is still the open one. Journaled once: with
+     * a store, only by the replica whose delete removed it; in memory, by whoever gets there first.
+     */
     const closeWindow = (id: number | null, reason: string, expired: boolean) =>
       Effect.gen(function*() {
         const current = yield* Ref.get(windowId)
-        if (id !== null && id !== current) return false
+        const ours = deps.windows === undefined ? id === null || id === current : yield* deps.windows.close(name, id)
         const was = maintenance
-        if (was.open) maintenance = { open: false, reason: null, until: null }
-        if (!was.open) return false
+        if (id === null || id === current) maintenance = { open: false, reason: null, until: null }
+        if (!ours || !was.open && deps.windows === undefined) return false
         yield* writer.append({ _tag: "MaintenanceClosed", host: name, reason, expired, openReason: was.reason, until: was.until })
         return true
       }).pipe(Effect.uninterruptible)
 
+    /** Arms the closer of window `id` at `until` (or disarms it for a window without an end). */
+    const closeAt = (id: number, until: number | null) =>
+      until === null
+        ? FiberHandle.clear(closer)
+        : FiberHandle.run(
+          closer,
+          Effect.zipRight(sleepUntil(until), closeWindow(id, `the window ended at ${new Date(until).toISOString()}`, true))
+        )
+
     const openMaintenance = (reason: string, until: number | null) =>
       Effect.gen(function*() {
-        const id = yield* Ref.updateAndGet(windowId, (n) => n + 1)
+        const id = deps.windows === undefined
+          ? yield* Ref.updateAndGet(windowId, (n) => n + 1)
+          : yield* Effect.tap(deps.windows.open(name, reason, until), (id) => Ref.set(windowId, id))
         const m: Maintenance = { open: true, reason, until }
         maintenance = m
         yield* writer.append({ _tag: "MaintenanceOpened", host: name, open: true, reason, until })
         // Closes the window at `until` even when nobody reads it, so the journal says when it ended.
-        if (until === null) yield* FiberHandle.clear(closer)
-        else {
-          yield* FiberHandle.run(
-            closer,
-            Effect.zipRight(sleepUntil(until), closeWindow(id, `the window ended at ${new Date(until).toISOString()}`, true))
-          )
-        }
+        yield* closeAt(id, until)
         return m
       }).pipe(Effect.uninterruptible)
 
     const closeMaintenance = (reason: string) =>
       Effect.zipLeft(closeWindow(null, reason, false), FiberHandle.clear(closer))
+
+    const adoptMaintenance = (window: StoredWindow | null) =>
+      Effect.gen(function*() {
+        if (window === null) {
+          if (!maintenance.open) return
+          maintenance = { open: false, reason: null, until: null }
+          return yield* FiberHandle.clear(closer)
+        }
+        if (maintenance.open && (yield* Ref.get(windowId)) === window.id) return
+        yield* Ref.set(windowId, window.id)
+        maintenance = { open: true, reason: window.reason, until: window.until }
+        yield* closeAt(window.id, window.until)
+      }).pipe(Effect.uninterruptible)
 
     const maintenanceAt = (now: number): Maintenance =>
       maintenance.open && maintenance.until !== null && now >= maintenance.until ? { open: false, reason: null, until: null } : maintenance
@@ -273,6 +329,7 @@ export const make = (
           : Effect.asVoid(closeMaintenance(m.reason ?? "closed")),
       openMaintenance,
       closeMaintenance,
+      adoptMaintenance,
       changes: PubSub.subscribe(hostChanges),
       record: (event) => writer.append({ ...event, host: name } as HostEvent),
       view,

@@ -24,7 +24,16 @@ export const toJsonb = (value: unknown): string => {
 
 export type AsyncRunStore = ReturnType<typeof makeAsyncRunStore>
 
-export const makeAsyncRunStore = (sql: SqlClient.SqlClient) => {
+/**
+ * In a cluster: this process's runs are leased to it (`owner`, `lease_until`, migration 009) and
+ * renewed while it lives; `open` takes only runs nobody holds, so no run runs on two replicas.
+ */
+export interface RunLease {
+  readonly owner: string
+  readonly ms: number
+}
+
+export const makeAsyncRunStore = (sql: SqlClient.SqlClient, lease?: RunLease) => {
   /** The last statement on async_runs that failed, until one succeeds. */
   let lastError: string | null = null
 
@@ -53,8 +62,9 @@ export const makeAsyncRunStore = (sql: SqlClient.SqlClient) => {
       readonly body: unknown
       readonly caller: CallerContext
     }) =>
-      bounded(sql`INSERT INTO async_runs (run_id, lane, operation, request, caller)
-          VALUES (${run.runId}, ${run.lane}, ${run.operation}, ${toJsonb(run.body)}::jsonb, ${toJsonb(run.caller)}::jsonb)`),
+      bounded(sql`INSERT INTO async_runs (run_id, lane, operation, request, caller, owner, lease_until)
+          VALUES (${run.runId}, ${run.lane}, ${run.operation}, ${toJsonb(run.body)}::jsonb, ${toJsonb(run.caller)}::jsonb,
+            ${lease?.owner ?? null}, now() + make_interval(secs => ${(lease?.ms ?? 0) / 1000}))`),
     /** A refused submission's row. */
     remove: (runId: string) => bounded(sql`DELETE FROM async_runs WHERE run_id = ${runId}`),
     storeResult: (runId: string, result: unknown) =>
@@ -63,10 +73,25 @@ export const makeAsyncRunStore = (sql: SqlClient.SqlClient) => {
     finish: (runId: string) => bounded(sql`UPDATE async_runs SET request = NULL, finished_at = now() WHERE run_id = ${runId}`),
     /** The rows left open, oldest first. This read, every 5 s, is also what tells the health view the store is back. */
     open: Effect.suspend(() =>
-      bounded(sql<StoredRun>`
-        SELECT run_id, lane, operation, request, caller, result FROM async_runs
-        WHERE finished_at IS NULL ORDER BY created_at`)
+      lease === undefined
+        ? bounded(sql<StoredRun>`
+          SELECT run_id, lane, operation, request, caller, result FROM async_runs
+          WHERE finished_at IS NULL ORDER BY created_at`)
+        : bounded(sql<StoredRun & { readonly created_at: Date }>`
+          UPDATE async_runs SET owner = ${lease.owner}, lease_until = now() + make_interval(secs => ${lease.ms / 1000})
+          WHERE run_id IN (
+            SELECT run_id FROM async_runs
+            WHERE finished_at IS NULL AND (owner IS NULL OR owner = ${lease.owner} OR lease_until IS NULL OR lease_until < now())
+            FOR UPDATE SKIP LOCKED)
+          RETURNING run_id, lane, operation, request, caller, result, created_at`).pipe(
+          Effect.map((rows) => [...rows].sort((a, b) => a.created_at.getTime() - b.created_at.getTime()))
+        )
     ),
+    /** Extends this process's leases (cluster only). */
+    renew: lease === undefined
+      ? Effect.void
+      : sql`UPDATE async_runs SET lease_until = now() + make_interval(secs => ${lease.ms / 1000})
+            WHERE owner = ${lease.owner} AND finished_at IS NULL`.pipe(Effect.asVoid),
     /** One run's row without its request, for its view (not bounded, not noted). */
     read: (runId: string) =>
       Effect.map(

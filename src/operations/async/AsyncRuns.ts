@@ -33,7 +33,8 @@ import type { LaneActor } from "../../routing/Lane.ts"
 import type { ChatRequest, GenerateRequest, OllamaRequest } from "../../domain/OllamaApi.ts"
 import { callerFacts, type LaneRequest, type LaneResult } from "../../run/Run.ts"
 import { type AsyncOperation, type AsyncRunView, decodeResult, fold, isTerminal, reconcile, statusUrlOf, viewOf } from "./AsyncRunState.ts"
-import { makeAsyncRunStore } from "./AsyncRunStore.ts"
+import { makeAsyncRunStore, type RunLease } from "./AsyncRunStore.ts"
+import { ClusterRole } from "../../cluster/ClusterRole.ts"
 
 export interface Submitted {
   readonly runId: string
@@ -119,10 +120,19 @@ export const make = (deps: {
   readonly journal: Journal
   readonly sql: SqlClient.SqlClient
   readonly lanes: ReadonlyMap<string, LaneActor>
+  /** In a cluster: runs are leased to this process (AsyncRunStore.ts). */
+  readonly lease?: RunLease
 }) =>
   Effect.gen(function*() {
     const { journal } = deps
-    const store = makeAsyncRunStore(deps.sql)
+    const store = makeAsyncRunStore(deps.sql, deps.lease)
+    if (deps.lease !== undefined) {
+      yield* store.renew.pipe(
+        Effect.catchAll((e) => Effect.logWarning("async runs: renewing this replica's leases failed", e)),
+        Effect.repeat(Schedule.spaced(Math.max(500, deps.lease.ms / 3))),
+        Effect.forkScoped
+      )
+    }
     const entries = new Map<string, Entry>()
     const queue = yield* Queue.unbounded<string>()
     /** Submissions between their INSERT and their answer: the reconcile leaves them alone. */
@@ -431,6 +441,10 @@ export const make = (deps: {
 export class AsyncRuns extends Effect.Service<AsyncRuns>()("awooop/AsyncRuns", {
   scoped: Effect.gen(function*() {
     const { config, lanes } = yield* Gateway
-    return yield* make({ config, journal: yield* Journal, sql: yield* SqlClient.SqlClient, lanes })
+    const journal = yield* Journal
+    const role = yield* ClusterRole
+    // A replica's runs are taken over once it has missed renewing for two lock expirations.
+    const lease = role.runner === null ? undefined : { owner: journal.instance, ms: 2 * role.lockExpirationMs }
+    return yield* make({ config, journal, sql: yield* SqlClient.SqlClient, lanes, ...(lease === undefined ? {} : { lease }) })
   })
 }) {}
