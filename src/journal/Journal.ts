@@ -35,6 +35,7 @@ import * as path from "node:path"
 import type { EventOf } from "../domain/Events.ts"
 import { type OpenRun, OpenRuns } from "./RunEnds.ts"
 import { Spill } from "./Spill.ts"
+import type { EventKey } from "./EventRow.ts"
 
 // ---------------------------------------------------------------------------------------------
 // Model
@@ -174,14 +175,8 @@ export const JournalConfigFromEnv = Layer.effect(
 // ---------------------------------------------------------------------------------------------
 
 /** An event in the form it is inserted. */
-interface Row {
+interface Row extends EventKey {
   readonly _tag: "Row"
-  readonly streamId: string
-  readonly streamPosition: number
-  readonly traceId: string | null
-  readonly projectId: string | null
-  readonly lane: string | null
-  readonly type: string
   readonly data: string // JSON text
   readonly occurredAt: string // ISO-8601
 }
@@ -301,14 +296,8 @@ const invalidEvent = (invalid: Invalid) => Effect.dieMessage(`Journal: cannot st
 // Reads
 // ---------------------------------------------------------------------------------------------
 
-interface StoredRow {
+interface StoredRow extends EventKey {
   readonly globalPosition: number
-  readonly streamId: string
-  readonly streamPosition: number
-  readonly traceId: string | null
-  readonly projectId: string | null
-  readonly lane: string | null
-  readonly type: string
   readonly data: unknown
   readonly occurredAt: number
   readonly recordedAt: number

@@ -12,14 +12,9 @@
  */
 import * as fs from "node:fs"
 import * as path from "node:path"
+import type { EventKey } from "./EventRow.ts"
 
-export interface SpilledRow {
-  readonly streamId: string
-  readonly streamPosition: number
-  readonly traceId: string | null
-  readonly projectId: string | null
-  readonly lane: string | null
-  readonly type: string
+export interface SpilledRow extends EventKey {
   readonly data: string
   readonly occurredAt: string
 }

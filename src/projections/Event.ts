@@ -5,17 +5,12 @@
  * match it, decodes to `UnknownEvent`, which every fold skips (never a failure).
  */
 import { type DecodedEvent, decodeEvent } from "../domain/Events.ts"
+import type { EventKey } from "../journal/EventRow.ts"
 
-export interface ProjectionEvent {
+export interface ProjectionEvent extends EventKey {
   readonly globalPosition: number
   /** The writing transaction (`xid8` as decimal text): the projector's order is (transactionId, globalPosition). */
   readonly transactionId: string
-  readonly streamId: string
-  readonly streamPosition: number
-  readonly traceId: string | null
-  readonly projectId: string | null
-  readonly lane: string | null
-  readonly type: string
   readonly data: unknown
   /** epoch ms */
   readonly occurredAt: number

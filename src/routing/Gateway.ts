@@ -5,7 +5,7 @@
  */
 import * as SqlClient from "@effect/sql/SqlClient"
 import { Config, Effect, Option, Redacted, Schedule } from "effect"
-import { GatewayConfigTag } from "../config/GatewayConfig.ts"
+import { type GatewayConfig, GatewayConfigTag } from "../config/GatewayConfig.ts"
 import type { LaneRules } from "../domain/CallerContext.ts"
 import { Journal } from "../journal/Journal.ts"
 import { closeOrphanedRuns } from "../journal/Orphans.ts"
@@ -38,6 +38,51 @@ const startUpOrphans = (journal: Journal, sql: SqlClient.SqlClient) => {
   )
 }
 
+/** One host actor per configured host, each with the lanes' reservations on it. */
+const makeHosts = (
+  config: GatewayConfig,
+  deps: Omit<Host.HostDeps, "breaker" | "pollIntervalMs" | "probeTimeoutMs" | "observe"> & {
+    readonly observe: (host: string) => NonNullable<Host.HostDeps["observe"]>
+  }
+) =>
+  Effect.gen(function*() {
+    const hosts = new Map<string, Host.HostActor>()
+    for (const [name, hostConfig] of Object.entries(config.hosts)) {
+      const reservations: Record<string, number> = {}
+      for (const [laneName, lane] of Object.entries(config.lanes)) {
+        const n = lane.reserved[name]
+        if (n !== undefined && n > 0) reservations[laneName] = n
+      }
+      hosts.set(name, yield* Host.make(name, hostConfig, reservations, {
+        ...deps,
+        breaker: { consecutiveTimeouts: config.breaker.consecutiveTimeouts, cooldownMs: config.breaker.cooldown },
+        pollIntervalMs: config.server.pollInterval,
+        probeTimeoutMs: config.server.probeTimeout,
+        observe: deps.observe(name)
+      }))
+    }
+    return hosts
+  })
+
+/** Who may call which lane: the callers' keys (with the admin token), the legacy bootstrap rules. */
+const makeLaneRules = (config: GatewayConfig, lanes: ReadonlyArray<string>) =>
+  Effect.gen(function*() {
+    const adminToken = yield* Config.option(Config.redacted("AWOOOP_ADMIN_TOKEN")).pipe(
+      Effect.map(Option.match({ onNone: () => null, onSome: Redacted.value })),
+      Effect.orElseSucceed(() => null)
+    )
+    const identify = makeIdentify(config.callers, config.anonymous, adminToken, config.legacy.projectId)
+    if (identify === undefined) {
+      yield* Effect.logWarning("no `callers:` in the config: open mode, any caller may use every lane and spend the paid budget")
+    }
+    return {
+      lanes: [...lanes],
+      legacyProjectId: config.legacy.projectId,
+      legacyLanes: config.legacy.lanes,
+      ...(identify === undefined ? {} : { identify })
+    } satisfies LaneRules
+  })
+
 /** How soon a replica sees a window another one opened or closed. */
 const operatorStatePollMs = 1_000
 
@@ -61,45 +106,21 @@ export class Gateway extends Effect.Service<Gateway>()("awooop/Gateway", {
       yield* role.singleton("host-health", Effect.acquireRelease(Effect.sync(() => { healthJournaler = true }), () => Effect.sync(() => { healthJournaler = false })))
     }
 
-    const hosts = new Map<string, Host.HostActor>()
-    for (const [name, hostConfig] of Object.entries(config.hosts)) {
-      const reservations: Record<string, number> = {}
-      for (const [laneName, lane] of Object.entries(config.lanes)) {
-        const n = lane.reserved[name]
-        if (n !== undefined && n > 0) reservations[laneName] = n
-      }
-      hosts.set(name, yield* Host.make(name, hostConfig, reservations, {
-        journal,
-        upstream,
-        breaker: { consecutiveTimeouts: config.breaker.consecutiveTimeouts, cooldownMs: config.breaker.cooldown },
-        pollIntervalMs: config.server.pollInterval,
-        probeTimeoutMs: config.server.probeTimeout,
-        observe: observers.host(name),
-        windows,
-        journalsHealth: () => healthJournaler,
-        ...(clustered ? { sharedWriter: (base: StreamBase) => makeSharedStreamWriter(journal, sql, base) } : {})
-      }))
-    }
+    const hosts = yield* makeHosts(config, {
+      journal,
+      upstream,
+      observe: observers.host,
+      windows,
+      journalsHealth: () => healthJournaler,
+      ...(clustered ? { sharedWriter: (base: StreamBase) => makeSharedStreamWriter(journal, sql, base) } : {})
+    })
     // Windows opened before a restart or by another replica, before the first request is served.
     yield* MaintenanceWindows.follow(sql, hosts, operatorStatePollMs)
     const lanes = new Map<string, Lane.LaneActor>()
     for (const [name, laneConfig] of Object.entries(config.lanes)) {
       lanes.set(name, yield* Lane.make(name, laneConfig, { journal, upstream, hosts, config, paid, lag, observe: observers.run }))
     }
-    const adminToken = yield* Config.option(Config.redacted("AWOOOP_ADMIN_TOKEN")).pipe(
-      Effect.map(Option.match({ onNone: () => null, onSome: Redacted.value })),
-      Effect.orElseSucceed(() => null)
-    )
-    const identify = makeIdentify(config.callers, config.anonymous, adminToken, config.legacy.projectId)
-    if (identify === undefined) {
-      yield* Effect.logWarning("no `callers:` in the config: open mode, any caller may use every lane and spend the paid budget")
-    }
-    const laneRules: LaneRules = {
-      lanes: [...lanes.keys()],
-      legacyProjectId: config.legacy.projectId,
-      legacyLanes: config.legacy.lanes,
-      ...(identify === undefined ? {} : { identify })
-    }
+    const laneRules = yield* makeLaneRules(config, [...lanes.keys()])
     // Unfinished request bodies, all routes together (http/RequestLimits.ts).
     const bodies = new BodyBudget(config.server)
     // Runs a killed process left open end now (after the budget's recovery, which may journal on them).
