@@ -132,6 +132,14 @@ asyncRuns: { workers: 2 }   # with the stream, within the host's 4 slots: no run
     }).then((r) => r.body?.getReader().read()).catch(() => null)
     await waitFor("the stream reaches the host", () => fake.inFlight() > 0, 10_000)
     await streaming
+    // The journal is group-committed off the request path, so a SIGKILL may take a run's first
+    // events with it (only a run's end can be made durable): kill once its RunStarted is stored, so
+    // there is an orphan to close.
+    await waitFor("the stream's RunStarted is committed", async () => {
+      const rows = await db.query<{ n: number }>(
+        `SELECT count(*)::int AS n FROM step_journal WHERE type = 'RunStarted' AND COALESCE(data->>'async', 'false') <> 'true'`)
+      return rows[0]!.n === 1
+    }, 10_000, 20)
     const killedAt = Date.now()
     replicas[victim]!.process.kill("SIGKILL")
     await exited(replicas[victim]!.process)
