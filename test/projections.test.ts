@@ -437,6 +437,22 @@ layer(TestDatabaseLive, { excludeTestServices: true })("projector on PostgreSQL"
       )
     }), 120_000)
 
+  it.effect("a RouteDecided read back from the journal (hosts' views left in the database) still gives the run its route and skips", () =>
+    Effect.gen(function*() {
+      const sql = yield* SqlClient.SqlClient
+      yield* resetJournal
+      const streamId = "run-00000000-0000-4000-8000-0000000000d1"
+      const skipped = [{ host: "111", reason: { kind: "circuit-open" as const, until: null } }]
+      yield* insertRows([
+        at(streamId, 0, runStarted(streamId, null), T0),
+        at(streamId, 1, decided("alert-fast", T0, skipped, route.slice(0, 2)), T0)
+      ])
+      yield* catchUpFully(sql, live(10))
+      const rows = yield* sql<{ route: unknown; misses: unknown }>`SELECT route, misses FROM run_state WHERE stream_id = ${streamId}`
+      assert.deepStrictEqual(rows[0]!.route, ["gcp-a", "gcp-b", "111"])
+      assert.include(JSON.stringify(rows[0]!.misses), "111")
+    }))
+
   it.effect("projectors racing on one database (gateway replicas) serialise on the checkpoint: nothing counted twice", () =>
     Effect.gen(function*() {
       const sql = yield* SqlClient.SqlClient

@@ -54,6 +54,12 @@ export const RunStarted = Schema.TaggedStruct("RunStarted", {
 })
 
 export const RouteDecided = Schema.TaggedStruct("RouteDecided", { input: PlanInput, plan: Plan })
+/**
+ * What the projector reads of a RouteDecided: projections/Projector.ts leaves the hosts' views in the
+ * database and selects only the route, the model and the plan, which is all the folds read.
+ */
+export const RouteDecidedSummary = Schema.TaggedStruct("RouteDecided", { input: PlanInput.pipe(Schema.pick("route", "model")), plan: Plan })
+export type RouteDecidedSummary = typeof RouteDecidedSummary.Type
 
 export const HostSkipped = Schema.TaggedStruct("HostSkipped", {
   host: Str,

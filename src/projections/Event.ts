@@ -4,7 +4,8 @@
  * possibly by an older or newer gateway: a type the catalogue does not know, or data that does not
  * match it, decodes to `UnknownEvent`, which every fold skips (never a failure).
  */
-import { type DecodedEvent, decodeEvent } from "../domain/Events.ts"
+import { Either, Schema } from "effect"
+import { type DecodedEvent, decodeEvent, RouteDecidedSummary } from "../domain/Events.ts"
 import type { EventKey } from "../journal/EventRow.ts"
 
 export interface ProjectionEvent extends EventKey {
@@ -23,15 +24,29 @@ export const hostStreamPrefix = "host-"
 export const isRunStream = (streamId: string): boolean => streamId.startsWith(runStreamPrefix)
 export const isHostStream = (streamId: string): boolean => streamId.startsWith(hostStreamPrefix)
 
+/** A row as the folds see it: RouteDecided as the projector reads it (Projector.ts's `eventColumns`). */
+export type ProjectedEvent = Exclude<DecodedEvent, { readonly _tag: "RouteDecided" }> | RouteDecidedSummary
+
+const decodeRouteSummary = Schema.decodeUnknownEither(RouteDecidedSummary)
+
+const decodeRow = (event: ProjectionEvent): ProjectedEvent => {
+  if (event.type !== "RouteDecided") return decodeEvent(event.type, event.data) as ProjectedEvent
+  // A full RouteDecided (an in-memory fold, a test) has the summary's fields too.
+  const summary = decodeRouteSummary({ ...fields(event.data), _tag: "RouteDecided" })
+  return Either.isRight(summary)
+    ? summary.right
+    : { _tag: "UnknownEvent", type: event.type, data: event.data, invalid: String(summary.left) }
+}
+
 // The projector folds each event through several projections (run or host state, the ledger, the
 // metrics): each asks for the decoded event, and it is decoded once.
-const decodedRows = new WeakMap<ProjectionEvent, DecodedEvent>()
+const decodedRows = new WeakMap<ProjectionEvent, ProjectedEvent>()
 
 /** The row as a catalogue event (decoded once per row object). */
-export const decoded = (event: ProjectionEvent): DecodedEvent => {
+export const decoded = (event: ProjectionEvent): ProjectedEvent => {
   let e = decodedRows.get(event)
   if (e === undefined) {
-    e = decodeEvent(event.type, event.data)
+    e = decodeRow(event)
     decodedRows.set(event, e)
   }
   return e
