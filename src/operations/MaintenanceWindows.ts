@@ -55,10 +55,21 @@ export const adoptAll = (sql: SqlClient.SqlClient, hosts: ReadonlyMap<string, Ho
 
 /**
  * Loads the stored windows before the gateway serves (retried in the background while Postgres is
- * away), then follows other replicas' changes every `intervalMs`.
+ * away), then follows other replicas' changes every `intervalMs`. A single runner (`null`) is the
+ * only writer of its windows: it loads them and does not poll.
  */
-export const follow = (sql: SqlClient.SqlClient, hosts: ReadonlyMap<string, HostActor>, intervalMs: number) => {
+export const follow = (sql: SqlClient.SqlClient, hosts: ReadonlyMap<string, HostActor>, intervalMs: number | null) => {
   const poll = adoptAll(sql, hosts)
+  if (intervalMs === null) {
+    return poll.pipe(
+      Effect.catchAll((error) =>
+        Effect.zipRight(
+          Effect.logError("maintenance windows: not loaded at start (Postgres unavailable); retrying", error),
+          Effect.forkScoped(poll.pipe(Effect.retry(Schedule.spaced("5 seconds")), Effect.ignore))
+        )),
+      Effect.asVoid
+    )
+  }
   const loop = poll.pipe(
     Effect.catchAll((error) => Effect.logWarning("maintenance windows: reading the stored windows failed", error)),
     Effect.repeat(Schedule.spaced(intervalMs)),

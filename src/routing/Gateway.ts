@@ -115,7 +115,7 @@ export class Gateway extends Effect.Service<Gateway>()("awooop/Gateway", {
       ...(clustered ? { sharedWriter: (base: StreamBase) => makeSharedStreamWriter(journal, sql, base) } : {})
     })
     // Windows opened before a restart or by another replica, before the first request is served.
-    yield* MaintenanceWindows.follow(sql, hosts, operatorStatePollMs)
+    yield* MaintenanceWindows.follow(sql, hosts, clustered ? operatorStatePollMs : null)
     const lanes = new Map<string, Lane.LaneActor>()
     for (const [name, laneConfig] of Object.entries(config.lanes)) {
       lanes.set(name, yield* Lane.make(name, laneConfig, { journal, upstream, hosts, config, paid, lag, observe: observers.run }))
