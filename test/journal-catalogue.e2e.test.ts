@@ -7,6 +7,7 @@
  * decoded with the catalogue. An unknown type or data that does not match its schema fails the test,
  * so a writer that drifts from the catalogue is caught here.
  */
+import { freePort } from "./support/FreePort.ts"
 import { randomUUID } from "node:crypto"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { decodeEvent, eventTypes, type UnknownEvent } from "../src/domain/Events.ts"
@@ -28,13 +29,7 @@ beforeAll(async () => {
   process.env.AWOOOP_ADMIN_TOKEN = ADMIN_TOKEN
   db = await startTestDatabase()
   gemini = await startFakeGemini({ apiKey: GEMINI_KEY })
-  const net = await import("node:net")
-  closedPort = await new Promise<string>((resolve) => {
-    const s = net.createServer().listen(0, "127.0.0.1", () => {
-      const port = (s.address() as { port: number }).port
-      s.close(() => resolve(`http://127.0.0.1:${port}`))
-    })
-  })
+  closedPort = `http://127.0.0.1:${await freePort()}`
   gw = await startTestGateway({
     database: db,
     hosts: { dead: { slots: 2, url: closedPort } },
