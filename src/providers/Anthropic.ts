@@ -10,7 +10,8 @@ import type * as AiError from "@effect/ai/AiError"
 import type { HttpClient } from "@effect/platform"
 import { Effect, Option, Redacted, type Scope, Stream } from "effect"
 import type { ProviderConfig } from "../config/GatewayConfig.ts"
-import { errorCode, isRefusedCode, kindOfStatus, type PaidProvider, paidProvider, ProviderFailure, scrubber } from "./PaidProvider.ts"
+import { errorCode, isRefusedCode } from "../upstream/ErrorCode.ts"
+import { kindOfStatus, type PaidProvider, paidProvider, ProviderFailure, scrubber } from "./PaidProvider.ts"
 import {
   type DoneReason,
   imageMimeType,
