@@ -176,8 +176,9 @@ server: { pollInterval: "3s", probeTimeout: "3s", drainTimeout: "1s" }
     replicas[ownerIndex]!.process.kill("SIGKILL")
     await exited(replicas[ownerIndex]!.process)
     replicas[ownerIndex] = null
-    const servedBefore = gpu1.requests.length
-    await waitFor("a survivor's request reaches the host again", () => gpu1.requests.length > servedBefore + SLOTS, 60_000, 50)
+    const posts = () => gpu1.requests.filter((r) => r.method === "POST").length
+    const servedBefore = posts()
+    await waitFor("a survivor's request reaches the host again", () => posts() > servedBefore, 60_000, 50)
     console.log(`cluster slots: grants resumed ${Date.now() - killedAt} ms after the SIGKILL of the owner's replica`)
     const statuses = await during
     // Requests the killed replica held fail (the connection drops); none of the survivors' do.
@@ -188,8 +189,7 @@ server: { pollInterval: "3s", probeTimeout: "3s", drainTimeout: "1s" }
 
     // The replica comes back (a new process, a new runner): still one count for the host.
     replicas[ownerIndex] = await start(ownerIndex)
-    await waitFor("three runners agree on the owners again", async () =>
-      (await healthOf(url(0)))?.cluster?.runners.filter((r) => (r as { healthy: boolean }).healthy).length === 3 && (await agreedOwner("gpu-1")) !== null, 60_000, 250)
+    await waitFor("the replicas agree on the owners again", async () => (await agreedOwner("gpu-1")) !== null, 60_000, 250)
     gpu1.reset()
     const after = await load(60, 12)
     expect(after.filter((s) => s !== 200)).toEqual([])
