@@ -39,7 +39,7 @@ describe("host entity on two runners", () => {
       const hostB = (yield* HostEntity.HostEntity.client.pipe(Effect.provide(b)))("gpu-1")
       // Let the shards settle on both runners, then past the owner's recovery period.
       yield* Effect.sleep("6 seconds")
-      const owner = (yield* hostA.Renew({ replica: "a", leases: [] })).state.owner
+      const owner = (yield* hostA.Renew({ opened: null, replica: "a", leases: [] })).state.owner
       yield* Effect.sleep("1 second")
 
       const g1 = yield* hostA.Acquire({ replica: "a", lease: "a/1", lane: "x" })

@@ -70,9 +70,9 @@ describe("host entity", () => {
       expect((yield* host.Acquire({ replica: "b", lease: "b/1", lane: "code-review" })).pool).toBeNull()
       // "a" renews every half lease; "dead" never does.
       yield* past(LEASE / 2)
-      yield* host.Renew({ replica: "a", leases: [{ id: "a/1", lane: "code-review", pool: "shared" }] })
+      yield* host.Renew({ opened: null, replica: "a", leases: [{ id: "a/1", lane: "code-review", pool: "shared" }] })
       yield* past(LEASE / 2)
-      yield* host.Renew({ replica: "a", leases: [{ id: "a/1", lane: "code-review", pool: "shared" }] })
+      yield* host.Renew({ opened: null, replica: "a", leases: [{ id: "a/1", lane: "code-review", pool: "shared" }] })
       const after = yield* host.Acquire({ replica: "b", lease: "b/2", lane: "code-review" })
       expect(after.pool).toBe("shared")
       expect(after.state.slots.shared.inUse).toBe(2)
@@ -90,8 +90,8 @@ describe("host entity", () => {
       expect((yield* second.Acquire({ replica: "c", lease: "c/1", lane: "code-review" })).reason).toBe("recovering")
       // Within the lease period both holders renew (as they do every renew period).
       yield* past(LEASE / 2)
-      const renewedA = yield* second.Renew({ replica: "a", leases: [{ id: "a/1", lane: "code-review", pool: "shared" }] })
-      const renewedB = yield* second.Renew({ replica: "b", leases: [{ id: "b/1", lane: "alert", pool: "reserved" }] })
+      const renewedA = yield* second.Renew({ opened: null, replica: "a", leases: [{ id: "a/1", lane: "code-review", pool: "shared" }] })
+      const renewedB = yield* second.Renew({ opened: null, replica: "b", leases: [{ id: "b/1", lane: "alert", pool: "reserved" }] })
       expect(renewedA.adopted + renewedB.adopted).toBe(2)
       expect((yield* second.Acquire({ replica: "c", lease: "c/2", lane: "code-review" })).reason).toBe("recovering")
       yield* past(LEASE / 2)
@@ -113,7 +113,7 @@ describe("host entity", () => {
       expect(two.transitions.map((t) => t._tag)).toEqual(["BreakerOpened"])
       expect(two.state.breaker.status).toBe("open")
       // Every replica's next answer (a renewal here) says open; admission is refused.
-      expect((yield* host.Renew({ replica: "c", leases: [] })).state.breaker.status).toBe("open")
+      expect((yield* host.Renew({ opened: null, replica: "c", leases: [] })).state.breaker.status).toBe("open")
       expect((yield* host.Admit({ replica: "c" })).ticket).toBeNull()
 
       yield* past(COOLDOWN)
@@ -125,6 +125,32 @@ describe("host entity", () => {
       const settled = yield* host.Settle({ replica: "a", ticket: probes[0]!.ticket!, outcome: "success" })
       expect(settled.transitions.map((t) => t._tag)).toEqual(["BreakerClosed"])
       expect(settled.state.breaker.status).toBe("closed")
+    }))
+
+  it.scoped("a new owner keeps the breaker open that its replicas saw open", () =>
+    Effect.gen(function*() {
+      const first = yield* owner
+      const closed = { epoch: 0, probe: false }
+      yield* first.Settle({ replica: "a", ticket: closed, outcome: "timeout" })
+      const opened = (yield* first.Settle({ replica: "a", ticket: closed, outcome: "timeout" })).state.breaker
+      expect(opened.status).toBe("open")
+      const second = yield* owner
+      expect((yield* second.Admit({ replica: "b" })).ticket).not.toBeNull() // starts closed
+      const seen = { openedAt: opened.openedAt!, reopensAt: opened.reopensAt!, consecutiveTimeouts: opened.consecutiveTimeouts }
+      const third = yield* owner
+      const renewed = yield* third.Renew({ opened: seen, replica: "a", leases: [] })
+      expect(renewed.state.breaker.status).toBe("open")
+      expect((yield* third.Admit({ replica: "b" })).ticket).toBeNull()
+      // Once past recovery an owner no longer takes it from renewals (they only repeat what it said).
+      yield* past(LEASE)
+      const later = yield* owner
+      yield* past(LEASE)
+      expect((yield* later.Renew({ opened: seen, replica: "a", leases: [] })).state.breaker.status).toBe("closed")
+      // At the cooldown's end the adopted breaker admits one probe.
+      yield* past(COOLDOWN)
+      const probe = yield* third.Admit({ replica: "b" })
+      expect(probe.ticket?.probe).toBe(true)
+      expect(probe.transitions.map((t) => t._tag)).toEqual(["BreakerHalfOpened"])
     }))
 
   it.scoped("a success between timeouts resets the count, whichever replica saw it", () =>

@@ -11,6 +11,9 @@
  * handlers are plain synchronous steps over the entity's memory. The breaker's transitions go back
  * in the answer to the replica whose message caused them, which journals them on the host's stream.
  *
+ * A new owner also takes on an open breaker from the renewals of its recovery period: each replica
+ * sends the open breaker it last saw from an owner past recovery, so a failover does not close it.
+ *
  * The probe: exactly one is admitted cluster-wide (the breaker's own rule). It is released as if it
  * said nothing ("ignore") when its replica goes silent for a lease period or it outlives its
  * deadline (the host's longest attempt timeout plus a lease period), so a dead replica cannot hold
@@ -63,7 +66,12 @@ export const HostEntity = Entity.make("AwooopHost", [
   }),
   /** One message per replica per renew period: every lease it holds (also none: it refreshes the view). */
   Rpc.make("Renew", {
-    payload: { replica: Schema.String, leases: Schema.Array(Schema.Struct({ id: Schema.String, lane: Schema.String, pool: Pool })) },
+    payload: {
+      replica: Schema.String,
+      leases: Schema.Array(Schema.Struct({ id: Schema.String, lane: Schema.String, pool: Pool })),
+      /** The breaker open as this replica last saw it from an owner past its recovery (null: closed). */
+      opened: Schema.NullOr(Schema.Struct({ openedAt: Schema.Number, reopensAt: Schema.Number, consecutiveTimeouts: Schema.Number }))
+    },
     success: withState({ adopted: Schema.Number })
   }),
   Rpc.make("Release", { payload: { replica: Schema.String, leases: Schema.Array(Schema.String) }, success: withState({}) }),
@@ -166,7 +174,13 @@ const makeHost = (settings: EntitySettings) =>
             const grant = table.grant(now, p.replica, p.lease, p.lane)
             return grant._tag === "Granted" ? { pool: grant.pool, reason: null } : { pool: null, reason: grant.reason }
           })),
-      Renew: ({ payload: p }) => handle(p.replica, (now) => Effect.sync(() => ({ adopted: table.renew(now, p.replica, p.leases) }))),
+      Renew: ({ payload: p }) =>
+        handle(p.replica, (now) =>
+          Effect.as(
+            // A new owner takes on an open breaker its replicas saw at the old one (Breaker.adopt).
+            p.opened !== null && table.recovering(now) ? breaker.adopt(p.opened) : Effect.void,
+            { adopted: table.renew(now, p.replica, p.leases) }
+          )),
       Release: ({ payload: p }) => handle(p.replica, () => Effect.sync(() => (table.release(p.leases), {}))),
       Admit: ({ payload: p }) => handle(p.replica, admit(p.replica)),
       Settle: ({ payload: p }) => handle(p.replica, () => settle(p.ticket, p.outcome)),

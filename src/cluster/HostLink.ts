@@ -67,12 +67,23 @@ export const make = (client: Client, settings: LinkSettings): HostCoordinationSh
       let counter = 0
 
       /** One message; None when it failed or took longer than callTimeoutMs. */
+      // The breaker as an owner past its recovery last said: what renewals tell a new owner.
+      let lastSaid = state.breaker
       const ask = <A extends { readonly state: HostState }>(message: Effect.Effect<A, unknown>) =>
         Effect.interruptible(message).pipe(
           Effect.timeout(settings.callTimeoutMs),
-          Effect.tap((answer) => Effect.sync(() => { state = answer.state })),
+          Effect.tap((answer) =>
+            Effect.sync(() => {
+              state = answer.state
+              if (!answer.state.recovering) lastSaid = answer.state.breaker
+            })
+          ),
           Effect.option
         )
+      const opened = () =>
+        lastSaid.status === "closed" || lastSaid.openedAt === null
+          ? null
+          : { openedAt: lastSaid.openedAt, reopensAt: lastSaid.reopensAt ?? lastSaid.openedAt, consecutiveTimeouts: lastSaid.consecutiveTimeouts }
       const journal = (ts: ReadonlyArray<Breaker.BreakerTransition>) => Effect.forEach(ts, onTransition, { discard: true })
 
       // The next local release (or the retry tick) completes `signal`, as in Slots.ts.
@@ -128,7 +139,7 @@ export const make = (client: Client, settings: LinkSettings): HostCoordinationSh
       }
 
       // Renewals, one message for all this replica's leases of the host (none: it refreshes the view).
-      const renew = Effect.suspend(() => ask(entity.Renew({ replica, leases: [...held.values()] })))
+      const renew = Effect.suspend(() => ask(entity.Renew({ replica, leases: [...held.values()], opened: opened() })))
       yield* renew.pipe(Effect.repeat(Schedule.spaced(settings.renewMs)), Effect.forkScoped)
       yield* Effect.sync(notify).pipe(Effect.repeat(Schedule.spaced(settings.retryMs)), Effect.forkScoped)
 

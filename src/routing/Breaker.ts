@@ -111,6 +111,12 @@ export interface BreakerCore extends Breaker {
   readonly settle: (ticket: Ticket, outcome: Outcome) => Effect.Effect<void>
   /** The current epoch (changes on every open, close and reset). */
   readonly epoch: Effect.Effect<number>
+  /**
+   * Takes on an opening another instance of this breaker journaled (a host entity's previous owner,
+   * as its replicas saw it): a closed breaker without timeouts becomes open until `reopensAt`,
+   * without a transition. Anything else is left as it is.
+   */
+  readonly adopt: (opened: { readonly openedAt: number; readonly reopensAt: number; readonly consecutiveTimeouts: number }) => Effect.Effect<void>
 }
 
 type Admission =
@@ -316,5 +322,18 @@ export const make = (
 
     const epoch = Effect.map(SynchronizedRef.get(state), (s) => s.epoch)
 
-    return { host, snapshot, guard, reset, admit: admitLocked, settle, epoch } satisfies BreakerCore
+    const adopt: BreakerCore["adopt"] = (opened) =>
+      SynchronizedRef.update(state, (s): State =>
+        s._tag !== "Closed" || s.timeouts > 0 ? s : {
+          _tag: "Open",
+          epoch: s.epoch + 1,
+          timeouts: opened.consecutiveTimeouts,
+          openedAt: opened.openedAt,
+          reopensAt: opened.reopensAt,
+          probeInFlight: false,
+          cooldownMillis: Math.max(0, opened.reopensAt - opened.openedAt),
+          cooldownState: cooldowns.initial
+        })
+
+    return { host, snapshot, guard, reset, admit: admitLocked, settle, epoch, adopt } satisfies BreakerCore
   })
