@@ -180,7 +180,8 @@ describe("host entity", () => {
 /** HostLink (a replica's Slots and Breaker) over the test entity: what Lane and Attempts see. */
 describe("host link", () => {
   const linked = (replica: string, client: HostLink.Client, transitions: Array<string>) =>
-    HostLink.make(client, { replica, renewMs: 100, callTimeoutMs: 1_000, retryMs: 50 })
+    // Long periods: every TestClock step would otherwise run many renewals and retry ticks.
+    HostLink.make(client, { replica, renewMs: 5_000, callTimeoutMs: 1_000, retryMs: 5_000 })
       .make("gpu-1", 3, { alert: 1 }, { consecutiveTimeouts: 2, cooldown: COOLDOWN }, (t: Breaker.BreakerTransition) =>
         Effect.sync(() => void transitions.push(`${replica} ${t._tag}`)))
 

@@ -143,6 +143,8 @@ server: { pollInterval: "3s", probeTimeout: "3s", drainTimeout: "1s" }
   it("max in flight ≤ the host's slots and the reservation held, also across a SIGKILL of the owner's replica", async () => {
     // Latency at c=1 (the host answers at once): through the owner's replica and through another.
     const owner = (await agreedOwner("gpu-1"))!
+    const metrics = await (await fetch(`${url(0)}/metrics`)).text()
+    expect(metrics).toContain(`awooop_cluster_host_owner{host="gpu-1",runner="${owner}"} 1`)
     const ownerIndex = runnerOf.indexOf(owner)
     const other = [0, 1, 2].find((i) => i !== ownerIndex)!
     const timed = async (i: number) => {
