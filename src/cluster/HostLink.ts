@@ -66,7 +66,11 @@ export const make = (client: Client, settings: LinkSettings): HostCoordinationSh
       const held = new Map<string, HostLeases.LeaseRef>()
       let counter = 0
 
-      /** One message; None when it failed or took longer than callTimeoutMs. */
+      /**
+       * One message; None when it failed or took longer than callTimeoutMs. Interruptible even where
+       * the lane takes its slot uninterruptibly, so the timeout (or the caller leaving) can end it: a
+       * grant whose answer is lost that way is never renewed and expires after one lease period.
+       */
       // The breaker as an owner past its recovery last said: what renewals tell a new owner.
       let lastSaid = state.breaker
       const ask = <A extends { readonly state: HostState }>(message: Effect.Effect<A, unknown>) =>
