@@ -23,6 +23,7 @@ sched.shouldYield = (f) => {
 // Which operations: each op method of the fiber runtime, wrapped, keyed by the op and where its function comes from.
 const byOp = new Map<string, number>()
 let counting = false
+let trail: Array<string> | null = null
 const proto = Object.getPrototypeOf(Effect.runFork(Effect.void)) as Record<string, unknown>
 for (const name of Object.getOwnPropertyNames(proto)) {
   const m = proto[name]
@@ -33,6 +34,7 @@ for (const name of Object.getOwnPropertyNames(proto)) {
       const where = typeof f === "function" ? String(f).replace(/\s+/g, " ").slice(0, 90) : ""
       const key = `${name} ${where}`
       byOp.set(key, (byOp.get(key) ?? 0) + 1)
+      if (trail !== null) trail.push(`${(this as unknown as { id: () => { id: number } }).id().id} ${key}`)
     }
     return (m as (op: unknown) => unknown).call(this, op)
   }
@@ -59,7 +61,10 @@ for (const stream of [false, true]) {
 }
 counting = true
 for (let i = 0; i < 100; i++) await one(false)
+trail = []
+await one(false)
 counting = false
+if (process.env.TRAIL) (await import("node:fs")).writeFileSync(process.env.TRAIL, trail.join("\n"))
 const byKind = new Map<string, number>()
 for (const [k, v] of byOp) byKind.set(k.split(" ")[0]!, (byKind.get(k.split(" ")[0]!) ?? 0) + v)
 console.log("by op:", [...byKind].sort((a, b) => b[1] - a[1]).map(([k, v]) => `${k} ${(v / 100).toFixed(0)}`).join(", "))

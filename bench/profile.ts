@@ -52,7 +52,7 @@ server: { pollInterval: "60s" }
 if (spawnSync(process.execPath, ["scripts/build.mjs"], { cwd: root, stdio: "inherit" }).status !== 0) throw new Error("build failed")
 const port = 20000 + Math.floor(Math.random() * 20000)
 const profFlags = process.env.NOPROF ? [] : ["--cpu-prof", `--cpu-prof-dir=${outDir}`]
-const gw = spawn(process.execPath, [...profFlags, "dist/main.js"], {
+const gw = spawn(process.execPath, [...profFlags, ...(process.env.GW_NODE_FLAGS ?? "").split(" ").filter(Boolean), "dist/main.js"], {
   cwd: root,
   env: { ...process.env, DATABASE_URL: adminUrl.replace(/\/[^/]*$/, `/${dbName}`), AWOOOP_CONFIG: configFile, PORT: String(port), AWOOOP_LOG_LEVEL: "warn" },
   stdio: ["ignore", "ignore", "inherit"]
