@@ -4,6 +4,10 @@
  * one changes the client's types: a caller that no longer fits fails to compile. Responses are
  * described here as callers receive them (the Ollama shapes plus the gateway's `awooop_*` fields).
  *
+ * Served: HttpApiBuilder serves `ServedApi` (every endpoint but the lane routes, which the
+ * node:http edge serves) from these declarations (http/ApiServer.ts); the operator's groups are in
+ * OperatorApi.ts. test/api-contract.e2e.test.ts fails when the server and the declarations differ.
+ *
  * Errors: every gateway error (Errors.ts) at the status its class declares. The body stays Ollama's `{"error"}`; the
  * tagged error travels in the `X-AwoooP-Error` header (ErrorWire.ts), which the client turns back into
  * the class. A refusal without that header (a 500 from a defect, a route that answers a plain
