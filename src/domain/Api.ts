@@ -127,9 +127,14 @@ const ModelEntry = {
 
 /** GET /api/tags: every model installed on any host, once, with the hosts that have it. */
 export const TagsResponse = Schema.Struct({
+  // (In Ollama's order: the server's encoding writes the declared fields in this order.)
   models: Schema.Array(Schema.Struct({
-    ...ModelEntry,
+    name: ModelEntry.name,
+    model: ModelEntry.model,
     modified_at: Schema.optional(Schema.String),
+    size: ModelEntry.size,
+    digest: ModelEntry.digest,
+    details: ModelEntry.details,
     capabilities: Schema.optional(Schema.Array(Schema.String)),
     awooop_hosts: Schema.Array(Schema.String)
   }))
@@ -310,10 +315,19 @@ export const CostReport = Schema.Struct({
 export type CostReport = typeof CostReport.Type
 
 /** POST /api/show: the first host's answer (Ollama's fields, passed on as they are) and which host gave it. */
-export const ShowResponse = Schema.Struct(
-  { awooop_host: Schema.String },
-  Schema.Record({ key: Schema.String, value: Schema.Unknown })
-)
+export const ShowResponse = Schema.Struct({
+  // (In Ollama's order; a field Ollama adds that is not named here passes through as it is.)
+  license: Schema.optional(Schema.String),
+  modelfile: Schema.optional(Schema.String),
+  parameters: Schema.optional(Schema.String),
+  template: Schema.optional(Schema.String),
+  system: Schema.optional(Schema.String),
+  details: Schema.optional(ModelDetails),
+  model_info: Schema.optional(Schema.Record({ key: Schema.String, value: Schema.Unknown })),
+  capabilities: Schema.optional(Schema.Array(Schema.String)),
+  modified_at: Schema.optional(Schema.String),
+  awooop_host: Schema.String
+})
 export type ShowResponse = typeof ShowResponse.Type
 
 // ---------------------------------------------------------------------------------------------

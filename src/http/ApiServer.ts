@@ -15,11 +15,11 @@
  *   strings and caller headers are declared leniently and validated by the handlers, for the same
  *   reason: the 400s name the parameter as before.
  */
-import { HttpApiBuilder } from "@effect/platform"
+import { HttpApiBuilder, HttpApiError } from "@effect/platform"
 import { Effect, Layer } from "effect"
 import { ServedApi } from "../domain/Api.ts"
 import { budgetStatus, hardKill } from "./BudgetAdminRoutes.ts"
-import { refusalResponse } from "./ErrorResponse.ts"
+import { internalErrorMessage, jsonResponse, ollamaError, refusalResponse } from "./ErrorResponse.ts"
 import { healthView } from "./HealthRoutes.ts"
 import { setMaintenance } from "./MaintenanceRoutes.ts"
 import { metrics } from "./MetricsRoute.ts"
@@ -55,9 +55,20 @@ const AdminLive = HttpApiBuilder.group(ServedApi, "admin", (handlers) =>
     .handleRaw("hardKill", () => hardKill)
     .handleRaw("maintenance", ({ path }) => setMaintenance(path.host)))
 
+/**
+ * A served endpoint decodes nothing that can fail (bodies are read by the handlers; path, query and
+ * headers are declared as the strings they arrive as), so the builder's decode error here means
+ * an answer that does not fit its own declaration: the server's bug, not the caller's 400.
+ */
+const answerMismatch = (error: HttpApiError.HttpApiDecodeError) =>
+  Effect.logError("an answer does not fit its HttpApi declaration", error.message).pipe(
+    Effect.as(jsonResponse(ollamaError(internalErrorMessage, 500), {}, 500))
+  )
+
 /** Every refusal in the gateway's own shape (see above); anything else fails on (a route not found here goes to the router). */
 const Refusals = HttpApiBuilder.middleware(ServedApi, (app) =>
   Effect.catchAll(app, (error: unknown) => {
+    if (error instanceof HttpApiError.HttpApiDecodeError) return answerMismatch(error)
     const response = refusalResponse(error)
     return response === undefined ? Effect.fail(error as never) : Effect.succeed(response)
   }))

@@ -4,7 +4,7 @@
  * Anthropic's in their adapters. The headers are the same for all: the trace id when the caller is
  * known, Retry-After, and the tagged error for typed callers (domain/ErrorWire.ts).
  */
-import { HttpApiError, HttpServerResponse } from "@effect/platform"
+import { HttpServerResponse } from "@effect/platform"
 import { Schema } from "effect"
 import { GatewayResponseError } from "../domain/Api.ts"
 import { type CallerContext, HeaderNames } from "../domain/CallerContext.ts"
@@ -60,13 +60,11 @@ const isGatewayError = Schema.is(GatewayErrorSchema)
 
 /**
  * How the routes HttpApiBuilder serves (ApiServer.ts) answer a failure: a gateway error as
- * everywhere else (`errorResponse`), a `refusal` as its plain `{"error"}`, a request the
- * declaration could not decode as a 400 in the same shape. Anything else is not a refusal
- * (undefined): it goes on to the next route or to the server's 500.
+ * everywhere else (`errorResponse`), a `refusal` as its plain `{"error"}`. Anything else is not a
+ * refusal (undefined): it goes on to the next route or to the server's 500.
  */
 export const refusalResponse = (error: unknown): HttpServerResponse.HttpServerResponse | undefined => {
   if (isGatewayError(error)) return errorResponse(error)
   if (error instanceof GatewayResponseError) return jsonResponse(ollamaError(error.message, error.status), {}, error.status)
-  if (error instanceof HttpApiError.HttpApiDecodeError) return jsonResponse(ollamaError(`invalid request: ${error.message}`, 400), {}, 400)
   return undefined
 }
