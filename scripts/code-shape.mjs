@@ -3,7 +3,7 @@
  * Lists the functions in src/ that are too long or too deep to read at once (the team's guide: at
  * most ~60 lines and 5 levels).
  *
- *   node scripts/code-shape.mjs [dir ...]      one line per offender (default dir: src)
+ *   node scripts/code-shape.mjs [dir|file ...] one line per offender (default dir: src)
  *   node scripts/code-shape.mjs --json [dir]   the same as JSON: [{ file, line, name, lines, depth }]
  *   --max-lines N / --max-depth N              other limits (defaults 60 and 5)
  *
@@ -85,7 +85,8 @@ export const shapesOf = (file, text) => {
 }
 
 const filesUnder = (dir) =>
-  readdirSync(dir).flatMap((name) => {
+  // A file named on its own (src/main.ts) is measured as it is.
+  statSync(dir).isFile() ? [dir] : readdirSync(dir).flatMap((name) => {
     const path = join(dir, name)
     if (statSync(path).isDirectory()) return filesUnder(path)
     return path.endsWith(".ts") && !path.endsWith(".d.ts") ? [path] : []

@@ -1,6 +1,6 @@
 /**
- * The shape of the run path's code: no function in src/routing or src/run longer than 60 lines or
- * nested deeper than 5 block levels (the team's guide). scripts/code-shape.mjs measures; its header
+ * The shape of the code: no function in the guarded parts of src/ longer than 60 lines or nested
+ * deeper than 5 block levels (the team's guide). scripts/code-shape.mjs measures; its header
  * says exactly what counts: a unit is a named function (an anonymous callback such as an
  * `Effect.gen` body belongs to the function around it), its lines exclude the named functions
  * inside it, and depth counts `{ … }` blocks and `case` clauses from the body (level 1) down.
@@ -26,9 +26,33 @@ const shape = (...args: Array<string>) => {
  */
 const owedElsewhere = ["src/routing/Host.ts make"]
 
+/**
+ * What the guard holds: the run path, and every part of src/ within the limits that no other branch
+ * is reshaping now. Not held yet: src/journal, src/observability and src/projections (Journal.ts's
+ * writer, RunObserver.on and RunState.step are over the limits, on the projector's branch),
+ * src/http (within the limits, but its edge, Edge.ts and InferenceRoutes.ts, is being reworked for
+ * the hot path) and src/cluster (within the limits; the cluster branch reshapes it). Add each here
+ * once its branch has landed within the limits.
+ */
+const guarded = [
+  "src/routing",
+  "src/run",
+  "src/budget",
+  "src/client",
+  "src/config",
+  "src/console",
+  "src/domain",
+  "src/operations",
+  "src/providers",
+  "src/replay",
+  "src/storage",
+  "src/upstream",
+  "src/main.ts"
+]
+
 describe("code shape", () => {
-  it("no function in src/routing or src/run is over 60 lines or 5 levels deep", () => {
-    const found = shape("src/routing", "src/run")
+  it("no function in the guarded parts of src/ is over 60 lines or 5 levels deep", () => {
+    const found = shape(...guarded)
     const named = found.map((u) => `${u.file} ${u.name}`)
     expect(found.filter((u) => !owedElsewhere.includes(`${u.file} ${u.name}`)).map((u) => `${u.file}:${u.line} ${u.name}: ${u.lines} lines, depth ${u.depth}`)).toEqual([])
     expect(owedElsewhere.filter((o) => !named.includes(o)), "exemptions no longer needed: remove them").toEqual([])

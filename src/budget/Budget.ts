@@ -18,7 +18,7 @@ import { Cause, Clock, Data, Duration, Effect, Exit, Fiber, Option, Schedule } f
 import { GatewayConfigTag } from "../config/GatewayConfig.ts"
 import { type BudgetEvent, decodeEvent } from "../domain/Events.ts"
 import { Journal } from "../journal/Journal.ts"
-import { makeStreamWriter } from "../journal/StreamWriter.ts"
+import { makeStreamWriter, type StreamWriter } from "../journal/StreamWriter.ts"
 
 export class LedgerError extends Data.TaggedError("LedgerError")<{
   readonly message: string
@@ -147,6 +147,171 @@ const bounded = <A>(
     return yield* exit.value
   })
 
+interface Committed {
+  readonly settled: number
+  readonly reserved: number
+  readonly open: number
+}
+
+/** Settled and reserved in the period starting at `start`, and how many reservations are open. */
+const committedIn = (sql: SqlClient.SqlClient, start: string) =>
+  sql<Committed>`
+    SELECT
+      COALESCE(SUM(settled_usd) FILTER (WHERE status = 'settled'), 0)::float8 AS settled,
+      COALESCE(SUM(reserved_usd) FILTER (WHERE status = 'reserved'), 0)::float8 AS reserved,
+      COUNT(*) FILTER (WHERE status = 'reserved')::int AS open
+    FROM budget_ledger WHERE period_start = ${start}::timestamptz`.pipe(
+    Effect.map((rows): Committed => rows[0] ?? { settled: 0, reserved: 0, open: 0 })
+  )
+
+/** What one caller has settled or reserved since `since` (its own period, which may differ from the global one). */
+const callerCommittedSince = (sql: SqlClient.SqlClient, caller: string, since: string) =>
+  sql<{ readonly committed: number }>`
+    SELECT COALESCE(SUM(CASE WHEN status = 'settled' THEN settled_usd ELSE reserved_usd END), 0)::float8 AS committed
+    FROM budget_ledger WHERE caller = ${caller} AND created_at >= ${since}::timestamptz AND status IN ('settled', 'reserved')`.pipe(
+    Effect.map((rows) => rows[0]?.committed ?? 0)
+  )
+
+const readState = (sql: SqlClient.SqlClient) =>
+  sql<{ readonly tripped: boolean; readonly reason: string | null; readonly changedAt: string | null }>`
+    SELECT tripped, reason, to_char(changed_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"') AS "changedAt"
+    FROM budget_state WHERE id = 1`
+
+const applyHardKill = (sql: SqlClient.SqlClient, tripped: boolean, reason: string | null) =>
+  sql.withTransaction(
+    sql`SELECT 1 FROM budget_state WHERE id = 1 FOR UPDATE`.pipe(
+      Effect.zipRight(sql`UPDATE budget_state SET tripped = ${tripped}, reason = ${reason}, changed_at = now() WHERE id = 1`)
+    )
+  )
+
+type Denied = Extract<ReserveResult, { readonly _tag: "Denied" }>
+
+/** A micro-cent of slack for float sums; the table keeps exact numerics. */
+const exceeds = (committedUsd: number, amountUsd: number, capUsd: number) => committedUsd + amountUsd > capUsd + 1e-9
+
+/** The operator's switch is on (or its row is missing: fail closed). */
+const operatorKillDenial = (reason: string | null | undefined, start: string, capUsd: number, committedUsd: number): Denied => {
+  const words = `the operator tripped the budget hard kill${reason ? ` (${reason})` : ""}`
+  return { _tag: "Denied", reason: words, publicReason: words, operatorKill: true, periodStart: start, capUsd, committedUsd }
+}
+
+/** The global cap of the period would be passed. */
+const capDenial = (r: Reservation, period: Period, start: string, capUsd: number, committedUsd: number): Denied => ({
+  _tag: "Denied",
+  reason: `hardKillUsd ${formatUsd(capUsd)} per ${period} would be exceeded: ${formatUsd(committedUsd)} settled or reserved since ${start}, this call may cost up to ${formatUsd(r.amountUsd)}`,
+  publicReason: `the budget's hardKillUsd per ${period} would be exceeded`,
+  operatorKill: false,
+  periodStart: start,
+  capUsd,
+  committedUsd
+})
+
+/** The caller's own cap inside the global one would be passed. */
+const callerDenial = (
+  r: Reservation & { readonly caller: string },
+  own: NonNullable<Reservation["callerBudget"]>,
+  ownStart: string,
+  callerCommitted: number
+): Denied => ({
+  _tag: "Denied",
+  reason: `caller ${r.caller}'s hardKillUsd ${formatUsd(own.hardKillUsd)} per ${own.period} would be exceeded: ${formatUsd(callerCommitted)} settled or reserved since ${ownStart}, this call may cost up to ${formatUsd(r.amountUsd)}`,
+  publicReason: `caller ${r.caller}'s budget per ${own.period} would be exceeded`,
+  operatorKill: false,
+  periodStart: ownStart,
+  capUsd: own.hardKillUsd,
+  committedUsd: callerCommitted
+})
+
+/** The caller's own cap, checked inside the reservation's transaction: a denial, or null when it has room. */
+const checkCallerCap = (sql: SqlClient.SqlClient, r: Reservation, now: number) =>
+  Effect.gen(function*() {
+    const own = r.callerBudget
+    const caller = r.caller
+    if (own === undefined || caller == null) return null
+    const ownStart = periodStart(now, own.period).toISOString()
+    const callerCommitted = yield* callerCommittedSince(sql, caller, ownStart)
+    return exceeds(callerCommitted, r.amountUsd, own.hardKillUsd) ? callerDenial({ ...r, caller }, own, ownStart, callerCommitted) : null
+  })
+
+/** Startup: the operator's hard kill follows the last HardKillTripped / HardKillReset on the "budget" stream. */
+const reconcileHardKill = (sql: SqlClient.SqlClient, journal: Journal) =>
+  Effect.gen(function*() {
+    const events = yield* journal.readStream("budget")
+    const last = events.map((e) => decodeEvent(e.type, e.data)).reverse().find((e) => e._tag === "HardKillTripped" || e._tag === "HardKillReset")
+    if (last?._tag !== "HardKillTripped" && last?._tag !== "HardKillReset") return
+    const tripped = last._tag === "HardKillTripped"
+    const [state] = yield* readState(sql)
+    if (state?.tripped !== tripped) {
+      yield* applyHardKill(sql, tripped, last.reason)
+      yield* Effect.logWarning(`Budget: hard kill restored from the journal (${tripped ? "tripped" : "reset"})`)
+    }
+  })
+
+interface OpenReservation {
+  readonly reservationId: string
+  readonly runId: string
+  readonly traceId: string | null
+  readonly projectId: string | null
+  readonly lane: string | null
+  readonly provider: string
+  readonly reservedUsd: number
+}
+
+interface Closing {
+  readonly settle: (reservationId: string, chargedUsd: number, costUsd: number | null) => Effect.Effect<void, LedgerError>
+  readonly release: (reservationId: string, reason: string) => Effect.Effect<void, LedgerError>
+}
+
+/**
+ * Closes one reservation an earlier process left open as its run's stream says: settled when the
+ * stream settled it, released otherwise (journaling the release first when the stream has none).
+ * True when it was released.
+ */
+const closeOrphan = (journal: Journal, ledger: Closing, row: OpenReservation) =>
+  Effect.gen(function*() {
+    const streamId = `run-${row.runId}`
+    const events = (yield* journal.readStream(streamId)).map((e) => decodeEvent(e.type, e.data))
+    const settled = events.find((e) => e._tag === "BudgetSettled" && e.reservationId === row.reservationId)
+    if (settled?._tag === "BudgetSettled") {
+      yield* ledger.settle(row.reservationId, settled.chargedUsd, settled.costUsd)
+      return false
+    }
+    const releasedEvent = events.find((e) => e._tag === "BudgetReleased" && e.reservationId === row.reservationId)
+    const reason = releasedEvent?._tag === "BudgetReleased"
+      ? releasedEvent.reason
+      : "orphaned: the gateway process stopped before the paid call settled; released at restart"
+    if (releasedEvent === undefined) {
+      const run = makeStreamWriter(journal, { streamId, traceId: row.traceId, projectId: row.projectId, lane: row.lane }, yield* journal.streamHead(streamId))
+      yield* run.appendDurable({
+        _tag: "BudgetReleased",
+        reservationId: row.reservationId,
+        provider: row.provider,
+        reservedUsd: row.reservedUsd,
+        reason,
+        orphaned: true
+      })
+    }
+    yield* ledger.release(row.reservationId, reason)
+    return true
+  })
+
+/** Startup: every reservation left open by another (earlier) process is settled or released from its run's stream. */
+const recoverOrphans = (sql: SqlClient.SqlClient, journal: Journal, owner: string, ledger: Closing, budgetStream: StreamWriter<BudgetEvent>) =>
+  Effect.gen(function*() {
+    const open = yield* sql<OpenReservation>`
+      SELECT reservation_id AS "reservationId", run_id AS "runId", trace_id AS "traceId", project_id AS "projectId", lane, provider,
+             reserved_usd::float8 AS "reservedUsd"
+      FROM budget_ledger WHERE status = 'reserved' AND owner <> ${owner} ORDER BY created_at`
+    let released = 0
+    for (const row of open) {
+      if (yield* closeOrphan(journal, ledger, row)) released++
+    }
+    if (released > 0) {
+      yield* budgetStream.append({ _tag: "OrphanedReservationsReleased", count: released, reservationIds: open.map((r) => r.reservationId) })
+      yield* Effect.logWarning(`Budget: released ${released} reservation(s) left open by a previous gateway process`)
+    }
+  })
+
 const make = Effect.gen(function*() {
   const sql = yield* SqlClient.SqlClient
   const journal = yield* Journal
@@ -168,20 +333,6 @@ const make = Effect.gen(function*() {
   // orders them against other processes on the same database.
   const reserveLock = yield* Effect.makeSemaphore(1)
 
-  const committedIn = (start: string) =>
-    sql<{ readonly settled: number; readonly reserved: number; readonly open: number }>`
-      SELECT
-        COALESCE(SUM(settled_usd) FILTER (WHERE status = 'settled'), 0)::float8 AS settled,
-        COALESCE(SUM(reserved_usd) FILTER (WHERE status = 'reserved'), 0)::float8 AS reserved,
-        COUNT(*) FILTER (WHERE status = 'reserved')::int AS open
-      FROM budget_ledger WHERE period_start = ${start}::timestamptz`.pipe(
-      Effect.map((rows) => rows[0] ?? { settled: 0, reserved: 0, open: 0 })
-    )
-
-  const readState = sql<{ readonly tripped: boolean; readonly reason: string | null; readonly changedAt: string | null }>`
-    SELECT tripped, reason, to_char(changed_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"') AS "changedAt"
-    FROM budget_state WHERE id = 1`
-
   const reserve = (r: Reservation): Effect.Effect<ReserveResult, LedgerError> =>
     Effect.gen(function*() {
       const now = yield* Clock.currentTimeMillis
@@ -190,50 +341,12 @@ const make = Effect.gen(function*() {
         // The lock: every reservation (and every operator change) queues on this one row.
         const [state] = yield* sql<{ readonly tripped: boolean; readonly reason: string | null }>`
           SELECT tripped, reason FROM budget_state WHERE id = 1 FOR UPDATE`
-        const committed = yield* committedIn(start)
+        const committed = yield* committedIn(sql, start)
         const committedUsd = committed.settled + committed.reserved
-        if (state === undefined || state.tripped) {
-          return {
-            _tag: "Denied",
-            reason: `the operator tripped the budget hard kill${state?.reason ? ` (${state.reason})` : ""}`,
-            publicReason: `the operator tripped the budget hard kill${state?.reason ? ` (${state.reason})` : ""}`,
-            operatorKill: true,
-            periodStart: start,
-            capUsd,
-            committedUsd
-          } satisfies ReserveResult
-        }
-        // A micro-cent of slack for float sums; the table keeps exact numerics.
-        if (committedUsd + r.amountUsd > capUsd + 1e-9) {
-          return {
-            _tag: "Denied",
-            reason: `hardKillUsd ${formatUsd(capUsd)} per ${period} would be exceeded: ${formatUsd(committedUsd)} settled or reserved since ${start}, this call may cost up to ${formatUsd(r.amountUsd)}`,
-            publicReason: `the budget's hardKillUsd per ${period} would be exceeded`,
-            operatorKill: false,
-            periodStart: start,
-            capUsd,
-            committedUsd
-          } satisfies ReserveResult
-        }
-        const own = r.callerBudget
-        if (own !== undefined && r.caller != null) {
-          const ownStart = periodStart(now, own.period).toISOString()
-          const [mine] = yield* sql<{ readonly committed: number }>`
-            SELECT COALESCE(SUM(CASE WHEN status = 'settled' THEN settled_usd ELSE reserved_usd END), 0)::float8 AS committed
-            FROM budget_ledger WHERE caller = ${r.caller} AND created_at >= ${ownStart}::timestamptz AND status IN ('settled', 'reserved')`
-          const callerCommitted = mine?.committed ?? 0
-          if (callerCommitted + r.amountUsd > own.hardKillUsd + 1e-9) {
-            return {
-              _tag: "Denied",
-              reason: `caller ${r.caller}'s hardKillUsd ${formatUsd(own.hardKillUsd)} per ${own.period} would be exceeded: ${formatUsd(callerCommitted)} settled or reserved since ${ownStart}, this call may cost up to ${formatUsd(r.amountUsd)}`,
-              publicReason: `caller ${r.caller}'s budget per ${own.period} would be exceeded`,
-              operatorKill: false,
-              periodStart: ownStart,
-              capUsd: own.hardKillUsd,
-              committedUsd: callerCommitted
-            } satisfies ReserveResult
-          }
-        }
+        if (state === undefined || state.tripped) return operatorKillDenial(state?.reason, start, capUsd, committedUsd)
+        if (exceeds(committedUsd, r.amountUsd, capUsd)) return capDenial(r, period, start, capUsd, committedUsd)
+        const callerDenied = yield* checkCallerCap(sql, r, now)
+        if (callerDenied !== null) return callerDenied
         yield* sql`
           INSERT INTO budget_ledger (reservation_id, period_start, run_id, trace_id, project_id, lane, provider, model, reserved_usd, status, owner, caller)
           VALUES (${r.reservationId}, ${start}::timestamptz, ${r.runId}, ${r.traceId}, ${r.projectId}, ${r.lane}, ${r.provider}, ${r.model},
@@ -254,8 +367,8 @@ const make = Effect.gen(function*() {
   const status: Effect.Effect<BudgetStatus, LedgerError> = Effect.gen(function*() {
     const now = yield* Clock.currentTimeMillis
     const start = periodStart(now, period).toISOString()
-    const [state] = yield* readState
-    const c = yield* committedIn(start)
+    const [state] = yield* readState(sql)
+    const c = yield* committedIn(sql, start)
     return {
       hardKill: { tripped: state?.tripped ?? true, reason: state?.reason ?? null, changedAt: state?.changedAt ?? null },
       period,
@@ -268,17 +381,10 @@ const make = Effect.gen(function*() {
     } satisfies BudgetStatus
   }).pipe(Effect.mapError(ledgerError("read the budget")))
 
-  const applyHardKill = (tripped: boolean, reason: string | null) =>
-    sql.withTransaction(
-      sql`SELECT 1 FROM budget_state WHERE id = 1 FOR UPDATE`.pipe(
-        Effect.zipRight(sql`UPDATE budget_state SET tripped = ${tripped}, reason = ${reason}, changed_at = now() WHERE id = 1`)
-      )
-    )
-
   /** The operator's switch: journaled (durably) on the "budget" stream first, then in force. */
   const setHardKill = (tripped: boolean, reason: string | null, by: string): Effect.Effect<HardKillState, LedgerError> =>
     adminLock.withPermits(1)(Effect.gen(function*() {
-      const [before] = yield* readState
+      const [before] = yield* readState(sql)
       yield* budgetStream.appendDurable({
         _tag: tripped ? "HardKillTripped" : "HardKillReset",
         tripped,
@@ -286,64 +392,13 @@ const make = Effect.gen(function*() {
         by,
         wasTripped: before?.tripped ?? null
       })
-      yield* applyHardKill(tripped, reason)
-      const [after] = yield* readState
+      yield* applyHardKill(sql, tripped, reason)
+      const [after] = yield* readState(sql)
       return { tripped: after?.tripped ?? tripped, reason: after?.reason ?? reason, changedAt: after?.changedAt ?? null }
     })).pipe(Effect.mapError(ledgerError("change the hard kill")))
 
-  // --- startup: the journal wins over the table ---------------------------------------------
-
-  const reconcileHardKill = Effect.gen(function*() {
-    const events = yield* journal.readStream("budget")
-    const last = events.map((e) => decodeEvent(e.type, e.data)).reverse().find((e) => e._tag === "HardKillTripped" || e._tag === "HardKillReset")
-    if (last?._tag !== "HardKillTripped" && last?._tag !== "HardKillReset") return
-    const tripped = last._tag === "HardKillTripped"
-    const [state] = yield* readState
-    if (state?.tripped !== tripped) {
-      yield* applyHardKill(tripped, last.reason)
-      yield* Effect.logWarning(`Budget: hard kill restored from the journal (${tripped ? "tripped" : "reset"})`)
-    }
-  })
-
-  const recoverOrphans = Effect.gen(function*() {
-    const open = yield* sql<{ readonly reservationId: string; readonly runId: string; readonly traceId: string | null; readonly projectId: string | null; readonly lane: string | null; readonly provider: string; readonly reservedUsd: number }>`
-      SELECT reservation_id AS "reservationId", run_id AS "runId", trace_id AS "traceId", project_id AS "projectId", lane, provider,
-             reserved_usd::float8 AS "reservedUsd"
-      FROM budget_ledger WHERE status = 'reserved' AND owner <> ${owner} ORDER BY created_at`
-    let released = 0
-    for (const row of open) {
-      const streamId = `run-${row.runId}`
-      const events = (yield* journal.readStream(streamId)).map((e) => decodeEvent(e.type, e.data))
-      const settled = events.find((e) => e._tag === "BudgetSettled" && e.reservationId === row.reservationId)
-      if (settled?._tag === "BudgetSettled") {
-        yield* settle(row.reservationId, settled.chargedUsd, settled.costUsd)
-        continue
-      }
-      const releasedEvent = events.find((e) => e._tag === "BudgetReleased" && e.reservationId === row.reservationId)
-      const reason = releasedEvent?._tag === "BudgetReleased"
-        ? releasedEvent.reason
-        : "orphaned: the gateway process stopped before the paid call settled; released at restart"
-      if (releasedEvent === undefined) {
-        const run = makeStreamWriter(journal, { streamId, traceId: row.traceId, projectId: row.projectId, lane: row.lane }, yield* journal.streamHead(streamId))
-        yield* run.appendDurable({
-          _tag: "BudgetReleased",
-          reservationId: row.reservationId,
-          provider: row.provider,
-          reservedUsd: row.reservedUsd,
-          reason,
-          orphaned: true
-        })
-      }
-      yield* release(row.reservationId, reason)
-      released++
-    }
-    if (released > 0) {
-      yield* budgetStream.append({ _tag: "OrphanedReservationsReleased", count: released, reservationIds: open.map((r) => r.reservationId) })
-      yield* Effect.logWarning(`Budget: released ${released} reservation(s) left open by a previous gateway process`)
-    }
-  })
-
-  yield* Effect.all([reconcileHardKill, recoverOrphans], { discard: true }).pipe(
+  // Startup: the journal wins over the table.
+  yield* Effect.all([reconcileHardKill(sql, journal), recoverOrphans(sql, journal, owner, { settle, release }, budgetStream)], { discard: true }).pipe(
     // Left open, a reservation still counts against the cap: failing here never lets money through.
     Effect.catchAllCause((cause) => Effect.logError("Budget: startup reconciliation failed; open reservations keep counting against the cap", cause))
   )

@@ -32,7 +32,7 @@ import { controlsPage, loginForm, parseAction, perform, preview, previewPage } f
 import { type Html, html, htmlResponse, notice, page, securityHeaders, type Tab } from "./Html.ts"
 import { listRuns, parseFilters, runRows, runsPage } from "./Runs.ts"
 import { costSeries, shadowSeries, windowOf } from "./Series.ts"
-import { checkOrigin, ConsoleRefused, clearedCookie, makeSessions, readForm, sessionCookie } from "./Session.ts"
+import { checkOrigin, ConsoleRefused, clearedCookie, makeSessions, readForm, sessionCookie, type Sessions } from "./Session.ts"
 import { runStory } from "./Story.ts"
 
 type Params = Readonly<Record<string, string | ReadonlyArray<string> | undefined>>
@@ -70,9 +70,9 @@ const orUnavailable = (tab: Tab, title: string) => (e: unknown) =>
 
 const maxStreamMs = 10 * 60_000
 
-export const makeConsoleRoutes = Effect.sync(() => {
-  const assets = loadAssets()
-  const sessions = makeSessions()
+// --- the board: live, shared by every viewer ------------------------------------------------
+
+const makeBoard = () => {
   const warm = cachedFor(5_000, Effect.flatMap(Gateway, (g) => keepWarmEvents([...g.hosts.keys()])).pipe(Effect.orElseSucceed(() => [])))
   const view = cachedFor(400, healthView)
 
@@ -123,68 +123,74 @@ export const makeConsoleRoutes = Effect.sync(() => {
     })
   })
 
-  const runs = Effect.gen(function*() {
-    const gateway = yield* Gateway
-    const filters = parseFilters(yield* HttpServerRequest.ParsedSearchParams)
-    const list = yield* listRuns(filters, yield* Clock.currentTimeMillis)
-    return screen("runs", "Runs", runsPage(gateway.config, filters, list))
-  }).pipe(Effect.catchAll(orUnavailable("runs", "Runs")))
+  return { board, fragment: Effect.map(boardHtml, (b) => htmlResponse(b.html)), boardEvents }
+}
 
-  const rows = Effect.gen(function*() {
-    const filters = parseFilters(yield* HttpServerRequest.ParsedSearchParams)
-    const list = yield* listRuns(filters, yield* Clock.currentTimeMillis)
-    return htmlResponse(runRows(list))
-  }).pipe(Effect.catchAll((e) => Effect.succeed(htmlResponse(html`<tr><td colspan="11">the journal database did not answer: ${String(e)}</td></tr>`, { status: 503 }))))
+// --- read pages: runs, stories, cost, shadow -------------------------------------------------
 
-  const story = (id: string) =>
-    Effect.gen(function*() {
-      const sql = yield* SqlClient.SqlClient
-      const x = yield* explain(sql, id)
-      const title = x.runId !== null ? `Run ${x.runId.slice(0, 8)}` : `Trace ${(x.traceId ?? id).slice(0, 8)}`
-      return screen("story", title, html`<h1>${x.runId !== null ? "Run" : "Trace"} <code>${x.runId ?? x.traceId ?? id}</code></h1>
+const runs = Effect.gen(function*() {
+  const gateway = yield* Gateway
+  const filters = parseFilters(yield* HttpServerRequest.ParsedSearchParams)
+  const list = yield* listRuns(filters, yield* Clock.currentTimeMillis)
+  return screen("runs", "Runs", runsPage(gateway.config, filters, list))
+}).pipe(Effect.catchAll(orUnavailable("runs", "Runs")))
+
+const rows = Effect.gen(function*() {
+  const filters = parseFilters(yield* HttpServerRequest.ParsedSearchParams)
+  const list = yield* listRuns(filters, yield* Clock.currentTimeMillis)
+  return htmlResponse(runRows(list))
+}).pipe(Effect.catchAll((e) => Effect.succeed(htmlResponse(html`<tr><td colspan="11">the journal database did not answer: ${String(e)}</td></tr>`, { status: 503 }))))
+
+const story = (id: string) =>
+  Effect.gen(function*() {
+    const sql = yield* SqlClient.SqlClient
+    const x = yield* explain(sql, id)
+    const title = x.runId !== null ? `Run ${x.runId.slice(0, 8)}` : `Trace ${(x.traceId ?? id).slice(0, 8)}`
+    return screen("story", title, html`<h1>${x.runId !== null ? "Run" : "Trace"} <code>${x.runId ?? x.traceId ?? id}</code></h1>
 <p class="dim">trace ${x.traceId === null ? "—" : html`<a href="/console/traces/${x.traceId}">${x.traceId}</a>`} · ${x.runs.length} run${x.runs.length === 1 ? "" : "s"} · from the journal (<code>npm run journal -- explain ${id}</code> tells the same)</p>
 ${x.runs.map((r, i) => runStory(r, i, x.runs.length, r.run.runId === x.runId))}`)
-    }).pipe(
-      Effect.catchTag("ExplainNotFound", (e) => Effect.succeed(screen("story", "Not found", html`<h1>Not found</h1>${notice("error", e.message)}`, 404))),
-      Effect.catchAll(orUnavailable("story", "Story"))
-    )
+  }).pipe(
+    Effect.catchTag("ExplainNotFound", (e) => Effect.succeed(screen("story", "Not found", html`<h1>Not found</h1>${notice("error", e.message)}`, 404))),
+    Effect.catchAll(orUnavailable("story", "Story"))
+  )
 
-  const find = Effect.gen(function*() {
-    const q = (param(yield* HttpServerRequest.ParsedSearchParams, "q") ?? "").trim()
-    if (q === "") return HttpServerResponse.redirect("/console/runs", { status: 303 })
-    const run = runStreamOf(q)
-    return HttpServerResponse.redirect(run !== null ? `/console/runs/${run.slice(4)}` : `/console/traces/${encodeURIComponent(q)}`, { status: 303 })
-  })
+const find = Effect.gen(function*() {
+  const q = (param(yield* HttpServerRequest.ParsedSearchParams, "q") ?? "").trim()
+  if (q === "") return HttpServerResponse.redirect("/console/runs", { status: 303 })
+  const run = runStreamOf(q)
+  return HttpServerResponse.redirect(run !== null ? `/console/runs/${run.slice(4)}` : `/console/traces/${encodeURIComponent(q)}`, { status: 303 })
+})
 
-  const costParams = Effect.map(HttpServerRequest.ParsedSearchParams, (p) => {
-    const by = param(p, "by")
-    return { window: windowOf(param(p, "window")), by: (costDimensions as ReadonlyArray<string>).includes(by ?? "") ? by as CostDimension : "lane" }
-  })
-  const cost = Effect.gen(function*() {
-    const gateway = yield* Gateway
-    const q = yield* costParams
-    const series = yield* costSeries(gateway.config, q.window, yield* Clock.currentTimeMillis)
-    return screen("cost", "Fallbacks and cost", costPage(series, q.by))
-  }).pipe(Effect.catchAll(orUnavailable("cost", "Fallbacks and cost")))
-  const costApi = Effect.gen(function*() {
-    const gateway = yield* Gateway
-    const q = yield* costParams
-    return json(yield* costSeries(gateway.config, q.window, yield* Clock.currentTimeMillis))
-  })
+const costParams = Effect.map(HttpServerRequest.ParsedSearchParams, (p) => {
+  const by = param(p, "by")
+  return { window: windowOf(param(p, "window")), by: (costDimensions as ReadonlyArray<string>).includes(by ?? "") ? by as CostDimension : "lane" }
+})
+const cost = Effect.gen(function*() {
+  const gateway = yield* Gateway
+  const q = yield* costParams
+  const series = yield* costSeries(gateway.config, q.window, yield* Clock.currentTimeMillis)
+  return screen("cost", "Fallbacks and cost", costPage(series, q.by))
+}).pipe(Effect.catchAll(orUnavailable("cost", "Fallbacks and cost")))
+const costApi = Effect.gen(function*() {
+  const gateway = yield* Gateway
+  const q = yield* costParams
+  return json(yield* costSeries(gateway.config, q.window, yield* Clock.currentTimeMillis))
+})
 
-  const shadowWindow = Effect.map(HttpServerRequest.ParsedSearchParams, (p) => windowOf(param(p, "window")))
-  const shadow = Effect.gen(function*() {
-    const gateway = yield* Gateway
-    const series = yield* shadowSeries(gateway.config, yield* shadowWindow, yield* Clock.currentTimeMillis)
-    return screen("shadow", "Shadow", shadowPage(series))
-  }).pipe(Effect.catchAll(orUnavailable("shadow", "Shadow")))
-  const shadowApi = Effect.gen(function*() {
-    const gateway = yield* Gateway
-    return json(yield* shadowSeries(gateway.config, yield* shadowWindow, yield* Clock.currentTimeMillis))
-  })
+const shadowWindow = Effect.map(HttpServerRequest.ParsedSearchParams, (p) => windowOf(param(p, "window")))
+const shadow = Effect.gen(function*() {
+  const gateway = yield* Gateway
+  const series = yield* shadowSeries(gateway.config, yield* shadowWindow, yield* Clock.currentTimeMillis)
+  return screen("shadow", "Shadow", shadowPage(series))
+}).pipe(Effect.catchAll(orUnavailable("shadow", "Shadow")))
+const shadowApi = Effect.gen(function*() {
+  const gateway = yield* Gateway
+  return json(yield* shadowSeries(gateway.config, yield* shadowWindow, yield* Clock.currentTimeMillis))
+})
 
-  // --- controls ---------------------------------------------------------------------------------
+// --- controls: behind the admin sign-in -------------------------------------------------------
 
+const makeControls = (sessions: Sessions) => {
   const refused = (e: ConsoleRefused) =>
     Effect.gen(function*() {
       const session = yield* sessions.current
@@ -239,7 +245,24 @@ ${x.runs.map((r, i) => runStory(r, i, x.runs.length, r.run.runId === x.runId))}`
     return HttpServerResponse.redirect("/console/controls", { status: 303, headers: { ...securityHeaders, "set-cookie": clearedCookie } })
   }).pipe(Effect.catchTag("ConsoleRefused", refused))
 
-  const asset = Effect.gen(function*() {
+  return { controls, previewAction, act, login, logout }
+}
+
+/**
+ * With `callers:` configured the gateway is a trust boundary: its read routes answer each caller for
+ * its own project only, and the console shows every project, so every page needs the admin sign-in.
+ * In open mode (no callers) the pages are as open as /awooop/health; only the controls need it.
+ */
+const signedInWith = (sessions: Sessions) =>
+<E, R>(handler: Effect.Effect<HttpServerResponse.HttpServerResponse, E, R>) =>
+  Effect.gen(function*() {
+    const gateway = yield* Gateway
+    if (gateway.config.callers === undefined || (yield* sessions.current) !== null) return yield* handler
+    return screen("controls", "Sign in", loginForm(notice("error", "callers are configured, so the console (every project's runs and spend) needs the admin sign-in")), 401)
+  })
+
+const assetWith = (assets: ReturnType<typeof loadAssets>) =>
+  Effect.gen(function*() {
     const { name } = yield* HttpRouter.params
     const request = yield* HttpServerRequest.HttpServerRequest
     const found = name === undefined ? undefined : assets.get(name)
@@ -247,22 +270,15 @@ ${x.runs.map((r, i) => runStory(r, i, x.runs.length, r.run.runId === x.runId))}`
     return assetResponse(found, request.headers["if-none-match"])
   })
 
-  /**
-   * With `callers:` configured the gateway is a trust boundary: its read routes answer each caller for
-   * its own project only, and the console shows every project, so every page needs the admin sign-in.
-   * In open mode (no callers) the pages are as open as /awooop/health; only the controls need it.
-   */
-  const signedIn = <E, R>(handler: Effect.Effect<HttpServerResponse.HttpServerResponse, E, R>) =>
-    Effect.gen(function*() {
-      const gateway = yield* Gateway
-      if (gateway.config.callers === undefined || (yield* sessions.current) !== null) return yield* handler
-      return screen("controls", "Sign in", loginForm(notice("error", "callers are configured, so the console (every project's runs and spend) needs the admin sign-in")), 401)
-    })
-
+export const makeConsoleRoutes = Effect.sync(() => {
+  const sessions = makeSessions()
+  const board = makeBoard()
+  const c = makeControls(sessions)
+  const signedIn = signedInWith(sessions)
   return HttpRouter.empty.pipe(
-    HttpRouter.get("/console/", signedIn(board)),
-    HttpRouter.get("/console/board/fragment", signedIn(Effect.map(boardHtml, (b) => htmlResponse(b.html)))),
-    HttpRouter.get("/console/board/events", signedIn(boardEvents)),
+    HttpRouter.get("/console/", signedIn(board.board)),
+    HttpRouter.get("/console/board/fragment", signedIn(board.fragment)),
+    HttpRouter.get("/console/board/events", signedIn(board.boardEvents)),
     HttpRouter.get("/console/runs", signedIn(runs)),
     HttpRouter.get("/console/runs/rows", signedIn(rows)),
     HttpRouter.get("/console/runs/:id", signedIn(Effect.flatMap(HttpRouter.params, (p) => story(p.id ?? "")))),
@@ -272,12 +288,12 @@ ${x.runs.map((r, i) => runStory(r, i, x.runs.length, r.run.runId === x.runId))}`
     HttpRouter.get("/console/api/cost", signedIn(costApi.pipe(Effect.catchAll(jsonUnavailable)))),
     HttpRouter.get("/console/shadow", signedIn(shadow)),
     HttpRouter.get("/console/api/shadow", signedIn(shadowApi.pipe(Effect.catchAll(jsonUnavailable)))),
-    HttpRouter.get("/console/controls", controls),
-    HttpRouter.get("/console/controls/preview", previewAction),
-    HttpRouter.post("/console/controls/maintenance", act("maintenance")),
-    HttpRouter.post("/console/controls/hard-kill", act("hard-kill")),
-    HttpRouter.post("/console/login", login),
-    HttpRouter.post("/console/logout", logout),
-    HttpRouter.get("/console/assets/:name", asset)
+    HttpRouter.get("/console/controls", c.controls),
+    HttpRouter.get("/console/controls/preview", c.previewAction),
+    HttpRouter.post("/console/controls/maintenance", c.act("maintenance")),
+    HttpRouter.post("/console/controls/hard-kill", c.act("hard-kill")),
+    HttpRouter.post("/console/login", c.login),
+    HttpRouter.post("/console/logout", c.logout),
+    HttpRouter.get("/console/assets/:name", assetWith(loadAssets()))
   )
 })

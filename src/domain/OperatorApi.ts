@@ -71,12 +71,14 @@ export const JournalHealth = Schema.Struct({
   lost: Schema.Struct({ dropped: Schema.Number, torn: Schema.Number, shutdown: Schema.Number })
 })
 
-/** The cluster as Postgres knows it (cluster/ClusterRole.ts `ClusterView`); only in a cluster. */
+/** The cluster as Postgres knows it (cluster/ClusterRole.ts `ClusterView`) and the hosts' owners; only in a cluster. */
 export const ClusterHealth = Schema.Struct({
   runner: Schema.String,
   runners: Schema.Array(Schema.Struct({ address: Schema.String, healthy: Schema.Boolean, lastHeartbeat: Schema.String })),
   singletons: Schema.Record({ key: Schema.String, value: Schema.String }),
-  here: Schema.Array(Schema.String)
+  here: Schema.Array(Schema.String),
+  /** Host → the runner whose entity counts its slots (null: not known yet). */
+  hosts: Schema.Record({ key: Schema.String, value: NullableString })
 })
 
 export const HealthView = Schema.Struct({

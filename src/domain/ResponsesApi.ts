@@ -161,15 +161,18 @@ const partsOf = (parts: string | ReadonlyArray<ContentPart>, field: string): { t
   return { text, images }
 }
 
-/** The Ollama /api/chat body for a Responses request (items already decoded), or the message of a 400. */
-export const toOllamaChat = (
-  r: ResponsesRequest,
-  items: ReadonlyArray<InputItem>,
-  tools: ReadonlyArray<FunctionTool>,
-  stream: boolean
-): Record<string, unknown> | { readonly error: string } => {
+/** Appends one function call: calls made in one turn are one assistant message (with the text it said before them). */
+const appendCall = (messages: Array<Message>, call: unknown): void => {
+  const last = messages[messages.length - 1]
+  if (last !== undefined && last.role === "assistant") last.tool_calls = [...(last.tool_calls as Array<unknown> | undefined ?? []), call]
+  else messages.push({ role: "assistant", content: "", tool_calls: [call] })
+}
+
+/** The Ollama messages of the instructions and the input items, or the message of a 400. */
+const messagesOf = (r: ResponsesRequest, items: ReadonlyArray<InputItem>): Array<Message> | { readonly error: string } => {
   const messages: Array<Message> = []
   if (r.instructions != null && r.instructions !== "") messages.push({ role: "system", content: r.instructions })
+  // A function_call_output names only its call: the tool's name comes from the call before it.
   const toolNames = new Map<string, string>()
   for (const [i, item] of items.entries()) {
     switch (item.type) {
@@ -179,11 +182,7 @@ export const toOllamaChat = (
         const parsed = parseArguments(item.arguments, `input.${i}.arguments`)
         if ("error" in parsed) return parsed
         toolNames.set(item.call_id, item.name)
-        const call = { function: { name: item.name, arguments: parsed.args } }
-        // Calls made in one turn are one assistant message (with the text it said before them).
-        const last = messages[messages.length - 1]
-        if (last !== undefined && last.role === "assistant") last.tool_calls = [...(last.tool_calls as Array<unknown> | undefined ?? []), call]
-        else messages.push({ role: "assistant", content: "", tool_calls: [call] })
+        appendCall(messages, { function: { name: item.name, arguments: parsed.args } })
         break
       }
       case "function_call_output": {
@@ -204,6 +203,33 @@ export const toOllamaChat = (
       }
     }
   }
+  return messages
+}
+
+/** Ollama's `tools` for the request's function tools: none when there are none or `tool_choice` is "none". */
+const toolsOf = (r: ResponsesRequest, tools: ReadonlyArray<FunctionTool>): { readonly tools?: ReadonlyArray<unknown> } =>
+  tools.length === 0 || r.tool_choice === "none"
+    ? {}
+    : {
+      tools: tools.map((t) => ({
+        type: "function",
+        function: {
+          name: t.name,
+          ...(t.description == null ? {} : { description: t.description }),
+          parameters: t.parameters ?? { type: "object", properties: {} }
+        }
+      }))
+    }
+
+/** The Ollama /api/chat body for a Responses request (items already decoded), or the message of a 400. */
+export const toOllamaChat = (
+  r: ResponsesRequest,
+  items: ReadonlyArray<InputItem>,
+  tools: ReadonlyArray<FunctionTool>,
+  stream: boolean
+): Record<string, unknown> | { readonly error: string } => {
+  const messages = messagesOf(r, items)
+  if ("error" in messages) return messages
   const format = r.text?.format
   return {
     model: r.model,
@@ -211,17 +237,6 @@ export const toOllamaChat = (
     stream,
     ...optionsOf({ temperature: r.temperature, top_p: r.top_p }, r.max_output_tokens),
     ...(format == null || format.type === "text" ? {} : { format: format.type === "json_object" ? "json" : format.schema }),
-    ...(tools.length === 0 || r.tool_choice === "none"
-      ? {}
-      : {
-        tools: tools.map((t) => ({
-          type: "function",
-          function: {
-            name: t.name,
-            ...(t.description == null ? {} : { description: t.description }),
-            parameters: t.parameters ?? { type: "object", properties: {} }
-          }
-        }))
-      })
+    ...toolsOf(r, tools)
   }
 }

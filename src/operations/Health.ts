@@ -62,65 +62,47 @@ const unavailableOf = (names: ReadonlyArray<string>, paid: PaidFacts): Array<str
     return p === undefined || p.available ? [] : [`${name} unavailable (${p.reason ?? "not configured"})`]
   })
 
-export const laneSafety = (
-  lane: string,
-  config: LaneConfig,
-  decision: Plan | null,
-  hosts: Readonly<Record<string, HostFacts>>,
-  paid: PaidFacts = { hardKillTripped: null },
-  /** Why async runs cannot be accepted or recorded now (null: they can). */
-  runStoreProblem: string | null = null
-): LaneSafety => {
-  const base = { lane, model: config.model === "" ? null : config.model, mode: config.mode, async: config.async }
-  const verdict = (safe: boolean, reasons: ReadonlyArray<string>, planned: ReadonlyArray<string> = [], residentOn: ReadonlyArray<string> = []): LaneSafety => ({
-    ...base,
-    safe,
-    reasons,
-    planned,
-    residentOn,
-    summary: `${lane}: ${safe ? "safe" : "unsafe"} — ${reasons.join("; ")}${config.mode === "shadow" ? " (shadow mode: decisions are journaled, nothing is executed)" : ""}`
-  })
+/** The verdict of one lane: its summary line says the reasons, and shadow mode when it is on. */
+type Verdict = (safe: boolean, reasons: ReadonlyArray<string>, planned?: ReadonlyArray<string>, residentOn?: ReadonlyArray<string>) => LaneSafety
 
-  if (config.paid.length > 0) {
-    const providers = `paid providers ${listWords(config.paid)}`
-    const unavailable = unavailableOf(config.paid, paid)
-    // Every provider of the lane without its key: each request would be refused, whatever the budget says.
-    if (unavailable.length === config.paid.length) return verdict(false, [`no paid provider available: ${unavailable.join(", ")}`])
-    if (paid.hardKillTripped === true) return verdict(false, [`${providers}: the budget hard kill is tripped`, ...unavailable])
-    if (paid.hardKillTripped === null) return verdict(false, [`${providers}: the budget ledger is unreachable (fail closed)`, ...unavailable])
-    const usable = config.paid.filter((name) => paid.providers?.[name]?.available !== false)
-    return verdict(true, [`paid providers ${listWords(usable)} behind the budget (hard kill not tripped)`, ...unavailable])
-  }
-  if (decision === null) return verdict(false, ["no route"])
-  if (config.async && runStoreProblem !== null) return verdict(false, [`async runs: ${runStoreProblem}`], decision.attempts.map((a) => a.host))
+/** A paid lane: its providers' keys and the budget hard kill decide, not hosts. */
+const paidLaneSafety = (config: LaneConfig, paid: PaidFacts, verdict: Verdict): LaneSafety => {
+  const providers = `paid providers ${listWords(config.paid)}`
+  const unavailable = unavailableOf(config.paid, paid)
+  // Every provider of the lane without its key: each request would be refused, whatever the budget says.
+  if (unavailable.length === config.paid.length) return verdict(false, [`no paid provider available: ${unavailable.join(", ")}`])
+  if (paid.hardKillTripped === true) return verdict(false, [`${providers}: the budget hard kill is tripped`, ...unavailable])
+  if (paid.hardKillTripped === null) return verdict(false, [`${providers}: the budget ledger is unreachable (fail closed)`, ...unavailable])
+  const usable = config.paid.filter((name) => paid.providers?.[name]?.available !== false)
+  return verdict(true, [`paid providers ${listWords(usable)} behind the budget (hard kill not tripped)`, ...unavailable])
+}
 
+/** What the lane's paid fallback adds to an Ollama lane's reasons. */
+const fallbackWords = (config: LaneConfig, paid: PaidFacts): Array<string> => {
+  if (config.paidFallback.length === 0) return []
+  const usable = config.paidFallback.filter((name) => paid.providers?.[name]?.available !== false)
+  return [
+    ...(usable.length > 0 ? [`paid fallback ${listWords(usable)} would be asked (budget permitting)`] : []),
+    ...unavailableOf(config.paidFallback, paid).map((u) => `paid fallback ${u}`)
+  ]
+}
+
+/** The planned hosts of an Ollama lane, as the verdict about residency needs them. */
+interface Placement {
+  readonly planned: ReadonlyArray<string>
+  /** Unconditional steps; conditional ones (`when: unavailable`) are backups, described apart. */
+  readonly primary: ReadonlyArray<string>
+  readonly seenUp: ReadonlyArray<string>
+  readonly residentOn: ReadonlyArray<string>
+  readonly notes: Array<string>
+}
+
+/** Where the lane's model is (or would be loaded): resident, installed, and keep-warm's part in it. */
+const residencyVerdict = (config: LaneConfig, hosts: Readonly<Record<string, HostFacts>>, p: Placement, verdict: Verdict): LaneSafety => {
   const model = config.model
-  const skipped = decision.skipped.filter((s) => s.reason.kind !== "only-when-unavailable").map((s) => skipWords(s.host, s.reason, "operator"))
-  const planned = decision.attempts.map((a) => a.host)
-  // Conditional steps (`when: unavailable` behind a planned host) are backups, described apart.
-  const primary = decision.attempts.filter((a) => !a.conditional).map((a) => a.host)
-  const seenUp = primary.filter((h) => hosts[h]?.status === "up")
-  const residentOn = seenUp.filter((h) => (hosts[h]?.resident ?? []).some((m) => sameModel(m, model)))
-  const backups = decision.attempts.filter((a) => a.conditional).map((a) => a.host)
-  const usableFallback = config.paidFallback.filter((name) => paid.providers?.[name]?.available !== false)
-  const fallback = config.paidFallback.length === 0
-    ? []
-    : [
-      ...(usableFallback.length > 0 ? [`paid fallback ${listWords(usableFallback)} would be asked (budget permitting)`] : []),
-      ...unavailableOf(config.paidFallback, paid).map((u) => `paid fallback ${u}`)
-    ]
-
-  if (planned.length === 0) return verdict(false, [...(skipped.length > 0 ? [skipped.join(", ")] : ["no host on the route"]), ...fallback])
-  if (seenUp.length === 0) {
-    return verdict(false, [`${listWords(primary, "or")} not polled yet`, ...(skipped.length > 0 ? [skipped.join(", ")] : [])], planned)
-  }
-
-  const keepWarm = config.keepWarm.filter((h) => primary.includes(h))
-  const notes: Array<string> = []
-  if (skipped.length > 0) notes.push(skipped.join(", "))
-  if (backups.length > 0) notes.push(`${listWords(backups)} only if the hosts before it are unavailable`)
-
+  const { notes, planned, residentOn, seenUp } = p
   if (config.keepWarm.length > 0) {
+    const keepWarm = config.keepWarm.filter((h) => p.primary.includes(h))
     const warm = residentOn.filter((h) => keepWarm.includes(h))
     if (warm.length === 0) {
       const cold = seenUp.length > 0 ? [`${listWords(seenUp)} would load it cold`] : []
@@ -136,4 +118,47 @@ export const laneSafety = (
     ...(cold.length > 0 ? [`${residentOn.length > 0 ? "" : `${model} `}installed on ${listWords(cold)} (not resident: the first request loads it)`] : [])
   ]
   return verdict(true, [where.join(", "), ...notes], planned, residentOn)
+}
+
+/** An Ollama lane: safe when plan() would attempt a host seen up (with the model resident, for keep-warm lanes). */
+const hostedLaneSafety = (config: LaneConfig, decision: Plan, hosts: Readonly<Record<string, HostFacts>>, paid: PaidFacts, verdict: Verdict): LaneSafety => {
+  const skipped = decision.skipped.filter((s) => s.reason.kind !== "only-when-unavailable").map((s) => skipWords(s.host, s.reason, "operator"))
+  const planned = decision.attempts.map((a) => a.host)
+  const primary = decision.attempts.filter((a) => !a.conditional).map((a) => a.host)
+  const seenUp = primary.filter((h) => hosts[h]?.status === "up")
+  const residentOn = seenUp.filter((h) => (hosts[h]?.resident ?? []).some((m) => sameModel(m, config.model)))
+  const backups = decision.attempts.filter((a) => a.conditional).map((a) => a.host)
+
+  if (planned.length === 0) return verdict(false, [...(skipped.length > 0 ? [skipped.join(", ")] : ["no host on the route"]), ...fallbackWords(config, paid)])
+  if (seenUp.length === 0) {
+    return verdict(false, [`${listWords(primary, "or")} not polled yet`, ...(skipped.length > 0 ? [skipped.join(", ")] : [])], planned)
+  }
+  const notes: Array<string> = []
+  if (skipped.length > 0) notes.push(skipped.join(", "))
+  if (backups.length > 0) notes.push(`${listWords(backups)} only if the hosts before it are unavailable`)
+  return residencyVerdict(config, hosts, { planned, primary, seenUp, residentOn, notes }, verdict)
+}
+
+export const laneSafety = (
+  lane: string,
+  config: LaneConfig,
+  decision: Plan | null,
+  hosts: Readonly<Record<string, HostFacts>>,
+  paid: PaidFacts = { hardKillTripped: null },
+  /** Why async runs cannot be accepted or recorded now (null: they can). */
+  runStoreProblem: string | null = null
+): LaneSafety => {
+  const base = { lane, model: config.model === "" ? null : config.model, mode: config.mode, async: config.async }
+  const verdict: Verdict = (safe, reasons, planned = [], residentOn = []) => ({
+    ...base,
+    safe,
+    reasons,
+    planned,
+    residentOn,
+    summary: `${lane}: ${safe ? "safe" : "unsafe"} — ${reasons.join("; ")}${config.mode === "shadow" ? " (shadow mode: decisions are journaled, nothing is executed)" : ""}`
+  })
+  if (config.paid.length > 0) return paidLaneSafety(config, paid, verdict)
+  if (decision === null) return verdict(false, ["no route"])
+  if (config.async && runStoreProblem !== null) return verdict(false, [`async runs: ${runStoreProblem}`], decision.attempts.map((a) => a.host))
+  return hostedLaneSafety(config, decision, hosts, paid, verdict)
 }

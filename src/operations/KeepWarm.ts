@@ -41,149 +41,195 @@ const defaultLoadTimeoutMs = 120_000
 
 type LoadReason = "initial" | "evicted" | "not-resident" | "refresh"
 
+/** One keeper's fixed facts: its lane, host and model, and the timings derived from the config. */
+interface Keeper {
+  readonly deps: KeepWarmDeps
+  readonly laneName: string
+  readonly lane: LaneConfig
+  readonly host: HostActor
+  readonly model: string
+  readonly refreshMs: number
+  readonly keepAliveSeconds: number
+  readonly timeoutMs: number
+  /** The lane reserves slots on the host: a shared slot means its own are busy (and keep it loaded). */
+  readonly ownReserved: boolean
+}
+
+/** What one keeper remembers between wake-ups. */
+interface KeeperState {
+  lastLoadAt: number | null
+  /** No load (for a missing model) before this time: set after a failure, cleared by the next change. */
+  retryAt: number
+  evictedPending: boolean
+  lastSkip: string | null
+  operation: "generate" | "embed"
+}
+
+const keeperOf = (deps: KeepWarmDeps, laneName: string, lane: LaneConfig, host: HostActor): Keeper => {
+  const keepAliveMs = deps.config.server.keepWarmKeepAlive
+  return {
+    deps,
+    laneName,
+    lane,
+    host,
+    model: lane.model,
+    refreshMs: Math.max(1_000, Math.floor(keepAliveMs / 2)),
+    keepAliveSeconds: Math.max(1, Math.round(keepAliveMs / 1000)),
+    timeoutMs: lane.route.find((s) => s.host === host.name)?.timeout ?? defaultLoadTimeoutMs,
+    ownReserved: (lane.reserved[host.name] ?? 0) > 0
+  }
+}
+
+/** Why a load is due now, or null when none is (resident and fresh, or a failed load's back-off). */
+const loadReason = (k: Keeper, st: KeeperState, resident: boolean, now: number): LoadReason | null => {
+  if (!resident) {
+    if (now < st.retryAt) return null
+    return st.evictedPending ? "evicted" : st.lastLoadAt === null ? "initial" : "not-resident"
+  }
+  if (st.lastLoadAt === null || now - st.lastLoadAt >= k.refreshMs) return st.lastLoadAt === null ? "initial" : "refresh"
+  return null
+}
+
+/** plan() for the host alone: true when it refuses the load (a rule refusal is journaled once per change). */
+const refusedByPlan = (k: Keeper, st: KeeperState, now: number) =>
+  Effect.gen(function*() {
+    const view = yield* k.host.view(k.laneName)
+    const decision = plan({
+      lane: k.laneName,
+      model: k.model,
+      route: [{ host: k.host.name, timeoutMs: k.timeoutMs, when: "always" }],
+      hosts: { [k.host.name]: view },
+      policy: { heavyModelMinParamsB: k.deps.config.policy.heavyModelMinParamsB },
+      now
+    })
+    const skip = decision.skipped[0]
+    if (skip === undefined) {
+      st.lastSkip = null
+      return false
+    }
+    // Down or circuit-open is already on the host's stream; a rule refusal is worth saying once.
+    const worthSaying = !isUnavailability(skip.reason) || skip.reason.kind === "model-not-installed"
+    if (worthSaying && st.lastSkip !== skip.reason.kind) {
+      yield* k.host.record({ _tag: "KeepWarmSkipped", lane: k.laneName, model: k.model, reason: skip.reason.kind, message: describeSkip(skip) })
+    }
+    st.lastSkip = skip.reason.kind
+    return true
+  })
+
+/** Ollama's load request, through generate or (for an embedding model) embed. */
+const load = (k: Keeper, operation: KeeperState["operation"]) => {
+  const body = operation === "generate" ? { model: k.model, keep_alive: k.keepAliveSeconds } : { model: k.model, input: [], keep_alive: k.keepAliveSeconds }
+  return k.deps.upstream.unary(
+    k.host.target,
+    "POST",
+    operation === "generate" ? "/api/generate" : "/api/embed",
+    new TextEncoder().encode(JSON.stringify(body)),
+    k.timeoutMs
+  ).pipe(Effect.either)
+}
+
+/**
+ * Loads the model under a slot taken without waiting; None when there is no slot for it now (or
+ * only a shared one while the lane's own are busy).
+ */
+const loadInSlot = (k: Keeper, st: KeeperState, now: number) =>
+  Effect.gen(function*() {
+    const permit = yield* k.host.slots.tryAcquire(k.laneName)
+    if (Option.isNone(permit)) {
+      st.retryAt = now + k.deps.config.server.pollInterval
+      return Option.none()
+    }
+    if (permit.value.pool === "shared" && k.ownReserved) {
+      // Every reserved slot of the lane is busy: its own requests keep the model loaded.
+      yield* permit.value.release
+      return Option.none()
+    }
+    const result = yield* load(k, st.operation).pipe(Effect.ensuring(permit.value.release))
+    // An embedding model refuses generate: load it through embed from now on.
+    if (
+      result._tag === "Left" && st.operation === "generate" && result.left.kind === "rejected" &&
+      /does not support generate/i.test(result.left.message)
+    ) {
+      st.operation = "embed"
+      const again = yield* k.host.slots.tryAcquire(k.laneName)
+      if (Option.isNone(again)) return Option.none()
+      return Option.some(yield* load(k, st.operation).pipe(Effect.ensuring(again.value.release)))
+    }
+    return Option.some(result)
+  })
+
+/** One look at the host: loads the model when it is due and plan() allows it, and journals the outcome. */
+const evaluate = (k: Keeper, st: KeeperState) =>
+  Effect.gen(function*() {
+    const health = yield* k.host.health
+    // Down or never polled: the next HostChange wakes the keeper.
+    if (health.status !== "up" || health.resident === null) return
+    const now = yield* Clock.currentTimeMillis
+    const reason = loadReason(k, st, health.resident.some((m) => sameModel(m.name, k.model)), now)
+    if (reason === null || (yield* refusedByPlan(k, st, now))) return
+    const outcome = yield* loadInSlot(k, st, now)
+    if (Option.isNone(outcome)) return
+    const after = yield* Clock.currentTimeMillis
+    const { laneName: lane, model } = k
+    if (outcome.value._tag === "Left") {
+      const { kind, message, status } = outcome.value.left
+      st.retryAt = after + k.refreshMs
+      yield* k.host.record({ _tag: "KeepWarmFailed", lane, model, reason, kind, status, message, durationMs: after - now })
+      return
+    }
+    st.lastLoadAt = after
+    st.retryAt = 0
+    st.evictedPending = false
+    yield* k.host.record({ _tag: "KeepWarmLoaded", lane, model, reason, keepAliveSeconds: k.keepAliveSeconds, via: st.operation, durationMs: after - now })
+    // See the model resident now rather than at the next scheduled poll.
+    yield* k.host.poll
+  })
+
+/** A change the poller saw: any change ends a failed load's back-off; an eviction is journaled. */
+const onChange = (k: Keeper, st: KeeperState, change: HostChange) =>
+  Effect.gen(function*() {
+    st.retryAt = 0
+    const gone = change.evicted.find((m) => sameModel(m, k.model))
+    if (gone === undefined) return
+    st.evictedPending = true
+    yield* k.host.record({
+      _tag: "ModelEvicted",
+      lane: k.laneName,
+      model: gone,
+      // Models that appeared in the same poll are the likely replacement; none visible → [].
+      replacedBy: change.loaded,
+      resident: change.resident
+    })
+  })
+
+/** When to look again without a change: the refresh, a failed load's retry, or the next poll while the model is missing. */
+const nextWake = (k: Keeper, st: KeeperState, now: number) =>
+  Effect.gen(function*() {
+    const refreshAt = st.lastLoadAt === null ? now + k.refreshMs : st.lastLoadAt + k.refreshMs
+    const wakeAt = st.retryAt > now ? Math.min(st.retryAt, refreshAt) : refreshAt
+    // Still missing on an up host (a poll raced the load, say): look again at the next poll, not
+    // only when the poller reports a change (it reports none when nothing changed).
+    const health = yield* k.host.health
+    if (health.status === "up" && health.resident !== null && !health.resident.some((m) => sameModel(m.name, k.model))) {
+      return Math.min(wakeAt, Math.max(st.retryAt, now + k.deps.config.server.pollInterval))
+    }
+    return wakeAt
+  })
+
 const keeper = (deps: KeepWarmDeps, laneName: string, lane: LaneConfig, host: HostActor) =>
   Effect.scoped(Effect.gen(function*() {
-    const model = lane.model
+    const k = keeperOf(deps, laneName, lane, host)
+    const st: KeeperState = { lastLoadAt: null, retryAt: 0, evictedPending: false, lastSkip: null, operation: "generate" }
     const changes = yield* host.changes
-    const keepAliveMs = deps.config.server.keepWarmKeepAlive
-    const refreshMs = Math.max(1_000, Math.floor(keepAliveMs / 2))
-    const keepAliveSeconds = Math.max(1, Math.round(keepAliveMs / 1000))
-    const timeoutMs = lane.route.find((s) => s.host === host.name)?.timeout ?? defaultLoadTimeoutMs
-    const ownReserved = (lane.reserved[host.name] ?? 0) > 0
-
-    let lastLoadAt: number | null = null
-    /** No load (for a missing model) before this time: set after a failure, cleared by the next change. */
-    let retryAt = 0
-    let evictedPending = false
-    let lastSkip: string | null = null
-    let operation: "generate" | "embed" = "generate"
-
-    const load = (reason: LoadReason, body: Record<string, unknown>) =>
-      deps.upstream.unary(
-        host.target,
-        "POST",
-        operation === "generate" ? "/api/generate" : "/api/embed",
-        new TextEncoder().encode(JSON.stringify(body)),
-        timeoutMs
-      ).pipe(Effect.either, Effect.map((r) => ({ reason, result: r })))
-
-    const evaluate = Effect.gen(function*() {
-      const health = yield* host.health
-      // Down or never polled: the next HostChange wakes the keeper.
-      if (health.status !== "up" || health.resident === null) return
-      const now = yield* Clock.currentTimeMillis
-      const resident = health.resident.some((m) => sameModel(m.name, model))
-      let reason: LoadReason | null = null
-      if (!resident) {
-        if (now < retryAt) return
-        reason = evictedPending ? "evicted" : lastLoadAt === null ? "initial" : "not-resident"
-      } else if (lastLoadAt === null || now - lastLoadAt >= refreshMs) {
-        reason = lastLoadAt === null ? "initial" : "refresh"
-      }
-      if (reason === null) return
-
-      const view = yield* host.view(laneName)
-      const decision = plan({
-        lane: laneName,
-        model,
-        route: [{ host: host.name, timeoutMs, when: "always" }],
-        hosts: { [host.name]: view },
-        policy: { heavyModelMinParamsB: deps.config.policy.heavyModelMinParamsB },
-        now
-      })
-      const skip = decision.skipped[0]
-      if (skip !== undefined) {
-        // Down or circuit-open is already on the host's stream; a rule refusal is worth saying once.
-        if (!isUnavailability(skip.reason) || skip.reason.kind === "model-not-installed") {
-          if (lastSkip !== skip.reason.kind) {
-            yield* host.record({ _tag: "KeepWarmSkipped", lane: laneName, model, reason: skip.reason.kind, message: describeSkip(skip) })
-          }
-        }
-        lastSkip = skip.reason.kind
-        return
-      }
-      lastSkip = null
-
-      const permit = yield* host.slots.tryAcquire(laneName)
-      if (Option.isNone(permit)) {
-        retryAt = now + deps.config.server.pollInterval
-        return
-      }
-      if (permit.value.pool === "shared" && ownReserved) {
-        // Every reserved slot of the lane is busy: its own requests keep the model loaded.
-        yield* permit.value.release
-        return
-      }
-      const body = (): Record<string, unknown> =>
-        operation === "generate" ? { model, keep_alive: keepAliveSeconds } : { model, input: [], keep_alive: keepAliveSeconds }
-      let outcome = yield* load(reason, body()).pipe(Effect.ensuring(permit.value.release))
-      // An embedding model refuses generate: load it through embed from now on.
-      if (
-        outcome.result._tag === "Left" && operation === "generate" && outcome.result.left.kind === "rejected" &&
-        /does not support generate/i.test(outcome.result.left.message)
-      ) {
-        operation = "embed"
-        const again = yield* host.slots.tryAcquire(laneName)
-        if (Option.isNone(again)) return
-        outcome = yield* load(reason, body()).pipe(Effect.ensuring(again.value.release))
-      }
-      const after = yield* Clock.currentTimeMillis
-      if (outcome.result._tag === "Left") {
-        const failure = outcome.result.left
-        retryAt = after + refreshMs
-        yield* host.record({
-          _tag: "KeepWarmFailed",
-          lane: laneName,
-          model,
-          reason,
-          kind: failure.kind,
-          status: failure.status,
-          message: failure.message,
-          durationMs: after - now
-        })
-        return
-      }
-      lastLoadAt = after
-      retryAt = 0
-      evictedPending = false
-      yield* host.record({ _tag: "KeepWarmLoaded", lane: laneName, model, reason, keepAliveSeconds, via: operation, durationMs: after - now })
-      // See the model resident now rather than at the next scheduled poll.
-      yield* host.poll
-    })
-
-    const onChange = (change: HostChange) =>
-      Effect.gen(function*() {
-        retryAt = 0
-        const gone = change.evicted.find((m) => sameModel(m, model))
-        if (gone !== undefined) {
-          evictedPending = true
-          yield* host.record({
-            _tag: "ModelEvicted",
-            lane: laneName,
-            model: gone,
-            // Models that appeared in the same poll are the likely replacement; none visible → [].
-            replacedBy: change.loaded,
-            resident: change.resident
-          })
-        }
-      })
-
     for (;;) {
-      yield* evaluate.pipe(Effect.catchAllCause((cause) => Effect.logWarning(`keep-warm of ${model} on ${host.name} (lane ${laneName}) failed`, cause)))
+      yield* evaluate(k, st).pipe(Effect.catchAllCause((cause) => Effect.logWarning(`keep-warm of ${k.model} on ${host.name} (lane ${laneName}) failed`, cause)))
       const now = yield* Clock.currentTimeMillis
-      const refreshAt = lastLoadAt === null ? now + refreshMs : lastLoadAt + refreshMs
-      let wakeAt = retryAt > now ? Math.min(retryAt, refreshAt) : refreshAt
-      // Still missing on an up host (a poll raced the load, say): look again at the next poll, not
-      // only when the poller reports a change (it reports none when nothing changed).
-      const health = yield* host.health
-      if (health.status === "up" && health.resident !== null && !health.resident.some((m) => sameModel(m.name, model))) {
-        wakeAt = Math.min(wakeAt, Math.max(retryAt, now + deps.config.server.pollInterval))
-      }
+      const wakeAt = yield* nextWake(k, st, now)
       const change = yield* Queue.take(changes).pipe(Effect.timeout(Math.max(1, wakeAt - now)), Effect.option)
       if (Option.isSome(change)) {
-        yield* onChange(change.value)
+        yield* onChange(k, st, change.value)
         // A burst of polls (several changes) is handled as one.
-        for (const more of yield* Queue.takeAll(changes)) yield* onChange(more)
+        for (const more of yield* Queue.takeAll(changes)) yield* onChange(k, st, more)
       }
     }
   }))

@@ -10,7 +10,8 @@ import type * as AiError from "@effect/ai/AiError"
 import type { HttpClient } from "@effect/platform"
 import { Effect, Option, Redacted, type Scope, Stream } from "effect"
 import type { ProviderConfig } from "../config/GatewayConfig.ts"
-import { errorCode, isRefusedCode, kindOfStatus, type PaidProvider, paidProvider, ProviderFailure, scrubber } from "./PaidProvider.ts"
+import { errorCode, isRefusedCode } from "../upstream/ErrorCode.ts"
+import { kindOfStatus, type PaidProvider, paidProvider, ProviderFailure, scrubber } from "./PaidProvider.ts"
 import {
   type DoneReason,
   imageMimeType,
@@ -51,6 +52,14 @@ const doneReasonOf = (stopReason: string | null): DoneReason => stopReason === "
 /** Input tokens include the prompt-cache ones: Anthropic bills all three as input. */
 const inputTokensOf = (u: { readonly input_tokens?: number | null; readonly cache_creation_input_tokens?: number | null; readonly cache_read_input_tokens?: number | null }): number | null =>
   typeof u.input_tokens === "number" ? u.input_tokens + (u.cache_creation_input_tokens ?? 0) + (u.cache_read_input_tokens ?? 0) : null
+
+/** A whole Messages API answer as the paid route takes it: text only, its text blocks joined. */
+const answerOf = (message: Effect.Effect.Success<ReturnType<AnthropicClient.Service["createMessage"]>>): ProviderAnswer => ({
+  text: message.content.flatMap((block) => block.type === "text" ? [block.text] : []).join(""),
+  usage: { inputTokens: inputTokensOf(message.usage), outputTokens: message.usage.output_tokens },
+  doneReason: doneReasonOf(message.stop_reason),
+  providerReason: message.stop_reason
+})
 
 export const make = (
   name: string,
@@ -98,12 +107,7 @@ export const make = (
         onSome: (c) =>
           c.createMessage({ payload: payloadOf(config.model, request) }).pipe(
             Effect.mapError(toFailure),
-            Effect.map((message) => ({
-              text: message.content.flatMap((block) => block.type === "text" ? [block.text] : []).join(""),
-              usage: { inputTokens: inputTokensOf(message.usage), outputTokens: message.usage.output_tokens },
-              doneReason: doneReasonOf(message.stop_reason),
-              providerReason: message.stop_reason
-            }))
+            Effect.map(answerOf)
           )
       })
 

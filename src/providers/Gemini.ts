@@ -15,7 +15,8 @@ import { Headers, HttpClient, HttpClientRequest, type HttpClientResponse } from 
 import type { HttpClientError } from "@effect/platform"
 import { Effect, Option, Redacted, Stream } from "effect"
 import type { ProviderConfig } from "../config/GatewayConfig.ts"
-import { errorCode, isRefusedCode, kindOfStatus, paidProvider, ProviderFailure, scrubber } from "./PaidProvider.ts"
+import { errorCode, isRefusedCode } from "../upstream/ErrorCode.ts"
+import { kindOfStatus, paidProvider, ProviderFailure, scrubber } from "./PaidProvider.ts"
 import { type DoneReason, imageMimeType, type PaidRequest, type PaidUsage, type ProviderAnswer, type ProviderEvent } from "./Translate.ts"
 
 export const defaultBaseUrl = "https://generativelanguage.googleapis.com"

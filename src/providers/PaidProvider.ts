@@ -51,19 +51,6 @@ export const paidProvider = (
 export const scrubber = (secret: string | null) => (text: string): string =>
   secret === null || secret.length < 4 ? text : text.split(secret).join("[REDACTED]")
 
-export const errorCode = (cause: unknown): string | undefined => {
-  let current: unknown = cause
-  for (let depth = 0; depth < 6 && typeof current === "object" && current !== null; depth++) {
-    const code = (current as { code?: unknown }).code
-    if (typeof code === "string") return code
-    current = (current as { cause?: unknown }).cause
-  }
-  return undefined
-}
-
-export const isRefusedCode = (code: string | undefined) =>
-  code === "ECONNREFUSED" || code === "EHOSTUNREACH" || code === "ENOTFOUND" || code === "EAI_AGAIN"
-
 export const kindOfStatus = (status: number): ProviderFailureKind =>
   status === 429 ? "rate-limited"
   : status === 401 || status === 403 ? "auth"

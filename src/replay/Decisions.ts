@@ -99,6 +99,28 @@ export interface DecisionCheck {
 
 export const maxReported = 50
 
+/** What is wrong with one recorded decision when plan() is run again on its input; null when nothing is. */
+const mismatchOf = (d: RecordedDecision): DecisionMismatch | null => {
+  const recorded = fields(d.data).plan
+  const input = inputOf(d.data)
+  const replayed = input === null ? Either.left("the recorded input is not a plan() input") : replay(input)
+  const problem = Either.isLeft(replayed)
+    ? replayed.left
+    : canonical(replayed.right) !== canonical(recorded)
+    ? "plan() on the recorded input gives another plan than the one recorded"
+    : null
+  if (problem === null) return null
+  return {
+    globalPosition: d.globalPosition,
+    streamId: d.streamId,
+    traceId: d.traceId,
+    lane: d.lane,
+    problem,
+    recorded,
+    replayed: Either.isRight(replayed) ? replayed.right : null
+  }
+}
+
 /** Re-runs plan() on every recorded decision and reports each that comes out differently. */
 export const verifyDecisions = (
   sql: SqlClient.SqlClient,
@@ -110,27 +132,11 @@ export const verifyDecisions = (
     const checked = yield* scanDecisions(sql, (batch) =>
       Effect.sync(() => {
         for (const d of batch) {
-          const recorded = fields(d.data).plan
-          const input = inputOf(d.data)
-          const replayed = input === null ? Either.left("the recorded input is not a plan() input") : replay(input)
-          const problem = Either.isLeft(replayed)
-            ? replayed.left
-            : canonical(replayed.right) !== canonical(recorded)
-            ? "plan() on the recorded input gives another plan than the one recorded"
-            : null
-          if (problem === null) continue
+          const mismatch = mismatchOf(d)
+          if (mismatch === null) continue
           mismatches++
-          if (reported.length < maxReported) {
-            reported.push({
-              globalPosition: d.globalPosition,
-              streamId: d.streamId,
-              traceId: d.traceId,
-              lane: d.lane,
-              problem,
-              recorded,
-              replayed: Either.isRight(replayed) ? replayed.right : null
-            })
-          }
+          // All are counted; only the first few are kept (a broken journal may differ everywhere).
+          if (reported.length < maxReported) reported.push(mismatch)
         }
       }), options)
     return { checked, mismatches, reported }

@@ -13,7 +13,7 @@ import { Effect, Either } from "effect"
 import type { GatewayConfig } from "../config/GatewayConfig.ts"
 import { fields } from "../projections/Event.ts"
 import type { HostView, Plan, PlanInput } from "../routing/Plan.ts"
-import { inputOf, replay, scanDecisions } from "./Decisions.ts"
+import { inputOf, type RecordedDecision, replay, scanDecisions } from "./Decisions.ts"
 
 export interface LaneWhatIf {
   readonly lane: string
@@ -110,6 +110,63 @@ interface Acc {
   unreadable: number
 }
 
+const emptyAcc = (): Acc => ({
+  decisions: 0, unchanged: 0, firstHostChanged: {}, answeredBy: {}, otherwiseChanged: 0,
+  unobserved: new Set(), laneMissing: false, models: new Map(), unreadable: 0
+})
+
+const count = (tally: Record<string, number>, key: string) => {
+  tally[key] = (tally[key] ?? 0) + 1
+}
+
+/** Adds one recorded decision, replayed under `config`, to its lane's tally. */
+const tally = (acc: Acc, d: RecordedDecision, input: PlanInput | null, config: GatewayConfig): void => {
+  acc.decisions++
+  if (input === null) {
+    acc.unreadable++
+    return
+  }
+  const before = fields(d.data).plan as Plan
+  const next = reinput(input, config)
+  if (next === null) {
+    acc.laneMissing = true
+    return
+  }
+  for (const h of next.unobserved) acc.unobserved.add(h)
+  if (next.input.model !== input.model) acc.models.set(input.model, next.input.model)
+  const after = replay(next.input)
+  if (Either.isLeft(after)) {
+    acc.unreadable++
+    return
+  }
+  const from = firstHost(before)
+  const to = firstHost(after.right)
+  if (from !== to) {
+    count(acc.firstHostChanged, `${from ?? "(no host)"} → ${to ?? "(no host)"}`)
+    count(acc.answeredBy, d.endpoint ?? (d.status === null ? "(not projected)" : "(no answer)"))
+  } else if (!sameAttempts(before, after.right)) {
+    acc.otherwiseChanged++
+  } else {
+    acc.unchanged++
+  }
+}
+
+const laneReport = (lane: string, acc: Acc): LaneWhatIf => {
+  const [model] = acc.models.entries()
+  return {
+    lane,
+    decisions: acc.decisions,
+    unchanged: acc.unchanged,
+    firstHostChanged: acc.firstHostChanged,
+    answeredBy: acc.answeredBy,
+    otherwiseChanged: acc.otherwiseChanged,
+    unobservedHosts: [...acc.unobserved].sort(),
+    laneMissing: acc.laneMissing,
+    model: model === undefined ? null : { from: model[0], to: model[1] },
+    unreadable: acc.unreadable
+  }
+}
+
 export const whatIf = (
   sql: SqlClient.SqlClient,
   config: GatewayConfig,
@@ -117,69 +174,17 @@ export const whatIf = (
 ): Effect.Effect<WhatIfReport, SqlError> =>
   Effect.gen(function*() {
     const lanes = new Map<string, Acc>()
-    const accFor = (lane: string): Acc => {
-      let acc = lanes.get(lane)
-      if (acc === undefined) {
-        acc = {
-          decisions: 0, unchanged: 0, firstHostChanged: {}, answeredBy: {}, otherwiseChanged: 0,
-          unobserved: new Set(), laneMissing: false, models: new Map(), unreadable: 0
-        }
-        lanes.set(lane, acc)
-      }
-      return acc
-    }
     const decisions = yield* scanDecisions(sql, (batch) =>
       Effect.sync(() => {
         for (const d of batch) {
           const input = inputOf(d.data)
-          const acc = accFor(input?.lane ?? d.lane ?? "?")
-          acc.decisions++
-          if (input === null) {
-            acc.unreadable++
-            continue
-          }
-          const before = fields(d.data).plan as Plan
-          const next = reinput(input, config)
-          if (next === null) {
-            acc.laneMissing = true
-            continue
-          }
-          for (const h of next.unobserved) acc.unobserved.add(h)
-          if (next.input.model !== input.model) acc.models.set(input.model, next.input.model)
-          const after = replay(next.input)
-          if (Either.isLeft(after)) {
-            acc.unreadable++
-            continue
-          }
-          const from = firstHost(before)
-          const to = firstHost(after.right)
-          if (from !== to) {
-            const key = `${from ?? "(no host)"} → ${to ?? "(no host)"}`
-            acc.firstHostChanged[key] = (acc.firstHostChanged[key] ?? 0) + 1
-            const answered = d.endpoint ?? (d.status === null ? "(not projected)" : "(no answer)")
-            acc.answeredBy[answered] = (acc.answeredBy[answered] ?? 0) + 1
-          } else if (!sameAttempts(before, after.right)) {
-            acc.otherwiseChanged++
-          } else {
-            acc.unchanged++
-          }
+          const lane = input?.lane ?? d.lane ?? "?"
+          const acc = lanes.get(lane) ?? emptyAcc()
+          lanes.set(lane, acc)
+          tally(acc, d, input, config)
         }
       }), { since: options.since, outcomes: true })
-    const report = [...lanes.entries()].sort(([a], [b]) => a.localeCompare(b)).map(([lane, acc]): LaneWhatIf => {
-      const [model] = acc.models.entries()
-      return {
-        lane,
-        decisions: acc.decisions,
-        unchanged: acc.unchanged,
-        firstHostChanged: acc.firstHostChanged,
-        answeredBy: acc.answeredBy,
-        otherwiseChanged: acc.otherwiseChanged,
-        unobservedHosts: [...acc.unobserved].sort(),
-        laneMissing: acc.laneMissing,
-        model: model === undefined ? null : { from: model[0], to: model[1] },
-        unreadable: acc.unreadable
-      }
-    })
+    const report = [...lanes.entries()].sort(([a], [b]) => a.localeCompare(b)).map(([lane, acc]) => laneReport(lane, acc))
     return {
       since: options.since ?? null,
       decisions,

@@ -22,14 +22,14 @@ import * as SqlClient from "@effect/sql/SqlClient"
 import { SqlError } from "@effect/sql/SqlError"
 import { Console, Effect, Exit, Layer, Logger, LogLevel } from "effect"
 import { loadConfigFile } from "../config/GatewayConfig.ts"
-import { checkRunEnds } from "../journal/RunEnds.ts"
+import { checkRunEnds, type RunEndReport } from "../journal/RunEnds.ts"
 import { type Checkpoint, lag, readCheckpoint } from "../projections/Projector.ts"
-import { rebuildLive, verifyProjections } from "../projections/Rebuild.ts"
+import { type ProjectionCheck, rebuildLive, verifyProjections } from "../projections/Rebuild.ts"
 import { DatabaseLive } from "../storage/Database.ts"
 import { StoreInUse } from "../storage/StoreLock.ts"
 import { MigrationsLive } from "../storage/Migrations.ts"
 import { archive } from "./Archive.ts"
-import { verifyDecisions } from "./Decisions.ts"
+import { type DecisionCheck, verifyDecisions } from "./Decisions.ts"
 import * as Explain from "./Explain.ts"
 import * as WhatIf from "./WhatIf.ts"
 
@@ -98,112 +98,150 @@ const batchSizeOf = (args: Args): number | undefined => {
   return Number.isInteger(n) && n > 0 ? n : undefined
 }
 
+type Command = (sql: SqlClient.SqlClient, args: Args, json: boolean) => Effect.Effect<number, unknown>
+
+const explainCommand: Command = (sql, args, json) =>
+  Effect.gen(function*() {
+    const id = args.positional[0]
+    if (id === undefined) return yield* usageError("explain needs a trace id or a run id")
+    const result = yield* Explain.explain(sql, id).pipe(Effect.either)
+    if (result._tag === "Left") {
+      if (result.left._tag !== "ExplainNotFound") return yield* Effect.fail(result.left)
+      yield* Console.error(result.left.message)
+      return ExitCode.notFound
+    }
+    yield* json ? printJson(Explain.toJson(result.right)) : Console.log(Explain.renderText(result.right))
+    return ExitCode.ok
+  })
+
+const printDecisions = (decisions: DecisionCheck) =>
+  Effect.gen(function*() {
+    yield* Console.log(
+      decisions.mismatches === 0
+        ? `decisions: ${decisions.checked} recorded decisions re-planned, all match`
+        : `decisions: ${decisions.mismatches} of ${decisions.checked} recorded decisions DIFFER from plan() on their recorded input`
+    )
+    for (const m of decisions.reported) {
+      yield* Console.log(`  #${m.globalPosition} ${m.streamId} (trace ${m.traceId ?? "-"}, lane ${m.lane ?? "-"}): ${m.problem}`)
+      yield* Console.log(`    recorded: ${JSON.stringify(m.recorded)}`)
+      if (m.replayed !== null) yield* Console.log(`    plan():   ${JSON.stringify(m.replayed)}`)
+    }
+    if (decisions.mismatches > decisions.reported.length) {
+      yield* Console.log(`  ... and ${decisions.mismatches - decisions.reported.length} more`)
+    }
+  })
+
+const printProjections = (projections: ProjectionCheck) =>
+  Effect.gen(function*() {
+    yield* Console.log(
+      projections.ok
+        ? `projections: rebuilt from ${projections.events} events up to ${checkpointText(projections.checkpoint)}: ` +
+          `${projections.diffs.map((d) => d.table).join(", ")} equal the live tables`
+        : `projections: a rebuild from the journal DIFFERS from the live tables (up to ${checkpointText(projections.checkpoint)})`
+    )
+    for (const d of projections.diffs) {
+      if (d.onlyLive + d.onlyRebuilt === 0) continue
+      yield* Console.log(
+        `  ${d.table}: ${d.onlyLive} live row(s) not in the rebuild, ${d.onlyRebuilt} rebuilt row(s) not live; e.g. ${d.samples.join(", ")}`
+      )
+    }
+  })
+
+const printRunEnds = (runEnds: RunEndReport) =>
+  Effect.gen(function*() {
+    yield* Console.log(
+      runEnds.open + runEnds.multiple === 0
+        ? `run ends: all ${runEnds.runs} run streams end in exactly one terminal event`
+        : `run ends: of ${runEnds.runs} run streams, ${runEnds.open} have NO terminal event and ${runEnds.multiple} have more than one ` +
+          `(runs in flight, and async runs waiting for a worker, count as open)`
+    )
+    for (const v of runEnds.violations) {
+      yield* Console.log(`  ${v.streamId} (trace ${v.traceId ?? "-"}, lane ${v.lane ?? "-"}${v.async ? ", async" : ""}): ${v.terminals} terminal events, last ${v.lastType}`)
+    }
+  })
+
+const verifyCommand: Command = (sql, args, json) =>
+  Effect.gen(function*() {
+    const decisions = yield* verifyDecisions(sql, { batchSize: batchSizeOf(args) })
+    const projections = yield* verifyProjections(sql, { batchSize: batchSizeOf(args) })
+    const runEnds = yield* checkRunEnds(sql)
+    // One exit code for all three checks: a script can tell which failed from its bits.
+    const code = (decisions.mismatches > 0 ? ExitCode.decisionsDiffer : 0) | (projections.ok ? 0 : ExitCode.projectionsDiffer) |
+      (runEnds.open + runEnds.multiple > 0 ? ExitCode.runEndsBroken : 0)
+    if (json) {
+      yield* printJson({ decisions, projections, runEnds, exitCode: code })
+      return code
+    }
+    yield* printDecisions(decisions)
+    yield* printProjections(projections)
+    yield* printRunEnds(runEnds)
+    return code
+  })
+
+const rebuildCommand: Command = (sql, args) =>
+  Effect.gen(function*() {
+    const result = yield* rebuildLive(sql, { batchSize: batchSizeOf(args) })
+    yield* Console.log(`rebuilt run_state, host_state, cost_ledger and metrics from ${result.events} events; checkpoint ${checkpointText(result.checkpoint)}`)
+    return ExitCode.ok
+  })
+
+const whatIfCommand: Command = (sql, args, json) =>
+  Effect.gen(function*() {
+    const file = args.flags.config
+    if (typeof file !== "string") return yield* usageError("what-if needs --config <file>")
+    const since = dateFlag(args.flags.since)
+    if (since === null) return yield* usageError(`--since must be an ISO date, got ${JSON.stringify(args.flags.since)}`)
+    const config = yield* loadConfigFile(file).pipe(Effect.either)
+    if (config._tag === "Left") return yield* usageError(config.left.message)
+    const report = yield* WhatIf.whatIf(sql, config.right, { since: since?.getTime() })
+    yield* json ? printJson(report) : Console.log(WhatIf.renderText(report, file))
+    return ExitCode.ok
+  })
+
+const archiveCommand: Command = (sql, args) =>
+  Effect.gen(function*() {
+    const before = dateFlag(args.flags.before)
+    if (before === null || before === undefined) return yield* usageError("archive needs --before <date>")
+    const result = yield* archive(sql, before, { dryRun: args.flags["dry-run"] === true }).pipe(Effect.either)
+    if (result._tag === "Left") {
+      if (result.left._tag !== "ArchiveRefused") return yield* Effect.fail(result.left)
+      yield* Console.error(`archive refused: ${result.left.message}`)
+      return ExitCode.refused
+    }
+    const r = result.right
+    yield* Console.log(
+      `${r.dryRun ? "would move" : "moved"} ${r.moved} event(s) older than ${r.before} to step_journal_archive; ` +
+        `${r.kept} kept (the last event of their stream)`
+    )
+    return ExitCode.ok
+  })
+
+const statusCommand: Command = (sql, _args, json) =>
+  Effect.gen(function*() {
+    const l = yield* lag(sql)
+    const at = yield* readCheckpoint(sql, "public")
+    yield* json
+      ? printJson(l)
+      : Console.log(`projector checkpoint: ${checkpointText(at)}; ${l.eventsBehind} journal event(s) behind`)
+    return ExitCode.ok
+  })
+
+const commands: Readonly<Record<string, Command>> = {
+  explain: explainCommand,
+  verify: verifyCommand,
+  rebuild: rebuildCommand,
+  "what-if": whatIfCommand,
+  archive: archiveCommand,
+  status: statusCommand
+}
+
 export const run = (args: Args): Effect.Effect<number, unknown, SqlClient.SqlClient> =>
   Effect.gen(function*() {
-    const sql = yield* SqlClient.SqlClient
-    const json = args.flags.json === true
-    switch (args.command) {
-      case "explain": {
-        const id = args.positional[0]
-        if (id === undefined) return yield* usageError("explain needs a trace id or a run id")
-        const result = yield* Explain.explain(sql, id).pipe(Effect.either)
-        if (result._tag === "Left") {
-          if (result.left._tag !== "ExplainNotFound") return yield* Effect.fail(result.left)
-          yield* Console.error(result.left.message)
-          return ExitCode.notFound
-        }
-        yield* json ? printJson(Explain.toJson(result.right)) : Console.log(Explain.renderText(result.right))
-        return ExitCode.ok
-      }
-      case "verify": {
-        const decisions = yield* verifyDecisions(sql, { batchSize: batchSizeOf(args) })
-        const projections = yield* verifyProjections(sql, { batchSize: batchSizeOf(args) })
-        const runEnds = yield* checkRunEnds(sql)
-        const code = (decisions.mismatches > 0 ? ExitCode.decisionsDiffer : 0) | (projections.ok ? 0 : ExitCode.projectionsDiffer) |
-          (runEnds.open + runEnds.multiple > 0 ? ExitCode.runEndsBroken : 0)
-        if (json) {
-          yield* printJson({ decisions, projections, runEnds, exitCode: code })
-          return code
-        }
-        yield* Console.log(
-          decisions.mismatches === 0
-            ? `decisions: ${decisions.checked} recorded decisions re-planned, all match`
-            : `decisions: ${decisions.mismatches} of ${decisions.checked} recorded decisions DIFFER from plan() on their recorded input`
-        )
-        for (const m of decisions.reported) {
-          yield* Console.log(`  #${m.globalPosition} ${m.streamId} (trace ${m.traceId ?? "-"}, lane ${m.lane ?? "-"}): ${m.problem}`)
-          yield* Console.log(`    recorded: ${JSON.stringify(m.recorded)}`)
-          if (m.replayed !== null) yield* Console.log(`    plan():   ${JSON.stringify(m.replayed)}`)
-        }
-        if (decisions.mismatches > decisions.reported.length) {
-          yield* Console.log(`  ... and ${decisions.mismatches - decisions.reported.length} more`)
-        }
-        yield* Console.log(
-          projections.ok
-            ? `projections: rebuilt from ${projections.events} events up to ${checkpointText(projections.checkpoint)}: ` +
-              `${projections.diffs.map((d) => d.table).join(", ")} equal the live tables`
-            : `projections: a rebuild from the journal DIFFERS from the live tables (up to ${checkpointText(projections.checkpoint)})`
-        )
-        for (const d of projections.diffs) {
-          if (d.onlyLive + d.onlyRebuilt === 0) continue
-          yield* Console.log(
-            `  ${d.table}: ${d.onlyLive} live row(s) not in the rebuild, ${d.onlyRebuilt} rebuilt row(s) not live; e.g. ${d.samples.join(", ")}`
-          )
-        }
-        yield* Console.log(
-          runEnds.open + runEnds.multiple === 0
-            ? `run ends: all ${runEnds.runs} run streams end in exactly one terminal event`
-            : `run ends: of ${runEnds.runs} run streams, ${runEnds.open} have NO terminal event and ${runEnds.multiple} have more than one ` +
-              `(runs in flight, and async runs waiting for a worker, count as open)`
-        )
-        for (const v of runEnds.violations) {
-          yield* Console.log(`  ${v.streamId} (trace ${v.traceId ?? "-"}, lane ${v.lane ?? "-"}${v.async ? ", async" : ""}): ${v.terminals} terminal events, last ${v.lastType}`)
-        }
-        return code
-      }
-      case "rebuild": {
-        const result = yield* rebuildLive(sql, { batchSize: batchSizeOf(args) })
-        yield* Console.log(`rebuilt run_state, host_state, cost_ledger and metrics from ${result.events} events; checkpoint ${checkpointText(result.checkpoint)}`)
-        return ExitCode.ok
-      }
-      case "what-if": {
-        const file = args.flags.config
-        if (typeof file !== "string") return yield* usageError("what-if needs --config <file>")
-        const since = dateFlag(args.flags.since)
-        if (since === null) return yield* usageError(`--since must be an ISO date, got ${JSON.stringify(args.flags.since)}`)
-        const config = yield* loadConfigFile(file).pipe(Effect.either)
-        if (config._tag === "Left") return yield* usageError(config.left.message)
-        const report = yield* WhatIf.whatIf(sql, config.right, { since: since?.getTime() })
-        yield* json ? printJson(report) : Console.log(WhatIf.renderText(report, file))
-        return ExitCode.ok
-      }
-      case "archive": {
-        const before = dateFlag(args.flags.before)
-        if (before === null || before === undefined) return yield* usageError("archive needs --before <date>")
-        const result = yield* archive(sql, before, { dryRun: args.flags["dry-run"] === true }).pipe(Effect.either)
-        if (result._tag === "Left") {
-          if (result.left._tag !== "ArchiveRefused") return yield* Effect.fail(result.left)
-          yield* Console.error(`archive refused: ${result.left.message}`)
-          return ExitCode.refused
-        }
-        const r = result.right
-        yield* Console.log(
-          `${r.dryRun ? "would move" : "moved"} ${r.moved} event(s) older than ${r.before} to step_journal_archive; ` +
-            `${r.kept} kept (the last event of their stream)`
-        )
-        return ExitCode.ok
-      }
-      case "status": {
-        const l = yield* lag(sql)
-        const at = yield* readCheckpoint(sql, "public")
-        yield* json
-          ? printJson(l)
-          : Console.log(`projector checkpoint: ${checkpointText(at)}; ${l.eventsBehind} journal event(s) behind`)
-        return ExitCode.ok
-      }
-      default:
-        return yield* usageError(args.command === undefined ? "no command given" : `unknown command ${JSON.stringify(args.command)}`)
+    const command = args.command === undefined || !Object.hasOwn(commands, args.command) ? undefined : commands[args.command]
+    if (command === undefined) {
+      return yield* usageError(args.command === undefined ? "no command given" : `unknown command ${JSON.stringify(args.command)}`)
     }
+    return yield* command(yield* SqlClient.SqlClient, args, args.flags.json === true)
   })
 
 const Storage = Layer.provideMerge(MigrationsLive, DatabaseLive)

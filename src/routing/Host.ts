@@ -9,9 +9,10 @@ import type { HostEvent } from "../domain/Events.ts"
 import type { Journal } from "../journal/Journal.ts"
 import { makeStreamWriter, type StreamBase, type StreamWriter } from "../journal/StreamWriter.ts"
 import type { OllamaUpstream } from "../upstream/OllamaUpstream.ts"
-import * as Breaker from "./Breaker.ts"
+import type * as Breaker from "./Breaker.ts"
+import { HostCoordination } from "./HostCoordination.ts"
 import type { HostView, InstalledModel } from "./Plan.ts"
-import * as Slots from "./Slots.ts"
+import type * as Slots from "./Slots.ts"
 
 export interface ResidentModel {
   readonly name: string
@@ -67,6 +68,8 @@ export interface HostActor {
   readonly target: { readonly name: string; readonly url: string }
   readonly slots: Slots.Slots
   readonly breaker: Breaker.Breaker
+  /** The runner whose host entity counts the slots and keeps the breaker; null for the single runner. */
+  readonly owner: Effect.Effect<string | null>
   readonly health: Effect.Effect<HostHealth>
   readonly maintenance: Effect.Effect<Maintenance>
   readonly setMaintenance: (m: Maintenance) => Effect.Effect<void>
@@ -151,9 +154,11 @@ export const make = (
     const base = { streamId, traceId: null, projectId: null, lane: null }
     const baseWriter = deps.sharedWriter?.(base) ?? makeStreamWriter<HostEvent>(deps.journal, base, yield* deps.journal.streamHead(streamId).pipe(Effect.orDie))
     const writer = deps.observe?.(baseWriter) ?? baseWriter
-    const slots = yield* Slots.make(config.slots, reservations)
-    const breaker = yield* Breaker.make(
+    // This process's semaphore and breaker, or (in a cluster) the host entity's (HostCoordination.ts).
+    const { breaker, owner, slots } = yield* (yield* HostCoordination).make(
       name,
+      config.slots,
+      reservations,
       { consecutiveTimeouts: deps.breaker.consecutiveTimeouts, cooldown: deps.breaker.cooldownMs },
       (t) => writer.append({ host: name, ...t })
     )
@@ -321,6 +326,7 @@ export const make = (
       target,
       slots,
       breaker,
+      owner,
       health: Effect.sync(() => health),
       maintenance: effectiveMaintenance,
       setMaintenance: (m) =>

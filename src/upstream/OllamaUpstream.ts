@@ -7,6 +7,7 @@ import { Data, Effect, Exit } from "effect"
 import { EventEmitter } from "node:events"
 import { Agent, type Dispatcher, request } from "undici"
 import type { Usage } from "../domain/OllamaApi.ts"
+import { errorCode, isRefusedCode } from "./ErrorCode.ts"
 import { joinLines, LineSplitter, parseLine } from "./Ndjson.ts"
 
 export type FailureKind =
@@ -60,19 +61,9 @@ export const usageOf = (chunk: Record<string, unknown>): Usage => ({
   doneReason: typeof chunk.done_reason === "string" ? chunk.done_reason : null
 })
 
-const errorCode = (cause: unknown): string | undefined => {
-  let current: unknown = cause
-  for (let depth = 0; depth < 5 && typeof current === "object" && current !== null; depth++) {
-    const code = (current as { code?: unknown }).code
-    if (typeof code === "string") return code
-    current = (current as { cause?: unknown }).cause
-  }
-  return undefined
-}
-
 const transportFailure = (host: string, cause: unknown): UpstreamFailure => {
   const code = errorCode(cause)
-  const refused = code === "ECONNREFUSED" || code === "EHOSTUNREACH" || code === "ENOTFOUND" || code === "EAI_AGAIN"
+  const refused = isRefusedCode(code)
   return new UpstreamFailure({
     host,
     kind: refused ? "refused" : "reset",

@@ -4,7 +4,7 @@
  * row left open. Pure: no database, no journal, no clock.
  */
 import type { CallerContext } from "../../domain/CallerContext.ts"
-import { decodeEvent, type EventOf } from "../../domain/Events.ts"
+import { type DecodedEvent, decodeEvent, type EventOf } from "../../domain/Events.ts"
 import type { StoredEvent } from "../../journal/Journal.ts"
 
 export type AsyncStatus = "queued" | "running" | "succeeded" | "failed" | "cancelled"
@@ -43,86 +43,91 @@ const numOf = (v: unknown): number | null => (typeof v === "number" && Number.is
 
 export const isTerminal = (status: AsyncStatus) => status === "succeeded" || status === "failed" || status === "cancelled"
 
+/** Attempts still "running" when the run was requeued, suspended or ended: the gateway stopped during them. */
+const interruptRunning = (log: ReadonlyArray<AttemptRecord>) =>
+  log.map((a) => (a.outcome === "running" ? { ...a, outcome: "interrupted" as const } : a))
+
+/** A run just accepted (its RunStarted with `async: true`). */
+const queued = (occurredAt: number): AsyncRunState => ({
+  status: "queued", attempts: 0, attemptLog: [], queuedAt: occurredAt, startedAt: null, finishedAt: null,
+  pickups: 0, error: null, paidSettled: [], paidOpen: []
+})
+
+const startAttempt = (s: AsyncRunState, e: EventOf<"AttemptStarted">, occurredAt: number): AsyncRunState => ({
+  ...s,
+  attempts: Math.max(s.attempts, e.attempt),
+  attemptLog: [...interruptRunning(s.attemptLog), {
+    attempt: e.attempt,
+    host: e.host,
+    tier: e.tier ?? "ollama",
+    startedAt: new Date(occurredAt).toISOString(),
+    outcome: "running",
+    kind: null,
+    message: null
+  }]
+})
+
+const endAttempt = (s: AsyncRunState, e: EventOf<"AttemptFailed"> | EventOf<"AttemptSucceeded">): AsyncRunState => {
+  // AttemptSucceeded carries no number: it settles the attempt in progress.
+  const idx = e._tag === "AttemptFailed" ? s.attemptLog.findIndex((a) => a.attempt === e.attempt) : s.attemptLog.length - 1
+  if (idx < 0) return s
+  const log: Array<AttemptRecord> = [...s.attemptLog]
+  log[idx] = {
+    ...log[idx]!,
+    outcome: e._tag === "AttemptSucceeded" ? "succeeded" : "failed",
+    kind: e._tag === "AttemptFailed" ? e.kind : null,
+    message: e._tag === "AttemptFailed" ? e.message : null
+  }
+  return { ...s, attemptLog: log }
+}
+
+/** One event of a run after its RunStarted (Emmett's `evolve`); events it does not follow leave it as it is. Pure. */
+export const evolve = (s: AsyncRunState, e: DecodedEvent, occurredAt: number): AsyncRunState => {
+  switch (e._tag) {
+    case "RunDequeued":
+      return { ...s, status: "running", startedAt: s.startedAt ?? occurredAt, pickups: s.pickups + 1 }
+    case "RunRequeued":
+    case "RunSuspended":
+      return { ...s, status: "queued", attemptLog: interruptRunning(s.attemptLog) }
+    case "AttemptStarted":
+      return startAttempt(s, e, occurredAt)
+    case "AttemptFailed":
+    case "AttemptSucceeded":
+      return endAttempt(s, e)
+    case "BudgetReserved":
+      return { ...s, paidOpen: [...s.paidOpen, e.reservationId] }
+    case "BudgetSettled":
+      return { ...s, paidOpen: s.paidOpen.filter((r) => r !== e.reservationId), paidSettled: [...s.paidSettled, e.reservationId] }
+    case "BudgetReleased":
+      return { ...s, paidOpen: s.paidOpen.filter((r) => r !== e.reservationId) }
+    case "RunCompleted":
+      return { ...s, status: "succeeded", finishedAt: occurredAt }
+    case "RunFailed":
+      return {
+        ...s,
+        status: e.error === "RunCancelled" ? "cancelled" : "failed",
+        finishedAt: occurredAt,
+        error: { status: e.status, code: e.error, message: e.message },
+        attemptLog: interruptRunning(s.attemptLog)
+      }
+    default:
+      return s
+  }
+}
+
 /** The run's state from its journal stream; null when the stream is not an async run. Pure. */
 export const fold = (events: ReadonlyArray<Pick<StoredEvent, "type" | "data" | "occurredAt">>): AsyncRunState | null => {
   let s = null as AsyncRunState | null
-  const interruptRunning = (log: ReadonlyArray<AttemptRecord>) =>
-    log.map((a) => (a.outcome === "running" ? { ...a, outcome: "interrupted" as const } : a))
   for (const row of events) {
     const e = decodeEvent(row.type, row.data)
     if (s === null) {
       if (e._tag !== "RunStarted" || e.async !== true) return null
-      s = {
-        status: "queued", attempts: 0, attemptLog: [], queuedAt: row.occurredAt, startedAt: null, finishedAt: null,
-        pickups: 0, error: null, paidSettled: [], paidOpen: []
-      }
+      s = queued(row.occurredAt)
       continue
     }
+    // Nothing after the end changes the run (a late duplicate end, say).
     if (isTerminal(s.status)) break
-    switch (e._tag) {
-      case "RunDequeued":
-        s = { ...s, status: "running", startedAt: s.startedAt ?? row.occurredAt, pickups: s.pickups + 1 }
-        break
-      case "RunRequeued":
-      case "RunSuspended":
-        s = { ...s, status: "queued", attemptLog: interruptRunning(s.attemptLog) }
-        break
-      case "AttemptStarted": {
-        const attempt = e.attempt
-        s = {
-          ...s,
-          attempts: Math.max(s.attempts, attempt),
-          attemptLog: [...interruptRunning(s.attemptLog), {
-            attempt,
-            host: e.host,
-            tier: e.tier ?? "ollama",
-            startedAt: new Date(row.occurredAt).toISOString(),
-            outcome: "running",
-            kind: null,
-            message: null
-          }]
-        }
-        break
-      }
-      case "AttemptFailed":
-      case "AttemptSucceeded": {
-        // AttemptSucceeded carries no number: it settles the attempt in progress.
-        const idx = e._tag === "AttemptFailed" ? s.attemptLog.findIndex((a) => a.attempt === e.attempt) : s.attemptLog.length - 1
-        if (idx >= 0) {
-          const log: Array<AttemptRecord> = [...s.attemptLog]
-          log[idx] = {
-            ...log[idx]!,
-            outcome: e._tag === "AttemptSucceeded" ? "succeeded" : "failed",
-            kind: e._tag === "AttemptFailed" ? e.kind : null,
-            message: e._tag === "AttemptFailed" ? e.message : null
-          }
-          s = { ...s, attemptLog: log }
-        }
-        break
-      }
-      case "BudgetReserved":
-        s = { ...s, paidOpen: [...s.paidOpen, e.reservationId] }
-        break
-      case "BudgetSettled":
-        s = { ...s, paidOpen: s.paidOpen.filter((r) => r !== e.reservationId), paidSettled: [...s.paidSettled, e.reservationId] }
-        break
-      case "BudgetReleased":
-        s = { ...s, paidOpen: s.paidOpen.filter((r) => r !== e.reservationId) }
-        break
-      case "RunCompleted":
-        s = { ...s, status: "succeeded", finishedAt: row.occurredAt }
-        break
-      case "RunFailed": {
-        s = {
-          ...s,
-          status: e.error === "RunCancelled" ? "cancelled" : "failed",
-          finishedAt: row.occurredAt,
-          error: { status: e.status, code: e.error, message: e.message },
-          attemptLog: interruptRunning(s.attemptLog)
-        }
-        break
-      }
-    }
+    s = evolve(s, e, row.occurredAt)
   }
   return s
 }
