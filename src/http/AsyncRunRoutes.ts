@@ -5,7 +5,7 @@
  *                             "generate" | "chat"` (default: chat when the body has `messages`);
  *                             the lane comes from the AwoooP headers as for /api/*. → 202 with the
  *                             run id and its status URL (`Location`).
- *   GET    /awooop/runs/:id   (served by RunRoutes.ts, which asks `asyncRunResponse` first) status
+ *   GET    /awooop/runs/:id   (served by RunRoutes.ts, which asks `asyncRunView` first) status
  *                             queued | running | succeeded | failed | cancelled, attempts, and the
  *                             Ollama-shaped result once succeeded.
  *   DELETE /awooop/runs/:id   cancel: 200 with the cancelled run, 404 unknown, 409 already finished.
