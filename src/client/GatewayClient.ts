@@ -15,6 +15,8 @@
  *   without one are GatewayResponseError with their status.
  * - `generateStream` / `chatStream` are Streams of typed chunks; a stream that fails after it started
  *   (an `{"error"}` line) or ends without its final chunk fails with StreamFailed.
+ * - Every other endpoint of the API is on `api` (e.g. `api.operations.shadowReport`, `api.admin.budget`
+ *   with `headers: { authorization: "Bearer <admin token>" }`).
  */
 import { HttpApiClient, HttpClient, type HttpClientError, HttpClientRequest, HttpClientResponse } from "@effect/platform"
 import { Context, Effect, Either, Encoding, Layer, type ParseResult, type Redacted, Schema, Stream } from "effect"
@@ -193,16 +195,27 @@ export const make = (config: GatewayClientConfig) =>
       tags: api.ollama.tags(),
       /** GET /api/ps: the models resident in memory, per host. */
       ps: api.ollama.ps(),
+      /** POST /api/show: the model's details from the first host that has it (`awooop_host`). */
+      show: (model: string) => api.ollama.show({ payload: { model } }),
       /** POST /awooop/runs: an async run (202); poll `runStatus` with its id. */
       submitRun: (request: RunSubmission, options?: CallOptions) =>
-        // (Narrowed per operation: the derived request type is a union of one request per payload member.)
-        request.operation === "generate"
-          ? call(api.runs.submit({ payload: request, headers: headers(options) }), options)
-          : call(api.runs.submit({ payload: request, headers: headers(options) }), options),
+        // The endpoint takes the headers as any string (the gateway refuses a malformed one itself):
+        // validated here, so invalid options still never leave the client.
+        Effect.flatMap(Schema.validate(AwooopHeaders)(headers(options)), (validated) =>
+          // (Narrowed per operation: the derived request type is a union of one request per payload member.)
+          request.operation === "generate"
+            ? call(api.runs.submit({ payload: request, headers: validated }), options)
+            : call(api.runs.submit({ payload: request, headers: validated }), options)),
       /** GET /awooop/runs/:id */
       runStatus: (runId: string) => api.runs.status({ path: { id: runId } }),
       /** DELETE /awooop/runs/:id */
-      cancelRun: (runId: string) => api.runs.cancel({ path: { id: runId } })
+      cancelRun: (runId: string) => api.runs.cancel({ path: { id: runId } }),
+      /** GET /awooop/traces/:traceId: the trace's runs and events (of the caller's project). */
+      trace: (traceId: string) => api.runs.trace({ path: { traceId } }),
+      /** GET /awooop/cost: cost ledger totals, `groupBy` comma-separated (project, lane, provider, model, day, caller). */
+      cost: (query: { readonly from?: string; readonly to?: string; readonly groupBy?: string } = {}) => api.runs.cost({ urlParams: query }),
+      /** GET /awooop/health */
+      health: api.operations.health()
     }
   })
 

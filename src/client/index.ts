@@ -4,5 +4,6 @@
  */
 export { type CallOptions, GatewayClient, type GatewayClientConfig, type GatewayClientError, type GatewayClientService, make } from "./GatewayClient.ts"
 export * from "../domain/Api.ts"
+export * from "../domain/OperatorApi.ts"
 export * from "../domain/Errors.ts"
 export type { ChatRequest, EmbedRequest, EmbeddingsRequest, GenerateRequest } from "../domain/OllamaApi.ts"

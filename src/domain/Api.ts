@@ -4,6 +4,10 @@
  * one changes the client's types: a caller that no longer fits fails to compile. Responses are
  * described here as callers receive them (the Ollama shapes plus the gateway's `awooop_*` fields).
  *
+ * Served: HttpApiBuilder serves `ServedApi` (every endpoint but the lane routes, which the
+ * node:http edge serves) from these declarations (http/ApiServer.ts); the operator's groups are in
+ * OperatorApi.ts. test/api-contract.e2e.test.ts fails when the server and the declarations differ.
+ *
  * Errors: every gateway error (Errors.ts) at the status its class declares. The body stays Ollama's `{"error"}`; the
  * tagged error travels in the `X-AwoooP-Error` header (ErrorWire.ts), which the client turns back into
  * the class. A refusal without that header (a 500 from a defect, a route that answers a plain
@@ -14,10 +18,12 @@
  */
 import { HttpApi, HttpApiEndpoint, HttpApiGroup } from "@effect/platform"
 import { Schema } from "effect"
+import { answer, QueryParam } from "./ApiAnswer.ts"
 import { HeaderNames } from "./CallerContext.ts"
 import { UpstreamRejected } from "./Errors.ts"
 import { GatewayErrorSchema } from "./ErrorWire.ts"
-import { ChatRequest, EmbedRequest, GenerateRequest } from "./OllamaApi.ts"
+import { ChatRequest, EmbedRequest, GenerateRequest, ShowRequest } from "./OllamaApi.ts"
+import { AdminGroup, OperationsGroup } from "./OperatorApi.ts"
 
 // ---------------------------------------------------------------------------------------------
 // Headers: the AwoooP caller context
@@ -35,6 +41,19 @@ export const AwooopHeaders = Schema.Struct({
   [HeaderNames.traceparent]: Schema.optional(Schema.String)
 })
 export type AwooopHeaders = typeof AwooopHeaders.Type
+
+/**
+ * The same headers as the routes served by HttpApiBuilder decode them: any string. The gateway's
+ * own rules (CallerContext.ts) then refuse a malformed one with its 400 and message, after the
+ * body as before; the typed client still validates with AwooopHeaders before it sends anything.
+ */
+export const CallerHeaders = Schema.Struct({
+  [HeaderNames.lane]: Schema.optional(Schema.String),
+  [HeaderNames.projectId]: Schema.optional(Schema.String),
+  [HeaderNames.traceId]: Schema.optional(Schema.String),
+  [HeaderNames.intent]: Schema.optional(Schema.String),
+  [HeaderNames.traceparent]: Schema.optional(Schema.String)
+})
 
 // ---------------------------------------------------------------------------------------------
 // Responses
@@ -108,9 +127,14 @@ const ModelEntry = {
 
 /** GET /api/tags: every model installed on any host, once, with the hosts that have it. */
 export const TagsResponse = Schema.Struct({
+  // (In Ollama's order: the server's encoding writes the declared fields in this order.)
   models: Schema.Array(Schema.Struct({
-    ...ModelEntry,
+    name: ModelEntry.name,
+    model: ModelEntry.model,
     modified_at: Schema.optional(Schema.String),
+    size: ModelEntry.size,
+    digest: ModelEntry.digest,
+    details: ModelEntry.details,
     capabilities: Schema.optional(Schema.Array(Schema.String)),
     awooop_hosts: Schema.Array(Schema.String)
   }))
@@ -130,6 +154,7 @@ export const PsResponse = Schema.Struct({
 export type PsResponse = typeof PsResponse.Type
 
 export const VersionResponse = Schema.Struct({ version: Schema.String })
+export type VersionResponse = typeof VersionResponse.Type
 
 // ---------------------------------------------------------------------------------------------
 // Runs (POST /awooop/runs, GET /awooop/runs/:id; served by AsyncRunRoutes.ts and RunRoutes.ts)
@@ -199,6 +224,7 @@ export const ProjectedRunStatus = Schema.Struct({
   status: Schema.Literal("running", "completed", "failed"),
   traceId: NullableString,
   projectId: NullableString,
+  caller: Schema.optionalWith(NullableString, { default: () => null }),
   lane: NullableString,
   intent: NullableString,
   operation: NullableString,
@@ -229,6 +255,81 @@ export const ProjectedRunStatus = Schema.Struct({
 export const RunStatus = Schema.Union(AsyncRunStatus, ProjectedRunStatus)
 export type RunStatus = typeof RunStatus.Type
 
+/** One journal event of a trace (projections/ReadModel.ts `eventView`). */
+export const TraceEvent = Schema.Struct({
+  globalPosition: Schema.Number,
+  streamId: Schema.String,
+  streamPosition: Schema.Number,
+  type: Schema.String,
+  occurredAt: Schema.String,
+  projectId: NullableString,
+  lane: NullableString,
+  data: Schema.Unknown
+})
+
+/** GET /awooop/traces/:traceId: the trace's runs and its events in order (the caller's project's part of it). */
+export const TraceView = Schema.Struct({
+  traceId: Schema.String,
+  runs: Schema.Array(ProjectedRunStatus),
+  events: Schema.Array(TraceEvent)
+})
+export type TraceView = typeof TraceView.Type
+
+/** GET /awooop/cost?from=&to=&groupBy= (days inclusive, UTC; groupBy comma-separated). */
+export const CostParams = Schema.Struct({
+  from: Schema.optional(QueryParam),
+  to: Schema.optional(QueryParam),
+  groupBy: Schema.optional(QueryParam)
+})
+
+const CostTotals = {
+  requests: Schema.Number,
+  failed: Schema.Number,
+  inputTokens: Schema.Number,
+  outputTokens: Schema.Number,
+  unknownUsage: Schema.Number,
+  costUsd: Schema.Number,
+  unknownCost: Schema.Number
+}
+
+export const CostGroupBy = Schema.Literal("day", "project", "lane", "provider", "model", "caller")
+
+/** The cost ledger's totals (projections/ReadModel.ts `cost`), one row per group. */
+export const CostReport = Schema.Struct({
+  from: Schema.String,
+  to: Schema.String,
+  groupBy: Schema.Array(CostGroupBy),
+  rows: Schema.Array(Schema.Struct({
+    day: Schema.optional(Schema.String),
+    project: Schema.optional(Schema.String),
+    lane: Schema.optional(Schema.String),
+    provider: Schema.optional(Schema.String),
+    model: Schema.optional(Schema.String),
+    caller: Schema.optional(Schema.String),
+    ...CostTotals
+  })),
+  total: Schema.Struct(CostTotals),
+  /** The project a caller's key reads (only its own); absent for the admin token and in open mode. */
+  projectId: Schema.optional(Schema.String)
+})
+export type CostReport = typeof CostReport.Type
+
+/** POST /api/show: the first host's answer (Ollama's fields, passed on as they are) and which host gave it. */
+export const ShowResponse = Schema.Struct({
+  // (In Ollama's order; a field Ollama adds that is not named here passes through as it is.)
+  license: Schema.optional(Schema.String),
+  modelfile: Schema.optional(Schema.String),
+  parameters: Schema.optional(Schema.String),
+  template: Schema.optional(Schema.String),
+  system: Schema.optional(Schema.String),
+  details: Schema.optional(ModelDetails),
+  model_info: Schema.optional(Schema.Record({ key: Schema.String, value: Schema.Unknown })),
+  capabilities: Schema.optional(Schema.Array(Schema.String)),
+  modified_at: Schema.optional(Schema.String),
+  awooop_host: Schema.String
+})
+export type ShowResponse = typeof ShowResponse.Type
+
 // ---------------------------------------------------------------------------------------------
 // Errors
 // ---------------------------------------------------------------------------------------------
@@ -253,37 +354,51 @@ export class StreamFailed extends Schema.TaggedError<StreamFailed>()("StreamFail
 // The API
 // ---------------------------------------------------------------------------------------------
 
-export class OllamaGroup extends HttpApiGroup.make("ollama")
-  .add(
-    HttpApiEndpoint.post("generate", "/api/generate").setPayload(GenerateRequest).setHeaders(AwooopHeaders)
-      .addSuccess(GenerateResponse)
-      // (One member at a time: HttpApi reads a status from each member of a union, not from the union.)
-      .addSuccess(RunAccepted, { status: 202 })
-      .addSuccess(ShadowAccepted, { status: 202 })
-  )
-  .add(
-    HttpApiEndpoint.post("chat", "/api/chat").setPayload(ChatRequest).setHeaders(AwooopHeaders)
-      .addSuccess(ChatResponse)
-      .addSuccess(RunAccepted, { status: 202 })
-      .addSuccess(ShadowAccepted, { status: 202 })
-  )
-  .add(HttpApiEndpoint.post("embed", "/api/embed").setPayload(EmbedRequest).setHeaders(AwooopHeaders).addSuccess(EmbedResponse))
-  .add(HttpApiEndpoint.get("tags", "/api/tags").addSuccess(TagsResponse))
-  .add(HttpApiEndpoint.get("ps", "/api/ps").addSuccess(PsResponse))
-  .add(HttpApiEndpoint.get("version", "/api/version").addSuccess(VersionResponse))
-{}
+// The Ollama endpoints that run on a lane (generate, chat, embed) are served by the node:http edge
+// (http/Edge.ts); the others, like every endpoint below, by HttpApiBuilder from these declarations
+// (http/ApiServer.ts).
+
+const generate = HttpApiEndpoint.post("generate", "/api/generate").setPayload(GenerateRequest).setHeaders(AwooopHeaders)
+  .addSuccess(GenerateResponse)
+  // (One member at a time: HttpApi reads a status from each member of a union, not from the union.)
+  .addSuccess(RunAccepted, { status: 202 })
+  .addSuccess(ShadowAccepted, { status: 202 })
+const chat = HttpApiEndpoint.post("chat", "/api/chat").setPayload(ChatRequest).setHeaders(AwooopHeaders)
+  .addSuccess(ChatResponse)
+  .addSuccess(RunAccepted, { status: 202 })
+  .addSuccess(ShadowAccepted, { status: 202 })
+const embed = HttpApiEndpoint.post("embed", "/api/embed").setPayload(EmbedRequest).setHeaders(AwooopHeaders).addSuccess(EmbedResponse)
+
+const tags = HttpApiEndpoint.get("tags", "/api/tags").addSuccess(answer(TagsResponse))
+const ps = HttpApiEndpoint.get("ps", "/api/ps").addSuccess(answer(PsResponse))
+const show = HttpApiEndpoint.post("show", "/api/show").setPayload(ShowRequest).addSuccess(answer(ShowResponse))
+const version = HttpApiEndpoint.get("version", "/api/version").addSuccess(answer(VersionResponse))
+
+/** The Ollama API as callers see it (the typed client's `ollama` group). */
+export class OllamaGroup extends HttpApiGroup.make("ollama").add(generate).add(chat).add(embed).add(tags).add(ps).add(version).add(show) {}
+
+/** The same group without the endpoints the edge serves: what HttpApiBuilder serves of it. */
+export class OllamaServedGroup extends HttpApiGroup.make("ollama").add(tags).add(ps).add(version).add(show) {}
+
+/** The endpoints of OllamaGroup that the node:http edge serves instead of HttpApiBuilder. */
+export const edgeEndpoints = ["generate", "chat", "embed"] as const
+
+const RunId = Schema.Struct({ id: Schema.String })
 
 export class RunsGroup extends HttpApiGroup.make("runs")
   .add(
-    HttpApiEndpoint.post("submit", "/awooop/runs").setPayload(RunSubmission).setHeaders(AwooopHeaders).addSuccess(RunAccepted, { status: 202 })
+    // The body is read by the server itself (http/AsyncRunRoutes.ts: the gateway's body limits and
+    // its Ollama-style messages); the declared payload is what the typed client sends.
+    HttpApiEndpoint.post("submit", "/awooop/runs").setPayload(RunSubmission).setHeaders(CallerHeaders).addSuccess(answer(RunAccepted), { status: 202 })
   )
-  .add(HttpApiEndpoint.get("status", "/awooop/runs/:id").setPath(Schema.Struct({ id: Schema.String })).addSuccess(RunStatus))
-  .add(HttpApiEndpoint.del("cancel", "/awooop/runs/:id").setPath(Schema.Struct({ id: Schema.String })).addSuccess(AsyncRunStatus))
+  .add(HttpApiEndpoint.get("status", "/awooop/runs/:id").setPath(RunId).addSuccess(answer(RunStatus)))
+  .add(HttpApiEndpoint.del("cancel", "/awooop/runs/:id").setPath(RunId).addSuccess(answer(AsyncRunStatus)))
+  .add(HttpApiEndpoint.get("trace", "/awooop/traces/:traceId").setPath(Schema.Struct({ traceId: Schema.String })).addSuccess(answer(TraceView)))
+  .add(HttpApiEndpoint.get("cost", "/awooop/cost").setUrlParams(CostParams).addSuccess(answer(CostReport)))
 {}
 
-export class GatewayApi extends HttpApi.make("awooop-gateway")
-  .add(OllamaGroup)
-  .add(RunsGroup)
+/** Every error a typed call can fail with, declared once for both APIs below. */
+const Refusals = HttpApi.make("awooop-gateway")
   // Every gateway error at the status its class declares (Errors.ts).
   .addError(GatewayErrorSchema)
   // A host's own 4xx, passed on with its status.
@@ -309,7 +424,15 @@ export class GatewayApi extends HttpApi.make("awooop-gateway")
   .addError(GatewayResponseError, { status: 502 })
   .addError(GatewayResponseError, { status: 503 })
   .addError(GatewayResponseError, { status: 504 })
-{}
+
+/** The gateway's API: what the typed client is derived from. */
+export class GatewayApi extends Refusals.add(OllamaGroup).add(RunsGroup).add(OperationsGroup).add(AdminGroup) {}
+
+/**
+ * What HttpApiBuilder serves (http/ApiServer.ts): the same groups and endpoints, less the ones the
+ * edge serves (`edgeEndpoints`). test/api-contract.e2e.test.ts checks that the two differ by exactly those.
+ */
+export class ServedApi extends Refusals.add(OllamaServedGroup).add(RunsGroup).add(OperationsGroup).add(AdminGroup) {}
 
 /** Every error a typed call can fail with because the gateway said no. */
 export type GatewayRefusal = typeof GatewayApi extends HttpApi.HttpApi<infer _Id, infer _Groups, infer E, infer _R> ? E : never

@@ -7,6 +7,7 @@ import { HttpServerRequest } from "@effect/platform"
 import { Config, Effect, Option, Redacted } from "effect"
 import { createHash, timingSafeEqual } from "node:crypto"
 import { Unauthorized } from "../domain/Errors.ts"
+import { errorResponse } from "./ErrorResponse.ts"
 
 const digest = (s: string) => createHash("sha256").update(s).digest()
 
@@ -30,3 +31,15 @@ export const requireAdmin: Effect.Effect<void, Unauthorized, HttpServerRequest.H
 
 /** 401 answers carry the challenge. */
 export const unauthorizedHeaders = { "www-authenticate": 'Bearer realm="awooop-admin"' } as const
+
+/**
+ * An admin route: the token first, then `self`. A refusal of the token is answered here, with the
+ * challenge; `self`'s own refusals go on to the API's renderer (ErrorResponse.ts `refusalResponse`).
+ */
+export const adminOnly = <A, E, R>(self: Effect.Effect<A, E, R>) =>
+  Effect.zipRight(requireAdmin, self).pipe(
+    Effect.catchIf(
+      (e): e is Unauthorized => e instanceof Unauthorized,
+      (e) => Effect.succeed(errorResponse(e, unauthorizedHeaders))
+    )
+  )

@@ -5,26 +5,29 @@
  *                             "generate" | "chat"` (default: chat when the body has `messages`);
  *                             the lane comes from the AwoooP headers as for /api/*. → 202 with the
  *                             run id and its status URL (`Location`).
- *   GET    /awooop/runs/:id   (served by RunRoutes.ts, which asks `asyncRunResponse` first) status
+ *   GET    /awooop/runs/:id   (served by RunRoutes.ts, which asks `asyncRunView` first) status
  *                             queued | running | succeeded | failed | cancelled, attempts, and the
  *                             Ollama-shaped result once succeeded.
  *   DELETE /awooop/runs/:id   cancel: 200 with the cancelled run, 404 unknown, 409 already finished.
  *
  * Any lane with a route can take runs this way; a lane in shadow mode refuses them (409), since its
- * requests are only decided, never executed.
+ * requests are only decided, never executed. Part of the `runs` group of domain/Api.ts, served by
+ * ApiServer.ts.
  */
-import { HttpRouter, HttpServerRequest, type HttpServerResponse } from "@effect/platform"
+import { HttpApp, HttpServerRequest, HttpServerResponse } from "@effect/platform"
 import { Effect, Option } from "effect"
+import type { GatewayResponseError } from "../domain/Api.ts"
 import { HeaderNames, resolveCallerContext } from "../domain/CallerContext.ts"
-import { BadRequest, type GatewayError } from "../domain/Errors.ts"
+import { BadRequest, type Unauthorized } from "../domain/Errors.ts"
 import { ChatRequest, GenerateRequest } from "../domain/OllamaApi.ts"
+import type { AsyncRunView } from "../operations/async/AsyncRunState.ts"
 import { type AsyncRequest, AsyncRuns } from "../operations/async/AsyncRuns.ts"
 import { Gateway } from "../routing/Gateway.ts"
-import { errorResponse, jsonResponse } from "./ErrorResponse.ts"
+import { refusal } from "./ErrorResponse.ts"
 import { requestScope, visibleIn } from "./ReadScope.ts"
 import { decodeBody, readJson } from "./RequestBody.ts"
 
-const fail = (status: number, error: string) => jsonResponse({ error }, {}, status)
+const storeDown = (e: unknown) => refusal(503, `the run store did not answer: ${e instanceof Error ? e.message : String(e)}`)
 
 const uuidPattern = /^(?:run-)?([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})$/i
 
@@ -38,20 +41,18 @@ export const runIdOf = (id: string | undefined): string | null => {
  * GET /awooop/runs/:id for an async run; none when the id is not an async run (the projection's run
  * view answers then). Needs no service beyond what the server already has.
  */
-export const asyncRunResponse = (id: string | undefined, scope: string | null = null): Effect.Effect<Option.Option<HttpServerResponse.HttpServerResponse>> =>
+export const asyncRunView = (id: string | undefined, scope: string | null = null): Effect.Effect<Option.Option<AsyncRunView>, GatewayResponseError> =>
   Effect.gen(function*() {
     const runId = runIdOf(id)
     const asyncRuns = yield* Effect.serviceOption(AsyncRuns)
     if (runId === null || Option.isNone(asyncRuns)) return Option.none()
-    return yield* asyncRuns.value.view(runId).pipe(
-      Effect.map((view) =>
-        view === null ? Option.none() : visibleIn(scope, view.projectId) ? Option.some(jsonResponse(view)) : Option.some(fail(404, `run ${runId} not found`))
-      ),
-      Effect.catchAll((e) => Effect.succeed(Option.some(fail(503, `the run store did not answer: ${e instanceof Error ? e.message : String(e)}`))))
-    )
+    const view = yield* Effect.mapError(asyncRuns.value.view(runId), storeDown)
+    if (view === null) return Option.none()
+    return visibleIn(scope, view.projectId) ? Option.some(view) : yield* refusal(404, `run ${runId} not found`)
   })
 
-const submit = Effect.gen(function*() {
+/** POST /awooop/runs: the body is read here (the gateway's limits and messages), not by the builder. */
+export const submit = Effect.gen(function*() {
   const gateway = yield* Gateway
   const asyncRuns = yield* AsyncRuns
   const request = yield* HttpServerRequest.HttpServerRequest
@@ -68,39 +69,34 @@ const submit = Effect.gen(function*() {
     if (!("traceId" in caller)) return yield* Effect.fail(caller)
     const lane = gateway.lanes.get(caller.lane)!
     if (lane.config.mode === "shadow") {
-      return fail(409, `lane ${lane.name} is in shadow mode: its requests are decided and journaled, never executed (set mode: active to run them)`)
+      return yield* refusal(409, `lane ${lane.name} is in shadow mode: its requests are decided and journaled, never executed (set mode: active to run them)`)
     }
     const prompt = decoded.operation === "chat" ? { messages: decoded.body.messages } : { system: decoded.body.system ?? null, prompt: decoded.body.prompt ?? null }
     const run = yield* asyncRuns.submit({ lane, request: decoded, caller, prompt, via: "api" })
-    return jsonResponse(run, { location: run.statusUrl, [HeaderNames.runId]: run.runId, [HeaderNames.traceId]: run.traceId }, 202)
-  }).pipe(Effect.catchAll((error: GatewayError) => Effect.succeed(errorResponse(error))))
+    // The 202 and its body are the declaration's (Api.ts); where to poll travels in the headers.
+    yield* HttpApp.appendPreResponseHandler((_, response) =>
+      Effect.succeed(HttpServerResponse.setHeaders(response, { location: run.statusUrl, [HeaderNames.runId]: run.runId, [HeaderNames.traceId]: run.traceId })))
+    return run
+  })
 })
 
-const cancel = Effect.gen(function*() {
-  const asyncRuns = yield* AsyncRuns
-  const { id } = yield* HttpRouter.params
-  const runId = runIdOf(id)
-  if (runId === null) return fail(400, `run id must be a UUID (or run-<uuid>), got ${JSON.stringify(id ?? "")}`)
-  // Only a run of the caller's own project can be cancelled; another's is "not found".
-  const scope = yield* requestScope
-  if (scope !== null) {
-    // Fail closed: a run whose project cannot be read now is not cancelled for a scoped caller.
-    const view = yield* asyncRuns.view(runId).pipe(Effect.option)
-    if (Option.isNone(view) || view.value === null || !visibleIn(scope, view.value.projectId)) return fail(404, `async run ${runId} not found`)
-  }
-  return yield* asyncRuns.cancel(runId).pipe(
-    Effect.map((outcome) => {
-      switch (outcome._tag) {
-        case "NotFound": return fail(404, `async run ${runId} not found`)
-        case "AlreadyFinished": return fail(409, `run ${runId} already ${outcome.view.status}: nothing to cancel`)
-        case "Cancelled": return jsonResponse(outcome.view)
-      }
-    }),
-    Effect.catchAll((e) => Effect.succeed(fail(503, `the run store did not answer: ${e instanceof Error ? e.message : String(e)}`)))
-  )
-}).pipe(Effect.catchTag("Unauthorized", (e) => Effect.succeed(errorResponse(e))))
-
-export const asyncRunRoutes = HttpRouter.empty.pipe(
-  HttpRouter.post("/awooop/runs", submit),
-  HttpRouter.del("/awooop/runs/:id", cancel)
-)
+/** DELETE /awooop/runs/:id */
+export const cancel = (id: string): Effect.Effect<AsyncRunView, GatewayResponseError | Unauthorized, AsyncRuns | HttpServerRequest.HttpServerRequest> =>
+  Effect.gen(function*() {
+    const asyncRuns = yield* AsyncRuns
+    const runId = runIdOf(id)
+    if (runId === null) return yield* refusal(400, `run id must be a UUID (or run-<uuid>), got ${JSON.stringify(id)}`)
+    // Only a run of the caller's own project can be cancelled; another's is "not found".
+    const scope = yield* requestScope
+    if (scope !== null) {
+      // Fail closed: a run whose project cannot be read now is not cancelled for a scoped caller.
+      const view = yield* asyncRuns.view(runId).pipe(Effect.option)
+      if (Option.isNone(view) || view.value === null || !visibleIn(scope, view.value.projectId)) return yield* refusal(404, `async run ${runId} not found`)
+    }
+    const outcome = yield* Effect.mapError(asyncRuns.cancel(runId), storeDown)
+    switch (outcome._tag) {
+      case "NotFound": return yield* refusal(404, `async run ${runId} not found`)
+      case "AlreadyFinished": return yield* refusal(409, `run ${runId} already ${outcome.view.status}: nothing to cancel`)
+      case "Cancelled": return outcome.view
+    }
+  })

@@ -4,51 +4,32 @@
  *        hard kill: journaled on the "budget" stream, kept in PostgreSQL, so it survives restarts and
  *        a rollback of the provider URLs.
  *   GET  /awooop/admin/budget            the hard kill, the period's cap, settled and reserved spend.
+ *
+ * Declared in domain/OperatorApi.ts (group `admin`), served by ApiServer.ts.
  */
-import { HttpRouter } from "@effect/platform"
-import { Effect, Schema } from "effect"
-import { BadRequest, type GatewayError } from "../domain/Errors.ts"
+import { Effect } from "effect"
+import { BadRequest } from "../domain/Errors.ts"
+import { HardKillRequest } from "../domain/OperatorApi.ts"
 import { Gateway } from "../routing/Gateway.ts"
-import { requireAdmin, unauthorizedHeaders } from "./AdminAuth.ts"
-import { errorResponse, jsonResponse } from "./ErrorResponse.ts"
+import { adminOnly } from "./AdminAuth.ts"
+import { refusal } from "./ErrorResponse.ts"
 import { decodeBody, readJson } from "./RequestBody.ts"
 
-const HardKillRequest = Schema.Struct({
-  tripped: Schema.Boolean,
-  reason: Schema.optional(Schema.String.pipe(Schema.maxLength(1000)))
-})
+const ledgerDown = (e: { readonly message: string }) => refusal(503, `the budget ledger is unreachable: ${e.message}`)
 
-const ledgerDown = (message: string) =>
-  jsonResponse({ error: `the budget ledger is unreachable: ${message}` }, {}, 503)
-
-const refuse = (error: GatewayError) =>
-  Effect.succeed(errorResponse(error, error._tag === "Unauthorized" ? unauthorizedHeaders : {}))
-
-const hardKill = Effect.gen(function*() {
+/** POST /awooop/admin/budget/hard-kill: the body is read here (64 KiB), not by the builder. */
+export const hardKill = adminOnly(Effect.gen(function*() {
   const gateway = yield* Gateway
-  yield* requireAdmin
   const raw = yield* readJson(64 * 1024)
   const body = yield* decodeBody(HardKillRequest, raw)
   if (body.tripped && (body.reason ?? "").trim() === "") {
     return yield* new BadRequest({ message: "reason is required when tripping the hard kill" })
   }
   return yield* gateway.paid.budget.setHardKill(body.tripped, body.reason ?? null, "admin API").pipe(
-    Effect.flatMap(() => gateway.paid.budget.status),
-    Effect.map((status) => jsonResponse(status)),
-    Effect.catchTag("LedgerError", (e) => Effect.succeed(ledgerDown(e.message)))
+    Effect.zipRight(gateway.paid.budget.status),
+    Effect.mapError(ledgerDown)
   )
-}).pipe(Effect.catchAll(refuse))
+}))
 
-const status = Effect.gen(function*() {
-  const gateway = yield* Gateway
-  yield* requireAdmin
-  return yield* gateway.paid.budget.status.pipe(
-    Effect.map((s) => jsonResponse(s)),
-    Effect.catchTag("LedgerError", (e) => Effect.succeed(ledgerDown(e.message)))
-  )
-}).pipe(Effect.catchAll(refuse))
-
-export const budgetAdminRoutes = HttpRouter.empty.pipe(
-  HttpRouter.post("/awooop/admin/budget/hard-kill", hardKill),
-  HttpRouter.get("/awooop/admin/budget", status)
-)
+/** GET /awooop/admin/budget */
+export const budgetStatus = adminOnly(Effect.flatMap(Gateway, (gateway) => Effect.mapError(gateway.paid.budget.status, ledgerDown)))

@@ -5,8 +5,10 @@
  * known, Retry-After, and the tagged error for typed callers (domain/ErrorWire.ts).
  */
 import { HttpServerResponse } from "@effect/platform"
+import { Schema } from "effect"
+import { GatewayResponseError } from "../domain/Api.ts"
 import { type CallerContext, HeaderNames } from "../domain/CallerContext.ts"
-import { errorHeaderName, errorHeaderValue } from "../domain/ErrorWire.ts"
+import { errorHeaderName, errorHeaderValue, GatewayErrorSchema } from "../domain/ErrorWire.ts"
 import { type GatewayError, retryAfterOf } from "../domain/Errors.ts"
 
 const encoder = new TextEncoder()
@@ -47,3 +49,22 @@ export const jsonResponse = (body: unknown, headers: Record<string, string> = {}
     contentType: "application/json; charset=utf-8",
     headers
   })
+
+/**
+ * A refusal without a tagged error: Ollama's `{"error": "..."}` at `status`, nothing else (a run or
+ * trace not found, a bad query parameter, the read side down). The Api declares these statuses.
+ */
+export const refusal = (status: number, message: string) => new GatewayResponseError({ status, message })
+
+const isGatewayError = Schema.is(GatewayErrorSchema)
+
+/**
+ * How the routes HttpApiBuilder serves (ApiServer.ts) answer a failure: a gateway error as
+ * everywhere else (`errorResponse`), a `refusal` as its plain `{"error"}`. Anything else is not a
+ * refusal (undefined): it goes on to the next route or to the server's 500.
+ */
+export const refusalResponse = (error: unknown): HttpServerResponse.HttpServerResponse | undefined => {
+  if (isGatewayError(error)) return errorResponse(error)
+  if (error instanceof GatewayResponseError) return jsonResponse(ollamaError(error.message, error.status), {}, error.status)
+  return undefined
+}

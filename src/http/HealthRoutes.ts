@@ -3,9 +3,9 @@
  * (up/down, latency, version, resident and installed models), its breaker, its slots (in use, shared
  * and reserved per lane) and its maintenance window; per lane whether it is safe and why
  * (operations/Health.ts), plus the lane's mode (active | shadow) and whether it is async; per paid provider
- * whether it is available (its API key's variable set).
+ * whether it is available (its API key's variable set). Declared as `HealthView` in
+ * domain/OperatorApi.ts, served by ApiServer.ts.
  */
-import { HttpRouter } from "@effect/platform"
 import { Clock, Effect } from "effect"
 import { ClusterRole } from "../cluster/ClusterRole.ts"
 import { Journal } from "../journal/Journal.ts"
@@ -13,7 +13,6 @@ import { AsyncRuns } from "../operations/async/AsyncRuns.ts"
 import { Gateway } from "../routing/Gateway.ts"
 import type { HostActor } from "../routing/Host.ts"
 import { type HostFacts, type LaneSafety, laneSafety, type ProviderFacts } from "../operations/Health.ts"
-import { jsonResponse } from "./ErrorResponse.ts"
 
 const iso = (ms: number | null) => (ms === null ? null : new Date(ms).toISOString())
 
@@ -79,7 +78,7 @@ const journalHealth = (summary: Array<string>) =>
     const lostTotal = j.lost.dropped + j.lost.torn + j.lost.shutdown
     if (lostTotal > 0) summary.push(`journal: ${lostTotal} events lost since start (dropped ${j.lost.dropped}, torn ${j.lost.torn}); the log has an ERROR for each`)
     return {
-      status: j.unavailable ? "unavailable" : j.degraded ? "degraded" : "ok",
+      status: j.unavailable ? "unavailable" as const : j.degraded ? "degraded" as const : "ok" as const,
       spilled: j.spilled,
       queued: j.queued,
       written: j.written,
@@ -147,13 +146,9 @@ export const healthView = Effect.gen(function*() {
     providers,
     lanes,
     journal,
-    asyncRuns: { queuedOrRunning: yield* asyncRuns.pending, store: runStoreProblem === null ? "ok" : "unavailable", problem: runStoreProblem },
+    asyncRuns: { queuedOrRunning: yield* asyncRuns.pending, store: runStoreProblem === null ? "ok" as const : "unavailable" as const, problem: runStoreProblem },
     // Only in a cluster: this runner, the cluster's runners, who runs each singleton ("host-health"
     // journals the hosts' health), and which runner's entity counts each host's slots (`hosts`).
     ...(cluster === null ? {} : { cluster: { ...cluster, hosts: owners } })
   }
 })
-
-export const healthRoutes = HttpRouter.empty.pipe(
-  HttpRouter.get("/awooop/health", Effect.map(healthView, (view) => jsonResponse(view)))
-)

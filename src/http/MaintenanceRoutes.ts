@@ -8,20 +8,15 @@
  * Opening and closing are journaled on the host's stream (MaintenanceOpened / MaintenanceClosed,
  * with the reason, and whether the window expired). 401 without or with a wrong token, 404 for an
  * unknown host, 400 for a bad body (a window must end in the future, within 30 days).
+ * Declared in domain/OperatorApi.ts (`admin.maintenance`), served by ApiServer.ts.
  */
-import { HttpRouter } from "@effect/platform"
-import { Clock, Effect, Schema } from "effect"
-import { BadRequest, type GatewayError } from "../domain/Errors.ts"
+import { Clock, Effect } from "effect"
+import { BadRequest } from "../domain/Errors.ts"
+import { type MaintenanceAnswer, MaintenanceRequest } from "../domain/OperatorApi.ts"
 import { Gateway } from "../routing/Gateway.ts"
-import { requireAdmin, unauthorizedHeaders } from "./AdminAuth.ts"
-import { errorResponse, jsonResponse } from "./ErrorResponse.ts"
+import { adminOnly } from "./AdminAuth.ts"
+import { refusal } from "./ErrorResponse.ts"
 import { decodeBody, readJson } from "./RequestBody.ts"
-
-const MaintenanceRequest = Schema.Struct({
-  open: Schema.Boolean,
-  reason: Schema.optional(Schema.String.pipe(Schema.maxLength(1000))),
-  until: Schema.optional(Schema.String.pipe(Schema.maxLength(64)))
-})
 
 /** The longest window an operator may open in one go. */
 export const maxWindowMs = 30 * 86_400_000
@@ -38,16 +33,12 @@ export const parseUntil = (text: string | undefined, now: number): number | stri
   return ms
 }
 
-const refuse = (error: GatewayError) =>
-  Effect.succeed(errorResponse(error, error._tag === "Unauthorized" ? unauthorizedHeaders : {}))
-
-const setMaintenance = Effect.gen(function*() {
+/** POST /awooop/admin/hosts/:host/maintenance: the body is read here (64 KiB), not by the builder. */
+export const setMaintenance = (name: string) => adminOnly(Effect.gen(function*() {
   const gateway = yield* Gateway
-  yield* requireAdmin
-  const { host: name } = yield* HttpRouter.params
-  const host = name === undefined ? undefined : gateway.hosts.get(name)
+  const host = gateway.hosts.get(name)
   if (host === undefined) {
-    return jsonResponse({ error: `unknown host ${JSON.stringify(name ?? "")} (hosts: ${[...gateway.hosts.keys()].join(", ")})` }, {}, 404)
+    return yield* refusal(404, `unknown host ${JSON.stringify(name)} (hosts: ${[...gateway.hosts.keys()].join(", ")})`)
   }
   const body = yield* decodeBody(MaintenanceRequest, yield* readJson(64 * 1024))
   const reason = body.reason?.trim() ?? ""
@@ -60,17 +51,13 @@ const setMaintenance = Effect.gen(function*() {
     const closed = yield* host.closeMaintenance(reason === "" ? "closed by the operator" : reason)
     if (!closed) {
       const m = yield* host.maintenance
-      return jsonResponse({ host: host.name, changed: false, maintenance: { open: m.open, reason: m.reason, until: null } })
+      return { host: host.name, changed: false, maintenance: { open: m.open, reason: m.reason, until: null } } satisfies MaintenanceAnswer
     }
   }
   const m = yield* host.maintenance
-  return jsonResponse({
+  return {
     host: host.name,
     changed: true,
     maintenance: { open: m.open, reason: m.reason, until: m.until === null ? null : new Date(m.until).toISOString() }
-  })
-}).pipe(Effect.catchAll(refuse))
-
-export const maintenanceRoutes = HttpRouter.empty.pipe(
-  HttpRouter.post("/awooop/admin/hosts/:host/maintenance", setMaintenance)
-)
+  } satisfies MaintenanceAnswer
+}))

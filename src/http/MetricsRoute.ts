@@ -2,9 +2,9 @@
  * GET /metrics: the live counters and histograms (observability/Metrics.ts) and gauges read from the
  * actors now: breaker state, host health, slots in use and reserved, each lane's admission depth,
  * the journal's queue, and the projector's lag when a projector runs in this process. One SQL query
- * (the projector's lag) per scrape, none per request.
+ * (the projector's lag) per scrape, none per request. Declared in domain/OperatorApi.ts
+ * (`operations.metrics`, Prometheus' text format), served by ApiServer.ts.
  */
-import { HttpRouter, HttpServerResponse } from "@effect/platform"
 import { Effect, Option } from "effect"
 import { ClusterRole, clusterGauges } from "../cluster/ClusterRole.ts"
 import { Journal } from "../journal/Journal.ts"
@@ -102,10 +102,7 @@ const gauges = Effect.gen(function*() {
   return out
 })
 
-const metrics = Effect.gen(function*() {
+export const metrics = Effect.gen(function*() {
   const gateway = yield* Gateway
-  const text = gateway.metrics.render(yield* gauges)
-  return HttpServerResponse.text(text, { contentType: "text/plain; version=0.0.4; charset=utf-8" })
+  return gateway.metrics.render(yield* gauges)
 })
-
-export const metricsRoutes = HttpRouter.empty.pipe(HttpRouter.get("/metrics", metrics))

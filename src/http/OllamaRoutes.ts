@@ -1,18 +1,22 @@
 /**
  * The rest of the Ollama-compatible surface (the inference routes are in InferenceRoutes.ts): tags,
- * ps, show and version fan out to the hosts; model management is refused (the gateway does not own
- * the hosts' models).
+ * ps, show and version fan out to the hosts (the `ollama` group of domain/Api.ts, served by
+ * ApiServer.ts); model management is refused (the gateway does not own the hosts' models), and
+ * `/` answers Ollama's liveness banner, both on the platform router (`ollamaRoutes`).
  */
 import { HttpRouter, HttpServerResponse } from "@effect/platform"
 import { Effect } from "effect"
-import { BadRequest, type GatewayError, ModelNotFound, NotManaged } from "../domain/Errors.ts"
+import type { PsResponse, ShowResponse, TagsResponse, VersionResponse } from "../domain/Api.ts"
+import { BadRequest, ModelNotFound, NotManaged } from "../domain/Errors.ts"
 import { ShowRequest } from "../domain/OllamaApi.ts"
 import { Gateway } from "../routing/Gateway.ts"
-import { errorResponse, jsonResponse } from "./ErrorResponse.ts"
+import { errorResponse } from "./ErrorResponse.ts"
 import { decodeBody, readJson } from "./RequestBody.ts"
 
+// The hosts' entries pass through as they are: the declared schema checks them on the way out.
+
 /** GET /api/tags: every model installed on any host, once, with the hosts that have it (`awooop_hosts`). */
-const tags = Effect.gen(function*() {
+export const tags: Effect.Effect<TagsResponse, never, Gateway> = Effect.gen(function*() {
   const gateway = yield* Gateway
   const answers = yield* fanOut(gateway, "/api/tags")
   const byName = new Map<string, Record<string, unknown> & { awooop_hosts: Array<string> }>()
@@ -24,14 +28,14 @@ const tags = Effect.gen(function*() {
       else byName.set(name, { ...model, awooop_hosts: [host] })
     }
   }
-  return jsonResponse({ models: [...byName.values()] })
+  return { models: [...byName.values()] } as unknown as TagsResponse
 })
 
 /** GET /api/ps: every resident model on every host, one entry per host (`awooop_host`). */
-const ps = Effect.gen(function*() {
+export const ps: Effect.Effect<PsResponse, never, Gateway> = Effect.gen(function*() {
   const gateway = yield* Gateway
   const answers = yield* fanOut(gateway, "/api/ps")
-  return jsonResponse({ models: answers.flatMap(({ host, json }) => modelsOf(json).map((m) => ({ ...m, awooop_host: host }))) })
+  return { models: answers.flatMap(({ host, json }) => modelsOf(json).map((m) => ({ ...m, awooop_host: host }))) } as unknown as PsResponse
 })
 
 const modelsOf = (json: Record<string, unknown>): Array<Record<string, unknown>> =>
@@ -50,9 +54,10 @@ const fanOut = (gateway: Gateway, path: string) =>
   ).pipe(Effect.map((all) => all.flat()))
 
 /** POST /api/show: the first host (in config order) that has the model answers. */
-const show = Effect.gen(function*() {
+export const show = Effect.gen(function*() {
   const gateway = yield* Gateway
   return yield* Effect.gen(function*() {
+    // Read here, not by the builder: the gateway's body limits and messages (RequestBody.ts).
     const raw = yield* readJson(gateway.config.server.maxBodyBytes)
     const body = yield* decodeBody(ShowRequest, raw)
     const model = body.model ?? body.name
@@ -60,14 +65,14 @@ const show = Effect.gen(function*() {
     const bytes = new TextEncoder().encode(JSON.stringify({ model, ...(body.verbose !== undefined ? { verbose: body.verbose } : {}) }))
     for (const host of gateway.hosts.values()) {
       const answer = yield* gateway.upstream.unary(host.target, "POST", "/api/show", bytes, gateway.config.server.probeTimeout).pipe(Effect.option)
-      if (answer._tag === "Some") return jsonResponse({ ...answer.value.json, awooop_host: host.name })
+      if (answer._tag === "Some") return { ...answer.value.json, awooop_host: host.name } satisfies ShowResponse
     }
     return yield* new ModelNotFound({ lane: "(any)", model, hosts: [...gateway.hosts.keys()] })
-  }).pipe(Effect.catchAll((error: GatewayError) => Effect.succeed(errorResponse(error))))
+  })
 })
 
 /** GET /api/version: the oldest version among the hosts, since a caller may only rely on what all of them support. */
-const version = Effect.gen(function*() {
+export const version: Effect.Effect<VersionResponse, never, Gateway> = Effect.gen(function*() {
   const gateway = yield* Gateway
   const versions: Array<string> = []
   for (const host of gateway.hosts.values()) {
@@ -79,7 +84,7 @@ const version = Effect.gen(function*() {
     for (const a of answers) if (typeof a.json.version === "string") versions.push(a.json.version)
   }
   const oldest = versions.sort(compareVersions)[0] ?? "0.0.0"
-  return jsonResponse({ version: oldest })
+  return { version: oldest }
 })
 
 const compareVersions = (a: string, b: string) => {
@@ -98,10 +103,6 @@ const running = Effect.succeed(HttpServerResponse.text("Ollama is running"))
 export const ollamaRoutes = HttpRouter.empty.pipe(
   HttpRouter.get("/", running),
   HttpRouter.head("/", running),
-  HttpRouter.get("/api/tags", tags),
-  HttpRouter.get("/api/ps", ps),
-  HttpRouter.post("/api/show", show),
-  HttpRouter.get("/api/version", version),
   HttpRouter.post("/api/pull", notManaged("POST /api/pull")),
   HttpRouter.post("/api/push", notManaged("POST /api/push")),
   HttpRouter.post("/api/create", notManaged("POST /api/create")),

@@ -8,63 +8,61 @@
  * Bad parameters get 400 `{"error": "..."}` naming the parameter. The routes need the ReadModel
  * service; a process built without it (a test of the Ollama surface alone) answers 503 here
  * instead of failing to build, so adding these routes puts no new requirement on the server.
+ * They are the `runs` group of domain/Api.ts, served by ApiServer.ts.
  */
-import { HttpRouter, HttpServerRequest, type HttpServerResponse } from "@effect/platform"
+import { HttpServerRequest } from "@effect/platform"
 import { Clock, Effect, Option } from "effect"
+import type { CostReport, GatewayResponseError, RunStatus, TraceView } from "../domain/Api.ts"
+import type { Unauthorized } from "../domain/Errors.ts"
 import { type GroupBy, groupColumns } from "../projections/CostLedger.ts"
 import { ReadModel } from "../projections/ReadModel.ts"
 import { runStreamOf } from "../replay/Explain.ts"
-import { asyncRunResponse } from "./AsyncRunRoutes.ts"
-import { errorResponse, jsonResponse } from "./ErrorResponse.ts"
+import { asyncRunView } from "./AsyncRunRoutes.ts"
+import { refusal } from "./ErrorResponse.ts"
 import { requestScope, visibleIn } from "./ReadScope.ts"
 
-const fail = (status: number, error: string) => jsonResponse({ error }, {}, status)
-
 /** Runs `f` with the ReadModel; database failures become 503 (the read side is down, not the request). */
-const withReadModel = (f: (model: ReadModel) => Effect.Effect<HttpServerResponse.HttpServerResponse, unknown>) =>
+const withReadModel = <A>(f: (model: ReadModel) => Effect.Effect<A, unknown>): Effect.Effect<A, GatewayResponseError> =>
   Effect.flatMap(Effect.serviceOption(ReadModel), (model) =>
     Option.isNone(model)
-      ? Effect.succeed(fail(503, "the run and cost API is not available in this process (no journal database)"))
+      ? Effect.fail(refusal(503, "the run and cost API is not available in this process (no journal database)"))
       : f(model.value).pipe(
-        Effect.catchAll((e) =>
-          Effect.succeed(fail(503, `the journal database did not answer: ${e instanceof Error ? e.message : String(e)}`))
-        )
+        Effect.mapError((e) => refusal(503, `the journal database did not answer: ${e instanceof Error ? e.message : String(e)}`))
       ))
 
 const traceIdPattern = /^[A-Za-z0-9._:-]{1,128}$/
 
-const getRun = Effect.gen(function*() {
-  const { id } = yield* HttpRouter.params
-  const scope = yield* requestScope
-  const stream = runStreamOf(id ?? "")
-  if (stream === null) return fail(400, `run id must be a UUID (or run-<uuid>), got ${JSON.stringify(id ?? "")}`)
-  // An async run (issue 5) answers with its queue status, attempts and result.
-  const asyncRun = yield* asyncRunResponse(id, scope)
-  if (Option.isSome(asyncRun)) return asyncRun.value
-  return yield* withReadModel((model) =>
-    Effect.map(model.run(stream), (run) =>
-      run === null || !visibleIn(scope, run.projectId) ? fail(404, `run ${id} not found in the journal`) : jsonResponse(run))
-  )
-}).pipe(Effect.catchTag("Unauthorized", (e) => Effect.succeed(errorResponse(e))))
+/** GET /awooop/runs/:id */
+export const getRun = (id: string): Effect.Effect<RunStatus, GatewayResponseError | Unauthorized, HttpServerRequest.HttpServerRequest> =>
+  Effect.gen(function*() {
+    const scope = yield* requestScope
+    const stream = runStreamOf(id)
+    if (stream === null) return yield* refusal(400, `run id must be a UUID (or run-<uuid>), got ${JSON.stringify(id)}`)
+    // An async run (issue 5) answers with its queue status, attempts and result.
+    const asyncRun = yield* asyncRunView(id, scope)
+    if (Option.isSome(asyncRun)) return asyncRun.value
+    const run = yield* withReadModel((model) => model.run(stream))
+    if (run === null || !visibleIn(scope, run.projectId)) return yield* refusal(404, `run ${id} not found in the journal`)
+    return run
+  })
 
-const getTrace = Effect.gen(function*() {
-  const { traceId } = yield* HttpRouter.params
-  if (traceId === undefined || !traceIdPattern.test(traceId)) {
-    return fail(400, `trace id must be 1-128 letters, digits, '.', '_', ':' or '-', got ${JSON.stringify(traceId ?? "")}`)
-  }
-  const scope = yield* requestScope
-  return yield* withReadModel((model) =>
-    Effect.map(model.trace(traceId), (trace) => {
-      // A caller sees its own project's part of a trace, and nothing at all of another's.
-      const seen = trace === null ? null : scope === null ? trace : {
-        ...trace,
-        runs: trace.runs.filter((r) => visibleIn(scope, r.projectId)),
-        events: trace.events.filter((e) => visibleIn(scope, e.projectId))
-      }
-      return seen === null || seen.events.length === 0 ? fail(404, `trace ${traceId} not found in the journal`) : jsonResponse(seen)
-    })
-  )
-}).pipe(Effect.catchTag("Unauthorized", (e) => Effect.succeed(errorResponse(e))))
+/** GET /awooop/traces/:traceId */
+export const getTrace = (traceId: string): Effect.Effect<TraceView, GatewayResponseError | Unauthorized, HttpServerRequest.HttpServerRequest> =>
+  Effect.gen(function*() {
+    if (!traceIdPattern.test(traceId)) {
+      return yield* refusal(400, `trace id must be 1-128 letters, digits, '.', '_', ':' or '-', got ${JSON.stringify(traceId)}`)
+    }
+    const scope = yield* requestScope
+    const trace = yield* withReadModel((model) => model.trace(traceId))
+    // A caller sees its own project's part of a trace, and nothing at all of another's.
+    const seen = trace === null ? null : scope === null ? trace : {
+      ...trace,
+      runs: trace.runs.filter((r) => visibleIn(scope, r.projectId)),
+      events: trace.events.filter((e) => visibleIn(scope, e.projectId))
+    }
+    if (seen === null || seen.events.length === 0) return yield* refusal(404, `trace ${traceId} not found in the journal`)
+    return seen
+  })
 
 // ---------------------------------------------------------------------------------------------
 // /awooop/cost parameters
@@ -129,17 +127,16 @@ export const parseCostQuery = (
   return { from, to, groupBy: names as Array<GroupBy> }
 }
 
-const getCost = Effect.gen(function*() {
+/** GET /awooop/cost: validates the query string as it arrived (every parameter, named in the 400). */
+export const getCost: Effect.Effect<
+  CostReport,
+  GatewayResponseError | Unauthorized,
+  HttpServerRequest.HttpServerRequest | HttpServerRequest.ParsedSearchParams
+> = Effect.gen(function*() {
   const params = yield* HttpServerRequest.ParsedSearchParams
   const query = parseCostQuery(params, yield* Clock.currentTimeMillis)
-  if (typeof query === "string") return fail(400, query)
+  if (typeof query === "string") return yield* refusal(400, query)
   const scope = yield* requestScope
   return yield* withReadModel((model) =>
-    Effect.map(model.cost({ ...query, projectId: scope ?? undefined }), (cost) => jsonResponse(scope === null ? cost : { ...cost, projectId: scope })))
-}).pipe(Effect.catchTag("Unauthorized", (e) => Effect.succeed(errorResponse(e))))
-
-export const runRoutes = HttpRouter.empty.pipe(
-  HttpRouter.get("/awooop/runs/:id", getRun),
-  HttpRouter.get("/awooop/traces/:traceId", getTrace),
-  HttpRouter.get("/awooop/cost", getCost)
-)
+    Effect.map(model.cost({ ...query, projectId: scope ?? undefined }), (cost) => scope === null ? cost : { ...cost, projectId: scope }))
+})

@@ -1,8 +1,12 @@
 /**
  * The HTTP server: the routes, a catch-all that keeps every failure in Ollama's protocol, server
  * timeouts against slow clients, and a graceful drain on shutdown.
+ *
+ * Three ways in, one listener: the node:http edge for every route that runs on a lane (Edge.ts);
+ * HttpApiBuilder for every other route the gateway's HttpApi declares (ApiServer.ts); the
+ * platform router for what the HttpApi does not declare (`routerRoutes` below says which, and why).
  */
-import { HttpRouter, HttpServer, HttpServerRequest, HttpServerResponse } from "@effect/platform"
+import { HttpRouter, HttpServer, HttpServerError, HttpServerRequest, HttpServerResponse } from "@effect/platform"
 import { NodeHttpServer } from "@effect/platform-node"
 import { Cause, Clock, Config, Context, Effect, Fiber, Layer, Ref } from "effect"
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http"
@@ -16,17 +20,11 @@ import { makeEdgeHandler } from "./Edge.ts"
 import { ollamaAdapters } from "./InferenceRoutes.ts"
 import { errorResponse, internalErrorMessage, jsonResponse, ollamaError } from "./ErrorResponse.ts"
 import { ollamaRoutes } from "./OllamaRoutes.ts"
-import { budgetAdminRoutes } from "./BudgetAdminRoutes.ts"
-import { runRoutes } from "./RunRoutes.ts"
-import { asyncRunRoutes } from "./AsyncRunRoutes.ts"
-import { healthRoutes } from "./HealthRoutes.ts"
-import { maintenanceRoutes } from "./MaintenanceRoutes.ts"
-import { shadowRoutes } from "./ShadowRoutes.ts"
+import { apiApp } from "./ApiServer.ts"
 import { openAiAdapters, openAiRoutes } from "./OpenAiRoutes.ts"
 import { onEdgeAll } from "./ProtocolAdapter.ts"
 import { responsesAdapters } from "./ResponsesRoutes.ts"
 import { messagesAdapters } from "./MessagesRoutes.ts"
-import { metricsRoutes } from "./MetricsRoute.ts"
 import { makeConsoleRoutes } from "../console/ConsoleRoutes.ts"
 
 const withDrain = <E, R>(app: Effect.Effect<HttpServerResponse.HttpServerResponse, E, R>) =>
@@ -44,10 +42,24 @@ const withRequestLog = <E, R>(app: Effect.Effect<HttpServerResponse.HttpServerRe
       Effect.tap(app, (response) => { status = response.status }))
   })
 
+/**
+ * What the HttpApi does not declare, on the platform router:
+ * - Ollama's `/` banner (plain text, a liveness probe) and the model-management routes it refuses
+ *   (pull, push, create, copy, delete, blobs: always 403 NotManaged; nothing for a typed client);
+ * - OpenAI's `/v1/models` (OpenAI's shapes and error bodies, for OpenAI SDKs, not the typed client);
+ * - the console (HTML pages, a form login with cookies, server-sent events).
+ */
+const routerRoutes = Effect.map(makeConsoleRoutes, (consoleRoutes) => HttpRouter.concatAll(ollamaRoutes, openAiRoutes, consoleRoutes))
+
+/** The declared API first; a path it does not declare goes on to the router. */
 export const app = Effect.gen(function*() {
-  const router = yield* HttpRouter.toHttpApp(HttpRouter.concatAll(ollamaRoutes, budgetAdminRoutes, runRoutes, healthRoutes, maintenanceRoutes, shadowRoutes, asyncRunRoutes, openAiRoutes, metricsRoutes, yield* makeConsoleRoutes))
-  return withRequestLog(withDrain(router).pipe(
-    Effect.catchTag("RouteNotFound", () =>
+  const api = yield* apiApp
+  const router = yield* HttpRouter.toHttpApp(yield* routerRoutes)
+  // (Typed as never failing, the builder's app does fail with RouteNotFound for a path it does not route.)
+  const declared: Effect.Effect<HttpServerResponse.HttpServerResponse, unknown, Effect.Effect.Context<typeof api>> = api
+  const routes = Effect.catchIf(declared, (e) => e instanceof HttpServerError.RouteNotFound, () => router)
+  return withRequestLog(withDrain(routes).pipe(
+    Effect.catchIf((e) => e instanceof HttpServerError.RouteNotFound, () =>
       Effect.flatMap(HttpServerRequest.HttpServerRequest, (request) =>
         Effect.succeed(errorResponse(new RouteNotFound({ method: request.method, path: request.url.split("?")[0] ?? request.url }))))),
     Effect.catchAllCause((cause) =>

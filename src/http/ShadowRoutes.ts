@@ -4,14 +4,14 @@
  *
  *   lane   optional: one lane (default: every lane with decisions)
  *   since  an ISO time, or a duration back from now ("30m", "24h"); default 24h
+ *
+ * Declared in domain/OperatorApi.ts (`operations.shadowReport`), served by ApiServer.ts.
  */
-import { HttpRouter, HttpServerRequest } from "@effect/platform"
+import { HttpServerRequest } from "@effect/platform"
 import { Clock, Effect } from "effect"
 import { parseDurationMs } from "../config/Duration.ts"
 import { ShadowMode } from "../operations/Shadow.ts"
-import { jsonResponse } from "./ErrorResponse.ts"
-
-const fail = (status: number, error: string) => jsonResponse({ error }, {}, status)
+import { refusal } from "./ErrorResponse.ts"
 
 const lanePattern = /^[A-Za-z0-9._:-]{1,64}$/
 const defaultSinceMs = 24 * 3_600_000
@@ -48,17 +48,11 @@ export const parseReportQuery = (params: Params, now: number): { readonly lane: 
   return { lane: lane ?? null, since: sinceMs }
 }
 
-const report = Effect.gen(function*() {
+/** Validates the query string as it arrived (every parameter, named in the 400). */
+export const report = Effect.gen(function*() {
   const shadow = yield* ShadowMode
   const params = yield* HttpServerRequest.ParsedSearchParams
   const query = parseReportQuery(params, yield* Clock.currentTimeMillis)
-  if (typeof query === "string") return fail(400, query)
-  return yield* shadow.report(query).pipe(
-    Effect.map((r) => jsonResponse(r)),
-    Effect.catchAll((e) => Effect.succeed(fail(503, `the journal database did not answer: ${e.message}`)))
-  )
+  if (typeof query === "string") return yield* refusal(400, query)
+  return yield* Effect.mapError(shadow.report(query), (e) => refusal(503, `the journal database did not answer: ${e.message}`))
 })
-
-export const shadowRoutes = HttpRouter.empty.pipe(
-  HttpRouter.get("/awooop/shadow/report", report)
-)
