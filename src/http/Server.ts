@@ -20,6 +20,7 @@ import { budgetAdminRoutes } from "./BudgetAdminRoutes.ts"
 import { runRoutes } from "./RunRoutes.ts"
 import { asyncRunRoutes } from "./AsyncRunRoutes.ts"
 import { healthRoutes } from "./HealthRoutes.ts"
+import { laneModeRoutes } from "./LaneModeRoutes.ts"
 import { maintenanceRoutes } from "./MaintenanceRoutes.ts"
 import { shadowRoutes } from "./ShadowRoutes.ts"
 import { openAiAdapters, openAiRoutes } from "./OpenAiRoutes.ts"
@@ -45,7 +46,7 @@ const withRequestLog = <E, R>(app: Effect.Effect<HttpServerResponse.HttpServerRe
   })
 
 export const app = Effect.gen(function*() {
-  const router = yield* HttpRouter.toHttpApp(HttpRouter.concatAll(ollamaRoutes, budgetAdminRoutes, runRoutes, healthRoutes, maintenanceRoutes, shadowRoutes, asyncRunRoutes, openAiRoutes, metricsRoutes, yield* makeConsoleRoutes))
+  const router = yield* HttpRouter.toHttpApp(HttpRouter.concatAll(ollamaRoutes, budgetAdminRoutes, runRoutes, healthRoutes, maintenanceRoutes, laneModeRoutes, shadowRoutes, asyncRunRoutes, openAiRoutes, metricsRoutes, yield* makeConsoleRoutes))
   return withRequestLog(withDrain(router).pipe(
     Effect.catchTag("RouteNotFound", () =>
       Effect.flatMap(HttpServerRequest.HttpServerRequest, (request) =>
