@@ -120,6 +120,9 @@ describe("lane modes switched at runtime, one gateway restarted", () => {
     expect(health).toMatchObject({ mode: "shadow", modeSource: "operator", modeChange: { reason: "rollback: p95 over budget" } })
     expect(health?.summary).toContain("shadow mode")
     expect(await laneHealth(gw.url, "code-review")).toMatchObject({ mode: "active", modeSource: "config", modeChange: null })
+    // The console's board marks the operator's mode, with the reason on hover.
+    const board = await (await fetch(`${gw.url}/console/board/fragment`)).text()
+    expect(board).toMatch(/<tr data-lane="alert-fast">[\s\S]*?shadow <span class="tag" title="set by the operator \(admin API, [^)]*\): rollback: p95 over budget">operator<\/span>/)
   })
 
   it("a restart keeps the mode; back to active runs requests again; removing the pin returns to the config's mode", async () => {
