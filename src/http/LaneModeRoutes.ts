@@ -5,7 +5,7 @@
  *   PUT    /awooop/admin/lanes/:lane/mode  {"mode": "shadow" | "active", "reason": "..."}
  *          pins the lane to that mode: in shadow its requests (every protocol) are answered 202 with
  *          the routing decision and journaled, nothing is executed; active runs them again.
- *   DELETE /awooop/admin/lanes/:lane/mode  (optional body {"reason": "..."})
+ *   DELETE /awooop/admin/lanes/:lane/mode  (optional body {"reason": "..."}, or `?reason=...`)
  *          removes the pin: the config's `mode` applies again.
  *
  * The pin is stored in Postgres and seen by every replica (routing/LaneMode.ts, operations/LaneModes.ts);
@@ -96,7 +96,9 @@ const resetMode = Effect.gen(function*() {
   const lane = yield* laneOf
   if (!("mode" in lane)) return lane
   const body = yield* decodeBody(ResetRequest, yield* readOptionalJson)
-  const reason = body.reason?.trim() || `back to the config's mode (${lane.config.mode})`
+  // The reason from the body, or the query string (a DELETE without a body: `?reason=...`).
+  const query = new URL((yield* HttpServerRequest.HttpServerRequest).url, "http://gateway").searchParams.get("reason")?.slice(0, 1000)
+  const reason = body.reason?.trim() || query?.trim() || `back to the config's mode (${lane.config.mode})`
   return answer(lane, yield* lane.mode.reset(reason, by))
 }).pipe(Effect.catchAll(refuse))
 
