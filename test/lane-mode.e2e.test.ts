@@ -284,3 +284,35 @@ server: { pollInterval: "3s", probeTimeout: "3s", drainTimeout: "1s" }
     ])
   }, 60_000)
 })
+
+describe("a lane mode switch while Postgres is away", () => {
+  let db: ProxiedDatabase
+  let gw: TestGateway
+
+  beforeAll(async () => {
+    process.env.AWOOOP_ADMIN_TOKEN = TOKEN
+    db = await startProxiedDatabase()
+    gw = await startTestGateway({ database: db.handle })
+  }, 60_000)
+
+  afterAll(async () => {
+    await gw?.close()
+    await db?.close()
+    if (previousToken === undefined) delete process.env.AWOOOP_ADMIN_TOKEN
+    else process.env.AWOOOP_ADMIN_TOKEN = previousToken
+  })
+
+  it("is refused with 503 and changes nothing; once Postgres is back it goes through", async () => {
+    await db.proxy.stop()
+    const res = await admin(gw.url, "PUT", "alert-fast", { mode: "shadow", reason: "rollback while Postgres is down" })
+    expect(res.status).toBe(503)
+    expect(((await res.json()) as { error: string }).error).toMatch(/^the lane mode was not stored: Postgres did not answer .*; the lane's mode is unchanged, try again$/s)
+    expect(await laneHealth(gw.url, "alert-fast")).toMatchObject({ mode: "active", modeSource: "config" })
+    expect((await gw.post("/api/generate", { model: "gemma3:4b", prompt: "still active", stream: false }, { "x-awooop-lane": "alert-fast" })).status).toBe(200)
+
+    await db.proxy.start()
+    await waitFor("the switch goes through once Postgres is back", async () =>
+      (await admin(gw.url, "PUT", "alert-fast", { mode: "shadow", reason: "rollback, Postgres back" })).status === 200, 20_000, 250)
+    expect(await laneHealth(gw.url, "alert-fast")).toMatchObject({ mode: "shadow", modeSource: "operator" })
+  }, 60_000)
+})

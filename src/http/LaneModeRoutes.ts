@@ -18,7 +18,8 @@
  * requests with decisions and refuses POST /awooop/runs (409).
  *
  * Refusals, Ollama-shaped (`{"error": "..."}`): 401 without or with a wrong token, 404 for a lane
- * not in the config, 400 for a mode other than "active"/"shadow" or a PUT without a reason.
+ * not in the config, 400 for a mode other than "active"/"shadow" or a PUT without a reason; 503 when
+ * Postgres does not answer (nothing changed, on any replica).
  */
 import { HttpRouter, HttpServerRequest } from "@effect/platform"
 import { NodeHttpServerRequest } from "@effect/platform-node"
@@ -26,7 +27,7 @@ import { Effect, Schema } from "effect"
 import { BadRequest, type GatewayError } from "../domain/Errors.ts"
 import { Gateway } from "../routing/Gateway.ts"
 import type { LaneActor } from "../routing/Lane.ts"
-import type { ModeChange } from "../routing/LaneMode.ts"
+import type { ModeChange, ModeStoreUnavailable } from "../routing/LaneMode.ts"
 import { requireAdmin, unauthorizedHeaders } from "./AdminAuth.ts"
 import { errorResponse, jsonResponse } from "./ErrorResponse.ts"
 import { laneModeView } from "./HealthRoutes.ts"
@@ -51,6 +52,10 @@ const readOptionalJson = Effect.gen(function*() {
   })
   return bytes.length === 0 ? {} : yield* parseJsonObject(bytes)
 })
+
+/** 503: the change was not stored, so it was made nowhere (the lane keeps its mode on every replica). */
+const storeDown = (error: ModeStoreUnavailable) =>
+  Effect.succeed(jsonResponse({ error: `${error.message}; the lane's mode is unchanged, try again` }, { "retry-after": "5" }, 503))
 
 const refuse = (error: GatewayError) =>
   Effect.succeed(errorResponse(error, error._tag === "Unauthorized" ? unauthorizedHeaders : {}))
@@ -88,8 +93,8 @@ const setMode = Effect.gen(function*() {
   }
   const reason = body.reason?.trim() ?? ""
   if (reason === "") return yield* new BadRequest({ message: `reason is required when switching lane ${lane.name} to ${body.mode}` })
-  return answer(lane, yield* lane.mode.set(body.mode, reason, by))
-}).pipe(Effect.catchAll(refuse))
+  return yield* Effect.map(lane.mode.set(body.mode, reason, by), (change) => answer(lane, change))
+}).pipe(Effect.catchTag("ModeStoreUnavailable", storeDown), Effect.catchAll(refuse))
 
 const resetMode = Effect.gen(function*() {
   yield* requireAdmin
@@ -99,8 +104,8 @@ const resetMode = Effect.gen(function*() {
   // The reason from the body, or the query string (a DELETE without a body: `?reason=...`).
   const query = new URL((yield* HttpServerRequest.HttpServerRequest).url, "http://gateway").searchParams.get("reason")?.slice(0, 1000)
   const reason = body.reason?.trim() || query?.trim() || `back to the config's mode (${lane.config.mode})`
-  return answer(lane, yield* lane.mode.reset(reason, by))
-}).pipe(Effect.catchAll(refuse))
+  return yield* Effect.map(lane.mode.reset(reason, by), (change) => answer(lane, change))
+}).pipe(Effect.catchTag("ModeStoreUnavailable", storeDown), Effect.catchAll(refuse))
 
 export const laneModeRoutes = HttpRouter.empty.pipe(
   HttpRouter.put("/awooop/admin/lanes/:lane/mode", setMode),

@@ -8,7 +8,7 @@ import * as SqlClient from "@effect/sql/SqlClient"
 import type { SqlError } from "@effect/sql/SqlError"
 import { Clock, Effect } from "effect"
 import type { LaneActor } from "../routing/Lane.ts"
-import type { Mode, ModeStore, StoredMode } from "../routing/LaneMode.ts"
+import { type Mode, type ModeStore, ModeStoreUnavailable, type StoredMode } from "../routing/LaneMode.ts"
 import * as OperatorState from "./OperatorState.ts"
 
 type SetResult = Effect.Effect.Success<ReturnType<ModeStore["set"]>>
@@ -23,7 +23,8 @@ interface ModeRow {
 
 const stored = (row: ModeRow): StoredMode => ({ mode: row.mode, reason: row.reason, by: row.by, changedAt: Number(row.changedAt) })
 
-const orDie = (what: string) => Effect.orDieWith((error: unknown) => new Error(`lane mode not ${what}: ${String(error)}`))
+const unavailable = (what: string) =>
+  Effect.mapError((error: SqlError) => new ModeStoreUnavailable({ message: `the lane mode was not ${what}: Postgres did not answer (${error.message})` }))
 
 export const makeStore = (sql: SqlClient.SqlClient): ModeStore => {
   const read = (lane: string) =>
@@ -45,14 +46,14 @@ export const makeStore = (sql: SqlClient.SqlClient): ModeStore => {
           rows.length > 0
             ? Effect.succeed({ changed: true, stored: stored(rows[0]!), previous: rows[0]!.previous })
             : Effect.map(read(lane), (now) => ({ changed: false, stored: now.length > 0 ? stored(now[0]!) : null, previous: mode }))),
-        orDie("stored")
+        unavailable("stored")
       ),
     clear: (lane) =>
       sql<ModeRow>`
         DELETE FROM lane_modes WHERE lane = ${lane}
         RETURNING lane, mode, reason, changed_by AS "by", (extract(epoch FROM changed_at) * 1000)::float8::text AS "changedAt"`.pipe(
         Effect.map((rows) => rows.length > 0 ? stored(rows[0]!) : null),
-        orDie("cleared")
+        unavailable("removed")
       )
   }
 }

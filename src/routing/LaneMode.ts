@@ -10,7 +10,7 @@
  * the operator's call journals the change on the lane's stream ("lane-<name>", LaneModeChanged).
  * Every request reads `current()`: a plain read, so the next request after a change sees it.
  */
-import { Clock, Effect } from "effect"
+import { Clock, Data, Effect } from "effect"
 import type { LaneEvent } from "../domain/Events.ts"
 import type { Journal } from "../journal/Journal.ts"
 import { makeStreamWriter, type StreamBase, type StreamWriter } from "../journal/StreamWriter.ts"
@@ -35,6 +35,9 @@ export interface ModeState {
   readonly operator: StoredMode | null
 }
 
+/** The store (Postgres) did not answer: the operator's change was not made, anywhere. */
+export class ModeStoreUnavailable extends Data.TaggedError("ModeStoreUnavailable")<{ readonly message: string }> {}
+
 /** Where the operator's modes outlive the process and are shared by replicas (operations/LaneModes.ts). */
 export interface ModeStore {
   /**
@@ -45,9 +48,9 @@ export interface ModeStore {
     readonly changed: boolean
     readonly stored: StoredMode | null
     readonly previous: Mode | null
-  }>
+  }, ModeStoreUnavailable>
   /** Deletes the lane's mode; the one deleted (null: none was stored). */
-  readonly clear: (lane: string) => Effect.Effect<StoredMode | null>
+  readonly clear: (lane: string) => Effect.Effect<StoredMode | null, ModeStoreUnavailable>
 }
 
 /** What an operator's call did. */
@@ -60,10 +63,10 @@ export interface ModeChange {
 export interface LaneMode {
   /** The mode now (read by every request, so it is a plain read). */
   readonly current: () => ModeState
-  /** Pins the lane to `mode` (stored, journaled); unchanged when it is pinned to it already. */
-  readonly set: (mode: Mode, reason: string, by: string) => Effect.Effect<ModeChange>
-  /** Removes the pin: the config's mode applies again (journaled when there was a pin). */
-  readonly reset: (reason: string, by: string) => Effect.Effect<ModeChange>
+  /** Pins the lane to `mode` (stored, journaled); unchanged when it is pinned to it already. Not stored: not changed. */
+  readonly set: (mode: Mode, reason: string, by: string) => Effect.Effect<ModeChange, ModeStoreUnavailable>
+  /** Removes the pin: the config's mode applies again (journaled when there was a pin). Not stored: not changed. */
+  readonly reset: (reason: string, by: string) => Effect.Effect<ModeChange, ModeStoreUnavailable>
   /**
    * Takes on the stored pin (null: none) loaded at start or set by another replica; not journaled.
    * `readAt` (epoch ms) is when the read began: a read older than this replica's own last change is
