@@ -2,7 +2,8 @@
  * The journal event catalogue (domain/Events.ts) holds everything the gateway writes: one gateway
  * goes through a success, a failover, timeouts that open a breaker, a refused host, a mid-stream
  * break, paid fallback and a direct paid lane (budget reserved and settled), a budget hard kill
- * tripped and reset, an async run, a shadow decision, a maintenance window and keep-warm; then every
+ * tripped and reset, an async run, a shadow decision, a maintenance window, a lane switched to shadow
+ * and back, and keep-warm; then every
  * row of its step_journal — and the events that end runs from outside (shutdown, orphans) — is
  * decoded with the catalogue. An unknown type or data that does not match its schema fails the test,
  * so a writer that drifts from the catalogue is caught here.
@@ -73,6 +74,13 @@ const admin = (path: string, body: unknown) =>
     body: JSON.stringify(body)
   })
 
+const laneMode = (method: "PUT" | "DELETE", body: unknown) =>
+  fetch(`${gw.url}/awooop/admin/lanes/code-review/mode`, {
+    method,
+    headers: { "content-type": "application/json", authorization: `Bearer ${ADMIN_TOKEN}` },
+    body: JSON.stringify(body)
+  })
+
 const waitForAsync = async (runId: string) => {
   const deadline = Date.now() + 10_000
   for (;;) {
@@ -91,7 +99,7 @@ const undecodable = (rows: ReadonlyArray<{ readonly type: string; readonly data:
   })
 
 describe("the journal event catalogue", () => {
-  it("decodes every row a gateway journals through success, failover, breaker, paid, budget, async, shadow, maintenance and keep-warm", async () => {
+  it("decodes every row a gateway journals through success, failover, breaker, paid, budget, async, shadow, maintenance, lane modes and keep-warm", async () => {
     expect(await generate("alert-fast", "a success")).toBe(200)
     gw.fakes["gcp-a"]!.setMode("error500")
     expect(await generate("alert-fast", "a failover")).toBe(200)
@@ -121,6 +129,8 @@ describe("the journal event catalogue", () => {
     expect(await generate("alert-fast", "shadow me", { "x-awooop-shadow": "1", "x-awooop-legacy-endpoint": "http://gcp-b:11434" })).toBe(202)
     expect((await admin("/awooop/admin/hosts/gcp-a/maintenance", { open: true, reason: "reindex", until: new Date(Date.now() + 60_000).toISOString() })).status).toBe(200)
     expect((await admin("/awooop/admin/hosts/gcp-a/maintenance", { open: false, reason: "done early" })).status).toBe(200)
+    expect((await laneMode("PUT", { mode: "shadow", reason: "rollback" })).status).toBe(200)
+    expect((await laneMode("DELETE", { reason: "back to the config" })).status).toBe(200)
     await gw.pollHosts()
 
     const rows = await gw.query<{ type: string; data: unknown }>("SELECT type, data FROM step_journal ORDER BY global_position")
@@ -130,7 +140,7 @@ describe("the journal event catalogue", () => {
       "RunStarted", "RouteDecided", "AttemptStarted", "AttemptFailed", "AttemptSucceeded", "RunCompleted", "RunFailed",
       "PaidFallbackRequested", "BudgetReserved", "BudgetSettled", "BudgetDenied", "RunDequeued",
       "BreakerOpened", "HostUp", "HostDown", "ResidencyChanged", "MaintenanceOpened", "MaintenanceClosed", "KeepWarmLoaded",
-      "HardKillTripped", "HardKillReset", "ShadowDecided"
+      "HardKillTripped", "HardKillReset", "ShadowDecided", "LaneModeChanged"
     ]
     expect(expected.filter((t) => !seen.has(t))).toEqual([])
   }, 60_000)

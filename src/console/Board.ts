@@ -164,7 +164,7 @@ ${laneNames.map((l) => laneCell(config, l, name, h, warm))}
       html`<tr data-lane="${name}">
 <th scope="row">${name}</th>
 <td><span class="badge ${l.safe ? "ok" : "down"}">${l.safe ? "safe" : "UNSAFE"}</span></td>
-<td>${l.mode}${l.async ? " · async" : ""}</td>
+<td>${l.mode}${l.modeChange === null ? "" : html` <span class="tag" title="set by the operator (${l.modeChange.by}, ${l.modeChange.at}): ${l.modeChange.reason}">operator</span>`}${l.async ? " · async" : ""}</td>
 <td>${l.model ?? html`<span class="dim">paid</span>`}</td>
 <td>${l.planned.length === 0 ? html`<span class="dim">—</span>` : l.planned.join(" → ")}</td>
 <td class="reason">${l.reasons.join("; ")}</td>

@@ -347,10 +347,31 @@ export const ShadowEvent = ShadowDecided
 export type ShadowEvent = typeof ShadowEvent.Type
 
 // ---------------------------------------------------------------------------------------------
+// Lane streams ("lane-<name>"): routing/LaneMode.ts (the operator's runtime mode of a lane)
+// ---------------------------------------------------------------------------------------------
+
+const LaneMode = Schema.Literal("active", "shadow")
+
+export const LaneModeChanged = Schema.TaggedStruct("LaneModeChanged", {
+  lane: Str,
+  mode: LaneMode,
+  /** The lane's mode before the change (the config's when no operator mode was set). */
+  previous: LaneMode,
+  /** "operator": pinned by the admin API; "config": the operator's mode was removed, the config's applies again. */
+  source: Schema.Literal("operator", "config"),
+  reason: Str,
+  /** Which control made the change ("admin API"). */
+  by: Str
+})
+
+export const LaneEvent = LaneModeChanged
+export type LaneEvent = typeof LaneEvent.Type
+
+// ---------------------------------------------------------------------------------------------
 // All of them, and reading them back
 // ---------------------------------------------------------------------------------------------
 
-export const JournalEventSchema = Schema.Union(RunEvent, HostEvent, BudgetEvent, ShadowEvent)
+export const JournalEventSchema = Schema.Union(RunEvent, HostEvent, BudgetEvent, ShadowEvent, LaneEvent)
 export type AnyEvent = typeof JournalEventSchema.Type
 export type EventType = AnyEvent["_tag"]
 export type EventOf<T extends EventType> = Extract<AnyEvent, { readonly _tag: T }>
@@ -376,7 +397,7 @@ interface Decoder {
   readonly decode: (input: unknown) => Either.Either<AnyEvent, unknown>
 }
 
-const members: ReadonlyArray<Schema.Schema.AnyNoContext> = [...RunEvent.members, ...HostEvent.members, ...BudgetEvent.members, ShadowEvent]
+const members: ReadonlyArray<Schema.Schema.AnyNoContext> = [...RunEvent.members, ...HostEvent.members, ...BudgetEvent.members, ShadowEvent, LaneEvent]
 
 const tagOf = (schema: Schema.Schema.AnyNoContext): string => {
   const tag = SchemaAST.getPropertySignatures(schema.ast).find((p) => p.name === "_tag")!
@@ -412,7 +433,7 @@ export const eventTypes: ReadonlyArray<string> = [...decoders.keys()]
 
 const hostTags: ReadonlySet<string> = new Set(HostEvent.members.map(tagOf))
 
-/** An event of a host stream (the others are of runs, the budget or shadow decisions). */
+/** An event of a host stream (the others are of runs, the budget, shadow decisions or lanes). */
 export const isHostEvent = (event: AnyEvent): event is HostEvent => hostTags.has(event._tag)
 
 /** The row's (type, data) of an event: the tag and the rest, without encoding (the value already has the encoded shape). */

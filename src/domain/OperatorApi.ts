@@ -47,6 +47,9 @@ export type HostHealth = typeof HostHealth.Type
 export const LaneHealth = Schema.Struct({
   model: NullableString,
   mode: Schema.Literal("active", "shadow"),
+  /** Where the mode comes from: the config, or an operator's runtime switch (routing/LaneMode.ts). */
+  modeSource: Schema.Literal("config", "operator"),
+  modeChange: Schema.NullOr(Schema.Struct({ reason: Schema.String, by: Schema.String, at: Schema.String })),
   async: Schema.Boolean,
   safe: Schema.Boolean,
   reasons: Schema.Array(Schema.String),

@@ -1,7 +1,8 @@
 /**
  * What the inference fast path answers with 202 at once instead of running the request:
  *
- * - a shadow decision (`X-AwoooP-Shadow: 1`, or a lane in `mode: shadow`): plan() against the live
+ * - a shadow decision (`X-AwoooP-Shadow: 1`, or a lane in shadow mode, by its config or by the
+ *   operator's runtime switch, routing/LaneMode.ts): plan() against the live
  *   view, journaled as ShadowDecided, no upstream call (operations/Shadow.ts);
  * - an async run (a generate/chat on an `async: true` lane): stored, journaled, queued; the answer
  *   names the run and its status URL (operations/async/AsyncRuns.ts).
@@ -38,7 +39,8 @@ export const shadowInstead = (
   headers: Readonly<Record<string, string | undefined>>
 ): Effect.Effect<Accepted | null, never, ShadowMode> => {
   const viaHeader = isShadowRequested(headers[ShadowHeaders.shadow])
-  if (!viaHeader && lane.config.mode !== "shadow") return Effect.succeed(null)
+  // The lane's mode now (the config's, or the operator's: routing/LaneMode.ts).
+  if (!viaHeader && lane.mode.current().mode !== "shadow") return Effect.succeed(null)
   return Effect.map(
     Effect.flatMap(ShadowMode, (shadow) => shadow.decide({
       lane,

@@ -68,8 +68,12 @@ export const submit = Effect.gen(function*() {
     const caller = resolveCallerContext(request.headers, decoded.body.model, gateway.laneRules)
     if (!("traceId" in caller)) return yield* Effect.fail(caller)
     const lane = gateway.lanes.get(caller.lane)!
-    if (lane.config.mode === "shadow") {
-      return yield* refusal(409, `lane ${lane.name} is in shadow mode: its requests are decided and journaled, never executed (set mode: active to run them)`)
+    const mode = lane.mode.current()
+    if (mode.mode === "shadow") {
+      const how = mode.source === "operator"
+        ? `an operator switched it (${mode.operator?.reason ?? ""}); PUT /awooop/admin/lanes/${lane.name}/mode {"mode": "active"} runs them`
+        : "set mode: active in the config, or PUT /awooop/admin/lanes/<lane>/mode, to run them"
+      return yield* refusal(409, `lane ${lane.name} is in shadow mode: its requests are decided and journaled, never executed (${how})`)
     }
     const prompt = decoded.operation === "chat" ? { messages: decoded.body.messages } : { system: decoded.body.system ?? null, prompt: decoded.body.prompt ?? null }
     const run = yield* asyncRuns.submit({ lane, request: decoded, caller, prompt, via: "api" })

@@ -2,9 +2,10 @@
  * GET /awooop/health — the stage-1 health and residency view: per host what the poller last saw
  * (up/down, latency, version, resident and installed models), its breaker, its slots (in use, shared
  * and reserved per lane) and its maintenance window; per lane whether it is safe and why
- * (operations/Health.ts), plus the lane's mode (active | shadow) and whether it is async; per paid provider
- * whether it is available (its API key's variable set). Declared as `HealthView` in
- * domain/OperatorApi.ts, served by ApiServer.ts.
+ * (operations/Health.ts), plus the lane's mode (active | shadow) now, where it comes from (`modeSource`:
+ * the config, or the operator's runtime switch with its reason in `modeChange`, routing/LaneMode.ts)
+ * and whether it is async; per paid provider whether it is available (its API key's variable set).
+ * Declared as `HealthView` in domain/OperatorApi.ts, served by ApiServer.ts.
  */
 import { Clock, Effect } from "effect"
 import { ClusterRole } from "../cluster/ClusterRole.ts"
@@ -12,9 +13,22 @@ import { Journal } from "../journal/Journal.ts"
 import { AsyncRuns } from "../operations/async/AsyncRuns.ts"
 import { Gateway } from "../routing/Gateway.ts"
 import type { HostActor } from "../routing/Host.ts"
+import type { ModeState } from "../routing/LaneMode.ts"
 import { type HostFacts, type LaneSafety, laneSafety, type ProviderFacts } from "../operations/Health.ts"
 
 const iso = (ms: number | null) => (ms === null ? null : new Date(ms).toISOString())
+
+/** A lane's mode as health shows it, beside its safety (LaneSafety's `mode` is the mode now). */
+export interface LaneModeView {
+  readonly modeSource: "config" | "operator"
+  /** The operator's switch (null when the config's mode applies). */
+  readonly modeChange: { readonly reason: string; readonly by: string; readonly at: string } | null
+}
+
+export const laneModeView = (state: ModeState): LaneModeView => ({
+  modeSource: state.source,
+  modeChange: state.operator === null ? null : { reason: state.operator.reason, by: state.operator.by, at: new Date(state.operator.changedAt).toISOString() }
+})
 
 /** One host as the health view (and the console's board) shows it. */
 export interface HostHealthView {
@@ -125,15 +139,16 @@ export const healthView = Effect.gen(function*() {
   }
   const hardKillTripped = yield* hardKillOf(gateway)
   const providers = providersOf(gateway)
-  const lanes: Record<string, Omit<LaneSafety, "lane">> = {}
+  const lanes: Record<string, Omit<LaneSafety, "lane"> & LaneModeView> = {}
   const summary: Array<string> = []
   for (const [name, p] of Object.entries(providers)) if (!p.available) summary.push(`paid provider ${name}: unavailable — ${p.reason}`)
   const asyncRuns = yield* AsyncRuns
   const runStoreProblem = yield* asyncRuns.storeProblem
   for (const lane of gateway.lanes.values()) {
     const decision = lane.config.route.length > 0 ? (yield* lane.decide).plan : null
-    const { lane: _, ...rest } = laneSafety(lane.name, lane.config, decision, facts, { hardKillTripped, providers }, runStoreProblem)
-    lanes[lane.name] = rest
+    const mode = lane.mode.current()
+    const { lane: _, ...rest } = laneSafety(lane.name, { ...lane.config, mode: mode.mode }, decision, facts, { hardKillTripped, providers }, runStoreProblem)
+    lanes[lane.name] = { ...rest, ...laneModeView(mode) }
     summary.push(rest.summary)
   }
   const journal = yield* journalHealth(summary)

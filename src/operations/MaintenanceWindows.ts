@@ -5,8 +5,9 @@
  * replica closes it, and the one whose delete removed the row journals MaintenanceClosed.
  */
 import * as SqlClient from "@effect/sql/SqlClient"
-import { Effect, Schedule } from "effect"
+import { Effect } from "effect"
 import type { HostActor, StoredWindow, WindowStore } from "../routing/Host.ts"
+import * as OperatorState from "./OperatorState.ts"
 
 interface WindowRow {
   readonly host: string
@@ -53,30 +54,6 @@ export const adoptAll = (sql: SqlClient.SqlClient, hosts: ReadonlyMap<string, Ho
   Effect.flatMap(load(sql), (windows) =>
     Effect.forEach(hosts.values(), (host) => host.adoptMaintenance(windows.get(host.name) ?? null), { discard: true }))
 
-/**
- * Loads the stored windows before the gateway serves (retried in the background while Postgres is
- * away), then follows other replicas' changes every `intervalMs`. A single runner (`null`) is the
- * only writer of its windows: it loads them and does not poll.
- */
-export const follow = (sql: SqlClient.SqlClient, hosts: ReadonlyMap<string, HostActor>, intervalMs: number | null) => {
-  const poll = adoptAll(sql, hosts)
-  if (intervalMs === null) {
-    return poll.pipe(
-      Effect.catchAll((error) =>
-        Effect.zipRight(
-          Effect.logError("maintenance windows: not loaded at start (Postgres unavailable); retrying", error),
-          Effect.forkScoped(poll.pipe(Effect.retry(Schedule.spaced("5 seconds")), Effect.ignore))
-        )),
-      Effect.asVoid
-    )
-  }
-  const loop = poll.pipe(
-    Effect.catchAll((error) => Effect.logWarning("maintenance windows: reading the stored windows failed", error)),
-    Effect.repeat(Schedule.spaced(intervalMs)),
-    Effect.forkScoped
-  )
-  return poll.pipe(
-    Effect.catchAll((error) => Effect.logError("maintenance windows: not loaded at start (Postgres unavailable); retrying", error)),
-    Effect.zipRight(loop)
-  )
-}
+/** Loads the stored windows before the gateway serves, then follows other replicas' (OperatorState.ts). */
+export const follow = (sql: SqlClient.SqlClient, hosts: ReadonlyMap<string, HostActor>, intervalMs: number | null) =>
+  OperatorState.follow("maintenance windows", adoptAll(sql, hosts), intervalMs)

@@ -2,8 +2,9 @@
  * Shadow mode (runbook stage 2): the gateway computes its routing decision for a mirrored request,
  * does NOT execute it, and journals both choices and whether they agree.
  *
- * A request is shadowed when it carries `X-AwoooP-Shadow: 1`, or when its lane has `mode: shadow`
- * (stages 3–4 move lanes to `active` one at a time; rolling back is setting `shadow` again).
+ * A request is shadowed when it carries `X-AwoooP-Shadow: 1`, or when its lane is in shadow mode now
+ * (its config's `mode: shadow`, or the operator's switch at runtime, routing/LaneMode.ts: stages 3–4
+ * move lanes to `active` one at a time; rolling one back is one call setting `shadow` again).
  * `X-AwoooP-Legacy-Endpoint` names what the legacy path called (a host name of the config or its
  * URL), `X-AwoooP-Legacy-Model` the model it used (default: the body's model).
  *

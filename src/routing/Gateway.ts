@@ -7,6 +7,7 @@ import * as SqlClient from "@effect/sql/SqlClient"
 import { Config, Effect, Option, Redacted, Schedule } from "effect"
 import { type GatewayConfig, GatewayConfigTag } from "../config/GatewayConfig.ts"
 import type { LaneRules } from "../domain/CallerContext.ts"
+import type { LaneEvent } from "../domain/Events.ts"
 import { Journal } from "../journal/Journal.ts"
 import { closeOrphanedRuns } from "../journal/Orphans.ts"
 import { EventLoopLag } from "../observability/EventLoopLag.ts"
@@ -16,6 +17,7 @@ import { ClusterRole } from "../cluster/ClusterRole.ts"
 import * as Instances from "../cluster/Instances.ts"
 import { makeSharedStreamWriter } from "../cluster/SharedStreamWriter.ts"
 import type { StreamBase } from "../journal/StreamWriter.ts"
+import * as LaneModes from "../operations/LaneModes.ts"
 import * as MaintenanceWindows from "../operations/MaintenanceWindows.ts"
 import { OllamaUpstream } from "../upstream/OllamaUpstream.ts"
 import { makeIdentify } from "./Callers.ts"
@@ -23,6 +25,7 @@ import { BodyBudget } from "../http/RequestLimits.ts"
 import * as Host from "./Host.ts"
 import { reservationsOn } from "./HostCoordination.ts"
 import * as Lane from "./Lane.ts"
+import * as LaneMode from "./LaneMode.ts"
 import { PaidRoute } from "./PaidRoute.ts"
 
 /** A single runner: at start-up every run of another instance is an orphan. Retried while Postgres is away. */
@@ -79,7 +82,7 @@ const makeLaneRules = (config: GatewayConfig, lanes: ReadonlyArray<string>) =>
     } satisfies LaneRules
   })
 
-/** How soon a replica sees a window another one opened or closed. */
+/** How soon a replica sees a window or a lane mode another one changed. */
 const operatorStatePollMs = 1_000
 
 export class Gateway extends Effect.Service<Gateway>()("awooop/Gateway", {
@@ -113,9 +116,17 @@ export class Gateway extends Effect.Service<Gateway>()("awooop/Gateway", {
     // Windows opened before a restart or by another replica, before the first request is served.
     yield* MaintenanceWindows.follow(sql, hosts, clustered ? operatorStatePollMs : null)
     const lanes = new Map<string, Lane.LaneActor>()
+    const modes = LaneModes.makeStore(sql)
     for (const [name, laneConfig] of Object.entries(config.lanes)) {
-      lanes.set(name, yield* Lane.make(name, laneConfig, { journal, upstream, hosts, config, paid, lag, observe: observers.run }))
+      const mode = yield* LaneMode.make(name, laneConfig.mode, {
+        journal,
+        store: modes,
+        ...(clustered ? { sharedWriter: (base: StreamBase) => makeSharedStreamWriter<LaneEvent>(journal, sql, base) } : {})
+      })
+      lanes.set(name, yield* Lane.make(name, laneConfig, { journal, upstream, hosts, config, paid, lag, observe: observers.run, mode }))
     }
+    // Lane modes the operator set before a restart or on another replica, before the first request is served.
+    yield* LaneModes.follow(sql, lanes, clustered ? operatorStatePollMs : null)
     const laneRules = yield* makeLaneRules(config, [...lanes.keys()])
     // Unfinished request bodies, all routes together (http/RequestLimits.ts).
     const bodies = new BodyBudget(config.server)

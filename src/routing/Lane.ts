@@ -14,6 +14,7 @@ import { type OllamaUpstream, type OpenStream, UpstreamFailure, usageOf } from "
 import { BreakerOpen, type Outcome } from "./Breaker.ts"
 import { toStream } from "./ChunkSource.ts"
 import type { HostActor } from "./Host.ts"
+import * as LaneMode from "./LaneMode.ts"
 import type { PaidRoute } from "./PaidRoute.ts"
 import { type HostView, plan, type Plan, type PlanInput, type PlannedAttempt } from "./Plan.ts"
 import { relay } from "./Relay.ts"
@@ -31,6 +32,8 @@ export interface LaneActor {
   readonly inFlight: Effect.Effect<number>
   /** plan() against the live host view, without running anything (shadow mode, the health view). */
   readonly decide: Effect.Effect<{ readonly input: PlanInput; readonly plan: Plan }>
+  /** active or shadow now: the config's mode, or the operator's (LaneMode.ts). */
+  readonly mode: LaneMode.LaneMode
 }
 
 interface Deps {
@@ -47,6 +50,8 @@ interface Deps {
   }
   /** Wraps each run's writer so metrics and spans follow the run's facts (observability/RunObserver.ts). */
   readonly observe?: (lane: string, config: LaneConfig) => (run: StreamWriter, request: LaneRequest) => StreamWriter
+  /** The lane's runtime mode (durable and shared: routing/Gateway.ts); default: the config's, changes kept in memory. */
+  readonly mode?: LaneMode.LaneMode
 }
 
 /** A started run, as the attempt loop sees it. */
@@ -379,5 +384,6 @@ export const make = (name: string, config: LaneConfig, deps: Deps) =>
         )
       })
 
-    return { name, config, handle, inFlight: Ref.get(admitted), decide } satisfies LaneActor
+    const mode = deps.mode ?? (yield* LaneMode.make(name, config.mode, { journal: deps.journal }))
+    return { name, config, handle, inFlight: Ref.get(admitted), decide, mode } satisfies LaneActor
   })
