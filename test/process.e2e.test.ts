@@ -14,9 +14,10 @@ import * as os from "node:os"
 import * as path from "node:path"
 import { fileURLToPath } from "node:url"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
-import { ensureDist } from "./support/Dist.ts"
+import { ensureDeclarations, ensureDist } from "./support/Dist.ts"
 import { type FakeOllama, fakeText, startFakeOllama } from "./support/FakeOllama.ts"
 import { type Child, closedPortUrl, exited, type ProxiedDatabase, spawnGateway, startProxiedDatabase, waitFor } from "./support/FaultKit.ts"
+import { pgliteDataDir } from "./support/PgliteDataDir.ts"
 import { newTraceId } from "./support/TestGateway.ts"
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..")
@@ -28,6 +29,8 @@ let db: ProxiedDatabase
 let fake: FakeOllama
 let dir: string
 let deadUrl: string
+/** The .d.ts files (tsc, ~17 s of CPU when stale): written while the gateways below run, awaited by the export check. */
+let declarations: Promise<unknown> = Promise.resolve()
 const children: Array<Child> = []
 
 const writeConfig = (name: string, drainTimeout: string): string => {
@@ -138,6 +141,8 @@ beforeAll(async () => {
   // What `npm start` does first (prestart): compile src/ to dist/ unless it is up to date (under the
   // tests' build lock: another suite may be building it right now).
   await ensureDist()
+  // A rejection is kept for the test that awaits it (not unhandled meanwhile).
+  declarations = ensureDeclarations().then(() => null, (error: unknown) => error)
   db = await startProxiedDatabase({ gatewayPool: false })
   fake = await startFakeOllama({ name: "gcp-a", mode: "drip", delayMs: 250, chunks: CHUNKS })
   dir = fs.mkdtempSync(path.join(os.tmpdir(), "awooop-process-"))
@@ -323,7 +328,7 @@ describe("logs and health of the running process", () => {
     expect(health.lanes["paid-emergency"]!.reasons.join("; ")).toMatch(/gemini unavailable \(AWOOOP_PROCESS_TEST_GEMINI_KEY is not set\)/)
     expect(health.lanes["alert-fast"]!.safe).toBe(true)
     expect(health.summary).toContain("paid provider gemini: unavailable — AWOOOP_PROCESS_TEST_GEMINI_KEY is not set")
-  })
+  }, 120_000)
 })
 
 describe("the compiled audit CLI and the embedded store", () => {
@@ -342,7 +347,9 @@ describe("the compiled audit CLI and the embedded store", () => {
     })
 
   it("refuses, naming the holder, a store a running gateway holds; takes over the lock of a killed one", async () => {
-    const dataDir = path.join(dir, "pglite")
+    // An initialised store (initdb done once per machine, test/support/PgliteDataDir.ts): what is
+    // checked here is the lock between processes, not PGlite's first start.
+    const dataDir = await pgliteDataDir(path.join(dir, "pglite"))
     const gw = await spawnGateway({ ...env(writeConfig("embedded", "2s")), DATABASE_URL: "", AWOOOP_DATA_DIR: dataDir }, 120_000, { command: node })
     children.push(gw)
     const refused = await cli(dataDir)
@@ -361,11 +368,13 @@ describe("the compiled audit CLI and the embedded store", () => {
     expect(fs.existsSync(path.join(dataDir, "awooop.lock"))).toBe(false)
   }, 180_000)
 
-  it("the typed client ships compiled: the package export resolves to dist/ with declarations", () => {
+  it("the typed client ships compiled: the package export resolves to dist/ with declarations", async () => {
+    const failed = await declarations
+    if (failed !== null) throw failed
     const probe = spawnSync(process.execPath, ["--input-type=module", "-e", "const m = await import('awooop-inference-gateway/client'); console.log(typeof m.GatewayClient, import.meta.resolve('awooop-inference-gateway/client'))"], { cwd: root, encoding: "utf8" })
     expect(probe.stderr).toBe("")
     expect(probe.stdout).toMatch(/^function file:\/\/.*\/dist\/client\/index\.js/)
     expect(fs.existsSync(path.join(root, "dist/client/index.d.ts"))).toBe(true)
     expect(fs.existsSync(path.join(root, "dist/replay/cli.d.ts"))).toBe(true)
-  })
+  }, 120_000)
 })
