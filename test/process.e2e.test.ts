@@ -56,8 +56,8 @@ server: { pollInterval: "500ms", probeTimeout: "2s", drainTimeout: "${drainTimeo
   return file
 }
 
-const env = (config: string): Record<string, string> => ({
-  DATABASE_URL: db.directUrl,
+const env = (config: string, database: ProxiedDatabase = db): Record<string, string> => ({
+  DATABASE_URL: database.directUrl,
   AWOOOP_CONFIG: config,
   AWOOOP_SPILL_DIR: path.join(dir, "spill"),
   AWOOOP_LOG_FORMAT: "json",
@@ -69,8 +69,8 @@ const env = (config: string): Record<string, string> => ({
 const node = [process.execPath, "--enable-source-maps", "dist/main.js"] as const
 const npmStart = ["npm", "start", "--silent"] as const
 
-const start = async (config: string, command: readonly [string, ...Array<string>], detached = false) => {
-  const child = await spawnGateway(env(config), 90_000, { command, detached })
+const start = async (config: string, command: readonly [string, ...Array<string>], detached = false, database: ProxiedDatabase = db) => {
+  const child = await spawnGateway(env(config, database), 90_000, { command, detached })
   children.push(child)
   await waitFor("gcp-a to be polled up", async () => {
     const h = (await (await fetch(`${child.url}/awooop/health`)).json()) as { hosts: Record<string, { status: string }> }
@@ -108,8 +108,8 @@ const slowChat = async (url: string) => {
 const chunksOf = (ndjson: string) =>
   ndjson.split("\n").filter((l) => l.trim() !== "").map((l) => JSON.parse(l) as { message?: { content?: string }; done?: boolean; error?: string })
 
-const runEvents = async (traceId: string) =>
-  (await db.query<{ type: string }>(
+const runEvents = async (traceId: string, database: ProxiedDatabase = db) =>
+  (await database.query<{ type: string }>(
     "select type from step_journal where trace_id = $1 and stream_id like 'run-%' order by global_position",
     [traceId]
   )).map((r) => r.type)
@@ -171,9 +171,23 @@ describe("stopping the compiled gateway with a request in flight", () => {
     { name: "SIGTERM to node dist/main.js, then SIGINT during the drain", command: node, detached: false, stop: (c: Child) => c.process.kill("SIGTERM"), again: (c: Child) => c.process.kill("SIGINT") }
   ] as const
 
-  for (const scenario of cases) {
-    it(scenario.name, async () => {
-      const gw = await start(writeConfig("drain", "20s"), scenario.command, scenario.detached)
+  // Concurrently: most of each scenario is waiting (start-up, the host's first poll, the dripping
+  // answer, the drain). Each has its own process, config file and database: a gateway starting on a
+  // database closes the open runs of every other instance (Orphans.ts), a neighbour's slow one too.
+  const databases: Array<ProxiedDatabase> = []
+  const ownDatabase = async () => {
+    const database = await startProxiedDatabase({ gatewayPool: false })
+    databases.push(database)
+    return database
+  }
+  afterAll(async () => {
+    await Promise.all(databases.map((d) => d.close()))
+  })
+
+  cases.forEach((scenario, i) => {
+    it.concurrent(scenario.name, async () => {
+      const own = await ownDatabase()
+      const gw = await start(writeConfig(`drain-${i}`, "20s"), scenario.command, scenario.detached, own)
       const slow = await slowChat(gw.url)
       scenario.stop(gw)
       await signalled(gw)
@@ -192,7 +206,7 @@ describe("stopping the compiled gateway with a request in flight", () => {
       await exited(gw.process)
       expect(gw.process.exitCode).toBe(0)
       // The journal was flushed before the exit: the run's terminal event is there, and last.
-      const events = await runEvents(slow.traceId)
+      const events = await runEvents(slow.traceId, own)
       expect(events[0]).toBe("RunStarted")
       expect(events.at(-1)).toBe("RunCompleted")
       // One process did the work: node exited after its flush (the last line), npm only waited for it.
@@ -207,10 +221,11 @@ describe("stopping the compiled gateway with a request in flight", () => {
       expect(request).toMatchObject({ status: 200, route: "/api/chat", endpoint: "gcp-a" })
       expect(lines.indexOf(request!)).toBeLessThan(lines.length - 1)
     }, 150_000)
-  }
+  })
 
-  it("a request the drain timeout cuts still gets its terminal event, and the process still exits after the flush", async () => {
-    const gw = await start(writeConfig("cut", "300ms"), node)
+  it.concurrent("a request the drain timeout cuts still gets its terminal event, and the process still exits after the flush", async () => {
+    const own = await ownDatabase()
+    const gw = await start(writeConfig("cut", "300ms"), node, false, own)
     const slow = await slowChat(gw.url)
     gw.process.kill("SIGTERM")
     const { text, broken } = await slow.rest
@@ -218,7 +233,7 @@ describe("stopping the compiled gateway with a request in flight", () => {
     expect(broken || chunksOf(text).at(-1)?.done !== true).toBe(true)
     await exited(gw.process)
     expect(gw.process.exitCode).toBe(0)
-    const events = await runEvents(slow.traceId)
+    const events = await runEvents(slow.traceId, own)
     expect(events.at(-1)).toBe("RunFailed")
     expect(events.filter((t) => t === "RunCompleted" || t === "RunFailed")).toHaveLength(1)
     const lines = jsonLines(gw)
