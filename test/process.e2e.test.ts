@@ -161,7 +161,8 @@ afterAll(async () => {
   if (dir) fs.rmSync(dir, { recursive: true, force: true })
 })
 
-describe("stopping the compiled gateway with a request in flight", () => {
+// This suite and the next run side by side (both concurrent): a spawned gateway mostly waits.
+describe.concurrent("stopping the compiled gateway with a request in flight", () => {
   const cases = [
     // Node gets SIGINT from the terminal and npm's forwarded copy; on a busy machine the kernel may
     // merge the two when the second arrives before the first is delivered, so one or two are logged.
@@ -185,7 +186,7 @@ describe("stopping the compiled gateway with a request in flight", () => {
   })
 
   cases.forEach((scenario, i) => {
-    it.concurrent(scenario.name, async () => {
+    it(scenario.name, async () => {
       const own = await ownDatabase()
       const gw = await start(writeConfig(`drain-${i}`, "20s"), scenario.command, scenario.detached, own)
       const slow = await slowChat(gw.url)
@@ -223,7 +224,7 @@ describe("stopping the compiled gateway with a request in flight", () => {
     }, 150_000)
   })
 
-  it.concurrent("a request the drain timeout cuts still gets its terminal event, and the process still exits after the flush", async () => {
+  it("a request the drain timeout cuts still gets its terminal event, and the process still exits after the flush", async () => {
     const own = await ownDatabase()
     const gw = await start(writeConfig("cut", "300ms"), node, false, own)
     const slow = await slowChat(gw.url)
@@ -241,6 +242,54 @@ describe("stopping the compiled gateway with a request in flight", () => {
     expect(lines.find((l) => l.event === "Request" && l.traceId === slow.traceId)).toMatchObject({ aborted: true })
     expect(lines.at(-1)?.event).toBe("Stopped")
   }, 150_000)
+})
+
+describe.concurrent("the compiled audit CLI and the embedded store", () => {
+  const cli = (dataDir: string) =>
+    new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve) => {
+      const child = spawn(process.execPath, ["dist/replay/cli.js", "status"], {
+        cwd: root,
+        env: { ...process.env, DATABASE_URL: "", AWOOOP_DATA_DIR: dataDir },
+        stdio: ["ignore", "pipe", "pipe"]
+      })
+      let stdout = ""
+      let stderr = ""
+      child.stdout.on("data", (d: Buffer) => { stdout += d.toString() })
+      child.stderr.on("data", (d: Buffer) => { stderr += d.toString() })
+      child.on("exit", (code) => resolve({ code, stdout, stderr }))
+    })
+
+  it("refuses, naming the holder, a store a running gateway holds; takes over the lock of a killed one", async () => {
+    // An initialised store (initdb done once per machine, test/support/PgliteDataDir.ts): what is
+    // checked here is the lock between processes, not PGlite's first start.
+    const dataDir = await pgliteDataDir(path.join(dir, "pglite"))
+    const gw = await spawnGateway({ ...env(writeConfig("embedded", "2s")), DATABASE_URL: "", AWOOOP_DATA_DIR: dataDir }, 120_000, { command: node })
+    children.push(gw)
+    const refused = await cli(dataDir)
+    expect(refused.code).toBe(70)
+    // One line that says what to do, not a stack trace.
+    expect(refused.stderr.trim()).toMatch(/^journal: the embedded store \S+ is in use by process \d+ [^\n]*$/)
+    expect(refused.stderr).toContain(`in use by process ${gw.process.pid}`)
+    expect(refused.stderr).toContain("DATABASE_URL")
+    // SIGKILL leaves the lock file behind; its pid is gone, so the CLI takes the store over.
+    gw.process.kill("SIGKILL")
+    await exited(gw.process)
+    expect(fs.existsSync(path.join(dataDir, "awooop.lock"))).toBe(true)
+    const status = await cli(dataDir)
+    expect(status.stderr).not.toContain("in use by process")
+    expect(status.code).toBe(0)
+    expect(fs.existsSync(path.join(dataDir, "awooop.lock"))).toBe(false)
+  }, 180_000)
+
+  it("the typed client ships compiled: the package export resolves to dist/ with declarations", async () => {
+    const failed = await declarations
+    if (failed !== null) throw failed
+    const probe = spawnSync(process.execPath, ["--input-type=module", "-e", "const m = await import('awooop-inference-gateway/client'); console.log(typeof m.GatewayClient, import.meta.resolve('awooop-inference-gateway/client'))"], { cwd: root, encoding: "utf8" })
+    expect(probe.stderr).toBe("")
+    expect(probe.stdout).toMatch(/^function file:\/\/.*\/dist\/client\/index\.js/)
+    expect(fs.existsSync(path.join(root, "dist/client/index.d.ts"))).toBe(true)
+    expect(fs.existsSync(path.join(root, "dist/replay/cli.d.ts"))).toBe(true)
+  }, 120_000)
 })
 
 describe("logs and health of the running process", () => {
@@ -343,53 +392,5 @@ describe("logs and health of the running process", () => {
     expect(health.lanes["paid-emergency"]!.reasons.join("; ")).toMatch(/gemini unavailable \(AWOOOP_PROCESS_TEST_GEMINI_KEY is not set\)/)
     expect(health.lanes["alert-fast"]!.safe).toBe(true)
     expect(health.summary).toContain("paid provider gemini: unavailable — AWOOOP_PROCESS_TEST_GEMINI_KEY is not set")
-  }, 120_000)
-})
-
-describe("the compiled audit CLI and the embedded store", () => {
-  const cli = (dataDir: string) =>
-    new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve) => {
-      const child = spawn(process.execPath, ["dist/replay/cli.js", "status"], {
-        cwd: root,
-        env: { ...process.env, DATABASE_URL: "", AWOOOP_DATA_DIR: dataDir },
-        stdio: ["ignore", "pipe", "pipe"]
-      })
-      let stdout = ""
-      let stderr = ""
-      child.stdout.on("data", (d: Buffer) => { stdout += d.toString() })
-      child.stderr.on("data", (d: Buffer) => { stderr += d.toString() })
-      child.on("exit", (code) => resolve({ code, stdout, stderr }))
-    })
-
-  it("refuses, naming the holder, a store a running gateway holds; takes over the lock of a killed one", async () => {
-    // An initialised store (initdb done once per machine, test/support/PgliteDataDir.ts): what is
-    // checked here is the lock between processes, not PGlite's first start.
-    const dataDir = await pgliteDataDir(path.join(dir, "pglite"))
-    const gw = await spawnGateway({ ...env(writeConfig("embedded", "2s")), DATABASE_URL: "", AWOOOP_DATA_DIR: dataDir }, 120_000, { command: node })
-    children.push(gw)
-    const refused = await cli(dataDir)
-    expect(refused.code).toBe(70)
-    // One line that says what to do, not a stack trace.
-    expect(refused.stderr.trim()).toMatch(/^journal: the embedded store \S+ is in use by process \d+ [^\n]*$/)
-    expect(refused.stderr).toContain(`in use by process ${gw.process.pid}`)
-    expect(refused.stderr).toContain("DATABASE_URL")
-    // SIGKILL leaves the lock file behind; its pid is gone, so the CLI takes the store over.
-    gw.process.kill("SIGKILL")
-    await exited(gw.process)
-    expect(fs.existsSync(path.join(dataDir, "awooop.lock"))).toBe(true)
-    const status = await cli(dataDir)
-    expect(status.stderr).not.toContain("in use by process")
-    expect(status.code).toBe(0)
-    expect(fs.existsSync(path.join(dataDir, "awooop.lock"))).toBe(false)
-  }, 180_000)
-
-  it("the typed client ships compiled: the package export resolves to dist/ with declarations", async () => {
-    const failed = await declarations
-    if (failed !== null) throw failed
-    const probe = spawnSync(process.execPath, ["--input-type=module", "-e", "const m = await import('awooop-inference-gateway/client'); console.log(typeof m.GatewayClient, import.meta.resolve('awooop-inference-gateway/client'))"], { cwd: root, encoding: "utf8" })
-    expect(probe.stderr).toBe("")
-    expect(probe.stdout).toMatch(/^function file:\/\/.*\/dist\/client\/index\.js/)
-    expect(fs.existsSync(path.join(root, "dist/client/index.d.ts"))).toBe(true)
-    expect(fs.existsSync(path.join(root, "dist/replay/cli.d.ts"))).toBe(true)
-  }, 120_000)
+  })
 })
