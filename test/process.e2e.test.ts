@@ -161,8 +161,7 @@ afterAll(async () => {
   if (dir) fs.rmSync(dir, { recursive: true, force: true })
 })
 
-// This suite and the next run side by side (both concurrent): a spawned gateway mostly waits.
-describe.concurrent("stopping the compiled gateway with a request in flight", () => {
+describe("stopping the compiled gateway with a request in flight", () => {
   const cases = [
     // Node gets SIGINT from the terminal and npm's forwarded copy; on a busy machine the kernel may
     // merge the two when the second arrives before the first is delivered, so one or two are logged.
@@ -186,7 +185,7 @@ describe.concurrent("stopping the compiled gateway with a request in flight", ()
   })
 
   cases.forEach((scenario, i) => {
-    it(scenario.name, async () => {
+    it.concurrent(scenario.name, async () => {
       const own = await ownDatabase()
       const gw = await start(writeConfig(`drain-${i}`, "20s"), scenario.command, scenario.detached, own)
       const slow = await slowChat(gw.url)
@@ -224,7 +223,7 @@ describe.concurrent("stopping the compiled gateway with a request in flight", ()
     }, 150_000)
   })
 
-  it("a request the drain timeout cuts still gets its terminal event, and the process still exits after the flush", async () => {
+  it.concurrent("a request the drain timeout cuts still gets its terminal event, and the process still exits after the flush", async () => {
     const own = await ownDatabase()
     const gw = await start(writeConfig("cut", "300ms"), node, false, own)
     const slow = await slowChat(gw.url)
@@ -244,7 +243,9 @@ describe.concurrent("stopping the compiled gateway with a request in flight", ()
   }, 150_000)
 })
 
-describe.concurrent("the compiled audit CLI and the embedded store", () => {
+// After the drain scenarios, not beside them: PGlite's start is the heaviest CPU here, and on a
+// loaded machine it stretched their drains.
+describe("the compiled audit CLI and the embedded store", () => {
   const cli = (dataDir: string) =>
     new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve) => {
       const child = spawn(process.execPath, ["dist/replay/cli.js", "status"], {
