@@ -3,13 +3,12 @@
  * success and of a failover, consecutive stream positions, the plan input in RouteDecided (so replay
  * can run plan() again), and the same on the embedded PGlite store.
  */
-import { mkdtemp, rm } from "node:fs/promises"
-import { tmpdir } from "node:os"
-import * as Path from "node:path"
+import { rm } from "node:fs/promises"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import type { StoredEvent } from "../src/journal/Journal.ts"
 import { plan, type Plan, type PlanInput } from "../src/routing/Plan.ts"
 import { fakeTokenCount } from "./support/FakeOllama.ts"
+import { pgliteDataDir } from "./support/PgliteDataDir.ts"
 import { collect, newTraceId, startTestDatabase, startTestGateway, type TestDatabaseHandle, type TestGateway, typesOf } from "./support/TestGateway.ts"
 
 const dataOf = (e: StoredEvent | undefined) => (e?.data ?? {}) as Record<string, unknown>
@@ -190,7 +189,7 @@ describe("step journal on PostgreSQL", () => {
 describe("step journal on the embedded PGlite store", () => {
   let dir: string
   beforeAll(async () => {
-    dir = await mkdtemp(Path.join(tmpdir(), "awooop-pglite-"))
+    dir = await pgliteDataDir()
   })
   afterAll(() => rm(dir, { recursive: true, force: true }))
 

@@ -6,9 +6,7 @@ import * as path from "node:path"
 import { Spill } from "../src/journal/Spill.ts"
 import { Context, Deferred, Effect, Exit, Fiber, Layer, Logger, LogLevel, Option, Schedule, Scope } from "effect"
 import { randomUUID } from "node:crypto"
-import { mkdtemp, rm } from "node:fs/promises"
-import { tmpdir } from "node:os"
-import * as Path from "node:path"
+import { rm } from "node:fs/promises"
 import {
   Journal,
   journalConfigLayer,
@@ -18,6 +16,7 @@ import {
 } from "../src/journal/Journal.ts"
 import { layerEmbedded } from "../src/storage/Database.ts"
 import { applyMigrations, loadMigrations, runMigrations } from "../src/storage/Migrations.ts"
+import { pgliteDataDir } from "./support/PgliteDataDir.ts"
 import { layerTestDatabase, TestDatabaseLive } from "./support/TestDatabase.ts"
 
 const T0 = 1_750_000_000_000
@@ -338,7 +337,7 @@ layer(layerTestDatabase({ migrate: false }), { excludeTestServices: true })("Mig
 
 describe("Journal on embedded PGlite", () => {
   const tempDir = Effect.acquireRelease(
-    Effect.promise(() => mkdtemp(Path.join(tmpdir(), "awooop-pglite-"))),
+    Effect.promise(() => pgliteDataDir()),
     (dir) => Effect.promise(() => rm(dir, { recursive: true, force: true }))
   )
   const embedded = (dir: string) => Layer.provideMerge(Layer.effectDiscard(runMigrations), layerEmbedded(dir))

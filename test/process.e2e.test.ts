@@ -14,9 +14,10 @@ import * as os from "node:os"
 import * as path from "node:path"
 import { fileURLToPath } from "node:url"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
-import { ensureDist } from "./support/Dist.ts"
+import { ensureDeclarations, ensureDist } from "./support/Dist.ts"
 import { type FakeOllama, fakeText, startFakeOllama } from "./support/FakeOllama.ts"
 import { type Child, closedPortUrl, exited, type ProxiedDatabase, spawnGateway, startProxiedDatabase, waitFor } from "./support/FaultKit.ts"
+import { pgliteDataDir } from "./support/PgliteDataDir.ts"
 import { newTraceId } from "./support/TestGateway.ts"
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..")
@@ -28,6 +29,8 @@ let db: ProxiedDatabase
 let fake: FakeOllama
 let dir: string
 let deadUrl: string
+/** The .d.ts files (tsc, ~17 s of CPU when stale): written while the gateways below run, awaited by the export check. */
+let declarations: Promise<unknown> = Promise.resolve()
 const children: Array<Child> = []
 
 const writeConfig = (name: string, drainTimeout: string): string => {
@@ -53,8 +56,8 @@ server: { pollInterval: "500ms", probeTimeout: "2s", drainTimeout: "${drainTimeo
   return file
 }
 
-const env = (config: string): Record<string, string> => ({
-  DATABASE_URL: db.directUrl,
+const env = (config: string, database: ProxiedDatabase = db): Record<string, string> => ({
+  DATABASE_URL: database.directUrl,
   AWOOOP_CONFIG: config,
   AWOOOP_SPILL_DIR: path.join(dir, "spill"),
   AWOOOP_LOG_FORMAT: "json",
@@ -66,8 +69,8 @@ const env = (config: string): Record<string, string> => ({
 const node = [process.execPath, "--enable-source-maps", "dist/main.js"] as const
 const npmStart = ["npm", "start", "--silent"] as const
 
-const start = async (config: string, command: readonly [string, ...Array<string>], detached = false) => {
-  const child = await spawnGateway(env(config), 90_000, { command, detached })
+const start = async (config: string, command: readonly [string, ...Array<string>], detached = false, database: ProxiedDatabase = db) => {
+  const child = await spawnGateway(env(config, database), 90_000, { command, detached })
   children.push(child)
   await waitFor("gcp-a to be polled up", async () => {
     const h = (await (await fetch(`${child.url}/awooop/health`)).json()) as { hosts: Record<string, { status: string }> }
@@ -105,8 +108,8 @@ const slowChat = async (url: string) => {
 const chunksOf = (ndjson: string) =>
   ndjson.split("\n").filter((l) => l.trim() !== "").map((l) => JSON.parse(l) as { message?: { content?: string }; done?: boolean; error?: string })
 
-const runEvents = async (traceId: string) =>
-  (await db.query<{ type: string }>(
+const runEvents = async (traceId: string, database: ProxiedDatabase = db) =>
+  (await database.query<{ type: string }>(
     "select type from step_journal where trace_id = $1 and stream_id like 'run-%' order by global_position",
     [traceId]
   )).map((r) => r.type)
@@ -138,6 +141,8 @@ beforeAll(async () => {
   // What `npm start` does first (prestart): compile src/ to dist/ unless it is up to date (under the
   // tests' build lock: another suite may be building it right now).
   await ensureDist()
+  // A rejection is kept for the test that awaits it (not unhandled meanwhile).
+  declarations = ensureDeclarations().then(() => null, (error: unknown) => error)
   db = await startProxiedDatabase({ gatewayPool: false })
   fake = await startFakeOllama({ name: "gcp-a", mode: "drip", delayMs: 250, chunks: CHUNKS })
   dir = fs.mkdtempSync(path.join(os.tmpdir(), "awooop-process-"))
@@ -166,9 +171,23 @@ describe("stopping the compiled gateway with a request in flight", () => {
     { name: "SIGTERM to node dist/main.js, then SIGINT during the drain", command: node, detached: false, stop: (c: Child) => c.process.kill("SIGTERM"), again: (c: Child) => c.process.kill("SIGINT") }
   ] as const
 
-  for (const scenario of cases) {
-    it(scenario.name, async () => {
-      const gw = await start(writeConfig("drain", "20s"), scenario.command, scenario.detached)
+  // Concurrently: most of each scenario is waiting (start-up, the host's first poll, the dripping
+  // answer, the drain). Each has its own process, config file and database: a gateway starting on a
+  // database closes the open runs of every other instance (Orphans.ts), a neighbour's slow one too.
+  const databases: Array<ProxiedDatabase> = []
+  const ownDatabase = async () => {
+    const database = await startProxiedDatabase({ gatewayPool: false })
+    databases.push(database)
+    return database
+  }
+  afterAll(async () => {
+    await Promise.all(databases.map((d) => d.close()))
+  })
+
+  cases.forEach((scenario, i) => {
+    it.concurrent(scenario.name, async () => {
+      const own = await ownDatabase()
+      const gw = await start(writeConfig(`drain-${i}`, "20s"), scenario.command, scenario.detached, own)
       const slow = await slowChat(gw.url)
       scenario.stop(gw)
       await signalled(gw)
@@ -187,7 +206,7 @@ describe("stopping the compiled gateway with a request in flight", () => {
       await exited(gw.process)
       expect(gw.process.exitCode).toBe(0)
       // The journal was flushed before the exit: the run's terminal event is there, and last.
-      const events = await runEvents(slow.traceId)
+      const events = await runEvents(slow.traceId, own)
       expect(events[0]).toBe("RunStarted")
       expect(events.at(-1)).toBe("RunCompleted")
       // One process did the work: node exited after its flush (the last line), npm only waited for it.
@@ -202,10 +221,11 @@ describe("stopping the compiled gateway with a request in flight", () => {
       expect(request).toMatchObject({ status: 200, route: "/api/chat", endpoint: "gcp-a" })
       expect(lines.indexOf(request!)).toBeLessThan(lines.length - 1)
     }, 150_000)
-  }
+  })
 
-  it("a request the drain timeout cuts still gets its terminal event, and the process still exits after the flush", async () => {
-    const gw = await start(writeConfig("cut", "300ms"), node)
+  it.concurrent("a request the drain timeout cuts still gets its terminal event, and the process still exits after the flush", async () => {
+    const own = await ownDatabase()
+    const gw = await start(writeConfig("cut", "300ms"), node, false, own)
     const slow = await slowChat(gw.url)
     gw.process.kill("SIGTERM")
     const { text, broken } = await slow.rest
@@ -213,7 +233,7 @@ describe("stopping the compiled gateway with a request in flight", () => {
     expect(broken || chunksOf(text).at(-1)?.done !== true).toBe(true)
     await exited(gw.process)
     expect(gw.process.exitCode).toBe(0)
-    const events = await runEvents(slow.traceId)
+    const events = await runEvents(slow.traceId, own)
     expect(events.at(-1)).toBe("RunFailed")
     expect(events.filter((t) => t === "RunCompleted" || t === "RunFailed")).toHaveLength(1)
     const lines = jsonLines(gw)
@@ -221,6 +241,56 @@ describe("stopping the compiled gateway with a request in flight", () => {
     expect(lines.find((l) => l.event === "Request" && l.traceId === slow.traceId)).toMatchObject({ aborted: true })
     expect(lines.at(-1)?.event).toBe("Stopped")
   }, 150_000)
+})
+
+// After the drain scenarios, not beside them: PGlite's start is the heaviest CPU here, and on a
+// loaded machine it stretched their drains.
+describe("the compiled audit CLI and the embedded store", () => {
+  const cli = (dataDir: string) =>
+    new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve) => {
+      const child = spawn(process.execPath, ["dist/replay/cli.js", "status"], {
+        cwd: root,
+        env: { ...process.env, DATABASE_URL: "", AWOOOP_DATA_DIR: dataDir },
+        stdio: ["ignore", "pipe", "pipe"]
+      })
+      let stdout = ""
+      let stderr = ""
+      child.stdout.on("data", (d: Buffer) => { stdout += d.toString() })
+      child.stderr.on("data", (d: Buffer) => { stderr += d.toString() })
+      child.on("exit", (code) => resolve({ code, stdout, stderr }))
+    })
+
+  it("refuses, naming the holder, a store a running gateway holds; takes over the lock of a killed one", async () => {
+    // An initialised store (initdb done once per machine, test/support/PgliteDataDir.ts): what is
+    // checked here is the lock between processes, not PGlite's first start.
+    const dataDir = await pgliteDataDir(path.join(dir, "pglite"))
+    const gw = await spawnGateway({ ...env(writeConfig("embedded", "2s")), DATABASE_URL: "", AWOOOP_DATA_DIR: dataDir }, 120_000, { command: node })
+    children.push(gw)
+    const refused = await cli(dataDir)
+    expect(refused.code).toBe(70)
+    // One line that says what to do, not a stack trace.
+    expect(refused.stderr.trim()).toMatch(/^journal: the embedded store \S+ is in use by process \d+ [^\n]*$/)
+    expect(refused.stderr).toContain(`in use by process ${gw.process.pid}`)
+    expect(refused.stderr).toContain("DATABASE_URL")
+    // SIGKILL leaves the lock file behind; its pid is gone, so the CLI takes the store over.
+    gw.process.kill("SIGKILL")
+    await exited(gw.process)
+    expect(fs.existsSync(path.join(dataDir, "awooop.lock"))).toBe(true)
+    const status = await cli(dataDir)
+    expect(status.stderr).not.toContain("in use by process")
+    expect(status.code).toBe(0)
+    expect(fs.existsSync(path.join(dataDir, "awooop.lock"))).toBe(false)
+  }, 180_000)
+
+  it("the typed client ships compiled: the package export resolves to dist/ with declarations", async () => {
+    const failed = await declarations
+    if (failed !== null) throw failed
+    const probe = spawnSync(process.execPath, ["--input-type=module", "-e", "const m = await import('awooop-inference-gateway/client'); console.log(typeof m.GatewayClient, import.meta.resolve('awooop-inference-gateway/client'))"], { cwd: root, encoding: "utf8" })
+    expect(probe.stderr).toBe("")
+    expect(probe.stdout).toMatch(/^function file:\/\/.*\/dist\/client\/index\.js/)
+    expect(fs.existsSync(path.join(root, "dist/client/index.d.ts"))).toBe(true)
+    expect(fs.existsSync(path.join(root, "dist/replay/cli.d.ts"))).toBe(true)
+  }, 120_000)
 })
 
 describe("logs and health of the running process", () => {
@@ -323,49 +393,5 @@ describe("logs and health of the running process", () => {
     expect(health.lanes["paid-emergency"]!.reasons.join("; ")).toMatch(/gemini unavailable \(AWOOOP_PROCESS_TEST_GEMINI_KEY is not set\)/)
     expect(health.lanes["alert-fast"]!.safe).toBe(true)
     expect(health.summary).toContain("paid provider gemini: unavailable — AWOOOP_PROCESS_TEST_GEMINI_KEY is not set")
-  })
-})
-
-describe("the compiled audit CLI and the embedded store", () => {
-  const cli = (dataDir: string) =>
-    new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve) => {
-      const child = spawn(process.execPath, ["dist/replay/cli.js", "status"], {
-        cwd: root,
-        env: { ...process.env, DATABASE_URL: "", AWOOOP_DATA_DIR: dataDir },
-        stdio: ["ignore", "pipe", "pipe"]
-      })
-      let stdout = ""
-      let stderr = ""
-      child.stdout.on("data", (d: Buffer) => { stdout += d.toString() })
-      child.stderr.on("data", (d: Buffer) => { stderr += d.toString() })
-      child.on("exit", (code) => resolve({ code, stdout, stderr }))
-    })
-
-  it("refuses, naming the holder, a store a running gateway holds; takes over the lock of a killed one", async () => {
-    const dataDir = path.join(dir, "pglite")
-    const gw = await spawnGateway({ ...env(writeConfig("embedded", "2s")), DATABASE_URL: "", AWOOOP_DATA_DIR: dataDir }, 120_000, { command: node })
-    children.push(gw)
-    const refused = await cli(dataDir)
-    expect(refused.code).toBe(70)
-    // One line that says what to do, not a stack trace.
-    expect(refused.stderr.trim()).toMatch(/^journal: the embedded store \S+ is in use by process \d+ [^\n]*$/)
-    expect(refused.stderr).toContain(`in use by process ${gw.process.pid}`)
-    expect(refused.stderr).toContain("DATABASE_URL")
-    // SIGKILL leaves the lock file behind; its pid is gone, so the CLI takes the store over.
-    gw.process.kill("SIGKILL")
-    await exited(gw.process)
-    expect(fs.existsSync(path.join(dataDir, "awooop.lock"))).toBe(true)
-    const status = await cli(dataDir)
-    expect(status.stderr).not.toContain("in use by process")
-    expect(status.code).toBe(0)
-    expect(fs.existsSync(path.join(dataDir, "awooop.lock"))).toBe(false)
-  }, 180_000)
-
-  it("the typed client ships compiled: the package export resolves to dist/ with declarations", () => {
-    const probe = spawnSync(process.execPath, ["--input-type=module", "-e", "const m = await import('awooop-inference-gateway/client'); console.log(typeof m.GatewayClient, import.meta.resolve('awooop-inference-gateway/client'))"], { cwd: root, encoding: "utf8" })
-    expect(probe.stderr).toBe("")
-    expect(probe.stdout).toMatch(/^function file:\/\/.*\/dist\/client\/index\.js/)
-    expect(fs.existsSync(path.join(root, "dist/client/index.d.ts"))).toBe(true)
-    expect(fs.existsSync(path.join(root, "dist/replay/cli.d.ts"))).toBe(true)
   })
 })

@@ -3,8 +3,10 @@
  * about half the CPU time of `node --import tsx src/main.ts`, which compiles every module at start.
  *
  * `await ensureDist()` (in a `beforeAll`) runs `node scripts/build.mjs` — what `npm start` runs first:
- * it compiles only when a source is newer than the last build — under a lock, so two test workers
- * never build at once (the build empties dist/ first). Only suites that spawn the gateway pay for it.
+ * it compiles (esbuild, under a second) only when a source is newer than the last build — under a
+ * lock, so two test workers never build at once (the build empties dist/ first). Only suites that
+ * spawn the gateway pay for it. `ensureDeclarations()` adds the `.d.ts` files (`build.mjs --types`:
+ * tsc, ~17 s of CPU), which only the check of the package export needs.
  */
 import { spawn } from "node:child_process"
 import { createHash } from "node:crypto"
@@ -17,12 +19,15 @@ export const root = path.resolve(path.dirname(new URL(import.meta.url).pathname)
 /** `node --enable-source-maps dist/main.js` (stack traces name the sources). */
 export const gatewayCommand = [process.execPath, "--enable-source-maps", "dist/main.js"] as const
 
-// One lock per checkout (worktrees build their own dist/).
-const lockDir = path.join(os.tmpdir(), `awooop-dist-lock-${createHash("sha256").update(root).digest("hex").slice(0, 12)}`)
+// One lock per checkout (worktrees build their own dist/), and one for the declarations: tsc only
+// adds .d.ts files, so a worker that only needs the JavaScript does not wait for it.
+const checkout = createHash("sha256").update(root).digest("hex").slice(0, 12)
+const lockDir = path.join(os.tmpdir(), `awooop-dist-lock-${checkout}`)
+const typesLockDir = path.join(os.tmpdir(), `awooop-dist-types-lock-${checkout}`)
 /** A lock left by a killed run is taken over after this long (a cold build takes well under it). */
 const staleLockMs = 300_000
 
-const takeLock = async (): Promise<void> => {
+const takeLock = async (lockDir: string): Promise<void> => {
   for (;;) {
     try {
       fs.mkdirSync(lockDir)
@@ -36,9 +41,9 @@ const takeLock = async (): Promise<void> => {
   }
 }
 
-const build = (): Promise<{ readonly status: number | null; readonly output: string }> =>
+const build = (args: ReadonlyArray<string>): Promise<{ readonly status: number | null; readonly output: string }> =>
   new Promise((resolve) => {
-    const child = spawn(process.execPath, ["scripts/build.mjs"], { cwd: root, stdio: ["ignore", "pipe", "pipe"] })
+    const child = spawn(process.execPath, ["scripts/build.mjs", ...args], { cwd: root, stdio: ["ignore", "pipe", "pipe"] })
     let output = ""
     child.stdout.on("data", (d: Buffer) => (output += d.toString()))
     child.stderr.on("data", (d: Buffer) => (output += d.toString()))
@@ -46,24 +51,34 @@ const build = (): Promise<{ readonly status: number | null; readonly output: str
   })
 
 let checked: Promise<void> | null = null
+let typed: Promise<void> | null = null
 
 /**
  * Builds dist/ unless it is up to date; throws with the compiler's output when the build fails.
  * Checked once per worker: sources edited during a run are not rebuilt until the next one.
  */
 export const ensureDist = (): Promise<void> => {
-  checked ??= buildLocked().catch((error) => {
+  checked ??= buildLocked(lockDir, []).catch((error) => {
     checked = null
     throw error
   })
   return checked
 }
 
-const buildLocked = async (): Promise<void> => {
-  await takeLock()
+/** ensureDist(), then the declarations (the .d.ts files in dist/) unless they are up to date. Once per worker too. */
+export const ensureDeclarations = (): Promise<void> => {
+  typed ??= ensureDist().then(() => buildLocked(typesLockDir, ["--types"])).catch((error) => {
+    typed = null
+    throw error
+  })
+  return typed
+}
+
+const buildLocked = async (lockDir: string, args: ReadonlyArray<string>): Promise<void> => {
+  await takeLock(lockDir)
   try {
-    const result = await build()
-    if (result.status !== 0) throw new Error(`node scripts/build.mjs failed (${result.status}):\n${result.output}`)
+    const result = await build(args)
+    if (result.status !== 0) throw new Error(`node scripts/build.mjs ${args.join(" ")} failed (${result.status}):\n${result.output}`)
   } finally {
     fs.rmSync(lockDir, { recursive: true, force: true })
   }
