@@ -55,7 +55,7 @@ export interface GatewayClientConfig {
   /** e.g. "http://127.0.0.1:11400" */
   readonly baseUrl: string
   readonly defaults?: CallOptions
-  /** The caller's key (config `callers:`), sent as `Authorization: Bearer <key>` on every call. */
+  /** The caller's key (config `callers:`), sent as `Authorization: Bearer <key>` on every call but the admin ones (their token instead). */
   readonly apiKey?: Redacted.Redacted<string>
 }
 
@@ -128,7 +128,10 @@ export const make = (config: GatewayClientConfig) =>
   Effect.gen(function*() {
     const httpClient = (yield* HttpClient.HttpClient).pipe(
       HttpClient.mapRequest(HttpClientRequest.prependUrl(config.baseUrl)),
-      HttpClient.mapRequest((request) => config.apiKey === undefined ? request : HttpClientRequest.bearerToken(request, config.apiKey)),
+      // The caller's key, unless the call names its own Authorization (the admin calls' token).
+      HttpClient.mapRequest((request) =>
+        config.apiKey === undefined || request.headers["authorization"] !== undefined ? request : HttpClientRequest.bearerToken(request, config.apiKey)
+      ),
       HttpClient.transformResponse(Effect.flatMap(retag))
     )
     /** The client HttpApiClient derives from the API, for calls this module does not wrap. */
