@@ -12,7 +12,7 @@
  * A new endpoint in the API without a probe below fails the test.
  */
 import { FetchHttpClient, HttpApiSchema } from "@effect/platform"
-import { Effect, Either, Schema, SchemaAST } from "effect"
+import { Effect, Either, Redacted, Schema, SchemaAST } from "effect"
 import {
   edgeEndpoints,
   GatewayApi,
@@ -124,6 +124,22 @@ const probes: Record<string, Probe> = {
   "admin.maintenance": {
     raw: async () => [{ method: "POST", path: "/awooop/admin/hosts/gpu-node/maintenance", body: { open: true, reason: "contract", until: inAnHour() }, headers: admin }],
     client: (c) => c.api.admin.maintenance({ path: { host: "gpu-node" }, headers: admin, payload: { open: false, reason: "done" } })
+  },
+  // Each leaves alert-fast active: a pin to "active" (then its repeat, unchanged), and its removal.
+  "admin.setLaneMode": {
+    raw: async () => [
+      { method: "PUT", path: "/awooop/admin/lanes/alert-fast/mode", body: { mode: "active", reason: "contract" }, headers: admin },
+      { method: "PUT", path: "/awooop/admin/lanes/alert-fast/mode", body: { mode: "active", reason: "contract again" }, headers: admin }
+    ],
+    client: (c) => c.setLaneMode("alert-fast", "active", "contract", Redacted.make(TOKEN))
+  },
+  "admin.resetLaneMode": {
+    raw: async () => [
+      { method: "DELETE", path: "/awooop/admin/lanes/alert-fast/mode?reason=contract", headers: admin },
+      { method: "DELETE", path: "/awooop/admin/lanes/alert-fast/mode", body: { reason: "contract" }, headers: admin }
+    ],
+    client: (c) =>
+      Effect.zipRight(c.setLaneMode("alert-fast", "active", "contract", Redacted.make(TOKEN)), c.resetLaneMode("alert-fast", Redacted.make(TOKEN), "contract"))
   }
 }
 
@@ -229,6 +245,10 @@ describe("refusals through the builder keep the gateway's shapes", () => {
     expect(await res.json()).toEqual({ error: "unauthorized: wrong bearer token" })
     const result = await withClient((c) => c.api.admin.budget({ headers: { authorization: "Bearer wrong" } }))
     expect(Either.isLeft(result) && result.left).toMatchObject({ _tag: "Unauthorized", reason: "wrong bearer token" })
+    const lane = await withClient((c) => c.setLaneMode("alert-fast", "shadow", "x", Redacted.make("wrong")))
+    expect(Either.isLeft(lane) && lane.left).toMatchObject({ _tag: "Unauthorized", reason: "wrong bearer token" })
+    const unknownLane = await withClient((c) => c.resetLaneMode("no-such-lane", Redacted.make(TOKEN)))
+    expect(Either.isLeft(unknownLane) && unknownLane.left).toMatchObject({ _tag: "GatewayResponseError", status: 404 })
 
     const bad = await gw.post("/awooop/runs", { operation: "generate", model: "qwen2.5:14b", prompt: "x" }, { "x-awooop-lane": "deep-rca", "x-awooop-trace-id": "nope" })
     expect(bad.status).toBe(400)

@@ -15,11 +15,12 @@
  *   without one are GatewayResponseError with their status.
  * - `generateStream` / `chatStream` are Streams of typed chunks; a stream that fails after it started
  *   (an `{"error"}` line) or ends without its final chunk fails with StreamFailed.
+ * - `setLaneMode` / `resetLaneMode` take the operator's admin token (AWOOOP_ADMIN_TOKEN) per call.
  * - Every other endpoint of the API is on `api` (e.g. `api.operations.shadowReport`, `api.admin.budget`
  *   with `headers: { authorization: "Bearer <admin token>" }`).
  */
 import { HttpApiClient, HttpClient, type HttpClientError, HttpClientRequest, HttpClientResponse } from "@effect/platform"
-import { Context, Effect, Either, Encoding, Layer, type ParseResult, type Redacted, Schema, Stream } from "effect"
+import { Context, Effect, Either, Encoding, Layer, type ParseResult, Redacted, Schema, Stream } from "effect"
 import {
   type Accepted,
   AwooopHeaders,
@@ -54,12 +55,15 @@ export interface GatewayClientConfig {
   /** e.g. "http://127.0.0.1:11400" */
   readonly baseUrl: string
   readonly defaults?: CallOptions
-  /** The caller's key (config `callers:`), sent as `Authorization: Bearer <key>` on every call. */
+  /** The caller's key (config `callers:`), sent as `Authorization: Bearer <key>` on every call but the admin ones (their token instead). */
   readonly apiKey?: Redacted.Redacted<string>
 }
 
 /** Everything a call can fail with: the gateway's refusals, a broken stream, transport and decoding. */
 export type GatewayClientError = GatewayRefusal | StreamFailed | RequestAccepted | HttpClientError.HttpClientError | ParseResult.ParseError
+
+/** The admin routes' header: `Authorization: Bearer <AWOOOP_ADMIN_TOKEN>`. */
+const adminHeaders = (token: Redacted.Redacted<string>) => ({ authorization: `Bearer ${Redacted.value(token)}` })
 
 const headersOf = (defaults: CallOptions | undefined, options: CallOptions | undefined): AwooopHeaders => {
   const o = { ...defaults, ...options }
@@ -124,7 +128,10 @@ export const make = (config: GatewayClientConfig) =>
   Effect.gen(function*() {
     const httpClient = (yield* HttpClient.HttpClient).pipe(
       HttpClient.mapRequest(HttpClientRequest.prependUrl(config.baseUrl)),
-      HttpClient.mapRequest((request) => config.apiKey === undefined ? request : HttpClientRequest.bearerToken(request, config.apiKey)),
+      // The caller's key, unless the call names its own Authorization (the admin calls' token).
+      HttpClient.mapRequest((request) =>
+        config.apiKey === undefined || request.headers["authorization"] !== undefined ? request : HttpClientRequest.bearerToken(request, config.apiKey)
+      ),
       HttpClient.transformResponse(Effect.flatMap(retag))
     )
     /** The client HttpApiClient derives from the API, for calls this module does not wrap. */
@@ -215,7 +222,21 @@ export const make = (config: GatewayClientConfig) =>
       /** GET /awooop/cost: cost ledger totals, `groupBy` comma-separated (project, lane, provider, model, day, caller). */
       cost: (query: { readonly from?: string; readonly to?: string; readonly groupBy?: string } = {}) => api.runs.cost({ urlParams: query }),
       /** GET /awooop/health */
-      health: api.operations.health()
+      health: api.operations.health(),
+      /**
+       * PUT /awooop/admin/lanes/:lane/mode: pins the lane to "shadow" (decide and journal, execute
+       * nothing) or "active", with the reason journaled; `changed: false` when it was pinned so already.
+       */
+      setLaneMode: (lane: string, mode: "active" | "shadow", reason: string, adminToken: Redacted.Redacted<string>) =>
+        api.admin.setLaneMode({ path: { lane }, headers: adminHeaders(adminToken), payload: { mode, reason } }),
+      /** DELETE /awooop/admin/lanes/:lane/mode: removes the pin, the config's mode applies again. */
+      resetLaneMode: (lane: string, adminToken: Redacted.Redacted<string>, reason?: string) =>
+        api.admin.resetLaneMode({
+          path: { lane },
+          urlParams: {},
+          headers: adminHeaders(adminToken),
+          payload: reason === undefined ? {} : { reason }
+        })
     }
   })
 

@@ -43,13 +43,18 @@ export const HostHealth = Schema.Struct({
 })
 export type HostHealth = typeof HostHealth.Type
 
+const LaneModeLiteral = Schema.Literal("active", "shadow")
+/** Where a lane's mode comes from: the config, or an operator's runtime switch (routing/LaneMode.ts). */
+const ModeSource = Schema.Literal("config", "operator")
+/** The operator's switch (null when the config's mode applies). */
+const ModeChangeView = Schema.NullOr(Schema.Struct({ reason: Schema.String, by: Schema.String, at: Schema.String }))
+
 /** Whether a lane is safe now, and why (operations/Health.ts `laneSafety`). */
 export const LaneHealth = Schema.Struct({
   model: NullableString,
-  mode: Schema.Literal("active", "shadow"),
-  /** Where the mode comes from: the config, or an operator's runtime switch (routing/LaneMode.ts). */
-  modeSource: Schema.Literal("config", "operator"),
-  modeChange: Schema.NullOr(Schema.Struct({ reason: Schema.String, by: Schema.String, at: Schema.String })),
+  mode: LaneModeLiteral,
+  modeSource: ModeSource,
+  modeChange: ModeChangeView,
   async: Schema.Boolean,
   safe: Schema.Boolean,
   reasons: Schema.Array(Schema.String),
@@ -126,7 +131,7 @@ export class OperationsGroup extends HttpApiGroup.make("operations")
 {}
 
 // ---------------------------------------------------------------------------------------------
-// Admin (http/BudgetAdminRoutes.ts, http/MaintenanceRoutes.ts)
+// Admin (http/BudgetAdminRoutes.ts, http/MaintenanceRoutes.ts, http/LaneModeRoutes.ts)
 // ---------------------------------------------------------------------------------------------
 
 /** `Authorization: Bearer <AWOOOP_ADMIN_TOKEN>`; checked by the server itself (401 with a challenge). */
@@ -164,6 +169,35 @@ export const MaintenanceAnswer = Schema.Struct({
 })
 export type MaintenanceAnswer = typeof MaintenanceAnswer.Type
 
+const ModeReason = Schema.optional(Schema.String.pipe(Schema.maxLength(1000)))
+
+/**
+ * PUT /awooop/admin/lanes/:lane/mode. `mode` is "shadow" or "active"; declared as any string
+ * because the server checks it itself (its 400 names the mode it got, or says one is required).
+ * The reason is required (400 without one).
+ */
+export const LaneModeRequest = Schema.Struct({ mode: Schema.String, reason: ModeReason })
+
+/** DELETE /awooop/admin/lanes/:lane/mode: an optional body; the reason may come as `?reason=` instead. */
+export const LaneModeReset = Schema.Struct({ reason: ModeReason })
+
+export const LaneModeResetParams = Schema.Struct({ reason: Schema.optional(QueryParam) })
+
+/** What a lane-mode call did: the mode now, the one before, the config's, and the operator's pin. */
+export const LaneModeAnswer = Schema.Struct({
+  lane: Schema.String,
+  /** false: the lane was pinned to this mode already (or had no pin to remove); nothing journaled. */
+  changed: Schema.Boolean,
+  mode: LaneModeLiteral,
+  previous: LaneModeLiteral,
+  configMode: LaneModeLiteral,
+  modeSource: ModeSource,
+  modeChange: ModeChangeView
+})
+export type LaneModeAnswer = typeof LaneModeAnswer.Type
+
+const LanePath = Schema.Struct({ lane: Schema.String })
+
 export class AdminGroup extends HttpApiGroup.make("admin")
   .add(HttpApiEndpoint.get("budget", "/awooop/admin/budget").setHeaders(AdminHeaders).addSuccess(answer(BudgetStatus)))
   .add(
@@ -173,5 +207,13 @@ export class AdminGroup extends HttpApiGroup.make("admin")
   .add(
     HttpApiEndpoint.post("maintenance", "/awooop/admin/hosts/:host/maintenance").setPath(Schema.Struct({ host: Schema.String }))
       .setHeaders(AdminHeaders).setPayload(MaintenanceRequest).addSuccess(answer(MaintenanceAnswer))
+  )
+  .add(
+    HttpApiEndpoint.put("setLaneMode", "/awooop/admin/lanes/:lane/mode").setPath(LanePath)
+      .setHeaders(AdminHeaders).setPayload(LaneModeRequest).addSuccess(answer(LaneModeAnswer))
+  )
+  .add(
+    HttpApiEndpoint.del("resetLaneMode", "/awooop/admin/lanes/:lane/mode").setPath(LanePath).setUrlParams(LaneModeResetParams)
+      .setHeaders(AdminHeaders).setPayload(LaneModeReset).addSuccess(answer(LaneModeAnswer))
   )
 {}

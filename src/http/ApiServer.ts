@@ -4,7 +4,7 @@
  * methods, success statuses, response bodies and content types come from the declaration, so the
  * server and the client cannot disagree on them; each handler calls the service its route file
  * names (OllamaRoutes.ts, RunRoutes.ts, AsyncRunRoutes.ts, HealthRoutes.ts, MetricsRoute.ts,
- * ShadowRoutes.ts, BudgetAdminRoutes.ts, MaintenanceRoutes.ts).
+ * ShadowRoutes.ts, BudgetAdminRoutes.ts, MaintenanceRoutes.ts, LaneModeRoutes.ts).
  *
  * What stays as it was on the wire, by choice:
  * - Refusals keep Ollama's `{"error": "..."}` and the X-AwoooP-Error header (ErrorResponse.ts
@@ -21,6 +21,7 @@ import { ServedApi } from "../domain/Api.ts"
 import { budgetStatus, hardKill } from "./BudgetAdminRoutes.ts"
 import { internalErrorMessage, jsonResponse, ollamaError, refusalResponse } from "./ErrorResponse.ts"
 import { healthView } from "./HealthRoutes.ts"
+import { resetLaneMode, setLaneMode } from "./LaneModeRoutes.ts"
 import { setMaintenance } from "./MaintenanceRoutes.ts"
 import { metrics } from "./MetricsRoute.ts"
 import { ps, show, tags, version } from "./OllamaRoutes.ts"
@@ -53,7 +54,9 @@ const AdminLive = HttpApiBuilder.group(ServedApi, "admin", (handlers) =>
   handlers
     .handle("budget", () => budgetStatus)
     .handleRaw("hardKill", () => hardKill)
-    .handleRaw("maintenance", ({ path }) => setMaintenance(path.host)))
+    .handleRaw("maintenance", ({ path }) => setMaintenance(path.host))
+    .handleRaw("setLaneMode", ({ path }) => setLaneMode(path.lane))
+    .handleRaw("resetLaneMode", ({ path }) => resetLaneMode(path.lane)))
 
 /**
  * A served endpoint decodes nothing that can fail (bodies are read by the handlers; path, query and

@@ -19,25 +19,24 @@
  *
  * Refusals, Ollama-shaped (`{"error": "..."}`): 401 without or with a wrong token, 404 for a lane
  * not in the config, 400 for a mode other than "active"/"shadow" or a PUT without a reason; 503 when
- * Postgres does not answer (nothing changed, on any replica).
+ * Postgres does not answer (nothing changed, on any replica), with `Retry-After: 5`.
+ * Declared in domain/OperatorApi.ts (`admin.setLaneMode`, `admin.resetLaneMode`), served by ApiServer.ts.
  */
-import { HttpRouter, HttpServerRequest } from "@effect/platform"
+import { HttpServerRequest } from "@effect/platform"
 import { NodeHttpServerRequest } from "@effect/platform-node"
 import { Effect, Schema } from "effect"
-import { BadRequest, type GatewayError } from "../domain/Errors.ts"
+import { BadRequest } from "../domain/Errors.ts"
+import { type LaneModeAnswer, LaneModeRequest, LaneModeReset } from "../domain/OperatorApi.ts"
 import { Gateway } from "../routing/Gateway.ts"
 import type { LaneActor } from "../routing/Lane.ts"
 import type { ModeChange, ModeStoreUnavailable } from "../routing/LaneMode.ts"
-import { requireAdmin, unauthorizedHeaders } from "./AdminAuth.ts"
-import { errorResponse, jsonResponse } from "./ErrorResponse.ts"
+import { adminOnly } from "./AdminAuth.ts"
+import { jsonResponse, refusal } from "./ErrorResponse.ts"
 import { laneModeView } from "./HealthRoutes.ts"
 import { decodeBody, parseJsonObject, readBody } from "./RequestBody.ts"
 
-const Reason = Schema.optional(Schema.String.pipe(Schema.maxLength(1000)))
-
-const ModeRequest = Schema.Struct({ mode: Schema.optional(Schema.Unknown), reason: Reason })
-
-const ResetRequest = Schema.Struct({ reason: Reason })
+/** The declared body, but `mode` as anything: the handler names a missing or unknown mode itself. */
+const ModeRequest = Schema.Struct({ ...LaneModeRequest.fields, mode: Schema.optional(Schema.Unknown) })
 
 /** Who made a change, as journaled. */
 const by = "admin API"
@@ -57,32 +56,27 @@ const readOptionalJson = Effect.gen(function*() {
 const storeDown = (error: ModeStoreUnavailable) =>
   Effect.succeed(jsonResponse({ error: `${error.message}; the lane's mode is unchanged, try again` }, { "retry-after": "5" }, 503))
 
-const refuse = (error: GatewayError) =>
-  Effect.succeed(errorResponse(error, error._tag === "Unauthorized" ? unauthorizedHeaders : {}))
-
-/** The lane the path names, or the 404 answer. */
-const laneOf = Effect.gen(function*() {
-  const gateway = yield* Gateway
-  const { lane: name } = yield* HttpRouter.params
-  const lane = name === undefined ? undefined : gateway.lanes.get(name)
-  if (lane !== undefined) return lane
-  return jsonResponse({ error: `unknown lane ${JSON.stringify(name ?? "")} (lanes: ${[...gateway.lanes.keys()].join(", ")})` }, {}, 404)
-})
-
-const answer = (lane: LaneActor, change: ModeChange) =>
-  jsonResponse({
-    lane: lane.name,
-    changed: change.changed,
-    mode: change.state.mode,
-    previous: change.previous,
-    configMode: lane.config.mode,
-    ...laneModeView(change.state)
+/** The lane the path names, or the 404. */
+const laneOf = (name: string) =>
+  Effect.flatMap(Gateway, (gateway) => {
+    const lane = gateway.lanes.get(name)
+    return lane !== undefined
+      ? Effect.succeed(lane)
+      : Effect.fail(refusal(404, `unknown lane ${JSON.stringify(name)} (lanes: ${[...gateway.lanes.keys()].join(", ")})`))
   })
 
-const setMode = Effect.gen(function*() {
-  yield* requireAdmin
-  const lane = yield* laneOf
-  if (!("mode" in lane)) return lane
+const answer = (lane: LaneActor, change: ModeChange): LaneModeAnswer => ({
+  lane: lane.name,
+  changed: change.changed,
+  mode: change.state.mode,
+  previous: change.previous,
+  configMode: lane.config.mode,
+  ...laneModeView(change.state)
+})
+
+/** PUT /awooop/admin/lanes/:lane/mode: the body is read here (64 KiB), not by the builder. */
+export const setLaneMode = (name: string) => adminOnly(Effect.gen(function*() {
+  const lane = yield* laneOf(name)
   const body = yield* decodeBody(ModeRequest, yield* readOptionalJson)
   if (body.mode !== "active" && body.mode !== "shadow") {
     return yield* new BadRequest({
@@ -93,21 +87,15 @@ const setMode = Effect.gen(function*() {
   }
   const reason = body.reason?.trim() ?? ""
   if (reason === "") return yield* new BadRequest({ message: `reason is required when switching lane ${lane.name} to ${body.mode}` })
-  return yield* Effect.map(lane.mode.set(body.mode, reason, by), (change) => answer(lane, change))
-}).pipe(Effect.catchTag("ModeStoreUnavailable", storeDown), Effect.catchAll(refuse))
+  return answer(lane, yield* lane.mode.set(body.mode, reason, by))
+}).pipe(Effect.catchTag("ModeStoreUnavailable", storeDown)))
 
-const resetMode = Effect.gen(function*() {
-  yield* requireAdmin
-  const lane = yield* laneOf
-  if (!("mode" in lane)) return lane
-  const body = yield* decodeBody(ResetRequest, yield* readOptionalJson)
+/** DELETE /awooop/admin/lanes/:lane/mode: an optional body, or `?reason=...`. */
+export const resetLaneMode = (name: string) => adminOnly(Effect.gen(function*() {
+  const lane = yield* laneOf(name)
+  const body = yield* decodeBody(LaneModeReset, yield* readOptionalJson)
   // The reason from the body, or the query string (a DELETE without a body: `?reason=...`).
   const query = new URL((yield* HttpServerRequest.HttpServerRequest).url, "http://gateway").searchParams.get("reason")?.slice(0, 1000)
   const reason = body.reason?.trim() || query?.trim() || `back to the config's mode (${lane.config.mode})`
-  return yield* Effect.map(lane.mode.reset(reason, by), (change) => answer(lane, change))
-}).pipe(Effect.catchTag("ModeStoreUnavailable", storeDown), Effect.catchAll(refuse))
-
-export const laneModeRoutes = HttpRouter.empty.pipe(
-  HttpRouter.put("/awooop/admin/lanes/:lane/mode", setMode),
-  HttpRouter.del("/awooop/admin/lanes/:lane/mode", resetMode)
-)
+  return answer(lane, yield* lane.mode.reset(reason, by))
+}).pipe(Effect.catchTag("ModeStoreUnavailable", storeDown)))

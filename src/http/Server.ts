@@ -21,7 +21,6 @@ import { ollamaAdapters } from "./InferenceRoutes.ts"
 import { errorResponse, internalErrorMessage, jsonResponse, ollamaError } from "./ErrorResponse.ts"
 import { ollamaRoutes } from "./OllamaRoutes.ts"
 import { apiApp } from "./ApiServer.ts"
-import { laneModeRoutes } from "./LaneModeRoutes.ts"
 import { openAiAdapters, openAiRoutes } from "./OpenAiRoutes.ts"
 import { onEdgeAll } from "./ProtocolAdapter.ts"
 import { responsesAdapters } from "./ResponsesRoutes.ts"
@@ -48,11 +47,9 @@ const withRequestLog = <E, R>(app: Effect.Effect<HttpServerResponse.HttpServerRe
  * - Ollama's `/` banner (plain text, a liveness probe) and the model-management routes it refuses
  *   (pull, push, create, copy, delete, blobs: always 403 NotManaged; nothing for a typed client);
  * - OpenAI's `/v1/models` (OpenAI's shapes and error bodies, for OpenAI SDKs, not the typed client);
- * - the console (HTML pages, a form login with cookies, server-sent events);
- * - the lane-mode admin calls (LaneModeRoutes.ts): they landed after the admin group was declared
- *   and are not in the Api yet (so not in the typed client).
+ * - the console (HTML pages, a form login with cookies, server-sent events).
  */
-const routerRoutes = Effect.map(makeConsoleRoutes, (consoleRoutes) => HttpRouter.concatAll(ollamaRoutes, openAiRoutes, laneModeRoutes, consoleRoutes))
+const routerRoutes = Effect.map(makeConsoleRoutes, (consoleRoutes) => HttpRouter.concatAll(ollamaRoutes, openAiRoutes, consoleRoutes))
 
 /** The declared API first; a path it does not declare goes on to the router. */
 export const app = Effect.gen(function*() {
