@@ -17,7 +17,8 @@ import type { EventOf } from "../domain/Events.ts"
 import { decoded, type ProjectionEvent, runStreamPrefix } from "./Event.ts"
 import type { Miss } from "../run/Miss.ts"
 import { skipWords } from "../run/SkipReason.ts"
-import { type Column, fromMillis, jsonText, qualify, toMillis, upsertReplace } from "./Sql.ts"
+import { type Column, fromMillis, jsonText, toMillis } from "./Sql.ts"
+import { loadStates, upsertStates } from "./StateTable.ts"
 
 export type RunStatus = "running" | "completed" | "failed"
 
@@ -288,13 +289,7 @@ export const load = (
   sql: SqlClient.SqlClient,
   schema: string,
   streamIds: ReadonlyArray<string>
-): Effect.Effect<Map<string, RunState>, SqlError> =>
-  streamIds.length === 0
-    ? Effect.succeed(new Map())
-    : sql<Row>`SELECT ${sql.literal(selectList)} FROM ${sql(`${schema}.${table}`)}
-        WHERE stream_id IN (SELECT jsonb_array_elements_text(${JSON.stringify(streamIds)}::jsonb))`.pipe(
-        Effect.map((rows) => new Map(rows.map((r) => [r.streamId, fromRow(r)])))
-      )
+): Effect.Effect<Map<string, RunState>, SqlError> => loadStates<Row, RunState>(sql, schema, table, selectList, streamIds, fromRow)
 
 export const loadOne = (sql: SqlClient.SqlClient, schema: string, streamId: string) =>
   Effect.map(load(sql, schema, [streamId]), (m) => m.get(streamId) ?? null)
@@ -355,4 +350,4 @@ export const upsert = (
   sql: SqlClient.SqlClient,
   schema: string,
   states: ReadonlyArray<RunState>
-): Effect.Effect<void, SqlError> => upsertReplace(sql, qualify(schema, table), ["stream_id"], columns, states)
+): Effect.Effect<void, SqlError> => upsertStates(sql, schema, table, columns, states)
