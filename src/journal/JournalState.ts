@@ -71,6 +71,14 @@ export class JournalState {
     })
   }
 
+  /** Every spilled event is in Postgres: the writer writes directly again. */
+  spillReplayed(): void {
+    this.spilledRows = 0
+    this.failing = false
+    this.spillFailing = false // the replayed segments are gone, and their room with them
+    this.unavailableLatch.unsafeClose()
+  }
+
   private syncLatch(): void {
     if (this.isUnavailable()) this.unavailableLatch.unsafeOpen()
     else this.unavailableLatch.unsafeClose()

@@ -72,10 +72,7 @@ export const makeSpillReplay = (
       // between the two (one it added during the replay is replayed in the next round).
       const back = yield* Effect.sync(() => {
         if (spill.pending) return false
-        state.spilledRows = 0
-        state.failing = false
-        state.spillFailing = false // the replayed segments are gone, and their room with them
-        state.unavailableLatch.unsafeClose()
+        state.spillReplayed()
         return true
       })
       if (back) yield* Effect.logInfo("Journal: Postgres accepts writes again; every spilled event is now in step_journal")
