@@ -2,7 +2,7 @@ import { configDefaults, defineConfig } from "vitest/config"
 
 // The TestClock suites need a fresh module scope: in a shared one their `TestClock.adjust` found a
 // live Clock (the @effect/vitest runner and the file then disagreed on the default services).
-const isolated = ["test/breaker.test.ts", "test/maintenance.test.ts", "test/routing.scenarios.test.ts"]
+const isolated = ["test/breaker.test.ts", "test/host-entity.test.ts", "test/maintenance.test.ts", "test/routing.scenarios.test.ts"]
 
 const shared = {
   // The package's own exports (`awooop-inference-gateway/client`) resolve to src/ in tests, to dist/ elsewhere.

@@ -8,6 +8,7 @@ import * as Sharding from "@effect/cluster/Sharding"
 import * as SqlClient from "@effect/sql/SqlClient"
 import { Context, Duration, Effect, Layer, Option, type Scope } from "effect"
 import type { Gauge } from "../observability/Metrics.ts"
+import * as HostCluster from "./HostCluster.ts"
 import * as Runner from "./Runner.ts"
 
 export interface RunnerRow {
@@ -80,14 +81,16 @@ const clustered = (config: Runner.RunnerConfig) =>
   )
 
 /**
- * The cluster runner and its role when `AWOOOP_RUNNER_PORT` is set; nothing otherwise (the default
- * role is the single runner). Needs the gateway's `SqlClient`.
+ * The cluster runner, its role and the hosts' coordination through their entities when
+ * `AWOOOP_RUNNER_PORT` is set; nothing otherwise (the defaults are the single runner's). Needs the
+ * gateway's `SqlClient` and config.
  */
 export const ClusterLive = Layer.unwrapEffect(
   Effect.map(Runner.runnerConfigFromEnv, Option.match({
     onNone: () => Layer.empty,
     onSome: (config) =>
-      clustered(config).pipe(
+      // The hosts' slots and breakers through their entities (cluster/HostCluster.ts).
+      Layer.merge(clustered(config), HostCluster.layer(config)).pipe(
         Layer.provide(Runner.layer(config)),
         Layer.tap(() => Runner.logStart(config))
       )
@@ -95,7 +98,7 @@ export const ClusterLive = Layer.unwrapEffect(
 )
 
 /** /metrics lines for the cluster (none for the single runner). */
-export const clusterGauges = (view: ClusterView | null): Array<Gauge> =>
+export const clusterGauges = (view: ClusterView | null, hostOwners: Readonly<Record<string, string | null>> = {}): Array<Gauge> =>
   view === null ? [] : [
     { name: "awooop_cluster_runner", help: "This process's runner address in the cluster (always 1).", samples: [{ labels: { runner: view.runner }, value: 1 }] },
     {
@@ -107,5 +110,10 @@ export const clusterGauges = (view: ClusterView | null): Array<Gauge> =>
       name: "awooop_cluster_singleton",
       help: "The runner that runs each once-per-cluster task (1).",
       samples: Object.entries(view.singletons).map(([name, runner]) => ({ labels: { name, runner }, value: 1 }))
+    },
+    {
+      name: "awooop_cluster_host_owner",
+      help: "The runner whose host entity holds each host's slots and breaker (1).",
+      samples: Object.entries(hostOwners).flatMap(([host, runner]) => runner === null ? [] : [{ labels: { host, runner }, value: 1 }])
     }
   ]

@@ -6,7 +6,8 @@
  * Configured by `AWOOOP_RUNNER_PORT` (the port other runners reach this one at; unset → no cluster,
  * the gateway is a single runner as before), `AWOOOP_RUNNER_HOST` (default `localhost`) and
  * `AWOOOP_CLUSTER_LOCK_EXPIRATION` (default `9 seconds`: how long a dead runner's shards stay
- * locked, hence about the failover time).
+ * locked, hence about the failover time) and `AWOOOP_CLUSTER_SLOT_LEASE` (default `5 seconds`: how long a
+ * host slot lease lives without renewal; cluster/HostLeases.ts).
  *
  * The sharding config is built here, not with `ShardingConfig.layerFromEnv`: that one reads
  * unprefixed variables (`HOST`, `PORT`, …) that a process manager may set for other reasons.
@@ -28,15 +29,23 @@ export interface RunnerConfig {
   readonly port: number
   /** A dead runner's shards are taken over after about this long. */
   readonly lockExpiration: Duration.Duration
+  /**
+   * A host slot lease not renewed for this long expires (cluster/HostLeases.ts), and a host entity's
+   * new owner grants nothing for this long after it starts. Default 5 seconds.
+   */
+  readonly slotLease?: Duration.Duration
 }
+
+export const defaultSlotLease = Duration.seconds(5)
 
 /** The cluster's settings from the environment; None without `AWOOOP_RUNNER_PORT` (single runner). */
 export const runnerConfigFromEnv = Config.all({
   host: Config.string("AWOOOP_RUNNER_HOST").pipe(Config.withDefault("localhost")),
   port: Config.option(Config.port("AWOOOP_RUNNER_PORT")),
-  lockExpiration: Config.duration("AWOOOP_CLUSTER_LOCK_EXPIRATION").pipe(Config.withDefault(Duration.seconds(9)))
-}).pipe(Config.map(({ host, lockExpiration, port }): Option.Option<RunnerConfig> =>
-  Option.map(port, (port) => ({ host, port, lockExpiration }))
+  lockExpiration: Config.duration("AWOOOP_CLUSTER_LOCK_EXPIRATION").pipe(Config.withDefault(Duration.seconds(9))),
+  slotLease: Config.duration("AWOOOP_CLUSTER_SLOT_LEASE").pipe(Config.withDefault(defaultSlotLease))
+}).pipe(Config.map(({ host, lockExpiration, port, slotLease }): Option.Option<RunnerConfig> =>
+  Option.map(port, (port) => ({ host, port, lockExpiration, slotLease }))
 ))
 
 /** Everything a runner needs but the `SqlClient`: sharding, runner storage and messages in SQL, the socket transport. */

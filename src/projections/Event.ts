@@ -27,12 +27,16 @@ export const isHostStream = (streamId: string): boolean => streamId.startsWith(h
 /** A row as the folds see it: RouteDecided as the projector reads it (Projector.ts's `eventColumns`). */
 export type ProjectedEvent = Exclude<DecodedEvent, { readonly _tag: "RouteDecided" }> | RouteDecidedSummary
 
+const isRouteSummary = Schema.is(RouteDecidedSummary)
 const decodeRouteSummary = Schema.decodeUnknownEither(RouteDecidedSummary)
 
 const decodeRow = (event: ProjectionEvent): ProjectedEvent => {
   if (event.type !== "RouteDecided") return decodeEvent(event.type, event.data) as ProjectedEvent
   // A full RouteDecided (an in-memory fold, a test) has the summary's fields too.
-  const summary = decodeRouteSummary({ ...fields(event.data), _tag: "RouteDecided" })
+  const value = { ...fields(event.data), _tag: "RouteDecided" }
+  // Plain JSON (no transformation): a row that is a summary is used as it is (see decodeEvent).
+  if (isRouteSummary(value)) return value
+  const summary = decodeRouteSummary(value)
   return Either.isRight(summary)
     ? summary.right
     : { _tag: "UnknownEvent", type: event.type, data: event.data, invalid: String(summary.left) }

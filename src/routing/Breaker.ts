@@ -95,9 +95,28 @@ type State =
     readonly cooldownState: unknown
   }
 
-interface Ticket {
+/** What an admitted caller settles with: the epoch it was admitted in, and whether it is the probe. */
+export interface Ticket {
   readonly epoch: number
   readonly probe: boolean
+}
+
+/**
+ * The breaker with its admission and settlement apart, for a breaker that is asked by messages
+ * rather than around an effect (the cluster's host entity, cluster/HostEntity.ts).
+ */
+export interface BreakerCore extends Breaker {
+  /** Admits (emitting BreakerHalfOpened for the probe) or refuses with BreakerOpen. */
+  readonly admit: Effect.Effect<Ticket, BreakerOpen>
+  readonly settle: (ticket: Ticket, outcome: Outcome) => Effect.Effect<void>
+  /** The current epoch (changes on every open, close and reset). */
+  readonly epoch: Effect.Effect<number>
+  /**
+   * Takes on an opening another instance of this breaker journaled (a host entity's previous owner,
+   * as its replicas saw it): a closed breaker without timeouts becomes open until `reopensAt`,
+   * without a transition. Anything else is left as it is.
+   */
+  readonly adopt: (opened: { readonly openedAt: number; readonly reopensAt: number; readonly consecutiveTimeouts: number }) => Effect.Effect<void>
 }
 
 type Admission =
@@ -109,11 +128,25 @@ type Step = readonly [Option.Option<BreakerTransition>, State]
 
 const noTransition = Option.none<BreakerTransition>()
 
+/** What an exit says of the host: an interruption says nothing; a throwing classifier counts as a failure. */
+export const outcomeOf = <A, E>(host: string, exit: Exit.Exit<A, E>, classify: (exit: Exit.Exit<A, E>) => Outcome): Effect.Effect<Outcome> => {
+  if (Exit.isFailure(exit) && Cause.isInterruptedOnly(exit.cause)) return Effect.succeed("ignore")
+  try {
+    return Effect.succeed(classify(exit))
+  } catch (defect) {
+    // A throwing classifier must not leave a probe held forever.
+    return Effect.logError("Breaker classify threw; counting as failure", defect).pipe(
+      Effect.annotateLogs("host", host),
+      Effect.as<Outcome>("failure")
+    )
+  }
+}
+
 export const make = (
   host: string,
   config: BreakerConfig,
   onTransition: (t: BreakerTransition) => Effect.Effect<void> = () => Effect.void
-): Effect.Effect<Breaker> =>
+): Effect.Effect<BreakerCore> =>
   Effect.gen(function*() {
     const threshold = Math.max(1, Math.floor(config.consecutiveTimeouts))
     const baseCooldown = Duration.decode(config.cooldown)
@@ -231,22 +264,9 @@ export const make = (
         (s) => settlesToNothing(s, ticket, outcome) ? Effect.void : settleLocked(ticket, outcome)
       )
 
-    const outcomeOf = <A, E>(exit: Exit.Exit<A, E>, classify: (exit: Exit.Exit<A, E>) => Outcome): Effect.Effect<Outcome> => {
-      if (Exit.isFailure(exit) && Cause.isInterruptedOnly(exit.cause)) return Effect.succeed("ignore")
-      try {
-        return Effect.succeed(classify(exit))
-      } catch (defect) {
-        // A throwing classifier must not leave a probe held forever.
-        return Effect.logError("Breaker classify threw; counting as failure", defect).pipe(
-          Effect.annotateLogs("host", host),
-          Effect.as<Outcome>("failure")
-        )
-      }
-    }
-
     /** Runs `effect`; whatever its end, the ticket is settled with the outcome `classify` gives it. */
     const settledAfter = <A, E, R>(effect: Effect.Effect<A, E, R>, ticket: Ticket, classify: (exit: Exit.Exit<A, E>) => Outcome) =>
-      Effect.onExit(effect, (exit) => Effect.flatMap(outcomeOf(exit, classify), (outcome) => settle(ticket, outcome)))
+      Effect.onExit(effect, (exit) => Effect.flatMap(outcomeOf(host, exit, classify), (outcome) => settle(ticket, outcome)))
 
     const guarded = <A, E, R>(
       effect: Effect.Effect<A, E, R>,
@@ -293,5 +313,20 @@ export const make = (
       yield* emit(yield* SynchronizedRef.modify(state, (s) => close(s, now)))
     })
 
-    return { host, snapshot, guard, reset } satisfies Breaker
+    const epoch = Effect.map(SynchronizedRef.get(state), (s) => s.epoch)
+
+    const adopt: BreakerCore["adopt"] = (opened) =>
+      SynchronizedRef.update(state, (s): State =>
+        s._tag !== "Closed" || s.timeouts > 0 ? s : {
+          _tag: "Open",
+          epoch: s.epoch + 1,
+          timeouts: opened.consecutiveTimeouts,
+          openedAt: opened.openedAt,
+          reopensAt: opened.reopensAt,
+          probeInFlight: false,
+          cooldownMillis: Math.max(0, opened.reopensAt - opened.openedAt),
+          cooldownState: cooldowns.initial
+        })
+
+    return { host, snapshot, guard, reset, admit: admitLocked, settle, epoch, adopt } satisfies BreakerCore
   })

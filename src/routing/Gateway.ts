@@ -21,6 +21,7 @@ import { OllamaUpstream } from "../upstream/OllamaUpstream.ts"
 import { makeIdentify } from "./Callers.ts"
 import { BodyBudget } from "../http/RequestLimits.ts"
 import * as Host from "./Host.ts"
+import { reservationsOn } from "./HostCoordination.ts"
 import * as Lane from "./Lane.ts"
 import { PaidRoute } from "./PaidRoute.ts"
 
@@ -48,12 +49,7 @@ const makeHosts = (
   Effect.gen(function*() {
     const hosts = new Map<string, Host.HostActor>()
     for (const [name, hostConfig] of Object.entries(config.hosts)) {
-      const reservations: Record<string, number> = {}
-      for (const [laneName, lane] of Object.entries(config.lanes)) {
-        const n = lane.reserved[name]
-        if (n !== undefined && n > 0) reservations[laneName] = n
-      }
-      hosts.set(name, yield* Host.make(name, hostConfig, reservations, {
+      hosts.set(name, yield* Host.make(name, hostConfig, reservationsOn(config, name), {
         ...deps,
         breaker: { consecutiveTimeouts: config.breaker.consecutiveTimeouts, cooldownMs: config.breaker.cooldown },
         pollIntervalMs: config.server.pollInterval,

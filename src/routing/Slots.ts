@@ -37,13 +37,29 @@ export interface Slots {
   readonly viewFor: (lane: string) => Effect.Effect<{ readonly total: number; readonly inUse: number; readonly freeForLane: number }>
 }
 
+/**
+ * The rule, shared with the cluster's host entity (cluster/HostLeases.ts): the lane's own reserved
+ * slot first, then a shared one; another lane's reserved slots never.
+ */
+export const poolFor = (
+  lane: string,
+  reservations: Readonly<Record<string, number>>,
+  ownReservedInUse: number,
+  sharedInUse: number,
+  sharedTotal: number
+): Permit["pool"] | null =>
+  ownReservedInUse < (reservations[lane] ?? 0) ? "reserved" : sharedInUse < sharedTotal ? "shared" : null
+
+/** The shared pool: what the reservations leave of the host's slots. */
+export const sharedTotalOf = (total: number, reservations: Readonly<Record<string, number>>): number =>
+  Math.max(0, total - Object.values(reservations).reduce((a, b) => a + b, 0))
+
 // The state is plain numbers changed only inside single synchronous steps: JavaScript runs one of
 // them at a time, which is all the atomicity a counting semaphore needs, at the cost of one
 // Effect.sync per operation (the lane takes and returns a slot on every request).
 export const make = (total: number, reservations: Readonly<Record<string, number>>): Effect.Effect<Slots> =>
   Effect.sync(() => {
-    const reservedTotal = Object.values(reservations).reduce((a, b) => a + b, 0)
-    const sharedTotal = Math.max(0, total - reservedTotal)
+    const sharedTotal = sharedTotalOf(total, reservations)
     let sharedInUse = 0
     const reservedInUse: Record<string, number> = {}
     // The next release completes `signal`. It is replaced only once somebody took it, so a release
@@ -74,16 +90,10 @@ export const make = (total: number, reservations: Readonly<Record<string, number
     }
 
     const acquire = (lane: string): Permit | null => {
-      const ownInUse = reservedInUse[lane] ?? 0
-      if (ownInUse < (reservations[lane] ?? 0)) {
-        reservedInUse[lane] = ownInUse + 1
-        return permit(lane, "reserved")
-      }
-      if (sharedInUse < sharedTotal) {
-        sharedInUse++
-        return permit(lane, "shared")
-      }
-      return null
+      const pool = poolFor(lane, reservations, reservedInUse[lane] ?? 0, sharedInUse, sharedTotal)
+      if (pool === "reserved") reservedInUse[lane] = (reservedInUse[lane] ?? 0) + 1
+      else if (pool === "shared") sharedInUse++
+      return pool === null ? null : permit(lane, pool)
     }
 
     const arm = () => {

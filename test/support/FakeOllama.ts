@@ -63,6 +63,8 @@ export interface FakeOllama {
   inFlight(): number
   /** High-water mark of `inFlight()` since start or the last `reset()`. */
   maxInFlight(): number
+  /** High-water mark of the inference requests for `model` in flight at once (same reset). */
+  maxInFlightOf(model: string): number
   reset(): void
   stop(): Promise<void>
   start(): Promise<void>
@@ -368,6 +370,20 @@ export const startFakeOllama = async (opts: FakeOllamaOptions = {}): Promise<Fak
   const requests: FakeRequest[] = []
   let inFlightN = 0
   let maxInFlightN = 0
+  // In flight per requested model (a test gives each lane its own model to see the lanes apart).
+  const byModel = new Map<string, { now: number; max: number }>()
+  const countModel = (buf: Buffer | undefined, c: Ctx) => {
+    let model = "?"
+    try {
+      model = String((JSON.parse(buf?.toString("utf8") ?? "{}") as { model?: unknown }).model ?? "?")
+    } catch { /* counted as "?" */ }
+    const m = byModel.get(model) ?? { now: 0, max: 0 }
+    byModel.set(model, m)
+    if (c.closed) return
+    m.now++
+    m.max = Math.max(m.max, m.now)
+    c.res.once("close", () => void m.now--)
+  }
 
   // ---------------------------------------------------------------------- delivery per mode
 
@@ -826,6 +842,7 @@ export const startFakeOllama = async (opts: FakeOllamaOptions = {}): Promise<Fak
     })
     req.once("end", () => {
       const buf = more !== undefined ? Buffer.concat(more) : first
+      if (ctx !== undefined) countModel(buf, ctx)
       handlePost(req, res, path, buf === undefined ? "" : buf.toString("utf8"), ctx)
     })
     req.once("error", () => {
@@ -885,9 +902,11 @@ export const startFakeOllama = async (opts: FakeOllamaOptions = {}): Promise<Fak
     setResident,
     inFlight: () => inFlightN,
     maxInFlight: () => maxInFlightN,
+    maxInFlightOf: (model) => byModel.get(model)?.max ?? 0,
     reset() {
       requests.length = 0
       maxInFlightN = inFlightN
+      for (const m of byModel.values()) m.max = m.now
     },
     stop() {
       if (!listening) return Promise.resolve()

@@ -1,0 +1,208 @@
+/**
+ * A replica's side of the host entity (HostEntity.ts): the `Slots` and `Breaker` a host actor uses
+ * in a cluster, so the lane and the attempt loop are the same as in a single process.
+ *
+ *   slots    a permit is a lease granted by the entity (one message, answered before the attempt
+ *            starts); this replica renews all its leases of the host in one message every renew
+ *            period and releases each when its request ends (sent off the request's path). A host
+ *            the entity says is full — or an entity that cannot be reached in time — is busy: the
+ *            waiting lane is woken by a release here or every `retryMs` to ask again.
+ *   breaker  every answer carries the breaker's state. While it is closed a call goes without asking
+ *            (the state came with this request's grant a moment ago); a timeout, a success after
+ *            timeouts and every probe's outcome are told to the entity, which counts them for all
+ *            replicas. While it is open or half-open the entity is asked to admit, so exactly one
+ *            probe is admitted cluster-wide. Transitions come back in the answers and are journaled
+ *            here, on the host's stream.
+ *
+ * The view plan() and /awooop/health read (slots in use, breaker) is the last answer's: at most a
+ * renew period old.
+ */
+import { Deferred, Effect, Exit, FiberId, Option, Schedule } from "effect"
+import * as Breaker from "../routing/Breaker.ts"
+import type { HostCoordinationShape, HostParts } from "../routing/HostCoordination.ts"
+import { sharedTotalOf, type Permit, type Slots } from "../routing/Slots.ts"
+import type { HostEntity, HostState } from "./HostEntity.ts"
+import type * as HostLeases from "./HostLeases.ts"
+
+export interface LinkSettings {
+  /** This process, as the entity knows its leases' holder (unique per process). */
+  readonly replica: string
+  readonly renewMs: number
+  /** How long a grant or an admission may take before the host counts as busy (or its breaker as open). */
+  readonly callTimeoutMs: number
+  /** How often a lane waiting for a busy host asks again. */
+  readonly retryMs: number
+}
+
+/** The entity's client, as `HostEntity.client` gives it. */
+export type Client = Effect.Effect.Success<typeof HostEntity.client>
+
+const initialState = (slots: number, reservations: Readonly<Record<string, number>>): HostState => ({
+  owner: "",
+  recovering: true,
+  slots: {
+    total: slots,
+    inUse: 0,
+    shared: { total: sharedTotalOf(slots, reservations), inUse: 0 },
+    reserved: Object.fromEntries(Object.entries(reservations).map(([lane, n]) => [lane, { total: n, inUse: 0 }]))
+  },
+  breaker: { status: "closed", epoch: 0, consecutiveTimeouts: 0, openedAt: null, reopensAt: null, probeInFlight: false }
+})
+
+/** The breaker as seen now: an open one whose cooldown has passed reads half-open (as Breaker.ts). */
+const breakerAt = (b: HostState["breaker"], now: number): Breaker.BreakerSnapshot => {
+  if (b.status === "closed") return b
+  const halfOpen = b.probeInFlight || b.reopensAt === null || now >= b.reopensAt
+  return { ...b, status: halfOpen ? "half-open" : "open", reopensAt: halfOpen ? null : b.reopensAt }
+}
+
+export const make = (client: Client, settings: LinkSettings): HostCoordinationShape => ({
+  // The breaker's config is the entity's (the same config file on every replica).
+  make: (host, slots, reservations, _breakerConfig, onTransition) =>
+    Effect.gen(function*() {
+      const entity = client(host)
+      const replica = settings.replica
+      let state = initialState(slots, reservations)
+      const held = new Map<string, HostLeases.LeaseRef>()
+      let counter = 0
+
+      /**
+       * One message; None when it failed or took longer than callTimeoutMs. Interruptible even where
+       * the lane takes its slot uninterruptibly, so the timeout (or the caller leaving) can end it: a
+       * grant whose answer is lost that way is never renewed and expires after one lease period.
+       */
+      // The breaker as an owner past its recovery last said: what renewals tell a new owner.
+      let lastSaid = state.breaker
+      const ask = <A extends { readonly state: HostState }>(message: Effect.Effect<A, unknown>) =>
+        Effect.interruptible(message).pipe(
+          Effect.timeout(settings.callTimeoutMs),
+          Effect.tap((answer) =>
+            Effect.sync(() => {
+              state = answer.state
+              if (!answer.state.recovering) lastSaid = answer.state.breaker
+            })
+          ),
+          Effect.option
+        )
+      const opened = () =>
+        lastSaid.status === "closed" || lastSaid.openedAt === null
+          ? null
+          : { openedAt: lastSaid.openedAt, reopensAt: lastSaid.reopensAt ?? lastSaid.openedAt, consecutiveTimeouts: lastSaid.consecutiveTimeouts }
+      const journal = (ts: ReadonlyArray<Breaker.BreakerTransition>) => Effect.forEach(ts, onTransition, { discard: true })
+
+      // The next local release (or the retry tick) completes `signal`, as in Slots.ts.
+      let signal = Deferred.unsafeMake<void>(FiberId.none)
+      let armed = false
+      const notify = () => {
+        if (!armed) return
+        armed = false
+        const previous = signal
+        signal = Deferred.unsafeMake<void>(FiberId.none)
+        Deferred.unsafeDone(previous, Exit.void)
+      }
+      const arm = () => {
+        armed = true
+        return signal
+      }
+
+      const permit = (id: string, pool: HostLeases.Pool): Permit => {
+        let released = false
+        return {
+          pool,
+          release: Effect.suspend(() => {
+            if (released) return Effect.void
+            released = true
+            held.delete(id)
+            // Off the request's path: the answer only refreshes the view and wakes local waiters.
+            return Effect.asVoid(Effect.forkDaemon(Effect.zipRight(ask(entity.Release({ replica, leases: [id] })), Effect.sync(notify))))
+          })
+        }
+      }
+
+      const acquire = (lane: string) =>
+        Effect.gen(function*() {
+          const id = `${replica}/${++counter}`
+          const answer = yield* ask(entity.Acquire({ replica, lease: id, lane }))
+          if (Option.isNone(answer) || answer.value.pool === null) return null
+          held.set(id, { id, lane, pool: answer.value.pool })
+          return permit(id, answer.value.pool)
+        })
+
+      const free = (lane: string) => {
+        const r = state.slots.reserved[lane]
+        return Math.max(0, (r?.total ?? 0) - (r?.inUse ?? 0)) + Math.max(0, state.slots.shared.total - state.slots.shared.inUse)
+      }
+
+      const slotsOf: Slots = {
+        tryAcquire: (lane) => Effect.map(acquire(lane), Option.fromNullable),
+        acquireOrSignal: (lane) => Effect.map(acquire(lane), (p) => p ?? arm()),
+        changed: Effect.sync(arm),
+        snapshot: Effect.sync(() => state.slots),
+        freeFor: (lane) => Effect.sync(() => free(lane)),
+        viewFor: (lane) => Effect.sync(() => ({ total: state.slots.total, inUse: state.slots.inUse, freeForLane: free(lane) }))
+      }
+
+      // Renewals, one message for all this replica's leases of the host (none: it refreshes the view).
+      const renew = Effect.suspend(() => ask(entity.Renew({ replica, leases: [...held.values()], opened: opened() })))
+      yield* renew.pipe(Effect.repeat(Schedule.spaced(settings.renewMs)), Effect.forkScoped)
+      yield* Effect.sync(notify).pipe(Effect.repeat(Schedule.spaced(settings.retryMs)), Effect.forkScoped)
+
+      const breaker = makeBreaker(host, () => state, {
+        admit: ask(entity.Admit({ replica })),
+        settle: (ticket, outcome) => ask(entity.Settle({ replica, ticket, outcome })),
+        reset: ask(entity.Reset({ replica }))
+      }, journal)
+
+      return { slots: slotsOf, breaker, owner: Effect.sync(() => state.owner === "" ? null : state.owner) } satisfies HostParts
+    })
+})
+
+interface BreakerMessages {
+  readonly admit: Effect.Effect<Option.Option<{ readonly ticket: Breaker.Ticket | null; readonly until: number | null; readonly probeInFlight: boolean; readonly transitions: ReadonlyArray<Breaker.BreakerTransition> }>>
+  readonly settle: (ticket: Breaker.Ticket, outcome: Breaker.Outcome) => Effect.Effect<Option.Option<{ readonly transitions: ReadonlyArray<Breaker.BreakerTransition> }>>
+  readonly reset: Effect.Effect<Option.Option<{ readonly transitions: ReadonlyArray<Breaker.BreakerTransition> }>>
+}
+
+/** The breaker interface over the entity's (see the header). */
+const makeBreaker = (
+  host: string,
+  current: () => HostState,
+  messages: BreakerMessages,
+  journal: (ts: ReadonlyArray<Breaker.BreakerTransition>) => Effect.Effect<void>
+): Breaker.Breaker => {
+  const transitionsOf = (answer: Option.Option<{ readonly transitions: ReadonlyArray<Breaker.BreakerTransition> }>) =>
+    Option.match(answer, { onNone: () => Effect.void, onSome: (a) => journal(a.transitions) })
+
+  /** Only what can change the entity's breaker is sent: the rest would be a message for nothing. */
+  const tells = (ticket: Breaker.Ticket, outcome: Breaker.Outcome) =>
+    ticket.probe || outcome === "timeout" || (outcome === "success" && current().breaker.consecutiveTimeouts > 0)
+
+  const settle = (ticket: Breaker.Ticket, outcome: Breaker.Outcome) =>
+    tells(ticket, outcome) ? Effect.flatMap(messages.settle(ticket, outcome), transitionsOf) : Effect.void
+
+  const settledAfter = <A, E, R>(effect: Effect.Effect<A, E, R>, ticket: Breaker.Ticket, classify: (exit: Exit.Exit<A, E>) => Breaker.Outcome) =>
+    Effect.onExit(effect, (exit) => Effect.flatMap(Breaker.outcomeOf(host, exit, classify), (outcome) => settle(ticket, outcome)))
+
+  // An entity that cannot be reached in time admits nothing while its breaker was last seen open.
+  const admit = Effect.flatMap(messages.admit, (answer): Effect.Effect<Breaker.Ticket, Breaker.BreakerOpen> => {
+    if (Option.isNone(answer)) return Effect.fail(new Breaker.BreakerOpen({ host, until: current().breaker.reopensAt, probeInFlight: false }))
+    const a = answer.value
+    return Effect.zipRight(
+      journal(a.transitions),
+      a.ticket === null ? Effect.fail(new Breaker.BreakerOpen({ host, until: a.until, probeInFlight: a.probeInFlight })) : Effect.succeed(a.ticket)
+    )
+  })
+
+  const guard = <A, E, R>(effect: Effect.Effect<A, E, R>, classify: (exit: Exit.Exit<A, E>) => Breaker.Outcome): Effect.Effect<A, E | Breaker.BreakerOpen, R> => {
+    const b = current().breaker
+    if (b.status === "closed") return settledAfter(effect, { epoch: b.epoch, probe: false }, classify)
+    return Effect.uninterruptibleMask((restore) => Effect.flatMap(admit, (ticket) => settledAfter(restore(effect), ticket, classify)))
+  }
+
+  return {
+    host,
+    snapshot: Effect.clockWith((clock) => Effect.sync(() => breakerAt(current().breaker, clock.unsafeCurrentTimeMillis()))),
+    guard,
+    reset: Effect.flatMap(messages.reset, transitionsOf)
+  }
+}

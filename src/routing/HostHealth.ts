@@ -1,0 +1,146 @@
+/**
+ * A host's health and residency as its poller sees them: /api/tags (installed models), /api/ps
+ * (resident models) and /api/version, asked together every poll interval. The state is a plain value
+ * replaced in single synchronous steps, because plan() reads it on every request (Host.view).
+ * Changes are journaled on the host's stream and published to keep-warm.
+ */
+import { Clock, Effect, PubSub } from "effect"
+import type { HostEvent } from "../domain/Events.ts"
+import type { OllamaUpstream } from "../upstream/OllamaUpstream.ts"
+import type { InstalledModel } from "./Plan.ts"
+
+export interface ResidentModel {
+  readonly name: string
+  readonly expiresAt: string | null
+  readonly sizeVram: number | null
+}
+
+export interface HostHealth {
+  readonly status: "up" | "down" | "unknown"
+  readonly lastCheckedAt: number | null
+  readonly lastLatencyMs: number | null
+  readonly lastError: string | null
+  readonly installed: ReadonlyArray<InstalledModel> | null
+  readonly resident: ReadonlyArray<ResidentModel> | null
+  readonly version: string | null
+}
+
+/** What a poll changed: the host's status and/or its resident models (keep-warm listens to these). */
+export interface HostChange {
+  readonly status: "up" | "down"
+  readonly resident: ReadonlyArray<string>
+  readonly loaded: ReadonlyArray<string>
+  readonly evicted: ReadonlyArray<string>
+}
+
+export interface HealthDeps {
+  readonly upstream: OllamaUpstream
+  readonly pollIntervalMs: number
+  readonly probeTimeoutMs: number
+}
+
+const asString = (v: unknown): string | null => (typeof v === "string" ? v : null)
+
+const readInstalled = (json: Record<string, unknown>): Array<InstalledModel> =>
+  (Array.isArray(json.models) ? json.models : []).flatMap((m: unknown) => {
+    if (typeof m !== "object" || m === null) return []
+    const rec = m as Record<string, unknown>
+    const name = asString(rec.name) ?? asString(rec.model)
+    if (name === null) return []
+    const details = (typeof rec.details === "object" && rec.details !== null ? rec.details : {}) as Record<string, unknown>
+    return [{ name, parameterSize: asString(details.parameter_size) }]
+  })
+
+const readResident = (json: Record<string, unknown>): Array<ResidentModel> =>
+  (Array.isArray(json.models) ? json.models : []).flatMap((m: unknown) => {
+    if (typeof m !== "object" || m === null) return []
+    const rec = m as Record<string, unknown>
+    const name = asString(rec.name) ?? asString(rec.model)
+    if (name === null) return []
+    return [{ name, expiresAt: asString(rec.expires_at), sizeVram: typeof rec.size_vram === "number" ? rec.size_vram : null }]
+  })
+
+/** Resident models that came and went between two polls (null: not known before). */
+const residencyChange = (before: ReadonlyArray<ResidentModel> | null, after: ReadonlyArray<ResidentModel>) => {
+  const was = new Set((before ?? []).map((m) => m.name))
+  const is = new Set(after.map((m) => m.name))
+  const loaded = [...is].filter((m) => !was.has(m))
+  const evicted = [...was].filter((m) => !is.has(m))
+  return before === null || loaded.length > 0 || evicted.length > 0 ? { resident: [...is], loaded, evicted } : null
+}
+
+export const makeHostHealth = (
+  target: { readonly name: string; readonly url: string },
+  deps: HealthDeps,
+  /** Journals a health event (or not: in a cluster one replica journals what every replica sees). */
+  healthEvent: (event: HostEvent) => Effect.Effect<void>,
+  changes: PubSub.PubSub<HostChange>
+) => {
+  const name = target.name
+  let health: HostHealth = {
+    status: "unknown", lastCheckedAt: null, lastLatencyMs: null, lastError: null, installed: null, resident: null, version: null
+  }
+
+  const markDown = (error: string, now: number) =>
+    Effect.flatMap(
+      Effect.sync(() => {
+        const changed = health.status !== "down"
+        health = { ...health, status: "down", lastCheckedAt: now, lastError: error }
+        return changed
+      }),
+      (changed) =>
+        changed
+          ? Effect.zipRight(
+            healthEvent({ _tag: "HostDown", host: name, error }),
+            Effect.suspend(() =>
+              PubSub.publish(changes, { status: "down", resident: (health.resident ?? []).map((m) => m.name), loaded: [], evicted: [] }))
+          )
+          : Effect.void
+    )
+
+  // One slow answer on a loaded machine is not an outage: a /api/tags probe that times out or fails
+  // is asked once more at once, and only a second failure marks the host down (a refused
+  // connection — nothing is listening — marks it down at once). Each probe is capped at 2/5 of the
+  // interval, so a host that stops answering (even one that accepts connections and then says
+  // nothing) is down within two intervals.
+  const pollTimeoutMs = Math.max(1, Math.min(deps.probeTimeoutMs, Math.floor(deps.pollIntervalMs * 0.4)))
+  const probeTags = deps.upstream.unary(target, "GET", "/api/tags", null, pollTimeoutMs).pipe(Effect.either)
+
+  const poll = Effect.gen(function*() {
+    const started = yield* Clock.currentTimeMillis
+    let [tags, ps, version] = yield* Effect.all([
+      probeTags,
+      deps.upstream.unary(target, "GET", "/api/ps", null, pollTimeoutMs).pipe(Effect.either),
+      deps.upstream.unary(target, "GET", "/api/version", null, pollTimeoutMs).pipe(Effect.either)
+    ], { concurrency: 3 })
+    const now = yield* Clock.currentTimeMillis
+    if (tags._tag === "Left") {
+      const again = tags.left.kind === "refused" ? tags : yield* probeTags
+      if (again._tag === "Left") return yield* markDown(again.left.message, yield* Clock.currentTimeMillis)
+      tags = again
+    }
+    const resident = ps._tag === "Right" ? readResident(ps.right.json) : null
+    const before = health
+    health = {
+      status: "up",
+      lastCheckedAt: now,
+      lastLatencyMs: now - started,
+      lastError: null,
+      installed: readInstalled(tags.right.json),
+      resident: resident ?? before.resident,
+      version: version._tag === "Right" ? asString(version.right.json.version) : before.version
+    }
+    if (before.status !== "up") yield* healthEvent({ _tag: "HostUp", host: name, latencyMs: now - started })
+    let change: HostChange | null = before.status !== "up"
+      ? { status: "up", resident: (resident ?? before.resident ?? []).map((m) => m.name), loaded: [], evicted: [] }
+      : null
+    const residency = resident === null ? null : residencyChange(before.resident, resident)
+    if (residency !== null) {
+      yield* healthEvent({ _tag: "ResidencyChanged", host: name, ...residency })
+      change = { status: "up", ...residency }
+    }
+    if (change !== null) yield* PubSub.publish(changes, change)
+  })
+
+  return { current: (): HostHealth => health, poll, markDown }
+}

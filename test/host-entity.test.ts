@@ -1,0 +1,233 @@
+/**
+ * The host entity (src/cluster/HostEntity.ts) through @effect/cluster's `Entity.makeTestClient`: the
+ * grant rule with per-lane reservations, lease renewal and expiry, no over-admission after a new
+ * owner takes the host over, and one breaker for every replica with exactly one probe. The clock is
+ * the TestClock: leases and cooldowns move only when the test says so.
+ */
+import { Entity } from "@effect/cluster"
+import * as ShardingConfig from "@effect/cluster/ShardingConfig"
+import { describe, expect, it } from "@effect/vitest"
+import { Effect, Exit, Option, TestClock } from "effect"
+import * as HostEntity from "../src/cluster/HostEntity.ts"
+import * as HostLink from "../src/cluster/HostLink.ts"
+import type * as Breaker from "../src/routing/Breaker.ts"
+
+const LEASE = 1_000
+const COOLDOWN = 10_000
+
+const settings: HostEntity.EntitySettings = {
+  leaseMs: LEASE,
+  hosts: {
+    "gpu-1": {
+      slots: 3,
+      reservations: { alert: 1 },
+      breaker: { consecutiveTimeouts: 2, cooldown: COOLDOWN },
+      longestTimeoutMs: 5_000
+    }
+  }
+}
+
+/** A fresh owner of the host: its entity starts empty, as on a new runner after a failover. */
+const owner = Effect.gen(function*() {
+  const makeClient = yield* Entity.makeTestClient(HostEntity.HostEntity, HostEntity.layer(settings))
+  return yield* makeClient("gpu-1")
+}).pipe(Effect.provide(ShardingConfig.layer()))
+
+const past = (ms: number) => TestClock.adjust(ms)
+
+describe("host entity", () => {
+  it.scoped("grants nothing while it recovers, then reserved slots only to their lane", () =>
+    Effect.gen(function*() {
+      const host = yield* owner
+      const early = yield* host.Acquire({ replica: "a", lease: "a/1", lane: "alert" })
+      expect(early.pool).toBeNull()
+      expect(early.reason).toBe("recovering")
+      yield* past(LEASE)
+
+      // 3 slots, 1 reserved for alert: code-review gets the 2 shared ones and no more.
+      const cr = yield* Effect.forEach([1, 2, 3], (i) => host.Acquire({ replica: "a", lease: `a/cr${i}`, lane: "code-review" }))
+      expect(cr.map((g) => g.pool)).toEqual(["shared", "shared", null])
+      expect(cr[2]!.reason).toBe("full")
+      // alert takes its own reserved slot, then finds the shared pool full.
+      expect((yield* host.Acquire({ replica: "b", lease: "b/1", lane: "alert" })).pool).toBe("reserved")
+      const more = yield* host.Acquire({ replica: "b", lease: "b/2", lane: "alert" })
+      expect(more.pool).toBeNull()
+      expect(more.state.slots).toMatchObject({ total: 3, inUse: 3, shared: { total: 2, inUse: 2 }, reserved: { alert: { total: 1, inUse: 1 } } })
+      // A released shared slot goes to whoever asks; the reserved one stays alert's.
+      yield* host.Release({ replica: "a", leases: ["a/cr1"] })
+      expect((yield* host.Acquire({ replica: "b", lease: "b/3", lane: "alert" })).pool).toBe("shared")
+      yield* host.Release({ replica: "b", leases: ["b/1"] })
+      expect((yield* host.Acquire({ replica: "a", lease: "a/cr4", lane: "code-review" })).pool).toBeNull()
+      expect((yield* host.Acquire({ replica: "a", lease: "a/al", lane: "alert" })).pool).toBe("reserved")
+    }))
+
+  it.scoped("a lease not renewed for a lease period expires; a renewed one stays", () =>
+    Effect.gen(function*() {
+      const host = yield* owner
+      yield* past(LEASE)
+      yield* host.Acquire({ replica: "a", lease: "a/1", lane: "code-review" })
+      yield* host.Acquire({ replica: "dead", lease: "d/1", lane: "code-review" })
+      expect((yield* host.Acquire({ replica: "b", lease: "b/1", lane: "code-review" })).pool).toBeNull()
+      // "a" renews every half lease; "dead" never does.
+      yield* past(LEASE / 2)
+      yield* host.Renew({ opened: null, replica: "a", leases: [{ id: "a/1", lane: "code-review", pool: "shared" }] })
+      yield* past(LEASE / 2)
+      yield* host.Renew({ opened: null, replica: "a", leases: [{ id: "a/1", lane: "code-review", pool: "shared" }] })
+      const after = yield* host.Acquire({ replica: "b", lease: "b/2", lane: "code-review" })
+      expect(after.pool).toBe("shared")
+      expect(after.state.slots.shared.inUse).toBe(2)
+      expect((yield* host.Acquire({ replica: "b", lease: "b/3", lane: "code-review" })).pool).toBeNull()
+    }))
+
+  it.scoped("a new owner rebuilds from renewals and never admits beyond them", () =>
+    Effect.gen(function*() {
+      const first = yield* owner
+      yield* past(LEASE)
+      yield* first.Acquire({ replica: "a", lease: "a/1", lane: "code-review" })
+      yield* first.Acquire({ replica: "b", lease: "b/1", lane: "alert" })
+      // The owner dies; the next one starts empty.
+      const second = yield* owner
+      expect((yield* second.Acquire({ replica: "c", lease: "c/1", lane: "code-review" })).reason).toBe("recovering")
+      // Within the lease period both holders renew (as they do every renew period).
+      yield* past(LEASE / 2)
+      const renewedA = yield* second.Renew({ opened: null, replica: "a", leases: [{ id: "a/1", lane: "code-review", pool: "shared" }] })
+      const renewedB = yield* second.Renew({ opened: null, replica: "b", leases: [{ id: "b/1", lane: "alert", pool: "reserved" }] })
+      expect(renewedA.adopted + renewedB.adopted).toBe(2)
+      expect((yield* second.Acquire({ replica: "c", lease: "c/2", lane: "code-review" })).reason).toBe("recovering")
+      yield* past(LEASE / 2)
+      // One shared slot is left: one grant, then full, and alert's reservation is held by b's lease.
+      expect((yield* second.Acquire({ replica: "c", lease: "c/3", lane: "code-review" })).pool).toBe("shared")
+      const full = yield* second.Acquire({ replica: "c", lease: "c/4", lane: "alert" })
+      expect(full.pool).toBeNull()
+      expect(full.state.slots.inUse).toBe(3)
+    }))
+
+  it.scoped("timeouts from two replicas open the breaker for all; exactly one probe", () =>
+    Effect.gen(function*() {
+      const host = yield* owner
+      const closed = { epoch: 0, probe: false }
+      const one = yield* host.Settle({ replica: "a", ticket: closed, outcome: "timeout" })
+      expect(one.state.breaker.status).toBe("closed")
+      expect(one.state.breaker.consecutiveTimeouts).toBe(1)
+      const two = yield* host.Settle({ replica: "b", ticket: closed, outcome: "timeout" })
+      expect(two.transitions.map((t) => t._tag)).toEqual(["BreakerOpened"])
+      expect(two.state.breaker.status).toBe("open")
+      // Every replica's next answer (a renewal here) says open; admission is refused.
+      expect((yield* host.Renew({ opened: null, replica: "c", leases: [] })).state.breaker.status).toBe("open")
+      expect((yield* host.Admit({ replica: "c" })).ticket).toBeNull()
+
+      yield* past(COOLDOWN)
+      const admissions = yield* Effect.forEach(["a", "b", "c"], (replica) => host.Admit({ replica }))
+      const probes = admissions.filter((a) => a.ticket !== null)
+      expect(probes).toHaveLength(1)
+      expect(probes[0]!.transitions.map((t) => t._tag)).toEqual(["BreakerHalfOpened"])
+      expect(admissions.filter((a) => a.ticket === null).every((a) => a.probeInFlight)).toBe(true)
+      const settled = yield* host.Settle({ replica: "a", ticket: probes[0]!.ticket!, outcome: "success" })
+      expect(settled.transitions.map((t) => t._tag)).toEqual(["BreakerClosed"])
+      expect(settled.state.breaker.status).toBe("closed")
+    }))
+
+  it.scoped("a new owner keeps the breaker open that its replicas saw open", () =>
+    Effect.gen(function*() {
+      const first = yield* owner
+      const closed = { epoch: 0, probe: false }
+      yield* first.Settle({ replica: "a", ticket: closed, outcome: "timeout" })
+      const opened = (yield* first.Settle({ replica: "a", ticket: closed, outcome: "timeout" })).state.breaker
+      expect(opened.status).toBe("open")
+      const second = yield* owner
+      expect((yield* second.Admit({ replica: "b" })).ticket).not.toBeNull() // starts closed
+      const seen = { openedAt: opened.openedAt!, reopensAt: opened.reopensAt!, consecutiveTimeouts: opened.consecutiveTimeouts }
+      const third = yield* owner
+      const renewed = yield* third.Renew({ opened: seen, replica: "a", leases: [] })
+      expect(renewed.state.breaker.status).toBe("open")
+      expect((yield* third.Admit({ replica: "b" })).ticket).toBeNull()
+      // Once past recovery an owner no longer takes it from renewals (they only repeat what it said).
+      yield* past(LEASE)
+      const later = yield* owner
+      yield* past(LEASE)
+      expect((yield* later.Renew({ opened: seen, replica: "a", leases: [] })).state.breaker.status).toBe("closed")
+      // At the cooldown's end the adopted breaker admits one probe.
+      yield* past(COOLDOWN)
+      const probe = yield* third.Admit({ replica: "b" })
+      expect(probe.ticket?.probe).toBe(true)
+      expect(probe.transitions.map((t) => t._tag)).toEqual(["BreakerHalfOpened"])
+    }))
+
+  it.scoped("a success between timeouts resets the count, whichever replica saw it", () =>
+    Effect.gen(function*() {
+      const host = yield* owner
+      const closed = { epoch: 0, probe: false }
+      yield* host.Settle({ replica: "a", ticket: closed, outcome: "timeout" })
+      yield* host.Settle({ replica: "b", ticket: closed, outcome: "success" })
+      const after = yield* host.Settle({ replica: "c", ticket: closed, outcome: "timeout" })
+      expect(after.state.breaker.status).toBe("closed")
+    }))
+
+  it.scoped("a probe whose replica goes silent is released to the next caller", () =>
+    Effect.gen(function*() {
+      const host = yield* owner
+      const closed = { epoch: 0, probe: false }
+      yield* host.Settle({ replica: "a", ticket: closed, outcome: "timeout" })
+      yield* host.Settle({ replica: "a", ticket: closed, outcome: "timeout" })
+      yield* past(COOLDOWN)
+      expect((yield* host.Admit({ replica: "dead" })).ticket?.probe).toBe(true)
+      expect((yield* host.Admit({ replica: "b" })).ticket).toBeNull()
+      yield* past(LEASE + 1)
+      expect((yield* host.Admit({ replica: "b" })).ticket?.probe).toBe(true)
+    }))
+})
+
+/** HostLink (a replica's Slots and Breaker) over the test entity: what Lane and Attempts see. */
+describe("host link", () => {
+  const linked = (replica: string, client: HostLink.Client, transitions: Array<string>) =>
+    // Long periods: every TestClock step would otherwise run many renewals and retry ticks.
+    HostLink.make(client, { replica, renewMs: 5_000, callTimeoutMs: 1_000, retryMs: 5_000 })
+      .make("gpu-1", 3, { alert: 1 }, { consecutiveTimeouts: 2, cooldown: COOLDOWN }, (t: Breaker.BreakerTransition) =>
+        Effect.sync(() => void transitions.push(`${replica} ${t._tag}`)))
+
+  it.scoped("two replicas share the slots and one breaker through the same Slots and Breaker interfaces", () =>
+    Effect.gen(function*() {
+      const host = yield* owner
+      // The test client has no errors of its own; the link's client type allows the cluster's.
+      const client = (() => host) as unknown as HostLink.Client
+      const transitions: Array<string> = []
+      const a = yield* linked("a", client, transitions)
+      const b = yield* linked("b", client, transitions)
+      yield* past(LEASE)
+      const p1 = yield* a.slots.tryAcquire("code-review")
+      const p2 = yield* b.slots.tryAcquire("code-review")
+      expect([p1, p2].every(Option.isSome)).toBe(true)
+      // The shared pool is full for either replica; the reserved slot is alert's.
+      expect(Option.isNone(yield* a.slots.tryAcquire("code-review"))).toBe(true)
+      const signal = yield* b.slots.acquireOrSignal("code-review")
+      expect("pool" in signal).toBe(false)
+      expect(Option.getOrThrow(yield* b.slots.tryAcquire("alert")).pool).toBe("reserved")
+      // Each replica sees the count of its last answer: b just had one.
+      expect((yield* b.slots.snapshot).inUse).toBe(3)
+
+      // A timeout on each replica opens the one breaker; both then refuse.
+      const timesOut = Effect.fail("timeout" as const)
+      const asTimeout = (exit: Exit.Exit<unknown, unknown>) => (Exit.isFailure(exit) ? "timeout" as const : "success" as const)
+      yield* Effect.either(a.breaker.guard(timesOut, asTimeout))
+      yield* Effect.either(b.breaker.guard(timesOut, asTimeout))
+      expect(transitions).toEqual(["b BreakerOpened"])
+      yield* Effect.either(a.slots.tryAcquire("alert")) // any answer refreshes a's view
+      expect((yield* a.breaker.snapshot).status).toBe("open")
+      const refused = yield* Effect.either(a.breaker.guard(Effect.succeed("never runs"), asTimeout))
+      expect(refused._tag === "Left" && (refused.left as { _tag: string })._tag).toBe("BreakerOpen")
+
+      // After the cooldown both try at once: the host sees exactly one probe.
+      yield* past(COOLDOWN)
+      yield* Effect.either(a.slots.tryAcquire("alert"))
+      yield* Effect.either(b.slots.tryAcquire("alert"))
+      let reached = 0
+      const probe = Effect.sync(() => ++reached).pipe(Effect.zipRight(Effect.sleep("1 second")))
+      const both = yield* Effect.fork(Effect.all([a.breaker.guard(probe, asTimeout), b.breaker.guard(probe, asTimeout)].map(Effect.either), { concurrency: 2 }))
+      yield* past(1_000)
+      const results = yield* both.await
+      expect(Exit.isSuccess(results)).toBe(true)
+      expect(reached).toBe(1)
+      expect(transitions.filter((t) => t.endsWith("BreakerHalfOpened"))).toHaveLength(1)
+      expect(transitions.filter((t) => t.endsWith("BreakerClosed"))).toHaveLength(1)
+    }))
+})
