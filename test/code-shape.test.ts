@@ -25,13 +25,7 @@ const shape = (...args: Array<string>) => {
  */
 const owedElsewhere: ReadonlyArray<string> = []
 
-/**
- * What the guard holds: the run path, and every part of src/ within the limits that no other branch
- * is reshaping now. Not held yet: src/journal, src/observability and src/projections (Journal.ts's
- * writer, RunObserver.on and RunState.step are over the limits, on the projector's branch),
- * src/http (within the limits, but its edge, Edge.ts and InferenceRoutes.ts, is being reworked for
- * the hot path). Add each here once its branch has landed within the limits.
- */
+/** What the guard holds: every part of src/ (a new folder is added here when it is created). */
 const guarded = [
   "src/routing",
   "src/run",
@@ -40,7 +34,11 @@ const guarded = [
   "src/config",
   "src/console",
   "src/domain",
+  "src/http",
+  "src/journal",
+  "src/observability",
   "src/operations",
+  "src/projections",
   "src/providers",
   "src/replay",
   "src/storage",

@@ -13,8 +13,8 @@
  */
 import type * as SqlClient from "@effect/sql/SqlClient"
 import { Clock, Effect } from "effect"
-import { closingEvents, type Journal } from "./Journal.ts"
-import { isTerminalRunEvent, type OpenRun } from "./RunEnds.ts"
+import type { Journal } from "./Journal.ts"
+import { closingEvents, isTerminalRunEvent, type OpenRun } from "./RunEnds.ts"
 
 export interface OrphanReport {
   readonly closed: number

@@ -12,6 +12,8 @@
 import type * as SqlClient from "@effect/sql/SqlClient"
 import type { SqlError } from "@effect/sql/SqlError"
 import { Effect } from "effect"
+import type { EventOf } from "../domain/Events.ts"
+import type { JournalEvent } from "./JournalEvent.ts"
 
 export const isTerminalRunEvent = (type: string): boolean => type === "RunCompleted" || type === "RunFailed"
 
@@ -87,6 +89,24 @@ export class OpenRuns {
     this.open.clear()
     return all
   }
+}
+
+/** What ends a run from outside it: RunFailed's fields but its duration. */
+export type ClosingFields = Pick<EventOf<"RunFailed">, "status" | "error" | "message" | "orphaned" | "instance" | "shutdown">
+
+/** The events that end `run` (its unsettled attempts, then RunFailed with `fields`), as the catalogue has them. */
+export const closingEvents = (run: OpenRun, now: number, fields: ClosingFields): Array<JournalEvent> => {
+  const base = { streamId: run.streamId, traceId: run.traceId, projectId: run.projectId, lane: run.lane, occurredAt: now }
+  let position = run.next
+  const events: Array<JournalEvent> = []
+  const why = { ...(fields.orphaned !== undefined ? { orphaned: fields.orphaned } : {}), ...(fields.shutdown !== undefined ? { shutdown: fields.shutdown } : {}) }
+  for (const attempt of [...run.attempts].sort((a, b) => a - b)) {
+    const { _tag, ...data }: EventOf<"AttemptFailed"> = { _tag: "AttemptFailed", attempt, kind: "interrupted", message: fields.message, ...why }
+    events.push({ ...base, streamPosition: position++, type: _tag, data })
+  }
+  const { _tag, ...data }: EventOf<"RunFailed"> = { _tag: "RunFailed", ...fields, durationMs: Math.max(0, now - run.startedAt) }
+  events.push({ ...base, streamPosition: position, type: _tag, data })
+  return events
 }
 
 // ---------------------------------------------------------------------------------------------

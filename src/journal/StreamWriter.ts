@@ -10,7 +10,8 @@
  */
 import { Clock, Effect } from "effect"
 import type { AnyEvent, EventOf, RunEvent } from "../domain/Events.ts"
-import { Journal, type JournalEvent } from "./Journal.ts"
+import { Journal } from "./Journal.ts"
+import type { JournalEvent } from "./JournalEvent.ts"
 import { isTerminalRunEvent } from "./RunEnds.ts"
 
 export interface StreamBase {

@@ -105,47 +105,17 @@ class RunObservation implements RequestLog.RunFacts {
   on(e: RunEvent): Effect.Effect<void> {
     switch (e._tag) {
       case "RunStarted":
-        return Effect.zipRight(
-          // The request's log line reads this run's facts when the request ends.
-          Effect.map(FiberRef.get(RequestLog.currentRequest), (request) => {
-            if (request === null) this.standalone = true
-            else request.run = this
-          }),
-          Effect.flatMap(Tracing.enabled, (on) => (on ? this.startTracing() : Effect.void))
-        )
-      case "RouteDecided": {
-        this.route = e.input.route.map((r) => r.host)
-        for (const s of e.plan.skipped) this.misses.push({ host: s.host, kind: s.reason.kind })
-        if (this.server === null) return Effect.void
-        return eventAt(this.server, "awooop.route_decided", {
-          "awooop.route": this.route.join(", "),
-          "awooop.skipped": this.misses.map((m) => `${m.host} ${m.kind}`).join(", ")
-        })
-      }
+        return this.started()
+      case "RouteDecided":
+        return this.routeDecided(e)
       case "HostSkipped": {
         if (e.reason !== "only-when-unavailable") this.misses.push({ host: e.host, kind: e.reason })
         return this.server === null ? Effect.void : eventAt(this.server, "awooop.host_skipped", { "awooop.host": e.host, "awooop.reason": e.reason })
       }
-      case "AttemptStarted": {
-        this.host = e.host
-        this.tier = e.tier ?? "ollama"
-        this.attemptNo = e.attempt
-        const provider = this.topology.get(this.host)?.provider ?? (this.tier === "ollama" ? "ollama" : this.host)
-        this.g = { operation: this.g.operation, provider, model: e.model ?? this.model, lane: this.lane }
-        return this.server === null ? Effect.void : this.startAttempt()
-      }
-      case "AttemptFailed": {
-        const host = e.host ?? this.host
-        const afterFirstChunk = e.afterFirstChunk === true
-        if (afterFirstChunk) this.answered = host
-        else this.misses.push({ host, kind: e.kind })
-        this.metrics.attempt(this.g, host, e.kind, (e.durationMs ?? 0) / 1000)
-        const span = this.attempt
-        if (span === null) return Effect.void
-        this.attempt = null
-        span.attribute("awooop.after_first_chunk", afterFirstChunk)
-        return Tracing.endSpan(span, { type: e.kind, message: e.message })
-      }
+      case "AttemptStarted":
+        return this.attemptStarted(e)
+      case "AttemptFailed":
+        return this.attemptFailed(e)
       case "AttemptSucceeded": {
         this.answered = e.host
         this.metrics.attempt(this.g, e.host, null, e.durationMs / 1000)
@@ -153,30 +123,15 @@ class RunObservation implements RequestLog.RunFacts {
         // The span stays open until RunCompleted brings the usage and cost.
         return Effect.void
       }
-      case "PaidFallbackRequested": {
-        if (!e.direct) this.paidReason = e.reason
-        if (this.server === null) return Effect.void
-        return eventAt(this.server, e.direct ? "awooop.paid_direct" : "awooop.paid_fallback", {
-          "awooop.fallback_reason": e.reason,
-          "awooop.providers": e.providers.join(", ")
-        })
-      }
+      case "PaidFallbackRequested":
+        return this.paidFallback(e)
       case "BudgetReserved":
       case "BudgetDenied":
       case "BudgetSettled":
       case "BudgetReleased":
       case "PaidProviderSkipped":
-      case "PaidFallbackSkipped": {
-        const span = this.attempt ?? this.server
-        if (span === null) return Effect.void
-        const d: Data = e
-        const attributes: Record<string, unknown> = {}
-        for (const key of ["provider", "reason", "amountUsd", "costUsd", "chargedUsd", "reservedUsd", "capUsd", "committedUsd"]) {
-          const v = d[key]
-          if (typeof v === "string" || typeof v === "number" || typeof v === "boolean") attributes[`awooop.${key}`] = v
-        }
-        return eventAt(span, `awooop.${e._tag.replace(/([a-z])([A-Z])/g, "$1_$2").toLowerCase()}`, attributes)
-      }
+      case "PaidFallbackSkipped":
+        return this.paidStep(e)
       case "RunCompleted":
         return this.standalone ? Effect.zipRight(this.completed(e), RequestLog.runLine(this, 200, e.durationMs)) : this.completed(e)
       case "RunFailed":
@@ -185,6 +140,73 @@ class RunObservation implements RequestLog.RunFacts {
       default:
         return Effect.void
     }
+  }
+
+  private started(): Effect.Effect<void> {
+    return Effect.zipRight(
+      // The request's log line reads this run's facts when the request ends.
+      Effect.map(FiberRef.get(RequestLog.currentRequest), (request) => {
+        if (request === null) this.standalone = true
+        else request.run = this
+      }),
+      Effect.flatMap(Tracing.enabled, (on) => (on ? this.startTracing() : Effect.void))
+    )
+  }
+
+  private routeDecided(e: EventOf<"RouteDecided">): Effect.Effect<void> {
+    this.route = e.input.route.map((r) => r.host)
+    for (const s of e.plan.skipped) this.misses.push({ host: s.host, kind: s.reason.kind })
+    if (this.server === null) return Effect.void
+    return eventAt(this.server, "awooop.route_decided", {
+      "awooop.route": this.route.join(", "),
+      "awooop.skipped": this.misses.map((m) => `${m.host} ${m.kind}`).join(", ")
+    })
+  }
+
+  private attemptStarted(e: EventOf<"AttemptStarted">): Effect.Effect<void> {
+    this.host = e.host
+    this.tier = e.tier ?? "ollama"
+    this.attemptNo = e.attempt
+    const provider = this.topology.get(this.host)?.provider ?? (this.tier === "ollama" ? "ollama" : this.host)
+    this.g = { operation: this.g.operation, provider, model: e.model ?? this.model, lane: this.lane }
+    return this.server === null ? Effect.void : this.startAttempt()
+  }
+
+  private attemptFailed(e: EventOf<"AttemptFailed">): Effect.Effect<void> {
+    const host = e.host ?? this.host
+    const afterFirstChunk = e.afterFirstChunk === true
+    if (afterFirstChunk) this.answered = host
+    else this.misses.push({ host, kind: e.kind })
+    this.metrics.attempt(this.g, host, e.kind, (e.durationMs ?? 0) / 1000)
+    const span = this.attempt
+    if (span === null) return Effect.void
+    this.attempt = null
+    span.attribute("awooop.after_first_chunk", afterFirstChunk)
+    return Tracing.endSpan(span, { type: e.kind, message: e.message })
+  }
+
+  private paidFallback(e: EventOf<"PaidFallbackRequested">): Effect.Effect<void> {
+    if (!e.direct) this.paidReason = e.reason
+    if (this.server === null) return Effect.void
+    return eventAt(this.server, e.direct ? "awooop.paid_direct" : "awooop.paid_fallback", {
+      "awooop.fallback_reason": e.reason,
+      "awooop.providers": e.providers.join(", ")
+    })
+  }
+
+  /** A budget step or a paid provider left out: an event on the attempt's span (else the server's). */
+  private paidStep(
+    e: EventOf<"BudgetReserved" | "BudgetDenied" | "BudgetSettled" | "BudgetReleased" | "PaidProviderSkipped" | "PaidFallbackSkipped">
+  ): Effect.Effect<void> {
+    const span = this.attempt ?? this.server
+    if (span === null) return Effect.void
+    const d: Data = e
+    const attributes: Record<string, unknown> = {}
+    for (const key of ["provider", "reason", "amountUsd", "costUsd", "chargedUsd", "reservedUsd", "capUsd", "committedUsd"]) {
+      const v = d[key]
+      if (typeof v === "string" || typeof v === "number" || typeof v === "boolean") attributes[`awooop.${key}`] = v
+    }
+    return eventAt(span, `awooop.${e._tag.replace(/([a-z])([A-Z])/g, "$1_$2").toLowerCase()}`, attributes)
   }
 
   private startTracing(): Effect.Effect<void> {

@@ -1,7 +1,7 @@
 /**
  * One log line per state change an operator acts on, from the facts journaled on a host's stream:
  * host down/up, breaker opened/half-opened/closed, maintenance opened/closed, keep-warm failures and
- * evictions. (The journal logs its own degraded/recovered transitions, Journal.ts.) Routine facts —
+ * evictions. (The journal logs its own degraded/recovered transitions, journal/SpillMode.ts and SpillReplay.ts.) Routine facts —
  * residency changes, keep-warm loads and skips — are at debug.
  *
  * Each line carries `event` (the journal event's type) and `host`, plus the event's own fields that

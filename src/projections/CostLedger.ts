@@ -10,7 +10,7 @@
 import type * as SqlClient from "@effect/sql/SqlClient"
 import type { SqlError } from "@effect/sql/SqlError"
 import { Effect, HashMap } from "effect"
-import { type Change, keyOf } from "./Change.ts"
+import { addDeltas, type Change, keyOf } from "./Change.ts"
 import type { RunState } from "./RunState.ts"
 
 export interface LedgerKey {
@@ -105,12 +105,7 @@ const zero = (row: LedgerRow): LedgerRow => ({
   ...row, requests: 0, failed: 0, inputTokens: 0, outputTokens: 0, unknownUsage: 0, costPicoUsd: 0n, unknownCost: 0
 })
 
-export const evolve = (ledger: CostLedger, change: Change): CostLedger =>
-  deltas(change).reduce((acc, [row, sign]) => {
-    const key = rowKey(row)
-    const prev = HashMap.get(acc, key)
-    return HashMap.set(acc, key, plus(prev._tag === "Some" ? prev.value : zero(row), row, sign))
-  }, ledger)
+export const evolve = (ledger: CostLedger, change: Change): CostLedger => addDeltas(ledger, deltas(change), rowKey, plus, zero)
 
 /**
  * The same sums as `evolve`, kept in a mutable map: what the projector builds for one batch

@@ -19,23 +19,22 @@ const columns = (archived: boolean) => `global_position::float8 AS "globalPositi
   type, data, floor(extract(epoch FROM occurred_at) * 1000)::float8 AS "occurredAt",
   floor(extract(epoch FROM recorded_at) * 1000)::float8 AS "recordedAt", ${archived} AS archived`
 
-/** Every event of a trace, in journal order. */
-export const traceEvents = (sql: SqlClient.SqlClient, traceId: string): Effect.Effect<ReadonlyArray<HistoryEvent>, SqlError> =>
+/** The events whose `column` is `value`, from the live table and the archive as one, ordered by `order`. */
+const bothTables = (sql: SqlClient.SqlClient, column: "trace_id" | "stream_id", value: string, order: string) =>
   sql<HistoryEvent>`
     SELECT * FROM (
-      SELECT ${sql.literal(columns(false))} FROM step_journal WHERE trace_id = ${traceId}
+      SELECT ${sql.literal(columns(false))} FROM step_journal WHERE ${sql.literal(column)} = ${value}
       UNION ALL
-      SELECT ${sql.literal(columns(true))} FROM step_journal_archive WHERE trace_id = ${traceId}
-    ) e ORDER BY "globalPosition"`
+      SELECT ${sql.literal(columns(true))} FROM step_journal_archive WHERE ${sql.literal(column)} = ${value}
+    ) e ORDER BY ${sql.literal(order)}`
+
+/** Every event of a trace, in journal order. */
+export const traceEvents = (sql: SqlClient.SqlClient, traceId: string): Effect.Effect<ReadonlyArray<HistoryEvent>, SqlError> =>
+  bothTables(sql, "trace_id", traceId, `"globalPosition"`)
 
 /** Every event of one stream, in stream order. */
 export const streamEvents = (sql: SqlClient.SqlClient, streamId: string): Effect.Effect<ReadonlyArray<HistoryEvent>, SqlError> =>
-  sql<HistoryEvent>`
-    SELECT * FROM (
-      SELECT ${sql.literal(columns(false))} FROM step_journal WHERE stream_id = ${streamId}
-      UNION ALL
-      SELECT ${sql.literal(columns(true))} FROM step_journal_archive WHERE stream_id = ${streamId}
-    ) e ORDER BY "streamPosition"`
+  bothTables(sql, "stream_id", streamId, `"streamPosition"`)
 
 /** The first event of a stream (to find a run's trace). */
 export const firstOfStream = (sql: SqlClient.SqlClient, streamId: string): Effect.Effect<HistoryEvent | null, SqlError> =>

@@ -7,7 +7,8 @@ import type * as SqlClient from "@effect/sql/SqlClient"
 import type { SqlError } from "@effect/sql/SqlError"
 import { Effect } from "effect"
 import { decoded, hostStreamPrefix, type ProjectionEvent } from "./Event.ts"
-import { type Column, fromMillis, jsonText, qualify, toMillis, upsertReplace } from "./Sql.ts"
+import { type Column, fromMillis, jsonText, toMillis } from "./Sql.ts"
+import { loadStates, upsertStates } from "./StateTable.ts"
 
 export interface HostState {
   readonly streamId: string
@@ -102,13 +103,7 @@ export const load = (
   sql: SqlClient.SqlClient,
   schema: string,
   streamIds: ReadonlyArray<string>
-): Effect.Effect<Map<string, HostState>, SqlError> =>
-  streamIds.length === 0
-    ? Effect.succeed(new Map())
-    : sql<HostState>`SELECT ${sql.literal(selectList)} FROM ${sql(`${schema}.${table}`)}
-        WHERE stream_id IN (SELECT jsonb_array_elements_text(${JSON.stringify(streamIds)}::jsonb))`.pipe(
-        Effect.map((rows) => new Map(rows.map((r) => [r.streamId, r])))
-      )
+): Effect.Effect<Map<string, HostState>, SqlError> => loadStates<HostState, HostState>(sql, schema, table, selectList, streamIds, (r) => r)
 
 const columns: ReadonlyArray<Column<HostState>> = [
   { name: "stream_id", type: "text", value: (h) => h.streamId },
@@ -131,4 +126,4 @@ export const upsert = (
   sql: SqlClient.SqlClient,
   schema: string,
   states: ReadonlyArray<HostState>
-): Effect.Effect<void, SqlError> => upsertReplace(sql, qualify(schema, table), ["stream_id"], columns, states)
+): Effect.Effect<void, SqlError> => upsertStates(sql, schema, table, columns, states)

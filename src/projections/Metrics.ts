@@ -17,7 +17,7 @@
 import type * as SqlClient from "@effect/sql/SqlClient"
 import type { SqlError } from "@effect/sql/SqlError"
 import { Effect, HashMap } from "effect"
-import { type Change, keyOf } from "./Change.ts"
+import { addDeltas, type Change, keyOf } from "./Change.ts"
 import { decoded } from "./Event.ts"
 import type { RunState } from "./RunState.ts"
 
@@ -148,12 +148,7 @@ const plus = (base: MetricRow, row: MetricRow, sign: 1 | -1): MetricRow => {
 
 const zero = (row: MetricRow): MetricRow => ({ ...row, count: 0, sum: 0, buckets: row.buckets.map(() => 0) })
 
-export const evolve = (metrics: Metrics, change: Change): Metrics =>
-  deltas(change).reduce((acc, [row, sign]) => {
-    const key = rowKey(row)
-    const prev = HashMap.get(acc, key)
-    return HashMap.set(acc, key, plus(prev._tag === "Some" ? prev.value : zero(row), row, sign))
-  }, metrics)
+export const evolve = (metrics: Metrics, change: Change): Metrics => addDeltas(metrics, deltas(change), rowKey, plus, zero)
 
 interface MutableRow extends MetricKey {
   count: number

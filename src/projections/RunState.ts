@@ -13,10 +13,12 @@
 import type * as SqlClient from "@effect/sql/SqlClient"
 import type { SqlError } from "@effect/sql/SqlError"
 import { Effect } from "effect"
+import type { EventOf } from "../domain/Events.ts"
 import { decoded, type ProjectionEvent, runStreamPrefix } from "./Event.ts"
 import type { Miss } from "../run/Miss.ts"
 import { skipWords } from "../run/SkipReason.ts"
-import { type Column, fromMillis, jsonText, qualify, toMillis, upsertReplace } from "./Sql.ts"
+import { type Column, fromMillis, jsonText, toMillis } from "./Sql.ts"
+import { loadStates, upsertStates } from "./StateTable.ts"
 
 export type RunStatus = "running" | "completed" | "failed"
 
@@ -139,6 +141,32 @@ const finish = (s: RunState, event: ProjectionEvent, durationMs: number | null):
 
 const round = (n: number | null | undefined): number | null => (n === null || n === undefined ? null : Math.round(n))
 
+/** The run's outcome, from its first terminal event (`step` ignores later ones). */
+const completed = (s: RunState, event: ProjectionEvent, e: EventOf<"RunCompleted">): Patch => {
+  const endpoint = e.endpoint ?? s.endpoint
+  return {
+    status: "completed",
+    endpoint,
+    providerTier: e.providerTier,
+    provider: e.providerTier === null || e.providerTier === "ollama" ? "ollama" : endpoint ?? e.providerTier,
+    model: e.model ?? s.assignedModel,
+    inputTokens: round(e.inputTokens),
+    outputTokens: round(e.outputTokens),
+    completedCostUsd: e.costUsd ?? null,
+    paidFallbackReason: s.paidFallbackReason ?? e.fallbackReason ?? null,
+    ...finish(s, event, round(e.durationMs))
+  }
+}
+
+const failed = (s: RunState, event: ProjectionEvent, e: EventOf<"RunFailed">): Patch => ({
+  status: "failed",
+  error: e.message,
+  errorCode: e.error,
+  errorStatus: Math.round(e.status),
+  paidFallbackReason: s.paidFallbackReason ?? e.fallbackReason ?? null,
+  ...finish(s, event, Math.round(e.durationMs))
+})
+
 /** One event's effect, as the fields it changes (the derived fields are recomputed after). */
 const step = (s: RunState, event: ProjectionEvent): Patch => {
   const e = decoded(event)
@@ -178,32 +206,10 @@ const step = (s: RunState, event: ProjectionEvent): Patch => {
         : { settledCostUsd: s.settledCostUsd + e.costUsd, settlements: s.settlements + 1 }
     case "PaidProviderSkipped":
       return addMisses(s, [{ host: e.provider, kind: "provider-skipped", text: `${e.provider} skipped (${e.reason})` }])
-    case "RunCompleted": {
-      if (s.status !== "running") return null
-      const endpoint = e.endpoint ?? s.endpoint
-      return {
-        status: "completed",
-        endpoint,
-        providerTier: e.providerTier,
-        provider: e.providerTier === null || e.providerTier === "ollama" ? "ollama" : endpoint ?? e.providerTier,
-        model: e.model ?? s.assignedModel,
-        inputTokens: round(e.inputTokens),
-        outputTokens: round(e.outputTokens),
-        completedCostUsd: e.costUsd ?? null,
-        paidFallbackReason: s.paidFallbackReason ?? e.fallbackReason ?? null,
-        ...finish(s, event, round(e.durationMs))
-      }
-    }
+    case "RunCompleted":
+      return s.status === "running" ? completed(s, event, e) : null
     case "RunFailed":
-      if (s.status !== "running") return null
-      return {
-        status: "failed",
-        error: e.message,
-        errorCode: e.error,
-        errorStatus: Math.round(e.status),
-        paidFallbackReason: s.paidFallbackReason ?? e.fallbackReason ?? null,
-        ...finish(s, event, Math.round(e.durationMs))
-      }
+      return s.status === "running" ? failed(s, event, e) : null
     default:
       return null
   }
@@ -283,13 +289,7 @@ export const load = (
   sql: SqlClient.SqlClient,
   schema: string,
   streamIds: ReadonlyArray<string>
-): Effect.Effect<Map<string, RunState>, SqlError> =>
-  streamIds.length === 0
-    ? Effect.succeed(new Map())
-    : sql<Row>`SELECT ${sql.literal(selectList)} FROM ${sql(`${schema}.${table}`)}
-        WHERE stream_id IN (SELECT jsonb_array_elements_text(${JSON.stringify(streamIds)}::jsonb))`.pipe(
-        Effect.map((rows) => new Map(rows.map((r) => [r.streamId, fromRow(r)])))
-      )
+): Effect.Effect<Map<string, RunState>, SqlError> => loadStates<Row, RunState>(sql, schema, table, selectList, streamIds, fromRow)
 
 export const loadOne = (sql: SqlClient.SqlClient, schema: string, streamId: string) =>
   Effect.map(load(sql, schema, [streamId]), (m) => m.get(streamId) ?? null)
@@ -350,4 +350,4 @@ export const upsert = (
   sql: SqlClient.SqlClient,
   schema: string,
   states: ReadonlyArray<RunState>
-): Effect.Effect<void, SqlError> => upsertReplace(sql, qualify(schema, table), ["stream_id"], columns, states)
+): Effect.Effect<void, SqlError> => upsertStates(sql, schema, table, columns, states)

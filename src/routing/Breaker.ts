@@ -123,6 +123,9 @@ type Admission =
   | { readonly _tag: "Admitted"; readonly ticket: Ticket; readonly transition: Option.Option<BreakerTransition> }
   | { readonly _tag: "Refused"; readonly until: number | null; readonly probeInFlight: boolean }
 
+/** A change of state: the transition it announces (journaled outside the lock), and the new state. */
+type Step = readonly [Option.Option<BreakerTransition>, State]
+
 const noTransition = Option.none<BreakerTransition>()
 
 /** What an exit says of the host: an interruption says nothing; a throwing classifier counts as a failure. */
@@ -150,15 +153,10 @@ export const make = (
     const cooldowns = config.cooldownSchedule ?? Schedule.forever.pipe(Schedule.as(baseCooldown))
     const state = yield* SynchronizedRef.make<State>({ _tag: "Closed", epoch: 0, timeouts: 0 })
 
-    const open = (
-      s: State,
-      now: number,
-      timeouts: number,
-      reason: string
-    ): Effect.Effect<readonly [Option.Option<BreakerTransition>, State]> => {
+    const open = (s: State, now: number, timeouts: number, reason: string): Effect.Effect<Step> => {
       const previous = s._tag === "Open" ? s : { cooldownMillis: Duration.toMillis(baseCooldown), cooldownState: cooldowns.initial }
       return cooldowns.step(now, undefined, previous.cooldownState).pipe(
-        Effect.map(([cooldownState, cooldown, decision]): readonly [Option.Option<BreakerTransition>, State] => {
+        Effect.map(([cooldownState, cooldown, decision]): Step => {
           const cooldownMillis = decision._tag === "Done" ? previous.cooldownMillis : Duration.toMillis(cooldown)
           const reopensAt = now + cooldownMillis
           return [
@@ -178,7 +176,7 @@ export const make = (
       )
     }
 
-    const close = (s: State, now: number): readonly [Option.Option<BreakerTransition>, State] => [
+    const close = (s: State, now: number): Step => [
       s._tag === "Open" ? Option.some({ _tag: "BreakerClosed", at: now }) : noTransition,
       { _tag: "Closed", epoch: s.epoch + 1, timeouts: 0 }
     ]
@@ -199,12 +197,7 @@ export const make = (
       ]
     }
 
-    const settlePure = (
-      s: State,
-      now: number,
-      ticket: Ticket,
-      outcome: Outcome
-    ): Effect.Effect<readonly [Option.Option<BreakerTransition>, State]> => {
+    const settlePure = (s: State, now: number, ticket: Ticket, outcome: Outcome): Effect.Effect<Step> => {
       const unchanged = Effect.succeed([noTransition, s] as const)
       if (ticket.epoch !== s.epoch) return unchanged
       if (s._tag === "Closed") {
