@@ -68,8 +68,11 @@ export const layer = (config: RunnerConfig) => {
     entityTerminationTimeout: Duration.seconds(5)
   })
   // Replicas started together race on the library's CREATE TABLE IF NOT EXISTS (Postgres then
-  // reports a duplicate pg_type row): the loser tries again, finding the tables made.
+  // reports a duplicate pg_type row, or "relation cluster_migrations already exists"): the loser
+  // tries again, finding the tables made. The library's migrator dies on that error (orDie), so the
+  // defect is turned back into a failure the retry sees.
   const storage = Layer.merge(SqlMessageStorage.layer, SqlRunnerStorage.layer).pipe(
+    Layer.catchAllCause((cause) => Layer.fail(cause)),
     Layer.retry(Schedule.spaced("300 millis").pipe(Schedule.jittered, Schedule.intersect(Schedule.recurs(10)))),
     Layer.orDie
   )
