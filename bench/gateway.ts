@@ -10,6 +10,7 @@ import * as os from "node:os"
 import * as path from "node:path"
 import { Agent, request } from "undici"
 import pg from "pg"
+import { gatewayBenchConfig } from "./BenchConfig.ts"
 
 const root = path.resolve(path.dirname(new URL(import.meta.url).pathname), "..")
 const adminUrl = process.env.BENCH_DATABASE_URL ?? "postgres://postgres@127.0.0.1:5432/postgres"
@@ -199,18 +200,7 @@ export const benchGateway = async () => {
   const fakeUrl = `http://127.0.0.1:${fake.match[1]}`
   const configDir = fs.mkdtempSync(path.join(os.tmpdir(), "awooop-bench-"))
   const configFile = path.join(configDir, "gateway.yaml")
-  fs.writeFileSync(configFile, `
-hosts:
-  gcp-a: { url: "${fakeUrl}", slots: 64, protected: true }
-  gcp-b: { url: "${fakeUrl}", slots: 64, protected: true }
-lanes:
-  alert-fast:
-    model: gemma3:4b
-    reserved: { gcp-a: 32 }
-    route: [ { host: gcp-a, timeout: "45s" }, { host: gcp-b, timeout: "45s" } ]
-    queue: { capacity: 1024 }
-server: { pollInterval: "60s" }
-`)
+  fs.writeFileSync(configFile, gatewayBenchConfig(fakeUrl))
   // The production process: the compiled gateway (npm start's `node dist/main.js`), built first if stale.
   const build = spawnSync(process.execPath, ["scripts/build.mjs"], { cwd: root, stdio: "inherit" })
   if (build.status !== 0) throw new Error("npm run build failed")

@@ -11,6 +11,7 @@ import os from "node:os"
 import path from "node:path"
 import pg from "pg"
 import { Agent, request } from "undici"
+import { gatewayBenchConfig } from "./BenchConfig.ts"
 
 const root = process.env.ROOT ?? path.join(import.meta.dirname, "..")
 const total = Number(process.argv[2] ?? 20000)
@@ -37,18 +38,7 @@ await admin.query(`CREATE DATABASE ${dbName}`)
 const fake = spawn(process.execPath, ["--import", "tsx", "bench/fake-host.ts", "0"], { cwd: path.join(import.meta.dirname, ".."), stdio: ["ignore", "pipe", "inherit"] })
 const fakeUrl = `http://127.0.0.1:${(await waitLine(fake, /READY (\d+)/))[1]}`
 const configFile = path.join(outDir, "gateway.yaml")
-fs.writeFileSync(configFile, `
-hosts:
-  gcp-a: { url: "${fakeUrl}", slots: 64, protected: true }
-  gcp-b: { url: "${fakeUrl}", slots: 64, protected: true }
-lanes:
-  alert-fast:
-    model: gemma3:4b
-    reserved: { gcp-a: 32 }
-    route: [ { host: gcp-a, timeout: "45s" }, { host: gcp-b, timeout: "45s" } ]
-    queue: { capacity: 1024 }
-server: { pollInterval: "60s" }
-`)
+fs.writeFileSync(configFile, gatewayBenchConfig(fakeUrl))
 if (spawnSync(process.execPath, ["scripts/build.mjs"], { cwd: root, stdio: "inherit" }).status !== 0) throw new Error("build failed")
 const port = 20000 + Math.floor(Math.random() * 20000)
 const profFlags = process.env.NOPROF ? [] : ["--cpu-prof", `--cpu-prof-dir=${outDir}`]
