@@ -10,9 +10,9 @@
  */
 import { spawn } from "node:child_process"
 import { createHash } from "node:crypto"
-import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
+import { withDirLock } from "./DirLock.ts"
 
 export const root = path.resolve(path.dirname(new URL(import.meta.url).pathname), "../..")
 
@@ -26,20 +26,6 @@ const lockDir = path.join(os.tmpdir(), `awooop-dist-lock-${checkout}`)
 const typesLockDir = path.join(os.tmpdir(), `awooop-dist-types-lock-${checkout}`)
 /** A lock left by a killed run is taken over after this long (a cold build takes well under it). */
 const staleLockMs = 300_000
-
-const takeLock = async (lockDir: string): Promise<void> => {
-  for (;;) {
-    try {
-      fs.mkdirSync(lockDir)
-      return
-    } catch (error) {
-      if ((error as NodeJS.ErrnoException).code !== "EEXIST") throw error
-    }
-    const age = Date.now() - (fs.statSync(lockDir, { throwIfNoEntry: false })?.mtimeMs ?? Date.now())
-    if (age > staleLockMs) fs.rmSync(lockDir, { recursive: true, force: true })
-    else await new Promise((r) => setTimeout(r, 100))
-  }
-}
 
 const build = (args: ReadonlyArray<string>): Promise<{ readonly status: number | null; readonly output: string }> =>
   new Promise((resolve) => {
@@ -74,12 +60,8 @@ export const ensureDeclarations = (): Promise<void> => {
   return typed
 }
 
-const buildLocked = async (lockDir: string, args: ReadonlyArray<string>): Promise<void> => {
-  await takeLock(lockDir)
-  try {
+const buildLocked = (lockDir: string, args: ReadonlyArray<string>): Promise<void> =>
+  withDirLock(lockDir, staleLockMs, async () => {
     const result = await build(args)
     if (result.status !== 0) throw new Error(`node scripts/build.mjs ${args.join(" ")} failed (${result.status}):\n${result.output}`)
-  } finally {
-    fs.rmSync(lockDir, { recursive: true, force: true })
-  }
-}
+  })

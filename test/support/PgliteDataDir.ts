@@ -13,43 +13,26 @@ import { PGlite } from "@electric-sql/pglite"
 import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
+import { withDirLock } from "./DirLock.ts"
 import { root } from "./Dist.ts"
 
 // (Its package.json is not among the package's exports: read from the folder.)
 const version = (JSON.parse(fs.readFileSync(path.join(root, "node_modules/@electric-sql/pglite/package.json"), "utf8")) as { version: string }).version
 const template = path.join(os.tmpdir(), `awooop-pglite-template-${version}`)
-const lockDir = `${template}.lock`
 /** A lock left by a killed run is taken over after this long (initdb takes well under it). */
 const staleLockMs = 180_000
-
-const takeLock = async (): Promise<void> => {
-  for (;;) {
-    try {
-      fs.mkdirSync(lockDir)
-      return
-    } catch (error) {
-      if ((error as NodeJS.ErrnoException).code !== "EEXIST") throw error
-    }
-    const age = Date.now() - (fs.statSync(lockDir, { throwIfNoEntry: false })?.mtimeMs ?? Date.now())
-    if (age > staleLockMs) fs.rmSync(lockDir, { recursive: true, force: true })
-    else await new Promise((r) => setTimeout(r, 100))
-  }
-}
 
 /** Initialises the template unless it exists (another worker or an earlier run made it). */
 const ensureTemplate = async (): Promise<void> => {
   if (fs.existsSync(template)) return
-  await takeLock()
-  try {
+  await withDirLock(`${template}.lock`, staleLockMs, async () => {
     if (fs.existsSync(template)) return
     // Built beside it and renamed into place: a template that exists is complete.
     const building = fs.mkdtempSync(`${template}.building-`)
     const db = await PGlite.create(building)
     await db.close()
     fs.renameSync(building, template)
-  } finally {
-    fs.rmSync(lockDir, { recursive: true, force: true })
-  }
+  })
 }
 
 let ready: Promise<void> | null = null
