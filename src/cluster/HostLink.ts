@@ -17,10 +17,10 @@
  * The view plan() and /awooop/health read (slots in use, breaker) is the last answer's: at most a
  * renew period old.
  */
-import { Deferred, Effect, Exit, FiberId, Option, Schedule } from "effect"
+import { Effect, Exit, Option, Schedule } from "effect"
 import * as Breaker from "../routing/Breaker.ts"
 import type { HostCoordinationShape, HostParts } from "../routing/HostCoordination.ts"
-import { sharedTotalOf, type Permit, type Slots } from "../routing/Slots.ts"
+import { makeReleaseSignal, sharedTotalOf, type Permit, type Slots } from "../routing/Slots.ts"
 import type { HostEntity, HostState } from "./HostEntity.ts"
 import type * as HostLeases from "./HostLeases.ts"
 
@@ -90,20 +90,8 @@ export const make = (client: Client, settings: LinkSettings): HostCoordinationSh
           : { openedAt: lastSaid.openedAt, reopensAt: lastSaid.reopensAt ?? lastSaid.openedAt, consecutiveTimeouts: lastSaid.consecutiveTimeouts }
       const journal = (ts: ReadonlyArray<Breaker.BreakerTransition>) => Effect.forEach(ts, onTransition, { discard: true })
 
-      // The next local release (or the retry tick) completes `signal`, as in Slots.ts.
-      let signal = Deferred.unsafeMake<void>(FiberId.none)
-      let armed = false
-      const notify = () => {
-        if (!armed) return
-        armed = false
-        const previous = signal
-        signal = Deferred.unsafeMake<void>(FiberId.none)
-        Deferred.unsafeDone(previous, Exit.void)
-      }
-      const arm = () => {
-        armed = true
-        return signal
-      }
+      // The next local release (or the retry tick) completes the waiters' signal, as in Slots.ts.
+      const { arm, notify } = makeReleaseSignal()
 
       const permit = (id: string, pool: HostLeases.Pool): Permit => {
         let released = false

@@ -54,6 +54,28 @@ export const poolFor = (
 export const sharedTotalOf = (total: number, reservations: Readonly<Record<string, number>>): number =>
   Math.max(0, total - Object.values(reservations).reduce((a, b) => a + b, 0))
 
+/**
+ * The signal of the next release: `arm` hands it to a waiter, `notify` (on a release) completes it.
+ * It is replaced only once somebody took it, so a release nobody waits for allocates nothing.
+ */
+export const makeReleaseSignal = () => {
+  let signal = Deferred.unsafeMake<void>(FiberId.none)
+  let armed = false
+  return {
+    notify: (): void => {
+      if (!armed) return
+      armed = false
+      const previous = signal
+      signal = Deferred.unsafeMake<void>(FiberId.none)
+      Deferred.unsafeDone(previous, Exit.void)
+    },
+    arm: (): Deferred.Deferred<void> => {
+      armed = true
+      return signal
+    }
+  }
+}
+
 // The state is plain numbers changed only inside single synchronous steps: JavaScript runs one of
 // them at a time, which is all the atomicity a counting semaphore needs, at the cost of one
 // Effect.sync per operation (the lane takes and returns a slot on every request).
@@ -62,18 +84,8 @@ export const make = (total: number, reservations: Readonly<Record<string, number
     const sharedTotal = sharedTotalOf(total, reservations)
     let sharedInUse = 0
     const reservedInUse: Record<string, number> = {}
-    // The next release completes `signal`. It is replaced only once somebody took it, so a release
-    // nobody waits for allocates nothing.
-    let signal = Deferred.unsafeMake<void>(FiberId.none)
-    let armed = false
-
-    const notify = () => {
-      if (!armed) return
-      armed = false
-      const previous = signal
-      signal = Deferred.unsafeMake<void>(FiberId.none)
-      Deferred.unsafeDone(previous, Exit.void)
-    }
+    const released = makeReleaseSignal()
+    const notify = released.notify
 
     const permit = (lane: string, pool: Permit["pool"]): Permit => {
       let released = false
@@ -96,10 +108,7 @@ export const make = (total: number, reservations: Readonly<Record<string, number
       return pool === null ? null : permit(lane, pool)
     }
 
-    const arm = () => {
-      armed = true
-      return signal
-    }
+    const arm = released.arm
 
     const inUse = () => {
       let n = sharedInUse
