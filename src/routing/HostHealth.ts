@@ -41,24 +41,23 @@ export interface HealthDeps {
 
 const asString = (v: unknown): string | null => (typeof v === "string" ? v : null)
 
-const readInstalled = (json: Record<string, unknown>): Array<InstalledModel> =>
+/** Each entry of an /api/tags or /api/ps answer's `models` that has a name, read by `read`. */
+const modelsOf = <A>(json: Record<string, unknown>, read: (name: string, rec: Record<string, unknown>) => A): Array<A> =>
   (Array.isArray(json.models) ? json.models : []).flatMap((m: unknown) => {
     if (typeof m !== "object" || m === null) return []
     const rec = m as Record<string, unknown>
     const name = asString(rec.name) ?? asString(rec.model)
-    if (name === null) return []
+    return name === null ? [] : [read(name, rec)]
+  })
+
+const readInstalled = (json: Record<string, unknown>): Array<InstalledModel> =>
+  modelsOf(json, (name, rec) => {
     const details = (typeof rec.details === "object" && rec.details !== null ? rec.details : {}) as Record<string, unknown>
-    return [{ name, parameterSize: asString(details.parameter_size) }]
+    return { name, parameterSize: asString(details.parameter_size) }
   })
 
 const readResident = (json: Record<string, unknown>): Array<ResidentModel> =>
-  (Array.isArray(json.models) ? json.models : []).flatMap((m: unknown) => {
-    if (typeof m !== "object" || m === null) return []
-    const rec = m as Record<string, unknown>
-    const name = asString(rec.name) ?? asString(rec.model)
-    if (name === null) return []
-    return [{ name, expiresAt: asString(rec.expires_at), sizeVram: typeof rec.size_vram === "number" ? rec.size_vram : null }]
-  })
+  modelsOf(json, (name, rec) => ({ name, expiresAt: asString(rec.expires_at), sizeVram: typeof rec.size_vram === "number" ? rec.size_vram : null }))
 
 /** Resident models that came and went between two polls (null: not known before). */
 const residencyChange = (before: ReadonlyArray<ResidentModel> | null, after: ReadonlyArray<ResidentModel>) => {
