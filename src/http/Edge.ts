@@ -10,7 +10,7 @@
  * written. Everything else is here, once: body limits, caller context and lane, spans, the refusal
  * counted before the lane, the drain, the 500 on a defect, and the caller going away.
  */
-import { Cause, Effect, Exit, FiberId, Runtime, Scope, type Tracer } from "effect"
+import { Cause, Context, Effect, Exit, FiberId, Runtime, Scope, type Tracer } from "effect"
 import type { IncomingMessage, ServerResponse } from "node:http"
 import { type CallerContext, resolveCallerContext } from "../domain/CallerContext.ts"
 import { type GatewayError, ShuttingDown } from "../domain/Errors.ts"
@@ -21,6 +21,8 @@ import * as Tracing from "../observability/Tracing.ts"
 import { Gateway } from "../routing/Gateway.ts"
 import type { LaneActor } from "../routing/Lane.ts"
 import type { LaneResult } from "../run/Run.ts"
+import { AsyncRuns } from "../operations/async/AsyncRuns.ts"
+import { ShadowMode } from "../operations/Shadow.ts"
 import type { Accepted, AcceptServices } from "./Accepted.ts"
 import { Drain } from "./Drain.ts"
 import { type ErrorShape, internalErrorMessage } from "./ErrorResponse.ts"
@@ -148,7 +150,11 @@ const statusOf = (res: ServerResponse) => (how: "done" | "failed" | "interrupted
  */
 export const makeEdgeHandler = (routes: Readonly<Record<string, EdgeAdapter<any>>>) =>
   Effect.gen(function*() {
-    const runFork = Runtime.runFork(yield* Effect.runtime<Gateway | Drain | AcceptServices>())
+    const runtime = yield* Effect.runtime<Gateway | Drain | AcceptServices>()
+    // Only the services a request needs: the request scope (Scope.extend) and every provide copy the
+    // context's map, which on the server's runtime holds every service of the gateway.
+    const context = Context.pick(Gateway, Drain, ShadowMode, AsyncRuns)(runtime.context)
+    const runFork = Runtime.runFork(Runtime.make({ context, fiberRefs: runtime.fiberRefs, runtimeFlags: runtime.runtimeFlags }))
     const drain = yield* Drain
     return (req: IncomingMessage, res: ServerResponse): boolean => {
       if (req.method !== "POST") return false

@@ -25,16 +25,30 @@ const text = (message: unknown): string => {
   }
 }
 
+/**
+ * A line that brings its own fields (RequestLog's line per request): every logger shows them as it
+ * shows annotations, but the JSON logger reads them straight from the object instead of building a
+ * fiber's annotation map for one line (~14 HashMap updates and a copy of the fiber's refs).
+ */
+export class FieldLine {
+  constructor(readonly text: string, readonly fields: Readonly<Record<string, unknown>>) {}
+}
+
+const byKey = ([a]: readonly [string, unknown], [b]: readonly [string, unknown]) => (a < b ? -1 : a > b ? 1 : 0)
+
 /** One flat JSON object per line (see the module comment). */
 export const flatJsonLogger = Logger.make<unknown, string>(({ annotations, cause, date, logLevel, message, spans }) => {
   const messages = Array.isArray(message) ? message : [message]
+  const own = messages.length === 1 && messages[0] instanceof FieldLine ? messages[0] : null
   const line: Record<string, unknown> = {
     time: date.toISOString(),
     level: logLevel.label.toLowerCase(),
-    msg: messages.map(text).join(" ")
+    msg: own === null ? messages.map(text).join(" ") : own.text
   }
   // Sorted: the same fields in the same order on every line (annotations carry no order of their own).
-  for (const [key, value] of HashMap.toEntries(annotations).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))) {
+  const fields: Array<readonly [string, unknown]> = HashMap.toEntries(annotations)
+  if (own !== null) fields.push(...Object.entries(own.fields))
+  for (const [key, value] of fields.sort(byKey)) {
     if (!(key in line)) line[key] = value
   }
   if (!Cause.isEmpty(cause)) line.cause = Cause.pretty(cause, { renderErrorCause: true })
@@ -90,11 +104,21 @@ const stdout = () => {
 const toStdout = (logger: Logger.Logger<unknown, string>): Logger.Logger<unknown, void> =>
   Logger.make((options) => stdout().line(logger.log(options)))
 
+/** For the loggers that know only annotations: a FieldLine's fields become annotations of its line. */
+const withFieldLines = <O>(logger: Logger.Logger<unknown, O>): Logger.Logger<unknown, O> =>
+  Logger.mapInputOptions(logger, (options) => {
+    const message = Array.isArray(options.message) && options.message.length === 1 ? options.message[0] : options.message
+    if (!(message instanceof FieldLine)) return options
+    let annotations = options.annotations
+    for (const [key, value] of Object.entries(message.fields)) annotations = HashMap.set(annotations, key, value)
+    return { ...options, message: message.text, annotations }
+  })
+
 const loggerOf = (format: LogFormat): Logger.Logger<unknown, void> => {
   switch (format) {
     case "json": return toStdout(flatJsonLogger)
-    case "logfmt": return toStdout(Logger.logfmtLogger)
-    case "pretty": return Logger.prettyLogger()
+    case "logfmt": return toStdout(withFieldLines(Logger.logfmtLogger))
+    case "pretty": return withFieldLines(Logger.prettyLogger())
   }
 }
 

@@ -14,6 +14,7 @@
  */
 import { Cause, Clock, Effect, Exit, FiberRef, LogLevel } from "effect"
 import type { CallerContext } from "../domain/CallerContext.ts"
+import { FieldLine } from "./Logging.ts"
 
 /** What the run's observer knows about a run, read when the line is written. */
 export interface RunFacts {
@@ -91,9 +92,7 @@ export const write = (facts: RequestFacts, status: number, aborted: boolean): Ef
       ...(aborted ? { aborted: true } : {}),
       ...fieldsOf(facts.run, facts.caller, facts.error)
     }
-    return Effect.logWithLevel(level, `${facts.method} ${facts.route} ${status}${aborted ? " (cut off)" : ""} in ${durationMs} ms`).pipe(
-      Effect.annotateLogs(fields)
-    )
+    return Effect.logWithLevel(level, new FieldLine(`${facts.method} ${facts.route} ${status}${aborted ? " (cut off)" : ""} in ${durationMs} ms`, fields))
   })
 
 /** Runs `effect` as one request: its facts are current meanwhile, and its line is written when it ends. */
@@ -118,5 +117,8 @@ export const logged = <A, E, R>(
 export const runLine = (run: RunFacts, status: number, durationMs: number | null): Effect.Effect<void> =>
   Effect.logWithLevel(
     status >= 500 ? LogLevel.Warning : LogLevel.Info,
-    `run ${run.runId} on lane ${run.lane} ${run.error === null ? "completed" : `failed (${run.error})`}`
-  ).pipe(Effect.annotateLogs({ event: "Run", status, durationMs, ...fieldsOf(run, null, null) }))
+    new FieldLine(
+      `run ${run.runId} on lane ${run.lane} ${run.error === null ? "completed" : `failed (${run.error})`}`,
+      { event: "Run", status, durationMs, ...fieldsOf(run, null, null) }
+    )
+  )

@@ -104,20 +104,19 @@ export const make = (
     const maintenance = yield* makeHostMaintenance(name, deps.windows, writer.append)
 
     const view = (lane: string): Effect.Effect<HostView> =>
-      Effect.flatMap(breaker.snapshot, (b) =>
-        Effect.clockWith((clock) =>
-          Effect.flatMap(slots.viewFor(lane), (slotsView): Effect.Effect<HostView> => {
-            const m = maintenance.at(clock.unsafeCurrentTimeMillis())
-            const h = health.current()
-            return Effect.succeed({
-              protected: config.protected,
-              health: h.status,
-              breaker: { status: b.status, reopensAt: b.reopensAt, probeInFlight: b.probeInFlight },
-              maintenance: { open: m.open, until: m.until },
-              installed: h.installed,
-              slots: slotsView
-            })
-          })))
+      Effect.clockWith((clock) =>
+        Effect.flatMap(breaker.snapshot, (b) => Effect.map(slots.viewFor(lane), (slotsView): HostView => {
+          const m = maintenance.at(clock.unsafeCurrentTimeMillis())
+          const h = health.current()
+          return {
+            protected: config.protected,
+            health: h.status,
+            breaker: { status: b.status, reopensAt: b.reopensAt, probeInFlight: b.probeInFlight },
+            maintenance: { open: m.open, until: m.until },
+            installed: h.installed,
+            slots: slotsView
+          }
+        })))
 
     return {
       name,

@@ -3,7 +3,7 @@
  * attempts down the lane's route with each host's slots, breaker and timeout. Every step is a
  * journal event on the run's stream.
  */
-import { Cause, Clock, Deferred, Effect, ExecutionStrategy, Exit, Option, Ref, Scope } from "effect"
+import { Cause, Clock, Deferred, Effect, Exit, Option, Ref, Scope } from "effect"
 import { type GatewayConfig, type LaneConfig, priceOf } from "../config/GatewayConfig.ts"
 import { AsyncOnlyLane, type GatewayError, JournalUnavailable, LaneSaturated } from "../domain/Errors.ts"
 import type { Usage } from "../domain/OllamaApi.ts"
@@ -75,6 +75,16 @@ type AttemptAnswer =
   | { readonly _tag: "Unary"; readonly bytes: Uint8Array; readonly usage: Usage }
   | { readonly _tag: "Stream"; readonly open: OpenStream }
 
+/** A slot taken for an attempt: the request's scope releases it at the latest. */
+interface Taken {
+  readonly _tag: "Taken"
+  readonly pool: "reserved" | "shared"
+  readonly scope: Scope.Scope
+  readonly release: Effect.Effect<void>
+}
+
+type SlotOrSignal = Taken | { readonly _tag: "Busy"; readonly signal: Deferred.Deferred<void> }
+
 const noMark: LagMark = { at: 0, stalled: 0 }
 const noLag = { lagMs: 0, longestStallMs: 0 }
 
@@ -141,7 +151,7 @@ export const make = (name: string, config: LaneConfig, deps: Deps) =>
       })
 
     /**
-     * One attempt on one host: breaker, timeout (the slot is held by the attempt's scope). `started`
+     * One attempt on one host: breaker, timeout (the slot is held by the request's scope). `started`
      * (the AttemptStarted event) runs only once the breaker admitted the call, so a breaker that
      * opened since plan() leaves a HostSkipped, not an attempt without an outcome.
      */
@@ -240,11 +250,12 @@ export const make = (name: string, config: LaneConfig, deps: Deps) =>
       })
 
     /**
-     * A slot on the step's host, then the attempt in a scope of its own under the request's: it holds
-     * the slot and (for a stream) the upstream body and the relay, so a unary answer or a failure
-     * frees the slot at once and a stream frees it when the request's scope closes. A busy host hands
-     * back the signal of its next release, so a slot freed while this request tries later hosts still
-     * wakes it.
+     * A slot on the step's host, then the attempt. The request's scope holds the slot and (for a
+     * stream) the upstream body and the relay, so a stream frees them when it closes; a unary answer
+     * or a failure releases the slot at once (a permit's release is idempotent, so the scope's later
+     * release of it is a no-op). One scope per request, not a child per attempt: forking and closing
+     * a scope was a measurable share of the request's Effect operations. A busy host hands back the
+     * signal of its next release, so a slot freed while this request tries later hosts still wakes it.
      */
     const tryHost = (at: RunContext, step: Extract<Attempts.Next, { _tag: "Try" }>, state: Attempts.State, signals: ReadonlyArray<Deferred.Deferred<void>>) =>
       Effect.gen(function*() {
@@ -258,20 +269,18 @@ export const make = (name: string, config: LaneConfig, deps: Deps) =>
           Effect.tap((answer) => answer._tag === "Stream" ? Scope.addFinalizer(taken.scope, answer.open.close) : Effect.void)
         ))
         const timing: Timing = { attemptStartedAt, now: yield* Clock.currentTimeMillis, lagAtStart, lag: lagSince(lagAtStart) }
-        if (result._tag === "Right") return yield* answered(at, step, result.right, taken.scope, timing)
-        yield* Scope.close(taken.scope, Exit.void)
+        if (result._tag === "Right") return yield* answered(at, step, result.right, taken, timing)
+        yield* taken.release
         return yield* drive(at, Attempts.evolve(state, yield* missed(at, host, step, result.left, timing)), signals)
       })
 
-    /** The host's slot in a fresh attempt scope under the request's, or the signal of its next release. */
+    /** The host's slot, released by the request's scope at the latest; or the signal of its next release. */
     const takeSlot = (host: HostActor) =>
-      Effect.gen(function*() {
-        const permit = yield* host.slots.acquireOrSignal(name)
-        if (!("pool" in permit)) return { _tag: "Busy", signal: permit } as const
-        const scope = yield* Effect.flatMap(Effect.scope, (request) => Scope.fork(request, ExecutionStrategy.sequential))
-        yield* Scope.addFinalizer(scope, permit.release)
-        return { _tag: "Taken", pool: permit.pool, scope } as const
-      })
+      Effect.flatMap(host.slots.acquireOrSignal(name), (permit): Effect.Effect<SlotOrSignal, never, Scope.Scope> =>
+        "pool" in permit
+          ? Effect.flatMap(Effect.scope, (scope) =>
+            Effect.as(Scope.addFinalizer(scope, permit.release), { _tag: "Taken", pool: permit.pool, scope, release: permit.release } satisfies Taken))
+          : Effect.succeed({ _tag: "Busy", signal: permit } as const))
 
     /** A failed attempt journaled, and what it tells the decider. */
     const missed = (at: RunContext, host: HostActor, step: Extract<Attempts.Next, { _tag: "Try" }>, error: UpstreamFailure | BreakerOpen, timing: Timing) =>
@@ -300,13 +309,19 @@ export const make = (name: string, config: LaneConfig, deps: Deps) =>
         return { _tag: "Failed", host: h, kind: error.kind, status: error.status, message: error.message, gatewayStallMs: stall ? timing.lag.longestStallMs : null } satisfies Attempts.Outcome
       })
 
-    /** The host answered: a unary answer completes the run; a stream is relayed from the attempt's scope. */
-    const answered = (at: RunContext, step: Extract<Attempts.Next, { _tag: "Try" }>, answer: AttemptAnswer, scope: Scope.CloseableScope, timing: Timing) =>
+    /** The host answered: a unary answer completes the run; a stream is relayed in the request's scope. */
+    const answered = (
+      at: RunContext,
+      step: Extract<Attempts.Next, { _tag: "Try" }>,
+      answer: AttemptAnswer,
+      slot: Taken,
+      timing: Timing
+    ) =>
       Effect.gen(function*() {
         const host = step.step.host
         const info: RunInfo = { runId: at.runId, traceId: at.request.caller.traceId, lane: name, model: config.model, endpoint: host }
         if (answer._tag === "Unary") {
-          yield* Scope.close(scope, Exit.void)
+          yield* slot.release
           yield* complete(at.run, host, answer.usage, at.startedAt, timing.attemptStartedAt, null, timing.lag)
           return { _tag: "Unary", info, bytes: answer.bytes } satisfies LaneResult
         }
@@ -318,7 +333,7 @@ export const make = (name: string, config: LaneConfig, deps: Deps) =>
           startedAt: at.startedAt,
           attemptStartedAt: timing.attemptStartedAt,
           complete: (usage) => complete(at.run, host, usage, at.startedAt, timing.attemptStartedAt, timing.now, lagSince(timing.lagAtStart))
-        }, answer.open, scope)
+        }, answer.open, slot.scope)
         return { _tag: "Stream", info, source, stream: toStream(source), idleTimeoutMs: step.step.timeoutMs } satisfies LaneResult
       })
 
@@ -351,7 +366,9 @@ export const make = (name: string, config: LaneConfig, deps: Deps) =>
     const admitAndRoute = (request: LaneRequest, as: RunAs | undefined, runId: string, run: StreamWriter, startedAt: number) =>
       Effect.gen(function*() {
         if (config.async && as === undefined) return yield* fail(run, new AsyncOnlyLane({ lane: name }), startedAt)
-        const admitted = yield* Effect.acquireRelease(admit, (ok) => ok ? leave : Effect.void)
+        // The request scope's finalizer, added directly: Effect.acquireRelease would also diff and
+        // restore the fiber's refs around it, a measurable cost per request for a counter.
+        const admitted = yield* Effect.uninterruptible(Effect.tap(admit, (ok) => ok ? Effect.flatMap(Effect.scope, (scope) => Scope.addFinalizer(scope, leave)) : Effect.void))
         if (!admitted) {
           return yield* fail(run, new LaneSaturated({ lane: name, reason: `admission queue full (${config.queue.capacity} requests in the lane)`, retryAfterSeconds }), startedAt)
         }

@@ -3,8 +3,8 @@
  * arrives. A failure after the first chunk cannot fail over (the caller has tokens); it ends with an
  * {"error"} line, never a fake done, and the journal says so.
  *
- * The relay belongs to its attempt's scope (a child of the request's, which also holds the slot and
- * the upstream body): closing it journals the abort when the answer had not ended. The edge closes the request
+ * The relay belongs to the request's scope (which also holds the slot and the upstream body):
+ * closing it journals the abort when the answer had not ended. The edge closes the request
  * scope when the response is over or the caller left; an async run when the run ends.
  */
 import { Clock, Effect, Exit, FiberRef, Scope } from "effect"

@@ -1,0 +1,125 @@
+/**
+ * Two builds of the gateway side by side under the same conditions (issue 11's "benchmark within
+ * noise", issue 14's CPU work): checkouts A and B each run their compiled gateway on a database of
+ * their own, against one fake host, and take the same load at the same time (C connections each,
+ * requests alternating between them). Each round reports each process's CPU per request over the
+ * same window, so whatever else loads the machine loads both alike; the ratio B/A is the verdict.
+ * Sequential A-then-B runs on this shared 2-core machine differed by up to 2× from load alone.
+ *
+ *   A=<checkout> B=<checkout> npx tsx bench/ab.ts [requests per gateway per round=10000] [connections each=16] [rounds=3]
+ *
+ * B defaults to this checkout. Each checkout is built with its own scripts/build.mjs (and needs its
+ * node_modules). Traffic goes to loopback only.
+ */
+import { type ChildProcess, spawn, spawnSync } from "node:child_process"
+import fs from "node:fs"
+import os from "node:os"
+import path from "node:path"
+import pg from "pg"
+import { Agent, request } from "undici"
+import { gatewayBenchConfig } from "./BenchConfig.ts"
+
+const here = path.join(import.meta.dirname, "..")
+const roots = { A: process.env.A, B: process.env.B ?? here }
+if (roots.A === undefined) throw new Error("set A=<checkout> (and optionally B=<checkout>, default this one)")
+const perRound = Number(process.argv[2] ?? 10000)
+const connections = Number(process.argv[3] ?? 16)
+const rounds = Number(process.argv[4] ?? 3)
+const adminUrl = process.env.BENCH_DATABASE_URL ?? "postgres://postgres@127.0.0.1:5432/postgres"
+const dir = fs.mkdtempSync(path.join(os.tmpdir(), "awooop-ab-"))
+
+const waitLine = (child: ChildProcess, re: RegExp) =>
+  new Promise<RegExpMatchArray>((resolve) => {
+    let buf = ""
+    child.stdout!.on("data", (d) => {
+      buf += d
+      const m = buf.match(re)
+      if (m !== null) resolve(m)
+    })
+  })
+
+/** user + system CPU seconds of a process, from /proc. */
+const cpuOf = (pid: number): number => {
+  const f = fs.readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1]!.split(" ")
+  return (Number(f[11]) + Number(f[12])) / 100
+}
+
+const admin = new pg.Client({ connectionString: adminUrl })
+await admin.connect()
+const fake = spawn(process.execPath, ["--import", "tsx", "bench/fake-host.ts", "0"], { cwd: here, stdio: ["ignore", "pipe", "inherit"] })
+const fakeUrl = `http://127.0.0.1:${(await waitLine(fake, /READY (\d+)/))[1]}`
+const configFile = path.join(dir, "gateway.yaml")
+fs.writeFileSync(configFile, gatewayBenchConfig(fakeUrl))
+
+interface Side {
+  readonly name: "A" | "B"
+  readonly child: ChildProcess
+  readonly url: string
+  readonly db: string
+}
+
+const start = async (name: "A" | "B"): Promise<Side> => {
+  const root = roots[name]!
+  if (spawnSync(process.execPath, ["scripts/build.mjs"], { cwd: root, stdio: "inherit" }).status !== 0) throw new Error(`build of ${root} failed`)
+  const db = `awooop_ab_${name.toLowerCase()}_${Date.now()}`
+  await admin.query(`CREATE DATABASE ${db}`)
+  const port = 20000 + Math.floor(Math.random() * 20000)
+  const child = spawn(process.execPath, ["dist/main.js"], {
+    cwd: root,
+    env: { ...process.env, DATABASE_URL: adminUrl.replace(/\/[^/]*$/, `/${db}`), AWOOOP_CONFIG: configFile, PORT: String(port), AWOOOP_LOG_LEVEL: "warn" },
+    stdio: ["ignore", "ignore", "inherit"]
+  })
+  const url = `http://127.0.0.1:${port}`
+  for (;;) {
+    try {
+      await (await fetch(`${url}/awooop/health`)).text()
+      return { name, child, url, db }
+    } catch {
+      await new Promise((r) => setTimeout(r, 100))
+    }
+  }
+}
+
+const sides = [await start("A"), await start("B")]
+const agent = new Agent({ connections: connections * 2 })
+const body = JSON.stringify({ model: "gemma3:4b", prompt: "why is the alert firing?", stream: false })
+const headers = { "content-type": "application/json", "x-awooop-lane": "alert-fast", "x-awooop-project-id": "bench" }
+
+const load = (side: Side, n: number) => {
+  let next = 0
+  return Promise.all(Array.from({ length: connections }, async () => {
+    while (next < n) {
+      next++
+      const res = await request(`${side.url}/api/generate`, { method: "POST", dispatcher: agent, headers, body })
+      for await (const _ of res.body) void _
+      if (res.statusCode !== 200) throw new Error(`${side.name}: status ${res.statusCode}`)
+    }
+  }))
+}
+
+try {
+  // Warm-up: JIT, connection pools, the projector's first batches.
+  await Promise.all(sides.map((s) => load(s, 2000)))
+  await new Promise((r) => setTimeout(r, 1500))
+  console.log(`A = ${roots.A}\nB = ${roots.B}\n${perRound} requests each per round, ${connections} connections each, at the same time; load average ${os.loadavg()[0]!.toFixed(1)}`)
+  console.log("| round | A µs/req | B µs/req | B/A |\n|---|---|---|---|")
+  const ratios: Array<number> = []
+  for (let round = 1; round <= rounds; round++) {
+    const before = sides.map((s) => cpuOf(s.child.pid!))
+    await Promise.all(sides.map((s) => load(s, perRound)))
+    // The journal's and projector's batches for this round's requests.
+    await new Promise((r) => setTimeout(r, 1500))
+    const us = sides.map((s, i) => ((cpuOf(s.child.pid!) - before[i]!) * 1e6) / perRound)
+    ratios.push(us[1]! / us[0]!)
+    console.log(`| ${round} | ${us[0]!.toFixed(0)} | ${us[1]!.toFixed(0)} | ${(us[1]! / us[0]!).toFixed(2)} |`)
+  }
+  const sorted = [...ratios].sort((a, b) => a - b)
+  console.log(`median B/A ${sorted[Math.floor(sorted.length / 2)]!.toFixed(2)}; load average at the end ${os.loadavg()[0]!.toFixed(1)}`)
+} finally {
+  for (const s of sides) s.child.kill("SIGTERM")
+  await Promise.all(sides.map((s) => new Promise((r) => s.child.exitCode !== null ? r(null) : s.child.on("exit", r))))
+  fake.kill("SIGTERM")
+  for (const s of sides) await admin.query(`DROP DATABASE IF EXISTS ${s.db} WITH (FORCE)`)
+  await admin.end()
+  await agent.close()
+}
