@@ -8,7 +8,8 @@
  *
  *   A=<checkout> B=<checkout> npx tsx bench/ab.ts [requests per gateway per round=10000] [connections each=16] [rounds=3]
  *
- * B defaults to this checkout. Each checkout is built with its own scripts/build.mjs (and needs its
+ * B defaults to this checkout. PROF=1 also writes a CPU profile of each side; NODE_FLAGS_A /
+ * NODE_FLAGS_B give one side node flags (A=B=<checkout> with a flag on one side measures the flag). Each checkout is built with its own scripts/build.mjs (and needs its
  * node_modules). Traffic goes to loopback only.
  */
 import { type ChildProcess, spawn, spawnSync } from "node:child_process"
@@ -44,6 +45,9 @@ const cpuOf = (pid: number): number => {
   return (Number(f[11]) + Number(f[12])) / 100
 }
 
+/** Resident set size in MB, from /proc. */
+const rssOf = (pid: number): number => Number(/VmRSS:\s+(\d+)/.exec(fs.readFileSync(`/proc/${pid}/status`, "utf8"))![1]) / 1024
+
 const admin = new pg.Client({ connectionString: adminUrl })
 await admin.connect()
 const fake = spawn(process.execPath, ["--import", "tsx", "bench/fake-host.ts", "0"], { cwd: here, stdio: ["ignore", "pipe", "inherit"] })
@@ -64,7 +68,11 @@ const start = async (name: "A" | "B"): Promise<Side> => {
   const db = `awooop_ab_${name.toLowerCase()}_${Date.now()}`
   await admin.query(`CREATE DATABASE ${db}`)
   const port = 20000 + Math.floor(Math.random() * 20000)
-  const child = spawn(process.execPath, ["dist/main.js"], {
+  // PROF=1: a --cpu-prof profile of each side, written into <tmp dir>/<side> when it stops.
+  const prof = process.env.PROF ? ["--cpu-prof", `--cpu-prof-dir=${path.join(dir, name)}`] : []
+  // NODE_FLAGS_A / NODE_FLAGS_B: node flags of one side (e.g. a heap setting against the same build).
+  const flags = (process.env[`NODE_FLAGS_${name}`] ?? "").split(" ").filter(Boolean)
+  const child = spawn(process.execPath, [...prof, ...flags, "dist/main.js"], {
     cwd: root,
     env: { ...process.env, DATABASE_URL: adminUrl.replace(/\/[^/]*$/, `/${db}`), AWOOOP_CONFIG: configFile, PORT: String(port), AWOOOP_LOG_LEVEL: "warn" },
     stdio: ["ignore", "ignore", "inherit"]
@@ -102,7 +110,7 @@ try {
   await Promise.all(sides.map((s) => load(s, 2000)))
   await new Promise((r) => setTimeout(r, 1500))
   console.log(`A = ${roots.A}\nB = ${roots.B}\n${perRound} requests each per round, ${connections} connections each, at the same time; load average ${os.loadavg()[0]!.toFixed(1)}`)
-  console.log("| round | A µs/req | B µs/req | B/A |\n|---|---|---|---|")
+  console.log("| round | A µs/req | B µs/req | B/A | RSS A / B MB after the round |\n|---|---|---|---|---|")
   const ratios: Array<number> = []
   for (let round = 1; round <= rounds; round++) {
     const before = sides.map((s) => cpuOf(s.child.pid!))
@@ -111,7 +119,8 @@ try {
     await new Promise((r) => setTimeout(r, 1500))
     const us = sides.map((s, i) => ((cpuOf(s.child.pid!) - before[i]!) * 1e6) / perRound)
     ratios.push(us[1]! / us[0]!)
-    console.log(`| ${round} | ${us[0]!.toFixed(0)} | ${us[1]!.toFixed(0)} | ${(us[1]! / us[0]!).toFixed(2)} |`)
+    const rss = sides.map((s) => rssOf(s.child.pid!).toFixed(0))
+    console.log(`| ${round} | ${us[0]!.toFixed(0)} | ${us[1]!.toFixed(0)} | ${(us[1]! / us[0]!).toFixed(2)} | ${rss[0]} / ${rss[1]} |`)
   }
   const sorted = [...ratios].sort((a, b) => a - b)
   console.log(`median B/A ${sorted[Math.floor(sorted.length / 2)]!.toFixed(2)}; load average at the end ${os.loadavg()[0]!.toFixed(1)}`)
@@ -122,4 +131,5 @@ try {
   for (const s of sides) await admin.query(`DROP DATABASE IF EXISTS ${s.db} WITH (FORCE)`)
   await admin.end()
   await agent.close()
+  if (process.env.PROF) console.log(`profiles: ${dir}/A, ${dir}/B`)
 }

@@ -95,6 +95,16 @@ interface CpuShare {
   readonly postgres: number
 }
 
+/** Peak resident set size of a process in MB (Linux VmHWM), or null. */
+const peakRssOf = (pid: number | undefined): number | null => {
+  try {
+    const m = /VmHWM:\s+(\d+)/.exec(fs.readFileSync(`/proc/${pid}/status`, "utf8"))
+    return m === null ? null : Number(m[1]) / 1024
+  } catch {
+    return null
+  }
+}
+
 /** Runs `f` and returns, with its result, the CPU µs per request each party spent during it. */
 const measured = async <A>(requests: number, pids: { fake?: number; proxy?: number }, f: () => Promise<A>): Promise<[A, CpuShare]> => {
   const self0 = process.cpuUsage()
@@ -278,6 +288,8 @@ export const benchGateway = async () => {
   await openAi("/v1/chat/completions, non-streaming, concurrency 32", 5000, 32)
   await stop(bare.child)
   await stop(portkey.child)
+  // Peak resident memory of the gateway over every scenario (before it stops).
+  const peakRssMb = peakRssOf(gateway.child.pid)
   await stop(gateway.child) // SIGTERM: drains and flushes the journal
   await stop(fake.child)
   const db = new pg.Client({ connectionString: dbUrl })
@@ -329,6 +341,7 @@ export const benchGateway = async () => {
     const g = r.paths.gateway!.run.rps
     lines.push(`| ${r.name} | gateway ÷ Portkey | ${(g / r.paths.Portkey!.run.rps).toFixed(2)}× | | | | gateway ÷ bare proxy CPU: ${(r.paths.gateway!.cpu.proxy / r.paths["bare proxy"]!.cpu.proxy).toFixed(1)}× | |`)
   }
+  lines.push("", `Gateway memory: peak RSS ${peakRssMb === null ? "unknown" : `${peakRssMb.toFixed(0)} MB`} over the whole run (VmHWM; target under the c=32 load ≤ 200 MB).`)
   lines.push("", `Journal audit: ${sent} requests through the gateway → expected ${sent * 5} run events (5 each), found ${rows}; RunCompleted ${runs}/${sent}. ${rows === sent * 5 && runs === sent ? "OK: none lost." : "MISMATCH"}`)
   return lines.join("\n")
 }
