@@ -6,11 +6,10 @@
 import { Context, Effect, Either, Layer, ParseResult, Schema } from "effect"
 import * as Config from "effect/Config"
 import * as fs from "node:fs"
-import * as path from "node:path"
-import { fileURLToPath } from "node:url"
 import * as YAML from "yaml"
 import { AnonymousConfig, applyCallerKeys, CallerConfig, callerIssues } from "./Callers.ts"
 import { DurationMs } from "./Duration.ts"
+import { packagePath } from "./PackagePaths.ts"
 
 const PositiveInt = Schema.Int.pipe(Schema.greaterThanOrEqualTo(1))
 const NonNegativeInt = Schema.Int.pipe(Schema.greaterThanOrEqualTo(0))
@@ -310,7 +309,7 @@ export const loadConfigFile = (file: string, env: Record<string, string | undefi
     return yield* parseConfig(text, file, env)
   })
 
-export const defaultConfigPath = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../../config/gateway.example.yaml")
+export const defaultConfigPath = packagePath(import.meta.url, "config", "gateway.example.yaml")
 
 /** The loaded config as a service. */
 export class GatewayConfigTag extends Context.Tag("awooop/GatewayConfig")<GatewayConfigTag, GatewayConfig>() {

@@ -6,7 +6,7 @@
  */
 import { HttpServerResponse } from "@effect/platform"
 import { createHash } from "node:crypto"
-import { readFileSync } from "node:fs"
+import { existsSync, readFileSync } from "node:fs"
 import { createRequire } from "node:module"
 import { dirname, join } from "node:path"
 import { fileURLToPath } from "node:url"
@@ -18,8 +18,15 @@ interface Asset {
   readonly etag: string
 }
 
-/** Our own files, next to this module (scripts/build.mjs copies them into dist/console/assets). */
-const ownDir = (): string => join(dirname(fileURLToPath(import.meta.url)), "assets")
+/**
+ * Our own files, next to this module (scripts/build.mjs copies them into dist/console/assets); from
+ * the bundled dist/main.js, this module's URL is the bundle's, so they are in console/assets beside it.
+ */
+const ownDir = (): string => {
+  const here = dirname(fileURLToPath(import.meta.url))
+  const beside = join(here, "assets")
+  return existsSync(beside) ? beside : join(here, "console", "assets")
+}
 
 const uplotDir = () => dirname(createRequire(import.meta.url).resolve("uplot/package.json"))
 

@@ -12,10 +12,10 @@ import type { SqlError } from "@effect/sql/SqlError"
 import { Effect, Layer } from "effect"
 import { readdir, readFile } from "node:fs/promises"
 import * as Path from "node:path"
-import { fileURLToPath } from "node:url"
+import { packagePath } from "../config/PackagePaths.ts"
 
-/** `<package root>/migrations`, resolved from this file's location. */
-export const migrationsDir: string = fileURLToPath(new URL("../../migrations/", import.meta.url))
+/** `<package root>/migrations/`, resolved from this file's location (config/PackagePaths.ts). */
+export const migrationsDir: string = packagePath(import.meta.url, "migrations") + Path.sep
 
 /** Arbitrary constant key for `pg_advisory_xact_lock`: "awooop-migrations". */
 const LOCK_KEY = 7_243_158_801
