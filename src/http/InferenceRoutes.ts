@@ -45,15 +45,17 @@ const ollamaAdapter = (operation: Operation): EdgeAdapter => {
     errorBody: ollamaError,
     translate: (raw) => Effect.map(decodeRequest(operation, raw), laneCall),
     instead: (call, caller, lane, headers) => acceptInstead(call, caller, lane, headers, call.prompt),
-    respond: (res, result, _call, done) => {
-      // Called as the answer is written (Edge.ts), so writing here is in order.
-      if (result._tag === "Unary") {
-        writeWhole(res, 200, resultHeaders(result, jsonType), result.bytes)
-        return Effect.void
-      }
-      res.writeHead(200, resultHeaders(result, "application/x-ndjson"))
-      return Effect.zipRight(Effect.zipRight(pipeResult(res, result), done), Effect.sync(() => res.end()))
-    }
+    // Suspended: the edge builds the answer's effect before it has run `done`, and a unary answer
+    // must free its slot before it is written (Edge.ts).
+    respond: (res, result, _call, done) =>
+      Effect.suspend(() => {
+        if (result._tag === "Unary") {
+          writeWhole(res, 200, resultHeaders(result, jsonType), result.bytes)
+          return Effect.void
+        }
+        res.writeHead(200, resultHeaders(result, "application/x-ndjson"))
+        return Effect.zipRight(Effect.zipRight(pipeResult(res, result), done), Effect.sync(() => res.end()))
+      })
   }
 }
 
