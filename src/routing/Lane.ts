@@ -310,13 +310,7 @@ export const make = (name: string, config: LaneConfig, deps: Deps) =>
       })
 
     /** The host answered: a unary answer completes the run; a stream is relayed in the request's scope. */
-    const answered = (
-      at: RunContext,
-      step: Extract<Attempts.Next, { _tag: "Try" }>,
-      answer: AttemptAnswer,
-      slot: Taken,
-      timing: Timing
-    ) =>
+    const answered = (at: RunContext, step: Extract<Attempts.Next, { _tag: "Try" }>, answer: AttemptAnswer, slot: Taken, timing: Timing) =>
       Effect.gen(function*() {
         const host = step.step.host
         const info: RunInfo = { runId: at.runId, traceId: at.request.caller.traceId, lane: name, model: config.model, endpoint: host }
