@@ -250,12 +250,10 @@ export const make = (name: string, config: LaneConfig, deps: Deps) =>
       })
 
     /**
-     * A slot on the step's host, then the attempt. The request's scope holds the slot and (for a
-     * stream) the upstream body and the relay, so a stream frees them when it closes; a unary answer
-     * or a failure releases the slot at once (a permit's release is idempotent, so the scope's later
-     * release of it is a no-op). One scope per request, not a child per attempt: forking and closing
-     * a scope was a measurable share of the request's Effect operations. A busy host hands back the
-     * signal of its next release, so a slot freed while this request tries later hosts still wakes it.
+     * A slot on the step's host, then the attempt. The request's scope holds the slot and (for a stream)
+     * the upstream body and the relay; a unary answer or a failure releases the slot at once (release is
+     * idempotent). One scope per request, not a child per attempt: forking and closing one was a measurable
+     * share of the request's Effect operations. A busy host hands back the signal of its next release.
      */
     const tryHost = (at: RunContext, step: Extract<Attempts.Next, { _tag: "Try" }>, state: Attempts.State, signals: ReadonlyArray<Deferred.Deferred<void>>) =>
       Effect.gen(function*() {
