@@ -230,4 +230,58 @@ describe("host link", () => {
       expect(transitions.filter((t) => t.endsWith("BreakerHalfOpened"))).toHaveLength(1)
       expect(transitions.filter((t) => t.endsWith("BreakerClosed"))).toHaveLength(1)
     }))
+
+  it.scoped("a replica parks an ended request's lease for its lane's next one, and hands it back when another replica is refused or it lingers", () =>
+    Effect.gen(function*() {
+      const host = yield* owner
+      let acquires = 0
+      const counted = { ...host, Acquire: (p: Parameters<typeof host.Acquire>[0]) => Effect.suspend(() => (acquires++, host.Acquire(p))) }
+      const client = (() => counted) as unknown as HostLink.Client
+      const park = { lingerMs: 2_000, syncMs: 100, freshMs: 500 }
+      const make = (replica: string) =>
+        // Renewals within the lease (b's lease must outlive the test), parked ones synced more often.
+        HostLink.make(client, { replica, renewMs: 400, callTimeoutMs: 1_000, retryMs: 5_000, park })
+          .make("gpu-1", 3, { alert: 1 }, { consecutiveTimeouts: 2, cooldown: COOLDOWN }, () => Effect.void)
+      const a = yield* make("a")
+      const b = yield* make("b")
+      yield* past(LEASE)
+      const take = (link: typeof a, lane: string) => Effect.map(link.slots.tryAcquire(lane), Option.getOrThrow)
+      // What the entity counts, once the releases sent off the requests' path have arrived.
+      const sharedInUse = Effect.zipRight(
+        Effect.repeatN(Effect.yieldNow(), 10),
+        Effect.map(host.Renew({ opened: null, replica: "probe", leases: [] }), (r) => r.state.slots.shared.inUse)
+      )
+
+      // a's two code-review requests end: both leases stay parked at a (the entity still counts them).
+      const [cr1, cr2] = [yield* take(a, "code-review"), yield* take(a, "code-review")]
+      yield* cr1.release
+      yield* cr2.release
+      expect(acquires).toBe(2)
+      expect(yield* sharedInUse).toBe(2)
+      // The next ones on a take them without a message; another lane never takes them.
+      const again = yield* take(a, "code-review")
+      expect(again.pool).toBe("shared")
+      expect(acquires).toBe(2)
+      expect((yield* take(a, "alert")).pool).toBe("reserved")
+      expect(acquires).toBe(3)
+      yield* again.release
+
+      // b is refused (a parks both shared slots): the entity wants them back, a hears it at its next sync.
+      expect(Option.isNone(yield* b.slots.tryAcquire("code-review"))).toBe(true)
+      yield* past(park.syncMs)
+      expect(yield* sharedInUse).toBe(0)
+      expect((yield* take(b, "code-review")).pool).toBe("shared")
+      // While the entity wants slots, a's ended requests release at once instead of parking.
+      const cr3 = yield* take(a, "code-review")
+      yield* cr3.release
+      expect(yield* sharedInUse).toBe(1)
+
+      // Once nobody was refused for half a lease period, a parks again; unused for the linger period, it releases.
+      yield* past(LEASE / 2)
+      const cr4 = yield* take(a, "code-review")
+      yield* cr4.release
+      expect(yield* sharedInUse).toBe(2)
+      yield* past(park.lingerMs + park.syncMs)
+      expect(yield* sharedInUse).toBe(1)
+    }))
 })

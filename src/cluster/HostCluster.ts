@@ -24,12 +24,23 @@ export const hostSettings = (config: GatewayConfig): Record<string, HostEntity.H
     }]
   }))
 
-/** The lease timings: renewals five times per lease period; a grant waits at most 2 s. */
-export const linkTimings = (leaseMs: number) => ({
-  renewMs: Math.max(100, Math.floor(leaseMs / 5)),
-  callTimeoutMs: Math.min(2_000, Math.max(200, Math.floor(leaseMs / 2))),
-  retryMs: 100
-})
+/**
+ * The lease timings: renewals five times per lease period; a grant waits at most 2 s. Parking
+ * (ParkedLeases.ts): a parked lease lingers 1 s; while any is parked the link syncs every 250 ms
+ * (the entity's `wanted` lasts half a lease period, so two syncs hear it); a lease is parked or
+ * reused only while its last confirmation is younger than the lease period less a renew period and
+ * a call timeout, so it is still alive at the entity until the next renewal has had time to reach it.
+ */
+export const linkTimings = (leaseMs: number) => {
+  const renewMs = Math.max(100, Math.floor(leaseMs / 5))
+  const callTimeoutMs = Math.min(2_000, Math.max(200, Math.floor(leaseMs / 2)))
+  return {
+    renewMs,
+    callTimeoutMs,
+    retryMs: 100,
+    park: { lingerMs: 1_000, syncMs: Math.min(250, renewMs), freshMs: Math.max(0, leaseMs - renewMs - callTimeoutMs) }
+  }
+}
 
 /** The entity on this runner and this replica's coordination through it; needs Sharding and the config. */
 export const layer = (runner: RunnerConfig) => {

@@ -43,6 +43,8 @@ export const HostState = Schema.Struct({
   owner: Schema.String,
   /** True for one lease period after the entity started: no grants yet. */
   recovering: Schema.Boolean,
+  /** True while a grant was refused lately for want of a slot: replicas release the leases they park. */
+  wanted: Schema.Boolean,
   slots: Schema.Struct({ total: Schema.Number, inUse: Schema.Number, shared: Use, reserved: Schema.Record({ key: Schema.String, value: Use }) }),
   breaker: Schema.Struct({
     status: Schema.Literal("closed", "open", "half-open"),
@@ -126,6 +128,7 @@ const makeHost = (settings: EntitySettings) =>
       Effect.zipWith(breaker.snapshot, breaker.epoch, (b, epoch): HostState => ({
         owner,
         recovering: table.recovering(now),
+        wanted: table.wanted(now),
         slots: table.snapshot(),
         breaker: { ...b, epoch }
       }))

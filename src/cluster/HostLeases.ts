@@ -19,6 +19,12 @@
  * stands for is running on the host, and counting it is what keeps further grants honest. (That only
  * happens when a replica could not renew for a whole lease period while its request ran — then the
  * host may briefly have had more than its slots; see README "Several replicas".)
+ *
+ * A replica may park a lease whose request ended, for its lane's next request (ParkedLeases.ts): to
+ * this table it is held like any other. A refusal for want of a slot makes the host `wanted` for
+ * half a lease period, which tells every replica in its next answer to release what it parks. Half a
+ * lease period spans at least two renewals of every replica (a renew period is at most a fifth of a
+ * lease), so each of them hears it while a lane still waits.
  */
 import { type SlotsSnapshot, poolFor, sharedTotalOf } from "../routing/Slots.ts"
 
@@ -47,6 +53,8 @@ export interface LeaseTable {
   /** Drops the leases expired at `now`; returns how many. */
   readonly sweep: (now: number) => number
   readonly recovering: (now: number) => boolean
+  /** True while a grant was refused for want of a slot in the last half lease period. */
+  readonly wanted: (now: number) => boolean
   readonly snapshot: () => SlotsSnapshot
   /** Leases held by `replica` (for tests and the log). */
   readonly heldBy: (replica: string) => number
@@ -56,6 +64,8 @@ export const make = (total: number, reservations: Readonly<Record<string, number
   const sharedTotal = sharedTotalOf(total, reservations)
   const leases = new Map<string, Lease>()
   const recoverUntil = startedAt + leaseMs
+  const wantedMs = leaseMs / 2
+  let wantedAt = -Infinity
   let sharedInUse = 0
   const reservedInUse: Record<string, number> = {}
 
@@ -77,7 +87,10 @@ export const make = (total: number, reservations: Readonly<Record<string, number
     const known = leases.get(id)
     if (known !== undefined) return { _tag: "Granted", pool: known.pool }
     const pool = poolFor(lane, reservations, reservedInUse[lane] ?? 0, sharedInUse, sharedTotal)
-    if (pool === null) return { _tag: "Busy", reason: "full" }
+    if (pool === null) {
+      wantedAt = now
+      return { _tag: "Busy", reason: "full" }
+    }
     add({ id, lane, pool, replica, expiresAt: now + leaseMs })
     return { _tag: "Granted", pool }
   }
@@ -126,5 +139,5 @@ export const make = (total: number, reservations: Readonly<Record<string, number
     return n
   }
 
-  return { grant, renew, release, sweep, recovering: (now) => now < recoverUntil, snapshot, heldBy }
+  return { grant, renew, release, sweep, recovering: (now) => now < recoverUntil, wanted: (now) => now - wantedAt < wantedMs, snapshot, heldBy }
 }

@@ -4,9 +4,11 @@
  *
  *   slots    a permit is a lease granted by the entity (one message, answered before the attempt
  *            starts); this replica renews all its leases of the host in one message every renew
- *            period and releases each when its request ends (sent off the request's path). A host
- *            the entity says is full — or an entity that cannot be reached in time — is busy: the
- *            waiting lane is woken by a release here or every `retryMs` to ask again.
+ *            period. When its request ends a lease is parked for the lane's next request here
+ *            (ParkedLeases.ts: no message at all for that one) while the entity wants none back,
+ *            else released (sent off the request's path). A host the entity says is full — or an
+ *            entity that cannot be reached in time — is busy: the waiting lane is woken by a
+ *            release here or every `retryMs` to ask again.
  *   breaker  every answer carries the breaker's state. While it is closed a call goes without asking
  *            (the state came with this request's grant a moment ago); a timeout, a success after
  *            timeouts and every probe's outcome are told to the entity, which counts them for all
@@ -15,14 +17,16 @@
  *            here, on the host's stream.
  *
  * The view plan() and /awooop/health read (slots in use, breaker) is the last answer's: at most a
- * renew period old.
+ * renew period old (a sync period while leases are parked: a request on a parked lease asks nothing,
+ * so an opened breaker reaches this replica with the next sync, not with a grant).
  */
-import { Effect, Exit, Option, Schedule } from "effect"
+import { Clock, Effect, Exit, Option, Schedule } from "effect"
 import * as Breaker from "../routing/Breaker.ts"
 import type { HostCoordinationShape, HostParts } from "../routing/HostCoordination.ts"
 import { makeReleaseSignal, sharedTotalOf, type Permit, type Slots } from "../routing/Slots.ts"
 import type { HostEntity, HostState } from "./HostEntity.ts"
 import type * as HostLeases from "./HostLeases.ts"
+import * as ParkedLeases from "./ParkedLeases.ts"
 
 export interface LinkSettings {
   /** This process, as the entity knows its leases' holder (unique per process). */
@@ -32,6 +36,21 @@ export interface LinkSettings {
   readonly callTimeoutMs: number
   /** How often a lane waiting for a busy host asks again. */
   readonly retryMs: number
+  /** Parking (ParkedLeases.ts); without it every request asks the entity for its lease. */
+  readonly park?: ParkSettings
+}
+
+export interface ParkSettings {
+  /** A parked lease unused this long is released. */
+  readonly lingerMs: number
+  /** How often the link renews (and so hears `wanted`) while it parks leases. */
+  readonly syncMs: number
+  /**
+   * A lease is parked or reused only this soon after the entity last confirmed it (a grant or a
+   * renewal answered). Less than a lease period by a margin: a lease the entity may have let expire
+   * (this replica cut off from it) is never reused.
+   */
+  readonly freshMs: number
 }
 
 /** The entity's client, as `HostEntity.client` gives it. */
@@ -40,6 +59,7 @@ export type Client = Effect.Effect.Success<typeof HostEntity.client>
 const initialState = (slots: number, reservations: Readonly<Record<string, number>>): HostState => ({
   owner: "",
   recovering: true,
+  wanted: false,
   slots: {
     total: slots,
     inUse: 0,
@@ -62,14 +82,16 @@ export const make = (client: Client, settings: LinkSettings): HostCoordinationSh
     Effect.gen(function*() {
       const entity = client(host)
       const replica = settings.replica
+      const clock = yield* Effect.clock
       let state = initialState(slots, reservations)
-      const held = new Map<string, HostLeases.LeaseRef>()
+      const leases = makeLeases(settings.park, () => clock.unsafeCurrentTimeMillis())
       let counter = 0
 
       /**
        * One message; None when it failed or took longer than callTimeoutMs. Interruptible even where
        * the lane takes its slot uninterruptibly, so the timeout (or the caller leaving) can end it: a
        * grant whose answer is lost that way is never renewed and expires after one lease period.
+       * An answer saying `wanted` releases every parked lease at once.
        */
       // The breaker as an owner past its recovery last said: what renewals tell a new owner.
       let lastSaid = state.breaker
@@ -77,9 +99,10 @@ export const make = (client: Client, settings: LinkSettings): HostCoordinationSh
         Effect.interruptible(message).pipe(
           Effect.timeout(settings.callTimeoutMs),
           Effect.tap((answer) =>
-            Effect.sync(() => {
+            Effect.suspend(() => {
               state = answer.state
               if (!answer.state.recovering) lastSaid = answer.state.breaker
+              return answer.state.wanted ? sendRelease(leases.unparkAll()) : Effect.void
             })
           ),
           Effect.option
@@ -93,32 +116,38 @@ export const make = (client: Client, settings: LinkSettings): HostCoordinationSh
       // The next local release (or the retry tick) completes the waiters' signal, as in Slots.ts.
       const { arm, notify } = makeReleaseSignal()
 
-      const permit = (id: string, pool: HostLeases.Pool): Permit => {
+      /** Off the request's path: the answer only refreshes the view and wakes local waiters. */
+      const sendRelease = (ids: ReadonlyArray<string>): Effect.Effect<void> =>
+        ids.length === 0 ? Effect.void : Effect.asVoid(Effect.forkDaemon(Effect.zipRight(ask(entity.Release({ replica, leases: ids })), Effect.sync(notify))))
+
+      const permit = (lease: HostLeases.LeaseRef): Permit => {
         let released = false
         return {
-          pool,
+          pool: lease.pool,
           release: Effect.suspend(() => {
             if (released) return Effect.void
             released = true
-            held.delete(id)
-            // Off the request's path: the answer only refreshes the view and wakes local waiters.
-            return Effect.asVoid(Effect.forkDaemon(Effect.zipRight(ask(entity.Release({ replica, leases: [id] })), Effect.sync(notify))))
+            if (!state.wanted && leases.park(lease.id)) return Effect.sync(notify)
+            return sendRelease(leases.drop(lease.id))
           })
         }
       }
 
       const acquire = (lane: string) =>
         Effect.gen(function*() {
+          const parked = leases.takeParked(lane)
+          if (parked !== null) return permit(parked)
           const id = `${replica}/${++counter}`
+          const sentAt = yield* Clock.currentTimeMillis
           const answer = yield* ask(entity.Acquire({ replica, lease: id, lane }))
           if (Option.isNone(answer) || answer.value.pool === null) return null
-          held.set(id, { id, lane, pool: answer.value.pool })
-          return permit(id, answer.value.pool)
+          return permit(leases.granted({ id, lane, pool: answer.value.pool }, sentAt))
         })
 
       const free = (lane: string) => {
         const r = state.slots.reserved[lane]
-        return Math.max(0, (r?.total ?? 0) - (r?.inUse ?? 0)) + Math.max(0, state.slots.shared.total - state.slots.shared.inUse)
+        // Leases parked here for the lane count as in use at the entity, but this lane can take them.
+        return Math.max(0, (r?.total ?? 0) - (r?.inUse ?? 0)) + Math.max(0, state.slots.shared.total - state.slots.shared.inUse) + leases.parkedFor(lane)
       }
 
       const slotsOf: Slots = {
@@ -131,9 +160,21 @@ export const make = (client: Client, settings: LinkSettings): HostCoordinationSh
       }
 
       // Renewals, one message for all this replica's leases of the host (none: it refreshes the view).
-      const renew = Effect.suspend(() => ask(entity.Renew({ replica, leases: [...held.values()], opened: opened() })))
-      yield* renew.pipe(Effect.repeat(Schedule.spaced(settings.renewMs)), Effect.forkScoped)
+      const renew = Effect.suspend(() => {
+        const sentAt = clock.unsafeCurrentTimeMillis()
+        const refs = leases.all()
+        return Effect.tap(ask(entity.Renew({ replica, leases: refs, opened: opened() })), (answer) =>
+          Effect.sync(() => Option.isSome(answer) && leases.confirmed(refs, sentAt)))
+      })
+      yield* renewals(settings, leases, renew, sendRelease)
       yield* Effect.sync(notify).pipe(Effect.repeat(Schedule.spaced(settings.retryMs)), Effect.forkScoped)
+      // A replica that stops hands back what it parks (what it still runs ends with its requests).
+      yield* Effect.addFinalizer(() =>
+        Effect.suspend(() => {
+          const ids = leases.unparkAll()
+          return ids.length === 0 ? Effect.void : Effect.ignore(Effect.timeout(ask(entity.Release({ replica, leases: ids })), 250))
+        })
+      )
 
       const breaker = makeBreaker(host, () => state, {
         admit: ask(entity.Admit({ replica })),
@@ -144,6 +185,74 @@ export const make = (client: Client, settings: LinkSettings): HostCoordinationSh
       return { slots: slotsOf, breaker, owner: Effect.sync(() => state.owner === "" ? null : state.owner) } satisfies HostParts
     })
 })
+
+/**
+ * The renewal loop: every renew period, or every sync period while leases are parked here (so a
+ * `wanted` reaches this replica soon); leases parked longer than the linger period are released.
+ */
+const renewals = (
+  settings: LinkSettings,
+  leases: Leases,
+  renew: Effect.Effect<unknown>,
+  sendRelease: (ids: ReadonlyArray<string>) => Effect.Effect<void>
+) => {
+  const park = settings.park
+  if (park === undefined) return Effect.asVoid(renew.pipe(Effect.repeat(Schedule.spaced(settings.renewMs)), Effect.forkScoped))
+  let lastRenew = -Infinity
+  const tick = Effect.clockWith((clock) =>
+    Effect.suspend(() => {
+      const now = clock.unsafeCurrentTimeMillis()
+      const lingering = leases.unparkIdle(now - park.lingerMs)
+      const due = now - lastRenew >= settings.renewMs || leases.parkedCount() > 0
+      if (due) lastRenew = now
+      return Effect.zipRight(sendRelease(lingering), due ? renew : Effect.void)
+    })
+  )
+  return Effect.asVoid(tick.pipe(Effect.repeat(Schedule.spaced(Math.min(park.syncMs, settings.renewMs))), Effect.forkScoped))
+}
+
+interface HeldLease extends HostLeases.LeaseRef {
+  /** When the entity last confirmed it: the sending time of its grant or of a renewal it answered. */
+  confirmedAt: number
+}
+
+type Leases = ReturnType<typeof makeLeases>
+
+/** The leases this replica holds of one host (running or parked) and when each was last confirmed. */
+const makeLeases = (park: ParkSettings | undefined, now: () => number) => {
+  const held = new Map<string, HeldLease>()
+  const parked = ParkedLeases.make()
+  const fresh = (id: string) => park !== undefined && now() - (held.get(id)?.confirmedAt ?? -Infinity) < park.freshMs
+  const forget = (refs: ReadonlyArray<HostLeases.LeaseRef>) => refs.map((r) => (held.delete(r.id), r.id))
+  return {
+    granted: (ref: HostLeases.LeaseRef, sentAt: number): HostLeases.LeaseRef => {
+      held.set(ref.id, { ...ref, confirmedAt: sentAt })
+      return ref
+    },
+    /** Parks a lease whose request ended, if parking is on and the lease is fresh; false: release it. */
+    park: (id: string): boolean => {
+      const lease = held.get(id)
+      if (lease === undefined || !fresh(id)) return false
+      parked.park(lease, now())
+      return true
+    },
+    /** No longer held (nor renewed); the ids to release. */
+    drop: (id: string): ReadonlyArray<string> => (held.delete(id), [id]),
+    takeParked: (lane: string): HostLeases.LeaseRef | null => parked.take(lane, fresh),
+    /** Unparks every parked lease; their ids, no longer held (to release). */
+    unparkAll: () => forget(parked.drain()),
+    unparkIdle: (before: number) => forget(parked.drain(before)),
+    parkedFor: (lane: string) => parked.countFor(lane),
+    parkedCount: () => parked.size(),
+    all: (): Array<HostLeases.LeaseRef> => Array.from(held.values(), (l) => ({ id: l.id, lane: l.lane, pool: l.pool })),
+    confirmed: (refs: ReadonlyArray<HostLeases.LeaseRef>, at: number) => {
+      for (const r of refs) {
+        const lease = held.get(r.id)
+        if (lease !== undefined) lease.confirmedAt = Math.max(lease.confirmedAt, at)
+      }
+    }
+  }
+}
 
 interface BreakerMessages {
   readonly admit: Effect.Effect<Option.Option<{ readonly ticket: Breaker.Ticket | null; readonly until: number | null; readonly probeInFlight: boolean; readonly transitions: ReadonlyArray<Breaker.BreakerTransition> }>>
