@@ -14,7 +14,7 @@ import pg from "pg"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { ensureDist, gatewayCommand } from "./support/Dist.ts"
 import { type FakeOllama, startFakeOllama } from "./support/FakeOllama.ts"
-import { defaultTestDatabaseUrl, testDatabaseName } from "./support/TestDatabase.ts"
+import { createDatabaseStatement, defaultTestDatabaseUrl, testDatabaseName } from "./support/TestDatabase.ts"
 
 const root = fileURLToPath(new URL("..", import.meta.url))
 const adminUrl = process.env.TEST_DATABASE_URL ?? defaultTestDatabaseUrl
@@ -105,7 +105,7 @@ const getRun = async (runId: string) => (await (await fetch(url(`/awooop/runs/${
 const generates = () => fake.requests.filter((r) => r.path === "/api/generate")
 
 beforeAll(async () => {
-  await admin(`CREATE DATABASE ${dbName}`)
+  await admin(createDatabaseStatement(dbName))
   dir = await mkdtemp(Path.join(tmpdir(), "awooop-restart-"))
   fake = await startFakeOllama({ name: "111", mode: "hang" })
   port = await freePort()

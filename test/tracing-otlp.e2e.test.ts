@@ -14,7 +14,7 @@ import pg from "pg"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { ensureDist, gatewayCommand } from "./support/Dist.ts"
 import { type FakeOllama, startFakeOllama } from "./support/FakeOllama.ts"
-import { testDatabaseName } from "./support/TestDatabase.ts"
+import { createDatabaseStatement, testDatabaseName } from "./support/TestDatabase.ts"
 import { newTraceId } from "./support/TestGateway.ts"
 
 const root = path.resolve(path.dirname(new URL(import.meta.url).pathname), "..")
@@ -86,7 +86,7 @@ beforeAll(async () => {
   dbName = testDatabaseName("otlp")
   const admin = new pg.Client({ connectionString: adminUrl })
   await admin.connect()
-  await admin.query(`CREATE DATABASE ${dbName}`)
+  await admin.query(createDatabaseStatement(dbName))
   await admin.end()
   const u = new URL(adminUrl)
   u.pathname = `/${dbName}`

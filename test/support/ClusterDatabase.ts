@@ -8,7 +8,7 @@ import type { SqlError } from "@effect/sql/SqlError"
 import type { ConfigError } from "effect"
 import { layerFromUrl } from "../../src/storage/Database.ts"
 import { runMigrations } from "../../src/storage/Migrations.ts"
-import { defaultTestDatabaseUrl, testDatabaseName } from "./TestDatabase.ts"
+import { createDatabaseStatement, defaultTestDatabaseUrl, templateDatabase, testDatabaseName } from "./TestDatabase.ts"
 
 const admin = (adminUrl: string, statement: string): Effect.Effect<void, SqlError> =>
   Effect.flatMap(PgClient.PgClient, (client) => client.unsafe(statement)).pipe(
@@ -16,16 +16,16 @@ const admin = (adminUrl: string, statement: string): Effect.Effect<void, SqlErro
     Effect.asVoid
   )
 
-/** Creates `<prefix>c_<random>`, migrates it, drops it when the scope closes; returns its URL. */
+/** Creates `<prefix>c_<random>` (a copy of the migrated template, or migrated here), drops it when the scope closes; returns its URL. */
 export const clusterDatabase: Effect.Effect<string, SqlError | ConfigError.ConfigError, Scope.Scope> = Effect.gen(function*() {
   const adminUrl = yield* Config.string("TEST_DATABASE_URL").pipe(Config.withDefault(defaultTestDatabaseUrl))
   const name = testDatabaseName("c")
   yield* Effect.acquireRelease(
-    admin(adminUrl, `CREATE DATABASE ${name}`),
+    admin(adminUrl, createDatabaseStatement(name)),
     () => admin(adminUrl, `DROP DATABASE IF EXISTS ${name} WITH (FORCE)`).pipe(Effect.orDie)
   )
   const url = new URL(adminUrl)
   url.pathname = `/${name}`
-  yield* runMigrations.pipe(Effect.provide(layerFromUrl(url.toString(), { maxConnections: 2 })))
+  if (templateDatabase() === undefined) yield* runMigrations.pipe(Effect.provide(layerFromUrl(url.toString(), { maxConnections: 2 })))
   return url.toString()
 })

@@ -21,7 +21,7 @@ import { layerFromUrl } from "../../src/storage/Database.ts"
 import { runMigrations } from "../../src/storage/Migrations.ts"
 import { fakeText } from "./FakeOllama.ts"
 import { ensureDist, gatewayCommand, root } from "./Dist.ts"
-import { templateDatabase, testDatabaseName } from "./TestDatabase.ts"
+import { createDatabaseStatement, templateDatabase, testDatabaseName } from "./TestDatabase.ts"
 import { type PgProxy, startPgProxy } from "./PgProxy.ts"
 import type { TestDatabaseHandle } from "./TestGateway.ts"
 
@@ -56,7 +56,7 @@ export const startProxiedDatabase = async (options: { readonly gatewayPool?: boo
   const template = templateDatabase()
   const admin = new pg.Client({ connectionString: adminUrl })
   await admin.connect()
-  await admin.query(template === undefined ? `CREATE DATABASE ${name}` : `CREATE DATABASE ${name} TEMPLATE ${template}`)
+  await admin.query(createDatabaseStatement(name))
   await admin.end()
   const directUrl = withDatabase(adminUrl, name)
   const proxy = await startPgProxy({ targetHost: new URL(adminUrl).hostname, targetPort: Number(new URL(adminUrl).port || 5432) })

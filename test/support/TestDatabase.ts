@@ -62,6 +62,15 @@ export const templateDatabase = (): string | undefined => {
 }
 
 /**
+ * `CREATE DATABASE <name>`, as a copy of the run's migrated template when there is one (a copy takes
+ * a fraction of the time migrating takes: a gateway started on it finds nothing to migrate).
+ */
+export const createDatabaseStatement = (name: string): string => {
+  const template = templateDatabase()
+  return template === undefined ? `CREATE DATABASE ${name}` : `CREATE DATABASE ${name} TEMPLATE ${template}`
+}
+
+/**
  * Creates a database with every migration applied, to be copied with `CREATE DATABASE … TEMPLATE`.
  * Nothing may stay connected to it (PostgreSQL refuses to copy a database in use): the pool used
  * to migrate it is closed before this returns.
@@ -86,7 +95,7 @@ export const layerTestDatabase = (
       const migrate = options?.migrate !== false
       const template = migrate ? templateDatabase() : undefined
       yield* Effect.acquireRelease(
-        admin(adminUrl, template === undefined ? `CREATE DATABASE ${name}` : `CREATE DATABASE ${name} TEMPLATE ${template}`),
+        admin(adminUrl, migrate ? createDatabaseStatement(name) : `CREATE DATABASE ${name}`),
         () => admin(adminUrl, `DROP DATABASE IF EXISTS ${name} WITH (FORCE)`).pipe(Effect.orDie)
       )
       const client = layerFromUrl(withDatabase(adminUrl, name), { applicationName: "awooop-test" })
