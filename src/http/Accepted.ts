@@ -9,7 +9,7 @@
  * The OpenAI routes take shadow decisions too (a lane in shadow mode never executes, by any route);
  * an async lane stays 409 there, as OpenAI's API has no run to poll.
  */
-import { Effect } from "effect"
+import { type Context, Effect } from "effect"
 import { type CallerContext, HeaderNames } from "../domain/CallerContext.ts"
 import type { GatewayError } from "../domain/Errors.ts"
 import type { OllamaRequest } from "../domain/OllamaApi.ts"
@@ -17,8 +17,9 @@ import { AsyncRuns } from "../operations/async/AsyncRuns.ts"
 import { isShadowRequested, ShadowHeaders, ShadowMode } from "../operations/Shadow.ts"
 import type { LaneActor } from "../routing/Lane.ts"
 
-/** The operations a request may be handed to instead of running (operations/). */
-export type AcceptServices = ShadowMode | AsyncRuns
+/** The operations a request may be handed to instead of running (operations/): the tags, and their union. */
+export const acceptServices = [ShadowMode, AsyncRuns] as const
+export type AcceptServices = Context.Tag.Identifier<typeof acceptServices[number]>
 
 export interface Accepted {
   readonly _tag: "Accepted"

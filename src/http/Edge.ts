@@ -21,9 +21,7 @@ import * as Tracing from "../observability/Tracing.ts"
 import { Gateway } from "../routing/Gateway.ts"
 import type { LaneActor } from "../routing/Lane.ts"
 import type { LaneResult } from "../run/Run.ts"
-import { AsyncRuns } from "../operations/async/AsyncRuns.ts"
-import { ShadowMode } from "../operations/Shadow.ts"
-import type { Accepted, AcceptServices } from "./Accepted.ts"
+import { type Accepted, acceptServices, type AcceptServices } from "./Accepted.ts"
 import { Drain } from "./Drain.ts"
 import { type ErrorShape, internalErrorMessage } from "./ErrorResponse.ts"
 import { parseJsonObject, readBody } from "./RequestBody.ts"
@@ -153,7 +151,7 @@ export const makeEdgeHandler = (routes: Readonly<Record<string, EdgeAdapter<any>
     const runtime = yield* Effect.runtime<Gateway | Drain | AcceptServices>()
     // Only the services a request needs: the request scope (Scope.extend) and every provide copy the
     // context's map, which on the server's runtime holds every service of the gateway.
-    const context = Context.pick(Gateway, Drain, ShadowMode, AsyncRuns)(runtime.context)
+    const context = Context.pick(Gateway, Drain, ...acceptServices)(runtime.context)
     const runFork = Runtime.runFork(Runtime.make({ context, fiberRefs: runtime.fiberRefs, runtimeFlags: runtime.runtimeFlags }))
     const drain = yield* Drain
     return (req: IncomingMessage, res: ServerResponse): boolean => {
