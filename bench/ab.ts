@@ -19,6 +19,7 @@ import path from "node:path"
 import pg from "pg"
 import { Agent, request } from "undici"
 import { gatewayBenchConfig } from "./BenchConfig.ts"
+import { cpuOfPid, healthy, rssMbOf, waitLine } from "./Processes.ts"
 
 const here = path.join(import.meta.dirname, "..")
 const roots = { A: process.env.A, B: process.env.B ?? here }
@@ -28,25 +29,6 @@ const connections = Number(process.argv[3] ?? 16)
 const rounds = Number(process.argv[4] ?? 3)
 const adminUrl = process.env.BENCH_DATABASE_URL ?? "postgres://postgres@127.0.0.1:5432/postgres"
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), "awooop-ab-"))
-
-const waitLine = (child: ChildProcess, re: RegExp) =>
-  new Promise<RegExpMatchArray>((resolve) => {
-    let buf = ""
-    child.stdout!.on("data", (d) => {
-      buf += d
-      const m = buf.match(re)
-      if (m !== null) resolve(m)
-    })
-  })
-
-/** user + system CPU seconds of a process, from /proc. */
-const cpuOf = (pid: number): number => {
-  const f = fs.readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1]!.split(" ")
-  return (Number(f[11]) + Number(f[12])) / 100
-}
-
-/** Resident set size in MB, from /proc. */
-const rssOf = (pid: number): number => Number(/VmRSS:\s+(\d+)/.exec(fs.readFileSync(`/proc/${pid}/status`, "utf8"))![1]) / 1024
 
 const admin = new pg.Client({ connectionString: adminUrl })
 await admin.connect()
@@ -78,14 +60,8 @@ const start = async (name: "A" | "B"): Promise<Side> => {
     stdio: ["ignore", "ignore", "inherit"]
   })
   const url = `http://127.0.0.1:${port}`
-  for (;;) {
-    try {
-      await (await fetch(`${url}/awooop/health`)).text()
-      return { name, child, url, db }
-    } catch {
-      await new Promise((r) => setTimeout(r, 100))
-    }
-  }
+  await healthy(url)
+  return { name, child, url, db }
 }
 
 const sides = [await start("A"), await start("B")]
@@ -113,13 +89,13 @@ try {
   console.log("| round | A µs/req | B µs/req | B/A | RSS A / B MB after the round |\n|---|---|---|---|---|")
   const ratios: Array<number> = []
   for (let round = 1; round <= rounds; round++) {
-    const before = sides.map((s) => cpuOf(s.child.pid!))
+    const before = sides.map((s) => cpuOfPid(s.child.pid))
     await Promise.all(sides.map((s) => load(s, perRound)))
     // The journal's and projector's batches for this round's requests.
     await new Promise((r) => setTimeout(r, 1500))
-    const us = sides.map((s, i) => ((cpuOf(s.child.pid!) - before[i]!) * 1e6) / perRound)
+    const us = sides.map((s, i) => ((cpuOfPid(s.child.pid) - before[i]!) * 1e6) / perRound)
     ratios.push(us[1]! / us[0]!)
-    const rss = sides.map((s) => rssOf(s.child.pid!).toFixed(0))
+    const rss = sides.map((s) => (rssMbOf(s.child.pid) ?? 0).toFixed(0))
     console.log(`| ${round} | ${us[0]!.toFixed(0)} | ${us[1]!.toFixed(0)} | ${(us[1]! / us[0]!).toFixed(2)} | ${rss[0]} / ${rss[1]} |`)
   }
   const sorted = [...ratios].sort((a, b) => a - b)

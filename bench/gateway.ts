@@ -11,6 +11,7 @@ import * as path from "node:path"
 import { Agent, request } from "undici"
 import pg from "pg"
 import { gatewayBenchConfig } from "./BenchConfig.ts"
+import { cpuOfPid, peakRssMbOf, postgresCpu } from "./Processes.ts"
 
 const root = path.resolve(path.dirname(new URL(import.meta.url).pathname), "..")
 const adminUrl = process.env.BENCH_DATABASE_URL ?? "postgres://postgres@127.0.0.1:5432/postgres"
@@ -65,44 +66,11 @@ const answering = async (url: string, child: ChildProcess) => {
 
 const percentile = (sorted: Array<number>, p: number) => sorted[Math.min(sorted.length - 1, Math.floor(p * sorted.length))]!
 
-// CPU seconds of a process (Linux /proc; utime + stime in clock ticks of 1/100 s), and of every
-// Postgres server process: who spends the machine's two cores, per request.
-const TICK = 100
-const cpuOfPid = (pid: number | undefined): number => {
-  if (pid === undefined) return 0
-  try {
-    const fields = fs.readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1]!.split(" ")
-    return (Number(fields[11]) + Number(fields[12])) / TICK
-  } catch {
-    return 0
-  }
-}
-const postgresCpu = (): number => {
-  let total = 0
-  for (const entry of fs.existsSync("/proc") ? fs.readdirSync("/proc") : []) {
-    if (!/^\d+$/.test(entry)) continue
-    try {
-      if (fs.readFileSync(`/proc/${entry}/comm`, "utf8").trim() === "postgres") total += cpuOfPid(Number(entry))
-    } catch { /* gone */ }
-  }
-  return total
-}
-
 interface CpuShare {
   readonly loadGenerator: number
   readonly fake: number
   readonly proxy: number
   readonly postgres: number
-}
-
-/** Peak resident set size of a process in MB (Linux VmHWM), or null. */
-const peakRssOf = (pid: number | undefined): number | null => {
-  try {
-    const m = /VmHWM:\s+(\d+)/.exec(fs.readFileSync(`/proc/${pid}/status`, "utf8"))
-    return m === null ? null : Number(m[1]) / 1024
-  } catch {
-    return null
-  }
 }
 
 /** Runs `f` and returns, with its result, the CPU µs per request each party spent during it. */
@@ -289,7 +257,7 @@ export const benchGateway = async () => {
   await stop(bare.child)
   await stop(portkey.child)
   // Peak resident memory of the gateway over every scenario (before it stops).
-  const peakRssMb = peakRssOf(gateway.child.pid)
+  const peakRssMb = peakRssMbOf(gateway.child.pid)
   await stop(gateway.child) // SIGTERM: drains and flushes the journal
   await stop(fake.child)
   const db = new pg.Client({ connectionString: dbUrl })

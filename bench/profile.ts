@@ -12,6 +12,7 @@ import path from "node:path"
 import pg from "pg"
 import { Agent, request } from "undici"
 import { gatewayBenchConfig } from "./BenchConfig.ts"
+import { cpuOfPid, healthy, postgresCpu, waitLine } from "./Processes.ts"
 
 const root = process.env.ROOT ?? path.join(import.meta.dirname, "..")
 const total = Number(process.argv[2] ?? 20000)
@@ -20,16 +21,6 @@ const stream = process.argv[4] === "1"
 const outDir = process.env.PROFILE_DIR ?? fs.mkdtempSync(path.join(os.tmpdir(), "awooop-prof-"))
 fs.mkdirSync(outDir, { recursive: true })
 const adminUrl = process.env.BENCH_DATABASE_URL ?? "postgres://postgres@127.0.0.1:5432/postgres"
-
-const waitLine = (child: ReturnType<typeof spawn>, re: RegExp) =>
-  new Promise<RegExpMatchArray>((resolve) => {
-    let buf = ""
-    child.stdout!.on("data", (d) => {
-      buf += d
-      const m = buf.match(re)
-      if (m) resolve(m)
-    })
-  })
 
 const dbName = `awooop_prof_${Date.now()}`
 const admin = new pg.Client({ connectionString: adminUrl })
@@ -48,37 +39,17 @@ const gw = spawn(process.execPath, [...profFlags, ...(process.env.GW_NODE_FLAGS 
   stdio: ["ignore", "ignore", "inherit"]
 })
 const base = `http://127.0.0.1:${port}`
-for (;;) {
-  try {
-    const r = await fetch(`${base}/awooop/health`)
-    await r.text()
-    break
-  } catch {
-    await new Promise((r) => setTimeout(r, 100))
-  }
-}
+await healthy(base)
 const agent = new Agent({ connections: 64 })
 const body = JSON.stringify({ model: "gemma3:4b", prompt: "why is the alert firing?", stream })
 const headers = { "content-type": "application/json", "x-awooop-lane": "alert-fast", "x-awooop-project-id": "bench" }
 const db = new pg.Client({ connectionString: adminUrl.replace(/\/[^/]*$/, `/${dbName}`) })
 await db.connect()
-const pgCpu = () => {
-  let t = 0
-  for (const pid of fs.readdirSync("/proc").filter((d) => /^\d+$/.test(d))) {
-    try {
-      const stat = fs.readFileSync(`/proc/${pid}/stat`, "utf8")
-      if (!stat.includes("(postgres)")) continue
-      const f = stat.split(") ")[1].split(" ")
-      t += Number(f[11]) + Number(f[12])
-    } catch { /* gone */ }
-  }
-  return t / 100
-}
 const pgStats = async () => {
   const d = (await db.query(`SELECT xact_commit, tup_inserted, tup_updated, tup_deleted, tup_fetched, tup_returned, blks_hit FROM pg_stat_database WHERE datname = current_database()`)).rows[0]
   const w = (await db.query(`SELECT wal_records, wal_bytes FROM pg_stat_wal`)).rows[0]
   const t = (await db.query(`SELECT relname, n_tup_ins, n_tup_upd, n_tup_hot_upd FROM pg_stat_user_tables`)).rows
-  return { ...d, ...w, tables: Object.fromEntries(t.map((r) => [r.relname, r])), cpu: pgCpu() }
+  return { ...d, ...w, tables: Object.fromEntries(t.map((r) => [r.relname, r])), cpu: postgresCpu() }
 }
 await new Promise((r) => setTimeout(r, 1500))
 const before = await pgStats()
@@ -94,8 +65,7 @@ await Promise.all(Array.from({ length: concurrency }, async () => {
   }
 }))
 const secs = (performance.now() - t0) / 1000
-const gwStat = fs.readFileSync(`/proc/${gw.pid}/stat`, "utf8").split(") ")[1].split(" ")
-const gwCpu = (Number(gwStat[11]) + Number(gwStat[12])) / 100
+const gwCpu = cpuOfPid(gw.pid)
 console.log(`${total} requests at c=${concurrency}: ${(total / secs).toFixed(0)} req/s; gateway CPU (incl. startup) ${(gwCpu * 1e6 / total).toFixed(0)} µs/req`)
 void cpu0
 await new Promise((r) => setTimeout(r, 1500))

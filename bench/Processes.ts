@@ -1,0 +1,69 @@
+/**
+ * What the benchmarks read about the processes they start (Linux /proc): CPU seconds (utime + stime
+ * in clock ticks of 1/100 s), resident memory, and when a child is ready.
+ */
+import type { ChildProcess } from "node:child_process"
+import fs from "node:fs"
+
+const TICK = 100
+
+/** CPU seconds a process has spent so far (0 when it is gone or unknown). */
+export const cpuOfPid = (pid: number | undefined): number => {
+  if (pid === undefined) return 0
+  try {
+    const fields = fs.readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1]!.split(" ")
+    return (Number(fields[11]) + Number(fields[12])) / TICK
+  } catch {
+    return 0
+  }
+}
+
+/** CPU seconds of every Postgres server process together. */
+export const postgresCpu = (): number => {
+  let total = 0
+  for (const entry of fs.existsSync("/proc") ? fs.readdirSync("/proc") : []) {
+    if (!/^\d+$/.test(entry)) continue
+    try {
+      if (fs.readFileSync(`/proc/${entry}/comm`, "utf8").trim() === "postgres") total += cpuOfPid(Number(entry))
+    } catch { /* gone */ }
+  }
+  return total
+}
+
+const statusMb = (pid: number | undefined, field: "VmRSS" | "VmHWM"): number | null => {
+  try {
+    const m = new RegExp(`${field}:\\s+(\\d+)`).exec(fs.readFileSync(`/proc/${pid}/status`, "utf8"))
+    return m === null ? null : Number(m[1]) / 1024
+  } catch {
+    return null
+  }
+}
+
+/** Resident set size now, in MB (null when unknown). */
+export const rssMbOf = (pid: number | undefined): number | null => statusMb(pid, "VmRSS")
+
+/** Peak resident set size (VmHWM) in MB (null when unknown). */
+export const peakRssMbOf = (pid: number | undefined): number | null => statusMb(pid, "VmHWM")
+
+/** Resolves with the first match of `re` in the child's stdout (the fake host's `READY <port>`). */
+export const waitLine = (child: ChildProcess, re: RegExp) =>
+  new Promise<RegExpMatchArray>((resolve) => {
+    let buf = ""
+    child.stdout!.on("data", (d) => {
+      buf += d
+      const m = buf.match(re)
+      if (m !== null) resolve(m)
+    })
+  })
+
+/** Resolves once the gateway at `base` answers /awooop/health. */
+export const healthy = async (base: string): Promise<void> => {
+  for (;;) {
+    try {
+      await (await fetch(`${base}/awooop/health`)).text()
+      return
+    } catch {
+      await new Promise((r) => setTimeout(r, 100))
+    }
+  }
+}
