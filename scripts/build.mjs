@@ -8,11 +8,11 @@
  *   node scripts/build.mjs --types   the same, then declarations when they are missing or stale (the package export)
  *   node scripts/build.mjs --force   always both (npm run build)
  *
- * Why two compilers: esbuild only strips types (about half a second for src/), while tsc must type
- * check the whole program to write declarations (about 17 s of CPU). Running the gateway needs only
- * the JavaScript; `npm run typecheck` is where types are checked. tsconfig's `isolatedModules`
- * guarantees that each file compiles on its own. Without esbuild (it comes with tsx, a dependency)
- * tsc writes everything, as before.
+ * Why two compilers: esbuild only strips types (about half a second for src/, a few seconds more for
+ * the bundle), while tsc must type check the whole program to write declarations (about 17 s of CPU).
+ * Running the gateway needs only the JavaScript; `npm run typecheck` is where types are checked.
+ * tsconfig's `isolatedModules` guarantees that each file compiles on its own. Without esbuild (a
+ * dependency) tsc writes everything, as before, and dist/main.js is not bundled.
  *
  * Plain JavaScript so it runs before anything is compiled. dist/ is emptied before the JavaScript is
  * written, so a source file deleted since the last build leaves no stale module behind.
