@@ -7,7 +7,7 @@
 import { Entity } from "@effect/cluster"
 import * as ShardingConfig from "@effect/cluster/ShardingConfig"
 import { describe, expect, it } from "@effect/vitest"
-import { Effect, Exit, Option, TestClock } from "effect"
+import { Cause, Effect, Exit, FiberId, Option, TestClock } from "effect"
 import * as HostEntity from "../src/cluster/HostEntity.ts"
 import * as HostLink from "../src/cluster/HostLink.ts"
 import type * as Breaker from "../src/routing/Breaker.ts"
@@ -163,6 +163,25 @@ describe("host entity", () => {
       expect(after.state.breaker.status).toBe("closed")
     }))
 
+  it.scoped("a renewal on its way when its lease was released does not bring the lease back", () =>
+    Effect.gen(function*() {
+      const host = yield* owner
+      yield* past(LEASE)
+      const lease = { id: "a/1", lane: "code-review", pool: "shared" as const }
+      yield* host.Acquire({ replica: "a", lease: lease.id, lane: lease.lane })
+      // The request ends: a releases the lease, and a renewal a sent a moment before arrives after it.
+      expect((yield* host.Release({ replica: "a", leases: [lease.id] })).state.slots.shared.inUse).toBe(0)
+      const late = yield* host.Renew({ opened: null, replica: "a", leases: [lease] })
+      expect(late.adopted).toBe(0)
+      expect(late.state.slots.shared.inUse).toBe(0)
+      // Both shared slots are there for others.
+      expect((yield* host.Acquire({ replica: "b", lease: "b/1", lane: "code-review" })).pool).toBe("shared")
+      expect((yield* host.Acquire({ replica: "b", lease: "b/2", lane: "code-review" })).pool).toBe("shared")
+      // An unknown lease is still adopted (a request running on the host must be counted).
+      const other = yield* host.Renew({ opened: null, replica: "c", leases: [{ id: "c/9", lane: "code-review", pool: "shared" }] })
+      expect(other.adopted).toBe(1)
+    }))
+
   it.scoped("a probe whose replica goes silent is released to the next caller", () =>
     Effect.gen(function*() {
       const host = yield* owner
@@ -229,6 +248,43 @@ describe("host link", () => {
       expect(reached).toBe(1)
       expect(transitions.filter((t) => t.endsWith("BreakerHalfOpened"))).toHaveLength(1)
       expect(transitions.filter((t) => t.endsWith("BreakerClosed"))).toHaveLength(1)
+    }))
+
+  it.scoped("an entity message that dies or is interrupted (its owner's runner died mid-request) is no answer: the host is busy, the breaker refuses, nothing fails", () =>
+    Effect.gen(function*() {
+      const host = yield* owner
+      let mode: "die" | "interrupt" | "ok" = "die"
+      const broken = <A>(answer: Effect.Effect<A>) =>
+        Effect.suspend(() =>
+          mode === "die"
+            ? Effect.die(new Error("RunnerUnavailable: 127.0.0.1:1"))
+            : mode === "interrupt" ? Effect.failCause(Cause.interrupt(FiberId.make(999, 0))) : answer)
+      const flaky = {
+        ...host,
+        Acquire: (p: Parameters<typeof host.Acquire>[0]) => broken(host.Acquire(p)),
+        Admit: (p: Parameters<typeof host.Admit>[0]) => broken(host.Admit(p)),
+        Renew: (p: Parameters<typeof host.Renew>[0]) => broken(host.Renew(p))
+      }
+      const link = yield* linked("a", (() => flaky) as unknown as HostLink.Client, [])
+      yield* past(LEASE)
+      for (const m of ["die", "interrupt"] as const) {
+        mode = m
+        expect(Option.isNone(yield* link.slots.tryAcquire("code-review"))).toBe(true)
+        const signal = yield* link.slots.acquireOrSignal("code-review")
+        expect("pool" in signal).toBe(false)
+      }
+      // The owner answers again: the next attempt gets its slot.
+      mode = "ok"
+      expect(Option.getOrThrow(yield* link.slots.tryAcquire("code-review")).pool).toBe("shared")
+      // With the breaker open, an admission that dies refuses the call instead of failing the request.
+      const closed = { epoch: 0, probe: false }
+      yield* host.Settle({ replica: "b", ticket: closed, outcome: "timeout" })
+      yield* host.Settle({ replica: "b", ticket: closed, outcome: "timeout" })
+      yield* link.slots.tryAcquire("alert") // refreshes the link's view: open
+      yield* past(COOLDOWN)
+      mode = "die"
+      const refused = yield* Effect.either(link.breaker.guard(Effect.succeed("never runs"), () => "success" as const))
+      expect(refused._tag === "Left" && (refused.left as { _tag: string })._tag).toBe("BreakerOpen")
     }))
 
   it.scoped("a replica parks an ended request's lease for its lane's next one, and hands it back when another replica is refused or it lingers", () =>

@@ -184,7 +184,7 @@ const makeHost = (settings: EntitySettings) =>
             p.opened !== null && table.recovering(now) ? breaker.adopt(p.opened) : Effect.void,
             { adopted: table.renew(now, p.replica, p.leases) }
           )),
-      Release: ({ payload: p }) => handle(p.replica, () => Effect.sync(() => (table.release(p.leases), {}))),
+      Release: ({ payload: p }) => handle(p.replica, (now) => Effect.sync(() => (table.release(now, p.leases), {}))),
       Admit: ({ payload: p }) => handle(p.replica, admit(p.replica)),
       Settle: ({ payload: p }) => handle(p.replica, () => settle(p.ticket, p.outcome)),
       Reset: ({ payload: p }) => handle(p.replica, () => Effect.as(breaker.reset, {}))

@@ -20,6 +20,11 @@
  * happens when a replica could not renew for a whole lease period while its request ran — then the
  * host may briefly have had more than its slots; see README "Several replicas".)
  *
+ * A released lease is not adopted again: a renewal that was on its way when the release arrived still
+ * names it, and adopting it would hold a slot no request uses for a whole lease period. The table
+ * remembers each released id for one lease period (a renewal sent before the release arrives well
+ * within it), then forgets it.
+ *
  * A replica may park a lease whose request ended, for its lane's next request (ParkedLeases.ts): to
  * this table it is held like any other. A refusal for want of a slot makes the host `wanted` for
  * half a lease period, which tells every replica in its next answer to release what it parks. Half a
@@ -49,7 +54,8 @@ export interface LeaseTable {
   readonly grant: (now: number, replica: string, id: string, lane: string) => Grant
   /** Extends the replica's leases; adopts the unknown ones. Returns how many were adopted. */
   readonly renew: (now: number, replica: string, leases: ReadonlyArray<LeaseRef>) => number
-  readonly release: (ids: ReadonlyArray<string>) => void
+  /** Frees the leases; a renewal naming one of them later (one sent before the release) is ignored. */
+  readonly release: (now: number, ids: ReadonlyArray<string>) => void
   /** Drops the leases expired at `now`; returns how many. */
   readonly sweep: (now: number) => number
   readonly recovering: (now: number) => boolean
@@ -63,6 +69,8 @@ export interface LeaseTable {
 export const make = (total: number, reservations: Readonly<Record<string, number>>, leaseMs: number, startedAt: number): LeaseTable => {
   const sharedTotal = sharedTotalOf(total, reservations)
   const leases = new Map<string, Lease>()
+  // Released ids → when they may be forgotten (insertion order is expiry order: one lease period each).
+  const released = new Map<string, number>()
   const recoverUntil = startedAt + leaseMs
   const wantedMs = leaseMs / 2
   let wantedAt = -Infinity
@@ -98,6 +106,7 @@ export const make = (total: number, reservations: Readonly<Record<string, number
   const renew = (now: number, replica: string, refs: ReadonlyArray<LeaseRef>) => {
     let adopted = 0
     for (const ref of refs) {
+      if (released.has(ref.id)) continue
       const known = leases.get(ref.id)
       if (known !== undefined) known.expiresAt = now + leaseMs
       else {
@@ -108,14 +117,19 @@ export const make = (total: number, reservations: Readonly<Record<string, number
     return adopted
   }
 
-  const release = (ids: ReadonlyArray<string>) => {
+  const release = (now: number, ids: ReadonlyArray<string>) => {
     for (const id of ids) {
       const lease = leases.get(id)
       if (lease !== undefined) drop(lease)
+      released.set(id, now + leaseMs)
     }
   }
 
   const sweep = (now: number) => {
+    for (const [id, until] of released) {
+      if (until > now) break
+      released.delete(id)
+    }
     let expired = 0
     for (const lease of leases.values()) {
       if (lease.expiresAt > now) continue

@@ -88,7 +88,7 @@ export const make = (client: Client, settings: LinkSettings): HostCoordinationSh
       let counter = 0
 
       /**
-       * One message; None when it failed or took longer than callTimeoutMs. Interruptible even where
+       * One message; None when it failed, died or took longer than callTimeoutMs. Interruptible even where
        * the lane takes its slot uninterruptibly, so the timeout (or the caller leaving) can end it: a
        * grant whose answer is lost that way is never renewed and expires after one lease period.
        * An answer saying `wanted` releases every parked lease at once.
@@ -105,7 +105,14 @@ export const make = (client: Client, settings: LinkSettings): HostCoordinationSh
               return answer.state.wanted ? sendRelease(leases.unparkAll()) : Effect.void
             })
           ),
-          Effect.option
+          Effect.asSome,
+          // Whatever ends the message other than an answer — a typed error, a timeout, or a defect or
+          // interruption the cluster's client passes on when the owner's runner dies mid-request —
+          // means the same to the lane: no answer (busy, or the breaker as last seen). Only this
+          // fiber's own interruption is not caught (it is not recoverable).
+          Effect.catchAllCause((cause) =>
+            Effect.as(Effect.logDebug(`cluster: host ${host}: no answer from its entity`, cause), Option.none())
+          )
         )
       const opened = () =>
         lastSaid.status === "closed" || lastSaid.openedAt === null
