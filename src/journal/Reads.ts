@@ -53,7 +53,10 @@ export const makeReads = (sql: SqlClient.SqlClient) => {
   })
 
   const readTrace = Effect.fn("Journal.readTrace")(function*(traceId: string) {
-    const rows = yield* sql<StoredRow>`${selectStored} WHERE trace_id = ${traceId} ORDER BY global_position`.pipe(
+    // A trace's streams by their first event (migrations/011: the index holds position 0 only), then their events.
+    const rows = yield* sql<StoredRow>`${selectStored} WHERE trace_id = ${traceId} AND stream_id IN (
+        SELECT stream_id FROM step_journal WHERE trace_id = ${traceId} AND stream_position = 0)
+      ORDER BY global_position`.pipe(
       Effect.mapError(readFailed(`trace ${traceId}`))
     )
     return rows.map(toStored)

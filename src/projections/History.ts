@@ -19,22 +19,29 @@ const columns = (archived: boolean) => `global_position::float8 AS "globalPositi
   type, data, floor(extract(epoch FROM occurred_at) * 1000)::float8 AS "occurredAt",
   floor(extract(epoch FROM recorded_at) * 1000)::float8 AS "recordedAt", ${archived} AS archived`
 
-/** The events whose `column` is `value`, from the live table and the archive as one, ordered by `order`. */
-const bothTables = (sql: SqlClient.SqlClient, column: "trace_id" | "stream_id", value: string, order: string) =>
+/**
+ * Every event of a trace, in journal order. The live table indexes a trace at its streams' first
+ * events only (migrations/011), so its streams are found there — or in the archive, which may hold a
+ * stream's first event while the rest is live — and read by stream.
+ */
+export const traceEvents = (sql: SqlClient.SqlClient, traceId: string): Effect.Effect<ReadonlyArray<HistoryEvent>, SqlError> =>
   sql<HistoryEvent>`
     SELECT * FROM (
-      SELECT ${sql.literal(columns(false))} FROM step_journal WHERE ${sql.literal(column)} = ${value}
+      SELECT ${sql.literal(columns(false))} FROM step_journal WHERE trace_id = ${traceId} AND stream_id IN (
+        SELECT stream_id FROM step_journal WHERE trace_id = ${traceId} AND stream_position = 0
+        UNION SELECT stream_id FROM step_journal_archive WHERE trace_id = ${traceId})
       UNION ALL
-      SELECT ${sql.literal(columns(true))} FROM step_journal_archive WHERE ${sql.literal(column)} = ${value}
-    ) e ORDER BY ${sql.literal(order)}`
-
-/** Every event of a trace, in journal order. */
-export const traceEvents = (sql: SqlClient.SqlClient, traceId: string): Effect.Effect<ReadonlyArray<HistoryEvent>, SqlError> =>
-  bothTables(sql, "trace_id", traceId, `"globalPosition"`)
+      SELECT ${sql.literal(columns(true))} FROM step_journal_archive WHERE trace_id = ${traceId}
+    ) e ORDER BY "globalPosition"`
 
 /** Every event of one stream, in stream order. */
 export const streamEvents = (sql: SqlClient.SqlClient, streamId: string): Effect.Effect<ReadonlyArray<HistoryEvent>, SqlError> =>
-  bothTables(sql, "stream_id", streamId, `"streamPosition"`)
+  sql<HistoryEvent>`
+    SELECT * FROM (
+      SELECT ${sql.literal(columns(false))} FROM step_journal WHERE stream_id = ${streamId}
+      UNION ALL
+      SELECT ${sql.literal(columns(true))} FROM step_journal_archive WHERE stream_id = ${streamId}
+    ) e ORDER BY "streamPosition"`
 
 /** The first event of a stream (to find a run's trace). */
 export const firstOfStream = (sql: SqlClient.SqlClient, streamId: string): Effect.Effect<HistoryEvent | null, SqlError> =>
