@@ -153,6 +153,35 @@ describe("host entity", () => {
       expect(probe.transitions.map((t) => t._tag)).toEqual(["BreakerHalfOpened"])
     }))
 
+  it.scoped("a new owner takes on the timeouts counted toward opening (the freshest count) and the probe still running", () =>
+    Effect.gen(function*() {
+      const closed = { epoch: 0, probe: false }
+      // The earlier owner had counted one timeout of two; a replica heard it at t=5, another heard 0 at t=3.
+      const second = yield* owner
+      yield* second.Renew({ opened: null, replica: "a", leases: [], timeouts: { count: 1, heardAt: 5 } })
+      yield* second.Renew({ opened: null, replica: "b", leases: [], timeouts: { count: 0, heardAt: 3 } })
+      const opened = yield* second.Settle({ replica: "c", ticket: closed, outcome: "timeout" })
+      expect(opened.transitions.map((t) => t._tag)).toEqual(["BreakerOpened"])
+
+      // The probe: admitted by an owner that then died, still running at replica "a".
+      yield* past(COOLDOWN)
+      const seen = { openedAt: opened.state.breaker.openedAt!, reopensAt: opened.state.breaker.openedAt! + COOLDOWN, consecutiveTimeouts: 2 }
+      const third = yield* owner
+      const renewed = yield* third.Renew({ opened: seen, replica: "a", leases: [], probing: true })
+      expect(renewed.state.breaker.probeInFlight).toBe(true)
+      // No second probe while it runs...
+      const refused = yield* third.Admit({ replica: "b" })
+      expect([refused.ticket, refused.probeInFlight]).toEqual([null, true])
+      // ...and its outcome, sent with the earlier owner's ticket, settles it here.
+      const settled = yield* third.Settle({ replica: "a", ticket: { epoch: 7, probe: true }, outcome: "success" })
+      expect(settled.transitions.map((t) => t._tag)).toEqual(["BreakerClosed"])
+      expect(settled.state.breaker.status).toBe("closed")
+      // Past its recovery an owner takes nothing from renewals.
+      yield* past(LEASE)
+      yield* third.Renew({ opened: null, replica: "a", leases: [], timeouts: { count: 1, heardAt: 99 } })
+      expect((yield* third.Settle({ replica: "c", ticket: { epoch: settled.state.breaker.epoch, probe: false }, outcome: "timeout" })).state.breaker.consecutiveTimeouts).toBe(1)
+    }))
+
   it.scoped("a success between timeouts resets the count, whichever replica saw it", () =>
     Effect.gen(function*() {
       const host = yield* owner
@@ -285,6 +314,25 @@ describe("host link", () => {
       mode = "die"
       const refused = yield* Effect.either(link.breaker.guard(Effect.succeed("never runs"), () => "success" as const))
       expect(refused._tag === "Left" && (refused.left as { _tag: string })._tag).toBe("BreakerOpen")
+    }))
+
+  it.scoped("a replica tells a new owner the timeouts it heard counted, so a failover does not reset the count", () =>
+    Effect.gen(function*() {
+      let target = yield* owner
+      const client = (() => new Proxy({}, { get: (_, key) => (target as Record<string | symbol, unknown>)[key] })) as unknown as HostLink.Client
+      const transitions: Array<string> = []
+      const a = yield* HostLink.make(client, { replica: "a", renewMs: 400, callTimeoutMs: 1_000, retryMs: 5_000 })
+        .make("gpu-1", 3, { alert: 1 }, { consecutiveTimeouts: 2, cooldown: COOLDOWN }, (t: Breaker.BreakerTransition) =>
+          Effect.sync(() => void transitions.push(t._tag)))
+      yield* past(LEASE)
+      const asTimeout = (exit: Exit.Exit<unknown, unknown>) => (Exit.isFailure(exit) ? "timeout" as const : "success" as const)
+      yield* Effect.either(a.breaker.guard(Effect.fail("timeout"), asTimeout))
+      expect((yield* a.breaker.snapshot).consecutiveTimeouts).toBe(1)
+      // The owner's runner dies; the next owner starts empty and hears a's renewal while it recovers.
+      target = yield* owner
+      yield* past(400)
+      const next = yield* target.Settle({ replica: "b", ticket: { epoch: 0, probe: false }, outcome: "timeout" })
+      expect(next.transitions.map((t) => t._tag)).toEqual(["BreakerOpened"])
     }))
 
   it.scoped("a replica parks an ended request's lease for its lane's next one, and hands it back when another replica is refused or it lingers", () =>

@@ -11,8 +11,12 @@
  * handlers are plain synchronous steps over the entity's memory. The breaker's transitions go back
  * in the answer to the replica whose message caused them, which journals them on the host's stream.
  *
- * A new owner also takes on an open breaker from the renewals of its recovery period: each replica
- * sends the open breaker it last saw from an owner past recovery, so a failover does not close it.
+ * A new owner also takes on the breaker from the renewals of its recovery period: each replica sends
+ * what it last heard from an owner past recovery — the open breaker, or the closed one's count of
+ * timeouts (the freshest count wins) — and whether it runs the probe that owner admitted. So a
+ * failover neither closes an open breaker, nor forgets timeouts counted toward opening it, nor
+ * admits a second probe while the first still runs (its outcome, sent with the earlier owner's
+ * ticket, settles the probe taken on here).
  *
  * The probe: exactly one is admitted cluster-wide (the breaker's own rule). It is released as if it
  * said nothing ("ignore") when its replica goes silent for a lease period or it outlives its
@@ -60,6 +64,18 @@ export type HostState = typeof HostState.Type
 const Transitions = Schema.Array(Transition)
 const withState = <F extends Schema.Struct.Fields>(fields: F) => Schema.Struct({ ...fields, state: HostState })
 
+/** A renewal (Renew below): the replica's leases of the host, and what it last heard of the breaker. */
+const RenewPayload = Schema.Struct({
+  replica: Schema.String,
+  leases: Schema.Array(Schema.Struct({ id: Schema.String, lane: Schema.String, pool: Pool })),
+  /** The breaker open as this replica last saw it from an owner past its recovery (null: closed). */
+  opened: Schema.NullOr(Schema.Struct({ openedAt: Schema.Number, reopensAt: Schema.Number, consecutiveTimeouts: Schema.Number })),
+  /** The closed breaker's count of consecutive timeouts as this replica last heard it, and when. */
+  timeouts: Schema.optional(Schema.Struct({ count: Schema.Number, heardAt: Schema.Number })),
+  /** This replica runs the half-open probe an earlier owner admitted. */
+  probing: Schema.optional(Schema.Boolean)
+})
+
 export const HostEntity = Entity.make("AwooopHost", [
   /** A slot lease for one request of `lane`; `pool` null when none is free (`reason`). */
   Rpc.make("Acquire", {
@@ -68,12 +84,7 @@ export const HostEntity = Entity.make("AwooopHost", [
   }),
   /** One message per replica per renew period: every lease it holds (also none: it refreshes the view). */
   Rpc.make("Renew", {
-    payload: {
-      replica: Schema.String,
-      leases: Schema.Array(Schema.Struct({ id: Schema.String, lane: Schema.String, pool: Pool })),
-      /** The breaker open as this replica last saw it from an owner past its recovery (null: closed). */
-      opened: Schema.NullOr(Schema.Struct({ openedAt: Schema.Number, reopensAt: Schema.Number, consecutiveTimeouts: Schema.Number }))
-    },
+    payload: RenewPayload,
     success: withState({ adopted: Schema.Number })
   }),
   Rpc.make("Release", { payload: { replica: Schema.String, leases: Schema.Array(Schema.String) }, success: withState({}) }),
@@ -106,6 +117,8 @@ interface HeldProbe {
   readonly replica: string
   readonly ticket: Breaker.Ticket
   readonly deadline: number
+  /** Admitted by an earlier owner: its replica settles it with that owner's ticket. */
+  readonly adopted: boolean
 }
 
 /** The entity's state and handlers for one host. */
@@ -122,6 +135,8 @@ const makeHost = (settings: EntitySettings) =>
     const breaker = yield* Breaker.make(host, s.breaker, (t) => Effect.sync(() => void transitions.push(t)))
     const lastSeen = new Map<string, number>()
     let probe: HeldProbe | null = null
+    // The freshest count of timeouts a renewal brought while recovering (when its replica heard it).
+    let timeoutsHeardAt = -Infinity
     yield* Effect.logInfo(`cluster: host entity ${host} starts on ${owner}; no grants for ${Duration.format(settings.leaseMs)} while leases are renewed to it`)
 
     const state = (now: number) =>
@@ -160,15 +175,37 @@ const makeHost = (settings: EntitySettings) =>
       Effect.match(breaker.admit, {
         onFailure: (refused) => ({ ticket: null, until: refused.until, probeInFlight: refused.probeInFlight }),
         onSuccess: (ticket) => {
-          if (ticket.probe) probe = { replica, ticket, deadline: now + s.longestTimeoutMs + settings.leaseMs }
+          if (ticket.probe) probe = { replica, ticket, deadline: now + s.longestTimeoutMs + settings.leaseMs, adopted: false }
           return { ticket, until: null, probeInFlight: false }
         }
       })
 
-    const settle = (ticket: Breaker.Ticket, outcome: Breaker.Outcome) => {
-      if (ticket.probe && probe !== null && probe.ticket.epoch === ticket.epoch) probe = null
-      return Effect.as(breaker.settle(ticket, outcome), {})
+    const settle = (replica: string, ticket: Breaker.Ticket, outcome: Breaker.Outcome) => {
+      const held = probe
+      if (!ticket.probe || held === null) return Effect.as(breaker.settle(ticket, outcome), {})
+      // An adopted probe's outcome comes with the earlier owner's ticket: it settles the one held here.
+      const mine = held.adopted ? held.replica === replica : held.ticket.epoch === ticket.epoch
+      if (mine) probe = null
+      return Effect.as(breaker.settle(mine ? held.ticket : ticket, outcome), {})
     }
+
+    /**
+     * While recovering, a new owner takes on from the renewals what its replicas saw at the earlier
+     * owner: an open breaker (and the probe one of them still runs), or the count of timeouts short
+     * of opening it (the freshest heard).
+     */
+    const adoptBreaker = (now: number, p: typeof RenewPayload.Type) =>
+      Effect.gen(function*() {
+        if (!table.recovering(now)) return
+        if (p.opened !== null) yield* breaker.adopt(p.opened)
+        else if (p.timeouts !== undefined && p.timeouts.heardAt > timeoutsHeardAt) {
+          timeoutsHeardAt = p.timeouts.heardAt
+          yield* breaker.adoptTimeouts(p.timeouts.count)
+        }
+        if (p.probing !== true || probe !== null) return
+        const ticket = yield* breaker.adoptProbe
+        if (ticket !== null) probe = { replica: p.replica, ticket, deadline: now + s.longestTimeoutMs + settings.leaseMs, adopted: true }
+      })
 
     return HostEntity.of({
       Acquire: ({ payload: p }) =>
@@ -179,14 +216,10 @@ const makeHost = (settings: EntitySettings) =>
           })),
       Renew: ({ payload: p }) =>
         handle(p.replica, (now) =>
-          Effect.as(
-            // A new owner takes on an open breaker its replicas saw at the old one (Breaker.adopt).
-            p.opened !== null && table.recovering(now) ? breaker.adopt(p.opened) : Effect.void,
-            { adopted: table.renew(now, p.replica, p.leases) }
-          )),
+          Effect.as(adoptBreaker(now, p), { adopted: table.renew(now, p.replica, p.leases) })),
       Release: ({ payload: p }) => handle(p.replica, (now) => Effect.sync(() => (table.release(now, p.leases), {}))),
       Admit: ({ payload: p }) => handle(p.replica, admit(p.replica)),
-      Settle: ({ payload: p }) => handle(p.replica, () => settle(p.ticket, p.outcome)),
+      Settle: ({ payload: p }) => handle(p.replica, () => settle(p.replica, p.ticket, p.outcome)),
       Reset: ({ payload: p }) => handle(p.replica, () => Effect.as(breaker.reset, {}))
     })
   })

@@ -95,13 +95,19 @@ export const make = (client: Client, settings: LinkSettings): HostCoordinationSh
        */
       // The breaker as an owner past its recovery last said: what renewals tell a new owner.
       let lastSaid = state.breaker
+      let lastSaidAt = 0
+      // Probes this replica runs (admitted, not yet settled): a new owner takes them on from renewals.
+      let probes = 0
       const ask = <A extends { readonly state: HostState }>(message: Effect.Effect<A, unknown>) =>
         Effect.interruptible(message).pipe(
           Effect.timeout(settings.callTimeoutMs),
           Effect.tap((answer) =>
             Effect.suspend(() => {
               state = answer.state
-              if (!answer.state.recovering) lastSaid = answer.state.breaker
+              if (!answer.state.recovering) {
+                lastSaid = answer.state.breaker
+                lastSaidAt = clock.unsafeCurrentTimeMillis()
+              }
               return answer.state.wanted ? sendRelease(leases.unparkAll()) : Effect.void
             })
           ),
@@ -170,7 +176,8 @@ export const make = (client: Client, settings: LinkSettings): HostCoordinationSh
       const renew = Effect.suspend(() => {
         const sentAt = clock.unsafeCurrentTimeMillis()
         const refs = leases.all()
-        return Effect.tap(ask(entity.Renew({ replica, leases: refs, opened: opened() })), (answer) =>
+        const timeouts = lastSaid.status === "closed" && lastSaidAt > 0 ? { count: lastSaid.consecutiveTimeouts, heardAt: lastSaidAt } : undefined
+        return Effect.tap(ask(entity.Renew({ replica, leases: refs, opened: opened(), timeouts, probing: probes > 0 })), (answer) =>
           Effect.sync(() => Option.isSome(answer) && leases.confirmed(refs, sentAt)))
       })
       yield* renewals(settings, leases, renew, sendRelease)
@@ -184,8 +191,9 @@ export const make = (client: Client, settings: LinkSettings): HostCoordinationSh
       )
 
       const breaker = makeBreaker(host, () => state, {
-        admit: ask(entity.Admit({ replica })),
-        settle: (ticket, outcome) => ask(entity.Settle({ replica, ticket, outcome })),
+        admit: Effect.tap(ask(entity.Admit({ replica })), (answer) =>
+          Effect.sync(() => Option.isSome(answer) && answer.value.ticket?.probe === true && probes++)),
+        settle: (ticket, outcome) => Effect.suspend(() => (ticket.probe && probes--, ask(entity.Settle({ replica, ticket, outcome })))),
         reset: ask(entity.Reset({ replica }))
       }, journal)
 

@@ -113,10 +113,17 @@ export interface BreakerCore extends Breaker {
   readonly epoch: Effect.Effect<number>
   /**
    * Takes on an opening another instance of this breaker journaled (a host entity's previous owner,
-   * as its replicas saw it): a closed breaker without timeouts becomes open until `reopensAt`,
-   * without a transition. Anything else is left as it is.
+   * as its replicas saw it): a closed breaker becomes open until `reopensAt`, without a
+   * transition. An open one is left as it is.
    */
   readonly adopt: (opened: { readonly openedAt: number; readonly reopensAt: number; readonly consecutiveTimeouts: number }) => Effect.Effect<void>
+  /**
+   * Takes on a probe another instance admitted and that has not ended yet: an adopted open breaker
+   * counts it as in flight, so no second probe is admitted. Returns the ticket it settles with here.
+   */
+  readonly adoptProbe: Effect.Effect<Ticket | null>
+  /** Takes on a count of consecutive timeouts another instance had reached (closed breaker only). */
+  readonly adoptTimeouts: (consecutiveTimeouts: number) => Effect.Effect<void>
 }
 
 type Admission =
@@ -317,7 +324,7 @@ export const make = (
 
     const adopt: BreakerCore["adopt"] = (opened) =>
       SynchronizedRef.update(state, (s): State =>
-        s._tag !== "Closed" || s.timeouts > 0 ? s : {
+        s._tag !== "Closed" ? s : {
           _tag: "Open",
           epoch: s.epoch + 1,
           timeouts: opened.consecutiveTimeouts,
@@ -328,5 +335,12 @@ export const make = (
           cooldownState: cooldowns.initial
         })
 
-    return { host, snapshot, guard, reset, admit: admitLocked, settle, epoch, adopt } satisfies BreakerCore
+    const adoptProbe: BreakerCore["adoptProbe"] = SynchronizedRef.modify(state, (s): readonly [Ticket | null, State] =>
+      s._tag === "Open" && !s.probeInFlight ? [{ epoch: s.epoch, probe: true }, { ...s, probeInFlight: true }] : [null, s])
+
+    const adoptTimeouts: BreakerCore["adoptTimeouts"] = (consecutiveTimeouts) =>
+      SynchronizedRef.update(state, (s): State =>
+        s._tag === "Closed" ? { ...s, timeouts: Math.min(threshold - 1, Math.max(0, consecutiveTimeouts)) } : s)
+
+    return { host, snapshot, guard, reset, admit: admitLocked, settle, epoch, adopt, adoptProbe, adoptTimeouts } satisfies BreakerCore
   })
