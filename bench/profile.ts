@@ -12,7 +12,7 @@ import path from "node:path"
 import pg from "pg"
 import { Agent, request } from "undici"
 import { gatewayBenchConfig } from "./BenchConfig.ts"
-import { cpuOfPid, healthy, postgresCpu, waitLine } from "./Processes.ts"
+import { cpuOfPid, healthy, peakRssMbOf, postgresCpu, rssMbOf, waitLine } from "./Processes.ts"
 
 const root = process.env.ROOT ?? path.join(import.meta.dirname, "..")
 const total = Number(process.argv[2] ?? 20000)
@@ -66,7 +66,7 @@ await Promise.all(Array.from({ length: concurrency }, async () => {
 }))
 const secs = (performance.now() - t0) / 1000
 const gwCpu = cpuOfPid(gw.pid)
-console.log(`${total} requests at c=${concurrency}: ${(total / secs).toFixed(0)} req/s; gateway CPU (incl. startup) ${(gwCpu * 1e6 / total).toFixed(0)} µs/req`)
+console.log(`${total} requests at c=${concurrency}: ${(total / secs).toFixed(0)} req/s; gateway CPU (incl. startup) ${(gwCpu * 1e6 / total).toFixed(0)} µs/req; RSS ${rssMbOf(gw.pid)?.toFixed(0)} MB, peak ${peakRssMbOf(gw.pid)?.toFixed(0)} MB`)
 void cpu0
 await new Promise((r) => setTimeout(r, 1500))
 const after = await pgStats()
