@@ -7,7 +7,7 @@
 import { Entity } from "@effect/cluster"
 import * as ShardingConfig from "@effect/cluster/ShardingConfig"
 import { describe, expect, it } from "@effect/vitest"
-import { Cause, Effect, Exit, FiberId, Option, TestClock } from "effect"
+import { Cause, Effect, Exit, Fiber, FiberId, Option, TestClock } from "effect"
 import * as HostEntity from "../src/cluster/HostEntity.ts"
 import * as HostLink from "../src/cluster/HostLink.ts"
 import type * as Breaker from "../src/routing/Breaker.ts"
@@ -282,12 +282,14 @@ describe("host link", () => {
   it.scoped("an entity message that dies or is interrupted (its owner's runner died mid-request) is no answer: the host is busy, the breaker refuses, nothing fails", () =>
     Effect.gen(function*() {
       const host = yield* owner
-      let mode: "die" | "interrupt" | "ok" = "die"
+      let mode: "die" | "interrupt" | "hang" | "ok" = "die"
       const broken = <A>(answer: Effect.Effect<A>) =>
         Effect.suspend(() =>
           mode === "die"
             ? Effect.die(new Error("RunnerUnavailable: 127.0.0.1:1"))
-            : mode === "interrupt" ? Effect.failCause(Cause.interrupt(FiberId.make(999, 0))) : answer)
+            : mode === "interrupt"
+            ? Effect.failCause(Cause.interrupt(FiberId.make(999, 0)))
+            : mode === "hang" ? Effect.never : answer)
       const flaky = {
         ...host,
         Acquire: (p: Parameters<typeof host.Acquire>[0]) => broken(host.Acquire(p)),
@@ -302,6 +304,13 @@ describe("host link", () => {
         const signal = yield* link.slots.acquireOrSignal("code-review")
         expect("pool" in signal).toBe(false)
       }
+      // The request's own interruption (its caller left) is not turned into "no answer", even
+      // where the lane asks uninterruptibly.
+      mode = "hang"
+      const asking = yield* Effect.fork(Effect.uninterruptible(link.slots.tryAcquire("code-review")))
+      yield* Effect.yieldNow()
+      const exit = yield* Fiber.interrupt(asking)
+      expect(Exit.isInterrupted(exit)).toBe(true)
       // The owner answers again: the next attempt gets its slot.
       mode = "ok"
       expect(Option.getOrThrow(yield* link.slots.tryAcquire("code-review")).pool).toBe("shared")

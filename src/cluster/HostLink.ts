@@ -20,7 +20,7 @@
  * renew period old (a sync period while leases are parked: a request on a parked lease asks nothing,
  * so an opened breaker reaches this replica with the next sync, not with a grant).
  */
-import { Clock, Effect, Exit, Option, Schedule } from "effect"
+import { Clock, Effect, Exit, HashSet, Option, Schedule } from "effect"
 import * as Breaker from "../routing/Breaker.ts"
 import type { HostCoordinationShape, HostParts } from "../routing/HostCoordination.ts"
 import { makeReleaseSignal, sharedTotalOf, type Permit, type Slots } from "../routing/Slots.ts"
@@ -115,9 +115,14 @@ export const make = (client: Client, settings: LinkSettings): HostCoordinationSh
           // Whatever ends the message other than an answer — a typed error, a timeout, or a defect or
           // interruption the cluster's client passes on when the owner's runner dies mid-request —
           // means the same to the lane: no answer (busy, or the breaker as last seen). Only this
-          // fiber's own interruption is not caught (it is not recoverable).
+          // fiber's own interruption (the caller left) goes on as it is, even where the lane runs
+          // uninterruptibly.
           Effect.catchAllCause((cause) =>
-            Effect.as(Effect.logDebug(`cluster: host ${host}: no answer from its entity`, cause), Option.none())
+            Effect.descriptorWith((self) =>
+              HashSet.size(self.interruptors) > 0
+                ? Effect.interrupt
+                : Effect.as(Effect.logDebug(`cluster: host ${host}: no answer from its entity`, cause), Option.none())
+            )
           )
         )
       const opened = () =>
