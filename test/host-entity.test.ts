@@ -304,8 +304,7 @@ describe("host link", () => {
         const signal = yield* link.slots.acquireOrSignal("code-review")
         expect("pool" in signal).toBe(false)
       }
-      // The request's own interruption (its caller left) is not turned into "no answer", even
-      // where the lane asks uninterruptibly.
+      // The request's own interruption (its caller left) still ends it, also where the lane asks uninterruptibly.
       mode = "hang"
       const asking = yield* Effect.fork(Effect.uninterruptible(link.slots.tryAcquire("code-review")))
       yield* Effect.yieldNow()
