@@ -88,6 +88,15 @@ beforeAll(async () => {
     return route.abort("blockedbyclient")
   })
   page = await watchedPage()
+  // Chromium started while the gateway polled its hosts: on a loaded machine a poll can time out then
+  // and mark a host down until the next one. The tests start from every host up, as the gateway left them.
+  for (const deadline = Date.now() + 20_000; ;) {
+    await gw.pollHosts()
+    const health = (await (await fetch(`${gw.url}/awooop/health`)).json()) as { hosts: Record<string, { status: string }> }
+    if (Object.values(health.hosts).every((h) => h.status === "up")) break
+    if (Date.now() > deadline) throw new Error(`hosts not up after Chromium's start: ${JSON.stringify(health.hosts)}`)
+    await new Promise((r) => setTimeout(r, 100))
+  }
 }, 90_000)
 
 /** A page of the shared context whose console errors and page errors fail the suite (the last test). */
