@@ -49,6 +49,9 @@ beforeAll(async () => {
   process.env.AWOOOP_ADMIN_TOKEN = token
   process.env.AWOOOP_TEST_CONSOLE_GEMINI_KEY = geminiKey
   mkdirSync(screenshots, { recursive: true })
+  // Chromium starts while the gateway does (both a second or more of start-up on a loaded machine).
+  const launched = chromium.launch({ executablePath: chromiumPath, headless: true, args: launchArgs })
+  launched.catch(() => {}) // awaited below; not unhandled if the gateway's start fails first
   gemini = await startFakeGemini({ apiKey: geminiKey, delayMs: 20 })
   gw = await startTestGateway({
     projections: { intervalMs: 100 },
@@ -73,7 +76,7 @@ beforeAll(async () => {
       budget: { hardKillUsd: 0.01, period: "day" }
     }
   })
-  browser = await chromium.launch({ executablePath: chromiumPath, headless: true, args: launchArgs })
+  browser = await launched
   context = await browser.newContext({ viewport: { width: 1440, height: 900 }, deviceScaleFactor: 1 })
   await context.route("**/*", async (route) => {
     const url = new URL(route.request().url())
@@ -84,15 +87,30 @@ beforeAll(async () => {
     outside.push(url.href)
     return route.abort("blockedbyclient")
   })
-  page = await context.newPage()
-  page.on("console", (m) => {
+  page = await watchedPage()
+  // Chromium started while the gateway polled its hosts: on a loaded machine a poll can time out then
+  // and mark a host down until the next one. The tests start from every host up, as the gateway left them.
+  for (const deadline = Date.now() + 20_000; ;) {
+    await gw.pollHosts()
+    const health = (await (await fetch(`${gw.url}/awooop/health`)).json()) as { hosts: Record<string, { status: string }> }
+    if (Object.values(health.hosts).every((h) => h.status === "up")) break
+    if (Date.now() > deadline) throw new Error(`hosts not up after Chromium's start: ${JSON.stringify(health.hosts)}`)
+    await new Promise((r) => setTimeout(r, 100))
+  }
+}, 90_000)
+
+/** A page of the shared context whose console errors and page errors fail the suite (the last test). */
+const watchedPage = async () => {
+  const p = await context.newPage()
+  p.on("console", (m) => {
     if (m.type() !== "error" && m.type() !== "warning") return
     if (refusalsExpected && /status of 40[13]/.test(m.text())) refusals.push(m.text())
     else problems.push(`console ${m.type()}: ${m.text()}`)
   })
-  page.on("pageerror", (e) => problems.push(`page error: ${e.message}`))
-  page.setDefaultTimeout(20_000)
-}, 90_000)
+  p.on("pageerror", (e) => problems.push(`page error: ${e.message}`))
+  p.setDefaultTimeout(20_000)
+  return p
+}
 
 afterAll(async () => {
   await browser?.close()
@@ -275,22 +293,23 @@ describe("operator console in Chromium", () => {
       expect(res.status).toBe(202)
     }
     const held: Array<Promise<number>> = []
-    const screens: ReadonlyArray<readonly [string, string, () => Promise<unknown>]> = [
-      ["board", "/console/", async () => {
+    const screens: ReadonlyArray<readonly [string, string, (p: Page) => Promise<unknown>]> = [
+      ["board", "/console/", async (p) => {
         // A slow request holds a slot on 111 while the board is looked at.
         gw.fakes["111"]!.setMode("slow", { delayMs: 8_000 })
         held.push(generate({}, { "X-AwoooP-Lane": "code-review" }).then((r) => r.status))
-        await page.locator("#live.sse").waitFor()
-        await page.locator('#board tr[data-host="111"] .slot.used').waitFor({ timeout: 10_000 })
+        await p.locator("#live.sse").waitFor()
+        // (Both passes hold one: the first of them, in either page.)
+        await p.locator('#board tr[data-host="111"] .slot.used').first().waitFor({ timeout: 10_000 })
       }],
-      ["runs", "/console/runs?since=1h", () => page.locator("#run-rows tr[data-run]").first().waitFor()],
-      ["story", `/console/runs/${fallbackRun}`, () => page.locator("svg.timeline").first().waitFor()],
-      ["cost", "/console/cost?window=15m&by=lane", () => page.locator("#chart-budget canvas").waitFor()],
-      ["shadow", "/console/shadow?window=15m", async () => {
-        await page.locator("#chart-agreement canvas").waitFor()
-        await expect(page.locator("table.disagreements tbody tr[data-lane]").count()).resolves.toBeGreaterThan(0)
+      ["runs", "/console/runs?since=1h", (p) => p.locator("#run-rows tr[data-run]").first().waitFor()],
+      ["story", `/console/runs/${fallbackRun}`, (p) => p.locator("svg.timeline").first().waitFor()],
+      ["cost", "/console/cost?window=15m&by=lane", (p) => p.locator("#chart-budget canvas").waitFor()],
+      ["shadow", "/console/shadow?window=15m", async (p) => {
+        await p.locator("#chart-agreement canvas").waitFor()
+        await expect(p.locator("table.disagreements tbody tr[data-lane]").count()).resolves.toBeGreaterThan(0)
       }],
-      ["controls", "/console/controls", () => page.locator("form.signout").waitFor()]
+      ["controls", "/console/controls", (p) => p.locator("form.signout").waitFor()]
     ]
     // The header's toggle forces a scheme over prefers-color-scheme, and the choice survives a reload.
     await page.goto(`${gw.url}/console/runs`)
@@ -302,22 +321,30 @@ describe("operator console in Chromium", () => {
     await page.click("#theme-toggle")
     await page.click("#theme-toggle")
     await expect(page.locator("html").getAttribute("data-theme")).resolves.toBeNull()
-    for (const scheme of ["dark", "light"] as const) {
-      await page.emulateMedia({ colorScheme: scheme })
+    // The two schemes side by side, each in a page of its own (same context, so the same session):
+    // most of a screen's time is axe in the renderer and the screenshot, each page's own work.
+    const light = await watchedPage()
+    const pass = async (p: Page, scheme: "dark" | "light") => {
+      await p.emulateMedia({ colorScheme: scheme })
       for (const [name, path, ready] of screens) {
-        await page.goto(`${gw.url}${path}`)
-        await ready()
+        await p.goto(`${gw.url}${path}`)
+        await ready(p)
         // axe.run in the page itself (legacy mode: the console has no frames, so runPartial in each
         // frame and finishRun in a new blank page, axe injected into both, find nothing more), and
         // only violations listed node by node (passes still name every rule that passed): half the time.
-        const result = await new AxeBuilder({ page }).setLegacyMode(true).options({ resultTypes: ["violations"] }).analyze()
+        const result = await new AxeBuilder({ page: p }).setLegacyMode(true).options({ resultTypes: ["violations"] }).analyze()
         expect(result.passes.length).toBeGreaterThan(10)
         const serious = result.violations
           .filter((v) => v.impact === "serious" || v.impact === "critical")
           .map((v) => `${name} (${scheme}): ${v.id} — ${v.help}: ${v.nodes.slice(0, 3).map((n) => n.target.join(" ")).join(", ")}`)
         expect(serious).toEqual([])
-        await shoot(`${name}`, scheme)
+        await shoot(`${name}`, scheme, p)
       }
+    }
+    try {
+      await Promise.all([pass(page, "dark"), pass(light, "light")])
+    } finally {
+      await light.close()
     }
     gw.fakes["111"]!.setMode("ok")
     expect(await Promise.all(held)).toEqual([200, 200])
@@ -327,11 +354,16 @@ describe("operator console in Chromium", () => {
     // A page of its own: the requests it fails on purpose are logged as errors, which is the point here.
     const cut = await context.newPage()
     try {
+      // The page's clock is Playwright's (it runs on by itself): the five silent seconds before the
+      // stale mark are fast-forwarded, not waited for.
+      await cut.clock.install()
       await cut.route("**/console/board/events", (route) => route.abort("connectionrefused"))
       await cut.goto(`${gw.url}/console/`)
       await cut.locator("#live.polling").waitFor({ timeout: 15_000 })
       await expect(cut.locator("#live").textContent()).resolves.toBe("live (polling)")
       await cut.route("**/console/board/fragment", (route) => route.abort("connectionrefused"))
+      // Every timer the page set fires on the way (the 2 s polls, now refused; the 1 s render).
+      await cut.clock.runFor(6_000)
       await cut.locator("#live.stale").waitFor({ timeout: 15_000 })
       await expect(cut.locator("#live").textContent()).resolves.toMatch(/^STALE — no update for \d+s/)
       await expect(cut.locator("body.stale").count()).resolves.toBe(1)
@@ -347,5 +379,5 @@ describe("operator console in Chromium", () => {
   })
 })
 
-const shoot = (name: string, scheme?: "dark" | "light") =>
-  page.screenshot({ path: `${screenshots}${name}${scheme === undefined ? "" : `-${scheme}`}.png`, fullPage: true })
+const shoot = (name: string, scheme?: "dark" | "light", p: Page = page) =>
+  p.screenshot({ path: `${screenshots}${name}${scheme === undefined ? "" : `-${scheme}`}.png`, fullPage: true })

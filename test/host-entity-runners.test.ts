@@ -37,10 +37,23 @@ describe("host entity on two runners", () => {
       const b = yield* startRunner(url, portB, scope)
       const hostA = (yield* HostEntity.HostEntity.client.pipe(Effect.provide(a)))("gpu-1")
       const hostB = (yield* HostEntity.HostEntity.client.pipe(Effect.provide(b)))("gpu-1")
-      // Let the shards settle on both runners, then past the owner's recovery period.
-      yield* Effect.sleep("6 seconds")
-      const owner = (yield* hostA.Renew({ opened: null, replica: "a", leases: [] })).state.owner
-      yield* Effect.sleep("1 second")
+      // Let the shards settle on both runners (a fixed 6 s before; on a loaded machine they settled
+      // in about 3): both runners name the same owner, past its recovery period, and it stays the
+      // owner for 2 s, two of the runners' 1 s assignment refreshes.
+      let owner = ""
+      let since = Date.now()
+      const deadline = Date.now() + 30_000
+      for (;;) {
+        const ra = (yield* hostA.Renew({ opened: null, replica: "a", leases: [] })).state
+        const rb = (yield* hostB.Renew({ opened: null, replica: "b", leases: [] })).state
+        const settled = ra.owner === rb.owner && !ra.recovering && !rb.recovering
+        if (!settled || ra.owner !== owner) {
+          owner = settled ? ra.owner : ""
+          since = Date.now()
+        } else if (Date.now() - since >= 2_000) break
+        if (Date.now() > deadline) throw new Error(`the shards did not settle within 30 s (a: ${JSON.stringify(ra)}, b: ${JSON.stringify(rb)})`)
+        yield* Effect.sleep("100 millis")
+      }
 
       const g1 = yield* hostA.Acquire({ replica: "a", lease: "a/1", lane: "x" })
       const g2 = yield* hostB.Acquire({ replica: "b", lease: "b/1", lane: "x" })

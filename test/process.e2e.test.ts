@@ -32,6 +32,8 @@ let deadUrl: string
 /** The .d.ts files (tsc, ~17 s of CPU when stale): written while the gateways below run, awaited by the export check. */
 let declarations: Promise<unknown> = Promise.resolve()
 const children: Array<Child> = []
+/** Children started in a process group of their own (npm start): afterAll kills the whole group. */
+const groups = new Set<Child>()
 
 const writeConfig = (name: string, drainTimeout: string): string => {
   const file = path.join(dir, `${name}.yaml`)
@@ -72,6 +74,7 @@ const npmStart = ["npm", "start", "--silent"] as const
 const start = async (config: string, command: readonly [string, ...Array<string>], detached = false, database: ProxiedDatabase = db) => {
   const child = await spawnGateway(env(config, database), 90_000, { command, detached })
   children.push(child)
+  if (detached) groups.add(child)
   await waitFor("gcp-a to be polled up", async () => {
     const h = (await (await fetch(`${child.url}/awooop/health`)).json()) as { hosts: Record<string, { status: string }> }
     return h.hosts["gcp-a"]?.status === "up" && h.hosts.dead?.status === "down"
@@ -151,6 +154,12 @@ beforeAll(async () => {
 
 afterAll(async () => {
   for (const c of children) {
+    // A failed npm start scenario: npm's node child (same group) would outlive a SIGKILL to npm alone.
+    if (groups.has(c)) {
+      try {
+        process.kill(-c.process.pid!, "SIGKILL")
+      } catch { /* the group is gone */ }
+    }
     if (c.process.exitCode === null && c.process.signalCode === null) {
       c.process.kill("SIGKILL")
       await exited(c.process)
