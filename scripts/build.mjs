@@ -1,8 +1,8 @@
 #!/usr/bin/env node
 /**
  * Compiles src/ to dist/: JavaScript and source maps with esbuild (one module per source file, the
- * layout tsc gives, relative `.ts` imports rewritten to `.js`; dist/main.js, the process, bundled into
- * one file: see bundleMain), declarations with tsc.
+ * layout tsc gives, relative `.ts` imports rewritten to `.js`; the two processes, dist/main.js and
+ * dist/replay/cli.js, each bundled into one file: see `bundle`), declarations with tsc.
  *
  *   node scripts/build.mjs           JavaScript, only when dist/ is missing or older than a source (prestart, tests)
  *   node scripts/build.mjs --types   the same, then declarations when they are missing or stale (the package export)
@@ -12,7 +12,7 @@
  * the bundle), while tsc must type check the whole program to write declarations (about 17 s of CPU).
  * Running the gateway needs only the JavaScript; `npm run typecheck` is where types are checked.
  * tsconfig's `isolatedModules` guarantees that each file compiles on its own. Without esbuild (a
- * dependency) tsc writes everything, as before, and dist/main.js is not bundled.
+ * dependency) tsc writes everything, as before, and nothing is bundled.
  *
  * Plain JavaScript so it runs before anything is compiled. dist/ is emptied before the JavaScript is
  * written, so a source file deleted since the last build leaves no stale module behind.
@@ -90,15 +90,17 @@ const relativeTsToJs = {
  * dist/main.js — the process `npm start` runs — is one bundled file, its dependencies included and
  * tree-shaken: loading the module graph file by file (effect's barrel alone is ~300 modules) cost
  * ~3.3 s of CPU and ~190 MB of RSS before the gateway did anything; the bundle ~0.8 s and ~133 MB
- * (BENCHMARKS.md). The per-module files stay beside it for the typed client (the package export)
- * and the audit CLI. Left outside: PGlite (it loads its WebAssembly and data files from its own
+ * (BENCHMARKS.md). The audit CLI (dist/replay/cli.js, `npm run journal`) is bundled the same way
+ * (it loaded ~1.6 s of modules per run). The per-module files stay beside them for the typed
+ * client (the package export). Left outside: PGlite (it loads its WebAssembly and data files from its own
  * package folder) and optional native modules. `require` is defined for the CommonJS dependencies.
  */
-const bundleMain = async (esbuild) => {
+const bundle = async (esbuild, entry) => {
+  const outfile = join(dist, entry.replace(/\.ts$/, ".js"))
   const result = await esbuild.build({
     absWorkingDir: root,
-    entryPoints: [join(root, "src", "main.ts")],
-    outfile: join(dist, "main.js"),
+    entryPoints: [join(root, "src", entry)],
+    outfile,
     allowOverwrite: true,
     bundle: true,
     format: "esm",
@@ -113,11 +115,14 @@ const bundleMain = async (esbuild) => {
     logLevel: "warning"
   }).catch(() => null)
   if (result === null) {
-    console.error("build: bundling dist/main.js failed; dist/ is incomplete")
+    console.error(`build: bundling ${outfile} failed; dist/ is incomplete`)
     process.exit(1)
   }
-  trimSourceMap(join(dist, "main.js.map"))
+  trimSourceMap(`${outfile}.map`)
 }
+
+/** The two processes the package starts: the gateway and the audit CLI (`npm run journal`). */
+const processes = ["main.ts", join("replay", "cli.ts")]
 
 const B64 = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
 const B64_VALUE = new Map([...B64].map((c, i) => [c, i]))
@@ -230,7 +235,10 @@ const writeJavaScript = async (reason) => {
       process.exit(1)
     }
   }
-  if (esbuildPath !== null) await bundleMain(await import(esbuildPath))
+  if (esbuildPath !== null) {
+    const esbuild = await import(esbuildPath)
+    for (const entry of processes) await bundle(esbuild, entry)
+  }
   // The compilers copy no assets: the console's own script, styles and icon travel beside its compiled modules.
   cpSync(join(root, "src", "console", "assets"), join(dist, "console", "assets"), { recursive: true })
   writeFileSync(jsStamp, `${new Date().toISOString()}\n`)

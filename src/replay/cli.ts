@@ -235,12 +235,16 @@ const commands: Readonly<Record<string, Command>> = {
   status: statusCommand
 }
 
+const commandOf = (args: Args): Command | undefined =>
+  args.command === undefined || !Object.hasOwn(commands, args.command) ? undefined : commands[args.command]
+
+const unknownCommand = (args: Args) =>
+  usageError(args.command === undefined ? "no command given" : `unknown command ${JSON.stringify(args.command)}`)
+
 export const run = (args: Args): Effect.Effect<number, unknown, SqlClient.SqlClient> =>
   Effect.gen(function*() {
-    const command = args.command === undefined || !Object.hasOwn(commands, args.command) ? undefined : commands[args.command]
-    if (command === undefined) {
-      return yield* usageError(args.command === undefined ? "no command given" : `unknown command ${JSON.stringify(args.command)}`)
-    }
+    const command = commandOf(args)
+    if (command === undefined) return yield* unknownCommand(args)
     return yield* command(yield* SqlClient.SqlClient, args, args.flags.json === true)
   })
 
@@ -253,13 +257,17 @@ const CliLogger = Layer.merge(
 )
 
 if (import.meta.url === `file://${process.argv[1]}`) {
-  run(parseArgs(process.argv.slice(2))).pipe(
+  const args = parseArgs(process.argv.slice(2))
+  // A mistyped command opens no store: the embedded one alone takes seconds and ~300 MB to start.
+  const main = commandOf(args) === undefined ? unknownCommand(args) : run(args).pipe(
     Effect.provide(Storage),
     // The embedded store held by a running gateway (StoreLock.ts): its message alone says what to do.
     Effect.catchIf(
       (e): e is SqlError => e instanceof SqlError && e.cause instanceof StoreInUse,
       (e) => Effect.as(Console.error(`journal: ${e.message}`), ExitCode.failure)
-    ),
+    )
+  )
+  main.pipe(
     Effect.provide(CliLogger),
     NodeRuntime.runMain({
       disablePrettyLogger: true,
