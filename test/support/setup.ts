@@ -1,5 +1,6 @@
 /** In each test worker: the template database globalSetup.ts made, for TestDatabase.ts and FaultKit.ts. */
-import { afterAll, inject } from "vitest"
+import { makeMethods } from "@effect/vitest"
+import { afterAll, inject, it } from "vitest"
 
 process.env.TEST_DATABASE_TEMPLATE = inject("testDatabaseTemplate")
 
@@ -12,3 +13,10 @@ afterAll(() => {
   for (const key of Object.keys(process.env)) if (!(key in environment)) delete process.env[key]
   Object.assign(process.env, environment)
 })
+
+// @effect/vitest's `layer(...)` installs its own `effect`, `scoped`, `prop`, `flakyTest` and `layer`
+// on vitest's one `it` object (Object.assign; @effect/vitest 0.30), which is also the `it` that
+// @effect/vitest exports: after a file with a `layer` block, another file's top-level `it.effect`
+// ran on that block's (closed) runtime, without the TestClock. Each file starts from the defaults.
+makeMethods(it as unknown as Parameters<typeof makeMethods>[0])
+
