@@ -18,10 +18,11 @@ export default defineConfig({
     minWorkers: 1,
     // Worker processes are reused from file to file, and the modules they loaded with them: effect,
     // @effect/platform, sql, cluster… and src/ are loaded once per worker instead of once per file.
-    // Measured on this 2-core machine, shared with another suite (load average 8-14), full runs
-    // back to back: with `--isolate` (a process per file) 580 s wall, 300 + 78 s user+sys, collect
-    // 365 s; with this 350 s wall, 178 + 39 s, collect 31 s. (An earlier note here said it saved no
-    // CPU: that A/B set `isolate: false` on a project only, which the forks pool ignores.)
+    // Measured on this 2-core machine (shared with another suite, load average 3-5), full runs back
+    // to back: with `--isolate` (a process per file) 232 s wall, 249 + 69 s user+sys, collect 104 s;
+    // with this 143 s and 159 s wall, 124 + 29 s and 127 + 30 s, collect 12-15 s. (An earlier note
+    // here said it saved no CPU: that A/B set `isolate: false` on a project only, which the forks
+    // pool ignores.)
     // What a file leaves in the process is then seen by the next one, so test/support/setup.ts gives
     // each file back the environment it started with and @effect/vitest's default `it.effect` /
     // `it.scoped` (a `layer(...)` block replaces them on vitest's shared `it`: the TestClock suites
