@@ -1,48 +1,35 @@
 import { configDefaults, defineConfig } from "vitest/config"
 
-// The TestClock suites need a fresh module scope: in a shared one their `TestClock.adjust` found a
-// live Clock (the @effect/vitest runner and the file then disagreed on the default services).
-const isolated = ["test/breaker.test.ts", "test/host-entity.test.ts", "test/maintenance.test.ts", "test/routing.scenarios.test.ts"]
-
-const shared = {
+export default defineConfig({
   // The package's own exports (`awooop-inference-gateway/client`) resolve to src/ in tests, to dist/ elsewhere.
   // (Only that condition is added: Vite's "module" would pick ESM builds Node cannot load, e.g. @opentelemetry/api's.)
-  ssr: { resolve: { conditions: ["source", "node", "development|production"] } }
-}
-
-const common = {
-  setupFiles: ["test/support/setup.ts"],
-  testTimeout: 30_000,
-  hookTimeout: 60_000
-}
-
-export default defineConfig({
-  ...shared,
+  ssr: { resolve: { conditions: ["source", "node", "development|production"] } },
   test: {
+    include: ["test/**/*.test.ts"],
+    // The fault matrix has its own command (`npm run test:faults`, vitest.faults.config.ts).
+    exclude: [...configDefaults.exclude, "test/faults/**"],
+    setupFiles: ["test/support/setup.ts"],
+    testTimeout: 30_000,
+    hookTimeout: 60_000,
     // Two files at a time on a 2-core machine: most suites wait on sockets, Postgres and child
     // processes, not the CPU. Each test makes its own random database, so neighbours don't collide.
     // The slowest files (Chromium, the spawned gateways) start first (vitest orders by last duration).
     maxWorkers: 2,
     minWorkers: 1,
+    // Worker processes are reused from file to file, and the modules they loaded with them: effect,
+    // @effect/platform, sql, cluster… and src/ are loaded once per worker instead of once per file.
+    // Measured on this 2-core machine (shared with another suite, load average 3-5), full runs back
+    // to back: with `--isolate` (a process per file) 232 s wall, 249 + 69 s user+sys, collect 104 s;
+    // with this 143 s and 159 s wall, 124 + 29 s and 127 + 30 s, collect 12-15 s. (An earlier note
+    // here said it saved no CPU: that A/B set `isolate: false` on a project only, which the forks
+    // pool ignores.)
+    // What a file leaves in the process is then seen by the next one, so test/support/setup.ts gives
+    // each file back the environment it started with and @effect/vitest's default `it.effect` /
+    // `it.scoped` (a `layer(...)` block replaces them on vitest's shared `it`: the TestClock suites
+    // then found a live Clock, which is why they once ran in an isolated project of their own), and
+    // each journal without settings spills to a folder of its own (src/journal/JournalConfig.ts).
+    isolate: false,
     // One migrated template database per run; every test database is a copy of it (TestDatabase.ts).
-    globalSetup: ["test/support/globalSetup.ts"],
-    projects: [
-      {
-        ...shared,
-        test: {
-          ...common,
-          name: "shared",
-          include: ["test/**/*.test.ts"],
-          // The fault matrix has its own command (`npm run test:faults`, vitest.faults.config.ts).
-          exclude: [...configDefaults.exclude, "test/faults/**", ...isolated],
-          // Note: the forks pool reads `isolate` from the root config only, so this still runs each
-          // file in a new process (vitest 3.2). `isolate: false` at the root does reuse them, but in
-          // an A/B of 20 files it saved no CPU (60.6 s vs 60.0 s user+sys) and full runs with it
-          // failed more under load (in-process hosts polled down), so it is not set there.
-          isolate: false
-        }
-      },
-      { ...shared, test: { ...common, name: "isolated", include: isolated } }
-    ]
+    globalSetup: ["test/support/globalSetup.ts"]
   }
 })

@@ -237,6 +237,8 @@ describe("keep-warm", () => {
     gcpA.reset()
     gcpA.setResident([])
     await until("reloaded through the reserved slot", async () => loads(gw, "gcp-a").length === 1)
+    // The fake has the load; its reserved slot is free again once the gateway has the answer.
+    await until("the load's slot free again", async () => (await health(gw)).hosts["gcp-a"]!.slots.reserved["alert-fast"]!.inUse === 0)
 
     // Now the lane's own reserved slots are busy too: keep-warm does not queue, it sends nothing…
     const reserved = [await take("alert-fast"), await take("alert-fast")]

@@ -3,6 +3,7 @@ import { assert, describe, it, layer } from "@effect/vitest"
 import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
+import { JournalConfig, withOwnSpillDir } from "../src/journal/JournalConfig.ts"
 import { Spill } from "../src/journal/Spill.ts"
 import { Context, Deferred, Effect, Exit, Fiber, Layer, Logger, LogLevel, Option, Schedule, Scope } from "effect"
 import { randomUUID } from "node:crypto"
@@ -383,4 +384,21 @@ describe("Journal on embedded PGlite", () => {
         assert.isTrue(tx[0]!.ok, "xid8 transaction ids are recorded")
       }).pipe(Effect.scoped, Effect.provide(embedded(dir)))
     }).pipe(Effect.scoped), 60_000)
+})
+
+describe("JournalConfig without settings", () => {
+  // Effect caches a Reference's default value once per process: the folder cannot come from there,
+  // or every journal of a test worker would share (and replay) one spill.
+  it.effect("each journal gets a spill folder of its own, however often the default is read", () =>
+    Effect.gen(function*() {
+      const a = withOwnSpillDir(yield* JournalConfig)
+      const b = withOwnSpillDir(yield* JournalConfig)
+      try {
+        assert.notStrictEqual(a.spillDir, b.spillDir)
+        assert.isTrue(fs.statSync(a.spillDir).isDirectory() && fs.statSync(b.spillDir).isDirectory())
+        assert.deepStrictEqual(withOwnSpillDir({ ...a, spillDir: "/some/dir" }).spillDir, "/some/dir")
+      } finally {
+        for (const dir of [a.spillDir, b.spillDir]) fs.rmSync(dir, { recursive: true, force: true })
+      }
+    }))
 })

@@ -14,7 +14,7 @@
  * - Any database error is a `LedgerError`, and the caller refuses the paid call (fail closed).
  */
 import * as SqlClient from "@effect/sql/SqlClient"
-import { Cause, Clock, Data, Duration, Effect, Exit, Fiber, Option, Schedule } from "effect"
+import { Cause, Clock, Data, Duration, Effect, Exit, Fiber, Option, Schedule, type Scope } from "effect"
 import { GatewayConfigTag } from "../config/GatewayConfig.ts"
 import { type BudgetEvent, decodeEvent } from "../domain/Events.ts"
 import { Journal } from "../journal/Journal.ts"
@@ -111,8 +111,12 @@ export const LEDGER_TIMEOUT = Duration.seconds(5)
  * finish once the database answers (a settle or release that lands late is still right). When the
  * outcome is unknown (abandoned, or a defect mid-transaction) and `undo` says so, `undo` runs in the
  * background, retried until the database takes it: a reservation that committed after all is released.
+ * Those fibers run in `scope`, the Budget service's: closing the gateway stops them (as the end of
+ * the process does) instead of leaving them retrying on a closed pool; a reservation left open is an
+ * orphan the next start releases (recoverOrphans).
  */
 const bounded = <A>(
+  scope: Scope.Scope,
   what: string,
   self: Effect.Effect<A, LedgerError>,
   options: {
@@ -121,19 +125,19 @@ const bounded = <A>(
   }
 ): Effect.Effect<A, LedgerError> =>
   Effect.gen(function*() {
-    const fiber = yield* Effect.forkDaemon(self)
+    const fiber = yield* Effect.forkIn(self, scope)
     const undoLater = (exit: Exit.Exit<A, LedgerError>) => {
       const undo = options.undo?.(exit) ?? null
       return undo === null ? Effect.void : undo.pipe(
         Effect.retry(Schedule.spaced(Duration.seconds(1)).pipe(Schedule.intersect(Schedule.recurs(300)))),
         Effect.catchAllCause((cause) => Effect.logError(`Budget: undoing an unfinished ${what} failed`, cause)),
-        Effect.forkDaemon,
+        Effect.forkIn(scope),
         Effect.asVoid
       )
     }
     const abandon = Effect.gen(function*() {
       if (options.abandon === "interrupt") yield* Fiber.interruptFork(fiber)
-      yield* Fiber.await(fiber).pipe(Effect.flatMap(undoLater), Effect.forkDaemon)
+      yield* Fiber.await(fiber).pipe(Effect.flatMap(undoLater), Effect.forkIn(scope))
     })
     const exit = yield* Fiber.await(fiber).pipe(Effect.timeoutOption(LEDGER_TIMEOUT), Effect.onInterrupt(() => abandon))
     if (Option.isNone(exit)) {
@@ -403,9 +407,10 @@ const make = Effect.gen(function*() {
     Effect.catchAllCause((cause) => Effect.logError("Budget: startup reconciliation failed; open reservations keep counting against the cap", cause))
   )
 
+  const scope = yield* Effect.scope
   return {
     reserve: (r: Reservation) =>
-      bounded("reserve", reserve(r), {
+      bounded(scope, "reserve", reserve(r), {
         abandon: "interrupt",
         // Refused, yet the reservation may have committed (late, or before the connection broke):
         // nothing was spent, so give the headroom back (a no-op when it never committed).
@@ -414,9 +419,9 @@ const make = Effect.gen(function*() {
             ? release(r.reservationId, "the ledger answered too late or broke mid-transaction; the paid call was refused")
             : null
       }),
-    settle: (reservationId: string, chargedUsd: number, costUsd: number | null) => bounded("settle", settle(reservationId, chargedUsd, costUsd), { abandon: "finish" }),
-    release: (reservationId: string, reason: string) => bounded("release", release(reservationId, reason), { abandon: "finish" }),
-    status: bounded("read the budget", status, { abandon: "interrupt" }),
+    settle: (reservationId: string, chargedUsd: number, costUsd: number | null) => bounded(scope, "settle", settle(reservationId, chargedUsd, costUsd), { abandon: "finish" }),
+    release: (reservationId: string, reason: string) => bounded(scope, "release", release(reservationId, reason), { abandon: "finish" }),
+    status: bounded(scope, "read the budget", status, { abandon: "interrupt" }),
     setHardKill,
     owner,
     capUsd,

@@ -31,7 +31,7 @@ import * as SqlClient from "@effect/sql/SqlClient"
 import { Effect, Queue } from "effect"
 import { makeAppends } from "./Appends.ts"
 import { makeGroupCommit } from "./GroupCommit.ts"
-import { JournalConfig } from "./JournalConfig.ts"
+import { JournalConfig, withOwnSpillDir } from "./JournalConfig.ts"
 import { JournalState } from "./JournalState.ts"
 import { makeLostEvents } from "./LostEvents.ts"
 import { makePostgresWriter } from "./PostgresWriter.ts"
@@ -56,7 +56,7 @@ export { closingEvents, type ClosingFields } from "./RunEnds.ts"
 
 const make = Effect.gen(function*() {
   const sql = yield* SqlClient.SqlClient
-  const config = yield* JournalConfig
+  const config = withOwnSpillDir(yield* JournalConfig)
   const batchSize = Math.max(1, Math.floor(config.batchSize))
   const capacity = Math.max(1, Math.floor(config.capacity))
   const queue = yield* Queue.bounded<Item>(capacity)

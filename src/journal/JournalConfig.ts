@@ -45,8 +45,12 @@ export const journalConfigDefaults: JournalConfigShape = {
 }
 
 /** Journal settings; the defaults apply unless a layer provides others. */
-// Without explicit settings (tests, tools) each journal spills to a fresh temporary folder, so two
-// processes never replay each other's spill; the gateway itself reads AWOOOP_SPILL_DIR.
+// Without explicit settings (tests, tools) each journal spills to a fresh temporary folder of its
+// own, made when the journal starts (`withOwnSpillDir`, Journal.ts), so two journals never replay
+// each other's spill; the gateway itself reads AWOOOP_SPILL_DIR. The folder cannot be made in the
+// Reference's `defaultValue`: Effect computes that once per process (a global cache by key), so every
+// journal of a process without settings shared one folder, and one that closed with events still
+// spilled handed them to the next one, which replayed them into its own database.
 // Such a folder is removed again when its journal closes with nothing spilled in it.
 const freshSpillDirs = new Set<string>()
 const freshSpillDir = () => {
@@ -55,16 +59,23 @@ const freshSpillDir = () => {
   return dir
 }
 
+/** The `spillDir` of settings that name no folder: the journal makes a fresh temporary one. */
+export const FRESH_SPILL_DIR = "(a fresh temporary folder per journal)"
+
+/** The settings a journal runs with: `FRESH_SPILL_DIR` replaced by a new temporary folder of its own. */
+export const withOwnSpillDir = (config: JournalConfigShape): JournalConfigShape =>
+  config.spillDir === FRESH_SPILL_DIR ? { ...config, spillDir: freshSpillDir() } : config
+
 /** True (once) when `dir` is a temporary folder made for a journal without settings: it may be removed. */
 export const forgetFreshSpillDir = (dir: string): boolean => freshSpillDirs.delete(dir)
 
 export class JournalConfig extends Context.Reference<JournalConfig>()("awooop/JournalConfig", {
-  defaultValue: (): JournalConfigShape => ({ ...journalConfigDefaults, spillDir: freshSpillDir() })
+  defaultValue: (): JournalConfigShape => ({ ...journalConfigDefaults, spillDir: FRESH_SPILL_DIR })
 }) {}
 
 /** Provide `JournalConfig` with some settings overridden. */
 export const journalConfigLayer = (options: Partial<JournalConfigShape>): Layer.Layer<never> =>
-  Layer.sync(JournalConfig, () => ({ ...journalConfigDefaults, spillDir: options.spillDir ?? freshSpillDir(), ...options }))
+  Layer.succeed(JournalConfig, { ...journalConfigDefaults, spillDir: FRESH_SPILL_DIR, ...options })
 
 /**
  * `JournalConfig` from the environment: `AWOOOP_JOURNAL_CAPACITY`, `AWOOOP_JOURNAL_BATCH_SIZE`,
