@@ -1,24 +1,14 @@
 /**
- * The host entity's messages between two runners of one cluster in this process (Postgres, loopback
- * sockets), `concurrency` at a time from the runner that does not own the host: messages per second
- * and the median round trip, with the runner sockets as shipped (`noDelay`, cluster/RunnerSockets.ts)
- * and as the library makes them (Nagle on).
+ * The host entity's messages in a cluster of two runners in this process (Postgres, loopback
+ * sockets): `concurrency` grant + release pairs at a time, asked from the runner that owns the host
+ * and from the other one — pairs per second and the round trip's median and p99.
  *
- *   npx tsx bench/runner-messages.ts [messages=4000] [concurrency=32]
+ *   npx tsx bench/runner-messages.ts [pairs=4000] [concurrency=32]
  */
-import * as RunnerHealth from "@effect/cluster/RunnerHealth"
-import { RunnerAddress } from "@effect/cluster/RunnerAddress"
-import * as Runners from "@effect/cluster/Runners"
-import * as ShardingConfig from "@effect/cluster/ShardingConfig"
-import * as SocketRunner from "@effect/cluster/SocketRunner"
-import * as SqlMessageStorage from "@effect/cluster/SqlMessageStorage"
-import * as SqlRunnerStorage from "@effect/cluster/SqlRunnerStorage"
-import * as NodeClusterSocket from "@effect/platform-node/NodeClusterSocket"
-import * as RpcSerialization from "@effect/rpc/RpcSerialization"
-import { Duration, Effect, Layer, Option, Scope } from "effect"
+import { Duration, Effect, Layer } from "effect"
 import pg from "pg"
 import * as HostEntity from "../src/cluster/HostEntity.ts"
-import * as RunnerSockets from "../src/cluster/RunnerSockets.ts"
+import * as Runner from "../src/cluster/Runner.ts"
 import { layerFromUrl } from "../src/storage/Database.ts"
 import { freePort } from "../test/support/FreePort.ts"
 
@@ -30,42 +20,16 @@ const settings: HostEntity.EntitySettings = {
   hosts: { "gpu-1": { slots: 1_000_000, reservations: {}, breaker: { consecutiveTimeouts: 2, cooldown: 10_000 }, longestTimeoutMs: 1_000 } }
 }
 
-const runner = (url: string, port: number, sockets: "noDelay" | "library") => {
-  const transport = sockets === "noDelay"
-    ? { server: RunnerSockets.layerSocketServer, client: RunnerSockets.layerClientProtocol }
-    : { server: NodeClusterSocket.layerSocketServer, client: NodeClusterSocket.layerClientProtocol }
-  return HostEntity.layer(settings).pipe(
-    Layer.provideMerge(SocketRunner.layer.pipe(
-      Layer.provide([transport.server, transport.client]),
-      Layer.provide(RunnerHealth.layerPing.pipe(Layer.provide(Runners.layerRpc), Layer.provide(transport.client))),
-      Layer.provideMerge(Layer.orDie(Layer.merge(SqlMessageStorage.layer, SqlRunnerStorage.layer))),
-      Layer.provideMerge(ShardingConfig.layer({
-        runnerAddress: Option.some(RunnerAddress.make({ host: "127.0.0.1", port })),
-        shardLockExpiration: Duration.seconds(9),
-        simulateRemoteSerialization: false
-      })),
-      Layer.provide(RpcSerialization.layerMsgPack)
-    )),
+const runner = (url: string, port: number) =>
+  HostEntity.layer(settings).pipe(
+    Layer.provideMerge(Runner.layer({ host: "127.0.0.1", port, lockExpiration: Duration.seconds(9) })),
     Layer.provide(layerFromUrl(url, { maxConnections: 4 }))
   )
-}
 
-const measure = (sockets: "noDelay" | "library") =>
-  Effect.scoped(Effect.gen(function*() {
-    const db = `awooop_rm_${Date.now()}`
-    const admin = new pg.Client({ connectionString: adminUrl })
-    yield* Effect.promise(() => admin.connect().then(() => admin.query(`CREATE DATABASE ${db}`)))
-    yield* Effect.addFinalizer(() => Effect.promise(() => admin.query(`DROP DATABASE ${db} WITH (FORCE)`).then(() => admin.end())))
-    const url = adminUrl.replace(/\/[^/]*$/, `/${db}`)
-    const scope = yield* Effect.scope
-    const [pa, pb] = yield* Effect.promise(() => Promise.all([freePort(), freePort()]))
-    const a = yield* Layer.buildWithScope(runner(url, pa, sockets), scope)
-    const b = yield* Layer.buildWithScope(runner(url, pb, sockets), scope)
-    const clients = [a, b].map((ctx) => Effect.runSync(Effect.provide(HostEntity.HostEntity.client, ctx))("gpu-1"))
-    yield* Effect.sleep("6 seconds")
-    const owner = (yield* clients[0]!.Renew({ opened: null, replica: "probe", leases: [] })).state.owner
-    const remote = owner.endsWith(`:${pa}`) ? clients[1]! : clients[0]!
-    yield* Effect.sleep("1 second")
+type Host = ReturnType<Effect.Effect.Success<typeof HostEntity.HostEntity.client>>
+
+const pairs = (host: Host, label: string) =>
+  Effect.gen(function*() {
     let next = 0
     const times: Array<number> = []
     const t0 = performance.now()
@@ -74,20 +38,35 @@ const measure = (sockets: "noDelay" | "library") =>
         while (next < total) {
           const i = next++
           const t = performance.now()
-          yield* remote.Acquire({ replica: `w${w}`, lease: `w${w}/${i}`, lane: "x" })
-          yield* remote.Release({ replica: `w${w}`, leases: [`w${w}/${i}`] })
+          yield* host.Acquire({ replica: `${label}${w}`, lease: `${label}${w}/${i}`, lane: "x" })
+          yield* host.Release({ replica: `${label}${w}`, leases: [`${label}${w}/${i}`] })
           times.push(performance.now() - t)
         }
       })), { concurrency: "unbounded", discard: true })
     const secs = (performance.now() - t0) / 1000
     times.sort((x, y) => x - y)
-    console.log(`${sockets.padEnd(8)} ${total} grant+release pairs at c=${concurrency} from the other runner: ${(total / secs).toFixed(0)} pairs/s, p50 ${times[Math.floor(times.length / 2)]!.toFixed(2)} ms, p99 ${times[Math.floor(times.length * 0.99)]!.toFixed(2)} ms`)
-  }))
+    const at = (q: number) => times[Math.floor(times.length * q)]!.toFixed(2)
+    console.log(`${label.padEnd(22)} ${total} grant+release pairs at c=${concurrency}: ${(total / secs).toFixed(0)} pairs/s, p50 ${at(0.5)} ms, p99 ${at(0.99)} ms`)
+  })
 
-void Scope
-for (const round of [1, 2]) {
-  void round
-  await Effect.runPromise(measure("library"))
-  await Effect.runPromise(measure("noDelay"))
-}
+await Effect.runPromise(Effect.scoped(Effect.gen(function*() {
+  const db = `awooop_rm_${Date.now()}`
+  const admin = new pg.Client({ connectionString: adminUrl })
+  yield* Effect.promise(() => admin.connect().then(() => admin.query(`CREATE DATABASE ${db}`)))
+  yield* Effect.addFinalizer(() => Effect.promise(() => admin.query(`DROP DATABASE ${db} WITH (FORCE)`).then(() => admin.end())))
+  const url = adminUrl.replace(/\/[^/]*$/, `/${db}`)
+  const scope = yield* Effect.scope
+  const [pa, pb] = yield* Effect.promise(() => Promise.all([freePort(), freePort()]))
+  const clients = yield* Effect.forEach([pa, pb], (port) =>
+    Effect.flatMap(Layer.buildWithScope(runner(url, port), scope), (ctx) =>
+      Effect.map(Effect.provide(HostEntity.HostEntity.client, ctx), (client) => client("gpu-1"))))
+  // The shards settle, then the owner's recovery period passes.
+  yield* Effect.sleep("7 seconds")
+  const owner = (yield* clients[0]!.Renew({ opened: null, replica: "probe", leases: [] })).state.owner
+  const [local, remote] = owner.endsWith(`:${pa}`) ? [clients[0]!, clients[1]!] : [clients[1]!, clients[0]!]
+  for (let round = 0; round < 2; round++) {
+    yield* pairs(local, "on the owner's runner")
+    yield* pairs(remote, "from the other runner")
+  }
+})))
 process.exit(0)

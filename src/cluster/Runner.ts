@@ -1,7 +1,7 @@
 /**
  * This gateway as one runner of a cluster (issue 13): replicas on the same Postgres register in SQL
  * (`cluster_runners`), hold shards with Postgres advisory locks on a reserved connection, and talk
- * to each other over plain TCP sockets (msgpack; RunnerSockets.ts). No shard-manager process.
+ * to each other over plain TCP sockets (msgpack). No shard-manager process.
  *
  * Configured by `AWOOOP_RUNNER_PORT` (the port other runners reach this one at; unset → no cluster,
  * the gateway is a single runner as before), `AWOOOP_RUNNER_HOST` (default `localhost`) and
@@ -19,9 +19,9 @@ import * as ShardingConfig from "@effect/cluster/ShardingConfig"
 import * as SocketRunner from "@effect/cluster/SocketRunner"
 import * as SqlMessageStorage from "@effect/cluster/SqlMessageStorage"
 import * as SqlRunnerStorage from "@effect/cluster/SqlRunnerStorage"
+import { layerClientProtocol, layerSocketServer } from "@effect/platform-node/NodeClusterSocket"
 import * as RpcSerialization from "@effect/rpc/RpcSerialization"
 import { Config, Duration, Effect, Layer, Option, Schedule } from "effect"
-import { layerClientProtocol, layerSocketServer } from "./RunnerSockets.ts"
 
 export interface RunnerConfig {
   /** The address other runners reach this one at. */
