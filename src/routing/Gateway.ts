@@ -108,6 +108,7 @@ export class Gateway extends Effect.Service<Gateway>()("awooop/Gateway", {
     const hosts = yield* makeHosts(config, {
       journal,
       upstream,
+      lag,
       observe: observers.host,
       windows,
       journalsHealth: () => healthJournaler,

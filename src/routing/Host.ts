@@ -11,7 +11,7 @@ import { makeStreamWriter, type StreamBase, type StreamWriter } from "../journal
 import type { OllamaUpstream } from "../upstream/OllamaUpstream.ts"
 import type * as Breaker from "./Breaker.ts"
 import { HostCoordination } from "./HostCoordination.ts"
-import { type HostChange, type HostHealth, makeHostHealth } from "./HostHealth.ts"
+import { type HealthDeps, type HostChange, type HostHealth, makeHostHealth } from "./HostHealth.ts"
 import { makeHostMaintenance, type Maintenance, type StoredWindow, type WindowStore } from "./HostMaintenance.ts"
 import type { HostView } from "./Plan.ts"
 import type * as Slots from "./Slots.ts"
@@ -57,6 +57,8 @@ export interface HostDeps {
   readonly breaker: { readonly consecutiveTimeouts: number; readonly cooldownMs: number }
   readonly pollIntervalMs: number
   readonly probeTimeoutMs: number
+  /** The gateway's event-loop lag: a poll it timed out does not mark the host down (HostHealth.ts). */
+  readonly lag?: HealthDeps["lag"]
   /** Wraps the host stream's writer (breaker transitions feed metrics and spans; observability/RunObserver.ts). */
   readonly observe?: (writer: StreamWriter<HostEvent>) => StreamWriter<HostEvent>
   /** Durable, shared maintenance windows (see WindowStore). */

@@ -6,6 +6,7 @@
  */
 import { Clock, Effect, PubSub } from "effect"
 import type { HostEvent } from "../domain/Events.ts"
+import { type LagMark, stalledByGateway } from "../observability/EventLoopLag.ts"
 import type { OllamaUpstream } from "../upstream/OllamaUpstream.ts"
 import type { InstalledModel } from "./Plan.ts"
 
@@ -37,6 +38,8 @@ export interface HealthDeps {
   readonly upstream: OllamaUpstream
   readonly pollIntervalMs: number
   readonly probeTimeoutMs: number
+  /** The gateway's own event-loop lag (observability/EventLoopLag.ts): a probe it timed out says nothing of the host. */
+  readonly lag?: { readonly mark: () => LagMark; readonly since: (from: LagMark) => { readonly longestStallMs: number } }
 }
 
 const asString = (v: unknown): string | null => (typeof v === "string" ? v : null)
@@ -103,20 +106,37 @@ export const makeHostHealth = (
   // interval, so a host that stops answering (even one that accepts connections and then says
   // nothing) is down within two intervals.
   const pollTimeoutMs = Math.max(1, Math.min(deps.probeTimeoutMs, Math.floor(deps.pollIntervalMs * 0.4)))
-  const probeTags = deps.upstream.unary(target, "GET", "/api/tags", null, pollTimeoutMs).pipe(Effect.either)
+  // A probe that timed out while this process's event loop was blocked for half its time or more (a
+  // GC pause, a starved process) is no answer from the host, as for an attempt (Lane.ts): the poll
+  // then changes nothing, and the next one asks again.
+  const probeTags = Effect.suspend(() => {
+    const mark = deps.lag?.mark()
+    return deps.upstream.unary(target, "GET", "/api/tags", null, pollTimeoutMs).pipe(
+      Effect.either,
+      Effect.map((result) => ({
+        result,
+        ours: result._tag === "Left" && result.left.kind === "timeout" && mark !== undefined &&
+          stalledByGateway(deps.lag!.since(mark).longestStallMs, pollTimeoutMs)
+      }))
+    )
+  })
 
   const poll = Effect.gen(function*() {
     const started = yield* Clock.currentTimeMillis
-    let [tags, ps, version] = yield* Effect.all([
+    let [{ ours, result: tags }, ps, version] = yield* Effect.all([
       probeTags,
       deps.upstream.unary(target, "GET", "/api/ps", null, pollTimeoutMs).pipe(Effect.either),
       deps.upstream.unary(target, "GET", "/api/version", null, pollTimeoutMs).pipe(Effect.either)
     ], { concurrency: 3 })
     const now = yield* Clock.currentTimeMillis
     if (tags._tag === "Left") {
-      const again = tags.left.kind === "refused" ? tags : yield* probeTags
-      if (again._tag === "Left") return yield* markDown(again.left.message, yield* Clock.currentTimeMillis)
-      tags = again
+      const again = tags.left.kind === "refused" ? { ours: false, result: tags } : yield* probeTags
+      ours ||= again.ours
+      if (again.result._tag === "Left") {
+        if (ours) return yield* Effect.logDebug(`poll of host ${name}: timed out while the gateway's event loop was blocked; not counted`)
+        return yield* markDown(again.result.left.message, yield* Clock.currentTimeMillis)
+      }
+      tags = again.result
     }
     const resident = ps._tag === "Right" ? readResident(ps.right.json) : null
     const before = health
