@@ -71,6 +71,31 @@ const residencyChange = (before: ReadonlyArray<ResidentModel> | null, after: Rea
   return before === null || loaded.length > 0 || evicted.length > 0 ? { resident: [...is], loaded, evicted } : null
 }
 
+// One slow answer on a loaded machine is not an outage: a /api/tags probe that times out or fails
+// is asked once more at once, and only a second failure marks the host down (a refused
+// connection — nothing is listening — marks it down at once). Each probe is capped at 2/5 of the
+// interval, so a host that stops answering (even one that accepts connections and then says
+// nothing) is down within two intervals.
+const probeTimeoutOf = (deps: HealthDeps) => Math.max(1, Math.min(deps.probeTimeoutMs, Math.floor(deps.pollIntervalMs * 0.4)))
+
+/**
+ * One /api/tags probe. `ours`: it timed out while this process's event loop was blocked for half its
+ * time or more (a GC pause, a starved process), so it is no answer from the host, as for an attempt
+ * (Lane.ts): the poll then changes nothing, and the next one asks again.
+ */
+const probeOf = (target: { readonly name: string; readonly url: string }, deps: HealthDeps, timeoutMs: number) =>
+  Effect.suspend(() => {
+    const mark = deps.lag?.mark()
+    return deps.upstream.unary(target, "GET", "/api/tags", null, timeoutMs).pipe(
+      Effect.either,
+      Effect.map((result) => ({
+        result,
+        ours: result._tag === "Left" && result.left.kind === "timeout" && mark !== undefined &&
+          stalledByGateway(deps.lag!.since(mark).longestStallMs, timeoutMs)
+      }))
+    )
+  })
+
 export const makeHostHealth = (
   target: { readonly name: string; readonly url: string },
   deps: HealthDeps,
@@ -100,26 +125,8 @@ export const makeHostHealth = (
           : Effect.void
     )
 
-  // One slow answer on a loaded machine is not an outage: a /api/tags probe that times out or fails
-  // is asked once more at once, and only a second failure marks the host down (a refused
-  // connection — nothing is listening — marks it down at once). Each probe is capped at 2/5 of the
-  // interval, so a host that stops answering (even one that accepts connections and then says
-  // nothing) is down within two intervals.
-  const pollTimeoutMs = Math.max(1, Math.min(deps.probeTimeoutMs, Math.floor(deps.pollIntervalMs * 0.4)))
-  // A probe that timed out while this process's event loop was blocked for half its time or more (a
-  // GC pause, a starved process) is no answer from the host, as for an attempt (Lane.ts): the poll
-  // then changes nothing, and the next one asks again.
-  const probeTags = Effect.suspend(() => {
-    const mark = deps.lag?.mark()
-    return deps.upstream.unary(target, "GET", "/api/tags", null, pollTimeoutMs).pipe(
-      Effect.either,
-      Effect.map((result) => ({
-        result,
-        ours: result._tag === "Left" && result.left.kind === "timeout" && mark !== undefined &&
-          stalledByGateway(deps.lag!.since(mark).longestStallMs, pollTimeoutMs)
-      }))
-    )
-  })
+  const pollTimeoutMs = probeTimeoutOf(deps)
+  const probeTags = probeOf(target, deps, pollTimeoutMs)
 
   const poll = Effect.gen(function*() {
     const started = yield* Clock.currentTimeMillis
