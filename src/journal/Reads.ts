@@ -28,6 +28,15 @@ const toStored = (row: StoredRow): StoredEvent => ({
   recordedAt: row.recordedAt
 })
 
+/**
+ * The streams of a trace, found by their first events: migrations/011 indexes trace ids at position 0
+ * only (every row of a stream carries its stream's trace id). The archive is asked too, since it may
+ * hold a stream's first event while the rest is live (`journal archive` keeps each stream's last).
+ */
+export const traceStreams = (sql: SqlClient.SqlClient, traceId: string) =>
+  sql`SELECT stream_id FROM step_journal WHERE trace_id = ${traceId} AND stream_position = 0
+    UNION SELECT stream_id FROM step_journal_archive WHERE trace_id = ${traceId}`
+
 const readFailed = (what: string) => (cause: SqlError) => new JournalError({ reason: `cannot read ${what}`, cause })
 
 export const makeReads = (sql: SqlClient.SqlClient) => {
@@ -53,9 +62,7 @@ export const makeReads = (sql: SqlClient.SqlClient) => {
   })
 
   const readTrace = Effect.fn("Journal.readTrace")(function*(traceId: string) {
-    // A trace's streams by their first event (migrations/011: the index holds position 0 only), then their events.
-    const rows = yield* sql<StoredRow>`${selectStored} WHERE trace_id = ${traceId} AND stream_id IN (
-        SELECT stream_id FROM step_journal WHERE trace_id = ${traceId} AND stream_position = 0)
+    const rows = yield* sql<StoredRow>`${selectStored} WHERE trace_id = ${traceId} AND stream_id IN (${traceStreams(sql, traceId)})
       ORDER BY global_position`.pipe(
       Effect.mapError(readFailed(`trace ${traceId}`))
     )

@@ -6,6 +6,7 @@
 import type * as SqlClient from "@effect/sql/SqlClient"
 import type { SqlError } from "@effect/sql/SqlError"
 import { Effect } from "effect"
+import { traceStreams } from "../journal/Reads.ts"
 import type { ProjectionEvent } from "./Event.ts"
 
 export interface HistoryEvent extends ProjectionEvent {
@@ -19,17 +20,11 @@ const columns = (archived: boolean) => `global_position::float8 AS "globalPositi
   type, data, floor(extract(epoch FROM occurred_at) * 1000)::float8 AS "occurredAt",
   floor(extract(epoch FROM recorded_at) * 1000)::float8 AS "recordedAt", ${archived} AS archived`
 
-/**
- * Every event of a trace, in journal order. The live table indexes a trace at its streams' first
- * events only (migrations/011), so its streams are found there — or in the archive, which may hold a
- * stream's first event while the rest is live — and read by stream.
- */
+/** Every event of a trace, in journal order (live rows through the trace's streams: Reads.traceStreams). */
 export const traceEvents = (sql: SqlClient.SqlClient, traceId: string): Effect.Effect<ReadonlyArray<HistoryEvent>, SqlError> =>
   sql<HistoryEvent>`
     SELECT * FROM (
-      SELECT ${sql.literal(columns(false))} FROM step_journal WHERE trace_id = ${traceId} AND stream_id IN (
-        SELECT stream_id FROM step_journal WHERE trace_id = ${traceId} AND stream_position = 0
-        UNION SELECT stream_id FROM step_journal_archive WHERE trace_id = ${traceId})
+      SELECT ${sql.literal(columns(false))} FROM step_journal WHERE trace_id = ${traceId} AND stream_id IN (${traceStreams(sql, traceId)})
       UNION ALL
       SELECT ${sql.literal(columns(true))} FROM step_journal_archive WHERE trace_id = ${traceId}
     ) e ORDER BY "globalPosition"`
