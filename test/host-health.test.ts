@@ -25,7 +25,7 @@ const scripted = (tags: () => "timeout" | "ok") =>
 const poller = (tags: () => "timeout" | "ok", stallMs: () => number) =>
   Effect.gen(function*() {
     const events: Array<HostEvent["_tag"]> = []
-    const lag = { mark: (): LagMark => ({ at: 0, stalled: 0 }), since: () => ({ longestStallMs: stallMs() }) }
+    const lag = { mark: (): LagMark => ({ at: 0, stalled: 0 }), since: () => ({ lagMs: stallMs(), longestStallMs: stallMs() }) }
     const health = makeHostHealth(
       { name: "gpu-1", url: "http://127.0.0.1:1" },
       { upstream: scripted(tags), pollIntervalMs: POLL_MS, probeTimeoutMs: 2_000, lag },

@@ -44,6 +44,12 @@ export interface LagMark {
   readonly stalled: number
 }
 
+/** What the lane and the health poller read of the lag: a mark at a start, and what happened since. */
+export interface LagReader {
+  readonly mark: () => LagMark
+  readonly since: (from: LagMark) => { readonly lagMs: number; readonly longestStallMs: number }
+}
+
 export class EventLoopLag extends Effect.Service<EventLoopLag>()("awooop/EventLoopLag", {
   scoped: Effect.gen(function*() {
     let stalled = 0

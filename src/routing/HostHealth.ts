@@ -6,7 +6,7 @@
  */
 import { Clock, Effect, PubSub } from "effect"
 import type { HostEvent } from "../domain/Events.ts"
-import { type LagMark, stalledByGateway } from "../observability/EventLoopLag.ts"
+import { type LagReader, stalledByGateway } from "../observability/EventLoopLag.ts"
 import type { OllamaUpstream } from "../upstream/OllamaUpstream.ts"
 import type { InstalledModel } from "./Plan.ts"
 
@@ -39,7 +39,7 @@ export interface HealthDeps {
   readonly pollIntervalMs: number
   readonly probeTimeoutMs: number
   /** The gateway's own event-loop lag (observability/EventLoopLag.ts): a probe it timed out says nothing of the host. */
-  readonly lag?: { readonly mark: () => LagMark; readonly since: (from: LagMark) => { readonly longestStallMs: number } }
+  readonly lag?: LagReader
 }
 
 const asString = (v: unknown): string | null => (typeof v === "string" ? v : null)
@@ -85,13 +85,14 @@ const probeTimeoutOf = (deps: HealthDeps) => Math.max(1, Math.min(deps.probeTime
  */
 const probeOf = (target: { readonly name: string; readonly url: string }, deps: HealthDeps, timeoutMs: number) =>
   Effect.suspend(() => {
-    const mark = deps.lag?.mark()
+    const lag = deps.lag
+    const mark = lag?.mark()
     return deps.upstream.unary(target, "GET", "/api/tags", null, timeoutMs).pipe(
       Effect.either,
       Effect.map((result) => ({
         result,
-        ours: result._tag === "Left" && result.left.kind === "timeout" && mark !== undefined &&
-          stalledByGateway(deps.lag!.since(mark).longestStallMs, timeoutMs)
+        ours: result._tag === "Left" && result.left.kind === "timeout" && lag !== undefined && mark !== undefined &&
+          stalledByGateway(lag.since(mark).longestStallMs, timeoutMs)
       }))
     )
   })

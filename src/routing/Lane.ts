@@ -18,7 +18,7 @@ import * as LaneMode from "./LaneMode.ts"
 import type { PaidRoute } from "./PaidRoute.ts"
 import { type HostView, plan, type Plan, type PlanInput, type PlannedAttempt } from "./Plan.ts"
 import { relay } from "./Relay.ts"
-import { type LagMark, stalledByGateway } from "../observability/EventLoopLag.ts"
+import { type LagMark, type LagReader, stalledByGateway } from "../observability/EventLoopLag.ts"
 import * as Attempts from "../run/Attempts.ts"
 import { costOf } from "../run/Cost.ts"
 import { callerFacts, type LaneRequest, type LaneResult, type RunAs, type RunInfo } from "../run/Run.ts"
@@ -44,10 +44,7 @@ interface Deps {
   /** Paid providers behind the budget (a lane's `paidFallback`, or a `paid` lane). */
   readonly paid?: PaidRoute
   /** The gateway's own event-loop lag (observability/EventLoopLag.ts): a timeout it caused is not the host's. */
-  readonly lag?: {
-    readonly mark: () => LagMark
-    readonly since: (from: LagMark) => { readonly lagMs: number; readonly longestStallMs: number }
-  }
+  readonly lag?: LagReader
   /** Wraps each run's writer so metrics and spans follow the run's facts (observability/RunObserver.ts). */
   readonly observe?: (lane: string, config: LaneConfig) => (run: StreamWriter, request: LaneRequest) => StreamWriter
   /** The lane's runtime mode (durable and shared: routing/Gateway.ts); default: the config's, changes kept in memory. */
