@@ -121,6 +121,7 @@ export const make = (total: number, reservations: Readonly<Record<string, number
     for (const id of ids) {
       const lease = leases.get(id)
       if (lease !== undefined) drop(lease)
+      released.delete(id) // re-inserted last, so the map stays in expiry order for sweep
       released.set(id, now + leaseMs)
     }
   }
