@@ -2,6 +2,7 @@
 import { NodeRuntime } from "@effect/platform-node"
 import { Effect, Layer } from "effect"
 import { GatewayConfigTag } from "./config/GatewayConfig.ts"
+import { HeapGrowthLive } from "./config/HeapGrowth.ts"
 import { Drain, HttpLive } from "./http/Server.ts"
 import { Journal, JournalConfigFromEnv } from "./journal/Journal.ts"
 import * as Logging from "./observability/Logging.ts"
@@ -37,7 +38,9 @@ export const MainLive = HttpLive.pipe(
   Layer.provide(Storage), // the budget ledger (paid providers) reads and locks its tables directly
   Layer.provide(GatewayConfigTag.fromEnv),
   // Built first and closed last: spans of the drained requests are flushed. Nothing without OTEL_EXPORTER_OTLP_ENDPOINT.
-  Layer.provide(Tracing.layerFromEnv)
+  Layer.provide(Tracing.layerFromEnv),
+  // Before any load: how far the heap may grow between full collections (config/HeapGrowth.ts).
+  Layer.provide(HeapGrowthLive)
 )
 
 // runMain interrupts the service on the first SIGINT/SIGTERM (the layers' finalizers drain the HTTP
