@@ -36,7 +36,8 @@ const profFlags = process.env.NOPROF ? [] : ["--cpu-prof", `--cpu-prof-dir=${out
 const gw = spawn(process.execPath, [...profFlags, ...(process.env.GW_NODE_FLAGS ?? "").split(" ").filter(Boolean), "dist/main.js"], {
   cwd: root,
   env: { ...process.env, DATABASE_URL: adminUrl.replace(/\/[^/]*$/, `/${dbName}`), AWOOOP_CONFIG: configFile, PORT: String(port), AWOOOP_LOG_LEVEL: "warn" },
-  stdio: ["ignore", "ignore", "inherit"]
+  // GW_STDOUT=<file>: keep the gateway's stdout (e.g. GW_NODE_FLAGS=--trace-gc's lines).
+  stdio: ["ignore", process.env.GW_STDOUT ? fs.openSync(process.env.GW_STDOUT, "w") : "ignore", "inherit"]
 })
 const base = `http://127.0.0.1:${port}`
 await healthy(base)

@@ -1,8 +1,9 @@
 /** Launches the gateway: config → storage (migrated) → journal → actors → operations → HTTP. */
+// First: sets V8's heap growing factor before anything else loads (config/HeapGrowth.ts).
+import { heapGrowth } from "./config/HeapGrowth.ts"
 import { NodeRuntime } from "@effect/platform-node"
-import { Effect, Layer } from "effect"
+import { ConfigError, Effect, Layer } from "effect"
 import { GatewayConfigTag } from "./config/GatewayConfig.ts"
-import { HeapGrowthLive } from "./config/HeapGrowth.ts"
 import { Drain, HttpLive } from "./http/Server.ts"
 import { Journal, JournalConfigFromEnv } from "./journal/Journal.ts"
 import * as Logging from "./observability/Logging.ts"
@@ -39,8 +40,8 @@ export const MainLive = HttpLive.pipe(
   Layer.provide(GatewayConfigTag.fromEnv),
   // Built first and closed last: spans of the drained requests are flushed. Nothing without OTEL_EXPORTER_OTLP_ENDPOINT.
   Layer.provide(Tracing.layerFromEnv),
-  // Before any load: how far the heap may grow between full collections (config/HeapGrowth.ts).
-  Layer.provide(HeapGrowthLive)
+  // A bad AWOOOP_HEAP_GROWING_PERCENT (not applied at import) stops the start like any bad setting.
+  Layer.provide(Layer.effectDiscard(heapGrowth.error === undefined ? Effect.void : Effect.fail(ConfigError.InvalidData([], heapGrowth.error))))
 )
 
 // runMain interrupts the service on the first SIGINT/SIGTERM (the layers' finalizers drain the HTTP
