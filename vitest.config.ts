@@ -11,11 +11,16 @@ export default defineConfig({
     setupFiles: ["test/support/setup.ts"],
     testTimeout: 30_000,
     hookTimeout: 60_000,
-    // Two files at a time on a 2-core machine: most suites wait on sockets, Postgres and child
-    // processes, not the CPU. Each test makes its own random database, so neighbours don't collide.
-    // The slowest files (Chromium, the spawned gateways) start first (vitest orders by last duration).
-    maxWorkers: 2,
-    minWorkers: 1,
+    // Four files at a time on a 2-core machine: most suites wait on sockets, Postgres, timers and
+    // child processes, not the CPU (with two workers the suite used ~1 core on average). Measured
+    // idle on this machine (BENCHMARKS.md, session 8): 2 workers 94-96 s wall, 3 workers 73-74 s,
+    // 4 workers 67-69 s (~1.4 cores busy). Each test makes its own random database, so neighbours
+    // don't collide. The slowest files (Chromium, the spawned gateways) start first (vitest orders
+    // by last duration).
+    maxWorkers: 4,
+    // As many as maxWorkers: with fewer, tinypool ends an idle worker while vitest still holds it and
+    // the run fails with "Terminating worker thread" after every test passed (vitest #8564).
+    minWorkers: 4,
     // Worker processes are reused from file to file, and the modules they loaded with them: effect,
     // @effect/platform, sql, cluster… and src/ are loaded once per worker instead of once per file.
     // Measured on this 2-core machine (shared with another suite, load average 3-5), full runs back
