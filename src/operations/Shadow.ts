@@ -26,6 +26,7 @@ import { makeStreamWriter } from "../journal/StreamWriter.ts"
 import { skipWords } from "../run/SkipReason.ts"
 import type { LaneActor } from "../routing/Lane.ts"
 import type { Plan, PlanInput } from "../routing/Plan.ts"
+import { timeOrderedUuid } from "../domain/TimeOrderedId.ts"
 
 export const ShadowHeaders = {
   shadow: "x-awooop-shadow",
@@ -161,7 +162,7 @@ export interface ShadowReport {
 export const make = (deps: { readonly config: GatewayConfig; readonly journal: Journal; readonly sql: SqlClient.SqlClient }): Shadow => {
   const decide = (request: ShadowRequest) =>
     Effect.gen(function*() {
-      const shadowId = crypto.randomUUID()
+      const shadowId = timeOrderedUuid()
       const lane = request.lane
       const hasRoute = lane.config.route.length > 0
       const decided: { readonly input: PlanInput; readonly plan: Plan } | null = hasRoute ? yield* lane.decide : null

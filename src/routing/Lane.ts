@@ -23,6 +23,7 @@ import * as Attempts from "../run/Attempts.ts"
 import { costOf } from "../run/Cost.ts"
 import { callerFacts, type LaneRequest, type LaneResult, type RunAs, type RunInfo } from "../run/Run.ts"
 import { classify, endOf, failureOf } from "../run/Terminal.ts"
+import { timeOrderedUuid } from "../domain/TimeOrderedId.ts"
 
 export interface LaneActor {
   readonly name: string
@@ -376,7 +377,7 @@ export const make = (name: string, config: LaneConfig, deps: Deps) =>
     const handle = (request: LaneRequest, as?: RunAs): Effect.Effect<LaneResult, GatewayError, Scope.Scope> =>
       Effect.gen(function*() {
         const startedAt = yield* Clock.currentTimeMillis
-        const runId = as?.runId ?? crypto.randomUUID()
+        const runId = as?.runId ?? timeOrderedUuid()
         // Nothing could record the run (neither Postgres nor the spill takes writes): refuse it at once.
         if (as === undefined && deps.journal.unavailable()) return yield* Effect.fail(new JournalUnavailable({ lane: name }))
         const run = yield* start(request, as, runId)

@@ -35,6 +35,7 @@ import { callerFacts, type LaneRequest, type LaneResult } from "../../run/Run.ts
 import { type AsyncOperation, type AsyncRunView, decodeResult, fold, isTerminal, reconcile, statusUrlOf, type StoredRun, viewOf } from "./AsyncRunState.ts"
 import { type AsyncRunStore, makeAsyncRunStore, type RunLease } from "./AsyncRunStore.ts"
 import { ClusterRole } from "../../cluster/ClusterRole.ts"
+import { timeOrderedUuid } from "../../domain/TimeOrderedId.ts"
 
 export interface Submitted {
   readonly runId: string
@@ -311,7 +312,7 @@ const runStarted = (runs: Runs, runId: string, input: SubmitInput): EventOf<"Run
  */
 const submit = (runs: Runs, input: SubmitInput) =>
   Effect.gen(function*() {
-    const runId = crypto.randomUUID()
+    const runId = timeOrderedUuid()
     const lane = input.lane.name
     const caller = input.caller
     const unavailable = (reason: string) => new RunStoreUnavailable({ lane, reason })
