@@ -33,7 +33,7 @@ import {
   startProxiedDatabase,
   waitFor
 } from "./support/FaultKit.ts"
-import { startTestGateway, type TestGateway } from "./support/TestGateway.ts"
+import { defaultLanes, type RawConfig, startTestGateway, type TestGateway } from "./support/TestGateway.ts"
 
 const GEMINI_KEY = `gem-outage-${crypto.randomUUID()}`
 process.env.AWOOOP_OUTAGE_GEMINI_KEY = GEMINI_KEY
@@ -48,6 +48,17 @@ const ollamaCalls: ReadonlyArray<Call> = [
   { lane: "embedding", model: "bge-m3", operation: "embed", stream: false }
 ]
 const paidCall: Call = { lane: "alert-paid", model: "gemma3:4b", operation: "generate", stream: false }
+
+/**
+ * The Ollama lanes above with 2 s steps instead of the suite's 300 ms: this file is about Postgres,
+ * and its gateway runs in the test's own process, whose event loop a busy neighbour can stall for
+ * a few hundred milliseconds (seen once with four workers on two cores: an embed "timed out while
+ * the gateway's event loop was blocked 231ms"). No assertion here is about a host's timeout.
+ */
+const patientLane = (name: string): RawConfig => {
+  const lane = defaultLanes[name]!
+  return { ...lane, route: (lane.route as ReadonlyArray<RawConfig>).map((step) => ({ ...step, timeout: "2s" })) }
+}
 
 const expectAllAnswered = (outcomes: ReadonlyArray<Outcome>) => {
   const bad = outcomes.filter((o) => o.kind !== "answer")
@@ -76,6 +87,7 @@ describe("Postgres unavailable while traffic flows (in-process gateway behind a 
       database: db.handle,
       hosts: { dead: { slots: 2, url: await closedPortUrl() } },
       lanes: {
+        ...Object.fromEntries([...new Set(ollamaCalls.map((c) => c.lane))].map((name) => [name, patientLane(name)])),
         // A lane whose only host is down: every request goes to the paid fallback (behind the budget).
         "alert-paid": { model: "gemma3:4b", route: [{ host: "dead", timeout: "300ms" }], paidFallback: ["gemini"] }
       },
