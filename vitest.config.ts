@@ -11,16 +11,17 @@ export default defineConfig({
     setupFiles: ["test/support/setup.ts"],
     testTimeout: 30_000,
     hookTimeout: 60_000,
-    // Four files at a time on a 2-core machine: most suites wait on sockets, Postgres, timers and
+    // Three files at a time on a 2-core machine: most suites wait on sockets, Postgres, timers and
     // child processes, not the CPU (with two workers the suite used ~1 core on average). Measured
-    // idle on this machine (BENCHMARKS.md, session 8): 2 workers 94-96 s wall, 3 workers 73-74 s,
-    // 4 workers 67-69 s (~1.4 cores busy). Each test makes its own random database, so neighbours
-    // don't collide. The slowest files (Chromium, the spawned gateways) start first (vitest orders
-    // by last duration).
-    maxWorkers: 4,
+    // idle on this machine (BENCHMARKS.md, session 8): 2 workers 94-96 s wall, 3 workers 73-79 s,
+    // 4 workers 64-75 s, but with four the in-process gateways' 300 ms step windows and poll waits
+    // failed 2 runs of 11 (their event loops stalled by neighbours); with three none of 4. Each test
+    // makes its own random database, so neighbours don't collide. The slowest files (Chromium, the
+    // spawned gateways) start first (vitest orders by last duration).
+    maxWorkers: 3,
     // As many as maxWorkers: with fewer, tinypool ends an idle worker while vitest still holds it and
     // the run fails with "Terminating worker thread" after every test passed (vitest #8564).
-    minWorkers: 4,
+    minWorkers: 3,
     // Worker processes are reused from file to file, and the modules they loaded with them: effect,
     // @effect/platform, sql, cluster… and src/ are loaded once per worker instead of once per file.
     // Measured on this 2-core machine (shared with another suite, load average 3-5), full runs back
