@@ -8,7 +8,7 @@
  * one per host state change, no prompt, no key), health for a paid provider without its key, the
  * audit CLI refusing an embedded store a running gateway holds, and the compiled client export.
  */
-import { spawn, spawnSync } from "node:child_process"
+import { execFile, spawn } from "node:child_process"
 import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
@@ -26,7 +26,10 @@ const SECRET_PROMPT = `do-not-log-${crypto.randomUUID()}`
 const SECRET_KEY = `sk-do-not-log-${crypto.randomUUID()}`
 
 let db: ProxiedDatabase
+/** gcp-a for the drain scenarios: it drips, so a request is in flight when the signal comes. */
 let fake: FakeOllama
+/** gcp-a for the logs and health checks, which run beside the drains: it answers at once. */
+let quickFake: FakeOllama
 let dir: string
 let deadUrl: string
 /** The .d.ts files (tsc, ~17 s of CPU when stale): written while the gateways below run, awaited by the export check. */
@@ -35,12 +38,12 @@ const children: Array<Child> = []
 /** Children started in a process group of their own (npm start): afterAll kills the whole group. */
 const groups = new Set<Child>()
 
-const writeConfig = (name: string, drainTimeout: string): string => {
+const writeConfig = (name: string, drainTimeout: string, host: FakeOllama = fake): string => {
   const file = path.join(dir, `${name}.yaml`)
   fs.writeFileSync(file, `
 hosts:
   dead:  { url: "${deadUrl}", slots: 1 }
-  gcp-a: { url: "${fake.url}", slots: 4 }
+  gcp-a: { url: "${host.url}", slots: 4 }
 legacy: { projectId: awoooi, lanes: {} }
 lanes:
   alert-fast:
@@ -148,6 +151,7 @@ beforeAll(async () => {
   declarations = ensureDeclarations().then(() => null, (error: unknown) => error)
   db = await startProxiedDatabase({ gatewayPool: false })
   fake = await startFakeOllama({ name: "gcp-a", mode: "drip", delayMs: 250, chunks: CHUNKS })
+  quickFake = await startFakeOllama({ name: "gcp-a" })
   dir = fs.mkdtempSync(path.join(os.tmpdir(), "awooop-process-"))
   deadUrl = await closedPortUrl()
 }, 240_000)
@@ -166,11 +170,15 @@ afterAll(async () => {
     }
   }
   await fake?.stop()
+  await quickFake?.stop()
   await db?.close()
   if (dir) fs.rmSync(dir, { recursive: true, force: true })
 })
 
-describe("stopping the compiled gateway with a request in flight", () => {
+// The three sections run side by side (describe.concurrent): each has its own processes, and most of
+// their time is waiting (start-up, a host's first poll, a dripping answer, a drain). Side by side they
+// take the longest one's time instead of the sum (session 9, idle: 30 s → see BENCHMARKS.md).
+describe.concurrent("stopping the compiled gateway with a request in flight", () => {
   const cases = [
     // Node gets SIGINT from the terminal and npm's forwarded copy; on a busy machine the kernel may
     // merge the two when the second arrives before the first is delivered, so one or two are logged.
@@ -252,9 +260,9 @@ describe("stopping the compiled gateway with a request in flight", () => {
   }, 150_000)
 })
 
-// After the drain scenarios, not beside them: PGlite's start is the heaviest CPU here, and on a
-// loaded machine it stretched their drains.
-describe("the compiled audit CLI and the embedded store", () => {
+// Beside the drain scenarios: PGlite's start is the heaviest CPU here and stretches their drains on
+// a loaded machine, which their limits allow for (a 20 s drain for a 2 s answer).
+describe.concurrent("the compiled audit CLI and the embedded store", () => {
   const cli = (dataDir: string) =>
     new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve) => {
       const child = spawn(process.execPath, ["dist/replay/cli.js", "status"], {
@@ -294,7 +302,10 @@ describe("the compiled audit CLI and the embedded store", () => {
   it("the typed client ships compiled: the package export resolves to dist/ with declarations", async () => {
     const failed = await declarations
     if (failed !== null) throw failed
-    const probe = spawnSync(process.execPath, ["--input-type=module", "-e", "const m = await import('awooop-inference-gateway/client'); console.log(typeof m.GatewayClient, import.meta.resolve('awooop-inference-gateway/client'))"], { cwd: root, encoding: "utf8" })
+    // Not spawnSync: this worker's event loop serves the fake hosts of the gateways running beside it.
+    const probe = await new Promise<{ stdout: string; stderr: string }>((resolve, reject) => {
+      execFile(process.execPath, ["--input-type=module", "-e", "const m = await import('awooop-inference-gateway/client'); console.log(typeof m.GatewayClient, import.meta.resolve('awooop-inference-gateway/client'))"], { cwd: root, encoding: "utf8" }, (error, stdout, stderr) => error === null ? resolve({ stdout, stderr }) : reject(error))
+    })
     expect(probe.stderr).toBe("")
     expect(probe.stdout).toMatch(/^function file:\/\/.*\/dist\/client\/index\.js/)
     expect(fs.existsSync(path.join(root, "dist/client/index.d.ts"))).toBe(true)
@@ -302,21 +313,20 @@ describe("the compiled audit CLI and the embedded store", () => {
   }, 120_000)
 })
 
-describe("logs and health of the running process", () => {
+describe.concurrent("logs and health of the running process", () => {
   let gw: Child
 
   beforeAll(async () => {
-    fake.setMode("ok")
-    gw = await start(writeConfig("logs", "2s"), node)
+    gw = await start(writeConfig("logs", "2s", quickFake), node)
   }, 120_000)
 
   afterAll(async () => {
     gw.process.kill("SIGTERM")
     await exited(gw.process)
-    fake.setMode("drip", { delayMs: 250 })
   })
 
-  it("one JSON line per request with its trace, run, project, lane, route, endpoint, status, duration and fallback reason; none holds a prompt or a key", async () => {
+  // These two, one after the other: the first counts the request lines, which the second's would add to.
+  it.sequential("one JSON line per request with its trace, run, project, lane, route, endpoint, status, duration and fallback reason; none holds a prompt or a key", async () => {
     const post = (path: string, body: unknown, headers: Record<string, string>) =>
       fetch(`${gw.url}${path}`, {
         method: "POST",
@@ -391,7 +401,7 @@ describe("logs and health of the running process", () => {
     ]))
   })
 
-  it("a paid provider without its API key is unavailable, and the lane relying on it is not safe", async () => {
+  it.sequential("a paid provider without its API key is unavailable, and the lane relying on it is not safe", async () => {
     const health = (await (await fetch(`${gw.url}/awooop/health`)).json()) as {
       summary: Array<string>
       providers: Record<string, { available: boolean; reason: string | null }>
