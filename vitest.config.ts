@@ -17,7 +17,10 @@ export default defineConfig({
     // More workers are faster (session 8, idle: 2 → 94-96 s, 3 → 73-79 s, 4 → 64-75 s) but not yet
     // safe: the in-process gateways' 300 ms step windows and poll waits then fail now and then (4
     // workers: 2 runs of 11; 3 workers: a 503 for a 504 in messages.e2e in a clean-clone CI run),
-    // because a neighbour stalls the worker's event loop. Those tests need TestClock first. With
+    // because a neighbour stalls the worker's event loop. Those tests need TestClock first. On a
+    // slower machine of the same kind (session 9) the suite is CPU-bound (cores 79% busy with two
+    // workers: spawned gateways, Chromium, Postgres), and three workers were no faster (131-144 s
+    // against 134-145 s): see BENCHMARKS.md for where the CPU goes. With
     // more workers, set minWorkers = maxWorkers: fewer made tinypool end a worker vitest still held
     // ("Terminating worker thread" after every test passed, vitest #8564).
     maxWorkers: 2,
