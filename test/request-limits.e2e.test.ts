@@ -142,6 +142,35 @@ describe("bodies: 413 with Connection: close, and the in-flight limits", () => {
     })
   }
 
+  it("a caller still sending when refused reads its 413, and its writes never fail: the gateway reads and drops the rest, then closes", async () => {
+    // Each caller sends a body it declared too large and keeps writing while it reads, as an upload
+    // does. A socket closed at once with those bytes unread answers the next ones with a reset: the
+    // caller's write fails (EPIPE, ECONNRESET), and a client that stops at a failed write (most do)
+    // may never read the 413 that was sent before it.
+    const upload = () =>
+      new Promise<{ status: number; error: string | null }>((resolve) => {
+        const socket = net.connect(Number(new URL(gw.url).port), "127.0.0.1")
+        let received = ""
+        let error: string | null = null
+        socket.on("data", (d: Buffer) => { received += d.toString("latin1") })
+        socket.on("error", (e: NodeJS.ErrnoException) => { error ??= e.code ?? e.message })
+        socket.on("close", () => resolve({ status: Number(/^HTTP\/1\.1 (\d{3})/.exec(received)?.[1] ?? 0), error }))
+        socket.write(`POST /api/chat HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: 8000000\r\nX-AwoooP-Lane: alert-fast\r\n\r\n`)
+        const piece = Buffer.alloc(64 * 1024, 0x20)
+        let sent = 0
+        const pump = () => {
+          while (sent < 8_000_000 && !socket.destroyed) {
+            sent += piece.length
+            if (!socket.write(piece)) return void socket.once("drain", pump)
+          }
+          if (!socket.destroyed) socket.end()
+        }
+        pump()
+      })
+    const results = await Promise.all(Array.from({ length: 8 }, upload))
+    expect(results).toEqual(results.map(() => ({ status: 413, error: null })))
+  }, 60_000)
+
   it("unfinished bodies beyond server.maxInFlightBodyBytes → 503 with Retry-After; once they end, requests are read again", async () => {
     const head = (n: number) =>
       `POST /api/chat HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: ${n}\r\nX-AwoooP-Lane: alert-fast\r\n\r\n`

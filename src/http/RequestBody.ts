@@ -8,6 +8,7 @@ import { Effect, Either, Option, ParseResult, Schema } from "effect"
 import type { IncomingMessage, ServerResponse } from "node:http"
 import { BadRequest, BodyTooLarge, InFlightBytesExceeded } from "../domain/Errors.ts"
 import { Gateway } from "../routing/Gateway.ts"
+import { lingerAfterAnswer } from "./LingeringClose.ts"
 import { type BodyBudget, defaultJsonLimits, type JsonLimits, scanJson, shapeProblem, tooDeep, tooManyMessages } from "./RequestLimits.ts"
 
 const decoder = new TextDecoder("utf-8", { fatal: true })
@@ -39,8 +40,8 @@ const inFlightRefusal = (bodies: BodyBudget, n: number): InFlightBytesExceeded =
 /**
  * Reads the body up to `max` bytes; a larger one is refused (BodyTooLarge) without buffering it.
  * With `bodies`, the bytes count against the in-flight limits while they arrive (503 beyond them).
- * A refused body is not read further: `res` (when given) gets `Connection: close`, so the socket
- * ends after the answer.
+ * A refused body is not kept: `res` (when given) gets `Connection: close`, and the rest of the body
+ * is read and dropped until the socket ends after the answer (LingeringClose.ts).
  */
 export const readBody = (
   req: IncomingMessage,
@@ -49,9 +50,13 @@ export const readBody = (
 ) =>
   Effect.async<Uint8Array, BodyRefusal | BadRequest>((resume) => {
     const refuse = (error: BodyRefusal) => {
-      // Stop reading: the rest stays in the kernel's buffers until the connection closes.
-      req.pause()
-      if (!req.complete && options.res !== undefined && !options.res.headersSent) options.res.setHeader("connection", "close")
+      if (!req.complete && options.res !== undefined && !options.res.headersSent) {
+        // The socket ends after the answer; what the caller still sends is dropped until then.
+        options.res.setHeader("connection", "close")
+        lingerAfterAnswer(req)
+      } else {
+        req.pause()
+      }
       resume(Effect.fail(error))
     }
     const declared = Number(req.headers["content-length"])
