@@ -25,9 +25,14 @@ export const lingerAfterAnswer = (req: IncomingMessage): void => {
   req.resume()
   // Replaces, for this socket only, what node:http calls once a `Connection: close` answer is written.
   socket.destroySoon = function(this: Socket) {
-    this.end()
-    const timer = setTimeout(() => this.destroy(), lingerMs)
+    const close = () => this.destroy()
+    // At the latest: a caller that neither stops sending nor reads its answer is cut off.
+    const timer = setTimeout(close, lingerMs)
     this.once("close", () => clearTimeout(timer))
-    this.once("end", () => this.destroy())
+    // Once the answer is flushed, the caller's end of its side (or the timer) closes the socket.
+    const flushed = () => (this.readableEnded ? close() : void this.once("end", close))
+    this.end()
+    if (this.writableFinished) flushed()
+    else this.once("finish", flushed)
   }
 }
