@@ -13,6 +13,7 @@ import { parseConfig } from "../src/config/GatewayConfig.ts"
 import type { StreamWriter } from "../src/journal/StreamWriter.ts"
 import * as Metrics from "../src/observability/Metrics.ts"
 import * as RunObserver from "../src/observability/RunObserver.ts"
+import * as OtlpExport from "../src/observability/OtlpExport.ts"
 import * as Tracing from "../src/observability/Tracing.ts"
 import type { PlanInput } from "../src/routing/Plan.ts"
 import type { LaneRequest } from "../src/run/Run.ts"
@@ -67,8 +68,8 @@ const time = (name: string, n: number, one: () => Effect.Effect<void>) => {
 const n = 100_000
 const observers = RunObserver.make(Metrics.make(), config)
 const exporter = new InMemorySpanExporter()
-const provider = new BasicTracerProvider({ idGenerator: new Tracing.JournalTraceIds(), spanProcessors: [new SimpleSpanProcessor(exporter)] })
-const tracer = Tracing.makeTracer(provider.getTracer("bench"))
+const provider = new BasicTracerProvider({ idGenerator: new OtlpExport.JournalTraceIds(), spanProcessors: [new SimpleSpanProcessor(exporter)] })
+const tracer = OtlpExport.makeTracer(provider.getTracer("bench"))
 
 const results = [
   time("facts, plain writer", n, () => facts(discard)),

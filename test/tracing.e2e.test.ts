@@ -1,6 +1,6 @@
 /**
  * Tracing, end to end: the real gateway built with an Effect tracer over an OpenTelemetry SDK tracer
- * provider (the same `Tracing.makeTracer` and `JournalTraceIds` the OTLP layer uses) that exports to
+ * provider (the same `OtlpExport.makeTracer` and `JournalTraceIds` the OTLP layer uses) that exports to
  * an in-memory exporter. A fallback request (gcp-a fails, gcp-b answers) and a paid fallback (every
  * host fails, Gemini answers) must produce the GenAI and awooop.* attribute set, on the journal's
  * trace, under the caller's traceparent.
@@ -10,7 +10,7 @@ import { SpanKind, SpanStatusCode } from "@opentelemetry/api"
 import { Effect, Exit, Scope, Tracer } from "effect"
 import { randomUUID } from "node:crypto"
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest"
-import * as Tracing from "../src/observability/Tracing.ts"
+import * as OtlpExport from "../src/observability/OtlpExport.ts"
 import { type FakeGemini, startFakeGemini } from "./support/FakeGemini.ts"
 import { make, newTraceId, type TestGateway, type TestGatewayOptions } from "./support/TestGateway.ts"
 
@@ -18,8 +18,8 @@ const GEMINI_KEY = `gem-test-key-${randomUUID()}`
 process.env.AWOOOP_TRACING_TEST_GEMINI_KEY = GEMINI_KEY
 
 const exporter = new InMemorySpanExporter()
-const provider = new BasicTracerProvider({ idGenerator: new Tracing.JournalTraceIds(), spanProcessors: [new SimpleSpanProcessor(exporter)] })
-const tracer = Tracing.makeTracer(provider.getTracer("awooop-test"))
+const provider = new BasicTracerProvider({ idGenerator: new OtlpExport.JournalTraceIds(), spanProcessors: [new SimpleSpanProcessor(exporter)] })
+const tracer = OtlpExport.makeTracer(provider.getTracer("awooop-test"))
 
 /** A test gateway whose request fibers run with `withTracer` (as Tracing.layerFromEnv sets it). */
 const startTraced = async (options: TestGatewayOptions, withTracer: Tracer.Tracer = tracer) => {

@@ -3,62 +3,22 @@
  * (RunObserver.ts builds those from the run's journal facts), exported over OTLP/HTTP.
  *
  * On only when `OTEL_EXPORTER_OTLP_ENDPOINT` (or `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`) is set. When
- * it is not, no tracer is installed and the request path creates no span object at all: every span
- * here is made only after `enabled` saw one of our tracers (a fiber-context lookup).
+ * it is not, no tracer is installed, the OpenTelemetry SDK is never loaded (OtlpExport.ts), and the
+ * request path creates no span object at all: every span here is made only after `enabled` saw one
+ * of our tracers (a fiber-context lookup).
  *
  * The trace id is the journal's. A request with a valid `traceparent` gets the caller's span as its
- * parent. A request without one (only `X-AwoooP-Trace-ID`, or a trace id the gateway minted) starts
- * a root span that must still carry that id, which the OpenTelemetry SDK cannot be told directly: it
- * asks its IdGenerator. So the tracer below passes the wanted id to `JournalTraceIds` for the one
- * synchronous `startSpan` call that creates the root span.
+ * parent; one without starts a root span that still carries that id (OtlpExport.ts's JournalTraceIds).
  */
-import * as NodeSdk from "@effect/opentelemetry/NodeSdk"
-import * as Resource from "@effect/opentelemetry/Resource"
-import * as OtelTracer from "@effect/opentelemetry/Tracer"
 import type * as OtelApi from "@opentelemetry/api"
-import { OTLPTraceExporter } from "@opentelemetry/exporter-trace-otlp-http"
-import { BatchSpanProcessor, type IdGenerator, RandomIdGenerator, type SpanProcessor } from "@opentelemetry/sdk-trace-base"
 import { Config, Context, Effect, Exit, Layer, Option, Tracer } from "effect"
 import type { CallerContext } from "../domain/CallerContext.ts"
+import { exporting, RootTraceId } from "./TracerRegistry.ts"
 
-/** Put in a root span's `context` option: the trace id the span must have (the journal's). */
-export class RootTraceId extends Context.Tag("awooop/RootTraceId")<RootTraceId, string>() {}
-
-// Set only for the duration of one synchronous startSpan (see makeTracer).
-let forcedTraceId: string | undefined
-
-/** The SDK's random ids, except a root span's trace id when the gateway already has one. */
-export class JournalTraceIds implements IdGenerator {
-  private readonly random = new RandomIdGenerator()
-  generateTraceId = (): string => forcedTraceId ?? this.random.generateTraceId()
-  generateSpanId = (): string => this.random.generateSpanId()
-}
-
-const ours = new WeakSet<Tracer.Tracer>()
-
-/**
- * An Effect tracer over an OpenTelemetry tracer (whose provider must use JournalTraceIds). The SDK
- * creates the span synchronously inside `span`, so the forced id cannot leak to another span.
- */
-export const makeTracer = (otel: OtelApi.Tracer): Tracer.Tracer => {
-  const inner = Effect.runSync(Effect.provideService(OtelTracer.make, OtelTracer.OtelTracer, otel))
-  const tracer = Tracer.make({
-    span(name, parent, context, links, startTime, kind, options) {
-      forcedTraceId = Option.isNone(parent) ? Option.getOrUndefined(Context.getOption(context, RootTraceId)) : undefined
-      try {
-        return inner.span(name, parent, context, links, startTime, kind, options)
-      } finally {
-        forcedTraceId = undefined
-      }
-    },
-    context: inner.context
-  })
-  ours.add(tracer)
-  return tracer
-}
+export { RootTraceId } from "./TracerRegistry.ts"
 
 /** True when the current tracer exports spans (one made by makeTracer). */
-export const enabled: Effect.Effect<boolean> = Effect.tracerWith((tracer) => Effect.succeed(ours.has(tracer)))
+export const enabled: Effect.Effect<boolean> = Effect.tracerWith((tracer) => Effect.succeed(exporting.has(tracer)))
 
 /** The OTLP/HTTP endpoint for traces from the environment, if tracing is wanted. */
 export const OtlpEndpoint = Config.all({
@@ -68,25 +28,19 @@ export const OtlpEndpoint = Config.all({
   Option.orElse(traces, () => Option.map(base, (url) => `${url.replace(/\/+$/, "")}/v1/traces`))
 ))
 
-/** The Effect tracer over an OpenTelemetry tracer provider with these processors. */
-export const layerWith = (processor: SpanProcessor, serviceName = "awooop-inference-gateway") =>
-  Layer.unwrapEffect(Effect.map(OtelTracer.OtelTracer, (otel) => Layer.setTracer(makeTracer(otel)))).pipe(
-    Layer.provide(OtelTracer.layerTracer),
-    Layer.provide(NodeSdk.layerTracerProvider(processor, { idGenerator: new JournalTraceIds(), shutdownTimeout: "5 seconds" })),
-    Layer.provide(Resource.layerFromEnv(Resource.configToAttributes({ serviceName })))
-  )
-
 /**
  * Tracing from the environment: OTLP/HTTP (JSON) to `OTEL_EXPORTER_OTLP_ENDPOINT`/v1/traces, batched,
  * flushed on shutdown; service.name from `OTEL_SERVICE_NAME` (default awooop-inference-gateway).
- * Nothing at all when neither endpoint variable is set.
+ * Nothing at all when neither endpoint variable is set, not even the OpenTelemetry SDK's modules:
+ * OtlpExport.ts is loaded only then (start-up CPU a gateway without tracing spares).
  */
 export const layerFromEnv = Layer.unwrapEffect(Effect.gen(function*() {
   const endpoint = yield* OtlpEndpoint
   if (Option.isNone(endpoint)) return Layer.empty
   const serviceName = yield* Config.string("OTEL_SERVICE_NAME").pipe(Config.withDefault("awooop-inference-gateway"))
   yield* Effect.logInfo(`tracing: exporting spans over OTLP/HTTP to ${endpoint.value}`)
-  return layerWith(new BatchSpanProcessor(new OTLPTraceExporter({ url: endpoint.value })), serviceName)
+  const { layerOtlp } = yield* Effect.promise(() => import("./OtlpExport.ts"))
+  return layerOtlp(endpoint.value, serviceName)
 }))
 
 // ---------------------------------------------------------------------------------------------
@@ -121,7 +75,7 @@ export const startServerSpan = (
   caller: CallerContext | null
 ): Effect.Effect<Tracer.Span | null> =>
   Effect.tracerWith((tracer) => {
-    if (!ours.has(tracer)) return Effect.succeed(null)
+    if (!exporting.has(tracer)) return Effect.succeed(null)
     const attributes: Record<string, unknown> = {
       "http.request.method": method,
       "http.route": route,
