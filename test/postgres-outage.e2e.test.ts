@@ -75,9 +75,7 @@ const expectJournalComplete = async (db: ProxiedDatabase, outcomes: ReadonlyArra
   return audit
 }
 
-// The two sections run side by side (describe.concurrent; each has its own database, hosts and
-// gateway), the tests inside the first one after one another (it.sequential: they share its gateway).
-describe.concurrent("Postgres unavailable while traffic flows (in-process gateway behind a PgProxy)", () => {
+describe("Postgres unavailable while traffic flows (in-process gateway behind a PgProxy)", () => {
   let db: ProxiedDatabase
   let gemini: FakeGemini
   let gw: TestGateway
@@ -120,7 +118,7 @@ describe.concurrent("Postgres unavailable while traffic flows (in-process gatewa
       return j.status === "ok" && j.spilled === 0 && j.queued === 0
     }, 20_000)
 
-  it.sequential("keeps serving Ollama lanes while Postgres is stopped, spills, fails paid calls closed, and loses nothing", async () => {
+  it("keeps serving Ollama lanes while Postgres is stopped, spills, fails paid calls closed, and loses nothing", async () => {
     await settled()
     const before = await countEvents(db.query)
     const written0 = (await stats()).written
@@ -165,7 +163,7 @@ describe.concurrent("Postgres unavailable while traffic flows (in-process gatewa
     expect(denied.map((d) => d.data.failClosed)).toEqual([true])
   }, 60_000)
 
-  it.sequential("survives a Postgres restart in the middle of traffic (connections cut, refused, then back)", async () => {
+  it("survives a Postgres restart in the middle of traffic (connections cut, refused, then back)", async () => {
     await settled()
     const before = await countEvents(db.query)
     const written0 = (await stats()).written
@@ -181,7 +179,7 @@ describe.concurrent("Postgres unavailable while traffic flows (in-process gatewa
     expect((await countEvents(db.query)) - before).toBe((await stats()).written - written0)
   }, 60_000)
 
-  it.sequential("does not hang on a black-holed Postgres: Ollama lanes answer, paid calls fail closed in bounded time", async () => {
+  it("does not hang on a black-holed Postgres: Ollama lanes answer, paid calls fail closed in bounded time", async () => {
     await settled()
     const before = await countEvents(db.query)
     const written0 = (await stats()).written
@@ -205,7 +203,7 @@ describe.concurrent("Postgres unavailable while traffic flows (in-process gatewa
     expect(slowest, `slowest request ${slowest} ms, ${Date.now() - t0} ms in all`).toBeLessThan(8_000)
   }, 90_000)
 
-  it.sequential("a connection cut in the middle of a budget reservation fails the paid call closed (503), not with a 500", async () => {
+  it("a connection cut in the middle of a budget reservation fails the paid call closed (503), not with a 500", async () => {
     await settled()
     // Held mid-transaction by the black hole, then cut: the reservation's ROLLBACK fails on a dead
     // connection (a defect inside @effect/sql), which must still read as "ledger unreachable".
@@ -229,7 +227,7 @@ describe.concurrent("Postgres unavailable while traffic flows (in-process gatewa
 // ---------------------------------------------------------------------------------------------
 // SIGKILL with spilled events pending
 
-describe.concurrent("a gateway SIGKILLed with spilled events pending", () => {
+describe("a gateway SIGKILLed with spilled events pending", () => {
   let db: ProxiedDatabase
   const fakes: Array<FakeOllama> = []
   let dir: string

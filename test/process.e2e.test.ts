@@ -39,7 +39,7 @@ const children: Array<Child> = []
 const groups = new Set<Child>()
 
 /**
- * A generous probe timeout: five processes start side by side here, next to another suite, and a
+ * A generous probe timeout: the drain scenarios start their gateways side by side, next to another suite, and a
  * probe answered late on such a loaded machine must not mark gcp-a down under a request (a 503).
  */
 const writeConfig = (name: string, drainTimeout: string, host: FakeOllama = fake): string => {
@@ -179,10 +179,7 @@ afterAll(async () => {
   if (dir) fs.rmSync(dir, { recursive: true, force: true })
 })
 
-// The three sections run side by side (describe.concurrent): each has its own processes, and most of
-// their time is waiting (start-up, a host's first poll, a dripping answer, a drain). Side by side they
-// take the longest one's time instead of the sum (in the full suite 30 s before, 24 s after).
-describe.concurrent("stopping the compiled gateway with a request in flight", () => {
+describe("stopping the compiled gateway with a request in flight", () => {
   const cases = [
     // Node gets SIGINT from the terminal and npm's forwarded copy; on a busy machine the kernel may
     // merge the two when the second arrives before the first is delivered, so one or two are logged.
@@ -264,9 +261,10 @@ describe.concurrent("stopping the compiled gateway with a request in flight", ()
   }, 150_000)
 })
 
-// Beside the drain scenarios: PGlite's start is the heaviest CPU here and stretches their drains on
-// a loaded machine, which their limits allow for (a 20 s drain for a 2 s answer).
-describe.concurrent("the compiled audit CLI and the embedded store", () => {
+// After the drain scenarios, not beside them: PGlite's start is the heaviest CPU here. (Session 9 ran
+// the three sections side by side: 30 → 24 s for this file, no shorter suite on a CPU-bound machine,
+// and burstier CPU for the in-process gateways' 300 ms windows in the other worker.)
+describe("the compiled audit CLI and the embedded store", () => {
   const cli = (dataDir: string) =>
     new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve) => {
       const child = spawn(process.execPath, ["dist/replay/cli.js", "status"], {
@@ -317,7 +315,7 @@ describe.concurrent("the compiled audit CLI and the embedded store", () => {
   }, 120_000)
 })
 
-describe.concurrent("logs and health of the running process", () => {
+describe("logs and health of the running process", () => {
   let gw: Child
 
   beforeAll(async () => {
@@ -329,8 +327,7 @@ describe.concurrent("logs and health of the running process", () => {
     await exited(gw.process)
   })
 
-  // These two, one after the other: the first counts the request lines, which the second's would add to.
-  it.sequential("one JSON line per request with its trace, run, project, lane, route, endpoint, status, duration and fallback reason; none holds a prompt or a key", async () => {
+  it("one JSON line per request with its trace, run, project, lane, route, endpoint, status, duration and fallback reason; none holds a prompt or a key", async () => {
     const post = (path: string, body: unknown, headers: Record<string, string>) =>
       fetch(`${gw.url}${path}`, {
         method: "POST",
@@ -405,7 +402,7 @@ describe.concurrent("logs and health of the running process", () => {
     ]))
   })
 
-  it.sequential("a paid provider without its API key is unavailable, and the lane relying on it is not safe", async () => {
+  it("a paid provider without its API key is unavailable, and the lane relying on it is not safe", async () => {
     const health = (await (await fetch(`${gw.url}/awooop/health`)).json()) as {
       summary: Array<string>
       providers: Record<string, { available: boolean; reason: string | null }>

@@ -22,7 +22,7 @@ beforeAll(async () => {
     // ~7 MB of NDJSON per answer: far more than the socket buffers between a caller and the gateway.
     hosts: Object.fromEntries(protocols.map(([, host]) => [host, { slots: 4, fake: { chunks: 60_000 } }])),
     // 3 s: long enough for the fake (on this test's event loop) to build the answer on a loaded machine.
-    // A lane and a host per protocol: the three run side by side, each counting its own host's slots.
+    // A lane and a host per protocol: each test counts only its own host's slots.
     lanes: Object.fromEntries(protocols.map(([path, host]) => [laneOf(path), { model: "gemma3:4b", route: [{ host, timeout: "3s" }] }]))
   })
 }, 30_000)
@@ -46,7 +46,7 @@ const stalledCaller = (path: string, traceId: string, body: string) => {
   return socket
 }
 
-describe.concurrent("a caller that stops reading", () => {
+describe("a caller that stops reading", () => {
   for (const [path, host, body] of protocols) {
     it(`${path}: is cut off within the step's timeout; the slot is freed, the run ends SlowConsumer, the breaker is untouched`, async () => {
       const traceId = newTraceId()
