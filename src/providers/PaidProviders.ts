@@ -7,6 +7,7 @@
 import { NodeHttpClient } from "@effect/platform-node"
 import { Config, Effect, Option, Redacted } from "effect"
 import { GatewayConfigTag } from "../config/GatewayConfig.ts"
+import * as Anthropic from "./Anthropic.ts"
 import * as Gemini from "./Gemini.ts"
 import type { PaidProvider } from "./PaidProvider.ts"
 
@@ -22,14 +23,7 @@ export class PaidProviders extends Effect.Service<PaidProviders>()("awooop/PaidP
       if (Option.isNone(key)) {
         yield* Effect.logWarning(`paid provider ${name}: environment variable ${provider.apiKeyEnv} is not set; ${name} will be skipped`)
       }
-      providers.set(
-        name,
-        provider.kind === "gemini"
-          ? yield* Gemini.make(name, provider, key)
-          // Loaded only when a Claude provider is configured: @effect/ai-anthropic builds its whole
-          // generated API schema when its module is evaluated, start-up CPU every other gateway spares.
-          : yield* Effect.flatMap(Effect.promise(() => import("./Anthropic.ts")), (Anthropic) => Anthropic.make(name, provider, key))
-      )
+      providers.set(name, provider.kind === "gemini" ? yield* Gemini.make(name, provider, key) : yield* Anthropic.make(name, provider, key))
     }
     return { get: (name: string): PaidProvider | undefined => providers.get(name), all: providers as ReadonlyMap<string, PaidProvider> } as const
   }),
