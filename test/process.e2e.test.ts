@@ -28,7 +28,7 @@ const SECRET_KEY = `sk-do-not-log-${crypto.randomUUID()}`
 let db: ProxiedDatabase
 /** gcp-a for the drain scenarios: it drips, so a request is in flight when the signal comes. */
 let fake: FakeOllama
-/** gcp-a for the logs and health checks, which run beside the drains: it answers at once. */
+/** gcp-a for the logs and health checks: it answers at once (the drip fake keeps its mode). */
 let quickFake: FakeOllama
 let dir: string
 let deadUrl: string
@@ -304,7 +304,7 @@ describe("the compiled audit CLI and the embedded store", () => {
   it("the typed client ships compiled: the package export resolves to dist/ with declarations", async () => {
     const failed = await declarations
     if (failed !== null) throw failed
-    // Not spawnSync: this worker's event loop serves the fake hosts of the gateways running beside it.
+    // Not spawnSync: that would stop this worker's event loop, which serves the suite's fake hosts.
     const probe = await new Promise<{ stdout: string; stderr: string }>((resolve, reject) => {
       execFile(process.execPath, ["--input-type=module", "-e", "const m = await import('awooop-inference-gateway/client'); console.log(typeof m.GatewayClient, import.meta.resolve('awooop-inference-gateway/client'))"], { cwd: root, encoding: "utf8" }, (error, stdout, stderr) => error === null ? resolve({ stdout, stderr }) : reject(error))
     })

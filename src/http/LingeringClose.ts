@@ -13,7 +13,7 @@ import type { IncomingMessage } from "node:http"
 import type { Socket } from "node:net"
 
 /** The longest a refused caller's remaining body is read (and dropped) after the answer. */
-export const lingerMs = 2_000
+const lingerMs = 2_000
 
 const drop = () => {}
 

@@ -13,7 +13,7 @@ import * as Resource from "@effect/opentelemetry/Resource"
 import * as OtelTracer from "@effect/opentelemetry/Tracer"
 import type * as OtelApi from "@opentelemetry/api"
 import { OTLPTraceExporter } from "@opentelemetry/exporter-trace-otlp-http"
-import { BatchSpanProcessor, type IdGenerator, RandomIdGenerator, type SpanProcessor } from "@opentelemetry/sdk-trace-base"
+import { BatchSpanProcessor, type IdGenerator, RandomIdGenerator } from "@opentelemetry/sdk-trace-base"
 import { Context, Effect, Layer, Option, Tracer } from "effect"
 import { exporting, RootTraceId } from "./TracerRegistry.ts"
 
@@ -48,14 +48,10 @@ export const makeTracer = (otel: OtelApi.Tracer): Tracer.Tracer => {
   return tracer
 }
 
-/** The Effect tracer over an OpenTelemetry tracer provider with these processors. */
-export const layerWith = (processor: SpanProcessor, serviceName = "awooop-inference-gateway") =>
+/** The Effect tracer over the SDK's tracer provider: OTLP/HTTP (JSON) to `url`, batched, flushed on shutdown. */
+export const layerOtlp = (url: string, serviceName: string) =>
   Layer.unwrapEffect(Effect.map(OtelTracer.OtelTracer, (otel) => Layer.setTracer(makeTracer(otel)))).pipe(
     Layer.provide(OtelTracer.layerTracer),
-    Layer.provide(NodeSdk.layerTracerProvider(processor, { idGenerator: new JournalTraceIds(), shutdownTimeout: "5 seconds" })),
+    Layer.provide(NodeSdk.layerTracerProvider(new BatchSpanProcessor(new OTLPTraceExporter({ url })), { idGenerator: new JournalTraceIds(), shutdownTimeout: "5 seconds" })),
     Layer.provide(Resource.layerFromEnv(Resource.configToAttributes({ serviceName })))
   )
-
-/** OTLP/HTTP (JSON) to `url`, batched, flushed on shutdown. */
-export const layerOtlp = (url: string, serviceName: string) =>
-  layerWith(new BatchSpanProcessor(new OTLPTraceExporter({ url })), serviceName)
