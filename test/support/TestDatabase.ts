@@ -3,10 +3,11 @@
  *
  * `CREATE DATABASE <TEST_DATABASE_PREFIX>t_<random>` (default prefix `awooop_`) through the admin URL (`TEST_DATABASE_URL`, default
  * `postgres://postgres@127.0.0.1:5432/postgres`), migrated, provided as `PgClient` / `SqlClient`,
- * and dropped `WITH (FORCE)` when the layer's scope closes.
+ * and given back when the layer's scope closes (dropped `WITH (FORCE)`, or emptied for reuse: DatabasePool.ts).
  *
  * Under `npm test` the migrations ran once, on a template database (test/support/globalSetup.ts,
- * named in `TEST_DATABASE_TEMPLATE`): a copy of it takes ~0.5 s where creating and migrating took ~3 s.
+ * named in `TEST_DATABASE_TEMPLATE`): a copy of it takes ~0.5 s where creating and migrating took ~3 s,
+ * and a copy a suite gave back is emptied and reused by the worker's next suite (DatabasePool.ts).
  *
  *   layer(TestDatabaseLive, { excludeTestServices: true })((it) => { ... })
  */
@@ -18,6 +19,7 @@ import type { ConfigError } from "effect"
 import { randomUUID } from "node:crypto"
 import { layerFromUrl } from "../../src/storage/Database.ts"
 import { runMigrations } from "../../src/storage/Migrations.ts"
+import * as DatabasePool from "./DatabasePool.ts"
 
 export const defaultTestDatabaseUrl = "postgres://postgres@127.0.0.1:5432/postgres"
 
@@ -77,7 +79,8 @@ export const createDatabaseStatement = (name: string): string => {
  */
 export const createTemplateDatabase = (adminUrl: string = process.env.TEST_DATABASE_URL ?? defaultTestDatabaseUrl): Promise<{ readonly name: string; readonly drop: () => Promise<void> }> => {
   const name = testDatabaseName("tpl")
-  const drop = () => Effect.runPromise(admin(adminUrl, `DROP DATABASE IF EXISTS ${name} WITH (FORCE)`))
+  const drop = () =>
+    Effect.runPromise(Effect.zipRight(DatabasePool.dropPooled(adminUrl, name), admin(adminUrl, `DROP DATABASE IF EXISTS ${name} WITH (FORCE)`)))
   const migrate = Effect.zipRight(
     admin(adminUrl, `CREATE DATABASE ${name}`),
     Effect.provide(runMigrations, layerFromUrl(withDatabase(adminUrl, name), { maxConnections: 1, applicationName: "awooop-test-template" }))
@@ -91,17 +94,18 @@ export const layerTestDatabase = (
   Layer.unwrapScoped(
     Effect.gen(function*() {
       const adminUrl = yield* Config.string("TEST_DATABASE_URL").pipe(Config.withDefault(defaultTestDatabaseUrl))
-      const name = testDatabaseName("t")
       const migrate = options?.migrate !== false
       const template = migrate ? templateDatabase() : undefined
-      yield* Effect.acquireRelease(
-        admin(adminUrl, migrate ? createDatabaseStatement(name) : `CREATE DATABASE ${name}`),
-        () => admin(adminUrl, `DROP DATABASE IF EXISTS ${name} WITH (FORCE)`).pipe(Effect.orDie)
-      )
+      const run = (statement: string) => admin(adminUrl, statement)
+      // Under `npm test`, an emptied database this worker used before, or a copy of the template (DatabasePool.ts).
+      const name = template !== undefined
+        ? yield* Effect.acquireRelease(DatabasePool.take(adminUrl, template, run), (name) => DatabasePool.giveBack(adminUrl, name, run).pipe(Effect.orDie))
+        : yield* Effect.acquireRelease(
+          Effect.sync(() => testDatabaseName("t")).pipe(Effect.tap((name) => run(`CREATE DATABASE ${name}`))),
+          (name) => run(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`).pipe(Effect.orDie)
+        )
       const client = layerFromUrl(withDatabase(adminUrl, name), { applicationName: "awooop-test" })
-      return !migrate || template !== undefined
-        ? client
-        : Layer.provideMerge(Layer.effectDiscard(runMigrations), client)
+      return template !== undefined || !migrate ? client : Layer.provideMerge(Layer.effectDiscard(runMigrations), client)
     })
   )
 
