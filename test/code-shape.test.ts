@@ -6,18 +6,7 @@
  * inside it, and depth counts `{ … }` blocks and `case` clauses from the body (level 1) down.
  */
 import { describe, expect, it } from "@effect/vitest"
-import { spawnSync } from "node:child_process"
-import * as path from "node:path"
-import { fileURLToPath } from "node:url"
-
-const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..")
-const script = path.join(root, "scripts", "code-shape.mjs")
-
-const shape = (...args: Array<string>) => {
-  const out = spawnSync(process.execPath, [script, "--json", ...args], { cwd: root, encoding: "utf8" })
-  expect(out.stderr).toBe("")
-  return JSON.parse(out.stdout) as Array<{ file: string; line: number; name: string; lines: number; depth: number }>
-}
+import { offenders } from "../scripts/code-shape.mjs"
 
 /**
  * Known offenders another branch owns, named without their line (none now). An entry that no
@@ -49,14 +38,14 @@ const guarded = [
 
 describe("code shape", () => {
   it("no function in the guarded parts of src/ is over 60 lines or 5 levels deep", () => {
-    const found = shape(...guarded)
+    const found = offenders(guarded)
     const named = found.map((u) => `${u.file} ${u.name}`)
     expect(found.filter((u) => !owedElsewhere.includes(`${u.file} ${u.name}`)).map((u) => `${u.file}:${u.line} ${u.name}: ${u.lines} lines, depth ${u.depth}`)).toEqual([])
     expect(owedElsewhere.filter((o) => !named.includes(o)), "exemptions no longer needed: remove them").toEqual([])
   }, 120_000)
 
   it("the measure finds a long function and a deep one (so the check above can fail)", () => {
-    const found = shape("--max-lines", "20", "--max-depth", "3", "src/run")
+    const found = offenders(["src/run"], { maxLines: 20, maxDepth: 3 })
     expect(found.length).toBeGreaterThan(0)
     expect(found.every((u) => u.lines > 20 || u.depth > 3)).toBe(true)
   }, 120_000)

@@ -21,7 +21,11 @@ import { type FakeGemini, startFakeGemini } from "./support/FakeGemini.ts"
 import { newTraceId, startTestGateway, type TestGateway } from "./support/TestGateway.ts"
 
 const chromiumPath = "/usr/bin/chromium"
-const launchArgs = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--no-first-run"]
+// Chromium never sends loopback through a proxy, and everything else to this one, where nothing listens.
+const launchArgs = [
+  "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--no-first-run",
+  "--proxy-server=http://127.0.0.1:9"
+]
 // Outside the tracked tree by default, so a test run leaves the checkout clean.
 const screenshots = `${new URL(`../${process.env.CONSOLE_SCREENSHOTS ?? "test-results/console-screenshots"}`, import.meta.url).pathname.replace(/\/$/, "")}/`
 const token = `console-admin-${randomUUID()}`
@@ -78,14 +82,13 @@ beforeAll(async () => {
   })
   browser = await launched
   context = await browser.newContext({ viewport: { width: 1440, height: 900 }, deviceScaleFactor: 1 })
-  await context.route("**/*", async (route) => {
-    const url = new URL(route.request().url())
-    if (url.hostname === "127.0.0.1" || url.hostname === "localhost") {
-      loopbackRequests++
-      return route.continue()
-    }
-    outside.push(url.href)
-    return route.abort("blockedbyclient")
+  // Every request is seen here; one for anywhere but loopback fails the suite (the last test) and
+  // cannot leave the machine meanwhile: launchArgs send it to a proxy on a closed loopback port.
+  // (Intercepting each request with context.route did the same at ~2 s more of Chromium's CPU.)
+  context.on("request", (request) => {
+    const url = new URL(request.url())
+    if (url.hostname === "127.0.0.1" || url.hostname === "localhost") loopbackRequests++
+    else outside.push(url.href)
   })
   page = await watchedPage()
   // Chromium started while the gateway polled its hosts: on a loaded machine a poll can time out then
