@@ -247,7 +247,13 @@ describe("GET /metrics", () => {
     expect(valueOf(after, "awooop_lane_admitted", { lane: "alert-fast" })).toBe(0)
     expect(valueOf(after, "awooop_lane_admission_capacity", { lane: "alert-fast" })).toBe(256)
     expect(valueOf(after, "awooop_journal_queue_depth", {})).toBeGreaterThanOrEqual(0)
-    expect(valueOf(after, "awooop_journal_events_written_total", {})).toBeGreaterThan(0)
+    // The journal writes in the background (group commit): the counter moves once the requests' events are committed.
+    let written = valueOf(after, "awooop_journal_events_written_total", {})
+    for (const deadline = Date.now() + 5_000; (written ?? 0) === 0 && Date.now() < deadline;) {
+      await new Promise((r) => setTimeout(r, 50))
+      written = valueOf(await scrape(), "awooop_journal_events_written_total", {})
+    }
+    expect(written).toBeGreaterThan(0)
     expect(valueOf(after, "awooop_projector_lag_events", {})).toBeGreaterThanOrEqual(0)
   })
 
