@@ -346,6 +346,9 @@ describe("operator console in Chromium", () => {
           .filter((v) => v.impact === "serious" || v.impact === "critical")
           .map((v) => `${name} (${scheme}): ${v.id} — ${v.help}: ${v.nodes.slice(0, 3).map((n) => n.target.join(" ")).join(", ")}`)
         expect(serious).toEqual([])
+        // Headless Chromium draws a background tab's frame for a screenshot slowly (1-3.5 s against
+        // 0.2-0.4 s): each pass brings its page to the front to take its own.
+        await p.bringToFront()
         await shoot(`${name}`, scheme, p)
       }
     }
