@@ -73,8 +73,12 @@ beforeAll(async () => {
       "alert-fast": {
         model: "gemma3:4b",
         reserved: { "gcp-a": 2, "gcp-b": 2 },
+        // gcp-a hangs: every request here waits out its timeout. A timeout during which this
+        // process's event loop stalled for half of it or more is the gateway's, not the host's, and
+        // pays no provider (EventLoopLag.ts), so 300 ms failed on CI stalls of 151-237 ms (a clean
+        // clone builds dist/ and its declarations while the first files run). 600 ms needs a 300 ms stall.
         route: [
-          { host: "gcp-a", timeout: "300ms" },
+          { host: "gcp-a", timeout: "600ms" },
           { host: "gcp-b", timeout: "300ms" },
           { host: "111", timeout: "300ms" }
         ],
