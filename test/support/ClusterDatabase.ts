@@ -2,19 +2,13 @@
  * A fresh, migrated database whose URL the test keeps: several runners (in this process or spawned
  * gateways) connect to it with their own pools, as replicas on one Postgres would.
  */
-import * as PgClient from "@effect/sql-pg/PgClient"
-import { Config, Effect, Redacted, type Scope } from "effect"
+import { Config, Effect, type Scope } from "effect"
 import type { SqlError } from "@effect/sql/SqlError"
 import type { ConfigError } from "effect"
 import { layerFromUrl } from "../../src/storage/Database.ts"
 import { runMigrations } from "../../src/storage/Migrations.ts"
+import { admin, withDatabase } from "./AdminSql.ts"
 import { createDatabaseStatement, defaultTestDatabaseUrl, templateDatabase, testDatabaseName } from "./TestDatabase.ts"
-
-const admin = (adminUrl: string, statement: string): Effect.Effect<void, SqlError> =>
-  Effect.flatMap(PgClient.PgClient, (client) => client.unsafe(statement)).pipe(
-    Effect.provide(PgClient.layer({ url: Redacted.make(adminUrl), maxConnections: 1 })),
-    Effect.asVoid
-  )
 
 /** Creates `<prefix>c_<random>` (a copy of the migrated template, or migrated here), drops it when the scope closes; returns its URL. */
 export const clusterDatabase: Effect.Effect<string, SqlError | ConfigError.ConfigError, Scope.Scope> = Effect.gen(function*() {
@@ -24,8 +18,7 @@ export const clusterDatabase: Effect.Effect<string, SqlError | ConfigError.Confi
     admin(adminUrl, createDatabaseStatement(name)),
     () => admin(adminUrl, `DROP DATABASE IF EXISTS ${name} WITH (FORCE)`).pipe(Effect.orDie)
   )
-  const url = new URL(adminUrl)
-  url.pathname = `/${name}`
-  if (templateDatabase() === undefined) yield* runMigrations.pipe(Effect.provide(layerFromUrl(url.toString(), { maxConnections: 2 })))
-  return url.toString()
+  const url = withDatabase(adminUrl, name)
+  if (templateDatabase() === undefined) yield* runMigrations.pipe(Effect.provide(layerFromUrl(url, { maxConnections: 2 })))
+  return url
 })

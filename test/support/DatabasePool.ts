@@ -12,10 +12,11 @@
  * still idle when the run ends is dropped by globalSetup's teardown (`dropPooled`), by name:
  * `<prefix>p_<8 hex of the template's name>_<8 random hex>`, so two runs never touch each other's.
  */
-import * as PgClient from "@effect/sql-pg/PgClient"
+import type * as PgClient from "@effect/sql-pg/PgClient"
 import type { SqlError } from "@effect/sql/SqlError"
-import { Effect, Redacted } from "effect"
+import { Effect } from "effect"
 import { randomUUID } from "node:crypto"
+import { admin, connected, withDatabase } from "./AdminSql.ts"
 
 /** What a fresh copy of the template holds: what emptying a database must give back. */
 interface Shape {
@@ -46,18 +47,6 @@ const fingerprintQuery = `SELECT md5(
 const relationsQuery = (kinds: string) =>
   `SELECT format('%I.%I', n.nspname, c.relname) AS name FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
    WHERE ${userSchemas} AND c.relkind IN (${kinds}) ORDER BY 1`
-
-const withDatabase = (adminUrl: string, database: string): string => {
-  const url = new URL(adminUrl)
-  url.pathname = `/${database}`
-  return url.toString()
-}
-
-/** One connection to `url` for the length of `f`. */
-const connected = <A>(url: string, f: (sql: PgClient.PgClient) => Effect.Effect<A, SqlError>): Effect.Effect<A, SqlError> =>
-  Effect.flatMap(PgClient.PgClient, f).pipe(
-    Effect.provide(PgClient.layer({ url: Redacted.make(url), maxConnections: 1, applicationName: "awooop-test-pool" }))
-  )
 
 const fingerprint = (sql: PgClient.PgClient) =>
   Effect.map(sql.unsafe<{ fingerprint: string }>(fingerprintQuery), (rows) => rows[0].fingerprint)
@@ -93,20 +82,13 @@ const empty = (sql: PgClient.PgClient, shape: Shape): Effect.Effect<boolean, Sql
 /** The name pattern of this run's pooled databases (template `<prefix>tpl_<16 hex>`). */
 const pooledPrefix = (template: string): string => `${template.slice(0, template.lastIndexOf("tpl_"))}p_${template.slice(-16, -8)}_`
 
-/**
- * A database holding what a fresh copy of `template` holds: an emptied one this worker gave back,
- * or a new copy. `admin` runs a statement on the admin database.
- */
-export const take = (
-  adminUrl: string,
-  template: string,
-  admin: (statement: string) => Effect.Effect<void, SqlError>
-): Effect.Effect<string, SqlError> =>
+/** A database holding what a fresh copy of `template` holds: an emptied one this worker gave back, or a new copy. */
+export const take = (adminUrl: string, template: string): Effect.Effect<string, SqlError> =>
   Effect.suspend(() => {
     const reused = idle.pop()
     if (reused !== undefined) return Effect.succeed(reused)
     const name = `${pooledPrefix(template)}${randomUUID().replaceAll("-", "").slice(0, 8)}`
-    return admin(`CREATE DATABASE ${name} TEMPLATE ${template}`).pipe(
+    return admin(adminUrl, `CREATE DATABASE ${name} TEMPLATE ${template}`).pipe(
       Effect.zipRight(
         templateShape === undefined
           ? connected(withDatabase(adminUrl, name), readShape).pipe(Effect.tap((shape) => (templateShape = shape)))
@@ -117,17 +99,13 @@ export const take = (
   })
 
 /** Gives a database back: emptied and kept for the next suite, or dropped when it cannot be. */
-export const giveBack = (
-  adminUrl: string,
-  name: string,
-  admin: (statement: string) => Effect.Effect<void, SqlError>
-): Effect.Effect<void, SqlError> =>
+export const giveBack = (adminUrl: string, name: string): Effect.Effect<void, SqlError> =>
   Effect.suspend(() => {
     const shape = templateShape
     const emptied = shape === undefined
       ? Effect.succeed(false)
       : connected(withDatabase(adminUrl, name), (sql) => empty(sql, shape)).pipe(Effect.orElseSucceed(() => false))
-    return Effect.flatMap(emptied, (ok) => ok ? Effect.sync(() => void idle.push(name)) : admin(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`))
+    return Effect.flatMap(emptied, (ok) => ok ? Effect.sync(() => void idle.push(name)) : admin(adminUrl, `DROP DATABASE IF EXISTS ${name} WITH (FORCE)`))
   })
 
 /** Drops every pooled database of the run whose template is `template` (globalSetup's teardown). */

@@ -13,12 +13,13 @@
  */
 import type * as SqlClient from "@effect/sql/SqlClient"
 import type { SqlError } from "@effect/sql/SqlError"
-import * as PgClient from "@effect/sql-pg/PgClient"
-import { Config, Effect, Layer, Logger, LogLevel, Redacted } from "effect"
+import type * as PgClient from "@effect/sql-pg/PgClient"
+import { Config, Effect, Layer, Logger, LogLevel } from "effect"
 import type { ConfigError } from "effect"
 import { randomUUID } from "node:crypto"
 import { layerFromUrl } from "../../src/storage/Database.ts"
 import { runMigrations } from "../../src/storage/Migrations.ts"
+import { admin, withDatabase } from "./AdminSql.ts"
 import * as DatabasePool from "./DatabasePool.ts"
 
 export const defaultTestDatabaseUrl = "postgres://postgres@127.0.0.1:5432/postgres"
@@ -37,20 +38,6 @@ export const testDatabaseName = (kind: string): string => {
 }
 
 export type TestDatabase = PgClient.PgClient | SqlClient.SqlClient
-
-/** Run one statement on the admin database (own short-lived pool). */
-const admin = (adminUrl: string, statement: string): Effect.Effect<void, SqlError> =>
-  Effect.flatMap(PgClient.PgClient, (client) => client.unsafe(statement)).pipe(
-    Effect.provide(PgClient.layer({ url: Redacted.make(adminUrl), maxConnections: 1 })),
-    Effect.asVoid
-  )
-
-/** The admin URL with its database name replaced. */
-const withDatabase = (adminUrl: string, database: string): string => {
-  const url = new URL(adminUrl)
-  url.pathname = `/${database}`
-  return url.toString()
-}
 
 export interface TestDatabaseOptions {
   /** run `migrations/*.sql` after creating it (default true) */
@@ -96,13 +83,12 @@ export const layerTestDatabase = (
       const adminUrl = yield* Config.string("TEST_DATABASE_URL").pipe(Config.withDefault(defaultTestDatabaseUrl))
       const migrate = options?.migrate !== false
       const template = migrate ? templateDatabase() : undefined
-      const run = (statement: string) => admin(adminUrl, statement)
       // Under `npm test`, an emptied database this worker used before, or a copy of the template (DatabasePool.ts).
       const name = template !== undefined
-        ? yield* Effect.acquireRelease(DatabasePool.take(adminUrl, template, run), (name) => DatabasePool.giveBack(adminUrl, name, run).pipe(Effect.orDie))
+        ? yield* Effect.acquireRelease(DatabasePool.take(adminUrl, template), (name) => DatabasePool.giveBack(adminUrl, name).pipe(Effect.orDie))
         : yield* Effect.acquireRelease(
-          Effect.sync(() => testDatabaseName("t")).pipe(Effect.tap((name) => run(`CREATE DATABASE ${name}`))),
-          (name) => run(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`).pipe(Effect.orDie)
+          Effect.sync(() => testDatabaseName("t")).pipe(Effect.tap((name) => admin(adminUrl, `CREATE DATABASE ${name}`))),
+          (name) => admin(adminUrl, `DROP DATABASE IF EXISTS ${name} WITH (FORCE)`).pipe(Effect.orDie)
         )
       const client = layerFromUrl(withDatabase(adminUrl, name), { applicationName: "awooop-test" })
       return template !== undefined || !migrate ? client : Layer.provideMerge(Layer.effectDiscard(runMigrations), client)
