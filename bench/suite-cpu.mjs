@@ -64,8 +64,6 @@ const kindOf = ({ name, cmd }) =>
     : cmd.includes("vitest") ? "vitest main"
     : cmd.includes("dist/main.js") ? "spawned gateways (dist/main.js)"
     : cmd.includes("dist/replay/cli.js") ? "audit CLI (dist/replay/cli.js)"
-    : cmd.includes("madge") ? "madge"
-    : cmd.includes("code-shape") ? "code-shape"
     : /\btsc\b|typescript/.test(cmd) ? "tsc"
     : name === "esbuild" || cmd.includes("esbuild") ? "esbuild"
     : /^(node|npm|sh)$/.test(name) || cmd.startsWith("node") ? `other node: ${cmd.slice(0, 60)}`

@@ -1,6 +1,6 @@
 /**
  * No import cycle in src/ (issue 11): scripts/import-cycles.mjs finds what
- * `npx madge --circular --extensions ts src` finds, type-only imports included, in a fifth of the CPU.
+ * `npx madge --circular --extensions ts src` finds, type-only imports included, at a third of the CPU.
  */
 import { describe, expect, it } from "@effect/vitest"
 import * as fs from "node:fs"
