@@ -231,7 +231,11 @@ server: { pollInterval: "3s", probeTimeout: "3s", drainTimeout: "1s" }
         AWOOOP_SPILL_DIR: path.join(dir, `spill-${i}`),
         AWOOOP_ADMIN_TOKEN: TOKEN,
         AWOOOP_RUNNER_HOST: "127.0.0.1",
-        AWOOOP_RUNNER_PORT: String(await freePort())
+        AWOOOP_RUNNER_PORT: String(await freePort()),
+        // A host entity grants nothing for one lease period after it starts on its owner (leases are
+        // renewed to it first): the default 5 s held this test's first request ~7 s; lane modes do
+        // not depend on lease timings.
+        AWOOOP_CLUSTER_SLOT_LEASE: "1 second"
       }, 120_000)
     replicas.push(...await Promise.all([0, 1].map(start)))
   }, 180_000)

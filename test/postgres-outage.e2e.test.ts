@@ -75,7 +75,9 @@ const expectJournalComplete = async (db: ProxiedDatabase, outcomes: ReadonlyArra
   return audit
 }
 
-describe("Postgres unavailable while traffic flows (in-process gateway behind a PgProxy)", () => {
+// The two sections run side by side (each has its own database, proxy and gateway; most of both is
+// waiting for timeouts, restarts and a spawned process); the tests inside each stay in order.
+describe.concurrent("Postgres unavailable while traffic flows (in-process gateway behind a PgProxy)", () => {
   let db: ProxiedDatabase
   let gemini: FakeGemini
   let gw: TestGateway
@@ -118,7 +120,7 @@ describe("Postgres unavailable while traffic flows (in-process gateway behind a 
       return j.status === "ok" && j.spilled === 0 && j.queued === 0
     }, 20_000)
 
-  it("keeps serving Ollama lanes while Postgres is stopped, spills, fails paid calls closed, and loses nothing", async () => {
+  it.sequential("keeps serving Ollama lanes while Postgres is stopped, spills, fails paid calls closed, and loses nothing", async () => {
     await settled()
     const before = await countEvents(db.query)
     const written0 = (await stats()).written
@@ -163,7 +165,7 @@ describe("Postgres unavailable while traffic flows (in-process gateway behind a 
     expect(denied.map((d) => d.data.failClosed)).toEqual([true])
   }, 60_000)
 
-  it("survives a Postgres restart in the middle of traffic (connections cut, refused, then back)", async () => {
+  it.sequential("survives a Postgres restart in the middle of traffic (connections cut, refused, then back)", async () => {
     await settled()
     const before = await countEvents(db.query)
     const written0 = (await stats()).written
@@ -179,7 +181,7 @@ describe("Postgres unavailable while traffic flows (in-process gateway behind a 
     expect((await countEvents(db.query)) - before).toBe((await stats()).written - written0)
   }, 60_000)
 
-  it("does not hang on a black-holed Postgres: Ollama lanes answer, paid calls fail closed in bounded time", async () => {
+  it.sequential("does not hang on a black-holed Postgres: Ollama lanes answer, paid calls fail closed in bounded time", async () => {
     await settled()
     const before = await countEvents(db.query)
     const written0 = (await stats()).written
@@ -203,7 +205,7 @@ describe("Postgres unavailable while traffic flows (in-process gateway behind a 
     expect(slowest, `slowest request ${slowest} ms, ${Date.now() - t0} ms in all`).toBeLessThan(8_000)
   }, 90_000)
 
-  it("a connection cut in the middle of a budget reservation fails the paid call closed (503), not with a 500", async () => {
+  it.sequential("a connection cut in the middle of a budget reservation fails the paid call closed (503), not with a 500", async () => {
     await settled()
     // Held mid-transaction by the black hole, then cut: the reservation's ROLLBACK fails on a dead
     // connection (a defect inside @effect/sql), which must still read as "ledger unreachable".
@@ -227,7 +229,7 @@ describe("Postgres unavailable while traffic flows (in-process gateway behind a 
 // ---------------------------------------------------------------------------------------------
 // SIGKILL with spilled events pending
 
-describe("a gateway SIGKILLed with spilled events pending", () => {
+describe.concurrent("a gateway SIGKILLed with spilled events pending", () => {
   let db: ProxiedDatabase
   const fakes: Array<FakeOllama> = []
   let dir: string
@@ -264,7 +266,7 @@ server: { pollInterval: "500ms", drainTimeout: "1s" }
     fs.rmSync(dir, { recursive: true, force: true })
   })
 
-  it("writes them to Postgres after the restart, exactly once and in order", async () => {
+  it.sequential("writes them to Postgres after the restart, exactly once and in order", async () => {
     const env = {
       DATABASE_URL: db.proxiedUrl,
       AWOOOP_CONFIG: path.join(dir, "gateway.yaml"),

@@ -10,12 +10,20 @@ import { newTraceId, startTestGateway, type TestGateway } from "./support/TestGa
 
 let gw: TestGateway
 
+// One host and one lane per protocol, so the three cases run side by side (most of each is the
+// step's 3 s timeout) and each still sees only its own slot and its own breaker.
+const cases = [
+  ["/api/chat", "gcp-a", JSON.stringify({ model: "gemma3:4b", messages: [{ role: "user", content: "hi" }] })],
+  ["/v1/chat/completions", "gcp-b", JSON.stringify({ model: "gemma3:4b", stream: true, messages: [{ role: "user", content: "hi" }] })],
+  ["/v1/responses", "111", JSON.stringify({ model: "gemma3:4b", stream: true, input: "hi" })]
+] as const
+
 beforeAll(async () => {
   gw = await startTestGateway({
     // ~7 MB of NDJSON per answer: far more than the socket buffers between a caller and the gateway.
-    hosts: { "gcp-a": { slots: 4, protected: true, fake: { chunks: 60_000 } } },
+    hosts: Object.fromEntries(cases.map(([, host]) => [host, { slots: 4, protected: true, fake: { chunks: 60_000 } }])),
     // 3 s: long enough for the fake (on this test's event loop) to build the answer on a loaded machine.
-    lanes: { "alert-fast": { model: "gemma3:4b", route: [{ host: "gcp-a", timeout: "3s" }] } }
+    lanes: Object.fromEntries(cases.map(([, host]) => [`lane-${host}`, { model: "gemma3:4b", route: [{ host, timeout: "3s" }] }]))
   })
 }, 30_000)
 afterAll(async () => {
@@ -28,36 +36,32 @@ const health = async () =>
   }
 
 /** Sends a streaming chat and never reads the answer. */
-const stalledCaller = (path: string, traceId: string, body: string) => {
+const stalledCaller = (path: string, lane: string, traceId: string, body: string) => {
   const socket = net.connect(Number(new URL(gw.url).port), "127.0.0.1")
   socket.pause()
   socket.write(
     `POST ${path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\n` +
-      `X-AwoooP-Lane: alert-fast\r\nX-AwoooP-Trace-ID: ${traceId}\r\n\r\n${body}`
+      `X-AwoooP-Lane: ${lane}\r\nX-AwoooP-Trace-ID: ${traceId}\r\n\r\n${body}`
   )
   return socket
 }
 
 describe("a caller that stops reading", () => {
-  for (const [path, body] of [
-    ["/api/chat", JSON.stringify({ model: "gemma3:4b", messages: [{ role: "user", content: "hi" }] })],
-    ["/v1/chat/completions", JSON.stringify({ model: "gemma3:4b", stream: true, messages: [{ role: "user", content: "hi" }] })],
-    ["/v1/responses", JSON.stringify({ model: "gemma3:4b", stream: true, input: "hi" })]
-  ] as const) {
-    it(`${path}: is cut off within the step's timeout; the slot is freed, the run ends SlowConsumer, the breaker is untouched`, async () => {
+  for (const [path, host, body] of cases) {
+    it.concurrent(`${path}: is cut off within the step's timeout; the slot is freed, the run ends SlowConsumer, the breaker is untouched`, async () => {
       const traceId = newTraceId()
-      const socket = stalledCaller(path, traceId, body)
+      const socket = stalledCaller(path, `lane-${host}`, traceId, body)
       try {
         let deadline = Date.now() + 10_000
-        while ((await health()).hosts["gcp-a"]!.slots.inUse === 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20))
+        while ((await health()).hosts[host]!.slots.inUse === 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20))
         const heldAt = Date.now()
-        expect((await health()).hosts["gcp-a"]!.slots.inUse).toBe(1)
+        expect((await health()).hosts[host]!.slots.inUse).toBe(1)
         // The step timeout is 3 s; the cut-off comes that long after the caller's buffers filled.
         deadline = heldAt + 10_000
-        while ((await health()).hosts["gcp-a"]!.slots.inUse > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50))
+        while ((await health()).hosts[host]!.slots.inUse > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50))
         const h = await health()
-        expect(h.hosts["gcp-a"]!.slots.inUse).toBe(0)
-        expect(h.hosts["gcp-a"]!.breaker).toMatchObject({ status: "closed", consecutiveTimeouts: 0 })
+        expect(h.hosts[host]!.slots.inUse).toBe(0)
+        expect(h.hosts[host]!.breaker).toMatchObject({ status: "closed", consecutiveTimeouts: 0 })
         const events = await gw.runEvents(traceId)
         const end = events.at(-1)!
         expect(end.type).toBe("RunFailed")

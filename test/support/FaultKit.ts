@@ -426,7 +426,7 @@ export interface Child {
 }
 
 export interface SpawnOptions {
-  /** The command and its arguments (default `node --enable-source-maps dist/main.js`, built first if stale). */
+  /** The command and its arguments (default `node dist/main.js`, built first if stale). */
   readonly command?: readonly [string, ...Array<string>]
   /** Its own process group (its pid is the group id), as a terminal's foreground job is. */
   readonly detached?: boolean
