@@ -66,7 +66,10 @@ beforeAll(async () => {
         model: "gemma3:4b",
         reserved: { "gcp-a": 2, "gcp-b": 2 },
         keepWarm: ["gcp-a"],
-        route: [{ host: "gcp-a", timeout: "300ms" }, { host: "gcp-b", timeout: "300ms" }, { host: "111", timeout: "300ms" }]
+        // gcp-a's timeouts open the breaker: 1 s, so that only a stall of the worker's event loop of
+        // 500 ms or more (which makes a timeout the gateway's, not the host's) could keep it closed;
+        // at 300 ms, 150 ms did, when the other worker's spawned gateways loaded the machine.
+        route: [{ host: "gcp-a", timeout: "1s" }, { host: "gcp-b", timeout: "300ms" }, { host: "111", timeout: "300ms" }]
       },
       // A heavy model on a protected host: a maintenance window there changes its plan (the preview says so).
       "rca-gcp": { model: "qwen2.5:14b", route: [{ host: "gcp-b", timeout: "2s" }, { host: "gpu-node", timeout: "2s" }] },
