@@ -47,6 +47,8 @@ let db: TestDatabaseHandle
 let gemini: FakeGemini
 let claude: FakeAnthropic
 let gw: TestGateway
+/** A lane with alert-fast's paid fallback behind Ollama hosts that fail at once (configured in beforeAll). */
+const failingLane = "alert-failing"
 /** A closed port: connecting is refused at once. */
 let closedPort: string
 
@@ -82,6 +84,13 @@ beforeAll(async () => {
           { host: "gcp-b", timeout: "300ms" },
           { host: "111", timeout: "300ms" }
         ],
+        paidFallback: ["gemini", "claude"]
+      },
+      // The same fallback behind hosts that fail at once (gcp-b's 500, 111 refused): the tests of
+      // the providers' side, which need the Ollama route to fail but not how, don't wait out gcp-a.
+      [failingLane]: {
+        model: "gemma3:4b",
+        route: [{ host: "gcp-b", timeout: "300ms" }, { host: "111", timeout: "300ms" }],
         paidFallback: ["gemini", "claude"]
       },
       "paid-emergency": { paid: ["gemini", "claude"] },
@@ -197,7 +206,7 @@ describe("paid fallback on alert-fast", () => {
   it("a streaming chat comes back as Ollama NDJSON with a final done chunk and counters", async () => {
     const traceId = newTraceId()
     const before = gemini.requests.length
-    const parts = await collect(await gw.ollama(headers(traceId)).chat({
+    const parts = await collect(await gw.ollama(headers(traceId, failingLane)).chat({
       model: "gemma3:4b",
       messages: [
         { role: "system", content: "Be brief." },
@@ -239,7 +248,7 @@ describe("paid fallback on alert-fast", () => {
     gemini.setMode("error500")
     const traceId = newTraceId()
     const before = claude.requests.length
-    const answer = await gw.ollama(headers(traceId)).generate({
+    const answer = await gw.ollama(headers(traceId, failingLane)).generate({
       model: "gemma3:4b",
       system: "sys",
       prompt: "why?",
@@ -278,7 +287,7 @@ describe("paid fallback on alert-fast", () => {
   it("Gemini failing → Claude answers a stream (SSE → NDJSON)", async () => {
     gemini.setMode("error429")
     const traceId = newTraceId()
-    const parts = await collect(await gw.ollama(headers(traceId)).generate({ model: "gemma3:4b", prompt: "why?", stream: true }))
+    const parts = await collect(await gw.ollama(headers(traceId, failingLane)).generate({ model: "gemma3:4b", prompt: "why?", stream: true }))
     expect(parts.map((p) => p.response).join("")).toBe("[claude] hello from claude")
     expect(parts.at(-1)).toMatchObject({ done: true, done_reason: "stop", eval_count: 4 })
     const events = await gw.runEvents(traceId)
@@ -303,7 +312,7 @@ describe("paid fallback on alert-fast", () => {
   it("a provider that reports no usage: cost unknown (null, never 0), the worst case is charged", async () => {
     gemini.setMode("noUsage")
     const traceId = newTraceId()
-    const answer = await gw.ollama(headers(traceId)).generate({ model: "gemma3:4b", prompt: "why?" })
+    const answer = await gw.ollama(headers(traceId, failingLane)).generate({ model: "gemma3:4b", prompt: "why?" })
     expect(answer.response).toBe("[gemini] hello from gemini")
     expect(answer.eval_count).toBeUndefined()
     const events = await gw.runEvents(traceId)
@@ -320,7 +329,7 @@ describe("paid fallback on alert-fast", () => {
     claude.setMode("midStreamError")
     gemini.setMode("error500")
     const traceId = newTraceId()
-    const error = await thrown(collect(await gw.ollama(headers(traceId)).chat({ model: "gemma3:4b", messages: [{ role: "user", content: "hi" }], stream: true })))
+    const error = await thrown(collect(await gw.ollama(headers(traceId, failingLane)).chat({ model: "gemma3:4b", messages: [{ role: "user", content: "hi" }], stream: true })))
     expect(String(error.message)).toMatch(/claude failed mid-stream/)
     const events = await gw.runEvents(traceId)
     expect(one(events, "AttemptFailed", (d) => d.provider === "claude").afterFirstChunk).toBe(true)
@@ -338,7 +347,7 @@ describe("a caller that hangs up mid-stream", () => {
     const abort = new AbortController()
     const res = await fetch(`${gw.url}/api/generate`, {
       method: "POST",
-      headers: { "content-type": "application/json", ...headers(traceId) },
+      headers: { "content-type": "application/json", ...headers(traceId, failingLane) },
       body: JSON.stringify({ model: "gemma3:4b", prompt: "why?", stream: true }),
       signal: abort.signal
     })
@@ -422,7 +431,7 @@ describe("the operator's hard kill", () => {
 
     const before = gemini.requests.length + claude.requests.length
     const traceId = newTraceId()
-    const error = await thrown(gw.ollama(headers(traceId)).generate({ model: "gemma3:4b", prompt: "why?" }))
+    const error = await thrown(gw.ollama(headers(traceId, failingLane)).generate({ model: "gemma3:4b", prompt: "why?" }))
     expect(error.status_code).toBe(503)
     expect(error.error).toMatch(/refused by the budget hard kill: the operator tripped the budget hard kill \(incident 2026-05-05: stop paid spend\)/)
     expect(gemini.requests.length + claude.requests.length).toBe(before)
@@ -435,7 +444,7 @@ describe("the operator's hard kill", () => {
 
     const reset = await admin({ tripped: false, reason: "incident over" })
     expect(reset.status).toBe(200)
-    const answer = await gw.ollama(headers(newTraceId())).generate({ model: "gemma3:4b", prompt: "why?" })
+    const answer = await gw.ollama(headers(newTraceId(), failingLane)).generate({ model: "gemma3:4b", prompt: "why?" })
     expect(answer.response).toBe("[gemini] hello from gemini")
     expect((await gw.streamEvents("budget")).map((e) => e.type).slice(-2)).toEqual(["HardKillTripped", "HardKillReset"])
   })
@@ -447,7 +456,7 @@ describe("fail closed", () => {
     try {
       const before = gemini.requests.length + claude.requests.length
       const traceId = newTraceId()
-      const error = await thrown(gw.ollama(headers(traceId)).generate({ model: "gemma3:4b", prompt: "why?" }))
+      const error = await thrown(gw.ollama(headers(traceId, failingLane)).generate({ model: "gemma3:4b", prompt: "why?" }))
       expect(error.status_code).toBe(503)
       expect(error.error).toMatch(/the budget ledger is unreachable, so the budget hard kill cannot be checked \(fail closed\)/)
       expect(gemini.requests.length + claude.requests.length).toBe(before)
@@ -462,7 +471,7 @@ describe("secrets", () => {
   it("the API keys never appear in any journal row, ledger row or log line — even when an upstream echoes the key", async () => {
     gemini.setMode("echoKey")
     const traceId = newTraceId()
-    const answer = await gw.ollama(headers(traceId)).generate({ model: "gemma3:4b", prompt: "why?" })
+    const answer = await gw.ollama(headers(traceId, failingLane)).generate({ model: "gemma3:4b", prompt: "why?" })
     expect(answer.response).toBe("[claude] hello from claude")
     const failed = one(await gw.runEvents(traceId), "AttemptFailed", (d) => d.provider === "gemini")
     expect(failed.message).toMatch(/internal error while serving key \[REDACTED\]/)
