@@ -3,15 +3,16 @@
  * (src/cluster/Runner.ts): an entity lives on exactly one of them and both reach the same instance;
  * a singleton runs on exactly one; when that runner stops, the other takes both over.
  */
-import { Entity, Sharding, ShardId } from "@effect/cluster"
+import { Entity } from "@effect/cluster"
 import * as Singleton from "@effect/cluster/Singleton"
 import * as Rpc from "@effect/rpc/Rpc"
 import { describe, expect, it } from "@effect/vitest"
-import { Context, Duration, Effect, Exit, Layer, Schedule, Schema, Scope } from "effect"
+import { Duration, Effect, Exit, Layer, Schedule, Schema, Scope } from "effect"
 import * as Runner from "../src/cluster/Runner.ts"
 import { layerFromUrl } from "../src/storage/Database.ts"
 import { clusterDatabase } from "./support/ClusterDatabase.ts"
 import { freePort } from "./support/FreePort.ts"
+import { shardsSplit } from "./support/ShardSplit.ts"
 
 const Counter = Entity.make("ProofCounter", [
   Rpc.make("Inc", { success: Schema.Struct({ n: Schema.Number, runner: Schema.String }) })
@@ -33,9 +34,6 @@ const startRunner = (url: string, port: number, singletonRuns: Array<string>, sc
   )
   return Layer.buildWithScope(layer, scope)
 }
-
-/** The library's default shards per group (Runner.ts leaves it): entities and singletons here are in group "default". */
-const shardsPerGroup = 300
 
 const running = (runs: ReadonlyArray<string>) => {
   const now = new Map<string, number>()
@@ -60,25 +58,10 @@ describe("cluster runners on one Postgres", () => {
       const clientA = yield* Counter.client.pipe(Effect.provide(a))
       const clientB = yield* Counter.client.pipe(Effect.provide(b))
       // Shards move to the second runner when it registers (an entity moved that way starts empty,
-      // like one taken over after a crash): let the assignment settle first. It has when every shard
-      // is held by exactly one runner and each holds some: the split is a function of the runner set,
-      // so nothing moves after that while both run. (A fixed 6 s sleep waited here before.)
-      const shardings = [a, b].map((ctx) => Context.get(ctx, Sharding.Sharding))
-      const split = () => {
-        const held = [0, 0]
-        for (let id = 1; id <= shardsPerGroup; id++) {
-          const holders = shardings.map((s) => s.hasShardId(ShardId.make("default", id)))
-          if (holders[0] === holders[1]) return false
-          held[holders[0] ? 0 : 1]! += 1
-        }
-        return held.every((n) => n > 0)
-      }
+      // like one taken over after a crash): let the assignment settle first (a fixed 6 s sleep before).
       const settling = Date.now()
-      while (!split()) {
-        if (Date.now() - settling > 30_000) throw new Error("the shards never split between the two runners")
-        yield* Effect.sleep("100 millis")
-      }
-      yield* Effect.log(`shards split between the runners after ${Date.now() - settling} ms`)
+      const splitMs = yield* shardsSplit([a, b])
+      yield* Effect.log(`shards split between the runners after ${splitMs} ms`)
       // The singleton starts on its shard's holder once that runner has acquired the shard.
       while (running(runs).length === 0 && Date.now() - settling < 30_000) yield* Effect.sleep("50 millis")
 

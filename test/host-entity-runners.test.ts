@@ -10,6 +10,7 @@ import * as Runner from "../src/cluster/Runner.ts"
 import { layerFromUrl } from "../src/storage/Database.ts"
 import { clusterDatabase } from "./support/ClusterDatabase.ts"
 import { freePort } from "./support/FreePort.ts"
+import { shardsSplit } from "./support/ShardSplit.ts"
 
 const settings: HostEntity.EntitySettings = {
   leaseMs: 500,
@@ -37,21 +38,20 @@ describe("host entity on two runners", () => {
       const b = yield* startRunner(url, portB, scope)
       const hostA = (yield* HostEntity.HostEntity.client.pipe(Effect.provide(a)))("gpu-1")
       const hostB = (yield* HostEntity.HostEntity.client.pipe(Effect.provide(b)))("gpu-1")
-      // Let the shards settle on both runners (a fixed 6 s before; on a loaded machine they settled
-      // in about 3): both runners name the same owner, past its recovery period, and it stays the
-      // owner for 2 s, two of the runners' 1 s assignment refreshes.
+      // Let the shards settle on both runners (a fixed 6 s once, then a poll until the owner had
+      // stayed the same for 2 s): once they are split the owner is final; then both runners name
+      // it, past its recovery period.
+      yield* shardsSplit([a, b])
       let owner = ""
-      let since = Date.now()
       const deadline = Date.now() + 30_000
       for (;;) {
         const ra = (yield* hostA.Renew({ opened: null, replica: "a", leases: [] })).state
         const rb = (yield* hostB.Renew({ opened: null, replica: "b", leases: [] })).state
-        const settled = ra.owner === rb.owner && !ra.recovering && !rb.recovering
-        if (!settled || ra.owner !== owner) {
-          owner = settled ? ra.owner : ""
-          since = Date.now()
-        } else if (Date.now() - since >= 2_000) break
-        if (Date.now() > deadline) throw new Error(`the shards did not settle within 30 s (a: ${JSON.stringify(ra)}, b: ${JSON.stringify(rb)})`)
+        if (ra.owner === rb.owner && !ra.recovering && !rb.recovering) {
+          owner = ra.owner
+          break
+        }
+        if (Date.now() > deadline) throw new Error(`the host entity did not settle within 30 s (a: ${JSON.stringify(ra)}, b: ${JSON.stringify(rb)})`)
         yield* Effect.sleep("100 millis")
       }
 
