@@ -43,7 +43,9 @@ const maintenanceEvents = Effect.gen(function*() {
   return (yield* journal.readStream("host-gcp-a")).filter((e) => e.type.startsWith("Maintenance"))
 })
 
-describe("maintenance windows shared by replicas and kept across restarts", () => {
+// Side by side: each test has its own database (TestDatabaseLive), fake host and replicas, and most
+// of each is waiting for the replicas' 100 ms follow loop and a window's `until`.
+describe.concurrent("maintenance windows shared by replicas and kept across restarts", () => {
   it.scopedLive("open on one replica, seen and closed on the other; journaled once each; found by a later replica", () =>
     Effect.gen(function*() {
       const fake = yield* FakeOllamaScoped({ name: "gcp-a" })
