@@ -11,13 +11,13 @@ import { Effect } from "effect"
 import { type ChildProcess, spawn } from "node:child_process"
 import { randomUUID } from "node:crypto"
 import { mkdtemp, rm, writeFile } from "node:fs/promises"
-import * as net from "node:net"
 import { tmpdir } from "node:os"
 import * as path from "node:path"
 import { fileURLToPath } from "node:url"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { ensureDist, gatewayCommand } from "./support/Dist.ts"
 import { defaultTestDatabaseUrl } from "./support/TestDatabase.ts"
+import { closedPortUrl } from "./support/ClosedPort.ts"
 import { type FakeGemini, startFakeGemini } from "./support/FakeGemini.ts"
 import { newTraceId, startTestDatabase, type TestDatabaseHandle } from "./support/TestGateway.ts"
 
@@ -115,12 +115,7 @@ beforeAll(async () => {
   url.pathname = `/${row!.name}`
   databaseUrl = url.toString()
   gemini = await startFakeGemini({ apiKey: KEY, mode: "hang" })
-  const down = await new Promise<string>((resolve) => {
-    const s = net.createServer().listen(0, "127.0.0.1", () => {
-      const port = (s.address() as net.AddressInfo).port
-      s.close(() => resolve(`http://127.0.0.1:${port}`))
-    })
-  })
+  const down = await closedPortUrl()
   dir = await mkdtemp(path.join(tmpdir(), "awooop-crash-"))
   configFile = path.join(dir, "gateway.yaml")
   await writeFile(configFile, `

@@ -5,11 +5,11 @@
  * every refused caller gets a 503 naming the hard kill, without the provider being called.
  */
 import { randomUUID } from "node:crypto"
-import * as net from "node:net"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { formatUsd } from "../src/budget/Budget.ts"
 import { toPaidRequest } from "../src/providers/Translate.ts"
 import { worstCaseUsd } from "../src/routing/PaidRoute.ts"
+import { closedPortUrl } from "./support/ClosedPort.ts"
 import { type FakeGemini, startFakeGemini } from "./support/FakeGemini.ts"
 import { newTraceId, startTestGateway, type TestGateway } from "./support/TestGateway.ts"
 
@@ -25,19 +25,11 @@ const CAP = WORST * 10.5
 let gemini: FakeGemini
 let gw: TestGateway
 
-const closedUrl = () =>
-  new Promise<string>((resolve) => {
-    const s = net.createServer().listen(0, "127.0.0.1", () => {
-      const port = (s.address() as net.AddressInfo).port
-      s.close(() => resolve(`http://127.0.0.1:${port}`))
-    })
-  })
-
 beforeAll(async () => {
   // Gemini holds every answer until the test opens the gate: no call settles (and frees budget,
   // real costs being below the worst case) before all 50 have asked for theirs.
   gemini = await startFakeGemini({ apiKey: KEY, mode: "gate" })
-  const down = await closedUrl()
+  const down = await closedPortUrl()
   gw = await startTestGateway({
     hosts: { "gcp-a": { url: down }, "gcp-b": { url: down }, "111": { url: down } },
     lanes: {

@@ -9,6 +9,7 @@ import { randomUUID } from "node:crypto"
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest"
 import type { StoredEvent } from "../src/journal/Journal.ts"
 import { type FakeAnthropic, startFakeAnthropic } from "./support/FakeAnthropic.ts"
+import { closedPortUrl } from "./support/ClosedPort.ts"
 import { type FakeGemini, startFakeGemini } from "./support/FakeGemini.ts"
 import {
   collect,
@@ -56,13 +57,7 @@ beforeAll(async () => {
   db = await startTestDatabase()
   gemini = await startFakeGemini({ apiKey: GEMINI_KEY })
   claude = await startFakeAnthropic({ apiKey: CLAUDE_KEY })
-  const net = await import("node:net")
-  closedPort = await new Promise<string>((resolve) => {
-    const s = net.createServer().listen(0, "127.0.0.1", () => {
-      const port = (s.address() as { port: number }).port
-      s.close(() => resolve(`http://127.0.0.1:${port}`))
-    })
-  })
+  closedPort = await closedPortUrl()
   gw = await startTestGateway({
     database: db,
     logLevel: LogLevel.All,

@@ -470,15 +470,7 @@ const spawnStarted = (env: Record<string, string>, startTimeoutMs: number, comma
   })
 
 /** The URL of a loopback port nothing listens on (a host that refuses connections). */
-export const closedPortUrl = async () => {
-  const net = await import("node:net")
-  return new Promise<string>((resolve) => {
-    const s = net.createServer().listen(0, "127.0.0.1", () => {
-      const port = (s.address() as { port: number }).port
-      s.close(() => resolve(`http://127.0.0.1:${port}`))
-    })
-  })
-}
+export { closedPortUrl } from "./ClosedPort.ts"
 
 export const exited = (child: ChildProcess) =>
   new Promise<void>((resolve) => {
