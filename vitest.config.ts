@@ -20,10 +20,11 @@ export default defineConfig({
     // because a neighbour stalls the worker's event loop. Those tests need TestClock first. On a
     // slower machine of the same kind (session 9) the suite is CPU-bound (cores 79% busy with two
     // workers: spawned gateways, Chromium, Postgres), and three workers were no faster (131-144 s
-    // against 134-145 s with two; session 10, with less CPU per run: 111 s once against 116-128 s):
-    // see BENCHMARKS.md for where the CPU goes. With more workers, set minWorkers = maxWorkers:
-    // fewer made tinypool end a worker vitest still held
-    // ("Terminating worker thread" after every test passed, vitest #8564).
+    // against 134-145 s with two; session 10, with less CPU per run: 111 s once against 116-128 s;
+    // session 11: 117.7 s with the cores 93% busy, against 115-120 s): see BENCHMARKS.md for where
+    // the CPU goes. (Vitest runs a file that failed last time first: a flake reorders the next
+    // run.) With more workers, set minWorkers = maxWorkers: fewer made tinypool end a worker vitest
+    // still held ("Terminating worker thread" after every test passed, vitest #8564).
     maxWorkers: 2,
     minWorkers: 1,
     // Worker processes are reused from file to file, and the modules they loaded with them: effect,
