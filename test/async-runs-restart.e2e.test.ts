@@ -6,7 +6,6 @@
  */
 import { type ChildProcess, spawn } from "node:child_process"
 import { mkdtemp, rm, writeFile } from "node:fs/promises"
-import { createServer } from "node:net"
 import { tmpdir } from "node:os"
 import * as Path from "node:path"
 import { fileURLToPath } from "node:url"
@@ -14,6 +13,7 @@ import pg from "pg"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { ensureDist, gatewayCommand } from "./support/Dist.ts"
 import { type FakeOllama, startFakeOllama } from "./support/FakeOllama.ts"
+import { freePort } from "./support/FreePort.ts"
 import { createDatabaseStatement, defaultTestDatabaseUrl, testDatabaseName } from "./support/TestDatabase.ts"
 
 const root = fileURLToPath(new URL("..", import.meta.url))
@@ -44,16 +44,6 @@ const query = async <T>(text: string, params: Array<unknown> = []): Promise<Arra
     await client.end()
   }
 }
-
-const freePort = () =>
-  new Promise<number>((resolve, reject) => {
-    const s = createServer()
-    s.once("error", reject)
-    s.listen(0, "127.0.0.1", () => {
-      const port = (s.address() as { port: number }).port
-      s.close(() => resolve(port))
-    })
-  })
 
 const until = async <T>(what: string, probe: () => Promise<T | undefined | false>, timeoutMs = 30_000): Promise<T> => {
   const deadline = Date.now() + timeoutMs
