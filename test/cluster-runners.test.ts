@@ -58,7 +58,7 @@ describe("cluster runners on one Postgres", () => {
       const clientA = yield* Counter.client.pipe(Effect.provide(a))
       const clientB = yield* Counter.client.pipe(Effect.provide(b))
       // Shards move to the second runner when it registers (an entity moved that way starts empty,
-      // like one taken over after a crash): let the assignment settle first (a fixed 6 s sleep before).
+      // like one taken over after a crash): let the assignment settle first.
       const settling = Date.now()
       const splitMs = yield* shardsSplit([a, b])
       yield* Effect.log(`shards split between the runners after ${splitMs} ms`)

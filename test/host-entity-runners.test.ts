@@ -38,9 +38,8 @@ describe("host entity on two runners", () => {
       const b = yield* startRunner(url, portB, scope)
       const hostA = (yield* HostEntity.HostEntity.client.pipe(Effect.provide(a)))("gpu-1")
       const hostB = (yield* HostEntity.HostEntity.client.pipe(Effect.provide(b)))("gpu-1")
-      // Let the shards settle on both runners (a fixed 6 s once, then a poll until the owner had
-      // stayed the same for 2 s): once they are split the owner is final; then both runners name
-      // it, past its recovery period.
+      // Let the shards settle on both runners: once they are split the entity's owner is final;
+      // then both runners name it, past its recovery period.
       yield* shardsSplit([a, b])
       let owner = ""
       const deadline = Date.now() + 30_000

@@ -3,13 +3,10 @@
  * them and each holds some. The split is a function of the set of runners, so while both run nothing
  * moves after that (an entity or singleton started before it may move once, and starts empty there).
  */
-import { Sharding, ShardId } from "@effect/cluster"
+import { Sharding, ShardingConfig, ShardId } from "@effect/cluster"
 import { Context, Effect } from "effect"
 
-/** The library's default shards per group (src/cluster/Runner.ts leaves it). */
-const shardsPerGroup = 300
-
-const split = (shardings: ReadonlyArray<Sharding.Sharding["Type"]>, group: string) => {
+const split = (shardings: ReadonlyArray<Sharding.Sharding["Type"]>, group: string, shardsPerGroup: number) => {
   const held = shardings.map(() => 0)
   for (let id = 1; id <= shardsPerGroup; id++) {
     const holders = shardings.flatMap((s, i) => (s.hasShardId(ShardId.make(group, id)) ? [i] : []))
@@ -20,11 +17,15 @@ const split = (shardings: ReadonlyArray<Sharding.Sharding["Type"]>, group: strin
 }
 
 /** Waits (polling every 100 ms, up to 30 s) until the runners built into `contexts` have split the shards; the milliseconds it took. */
-export const shardsSplit = (contexts: ReadonlyArray<Context.Context<Sharding.Sharding>>, group = "default") =>
+export const shardsSplit = (
+  contexts: ReadonlyArray<Context.Context<Sharding.Sharding | ShardingConfig.ShardingConfig>>,
+  group = "default"
+) =>
   Effect.gen(function*() {
     const shardings = contexts.map((ctx) => Context.get(ctx, Sharding.Sharding))
+    const { shardsPerGroup } = Context.get(contexts[0]!, ShardingConfig.ShardingConfig)
     const started = Date.now()
-    while (!split(shardings, group)) {
+    while (!split(shardings, group, shardsPerGroup)) {
       if (Date.now() - started > 30_000) return yield* Effect.dieMessage(`the shards of group ${group} never split between the ${contexts.length} runners`)
       yield* Effect.sleep("100 millis")
     }
