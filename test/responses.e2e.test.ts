@@ -264,10 +264,13 @@ describe("the journal", () => {
 
     // run_state has it too, and the run API shows it.
     const runId = http.headers.get("x-awooop-run-id")!
+    // The projector may have applied the run's first events but not yet its last (a projected row
+    // still "running"): wait for the row to be past them.
+    const caughtUp = (r: Record<string, unknown>) => r.projected === true && r.status !== "running"
     let run: Record<string, unknown> = {}
-    for (let i = 0; i < 100 && run.projected !== true; i++) {
+    for (let i = 0; i < 100 && !caughtUp(run); i++) {
       run = await (await fetch(`${gw.url}/awooop/runs/${runId}`)).json() as Record<string, unknown>
-      if (run.projected !== true) await new Promise((r) => setTimeout(r, 50))
+      if (!caughtUp(run)) await new Promise((r) => setTimeout(r, 50))
     }
     expect(run).toMatchObject({ projected: true, status: "completed", protocol: "openai-responses", endpoint: "gcp-b", attempts: 2 })
     expect(await gw.query(`SELECT protocol FROM run_state WHERE run_id = $1`, [runId])).toEqual([{ protocol: "openai-responses" }])
