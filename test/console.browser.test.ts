@@ -59,8 +59,9 @@ beforeAll(async () => {
   gemini = await startFakeGemini({ apiKey: geminiKey, delayMs: 20 })
   gw = await startTestGateway({
     projections: { intervalMs: 100 },
-    // Long enough that the board shows "open" before the breaker turns half-open.
-    breaker: { consecutiveTimeouts: 2, cooldown: "5s" },
+    // Long enough that the board shows "open" before the breaker turns half-open (the check and the
+    // two screenshots of it took 0.7 s).
+    breaker: { consecutiveTimeouts: 2, cooldown: "3s" },
     lanes: {
       "alert-fast": {
         model: "gemma3:4b",
@@ -139,12 +140,12 @@ describe("operator console in Chromium", () => {
 
     gw.fakes["gcp-a"]!.setMode("hang")
     fallbackTrace = newTraceId()
-    const first = await generate({ "X-AwoooP-Trace-ID": fallbackTrace })
+    // Two timeouts at once (gcp-a has two reserved slots): the breaker opens at the second, before
+    // either answer (from gcp-b) comes back.
+    const [first, second] = await Promise.all([generate({ "X-AwoooP-Trace-ID": fallbackTrace }), generate({})])
     expect(first.status).toBe(200)
-    fallbackRun = first.headers.get("x-awooop-run-id") ?? ""
-    const second = await generate({})
     expect(second.status).toBe(200)
-    // The breaker opened at the second timeout, before that answer came back.
+    fallbackRun = first.headers.get("x-awooop-run-id") ?? ""
     const opened = Date.now()
     await breakerOf("gcp-a").and(page.locator('[data-breaker="open"]')).waitFor({ timeout: 2_000 })
     expect(Date.now() - opened).toBeLessThan(2_000)
@@ -360,7 +361,9 @@ describe("operator console in Chromium", () => {
     } finally {
       await light.close()
     }
+    // Looked at in both passes: the held requests are answered now rather than at the end of their delay.
     gw.fakes["111"]!.setMode("ok")
+    gw.fakes["111"]!.finishDelayed()
     expect(await Promise.all(held)).toEqual([200, 200])
   }, 120_000)
 

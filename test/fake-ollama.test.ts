@@ -245,6 +245,18 @@ describe("FakeOllama speaks Ollama's wire format to the real ollama client", () 
     expect(at[3]! - at[0]!).toBeGreaterThanOrEqual(80) // 3 gaps of 30ms
   })
 
+  it("finishDelayed answers the requests a slow host holds now, not at the end of their delay", async () => {
+    fake.setMode("slow", { delayMs: 10_000 })
+    const t = performance.now()
+    const held = Array.from({ length: 2 }, () => client.generate({ model: "gemma3:4b", prompt: "hi" }))
+    await vi.waitFor(() => expect(fake.inFlight()).toBe(2))
+    fake.finishDelayed()
+    const answers = await Promise.all(held)
+    expect(answers.map((a) => a.done)).toEqual([true, true])
+    expect(performance.now() - t).toBeLessThan(5_000)
+    await vi.waitFor(() => expect(fake.inFlight()).toBe(0))
+  })
+
   it("counts in-flight requests and their high-water mark", async () => {
     fake.setMode("slow", { delayMs: 80 })
     const calls = Array.from({ length: 3 }, () => client.generate({ model: "gemma3:4b", prompt: "hi" }))

@@ -59,6 +59,8 @@ export interface FakeOllama {
   readonly requests: Array<FakeRequest>
   setMode(mode: FakeMode, opts?: { delayMs?: number; chunks?: number }): void
   setResident(models: string[]): void
+  /** Sends every answer still waiting out its delay now (a test done with the requests a "slow" host held). */
+  finishDelayed(): void
   /** Inference requests (generate/chat/embed/embeddings) currently being processed. */
   inFlight(): number
   /** High-water mark of `inFlight()` since start or the last `reset()`. */
@@ -387,11 +389,17 @@ export const startFakeOllama = async (opts: FakeOllamaOptions = {}): Promise<Fak
 
   // ---------------------------------------------------------------------- delivery per mode
 
+  /** Answers waiting out a delay ("slow", a non-streaming "drip"): `finishDelayed` sends them at once. */
+  const delayed = new Set<() => void>()
   const after = (ctx: Ctx, ms: number, fn: () => void): void => {
-    ctx.timer = setTimeout(() => {
+    const fire = () => {
+      delayed.delete(fire)
+      clearTimeout(ctx.timer)
       ctx.timer = undefined
       if (!ctx.closed) fn()
-    }, ms)
+    }
+    delayed.add(fire)
+    ctx.timer = setTimeout(fire, ms)
   }
 
   const sendNormal = (ctx: Ctx, ans: Answer): void => {
@@ -900,6 +908,9 @@ export const startFakeOllama = async (opts: FakeOllamaOptions = {}): Promise<Fak
       if (o?.chunks !== undefined) chunks = o.chunks
     },
     setResident,
+    finishDelayed: () => {
+      for (const fire of [...delayed]) fire()
+    },
     inFlight: () => inFlightN,
     maxInFlight: () => maxInFlightN,
     maxInFlightOf: (model) => byModel.get(model)?.max ?? 0,
