@@ -9,7 +9,8 @@
  *   A=<checkout> B=<checkout> npx tsx bench/ab.ts [requests per gateway per round=10000] [connections each=16] [rounds=3]
  *
  * B defaults to this checkout. PROF=1 also writes a CPU profile of each side; NODE_FLAGS_A /
- * NODE_FLAGS_B give one side node flags (A=B=<checkout> with a flag on one side measures the flag). Each checkout is built with its own scripts/build.mjs (and needs its
+ * NODE_FLAGS_B give one side node flags (A=B=<checkout> with a flag on one side measures the flag), ENV_A /
+ * ENV_B one side's environment ("K=V K2=V2"). Each checkout is built with its own scripts/build.mjs (and needs its
  * node_modules). Traffic goes to loopback only.
  */
 import { type ChildProcess, spawn, spawnSync } from "node:child_process"
@@ -54,9 +55,11 @@ const start = async (name: "A" | "B"): Promise<Side> => {
   const prof = process.env.PROF ? ["--cpu-prof", `--cpu-prof-dir=${path.join(dir, name)}`] : []
   // NODE_FLAGS_A / NODE_FLAGS_B: node flags of one side (e.g. a heap setting against the same build).
   const flags = (process.env[`NODE_FLAGS_${name}`] ?? "").split(" ").filter(Boolean)
+  // ENV_A / ENV_B: environment of one side, "K=V K2=V2" (e.g. AWOOOP_PROJECTOR_ENABLED=false: what the projector costs).
+  const extraEnv = Object.fromEntries((process.env[`ENV_${name}`] ?? "").split(" ").filter(Boolean).map((kv) => [kv.slice(0, kv.indexOf("=")), kv.slice(kv.indexOf("=") + 1)]))
   const child = spawn(process.execPath, [...prof, ...flags, "dist/main.js"], {
     cwd: root,
-    env: { ...process.env, DATABASE_URL: adminUrl.replace(/\/[^/]*$/, `/${db}`), AWOOOP_CONFIG: configFile, PORT: String(port), AWOOOP_LOG_LEVEL: "warn" },
+    env: { ...process.env, DATABASE_URL: adminUrl.replace(/\/[^/]*$/, `/${db}`), AWOOOP_CONFIG: configFile, PORT: String(port), AWOOOP_LOG_LEVEL: "warn", ...extraEnv },
     stdio: ["ignore", "ignore", "inherit"]
   })
   const url = `http://127.0.0.1:${port}`
@@ -86,17 +89,24 @@ try {
   await Promise.all(sides.map((s) => load(s, 2000)))
   await new Promise((r) => setTimeout(r, 1500))
   console.log(`A = ${roots.A}\nB = ${roots.B}\n${perRound} requests each per round, ${connections} connections each, at the same time; load average ${os.loadavg()[0]!.toFixed(1)}`)
-  console.log("| round | A µs/req | B µs/req | B/A | RSS A / B MB after the round |\n|---|---|---|---|---|")
+  console.log("| round | A µs/req | B µs/req | B/A | Postgres A / B µs/req | RSS A / B MB after the round |\n|---|---|---|---|---|---|")
   const ratios: Array<number> = []
+  // Each side's Postgres backends (its pool's connections, found by database): their CPU per request.
+  const backends = async (s: Side) =>
+    (await admin.query(`SELECT pid FROM pg_stat_activity WHERE datname = $1`, [s.db])).rows.map((r) => Number(r.pid))
+  const backendCpu = (pids: ReadonlyArray<number>) => pids.reduce((sum, pid) => sum + cpuOfPid(pid), 0)
   for (let round = 1; round <= rounds; round++) {
+    const pids = await Promise.all(sides.map(backends))
+    const pgBefore = pids.map(backendCpu)
     const before = sides.map((s) => cpuOfPid(s.child.pid))
     await Promise.all(sides.map((s) => load(s, perRound)))
     // The journal's and projector's batches for this round's requests.
     await new Promise((r) => setTimeout(r, 1500))
     const us = sides.map((s, i) => ((cpuOfPid(s.child.pid) - before[i]!) * 1e6) / perRound)
+    const pgUs = pids.map((p, i) => ((backendCpu(p) - pgBefore[i]!) * 1e6 / perRound).toFixed(0))
     ratios.push(us[1]! / us[0]!)
     const rss = sides.map((s) => (rssMbOf(s.child.pid) ?? 0).toFixed(0))
-    console.log(`| ${round} | ${us[0]!.toFixed(0)} | ${us[1]!.toFixed(0)} | ${(us[1]! / us[0]!).toFixed(2)} | ${rss[0]} / ${rss[1]} |`)
+    console.log(`| ${round} | ${us[0]!.toFixed(0)} | ${us[1]!.toFixed(0)} | ${(us[1]! / us[0]!).toFixed(2)} | ${pgUs[0]} / ${pgUs[1]} | ${rss[0]} / ${rss[1]} |`)
   }
   const sorted = [...ratios].sort((a, b) => a - b)
   console.log(`median B/A ${sorted[Math.floor(sorted.length / 2)]!.toFixed(2)}; load average at the end ${os.loadavg()[0]!.toFixed(1)}`)
