@@ -97,12 +97,15 @@ describe("async runs on deep-rca", () => {
     expect(events[0]!.data).toMatchObject({ async: true, via: "inference", operation: "generate" })
     // The prompt stays out of the journal (server.journalPrompts is off).
     expect(JSON.stringify(events.map((e) => e.data))).not.toContain("what broke")
-    // …and out of the run store once the run has ended; the result stays.
-    const [row] = await gw.query<{ request: unknown; result: unknown; finished_at: Date | null }>(
-      "SELECT request, result, finished_at FROM async_runs WHERE run_id = $1", [body.runId]
-    )
+    // …and out of the run store once the run has ended; the result stays. The row is finished after
+    // the journal has the run's end (AsyncRuns.ts finishRow), so the status can say "succeeded" first.
+    const row = await until("the run's row finished", async () => {
+      const [r] = await gw.query<{ request: unknown; result: unknown; finished_at: Date | null }>(
+        "SELECT request, result, finished_at FROM async_runs WHERE run_id = $1", [body.runId]
+      )
+      return r?.finished_at === null ? undefined : r
+    })
     expect(row).toMatchObject({ request: null, result: { response: "[111] hello world" } })
-    expect(row!.finished_at).not.toBeNull()
   })
 
   it("POST /awooop/runs submits explicitly (chat); bad bodies are 400", async () => {
@@ -284,8 +287,9 @@ describe("async runs: recovery from the journal (given its events, when a gatewa
       // Neither was sent anywhere again.
       await new Promise((r) => setTimeout(r, 300))
       for (const fake of Object.values(gw.fakes)) expect(fake.requests.filter((r) => JSON.stringify(r.body ?? "").includes("seeded"))).toEqual([])
-      const open = await gw.query<{ n: number }>("SELECT count(*)::int AS n FROM async_runs WHERE run_id = ANY($1) AND finished_at IS NULL", [[paidRun, storedRun]])
-      expect(open[0]!.n).toBe(0)
+      // Both rows finished (after the journal has each run's end, so possibly after the status said so).
+      await until("both rows finished", async () =>
+        (await gw.query<{ n: number }>("SELECT count(*)::int AS n FROM async_runs WHERE run_id = ANY($1) AND finished_at IS NULL", [[paidRun, storedRun]]))[0]!.n === 0)
     } finally {
       await gw.close()
     }
