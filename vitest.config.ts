@@ -11,22 +11,21 @@ export default defineConfig({
     setupFiles: ["test/support/setup.ts"],
     testTimeout: 30_000,
     hookTimeout: 60_000,
-    // Two files at a time on a 2-core machine: most suites wait on sockets, Postgres and child
-    // processes, not the CPU. Each test makes its own random database, so neighbours don't collide.
-    // The slowest files (Chromium, the spawned gateways) start first (vitest orders by last duration).
-    // More workers are faster (session 8, idle: 2 → 94-96 s, 3 → 73-79 s, 4 → 64-75 s) but not yet
-    // safe: the in-process gateways' 300 ms step windows and poll waits then fail now and then (4
-    // workers: 2 runs of 11; 3 workers: a 503 for a 504 in messages.e2e in a clean-clone CI run),
-    // because a neighbour stalls the worker's event loop. Those tests need TestClock first. On a
-    // slower machine of the same kind (session 9) the suite is CPU-bound (cores 79% busy with two
-    // workers: spawned gateways, Chromium, Postgres), and three workers were no faster (131-144 s
-    // against 134-145 s with two; session 10, with less CPU per run: 111 s once against 116-128 s;
-    // session 11: 117.7 s with the cores 93% busy, against 115-120 s): see BENCHMARKS.md for where
-    // the CPU goes. (Vitest runs a file that failed last time first: a flake reorders the next
-    // run.) With more workers, set minWorkers = maxWorkers: fewer made tinypool end a worker vitest
-    // still held ("Terminating worker thread" after every test passed, vitest #8564).
-    maxWorkers: 2,
-    minWorkers: 1,
+    // Three files at a time on a 2-core machine: most suites wait on sockets, Postgres, child
+    // processes and their own timeouts, and with two workers the cores were idle a third of a run
+    // (session 12: 75-100 s, 67-78% busy; three workers 59-72 s, 83-89% busy). Each test makes its
+    // own random database, so neighbours don't collide. The slowest files (Chromium, the spawned
+    // gateways) start first (vitest orders by last duration; a file that failed last time goes first).
+    // Sessions 8-11 kept two: the in-process gateways' 300 ms step windows failed now and then beside
+    // busier neighbours. Since then the windows that failed were widened (paid-fallback's hanging host
+    // 600 ms, the console's breaker host 1 s), and nine three-worker runs in session 12, one with a busy loop holding a core (98% busy), failed only in
+    // two waits that read a state before it was written, fixed since (health-keepwarm's eviction
+    // count, async-runs' finished row). On a machine where the suite is CPU-bound (session 11's: 93%
+    // busy with three) a third worker gains nothing but costs nothing either. Set minWorkers =
+    // maxWorkers: fewer made tinypool end a worker vitest still held ("Terminating worker thread"
+    // after every test passed, vitest #8564).
+    maxWorkers: 3,
+    minWorkers: 3,
     // Worker processes are reused from file to file, and the modules they loaded with them: effect,
     // @effect/platform, sql, cluster… and src/ are loaded once per worker instead of once per file.
     // Measured on this 2-core machine (shared with another suite, load average 3-5), full runs back
