@@ -20,7 +20,7 @@ import path from "node:path"
 import pg from "pg"
 import { Agent, request } from "undici"
 import { gatewayBenchConfig } from "./BenchConfig.ts"
-import { cpuOfPid, healthy, rssMbOf, waitLine } from "./Processes.ts"
+import { cpuOfPid, healthy, rssMbOf, stopWithUs, waitLine } from "./Processes.ts"
 
 const here = path.join(import.meta.dirname, "..")
 const roots = { A: process.env.A, B: process.env.B ?? here }
@@ -33,7 +33,7 @@ const dir = fs.mkdtempSync(path.join(os.tmpdir(), "awooop-ab-"))
 
 const admin = new pg.Client({ connectionString: adminUrl })
 await admin.connect()
-const fake = spawn(process.execPath, ["--import", "tsx", "bench/fake-host.ts", "0"], { cwd: here, stdio: ["ignore", "pipe", "inherit"] })
+const fake = stopWithUs(spawn(process.execPath, ["--import", "tsx", "bench/fake-host.ts", "0"], { cwd: here, stdio: ["ignore", "pipe", "inherit"] }))
 const fakeUrl = `http://127.0.0.1:${(await waitLine(fake, /READY (\d+)/))[1]}`
 const configFile = path.join(dir, "gateway.yaml")
 fs.writeFileSync(configFile, gatewayBenchConfig(fakeUrl))
@@ -57,11 +57,11 @@ const start = async (name: "A" | "B"): Promise<Side> => {
   const flags = (process.env[`NODE_FLAGS_${name}`] ?? "").split(" ").filter(Boolean)
   // ENV_A / ENV_B: environment of one side, "K=V K2=V2" (e.g. AWOOOP_PROJECTOR_ENABLED=false: what the projector costs).
   const extraEnv = Object.fromEntries((process.env[`ENV_${name}`] ?? "").split(" ").filter(Boolean).map((kv) => [kv.slice(0, kv.indexOf("=")), kv.slice(kv.indexOf("=") + 1)]))
-  const child = spawn(process.execPath, [...prof, ...flags, "dist/main.js"], {
+  const child = stopWithUs(spawn(process.execPath, [...prof, ...flags, "dist/main.js"], {
     cwd: root,
     env: { ...process.env, DATABASE_URL: adminUrl.replace(/\/[^/]*$/, `/${db}`), AWOOOP_CONFIG: configFile, PORT: String(port), AWOOOP_LOG_LEVEL: "warn", ...extraEnv },
     stdio: ["ignore", "ignore", "inherit"]
-  })
+  }))
   const url = `http://127.0.0.1:${port}`
   await healthy(url)
   return { name, child, url, db }

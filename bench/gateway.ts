@@ -11,7 +11,7 @@ import * as path from "node:path"
 import { Agent, request } from "undici"
 import pg from "pg"
 import { gatewayBenchConfig } from "./BenchConfig.ts"
-import { cpuOfPid, peakRssMbOf, postgresCpu } from "./Processes.ts"
+import { cpuOfPid, peakRssMbOf, postgresCpu, stopWithUs } from "./Processes.ts"
 
 const root = path.resolve(path.dirname(new URL(import.meta.url).pathname), "..")
 const adminUrl = process.env.BENCH_DATABASE_URL ?? "postgres://postgres@127.0.0.1:5432/postgres"
@@ -19,7 +19,7 @@ const adminUrl = process.env.BENCH_DATABASE_URL ?? "postgres://postgres@127.0.0.
 /** A node process (TypeScript through tsx unless `nodeArgs` are given), resolved once its output matches `ready`. */
 const startProcess = (args: Array<string>, env: Record<string, string>, ready: RegExp, nodeArgs: Array<string> = ["--import", "tsx"]): Promise<{ child: ChildProcess; match: RegExpMatchArray }> =>
   new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [...nodeArgs, ...args], { cwd: root, env: { ...process.env, ...env }, stdio: ["ignore", "pipe", "pipe"] })
+    const child = stopWithUs(spawn(process.execPath, [...nodeArgs, ...args], { cwd: root, env: { ...process.env, ...env }, stdio: ["ignore", "pipe", "pipe"] }))
     let out = ""
     const onData = (d: Buffer) => {
       out += d.toString()
@@ -185,7 +185,7 @@ export const benchGateway = async () => {
   // Ready when it answers on its port, not when it logs "Listening" (no such line below info level).
   const gatewayPort = await freePort()
   const gatewayUrl = `http://127.0.0.1:${gatewayPort}`
-  const gateway = { child: spawn(process.execPath, ["--enable-source-maps", "dist/main.js"], { cwd: root, env: { ...process.env, DATABASE_URL: dbUrl, AWOOOP_CONFIG: configFile, PORT: String(gatewayPort) }, stdio: ["ignore", "pipe", "inherit"] }) }
+  const gateway = { child: stopWithUs(spawn(process.execPath, ["--enable-source-maps", "dist/main.js"], { cwd: root, env: { ...process.env, DATABASE_URL: dbUrl, AWOOOP_CONFIG: configFile, PORT: String(gatewayPort) }, stdio: ["ignore", "pipe", "inherit"] })) }
   gateway.child.stdout!.resume() // its log lines (a pipe, as under a supervisor), read and dropped
   await answering(gatewayUrl, gateway.child)
   const bare = await startProcess(["bench/bare-proxy.ts", fakeUrl], {}, /READY (\d+)/)

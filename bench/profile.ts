@@ -12,7 +12,7 @@ import path from "node:path"
 import pg from "pg"
 import { Agent, request } from "undici"
 import { gatewayBenchConfig } from "./BenchConfig.ts"
-import { cpuOfPid, healthy, peakRssMbOf, postgresCpu, rssMbOf, waitLine } from "./Processes.ts"
+import { cpuOfPid, healthy, peakRssMbOf, postgresCpu, rssMbOf, stopWithUs, waitLine } from "./Processes.ts"
 
 const root = process.env.ROOT ?? path.join(import.meta.dirname, "..")
 const total = Number(process.argv[2] ?? 20000)
@@ -26,19 +26,19 @@ const dbName = `awooop_prof_${Date.now()}`
 const admin = new pg.Client({ connectionString: adminUrl })
 await admin.connect()
 await admin.query(`CREATE DATABASE ${dbName}`)
-const fake = spawn(process.execPath, ["--import", "tsx", "bench/fake-host.ts", "0"], { cwd: path.join(import.meta.dirname, ".."), stdio: ["ignore", "pipe", "inherit"] })
+const fake = stopWithUs(spawn(process.execPath, ["--import", "tsx", "bench/fake-host.ts", "0"], { cwd: path.join(import.meta.dirname, ".."), stdio: ["ignore", "pipe", "inherit"] }))
 const fakeUrl = `http://127.0.0.1:${(await waitLine(fake, /READY (\d+)/))[1]}`
 const configFile = path.join(outDir, "gateway.yaml")
 fs.writeFileSync(configFile, gatewayBenchConfig(fakeUrl))
 if (spawnSync(process.execPath, ["scripts/build.mjs"], { cwd: root, stdio: "inherit" }).status !== 0) throw new Error("build failed")
 const port = 20000 + Math.floor(Math.random() * 20000)
 const profFlags = process.env.NOPROF ? [] : ["--cpu-prof", `--cpu-prof-dir=${outDir}`]
-const gw = spawn(process.execPath, [...profFlags, ...(process.env.GW_NODE_FLAGS ?? "").split(" ").filter(Boolean), "dist/main.js"], {
+const gw = stopWithUs(spawn(process.execPath, [...profFlags, ...(process.env.GW_NODE_FLAGS ?? "").split(" ").filter(Boolean), "dist/main.js"], {
   cwd: root,
   env: { ...process.env, DATABASE_URL: adminUrl.replace(/\/[^/]*$/, `/${dbName}`), AWOOOP_CONFIG: configFile, PORT: String(port), AWOOOP_LOG_LEVEL: "warn" },
   // GW_STDOUT=<file>: keep the gateway's stdout (e.g. GW_NODE_FLAGS=--trace-gc's lines).
   stdio: ["ignore", process.env.GW_STDOUT ? fs.openSync(process.env.GW_STDOUT, "w") : "ignore", "inherit"]
-})
+}))
 const base = `http://127.0.0.1:${port}`
 await healthy(base)
 const agent = new Agent({ connections: 64 })
