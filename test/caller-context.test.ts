@@ -55,6 +55,14 @@ describe("resolveCallerContext", () => {
     expect(r.message).toContain("mistral:7b")
   })
 
+  it("a model named like an Object.prototype member is no lane (it once found the prototype's function: a 500)", () => {
+    for (const model of ["valueOf", "constructor", "toString", "__proto__", "hasOwnProperty"]) {
+      const r = refused(resolveCallerContext({}, model, rules))
+      expect(r._tag).toBe("BadRequest")
+      expect(r.message).toContain(`no lane for model ${JSON.stringify(model)}`)
+    }
+  })
+
   it("an unknown lane is refused naming it and the known ones", () => {
     const r = refused(resolveCallerContext({ "x-awooop-lane": "alert-slow" }, "gemma3:4b", rules))
     expect(r._tag).toBe("UnknownLane")

@@ -96,7 +96,8 @@ describe("fuzzed input on every public route", () => {
           wellFormed(await raw("POST", route, Buffer.from(text), headers))
         }
       ),
-      { numRuns: 150 }
+      // Always tried: a model named like an Object.prototype member once found the prototype's function as its lane (a 500).
+      { numRuns: 150, examples: [["/api/generate", { model: "valueOf", prompt: "" }, undefined], ["/api/chat", { model: "constructor" }, undefined]] }
     )
   })
 
@@ -241,7 +242,8 @@ describe("fuzzed input on the /v1 and /awooop routes", () => {
           wellFormedAnyShape(await raw("POST", route, Buffer.from(JSON.stringify(body) ?? "null"), headers), `POST ${route}`)
         }
       ),
-      { numRuns: 100 }
+      // The counterexample fast-check found in session 12 (a 500), always tried.
+      { numRuns: 100, examples: [["/v1/embeddings", { model: "valueOf", input: "" }, undefined], ["/v1/chat/completions", { model: "__proto__", messages: [] }, undefined]] }
     )
   })
 

@@ -181,7 +181,10 @@ export const priceOf = (
   prices: Readonly<Record<string, Price>>,
   model: string,
   kind?: ProviderConfig["kind"]
-): Price | undefined => prices[model] ?? (kind === undefined ? undefined : prices[`${kind}/${model}`])
+): Price | undefined => {
+  const own = (key: string) => (Object.hasOwn(prices, key) ? prices[key] : undefined)
+  return own(model) ?? (kind === undefined ? undefined : own(`${kind}/${model}`))
+}
 
 const GatewayConfigFields = Schema.Struct({
   hosts: Schema.Record({ key: Name, value: HostConfig }),

@@ -188,9 +188,12 @@ const laneOf = (laneHeader: string | undefined, model: string | undefined, rules
   if (laneHeader !== undefined) {
     return rules.lanes.includes(laneHeader) ? laneHeader : new UnknownLane({ lane: laneHeader.slice(0, 80), known: [...rules.lanes] })
   }
+  // Own keys only: a model named "valueOf" or "constructor" is no lane (it found Object.prototype's: a 500).
   const lane = model === undefined
     ? undefined
-    : rules.legacyLanes[model] ?? Object.entries(rules.legacyLanes).find(([m]) => sameModel(m, model))?.[1]
+    : Object.hasOwn(rules.legacyLanes, model)
+    ? rules.legacyLanes[model]
+    : Object.entries(rules.legacyLanes).find(([m]) => sameModel(m, model))?.[1]
   if (lane !== undefined) return lane
   return new BadRequest({
     message: model === undefined

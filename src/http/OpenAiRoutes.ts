@@ -286,7 +286,7 @@ const modelList = (gateway: Gateway, created: number) => {
     created,
     owned_by: "awooop",
     awooop_lanes: lanes,
-    awooop_default_lane: gateway.laneRules.legacyLanes[id] ?? null
+    awooop_default_lane: Object.hasOwn(gateway.laneRules.legacyLanes, id) ? gateway.laneRules.legacyLanes[id]! : null
   }))
 }
 
