@@ -13,17 +13,18 @@ export default defineConfig({
     hookTimeout: 60_000,
     // Three files at a time on a 2-core machine: most suites wait on sockets, Postgres, child
     // processes and their own timeouts, and with two workers the cores were idle a third of a run
-    // (session 12: 75-100 s, 67-78% busy; three workers 59-72 s, 83-89% busy). Each test makes its
+    // (session 12: 75-100 s, 67-78% busy; three workers 58-72 s, 83-89% busy). Each test makes its
     // own random database, so neighbours don't collide. The slowest files (Chromium, the spawned
     // gateways) start first (vitest orders by last duration; a file that failed last time goes first).
     // Sessions 8-11 kept two: the in-process gateways' 300 ms step windows failed now and then beside
-    // busier neighbours. Since then the windows that failed were widened (paid-fallback's hanging host
-    // 600 ms, the console's breaker host 1 s), and nine three-worker runs in session 12, one with a busy loop holding a core (98% busy), failed only in
-    // two waits that read a state before it was written, fixed since (health-keepwarm's eviction
-    // count, async-runs' finished row). On a machine where the suite is CPU-bound (session 11's: 93%
-    // busy with three) a third worker gains nothing but costs nothing either. Set minWorkers =
-    // maxWorkers: fewer made tinypool end a worker vitest still held ("Terminating worker thread"
-    // after every test passed, vitest #8564).
+    // busier neighbours. Since then the windows that failed were widened (paid-fallback's hanging
+    // host 600 ms, the console's breaker host 1 s). In session 12, three-worker runs (one beside a
+    // busy loop holding a core, 98% busy) failed only in two waits that read a state before it was
+    // written (health-keepwarm's eviction count, async-runs' finished row) and on a product bug the
+    // fuzzer found; with those fixed, 38 runs back to back were all green. On a machine where the
+    // suite is CPU-bound (session 11's: 93% busy with three) a third worker gains nothing but costs
+    // nothing either. Set minWorkers = maxWorkers: fewer made tinypool end a worker vitest still held
+    // ("Terminating worker thread" after every test passed, vitest #8564).
     maxWorkers: 3,
     minWorkers: 3,
     // Worker processes are reused from file to file, and the modules they loaded with them: effect,

@@ -4,6 +4,7 @@
  */
 import type { ChildProcess } from "node:child_process"
 import fs from "node:fs"
+import os from "node:os"
 
 const TICK = 100
 
@@ -25,7 +26,7 @@ export const stopWithUs = <C extends ChildProcess>(child: C): C => {
       for (const c of started) c.kill("SIGKILL")
     })
     for (const signal of ["SIGINT", "SIGTERM", "SIGHUP"] as const) {
-      process.once(signal, () => process.exit(130))
+      process.once(signal, () => process.exit(128 + os.constants.signals[signal]))
     }
   }
   return child

@@ -183,17 +183,19 @@ export const resolveCallerContext = (
   }
 }
 
+/**
+ * The legacy rules' lane for a model: its own entry, else the one Ollama would name the same. Own keys
+ * only: a model named "valueOf" or "constructor" is no lane (it once found Object.prototype's: a 500).
+ */
+const legacyLaneOf = (lanes: Readonly<Record<string, string>>, model: string): string | undefined =>
+  Object.hasOwn(lanes, model) ? lanes[model] : Object.entries(lanes).find(([m]) => sameModel(m, model))?.[1]
+
 /** X-AwoooP-Lane; without it (a legacy caller) the bootstrap rules pick the lane from the model. */
 const laneOf = (laneHeader: string | undefined, model: string | undefined, rules: LaneRules): string | BadRequest | UnknownLane => {
   if (laneHeader !== undefined) {
     return rules.lanes.includes(laneHeader) ? laneHeader : new UnknownLane({ lane: laneHeader.slice(0, 80), known: [...rules.lanes] })
   }
-  // Own keys only: a model named "valueOf" or "constructor" is no lane (it found Object.prototype's: a 500).
-  const lane = model === undefined
-    ? undefined
-    : Object.hasOwn(rules.legacyLanes, model)
-    ? rules.legacyLanes[model]
-    : Object.entries(rules.legacyLanes).find(([m]) => sameModel(m, model))?.[1]
+  const lane = model === undefined ? undefined : legacyLaneOf(rules.legacyLanes, model)
   if (lane !== undefined) return lane
   return new BadRequest({
     message: model === undefined
