@@ -21,6 +21,7 @@ import { Agent, request } from "undici"
 import { type Child, exited, spawnGateway } from "../test/support/FaultKit.ts"
 import { startFakeOllama } from "../test/support/FakeOllama.ts"
 import { freePort } from "../test/support/FreePort.ts"
+import { stopWithUs } from "./Processes.ts"
 
 const adminUrl = process.env.BENCH_DATABASE_URL ?? "postgres://postgres@127.0.0.1:5432/postgres"
 const SLOTS = 8
@@ -131,6 +132,7 @@ server: { pollInterval: "60s", drainTimeout: "1s" }
     databases.push(db1.name)
     const single = await spawnGateway({ DATABASE_URL: db1.url, AWOOOP_CONFIG: config, AWOOOP_SPILL_DIR: path.join(dir, "spill-single") }, 120_000)
     children.push(single)
+    stopWithUs(single.process)
     const direct = () => [fake.url]
     const one = () => [single.url]
     await run(one, 500, 8)
@@ -163,6 +165,7 @@ server: { pollInterval: "60s", drainTimeout: "1s" }
     }
     const replicas = await Promise.all([0, 1, 2].map(start))
     children.push(...replicas)
+    for (const r of replicas) stopWithUs(r.process)
     let live = [...replicas]
     const owner = async (): Promise<Child | null> => {
       const owners = await Promise.all(live.map(async (r) => (await health(r.url))?.cluster?.hosts?.["gcp-a"] ?? null))

@@ -36,6 +36,7 @@ import {
   spawnGateway,
   startProxiedDatabase
 } from "../test/support/FaultKit.ts"
+import { stopWithUs } from "./Processes.ts"
 
 const arg = (name: string): string | undefined => {
   const i = process.argv.indexOf(`--${name}`)
@@ -96,11 +97,11 @@ interface Hosts {
 const startHosts = (env: Record<string, string>): Promise<Hosts> =>
   new Promise((resolve, reject) => {
     const root = path.resolve(path.dirname(new URL(import.meta.url).pathname), "..")
-    const child: ChildProcess = spawn(process.execPath, ["--import", "tsx", "bench/soak-hosts.ts"], {
+    const child: ChildProcess = stopWithUs(spawn(process.execPath, ["--import", "tsx", "bench/soak-hosts.ts"], {
       cwd: root,
       env: { ...process.env, ...env },
       stdio: ["ignore", "pipe", "inherit", "ipc"]
-    })
+    }))
     let nextId = 0
     const waiting = new Map<number, (result: unknown) => void>()
     child.on("message", (m) => {
@@ -283,8 +284,7 @@ server: { pollInterval: "2s", probeTimeout: "3s", drainTimeout: "5s" }
     SOAK_HEAP_FILE: heapFile
   }
   const gw: Child = await spawnGateway(env)
-  const killOnExit = () => gw.process.kill("SIGKILL")
-  process.once("exit", killOnExit)
+  stopWithUs(gw.process)
   const pid = gw.process.pid!
   const agent = new Agent({ connections: MAX_IN_FLIGHT, keepAliveTimeout: 10_000 })
   const faultEnv: Env = { hosts, db }
@@ -460,7 +460,6 @@ server: { pollInterval: "2s", probeTimeout: "3s", drainTimeout: "5s" }
     : []
   gw.process.kill("SIGTERM")
   await exited(gw.process)
-  process.off("exit", killOnExit)
   await hosts.close()
   await agent.close()
   if (process.env.SOAK_KEEP_DB !== "1") await db.close()
