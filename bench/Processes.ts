@@ -70,20 +70,41 @@ export const rssMbOf = (pid: number | undefined): number | null => statusMb(pid,
 /** Peak resident set size (VmHWM) in MB (null when unknown). */
 export const peakRssMbOf = (pid: number | undefined): number | null => statusMb(pid, "VmHWM")
 
-/** Resolves with the first match of `re` in the child's stdout (the fake host's `READY <port>`). */
-export const waitLine = (child: ChildProcess, re: RegExp) =>
-  new Promise<RegExpMatchArray>((resolve) => {
-    let buf = ""
-    child.stdout!.on("data", (d) => {
-      buf += d
-      const m = buf.match(re)
-      if (m !== null) resolve(m)
-    })
+/** Rejects once `child` has exited (never resolves): raced against a wait for it to be ready. */
+const exited = (child: ChildProcess, what: string) =>
+  new Promise<never>((_, reject) => {
+    const fail = () => reject(new Error(`${what} exited (code ${child.exitCode}, signal ${child.signalCode}) before it was ready`))
+    if (child.exitCode !== null || child.signalCode !== null) fail()
+    else child.once("exit", fail)
   })
 
-/** Resolves once the gateway at `base` answers /awooop/health. */
-export const healthy = async (base: string): Promise<void> => {
+/**
+ * Resolves with the first match of `re` in the child's stdout (the fake host's `READY <port>`); fails
+ * if the child exits first.
+ */
+export const waitLine = (child: ChildProcess, re: RegExp) =>
+  Promise.race([
+    new Promise<RegExpMatchArray>((resolve) => {
+      let buf = ""
+      child.stdout!.on("data", (d) => {
+        buf += d
+        const m = buf.match(re)
+        if (m !== null) resolve(m)
+      })
+    }),
+    exited(child, `${child.spawnargs.slice(1).join(" ")}`)
+  ])
+
+/**
+ * Resolves once the gateway at `base` answers /awooop/health. With `child`, fails if it exits first: a
+ * gateway that refuses its configuration (say, `AWOOOP_JOURNAL_LINGER=50ms`, which is not an Effect
+ * duration; "50 millis" is) exits at start, and the benchmark waited for it forever (session 13).
+ */
+export const healthy = async (base: string, child?: ChildProcess): Promise<void> => {
+  const gone = child === undefined ? null : exited(child, "the gateway")
+  gone?.catch(() => {}) // observed below; not an unhandled rejection once the gateway is up and later stops
   for (;;) {
+    if (child !== undefined && (child.exitCode !== null || child.signalCode !== null)) await gone
     try {
       await (await fetch(`${base}/awooop/health`)).text()
       return

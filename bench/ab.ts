@@ -63,7 +63,7 @@ const start = async (name: "A" | "B"): Promise<Side> => {
     stdio: ["ignore", "ignore", "inherit"]
   }))
   const url = `http://127.0.0.1:${port}`
-  await healthy(url)
+  await healthy(url, child)
   return { name, child, url, db }
 }
 

@@ -93,7 +93,7 @@ export const benchFloor = async (perRound = 10000, concurrency = 32, rounds = 5)
   const port = 20000 + Math.floor(Math.random() * 20000)
   const gateway = node(["dist/main.js"], { DATABASE_URL: await database("gateway"), AWOOOP_CONFIG: path.join(dir, "gateway.yaml"), PORT: String(port), AWOOOP_LOG_LEVEL: "warn" })
   gateway.stdout!.resume()
-  await healthy(`http://127.0.0.1:${port}`)
+  await healthy(`http://127.0.0.1:${port}`, gateway)
   await add("gateway", gateway, true, `http://127.0.0.1:${port}`)
 
   const agent = new Agent({ connections: 64, keepAliveTimeout: 30_000 })

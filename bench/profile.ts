@@ -40,7 +40,7 @@ const gw = stopWithUs(spawn(process.execPath, [...profFlags, ...(process.env.GW_
   stdio: ["ignore", process.env.GW_STDOUT ? fs.openSync(process.env.GW_STDOUT, "w") : "ignore", "inherit"]
 }))
 const base = `http://127.0.0.1:${port}`
-await healthy(base)
+await healthy(base, gw)
 const agent = new Agent({ connections: 64 })
 const body = JSON.stringify({ model: "gemma3:4b", prompt: "why is the alert firing?", stream })
 const headers = { "content-type": "application/json", "x-awooop-lane": "alert-fast", "x-awooop-project-id": "bench" }
