@@ -140,6 +140,13 @@ export const benchFloor = async (perRound = 10000, concurrency = 32, rounds = 5)
     const cpu = median(list.map((x) => x.cpu))
     lines.push(`| ${s.name} | ${median(list.map((x) => x.rps)).toFixed(0)} | ${cpu.toFixed(0)} | ${(cpu / bare).toFixed(2)} | ${median(list.map((x) => x.postgres)).toFixed(0)} |`)
   }
+  // Issue 14's targets restated against the floor (BENCHMARKS.md, session 13, option 1).
+  const of = (name: string, key: "cpu" | "postgres") => median(samples.get(name)!.map((x) => x[key]))
+  lines.push(
+    "",
+    `Gateway ÷ projector floor: CPU ${(of("gateway", "cpu") / of("projector", "cpu")).toFixed(2)}×, ` +
+      `Postgres ${(of("gateway", "postgres") / of("projector", "postgres")).toFixed(2)}×.`
+  )
   await Promise.all(servers.map((s) => new Promise((resolve) => {
     s.child.once("exit", resolve)
     s.child.kill("SIGTERM")
