@@ -1,15 +1,48 @@
 /**
  * What the benchmarks read about the processes they start (Linux /proc): CPU seconds (utime + stime
- * in clock ticks of 1/100 s), resident memory, and when a child is ready.
+ * in clock ticks of 1/100 s), resident memory, and when a child is ready; and what they clean up
+ * however they end (children, scratch databases).
  */
-import type { ChildProcess } from "node:child_process"
+import { type ChildProcess, spawnSync } from "node:child_process"
 import fs from "node:fs"
 import os from "node:os"
+import path from "node:path"
 
 const TICK = 100
 
 const started = new Set<ChildProcess>()
+/** Scratch databases not dropped yet, by name: their server's admin URL. */
+const scratch = new Map<string, string>()
 let hooked = false
+
+/**
+ * At exit, in any way: kill what we started, drop what we created. The `exit` hook must be
+ * synchronous, so a database is dropped by a short node child (pg, `DROP … WITH (FORCE)`).
+ */
+const hookExit = () => {
+  if (hooked) return
+  hooked = true
+  process.once("exit", () => {
+    for (const c of started) c.kill("SIGKILL")
+    for (const [db, adminUrl] of scratch) {
+      spawnSync(process.execPath, ["-e", dropScript], {
+        cwd: path.join(import.meta.dirname, ".."),
+        env: { ...process.env, ADMIN_URL: adminUrl, DB: db },
+        stdio: "inherit",
+        timeout: 15_000
+      })
+    }
+  })
+  for (const signal of ["SIGINT", "SIGTERM", "SIGHUP"] as const) {
+    process.once(signal, () => process.exit(128 + os.constants.signals[signal]))
+  }
+}
+
+const dropScript = `const pg = require("pg")
+const c = new pg.Client({ connectionString: process.env.ADMIN_URL })
+c.connect().then(() => c.query('DROP DATABASE IF EXISTS "' + process.env.DB + '" WITH (FORCE)'))
+  .then(() => console.error("dropped the benchmark's database " + process.env.DB), (e) => console.error("could not drop " + process.env.DB + ": " + e.message))
+  .finally(() => c.end())`
 
 /**
  * Kills `child` when this benchmark exits in any way: a run cut short (Ctrl-C, a closed stdout pipe,
@@ -20,16 +53,24 @@ let hooked = false
 export const stopWithUs = <C extends ChildProcess>(child: C): C => {
   started.add(child)
   child.once("exit", () => started.delete(child))
-  if (!hooked) {
-    hooked = true
-    process.once("exit", () => {
-      for (const c of started) c.kill("SIGKILL")
-    })
-    for (const signal of ["SIGINT", "SIGTERM", "SIGHUP"] as const) {
-      process.once(signal, () => process.exit(128 + os.constants.signals[signal]))
-    }
-  }
+  hookExit()
   return child
+}
+
+/**
+ * Creates the benchmark's scratch database `db` and drops it when the benchmark exits without
+ * having dropped it (a thrown error, Ctrl-C: session 12 and 13 found `awooop_prof_…` and
+ * `awooop_ab_…` left behind). The benchmark's own drop calls `dropped(db)`; so does a kept one.
+ */
+export const createScratchDatabase = async (admin: { query: (text: string) => Promise<unknown> }, adminUrl: string, db: string) => {
+  await admin.query(`CREATE DATABASE ${db}`)
+  scratch.set(db, adminUrl)
+  hookExit()
+}
+
+/** `db` was dropped (or is to be kept): nothing to do for it at exit. */
+export const dropped = (db: string) => {
+  scratch.delete(db)
 }
 
 /** CPU seconds a process has spent so far (0 when it is gone or unknown). */

@@ -20,7 +20,7 @@ import path from "node:path"
 import pg from "pg"
 import { Agent, request } from "undici"
 import { gatewayBenchConfig } from "./BenchConfig.ts"
-import { cpuOfPid, healthy, rssMbOf, stopWithUs, waitLine } from "./Processes.ts"
+import { cpuOfPid, createScratchDatabase, dropped, healthy, rssMbOf, stopWithUs, waitLine } from "./Processes.ts"
 
 const here = path.join(import.meta.dirname, "..")
 const roots = { A: process.env.A, B: process.env.B ?? here }
@@ -49,7 +49,7 @@ const start = async (name: "A" | "B"): Promise<Side> => {
   const root = roots[name]!
   if (spawnSync(process.execPath, ["scripts/build.mjs"], { cwd: root, stdio: "inherit" }).status !== 0) throw new Error(`build of ${root} failed`)
   const db = `awooop_ab_${name.toLowerCase()}_${Date.now()}`
-  await admin.query(`CREATE DATABASE ${db}`)
+  await createScratchDatabase(admin, adminUrl, db)
   const port = 20000 + Math.floor(Math.random() * 20000)
   // PROF=1: a --cpu-prof profile of each side, written into <tmp dir>/<side> when it stops.
   const prof = process.env.PROF ? ["--cpu-prof", `--cpu-prof-dir=${path.join(dir, name)}`] : []
@@ -114,7 +114,10 @@ try {
   for (const s of sides) s.child.kill("SIGTERM")
   await Promise.all(sides.map((s) => new Promise((r) => s.child.exitCode !== null ? r(null) : s.child.on("exit", r))))
   fake.kill("SIGTERM")
-  for (const s of sides) await admin.query(`DROP DATABASE IF EXISTS ${s.db} WITH (FORCE)`)
+  for (const s of sides) {
+    await admin.query(`DROP DATABASE IF EXISTS ${s.db} WITH (FORCE)`)
+    dropped(s.db)
+  }
   await admin.end()
   await agent.close()
   if (process.env.PROF) console.log(`profiles: ${dir}/A, ${dir}/B`)

@@ -21,7 +21,7 @@ import { Agent, request } from "undici"
 import { type Child, exited, spawnGateway } from "../test/support/FaultKit.ts"
 import { startFakeOllama } from "../test/support/FakeOllama.ts"
 import { freePort } from "../test/support/FreePort.ts"
-import { stopWithUs } from "./Processes.ts"
+import { createScratchDatabase, dropped, stopWithUs } from "./Processes.ts"
 
 const adminUrl = process.env.BENCH_DATABASE_URL ?? "postgres://postgres@127.0.0.1:5432/postgres"
 const SLOTS = 8
@@ -91,7 +91,7 @@ const step = (what: string) => process.stderr.write(`[replicas +${((Date.now() -
 
 const freshDatabase = async (admin: pg.Client, tag: string) => {
   const name = `awooop_bench_${tag}_${Date.now()}`
-  await admin.query(`CREATE DATABASE ${name}`)
+  await createScratchDatabase(admin, adminUrl, name)
   return { name, url: adminUrl.replace(/\/[^/]*$/, `/${name}`) }
 }
 
@@ -241,7 +241,10 @@ server: { pollInterval: "60s", drainTimeout: "1s" }
     for (const c of children) if (c.process.exitCode === null && c.process.signalCode === null) c.process.kill("SIGKILL")
     await Promise.all(children.map((c) => exited(c.process)))
     await fake.stop()
-    for (const name of databases) await admin.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`)
+    for (const name of databases) {
+      await admin.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`)
+      dropped(name)
+    }
     await admin.end()
     fs.rmSync(dir, { recursive: true, force: true })
     await agent.close()

@@ -30,7 +30,7 @@ import path from "node:path"
 import pg from "pg"
 import { Agent, request } from "undici"
 import { gatewayBenchConfig } from "./BenchConfig.ts"
-import { cpuOfPid, healthy, stopWithUs, waitLine } from "./Processes.ts"
+import { cpuOfPid, createScratchDatabase, dropped, healthy, stopWithUs, waitLine } from "./Processes.ts"
 
 /** CPU seconds of each Postgres process now (backends come and go: see `postgresSince`). */
 const postgresPids = (): Map<number, number> => {
@@ -65,7 +65,7 @@ export const benchFloor = async (perRound = 10000, concurrency = 32, rounds = 5)
   const databaseOf = new Map<string, string>()
   const database = async (name: string) => {
     const db = `awooop_floor_${name}_${stamp}`
-    await admin.query(`CREATE DATABASE ${db}`)
+    await createScratchDatabase(admin, adminUrl, db)
     databases.push(db)
     return adminUrl.replace(/\/[^/]*$/, `/${db}`)
   }
@@ -166,7 +166,10 @@ export const benchFloor = async (perRound = 10000, concurrency = 32, rounds = 5)
     if (rows !== expected || (runs !== null && runs !== served)) throw new Error(`floor server ${mode} lost events: ${audit.at(-1)}`)
   }
   lines.push("", `Journal audit after the servers drained: ${audit.join("; ")}.`)
-  for (const db of databases) await admin.query(`DROP DATABASE IF EXISTS ${db} WITH (FORCE)`)
+  for (const db of databases) {
+    await admin.query(`DROP DATABASE IF EXISTS ${db} WITH (FORCE)`)
+    dropped(db)
+  }
   await admin.end()
   return lines.join("\n")
 }

@@ -11,7 +11,7 @@ import * as path from "node:path"
 import { Agent, request } from "undici"
 import pg from "pg"
 import { gatewayBenchConfig } from "./BenchConfig.ts"
-import { cpuOfPid, peakRssMbOf, postgresCpu, stopWithUs } from "./Processes.ts"
+import { cpuOfPid, createScratchDatabase, dropped, peakRssMbOf, postgresCpu, stopWithUs } from "./Processes.ts"
 
 const root = path.resolve(path.dirname(new URL(import.meta.url).pathname), "..")
 const adminUrl = process.env.BENCH_DATABASE_URL ?? "postgres://postgres@127.0.0.1:5432/postgres"
@@ -172,7 +172,7 @@ export const benchGateway = async () => {
   const dbName = `awooop_bench_${Date.now()}`
   const admin = new pg.Client({ connectionString: adminUrl })
   await admin.connect()
-  await admin.query(`CREATE DATABASE ${dbName}`)
+  await createScratchDatabase(admin, adminUrl, dbName)
   const dbUrl = adminUrl.replace(/\/[^/]*$/, `/${dbName}`)
   const fake = await startProcess(["bench/fake-host.ts", "0"], {}, /READY (\d+)/)
   const fakeUrl = `http://127.0.0.1:${fake.match[1]}`
@@ -266,6 +266,7 @@ export const benchGateway = async () => {
   const runs = Number((await db.query(`SELECT count(*)::int AS n FROM step_journal WHERE type = 'RunCompleted'`)).rows[0].n)
   await db.end()
   await admin.query(`DROP DATABASE ${dbName} WITH (FORCE)`)
+  dropped(dbName)
   await admin.end()
   await agent.close()
   fs.rmSync(configDir, { recursive: true, force: true })

@@ -12,7 +12,7 @@ import path from "node:path"
 import pg from "pg"
 import { Agent, request } from "undici"
 import { gatewayBenchConfig } from "./BenchConfig.ts"
-import { cpuOfPid, healthy, peakRssMbOf, postgresCpu, rssMbOf, stopWithUs, waitLine } from "./Processes.ts"
+import { cpuOfPid, createScratchDatabase, dropped, healthy, peakRssMbOf, postgresCpu, rssMbOf, stopWithUs, waitLine } from "./Processes.ts"
 
 const root = process.env.ROOT ?? path.join(import.meta.dirname, "..")
 const total = Number(process.argv[2] ?? 20000)
@@ -25,7 +25,7 @@ const adminUrl = process.env.BENCH_DATABASE_URL ?? "postgres://postgres@127.0.0.
 const dbName = `awooop_prof_${Date.now()}`
 const admin = new pg.Client({ connectionString: adminUrl })
 await admin.connect()
-await admin.query(`CREATE DATABASE ${dbName}`)
+await createScratchDatabase(admin, adminUrl, dbName)
 const fake = stopWithUs(spawn(process.execPath, ["--import", "tsx", "bench/fake-host.ts", "0"], { cwd: path.join(import.meta.dirname, ".."), stdio: ["ignore", "pipe", "inherit"] }))
 const fakeUrl = `http://127.0.0.1:${(await waitLine(fake, /READY (\d+)/))[1]}`
 const configFile = path.join(outDir, "gateway.yaml")
@@ -87,6 +87,7 @@ await new Promise((r) => gw.on("exit", r))
 fake.kill("SIGTERM")
 if (process.env.KEEP_DB) console.log(`kept database ${dbName}`)
 else await admin.query(`DROP DATABASE ${dbName} WITH (FORCE)`)
+dropped(dbName)
 await admin.end()
 const file = fs.readdirSync(outDir).find((f) => f.endsWith(".cpuprofile"))
 if (file === undefined) process.exit(0)

@@ -20,6 +20,7 @@ import { verifyDecisions } from "../src/replay/Decisions.ts"
 import { explain, renderText } from "../src/replay/Explain.ts"
 import { layerFromUrl } from "../src/storage/Database.ts"
 import { runMigrations } from "../src/storage/Migrations.ts"
+import { createScratchDatabase, dropped } from "./Processes.ts"
 
 const adminUrl = process.env.BENCH_DATABASE_URL ?? "postgres://postgres@127.0.0.1:5432/postgres"
 
@@ -105,7 +106,7 @@ export const benchProjector = async (): Promise<string> => {
   const dbName = `awooop_bench_proj_${Date.now()}`
   const admin = new pg.Client({ connectionString: adminUrl })
   await admin.connect()
-  await admin.query(`CREATE DATABASE ${dbName}`)
+  await createScratchDatabase(admin, adminUrl, dbName)
   const dbUrl = adminUrl.replace(/\/[^/]*$/, `/${dbName}`)
   try {
     const db = new pg.Client({ connectionString: dbUrl })
@@ -197,6 +198,7 @@ export const benchProjector = async (): Promise<string> => {
   } finally {
     if (process.env.BENCH_KEEP === "1") console.error(`kept ${dbUrl}`)
     else await admin.query(`DROP DATABASE IF EXISTS ${dbName} WITH (FORCE)`)
+    dropped(dbName)
     await admin.end()
   }
 }
