@@ -171,6 +171,7 @@ export const benchFloor = async (perRound = 10000, concurrency = 32, rounds = 5)
     dropped(db)
   }
   await admin.end()
+  fs.rmSync(dir, { recursive: true, force: true })
   return lines.join("\n")
 }
 
