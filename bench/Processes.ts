@@ -84,15 +84,26 @@ export const cpuOfPid = (pid: number | undefined): number => {
   }
 }
 
-/** CPU seconds of every Postgres server process together. */
-export const postgresCpu = (): number => {
-  let total = 0
+/** CPU seconds of each Postgres process now (backends come and go: see `postgresSince`). */
+export const postgresPids = (): Map<number, number> => {
+  const out = new Map<number, number>()
   for (const entry of fs.existsSync("/proc") ? fs.readdirSync("/proc") : []) {
     if (!/^\d+$/.test(entry)) continue
     try {
-      if (fs.readFileSync(`/proc/${entry}/comm`, "utf8").trim() === "postgres") total += cpuOfPid(Number(entry))
+      if (fs.readFileSync(`/proc/${entry}/comm`, "utf8").trim() === "postgres") out.set(Number(entry), cpuOfPid(Number(entry)))
     } catch { /* gone */ }
   }
+  return out
+}
+
+/**
+ * Postgres CPU seconds since `before`: a process that started since counts from zero, one that
+ * ended since is not counted (summing whatever processes exist at both ends went negative when a
+ * pool closed an idle backend).
+ */
+export const postgresSince = (before: Map<number, number>): number => {
+  let total = 0
+  for (const [pid, cpu] of postgresPids()) total += cpu - (before.get(pid) ?? 0)
   return total
 }
 

@@ -30,30 +30,7 @@ import path from "node:path"
 import pg from "pg"
 import { Agent, request } from "undici"
 import { gatewayBenchConfig } from "./BenchConfig.ts"
-import { cpuOfPid, createScratchDatabase, dropped, healthy, stopWithUs, waitLine } from "./Processes.ts"
-
-/** CPU seconds of each Postgres process now (backends come and go: see `postgresSince`). */
-const postgresPids = (): Map<number, number> => {
-  const out = new Map<number, number>()
-  for (const entry of fs.readdirSync("/proc")) {
-    if (!/^\d+$/.test(entry)) continue
-    try {
-      if (fs.readFileSync(`/proc/${entry}/comm`, "utf8").trim() === "postgres") out.set(Number(entry), cpuOfPid(Number(entry)))
-    } catch { /* gone */ }
-  }
-  return out
-}
-
-/**
- * Postgres CPU seconds since `before`: a process that started since counts from zero, one that
- * ended since is not counted (summing whatever processes exist at both ends went negative when a
- * pool closed an idle backend).
- */
-const postgresSince = (before: Map<number, number>): number => {
-  let total = 0
-  for (const [pid, cpu] of postgresPids()) total += cpu - (before.get(pid) ?? 0)
-  return total
-}
+import { cpuOfPid, createScratchDatabase, dropped, healthy, postgresPids, postgresSince, stopWithUs, waitLine } from "./Processes.ts"
 
 export const benchFloor = async (perRound = 10000, concurrency = 32, rounds = 5): Promise<string> => {
   const root = path.join(import.meta.dirname, "..")

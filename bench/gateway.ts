@@ -11,7 +11,7 @@ import * as path from "node:path"
 import { Agent, request } from "undici"
 import pg from "pg"
 import { gatewayBenchConfig } from "./BenchConfig.ts"
-import { cpuOfPid, createScratchDatabase, dropped, peakRssMbOf, postgresCpu, stopWithUs } from "./Processes.ts"
+import { cpuOfPid, createScratchDatabase, dropped, peakRssMbOf, postgresPids, postgresSince, stopWithUs } from "./Processes.ts"
 
 const root = path.resolve(path.dirname(new URL(import.meta.url).pathname), "..")
 const adminUrl = process.env.BENCH_DATABASE_URL ?? "postgres://postgres@127.0.0.1:5432/postgres"
@@ -78,7 +78,7 @@ const measured = async <A>(requests: number, pids: { fake?: number; proxy?: numb
   const self0 = process.cpuUsage()
   const fake0 = cpuOfPid(pids.fake)
   const proxy0 = cpuOfPid(pids.proxy)
-  const pg0 = postgresCpu()
+  const pg0 = postgresPids()
   const result = await f()
   const self = process.cpuUsage(self0)
   const per = (seconds: number) => (seconds * 1e6) / requests
@@ -86,7 +86,7 @@ const measured = async <A>(requests: number, pids: { fake?: number; proxy?: numb
     loadGenerator: (self.user + self.system) / requests,
     fake: per(cpuOfPid(pids.fake) - fake0),
     proxy: per(cpuOfPid(pids.proxy) - proxy0),
-    postgres: per(postgresCpu() - pg0)
+    postgres: per(postgresSince(pg0))
   }]
 }
 

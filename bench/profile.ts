@@ -12,7 +12,7 @@ import path from "node:path"
 import pg from "pg"
 import { Agent, request } from "undici"
 import { gatewayBenchConfig } from "./BenchConfig.ts"
-import { cpuOfPid, createScratchDatabase, dropped, healthy, peakRssMbOf, postgresCpu, rssMbOf, stopWithUs, waitLine } from "./Processes.ts"
+import { cpuOfPid, createScratchDatabase, dropped, healthy, peakRssMbOf, postgresPids, postgresSince, rssMbOf, stopWithUs, waitLine } from "./Processes.ts"
 
 const root = process.env.ROOT ?? path.join(import.meta.dirname, "..")
 const total = Number(process.argv[2] ?? 20000)
@@ -50,7 +50,7 @@ const pgStats = async () => {
   const d = (await db.query(`SELECT xact_commit, tup_inserted, tup_updated, tup_deleted, tup_fetched, tup_returned, blks_hit FROM pg_stat_database WHERE datname = current_database()`)).rows[0]
   const w = (await db.query(`SELECT wal_records, wal_bytes FROM pg_stat_wal`)).rows[0]
   const t = (await db.query(`SELECT relname, n_tup_ins, n_tup_upd, n_tup_hot_upd FROM pg_stat_user_tables`)).rows
-  return { ...d, ...w, tables: Object.fromEntries(t.map((r) => [r.relname, r])), cpu: postgresCpu() }
+  return { ...d, ...w, tables: Object.fromEntries(t.map((r) => [r.relname, r])), pids: postgresPids() }
 }
 await new Promise((r) => setTimeout(r, 1500))
 const before = await pgStats()
@@ -71,8 +71,9 @@ console.log(`${total} requests at c=${concurrency}: ${(total / secs).toFixed(0)}
 void cpu0
 await new Promise((r) => setTimeout(r, 1500))
 const after = await pgStats()
+const postgresSeconds = postgresSince(before.pids)
 const per = (k: string) => ((Number((after as any)[k]) - Number((before as any)[k])) / total).toFixed(2)
-console.log(`postgres per request: cpu ${((after.cpu - before.cpu) * 1e6 / total).toFixed(0)} µs, commits ${per("xact_commit")}, inserted ${per("tup_inserted")}, updated ${per("tup_updated")}, deleted ${per("tup_deleted")}, fetched ${per("tup_fetched")}, returned ${per("tup_returned")}, wal records ${per("wal_records")}, wal bytes ${per("wal_bytes")}`)
+console.log(`postgres per request: cpu ${(postgresSeconds * 1e6 / total).toFixed(0)} µs, commits ${per("xact_commit")}, inserted ${per("tup_inserted")}, updated ${per("tup_updated")}, deleted ${per("tup_deleted")}, fetched ${per("tup_fetched")}, returned ${per("tup_returned")}, wal records ${per("wal_records")}, wal bytes ${per("wal_bytes")}`)
 for (const [name, row] of Object.entries(after.tables)) {
   const b = (before.tables as any)[name] ?? { n_tup_ins: 0, n_tup_upd: 0, n_tup_hot_upd: 0 }
   const ins = (Number((row as any).n_tup_ins) - Number(b.n_tup_ins)) / total
