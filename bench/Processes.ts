@@ -148,15 +148,17 @@ export const waitLine = (child: ChildProcess, re: RegExp) =>
   ])
 
 /**
- * Resolves once the gateway at `base` answers /awooop/health. With `child`, fails if it exits first: a
- * gateway that refuses its configuration (say, `AWOOOP_JOURNAL_LINGER=50ms`, which is not an Effect
- * duration; "50 millis" is) exits at start, and the benchmark waited for it forever (session 13).
+ * Resolves once the gateway at `base` answers /awooop/health; fails after 2 minutes, or with
+ * `child` as soon as it exits: a gateway that refuses its configuration (say,
+ * `AWOOOP_JOURNAL_LINGER=50ms`, which is not an Effect duration; "50 millis" is) exits at start, and
+ * the benchmark waited for it forever (session 13).
  */
 export const healthy = async (base: string, child?: ChildProcess): Promise<void> => {
-  const gone = child === undefined ? null : exited(child, "the gateway")
-  gone?.catch(() => {}) // observed below; not an unhandled rejection once the gateway is up and later stops
-  for (;;) {
-    if (child !== undefined && (child.exitCode !== null || child.signalCode !== null)) await gone
+  const deadline = Date.now() + 120_000
+  while (Date.now() < deadline) {
+    if (child !== undefined && (child.exitCode !== null || child.signalCode !== null)) {
+      throw new Error(`the gateway exited (code ${child.exitCode}, signal ${child.signalCode}) before it answered`)
+    }
     try {
       await (await fetch(`${base}/awooop/health`)).text()
       return
@@ -164,4 +166,5 @@ export const healthy = async (base: string, child?: ChildProcess): Promise<void>
       await new Promise((r) => setTimeout(r, 100))
     }
   }
+  throw new Error(`${base} did not answer within 2 minutes`)
 }

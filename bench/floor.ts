@@ -38,13 +38,14 @@ export const benchFloor = async (perRound = 10000, concurrency = 32, rounds = 5)
   const admin = new pg.Client({ connectionString: adminUrl })
   await admin.connect()
   const stamp = Date.now()
-  const databases: Array<string> = []
-  const databaseOf = new Map<string, string>()
-  const database = async (name: string) => {
-    const db = `awooop_floor_${name}_${stamp}`
-    await createScratchDatabase(admin, adminUrl, db)
-    databases.push(db)
-    return adminUrl.replace(/\/[^/]*$/, `/${db}`)
+  /** Each server's database (by server name): its name and URL. */
+  const databases = new Map<string, { readonly name: string; readonly url: string }>()
+  const database = async (server: string) => {
+    const name = `awooop_floor_${server.replace("-", "_")}_${stamp}`
+    await createScratchDatabase(admin, adminUrl, name)
+    const url = adminUrl.replace(/\/[^/]*$/, `/${name}`)
+    databases.set(server, { name, url })
+    return url
   }
   const node = (args: Array<string>, env: Record<string, string> = {}) =>
     stopWithUs(spawn(process.execPath, args, { cwd: root, env: { ...process.env, ...env }, stdio: ["ignore", "pipe", "inherit"] }))
@@ -61,8 +62,7 @@ export const benchFloor = async (perRound = 10000, concurrency = 32, rounds = 5)
   }
   await add("bare proxy", node(["--import", "tsx", "bench/bare-proxy.ts", fakeUrl]), false)
   for (const mode of ["effect", "journal", "run-row", "projector"] as const) {
-    const db = mode === "effect" ? [] : [await database(mode.replace("-", "_"))]
-    if (db[0] !== undefined) databaseOf.set(mode, db[0])
+    const db = mode === "effect" ? [] : [await database(mode)]
     // FLOOR_NODE_FLAGS (e.g. "--cpu-prof --cpu-prof-dir=/tmp/floor") go to the floor servers only.
     const flags = (process.env.FLOOR_NODE_FLAGS ?? "").split(" ").filter(Boolean)
     await add(mode, node([...flags, "--import", "tsx", "bench/floor-server.ts", mode, fakeUrl, ...db]), mode !== "effect")
@@ -132,7 +132,8 @@ export const benchFloor = async (perRound = 10000, concurrency = 32, rounds = 5)
   // A floor that lost events would be no floor: each server's journal must hold every request's events.
   const served = 2000 + rounds * perRound
   const audit: Array<string> = []
-  for (const [mode, url] of databaseOf) {
+  for (const [mode, { url }] of databases) {
+    if (mode === "gateway") continue // bench/gateway.ts audits the gateway's journal
     const db = new pg.Client({ connectionString: url })
     await db.connect()
     const rows = Number((await db.query("SELECT count(*) AS n FROM step_journal")).rows[0].n)
@@ -143,9 +144,9 @@ export const benchFloor = async (perRound = 10000, concurrency = 32, rounds = 5)
     if (rows !== expected || (runs !== null && runs !== served)) throw new Error(`floor server ${mode} lost events: ${audit.at(-1)}`)
   }
   lines.push("", `Journal audit after the servers drained: ${audit.join("; ")}.`)
-  for (const db of databases) {
-    await admin.query(`DROP DATABASE IF EXISTS ${db} WITH (FORCE)`)
-    dropped(db)
+  for (const { name } of databases.values()) {
+    await admin.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`)
+    dropped(name)
   }
   await admin.end()
   fs.rmSync(dir, { recursive: true, force: true })

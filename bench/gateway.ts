@@ -11,7 +11,7 @@ import * as path from "node:path"
 import { Agent, request } from "undici"
 import pg from "pg"
 import { gatewayBenchConfig } from "./BenchConfig.ts"
-import { cpuOfPid, createScratchDatabase, dropped, peakRssMbOf, postgresPids, postgresSince, stopWithUs } from "./Processes.ts"
+import { cpuOfPid, createScratchDatabase, dropped, healthy, peakRssMbOf, postgresPids, postgresSince, stopWithUs } from "./Processes.ts"
 
 const root = path.resolve(path.dirname(new URL(import.meta.url).pathname), "..")
 const adminUrl = process.env.BENCH_DATABASE_URL ?? "postgres://postgres@127.0.0.1:5432/postgres"
@@ -49,20 +49,6 @@ const freePort = () =>
       s.close(() => resolve(port))
     })
   })
-
-/** Resolves once `url` answers GET / (the gateway is listening); fails if `child` exits first. */
-const answering = async (url: string, child: ChildProcess) => {
-  for (let i = 0; i < 1200; i++) {
-    if (child.exitCode !== null) throw new Error(`the gateway exited ${child.exitCode} before it listened`)
-    try {
-      const res = await request(`${url}/`, { dispatcher: agent })
-      await res.body.dump()
-      if (res.statusCode === 200) return
-    } catch { /* not listening yet */ }
-    await new Promise((resolve) => setTimeout(resolve, 100))
-  }
-  throw new Error(`${url} did not answer within 2 minutes`)
-}
 
 const percentile = (sorted: Array<number>, p: number) => sorted[Math.min(sorted.length - 1, Math.floor(p * sorted.length))]!
 
@@ -187,7 +173,7 @@ export const benchGateway = async () => {
   const gatewayUrl = `http://127.0.0.1:${gatewayPort}`
   const gateway = { child: stopWithUs(spawn(process.execPath, ["--enable-source-maps", "dist/main.js"], { cwd: root, env: { ...process.env, DATABASE_URL: dbUrl, AWOOOP_CONFIG: configFile, PORT: String(gatewayPort) }, stdio: ["ignore", "pipe", "inherit"] })) }
   gateway.child.stdout!.resume() // its log lines (a pipe, as under a supervisor), read and dropped
-  await answering(gatewayUrl, gateway.child)
+  await healthy(gatewayUrl, gateway.child)
   const bare = await startProcess(["bench/bare-proxy.ts", fakeUrl], {}, /READY (\d+)/)
   const bareUrl = `http://127.0.0.1:${bare.match[1]}`
   // Portkey's OSS gateway (@portkey-ai/gateway, a devDependency) as its README runs it (`npx
